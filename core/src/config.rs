@@ -1,0 +1,145 @@
+//! Process configuration: defaults, overridden by a TOML file, overridden by
+//! `METRONOME_*` environment variables and command-line flags (the binary applies those).
+//!
+//! Unknown keys are errors that name the key: a typo in a config file must not silently
+//! fall back to a default.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rt::shard::IoDriverChoice;
+
+/// Configuration of `metronome standalone`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where every byte Metronome stores lives.
+    pub data_dir: PathBuf,
+    pub shards: ShardsSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsSection {
+    /// Datanode shards; 0 means one per available core.
+    pub count: u16,
+    pub pin_to_cores: bool,
+    pub io_driver: IoDriverChoice,
+    pub uring_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// A `tracing` filter, e.g. `info` or `info,metronome_core=debug`.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("metronome-data"),
+            shards: ShardsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for ShardsSection {
+    fn default() -> Self {
+        ShardsSection {
+            count: 0,
+            pin_to_cores: true,
+            io_driver: IoDriverChoice::Auto,
+            uring_entries: 1024,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            filter: "info".to_string(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration in {source_name}: {message}")]
+pub struct ConfigError {
+    pub source_name: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Parses a TOML document; `source_name` (usually the file path) is named in errors.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError {
+            source_name: source_name.to_string(),
+            message: error.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError {
+            source_name: source_name.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".to_string());
+        }
+        if !(2..=32768).contains(&self.shards.uring_entries) || !self.shards.uring_entries.is_power_of_two() {
+            return Err(format!(
+                "shards.uring_entries = {} must be a power of two between 2 and 32768",
+                self.shards.uring_entries
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shard count to run: the configured one, or one per core.
+    pub fn shard_count(&self) -> u16 {
+        if self.shards.count == 0 {
+            crate::rt::shard::available_cores()
+        } else {
+            self.shards.count
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults() {
+        let config = Config::from_toml(
+            "data_dir = \"/var/lib/metronome\"\n[shards]\ncount = 3\nio_driver = \"epoll\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/metronome"));
+        assert_eq!(config.shards.count, 3);
+        assert_eq!(config.shards.io_driver, IoDriverChoice::Epoll);
+        assert!(config.shards.pin_to_cores, "unset keys keep their defaults");
+        assert_eq!(config.shard_count(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let error = Config::from_toml("[shards]\ncuont = 3\n", "typo.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("typo.toml") && text.contains("cuont"), "{text}");
+
+        let error = Config::from_toml("[shards]\nio_driver = \"kqueue\"\n", "x.toml").unwrap_err();
+        assert!(error.to_string().contains("kqueue"), "{error}");
+
+        let error = Config::from_toml("[shards]\nuring_entries = 1000\n", "x.toml").unwrap_err();
+        assert!(error.to_string().contains("uring_entries"), "{error}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Metronome's shared vocabulary and its only I/O seam.
+//!
+//! This crate owns:
+//! - [`rt`], the one module through which every clock, timer, task spawn, random number,
+//!   socket and file operation passes. It compiles to the production runtimes (monoio with
+//!   io_uring on datanode shards, tokio elsewhere) and, under `--cfg madsim`, to the
+//!   deterministic simulator, together with [`rt::disk::SimDisk`], our crash-faithful
+//!   simulated disk.
+//! - [`config`], the process configuration shared by the binary and the components.
+//!
+//! It must not: know about regions, tables, protocols or any other component's logic;
+//! depend on another Metronome crate; or let a raw runtime call escape `rt` (clippy's
+//! `disallowed-methods` in `clippy.toml` enforces that for every other crate).
+
+pub mod config;
+pub mod rt;
