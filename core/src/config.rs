@@ -93,7 +93,9 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".to_string());
         }
-        if !(2..=32768).contains(&self.shards.uring_entries) || !self.shards.uring_entries.is_power_of_two() {
+        if !(2..=32768).contains(&self.shards.uring_entries)
+            || !self.shards.uring_entries.is_power_of_two()
+        {
             return Err(format!(
                 "shards.uring_entries = {} must be a power of two between 2 and 32768",
                 self.shards.uring_entries
@@ -134,7 +136,10 @@ mod tests {
     fn unknown_keys_and_bad_values_are_named() {
         let error = Config::from_toml("[shards]\ncuont = 3\n", "typo.toml").unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("typo.toml") && text.contains("cuont"), "{text}");
+        assert!(
+            text.contains("typo.toml") && text.contains("cuont"),
+            "{text}"
+        );
 
         let error = Config::from_toml("[shards]\nio_driver = \"kqueue\"\n", "x.toml").unwrap_err();
         assert!(error.to_string().contains("kqueue"), "{error}");

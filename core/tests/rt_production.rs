@@ -1,6 +1,9 @@
 //! `rt` on the real runtimes: tokio sockets, monoio shards with io_uring and epoll, and
 //! real files. (Under `--cfg madsim` these are covered by the simulation crate instead.)
 #![cfg(not(madsim))]
+// These tests check `rt` against the real OS, so they look at the OS directly too: a raw
+// socket that misbehaves, and the bytes on the real file system.
+#![allow(clippy::disallowed_methods)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,7 +57,9 @@ where
 
 #[tokio::test]
 async fn frames_round_trip_over_loopback_tcp() {
-    let listener = Listener::bind_tcp(loopback(), FrameLimits::default()).await.unwrap();
+    let listener = Listener::bind_tcp(loopback(), FrameLimits::default())
+        .await
+        .unwrap();
     let Address::Tcp(address) = listener.local_address().unwrap() else {
         panic!("a TCP listener has a TCP address")
     };
@@ -64,7 +69,9 @@ async fn frames_round_trip_over_loopback_tcp() {
             connection.send(frame).await.unwrap();
         }
     });
-    let mut client = Connection::connect_tcp(address, FrameLimits::default()).await.unwrap();
+    let mut client = Connection::connect_tcp(address, FrameLimits::default())
+        .await
+        .unwrap();
     for frame in sample_frames() {
         client.send(frame.clone()).await.unwrap();
         assert_eq!(client.recv().await.unwrap().unwrap(), frame);
@@ -75,9 +82,13 @@ async fn frames_round_trip_over_loopback_tcp() {
 
 #[tokio::test]
 async fn an_oversized_or_truncated_frame_is_an_error_not_an_allocation() {
-    let limits = FrameLimits { frame_bytes_max: 1024 };
+    let limits = FrameLimits {
+        frame_bytes_max: 1024,
+    };
     let listener = Listener::bind_tcp(loopback(), limits).await.unwrap();
-    let Address::Tcp(address) = listener.local_address().unwrap() else { unreachable!() };
+    let Address::Tcp(address) = listener.local_address().unwrap() else {
+        unreachable!()
+    };
     let server = task::spawn(async move {
         let mut errors = Vec::new();
         for _ in 0..2 {
@@ -87,7 +98,9 @@ async fn an_oversized_or_truncated_frame_is_an_error_not_an_allocation() {
         errors
     });
     // A peer with a bigger limit sends a frame over ours.
-    let mut client = Connection::connect_tcp(address, FrameLimits::default()).await.unwrap();
+    let mut client = Connection::connect_tcp(address, FrameLimits::default())
+        .await
+        .unwrap();
     client.send(Bytes::from(vec![0u8; 2048])).await.unwrap();
     // A peer that announces 100 bytes and hangs up after 3.
     let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -102,7 +115,9 @@ async fn an_oversized_or_truncated_frame_is_an_error_not_an_allocation() {
     assert_eq!(errors[1].kind(), io::ErrorKind::UnexpectedEof);
     // Our own oversized send is refused before it leaves.
     let listener = Listener::bind_tcp(loopback(), limits).await.unwrap();
-    let Address::Tcp(address) = listener.local_address().unwrap() else { unreachable!() };
+    let Address::Tcp(address) = listener.local_address().unwrap() else {
+        unreachable!()
+    };
     let mut small = Connection::connect_tcp(address, limits).await.unwrap();
     let error = small.send(Bytes::from(vec![0u8; 2048])).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
@@ -111,8 +126,16 @@ async fn an_oversized_or_truncated_frame_is_an_error_not_an_allocation() {
 #[tokio::test]
 async fn frames_round_trip_in_process_and_closing_is_seen() {
     let network = InProcNetwork::new();
-    let listener: Listener = network.listen("datanode-0", FrameLimits::default()).unwrap().into();
-    assert!(network.listen("datanode-0", FrameLimits::default()).is_err(), "a name is taken once");
+    let listener: Listener = network
+        .listen("datanode-0", FrameLimits::default())
+        .unwrap()
+        .into();
+    assert!(
+        network
+            .listen("datanode-0", FrameLimits::default())
+            .is_err(),
+        "a name is taken once"
+    );
     let server = task::spawn(async move {
         let mut connection = listener.accept().await.unwrap();
         let mut count = 0;
@@ -122,14 +145,20 @@ async fn frames_round_trip_in_process_and_closing_is_seen() {
         }
         count
     });
-    let mut client = network.connect("datanode-0", FrameLimits::default()).await.unwrap();
+    let mut client = network
+        .connect("datanode-0", FrameLimits::default())
+        .await
+        .unwrap();
     for frame in sample_frames() {
         client.send(frame.clone()).await.unwrap();
         assert_eq!(client.recv().await.unwrap().unwrap(), frame);
     }
     drop(client);
     assert_eq!(server.await.unwrap(), sample_frames().len());
-    let refused = network.connect("nobody", FrameLimits::default()).await.unwrap_err();
+    let refused = network
+        .connect("nobody", FrameLimits::default())
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
 }
 
@@ -137,7 +166,9 @@ async fn frames_round_trip_in_process_and_closing_is_seen() {
 fn frames_round_trip_between_shards_over_monoio_tcp() {
     for driver in [IoDriverChoice::IoUring, IoDriverChoice::Epoll] {
         let received = on_shard(driver, |context| async move {
-            let listener = LocalListener::bind(loopback(), FrameLimits::default()).await.unwrap();
+            let listener = LocalListener::bind(loopback(), FrameLimits::default())
+                .await
+                .unwrap();
             let address = listener.local_address().unwrap();
             let server = task::spawn_local(async move {
                 let mut connection = listener.accept().await.unwrap();
@@ -145,7 +176,9 @@ fn frames_round_trip_between_shards_over_monoio_tcp() {
                     connection.send(frame).await.unwrap();
                 }
             });
-            let mut client = LocalConnection::connect(address, FrameLimits::default()).await.unwrap();
+            let mut client = LocalConnection::connect(address, FrameLimits::default())
+                .await
+                .unwrap();
             let mut received = Vec::new();
             for frame in sample_frames() {
                 client.send(frame).await.unwrap();
@@ -172,7 +205,10 @@ fn a_file_written_and_synced_through_io_uring_reads_back() {
         let disk = Disk::real(root.clone());
         async move {
             disk.create_dir_all("wal").await.unwrap();
-            let file = disk.open("wal/0001.log", OpenOptions::create()).await.unwrap();
+            let file = disk
+                .open("wal/0001.log", OpenOptions::create())
+                .await
+                .unwrap();
             let mut offsets = Vec::new();
             for record in [&b"first"[..], b"second", b"third"] {
                 offsets.push(file.append(record.to_vec()).await.unwrap().0);
@@ -180,7 +216,10 @@ fn a_file_written_and_synced_through_io_uring_reads_back() {
             assert_eq!(offsets, [0, 5, 11]);
             file.sync_data().await.unwrap();
             disk.sync_dir("wal").await.unwrap();
-            let reopened = disk.open("wal/0001.log", OpenOptions::read()).await.unwrap();
+            let reopened = disk
+                .open("wal/0001.log", OpenOptions::read())
+                .await
+                .unwrap();
             let content = reopened.read_exact_at(16, 0).await.unwrap();
             let short = reopened.read_exact_at(17, 0).await.unwrap_err();
             assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
@@ -192,7 +231,10 @@ fn a_file_written_and_synced_through_io_uring_reads_back() {
     assert_eq!(content, b"firstsecondthird");
     assert_eq!(listing, ["0002.log"]);
     // And the bytes really are on the file system.
-    assert_eq!(std::fs::read(dir.path().join("wal/0002.log")).unwrap(), b"firstsecondthird");
+    assert_eq!(
+        std::fs::read(dir.path().join("wal/0002.log")).unwrap(),
+        b"firstsecondthird"
+    );
 }
 
 #[test]
@@ -202,7 +244,10 @@ fn o_direct_writes_through_io_uring_read_back() {
     let outcome = on_shard(IoDriverChoice::IoUring, move |_| {
         let disk = Disk::real(root.clone());
         async move {
-            let file = match disk.open("direct", OpenOptions::create().with_direct(true)).await {
+            let file = match disk
+                .open("direct", OpenOptions::create().with_direct(true))
+                .await
+            {
                 Ok(file) => file,
                 // tmpfs and a few others refuse O_DIRECT; the error must say so.
                 Err(error) => return Err(error.to_string()),
@@ -213,11 +258,16 @@ fn o_direct_writes_through_io_uring_read_back() {
             file.sync_data().await.unwrap();
             let misaligned = file.write_at(vec![0u8; 10], 0).await.unwrap_err();
             assert_eq!(misaligned.kind(), io::ErrorKind::InvalidInput);
-            Ok(file.read_exact_at(2 * DIRECT_IO_ALIGNMENT, 0).await.unwrap())
+            Ok(file
+                .read_exact_at(2 * DIRECT_IO_ALIGNMENT, 0)
+                .await
+                .unwrap())
         }
     });
     match outcome {
-        Ok(data) => assert!(data.len() == 2 * DIRECT_IO_ALIGNMENT && data.iter().all(|&b| b == 0xa5)),
+        Ok(data) => {
+            assert!(data.len() == 2 * DIRECT_IO_ALIGNMENT && data.iter().all(|&b| b == 0xa5))
+        }
         Err(message) => assert!(message.contains("O_DIRECT"), "{message}"),
     }
 }
@@ -240,7 +290,10 @@ fn shards_start_one_per_config_and_stop_on_request() {
         }
     })
     .unwrap();
-    assert!(receiver.try_recv().is_err(), "no shard finishes before stop is requested");
+    assert!(
+        receiver.try_recv().is_err(),
+        "no shard finishes before stop is requested"
+    );
     shards.stop_and_join().unwrap();
     let mut ids: Vec<u16> = receiver.try_iter().collect();
     ids.sort();

@@ -35,7 +35,11 @@ fn synced_data_survives_a_crash_and_unsynced_data_does_not() {
         durable_file(&disk, "wal", "0001", b"synced-").await;
         let file = disk.open("wal/0001", OpenOptions::write()).await.unwrap();
         file.append(b"unsynced".to_vec()).await.unwrap();
-        assert_eq!(read_all(&disk, "wal/0001").await.unwrap(), b"synced-unsynced", "reads see the page cache");
+        assert_eq!(
+            read_all(&disk, "wal/0001").await.unwrap(),
+            b"synced-unsynced",
+            "reads see the page cache"
+        );
 
         sim.crash();
         assert_eq!(read_all(&disk, "wal/0001").await.unwrap(), b"synced-");
@@ -81,9 +85,15 @@ fn a_torn_write_leaves_a_strict_prefix_of_the_last_unsynced_write() {
             assert_eq!(&after[..4], b"head");
             if after.len() > 4 {
                 assert_eq!(after.len(), 4 + 8 + (after.len() - 12));
-                assert!(after[4..12].iter().all(|&b| b == 0), "seed {seed}: {after:?}");
+                assert!(
+                    after[4..12].iter().all(|&b| b == 0),
+                    "seed {seed}: {after:?}"
+                );
                 let kept = &after[12..];
-                assert!(kept.len() < last.len(), "seed {seed}: a torn write is never whole");
+                assert!(
+                    kept.len() < last.len(),
+                    "seed {seed}: a torn write is never whole"
+                );
                 assert_eq!(kept, &last[..kept.len()], "seed {seed}");
                 kept_lengths.insert(kept.len());
             } else {
@@ -91,7 +101,10 @@ fn a_torn_write_leaves_a_strict_prefix_of_the_last_unsynced_write() {
             }
         });
     }
-    assert!(kept_lengths.len() > 4, "the torn length varies with the seed: {kept_lengths:?}");
+    assert!(
+        kept_lengths.len() > 4,
+        "the torn length varies with the seed: {kept_lengths:?}"
+    );
 }
 
 #[test]
@@ -101,7 +114,10 @@ fn a_new_file_without_sync_dir_vanishes_and_with_it_survives() {
         disk.create_dir_all("sst").await.unwrap();
         disk.sync_dir("").await.unwrap();
         for name in ["kept", "lost"] {
-            let file = disk.open(format!("sst/{name}"), OpenOptions::create()).await.unwrap();
+            let file = disk
+                .open(format!("sst/{name}"), OpenOptions::create())
+                .await
+                .unwrap();
             file.write_at(name.as_bytes().to_vec(), 0).await.unwrap();
             file.sync_data().await.unwrap();
             if name == "kept" {
@@ -112,7 +128,10 @@ fn a_new_file_without_sync_dir_vanishes_and_with_it_survives() {
         sim.crash();
         assert_eq!(disk.list_dir("sst").await.unwrap(), ["kept"]);
         assert_eq!(read_all(&disk, "sst/kept").await.unwrap(), b"kept");
-        let error = disk.open("sst/lost", OpenOptions::read()).await.unwrap_err();
+        let error = disk
+            .open("sst/lost", OpenOptions::read())
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
     });
 }
@@ -122,7 +141,10 @@ fn a_directory_that_was_never_synced_takes_its_files_with_it() {
     block_on(async {
         let (sim, disk) = disk(4);
         disk.create_dir_all("region/7").await.unwrap();
-        let file = disk.open("region/7/manifest", OpenOptions::create()).await.unwrap();
+        let file = disk
+            .open("region/7/manifest", OpenOptions::create())
+            .await
+            .unwrap();
         file.write_at(b"m".to_vec(), 0).await.unwrap();
         file.sync_data().await.unwrap();
         disk.sync_dir("region/7").await.unwrap();
@@ -138,15 +160,25 @@ fn rename_and_remove_are_durable_only_after_sync_dir() {
         let (sim, disk) = disk(5);
         durable_file(&disk, "m", "CURRENT", b"old").await;
         // The atomic-replace recipe: write temp, sync, rename over, sync dir.
-        let temp = disk.open("m/CURRENT.tmp", OpenOptions::create()).await.unwrap();
+        let temp = disk
+            .open("m/CURRENT.tmp", OpenOptions::create())
+            .await
+            .unwrap();
         temp.write_at(b"new".to_vec(), 0).await.unwrap();
         temp.sync_data().await.unwrap();
         disk.rename("m/CURRENT.tmp", "m/CURRENT").await.unwrap();
         assert_eq!(read_all(&disk, "m/CURRENT").await.unwrap(), b"new");
         sim.crash();
-        assert_eq!(read_all(&disk, "m/CURRENT").await.unwrap(), b"old", "rename without sync_dir is undone");
+        assert_eq!(
+            read_all(&disk, "m/CURRENT").await.unwrap(),
+            b"old",
+            "rename without sync_dir is undone"
+        );
 
-        let temp = disk.open("m/CURRENT.tmp", OpenOptions::create()).await.unwrap();
+        let temp = disk
+            .open("m/CURRENT.tmp", OpenOptions::create())
+            .await
+            .unwrap();
         temp.write_at(b"new".to_vec(), 0).await.unwrap();
         temp.sync_data().await.unwrap();
         disk.rename("m/CURRENT.tmp", "m/CURRENT").await.unwrap();
@@ -157,7 +189,11 @@ fn rename_and_remove_are_durable_only_after_sync_dir() {
 
         disk.remove("m/CURRENT").await.unwrap();
         sim.crash();
-        assert_eq!(disk.list_dir("m").await.unwrap(), ["CURRENT"], "remove without sync_dir is undone");
+        assert_eq!(
+            disk.list_dir("m").await.unwrap(),
+            ["CURRENT"],
+            "remove without sync_dir is undone"
+        );
         disk.remove("m/CURRENT").await.unwrap();
         disk.sync_dir("m").await.unwrap();
         sim.crash();
@@ -180,7 +216,10 @@ fn every_injected_error_reaches_the_caller_as_an_io_error() {
         sim.set_faults(always(|f| f.read_error_probability = 1.0));
         let error = file.read_at(4, 0).await.unwrap_err();
         assert_eq!(os_error_code(&error), Some(libc::EIO), "{error}");
-        assert!(error.to_string().contains("d/f") && error.to_string().contains("offset 0"), "{error}");
+        assert!(
+            error.to_string().contains("d/f") && error.to_string().contains("offset 0"),
+            "{error}"
+        );
 
         sim.set_faults(always(|f| f.write_error_probability = 1.0));
         let error = file.write_at(b"x".to_vec(), 0).await.unwrap_err();
@@ -196,14 +235,21 @@ fn every_injected_error_reaches_the_caller_as_an_io_error() {
             capacity_bytes: Some(16),
             ..SimFaults::default()
         });
-        file.write_at(b"ab".to_vec(), 10).await.expect("12 of 16 bytes fit");
+        file.write_at(b"ab".to_vec(), 10)
+            .await
+            .expect("12 of 16 bytes fit");
         let error = file.write_at(vec![0u8; 8], 12).await.unwrap_err();
         assert_eq!(os_error_code(&error), Some(libc::ENOSPC), "{error}");
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
 
         let stats = sim.stats();
         assert_eq!(
-            (stats.read_errors, stats.write_errors, stats.sync_errors, stats.disk_full_errors),
+            (
+                stats.read_errors,
+                stats.write_errors,
+                stats.sync_errors,
+                stats.disk_full_errors
+            ),
             (1, 1, 2, 1)
         );
     });
@@ -223,9 +269,17 @@ fn a_failed_sync_loses_the_pending_writes_even_if_a_later_sync_succeeds() {
         assert!(file.sync_data().await.is_err());
         sim.set_faults(SimFaults::default());
         file.sync_data().await.expect("the retry reports success");
-        assert_eq!(read_all(&disk, "d/f").await.unwrap(), b"AB", "still in the page cache");
+        assert_eq!(
+            read_all(&disk, "d/f").await.unwrap(),
+            b"AB",
+            "still in the page cache"
+        );
         sim.crash();
-        assert_eq!(read_all(&disk, "d/f").await.unwrap(), b"A", "but never made durable");
+        assert_eq!(
+            read_all(&disk, "d/f").await.unwrap(),
+            b"A",
+            "but never made durable"
+        );
     });
 }
 
@@ -245,7 +299,11 @@ fn a_corrupted_read_flips_one_stored_bit_for_good() {
         assert_eq!(flipped, 1, "exactly one bit differs");
         sim.set_faults(SimFaults::default());
         sim.crash();
-        assert_eq!(read_all(&disk, "d/f").await.unwrap(), corrupted, "the corruption is latent, not transient");
+        assert_eq!(
+            read_all(&disk, "d/f").await.unwrap(),
+            corrupted,
+            "the corruption is latent, not transient"
+        );
         assert_eq!(sim.stats().corrupt_reads, 1);
     });
 }
@@ -310,12 +368,18 @@ fn random_histories_match_a_model_of_durability() {
             let mut live: Vec<Vec<u8>> = vec![Vec::new(); FILES];
             let mut durable: Vec<Vec<u8>> = vec![Vec::new(); FILES];
             for name in 0..FILES {
-                disk.open(format!("d/{name}"), OpenOptions::create()).await.unwrap();
+                disk.open(format!("d/{name}"), OpenOptions::create())
+                    .await
+                    .unwrap();
             }
             disk.sync_dir("d").await.unwrap();
             let mut files = Vec::new();
             for name in 0..FILES {
-                files.push(disk.open(format!("d/{name}"), OpenOptions::write()).await.unwrap());
+                files.push(
+                    disk.open(format!("d/{name}"), OpenOptions::write())
+                        .await
+                        .unwrap(),
+                );
             }
             for step in 0..300 {
                 let which = rng.gen_range(0..FILES);
@@ -343,16 +407,22 @@ fn random_histories_match_a_model_of_durability() {
                         sim.crash();
                         live = durable.clone();
                         files.clear();
-                        for name in 0..FILES {
-                            let file = disk.open(format!("d/{name}"), OpenOptions::write()).await.unwrap();
+                        for (name, expected) in durable.iter().enumerate() {
+                            let file = disk
+                                .open(format!("d/{name}"), OpenOptions::write())
+                                .await
+                                .unwrap();
                             let content = file.read_at(4096, 0).await.unwrap();
-                            assert_eq!(content, durable[name], "seed {seed} step {step} file {name}");
+                            assert_eq!(&content, expected, "seed {seed} step {step} file {name}");
                             files.push(file);
                         }
                     }
                 }
                 let content = files[which].read_at(4096, 0).await.unwrap();
-                assert_eq!(content, live[which], "seed {seed} step {step}: reads see live data");
+                assert_eq!(
+                    content, live[which],
+                    "seed {seed} step {step}: reads see live data"
+                );
             }
         });
     }

@@ -43,7 +43,9 @@ impl SimNode {
     /// A node whose main future does nothing but stay alive (madsim ends a node when its
     /// main future returns): a host for tasks spawned with [`SimNode::handle`].
     pub fn idle(name: &str, ip: IpAddr) -> SimNode {
-        SimNode::start(name, ip, SimFaults::default(), |_| std::future::pending::<()>())
+        SimNode::start(name, ip, SimFaults::default(), |_| {
+            std::future::pending::<()>()
+        })
     }
 
     /// The node's madsim handle, for spawning tasks on it.

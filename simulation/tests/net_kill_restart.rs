@@ -41,18 +41,27 @@ async fn server_main(disk: Disk) {
         file.sync_data().await.unwrap();
     }
     let file = Rc::new(file);
-    let listener = Listener::bind_tcp(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)), FrameLimits::default())
-        .await
-        .unwrap();
+    let listener = Listener::bind_tcp(
+        SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)),
+        FrameLimits::default(),
+    )
+    .await
+    .unwrap();
     loop {
-        let Ok(connection) = listener.accept().await else { continue };
+        let Ok(connection) = listener.accept().await else {
+            continue;
+        };
         task::spawn_local(serve(connection, file.clone()));
     }
 }
 
 async fn serve(mut connection: Connection, file: Rc<metronome_core::rt::disk::File>) {
     while let Ok(Some(frame)) = connection.recv().await {
-        assert_eq!(frame.len() as u64, RECORD_BYTES, "the client sends whole records");
+        assert_eq!(
+            frame.len() as u64,
+            RECORD_BYTES,
+            "the client sends whole records"
+        );
         file.append(frame.to_vec()).await.unwrap();
         file.sync_data().await.unwrap();
         // Acknowledge only what is durable.
@@ -123,19 +132,32 @@ async fn acknowledged_frames_survive_server_power_loss() {
         server.power_cycle();
     }
     let (acknowledged, reconnects) = client_task.await.expect("the client finishes");
-    assert!(reconnects >= 1, "the power cycles hit the client mid-stream");
+    assert!(
+        reconnects >= 1,
+        "the power cycles hit the client mid-stream"
+    );
     assert_eq!(acknowledged, (0..FRAMES).collect::<Vec<_>>());
 
     server.power_off();
     assert_eq!(server.disk.stats().crashes, POWER_CYCLES as u64 + 1);
     let disk = Disk::sim(server.disk.clone());
-    let log = disk.open("log", OpenOptions::read()).await.expect("the log is durable");
+    let log = disk
+        .open("log", OpenOptions::read())
+        .await
+        .expect("the log is durable");
     let bytes = log.read_at(log.len() as usize, 0).await.unwrap();
     let stored: BTreeSet<u64> = bytes
         .chunks_exact(RECORD_BYTES as usize)
         .map(|record| u64::from_le_bytes(record.try_into().unwrap()))
         .collect();
-    let lost: Vec<u64> = acknowledged.iter().copied().filter(|s| !stored.contains(s)).collect();
+    let lost: Vec<u64> = acknowledged
+        .iter()
+        .copied()
+        .filter(|s| !stored.contains(s))
+        .collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    assert!(stored.iter().all(|s| *s < FRAMES), "no phantom records: {stored:?}");
+    assert!(
+        stored.iter().all(|s| *s < FRAMES),
+        "no phantom records: {stored:?}"
+    );
 }

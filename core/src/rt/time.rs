@@ -67,7 +67,11 @@ pub fn interval(period: Duration) -> Interval {
 impl Interval {
     /// Waits for the next tick and returns its scheduled time.
     pub async fn tick(&mut self) -> Instant {
-        self.inner.tick().await.into()
+        let tick = self.inner.tick().await;
+        // tokio has its own Instant type; madsim's simulated tokio uses std's.
+        #[cfg(not(madsim))]
+        let tick = tick.into_std();
+        tick
     }
 }
 

@@ -60,7 +60,11 @@ impl AlignedBuf {
 
     /// Sets the length; the bytes up to the capacity are always initialised.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity, "length {len} over capacity {}", self.capacity);
+        assert!(
+            len <= self.capacity,
+            "length {len} over capacity {}",
+            self.capacity
+        );
         self.len = len;
     }
 

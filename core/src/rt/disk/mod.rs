@@ -425,7 +425,10 @@ mod tests {
 
     #[test]
     fn paths_are_confined_to_the_root() {
-        assert_eq!(checked_path(Path::new("wal/0001.log")).unwrap(), PathBuf::from("wal/0001.log"));
+        assert_eq!(
+            checked_path(Path::new("wal/0001.log")).unwrap(),
+            PathBuf::from("wal/0001.log")
+        );
         assert_eq!(checked_path(Path::new("./a")).unwrap(), PathBuf::from("a"));
         assert_eq!(checked_dir(Path::new("")).unwrap(), PathBuf::new());
         for bad in ["", "/etc/passwd", "../x", "a/../../x"] {

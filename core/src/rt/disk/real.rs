@@ -26,14 +26,20 @@ pub(super) enum RealFile {
 
 impl RealDisk {
     pub(super) fn new(root: PathBuf) -> RealDisk {
-        RealDisk { root: Arc::new(root) }
+        RealDisk {
+            root: Arc::new(root),
+        }
     }
 
     fn full(&self, path: &Path) -> PathBuf {
         self.root.join(path)
     }
 
-    pub(super) async fn open(&self, path: &Path, options: OpenOptions) -> io::Result<(RealFile, u64)> {
+    pub(super) async fn open(
+        &self,
+        path: &Path,
+        options: OpenOptions,
+    ) -> io::Result<(RealFile, u64)> {
         let full = self.full(path);
         let mut std_options = std::fs::OpenOptions::new();
         std_options
@@ -102,7 +108,12 @@ impl RealDisk {
 }
 
 impl RealFile {
-    pub(super) async fn read_at(&self, len: usize, offset: u64, direct: bool) -> io::Result<Vec<u8>> {
+    pub(super) async fn read_at(
+        &self,
+        len: usize,
+        offset: u64,
+        direct: bool,
+    ) -> io::Result<Vec<u8>> {
         match self {
             RealFile::Std(file) => {
                 if direct {

@@ -191,7 +191,10 @@ impl SimDisk {
         }
         let mut entries = state.durable.clone();
         for dir in dirty_dirs {
-            if state.rng.gen_bool(state.faults.unsynced_dir_survives_probability) {
+            if state
+                .rng
+                .gen_bool(state.faults.unsynced_dir_survives_probability)
+            {
                 state.stats.surviving_unsynced_dirs += 1;
                 entries.retain(|path, _| parent_of(path) != dir);
                 for (path, entry) in state.live.iter() {
@@ -267,7 +270,11 @@ impl SimDisk {
         crate::rt::time::sleep_local(delay).await;
     }
 
-    pub(super) async fn open(&self, path: &Path, options: OpenOptions) -> io::Result<(SimFile, u64)> {
+    pub(super) async fn open(
+        &self,
+        path: &Path,
+        options: OpenOptions,
+    ) -> io::Result<(SimFile, u64)> {
         self.delay().await;
         let mut state = self.lock();
         let state = &mut *state;
@@ -287,7 +294,10 @@ impl SimDisk {
             }
             None => return Err(os_error(libc::ENOENT)),
         };
-        let file = state.inodes.get_mut(&inode).expect("entry points at an inode");
+        let file = state
+            .inodes
+            .get_mut(&inode)
+            .expect("entry points at an inode");
         if options.truncate && !options.read_only && !file.live.is_empty() {
             file.live.clear();
             file.pending.push(Pending::SetLen(0));
@@ -515,13 +525,20 @@ impl SimFile {
             }
             let live_len = state.inodes[&inode_id].live.len() as u64;
             if let Some(capacity) = state.faults.capacity_bytes {
-                let used: u64 = state.inodes.values().map(|inode| inode.live.len() as u64).sum();
+                let used: u64 = state
+                    .inodes
+                    .values()
+                    .map(|inode| inode.live.len() as u64)
+                    .sum();
                 if len > live_len && used - live_len + len > capacity {
                     state.stats.disk_full_errors += 1;
                     return Err(os_error(libc::ENOSPC));
                 }
             }
-            let inode = state.inodes.get_mut(&inode_id).expect("live handle has an inode");
+            let inode = state
+                .inodes
+                .get_mut(&inode_id)
+                .expect("live handle has an inode");
             inode.live.resize(len as usize, 0);
             inode.pending.push(Pending::SetLen(len));
             Ok(())

@@ -23,7 +23,10 @@ impl Default for FrameLimits {
 }
 
 /// The header for a payload of `payload_len` bytes, or an error if it is over the limit.
-pub fn encode_header(payload_len: usize, limits: FrameLimits) -> io::Result<[u8; FRAME_HEADER_LEN]> {
+pub fn encode_header(
+    payload_len: usize,
+    limits: FrameLimits,
+) -> io::Result<[u8; FRAME_HEADER_LEN]> {
     match u32::try_from(payload_len) {
         Ok(len) if len <= limits.frame_bytes_max => Ok(len.to_le_bytes()),
         _ => Err(io::Error::new(
@@ -58,7 +61,9 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_enforces_the_limit() {
-        let limits = FrameLimits { frame_bytes_max: 1000 };
+        let limits = FrameLimits {
+            frame_bytes_max: 1000,
+        };
         for len in [0usize, 1, 999, 1000] {
             let header = encode_header(len, limits).unwrap();
             assert_eq!(decode_header(header, limits).unwrap(), len);

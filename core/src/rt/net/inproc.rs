@@ -103,7 +103,10 @@ impl InProcListener {
 
     pub(super) async fn accept(&self) -> io::Result<Connection> {
         self.receiver.recv().await.map_err(|_| {
-            io::Error::new(io::ErrorKind::NotConnected, format!("inproc://{} is closed", self.name))
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("inproc://{} is closed", self.name),
+            )
         })
     }
 }
@@ -125,7 +128,10 @@ impl InProcConnection {
         // The same limit as on TCP, so code that works in standalone works in a cluster.
         encode_header(frame.len(), self.limits)?;
         self.sender.send(frame).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "in-process peer closed the connection")
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "in-process peer closed the connection",
+            )
         })
     }
 

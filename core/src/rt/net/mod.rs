@@ -54,7 +54,9 @@ impl FromStr for Address {
         }
         text.parse::<SocketAddr>()
             .map(Address::Tcp)
-            .map_err(|error| format!("invalid address {text:?}: {error} (expected host:port or inproc://name)"))
+            .map_err(|error| {
+                format!("invalid address {text:?}: {error} (expected host:port or inproc://name)")
+            })
     }
 }
 
@@ -66,7 +68,9 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("peer", &self.peer).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 

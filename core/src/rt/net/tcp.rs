@@ -51,12 +51,15 @@ impl TcpConnection {
         }
         let len = decode_header(header, self.limits)?;
         let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload).await.map_err(|error| {
-            io::Error::new(
-                error.kind(),
-                format!("reading a frame of {len} bytes: {error}"),
-            )
-        })?;
+        self.stream
+            .read_exact(&mut payload)
+            .await
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("reading a frame of {len} bytes: {error}"),
+                )
+            })?;
         Ok(Some(Bytes::from(payload)))
     }
 }

@@ -1,0 +1,153 @@
+//! The `metronome` binary as a user meets it: configuration precedence, clear errors, and
+//! a standalone process that starts, guards its data directory, and stops cleanly.
+// These tests drive a real process, so they use real files and signals.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn metronome() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metronome"));
+    // The developer's own environment must not leak into these tests.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("METRONOME_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metronome.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\n[shards]\ncount = 3\nio_driver = \"epoll\"\n",
+    )
+    .unwrap();
+    let output = metronome()
+        .args(["standalone", "--print-config", "--config"])
+        .arg(&file)
+        .args(["--shards", "5"])
+        .env("METRONOME_SHARDS", "4")
+        .env("METRONOME_DATA_DIR", "/from/env")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("data_dir = \"/from/env\""), "{printed}");
+    assert!(printed.contains("count = 5"), "{printed}");
+    assert!(printed.contains("io_driver = \"epoll\""), "{printed}");
+}
+
+#[test]
+fn a_bad_config_is_rejected_with_the_file_and_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[shards]\ncuont = 2\n").unwrap();
+    let output = metronome()
+        .args(["standalone", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("cuont"),
+        "{stderr}"
+    );
+
+    let output = metronome()
+        .args(["standalone", "--io-driver", "kqueue"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("kqueue"));
+}
+
+#[test]
+fn cluster_roles_say_they_are_not_yet_available() {
+    for role in ["frontend", "datanode", "metasrv"] {
+        let output = metronome().arg(role).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{role}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("not yet available"));
+    }
+}
+
+/// Kills the process when dropped, so a failed assertion does not leave it running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `metronome standalone` on `data_dir` and waits for its ready line.
+fn start_standalone(data_dir: &std::path::Path) -> (Running, mpsc::Receiver<String>) {
+    let mut child = metronome()
+        .args([
+            "standalone",
+            "--shards",
+            "2",
+            "--pin-to-cores",
+            "false",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let child = Running(child);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("metronome standalone logs a ready line within 60 s");
+        if line.contains("ready") {
+            assert!(line.contains("shards=2"), "{line}");
+            return (child, lines);
+        }
+    }
+}
+
+#[test]
+fn standalone_starts_locks_its_data_directory_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start_standalone(dir.path());
+
+    let second = metronome()
+        .args(["standalone", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second process must not share the data directory"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
+}
