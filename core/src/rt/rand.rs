@@ -85,3 +85,11 @@ macro_rules! buggify {
         $crate::rt::rand::buggify($probability)
     };
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    #[test]
+    fn buggify_never_fires_in_production() {
+        assert!((0..10_000).all(|_| !crate::buggify!(1.0)));
+    }
+}
