@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use metronome_core::config::Config;
-use metronome_core::rt::disk::DirLock;
+use metronome_core::rt::disk::{startup, DirLock};
 use metronome_core::rt::shard::{self, IoDriver, IoDriverChoice, ShardsConfig};
 
 #[derive(Parser)]
@@ -78,11 +78,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads the configuration file. This runs once at startup, before any runtime exists,
-/// and never in simulation, so it reads the file directly.
-#[allow(clippy::disallowed_methods)]
 fn read_config_file(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
+    startup::read_to_string(path)
         .map_err(|error| format!("cannot read config file {}: {error}", path.display()))
 }
 
@@ -127,10 +124,9 @@ fn init_logging(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the data directory. Startup only, before the shards exist.
-#[allow(clippy::disallowed_methods)]
+/// Creates the data directory and locks it against a second process.
 fn prepare_data_dir(dir: &Path) -> Result<DirLock, String> {
-    std::fs::create_dir_all(dir)
+    startup::create_dir_all(dir)
         .map_err(|error| format!("cannot create data directory {}: {error}", dir.display()))?;
     DirLock::acquire(dir).map_err(|error| error.to_string())
 }

@@ -31,7 +31,9 @@ async fn datanode_main() {
     let shards = shard::start(&config, |context| async move {
         assert_eq!(context.driver, IoDriver::Simulated);
         let address = SocketAddr::from(([0, 0, 0, 0], BASE_PORT + context.id.0));
-        let listener = LocalListener::bind(address, FrameLimits::default()).await.unwrap();
+        let listener = LocalListener::bind(address, FrameLimits::default())
+            .await
+            .unwrap();
         loop {
             let mut connection = listener.accept().await.unwrap();
             let shard = context.id.0;
@@ -53,7 +55,12 @@ async fn datanode_main() {
 
 #[madsim::test]
 async fn each_shard_serves_its_own_port() {
-    let _datanode = SimNode::start("datanode", shard_address(0).ip(), Default::default(), |_| datanode_main());
+    let _datanode = SimNode::start(
+        "datanode",
+        shard_address(0).ip(),
+        Default::default(),
+        |_| datanode_main(),
+    );
     let client = SimNode::idle("client", "10.0.1.2".parse().unwrap());
     let replies = client
         .handle()
@@ -62,9 +69,10 @@ async fn each_shard_serves_its_own_port() {
             time::sleep(Duration::from_millis(10)).await;
             let mut replies = Vec::new();
             for shard in 0..SHARDS {
-                let mut connection = LocalConnection::connect(shard_address(shard), FrameLimits::default())
-                    .await
-                    .unwrap();
+                let mut connection =
+                    LocalConnection::connect(shard_address(shard), FrameLimits::default())
+                        .await
+                        .unwrap();
                 connection.send(Bytes::from_static(b"ping")).await.unwrap();
                 replies.push(connection.recv().await.unwrap().unwrap());
             }
@@ -120,8 +128,14 @@ fn async_channel_pair() -> (async_channel::Sender<u16>, async_channel::Receiver<
 
 #[madsim::test]
 async fn buggify_fires_only_when_enabled() {
-    assert!((0..1000).all(|_| !buggify!(0.5)), "off unless the simulation enables it");
+    assert!(
+        (0..1000).all(|_| !buggify!(0.5)),
+        "off unless the simulation enables it"
+    );
     madsim::buggify::enable();
     let fired = (0..1000).filter(|_| buggify!(0.5)).count();
-    assert!((350..650).contains(&fired), "fired {fired} of 1000 at p = 0.5");
+    assert!(
+        (350..650).contains(&fired),
+        "fired {fired} of 1000 at p = 0.5"
+    );
 }

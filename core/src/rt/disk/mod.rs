@@ -27,6 +27,8 @@ mod aligned;
 #[cfg(not(madsim))]
 mod real;
 mod sim;
+#[cfg(not(madsim))]
+pub mod startup;
 
 pub use aligned::{AlignedBuf, DIRECT_IO_ALIGNMENT};
 pub use sim::{SimDisk, SimDiskStats, SimFaults};

@@ -1,0 +1,17 @@
+//! Blocking file operations for process startup, before any runtime exists: reading the
+//! configuration file and creating the data directory. They take absolute or relative OS
+//! paths (a config file may live anywhere), so they are not part of [`super::Disk`], and
+//! they exist only in production builds: a simulation never starts a process this way.
+
+use std::io;
+use std::path::Path;
+
+/// Reads a whole text file (the configuration).
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// Creates a directory and its missing parents (the data directory).
+pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
