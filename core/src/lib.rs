@@ -6,11 +6,13 @@
 //!   io_uring on datanode shards, tokio elsewhere) and, under `--cfg madsim`, to the
 //!   deterministic simulator, together with [`rt::disk::SimDisk`], our crash-faithful
 //!   simulated disk.
-//! - [`config`], the process configuration shared by the binary and the components.
+//! - [`config`], the process configuration shared by the binary and the components;
+//! - [`data`], the data model: region ids, schemas, rows and values.
 //!
-//! It must not: know about regions, tables, protocols or any other component's logic;
+//! It must not: hold component logic (storage, protocols, planning, consensus);
 //! depend on another Metronome crate; or let a raw runtime call escape `rt` (clippy's
 //! `disallowed-methods` in `clippy.toml` enforces that for every other crate).
 
 pub mod config;
+pub mod data;
 pub mod rt;

@@ -1,11 +1,12 @@
 //! The datanode: a region server of one shard per core.
 //!
-//! This crate will own the region engine: per-shard WAL with group commit, memtables under
-//! a memory budget, Parquet SSTs, the manifest, compaction, the object store cache, and
-//! region scans. Each shard ([`metronome_core::rt::shard`]) owns its regions outright; a
-//! request for a region is served only by its shard. It arrives with the region-engine
-//! issue; today it is empty on purpose.
+//! This crate owns the region engine: the per-shard WAL with group commit ([`wal`]),
+//! memtables under a memory budget, Parquet SSTs, the manifest, compaction, the object
+//! store cache, and region scans. Each shard ([`metronome_core::rt::shard`]) owns its
+//! regions outright; a request for a region is served only by its shard.
 //!
 //! It must not: acknowledge a write before it is durable; share a lock between shards;
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
 //! through `wire`).
+
+pub mod wal;

@@ -1,0 +1,219 @@
+//! The data model every component shares: regions, their schemas, and rows.
+//!
+//! A table has tag columns (the primary key), one timestamp column (the time index) and
+//! field columns. A *series* is one combination of tag values. A table is split into
+//! regions; a region's rows are kept sorted by (series, timestamp), and a later write of
+//! the same (series, timestamp) replaces the earlier one.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A region: partition `number` of table `table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RegionId {
+    pub table: u32,
+    pub number: u32,
+}
+
+impl RegionId {
+    pub fn new(table: u32, number: u32) -> RegionId {
+        RegionId { table, number }
+    }
+
+    /// The id packed into one integer (table in the high half), as stored on disk.
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.table) << 32) | u64::from(self.number)
+    }
+
+    pub fn from_u64(packed: u64) -> RegionId {
+        RegionId {
+            table: (packed >> 32) as u32,
+            number: packed as u32,
+        }
+    }
+}
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.table, self.number)
+    }
+}
+
+/// The type of a field column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Float64,
+    Int64,
+    String,
+    Boolean,
+}
+
+/// A field value; `Null` where a row has no value for the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Float64(f64),
+    Int64(i64),
+    String(String),
+    Boolean(bool),
+}
+
+impl Value {
+    /// Whether this value may be stored in a column of `field_type`.
+    pub fn fits(&self, field_type: FieldType) -> bool {
+        matches!(
+            (self, field_type),
+            (Value::Null, _)
+                | (Value::Float64(_), FieldType::Float64)
+                | (Value::Int64(_), FieldType::Int64)
+                | (Value::String(_), FieldType::String)
+                | (Value::Boolean(_), FieldType::Boolean)
+        )
+    }
+
+    /// Bytes this value takes in memory, for memory budgets.
+    pub fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::String(text) => text.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// A field column of a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldColumn {
+    pub name: String,
+    pub field_type: FieldType,
+}
+
+/// The columns of a region: tags (the primary key, in order), the time index, fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSchema {
+    pub tags: Vec<String>,
+    pub time_index: String,
+    pub fields: Vec<FieldColumn>,
+}
+
+impl RegionSchema {
+    /// Checks that column names are non-empty and unique.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names: Vec<&str> = self.tags.iter().map(String::as_str).collect();
+        names.push(&self.time_index);
+        names.extend(self.fields.iter().map(|f| f.name.as_str()));
+        if names.iter().any(|name| name.is_empty()) {
+            return Err("column names must not be empty".to_string());
+        }
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!("column {:?} appears twice", pair[0]));
+        }
+        Ok(())
+    }
+
+    /// Checks one row against the schema; the error names the column at fault.
+    pub fn check_row(&self, row: &Row) -> Result<(), String> {
+        if row.tags.len() != self.tags.len() {
+            return Err(format!(
+                "has {} tag values, the schema has {} tags",
+                row.tags.len(),
+                self.tags.len()
+            ));
+        }
+        if row.fields.len() != self.fields.len() {
+            return Err(format!(
+                "has {} field values, the schema has {} fields",
+                row.fields.len(),
+                self.fields.len()
+            ));
+        }
+        for (value, column) in row.fields.iter().zip(&self.fields) {
+            if !value.fits(column.field_type) {
+                return Err(format!(
+                    "field {:?} is {:?}, got {value:?}",
+                    column.name, column.field_type
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One row: its series (tag values in schema order), timestamp in milliseconds, fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub tags: Vec<String>,
+    pub ts: i64,
+    pub fields: Vec<Value>,
+}
+
+impl Row {
+    /// Bytes this row takes in memory, for memory budgets.
+    pub fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Row>()
+            + self
+                .tags
+                .iter()
+                .map(|t| t.len() + std::mem::size_of::<String>())
+                .sum::<usize>()
+            + self
+                .fields
+                .iter()
+                .map(Value::estimated_bytes)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> RegionSchema {
+        RegionSchema {
+            tags: vec!["host".into()],
+            time_index: "ts".into(),
+            fields: vec![FieldColumn {
+                name: "value".into(),
+                field_type: FieldType::Float64,
+            }],
+        }
+    }
+
+    #[test]
+    fn region_ids_pack_into_one_integer() {
+        let id = RegionId::new(7, 3);
+        assert_eq!(RegionId::from_u64(id.as_u64()), id);
+        assert!(RegionId::new(1, u32::MAX) < RegionId::new(2, 0));
+    }
+
+    #[test]
+    fn rows_are_checked_against_the_schema() {
+        let schema = schema();
+        assert!(schema.validate().is_ok());
+        let good = Row {
+            tags: vec!["a".into()],
+            ts: 1,
+            fields: vec![Value::Float64(1.0)],
+        };
+        assert!(schema.check_row(&good).is_ok());
+        let wrong_type = Row {
+            fields: vec![Value::String("x".into())],
+            ..good.clone()
+        };
+        assert!(schema.check_row(&wrong_type).unwrap_err().contains("value"));
+        let missing_tag = Row {
+            tags: vec![],
+            ..good
+        };
+        assert!(schema.check_row(&missing_tag).unwrap_err().contains("tag"));
+        let duplicate = RegionSchema {
+            tags: vec!["ts".into()],
+            ..schema
+        };
+        assert!(duplicate.validate().unwrap_err().contains("ts"));
+    }
+}
