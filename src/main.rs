@@ -162,7 +162,14 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
     for _ in 0..shards_config.count {
         match started.recv_timeout(Duration::from_secs(30)) {
             Ok(driver) => drivers.push(driver),
-            Err(_) => return Err("shards did not start within 30 s".to_string()),
+            Err(_) => {
+                // Joining reports why a shard failed (its runtime could not start, say).
+                let cause = match shards.stop_and_join() {
+                    Err(error) => error.to_string(),
+                    Ok(()) => "no shard reported a failure".to_string(),
+                };
+                return Err(format!("shards did not start within 30 s: {cause}"));
+            }
         }
     }
     tracing::info!(

@@ -32,27 +32,10 @@ fn sample_frames() -> Vec<Bytes> {
 fn on_shard<T, F, Fut>(driver: IoDriverChoice, body: F) -> T
 where
     T: Send + 'static,
-    F: Fn(ShardContext) -> Fut + Send + Sync + 'static,
+    F: FnOnce(ShardContext) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    let (sender, receiver) = mpsc::sync_channel(1);
-    let config = ShardsConfig {
-        count: 1,
-        pin_to_cores: false,
-        io_driver: driver,
-        uring_entries: 256,
-    };
-    let shards = shard::start(&config, move |context| {
-        let sender = sender.clone();
-        let future = body(context);
-        async move {
-            sender.send(future.await).unwrap();
-        }
-    })
-    .unwrap();
-    let result = receiver.recv().expect("the shard produced a result");
-    shards.stop_and_join().unwrap();
-    result
+    shard::run_on_one_shard(driver, body).unwrap()
 }
 
 #[tokio::test]
@@ -157,6 +140,27 @@ async fn frames_round_trip_in_process_and_closing_is_seen() {
     assert_eq!(server.await.unwrap(), sample_frames().len());
     let refused = network
         .connect("nobody", FrameLimits::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn a_connection_never_accepted_is_closed_when_its_listener_goes() {
+    let network = InProcNetwork::new();
+    let listener = network.listen("shard-1", FrameLimits::default()).unwrap();
+    let mut client = network
+        .connect("shard-1", FrameLimits::default())
+        .await
+        .unwrap();
+    drop(listener);
+    assert_eq!(
+        client.recv().await.unwrap(),
+        None,
+        "the client sees the connection closed"
+    );
+    let refused = network
+        .connect("shard-1", FrameLimits::default())
         .await
         .unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);

@@ -4,7 +4,7 @@
 use std::io;
 
 use futures::executor::block_on;
-use metronome_core::rt::disk::{os_error_code, Disk, OpenOptions, SimDisk, SimFaults};
+use metronome_core::rt::disk::{os_error_code, AlignedBuf, Disk, OpenOptions, SimDisk, SimFaults};
 use metronome_core::rt::rand::{seeded, Rng};
 
 fn disk(seed: u64) -> (SimDisk, Disk) {
@@ -61,9 +61,10 @@ fn a_handle_opened_before_a_crash_is_dead_after_it() {
 }
 
 #[test]
-fn a_torn_write_leaves_a_strict_prefix_of_the_last_unsynced_write() {
-    let mut kept_lengths = std::collections::BTreeSet::new();
-    for seed in 0..64 {
+fn a_crash_keeps_an_ordered_prefix_of_the_unsynced_writes_the_last_one_torn() {
+    let writes: [&[u8]; 3] = [b"AAAA", b"BBBBBBBB", b"CCCCCCCCCCCC"];
+    let mut outcomes = std::collections::BTreeSet::new();
+    for seed in 0..200 {
         block_on(async {
             let faults = SimFaults {
                 torn_write_probability: 1.0,
@@ -73,37 +74,50 @@ fn a_torn_write_leaves_a_strict_prefix_of_the_last_unsynced_write() {
             let disk = Disk::sim(sim.clone());
             durable_file(&disk, "wal", "0001", b"head").await;
             let file = disk.open("wal/0001", OpenOptions::write()).await.unwrap();
-            file.append(b"dropped!".to_vec()).await.unwrap();
-            let last = b"0123456789abcdef";
-            file.append(last.to_vec()).await.unwrap();
+            for write in writes {
+                file.append(write.to_vec()).await.unwrap();
+            }
 
             sim.crash();
             let after = read_all(&disk, "wal/0001").await.unwrap();
             assert_eq!(sim.stats().torn_writes, 1);
-            // The earlier unsynced write is gone; of the last, a prefix may be there, at
-            // its own offset, with a zero-filled gap where the dropped write was.
-            assert_eq!(&after[..4], b"head");
-            if after.len() > 4 {
-                assert_eq!(after.len(), 4 + 8 + (after.len() - 12));
-                assert!(
-                    after[4..12].iter().all(|&b| b == 0),
-                    "seed {seed}: {after:?}"
-                );
-                let kept = &after[12..];
-                assert!(
-                    kept.len() < last.len(),
-                    "seed {seed}: a torn write is never whole"
-                );
-                assert_eq!(kept, &last[..kept.len()], "seed {seed}");
-                kept_lengths.insert(kept.len());
-            } else {
-                kept_lengths.insert(0);
+            // What survives is "head", then whole unsynced writes in order, then a prefix
+            // of the next one: never a later write without the earlier ones.
+            let mut expected_full: Vec<u8> = b"head".to_vec();
+            assert!(after.starts_with(b"head"), "seed {seed}");
+            let mut rest = &after[4..];
+            let mut whole = 0;
+            for write in writes {
+                if rest.len() >= write.len() {
+                    assert_eq!(&rest[..write.len()], write, "seed {seed}");
+                    expected_full.extend_from_slice(write);
+                    rest = &rest[write.len()..];
+                    whole += 1;
+                } else {
+                    assert_eq!(
+                        rest,
+                        &write[..rest.len()],
+                        "seed {seed}: a torn write is a prefix"
+                    );
+                    rest = &[];
+                    break;
+                }
             }
+            assert!(rest.is_empty(), "seed {seed}: nothing beyond the writes");
+            outcomes.insert((whole, after.len()));
         });
     }
     assert!(
-        kept_lengths.len() > 4,
-        "the torn length varies with the seed: {kept_lengths:?}"
+        outcomes.len() > 8,
+        "the outcome varies with the seed: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|(whole, _)| *whole == 0),
+        "sometimes nothing unsynced survives"
+    );
+    assert!(
+        outcomes.iter().any(|(whole, _)| *whole == 3),
+        "sometimes everything does"
     );
 }
 
@@ -316,10 +330,16 @@ fn o_direct_alignment_is_enforced_like_the_kernel_does() {
             .open("wal", OpenOptions::create().with_direct(true))
             .await
             .unwrap();
-        let error = file.write_at(vec![1u8; 100], 0).await.unwrap_err();
+        let error = file.write_at(AlignedBuf::zeroed(100), 0).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert!(error.to_string().contains("not aligned"), "{error}");
-        file.write_at(vec![1u8; 4096], 4096).await.unwrap();
+        // A Vec's address is not aligned, whatever its length: the kernel would refuse it.
+        let mut unaligned = vec![1u8; 4096 + 1];
+        let error = file.write_at(unaligned.split_off(1), 0).await;
+        if let Err(error) = error {
+            assert!(error.to_string().contains("AlignedBuf"), "{error}");
+        }
+        file.write_at(AlignedBuf::zeroed(4096), 4096).await.unwrap();
         assert_eq!(file.len(), 8192);
     });
 }
@@ -426,4 +446,116 @@ fn random_histories_match_a_model_of_durability() {
             }
         });
     }
+}
+
+#[test]
+fn a_failed_append_poisons_the_handle_so_nothing_after_the_hole_is_reported_durable() {
+    block_on(async {
+        let (sim, disk) = disk(10);
+        durable_file(&disk, "d", "f", b"").await;
+        let file = disk.open("d/f", OpenOptions::write()).await.unwrap();
+        file.append(b"ok".to_vec()).await.unwrap();
+        sim.set_faults(SimFaults {
+            write_error_probability: 1.0,
+            ..SimFaults::default()
+        });
+        assert!(file.append(b"lost".to_vec()).await.is_err());
+        sim.set_faults(SimFaults::default());
+        let error = file.append(b"after".to_vec()).await.unwrap_err();
+        assert!(error.to_string().contains("offset 2"), "{error}");
+        assert!(
+            file.sync_data().await.is_err(),
+            "a poisoned handle cannot claim durability"
+        );
+        let reopened = disk.open("d/f", OpenOptions::write()).await.unwrap();
+        reopened.sync_data().await.unwrap();
+    });
+}
+
+#[cfg(not(madsim))]
+#[test]
+fn a_cancelled_append_poisons_the_handle() {
+    use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice};
+    // Injected latency sleeps on the shard's timer, so this runs on a shard.
+    let outcome = run_on_one_shard(IoDriverChoice::Auto, |_| async {
+        let (sim, disk) = disk(11);
+        durable_file(&disk, "d", "f", b"").await;
+        let file = disk.open("d/f", OpenOptions::write()).await.unwrap();
+        sim.set_faults(SimFaults {
+            latency_max: std::time::Duration::from_millis(50),
+            ..SimFaults::default()
+        });
+        // The append parks on the injected latency; the timeout abandons it.
+        let abandoned = metronome_core::rt::time::timeout_local(
+            std::time::Duration::from_micros(1),
+            file.append(b"never".to_vec()),
+        )
+        .await;
+        sim.set_faults(SimFaults::default());
+        (
+            abandoned.is_err(),
+            file.append(b"next".to_vec()).await.is_err(),
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        outcome,
+        (true, true),
+        "the append was abandoned, and the handle is poisoned"
+    );
+}
+
+#[test]
+fn disk_capacity_counts_only_files_that_still_have_a_name() {
+    block_on(async {
+        let faults = SimFaults {
+            capacity_bytes: Some(100),
+            ..SimFaults::default()
+        };
+        let sim = SimDisk::with_faults(12, faults);
+        let disk = Disk::sim(sim.clone());
+        for round in 0..5 {
+            let file = disk.open("big", OpenOptions::create()).await.unwrap();
+            file.write_at(vec![round as u8; 80], 0).await.unwrap();
+            drop(file);
+            disk.remove("big").await.unwrap();
+        }
+        assert_eq!(sim.stats().disk_full_errors, 0);
+    });
+}
+
+#[test]
+fn a_removed_directory_does_not_come_back_with_its_old_files() {
+    block_on(async {
+        let (sim, disk) = disk(13);
+        durable_file(&disk, "a/b", "c", b"old").await;
+        disk.sync_dir("a").await.unwrap();
+        disk.remove("a/b/c").await.unwrap();
+        disk.remove("a/b").await.unwrap();
+        disk.sync_dir("a").await.unwrap();
+        disk.create_dir_all("a/b").await.unwrap();
+        disk.sync_dir("a").await.unwrap();
+        sim.crash();
+        assert_eq!(disk.list_dir("a").await.unwrap(), ["b"]);
+        assert!(disk.list_dir("a/b").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn truncating_on_open_also_truncates_what_only_the_durable_copy_still_has() {
+    block_on(async {
+        let (sim, disk) = disk(14);
+        durable_file(&disk, "d", "f", b"durable").await;
+        let file = disk.open("d/f", OpenOptions::write()).await.unwrap();
+        file.set_len(0).await.unwrap(); // live is empty, durable still holds "durable"
+        drop(file);
+        let file = disk
+            .open("d/f", OpenOptions::write().with_truncate(true))
+            .await
+            .unwrap();
+        file.write_at(b"new".to_vec(), 0).await.unwrap();
+        file.sync_data().await.unwrap();
+        sim.crash();
+        assert_eq!(read_all(&disk, "d/f").await.unwrap(), b"new");
+    });
 }

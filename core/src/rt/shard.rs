@@ -247,6 +247,39 @@ impl Shards {
     }
 }
 
+/// Runs `main` on one shard with the given driver, waits for it, and returns its output.
+/// For tests, benchmarks and tools that need the shard context for a single job.
+#[cfg(not(madsim))]
+pub fn run_on_one_shard<T, F, Fut>(io_driver: IoDriverChoice, main: F) -> Result<T, ShardError>
+where
+    T: Send + 'static,
+    F: FnOnce(ShardContext) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let main = std::sync::Mutex::new(Some(main));
+    let config = ShardsConfig {
+        count: 1,
+        pin_to_cores: false,
+        io_driver,
+        uring_entries: 256,
+    };
+    let shards = start(&config, move |context| {
+        let main = main
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .expect("one shard runs it once");
+        let sender = sender.clone();
+        async move {
+            let _ = sender.send(main(context).await);
+        }
+    })?;
+    let output = receiver.recv();
+    shards.stop_and_join()?;
+    Ok(output.expect("the shard either sent its output or panicked, which join reported"))
+}
+
 #[cfg(not(madsim))]
 mod production {
     use super::*;

@@ -7,3 +7,6 @@
 
 pub mod record;
 pub mod replay;
+pub mod writer;
+
+pub use writer::{Wal, WalConfig, WalError, WalRecovery, WalStats};

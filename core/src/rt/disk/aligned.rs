@@ -24,7 +24,10 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// A buffer of `len` zero bytes, its capacity rounded up to the alignment.
     pub fn zeroed(len: usize) -> AlignedBuf {
-        let capacity = len.div_ceil(DIRECT_IO_ALIGNMENT).max(1) * DIRECT_IO_ALIGNMENT;
+        let capacity = len
+            .checked_next_multiple_of(DIRECT_IO_ALIGNMENT)
+            .expect("aligned buffer capacity overflows usize")
+            .max(DIRECT_IO_ALIGNMENT);
         let layout = Self::layout(capacity);
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
@@ -76,6 +79,15 @@ impl AlignedBuf {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 

@@ -244,8 +244,14 @@ impl File {
         self.len() == 0
     }
 
-    /// Reads up to `len` bytes at `offset`; fewer only at the end of the file.
+    /// Reads up to `len` bytes at `offset`; fewer at the end of the file as this handle
+    /// knows it ([`File::len`]). Clamping to the known length means a length read from
+    /// corrupt bytes cannot make us allocate more than the file holds.
     pub async fn read_at(&self, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+        let len = len.min(self.end.get().saturating_sub(offset) as usize);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         self.check_alignment("read", offset, len)?;
         let result = match &self.inner {
             #[cfg(not(madsim))]
@@ -275,30 +281,45 @@ impl File {
     pub async fn write_at<B: DiskBuf>(&self, buf: B, offset: u64) -> io::Result<B> {
         let len = buf.as_ref().len();
         self.check_alignment("write", offset, len)?;
+        self.check_buffer_address("write", buf.as_ref())?;
         let buf = self.write_raw(buf, offset).await?;
         self.end.set(self.end.get().max(offset + len as u64));
         Ok(buf)
     }
 
     /// Writes `buf` at the end of the file; returns the offset it was written at.
+    ///
+    /// If an append fails or is cancelled, the handle is poisoned: the bytes from that
+    /// offset on are unknown, so further appends and syncs fail until the file is reopened
+    /// (a later append, or a concurrent one that succeeded past the hole, must never be
+    /// reported durable).
     pub async fn append<B: DiskBuf>(&self, buf: B) -> io::Result<(u64, B)> {
-        if let Some(offset) = self.poisoned_at.get() {
-            return Err(io::Error::other(format!(
-                "{}: an append at offset {offset} failed earlier; reopen the file",
-                self.path.display()
-            )));
-        }
+        self.check_poison()?;
         let len = buf.as_ref().len();
         let offset = self.end.get();
         self.check_alignment("append", offset, len)?;
+        self.check_buffer_address("append", buf.as_ref())?;
         // Reserve the range before awaiting, so a concurrent append gets the next one.
         self.end.set(offset + len as u64);
-        match self.write_raw(buf, offset).await {
-            Ok(buf) => Ok((offset, buf)),
-            Err(error) => {
-                self.poisoned_at.set(Some(offset));
-                Err(error)
-            }
+        let guard = PoisonOnDrop {
+            file: self,
+            offset,
+            armed: true,
+        };
+        let result = self.write_raw(buf, offset).await;
+        let mut guard = guard;
+        guard.armed = result.is_err();
+        drop(guard);
+        Ok((offset, result?))
+    }
+
+    fn check_poison(&self) -> io::Result<()> {
+        match self.poisoned_at.get() {
+            None => Ok(()),
+            Some(offset) => Err(io::Error::other(format!(
+                "{}: an append at offset {offset} failed or was cancelled; reopen the file",
+                self.path.display()
+            ))),
         }
     }
 
@@ -312,8 +333,9 @@ impl File {
         result.map_err(|error| self.context(error, "write", offset, len))
     }
 
-    /// Makes everything written so far durable (`fdatasync`).
+    /// Makes everything written so far durable (`fdatasync`). Fails on a poisoned handle.
     pub async fn sync_data(&self) -> io::Result<()> {
+        self.check_poison()?;
         let result = match &self.inner {
             #[cfg(not(madsim))]
             FileInner::Real(file) => file.sync_data().await,
@@ -348,6 +370,19 @@ impl File {
         Ok(())
     }
 
+    fn check_buffer_address(&self, op: &str, buf: &[u8]) -> io::Result<()> {
+        if self.direct && buf.as_ptr() as usize % DIRECT_IO_ALIGNMENT != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: O_DIRECT {op} needs a buffer aligned to {DIRECT_IO_ALIGNMENT} bytes (use AlignedBuf)",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds the path and position to an error, keeping its kind and OS error code visible.
     fn context(&self, error: io::Error, op: &str, offset: u64, len: usize) -> io::Error {
         let kind = error.kind();
@@ -367,6 +402,22 @@ impl File {
                 os_code: error.raw_os_error(),
             },
         )
+    }
+}
+
+/// Poisons an append's file unless disarmed: a future dropped mid-write leaves the bytes
+/// of its range unknown.
+struct PoisonOnDrop<'a> {
+    file: &'a File,
+    offset: u64,
+    armed: bool,
+}
+
+impl Drop for PoisonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.file.poisoned_at.get().is_none() {
+            self.file.poisoned_at.set(Some(self.offset));
+        }
     }
 }
 

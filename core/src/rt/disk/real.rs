@@ -117,8 +117,15 @@ impl RealFile {
         match self {
             RealFile::Std(file) => {
                 if direct {
+                    // One read: a retry after a short read would be misaligned, and a
+                    // short O_DIRECT read only happens at the end of the file.
                     let mut buf = AlignedBuf::zeroed(len);
-                    let n = read_fully_std(file, buf.as_mut_slice(), offset)?;
+                    let n = loop {
+                        match file.read_at(buf.as_mut_slice(), offset) {
+                            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                            other => break other?,
+                        }
+                    };
                     Ok(buf.as_slice()[..n].to_vec())
                 } else {
                     let mut buf = vec![0u8; len];
@@ -129,9 +136,11 @@ impl RealFile {
             }
             RealFile::Monoio { file, .. } => {
                 if direct {
+                    // One read, as above.
                     let mut buf = AlignedBuf::zeroed(len);
                     buf.set_len(0);
-                    let buf = read_fully_monoio(file, buf, len, offset).await?;
+                    let (result, buf) = file.read_at(buf, offset).await;
+                    result?;
                     Ok(buf.as_slice().to_vec())
                 } else {
                     read_fully_monoio(file, Vec::with_capacity(len), len, offset).await

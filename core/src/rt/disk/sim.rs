@@ -10,9 +10,12 @@
 //! - `open(create)`, `rename`, `remove` and `create_dir_all` change live entries;
 //!   `sync_dir(d)` makes the entries directly under `d` durable;
 //! - [`SimDisk::crash`] throws away everything live that is not durable. Seeded, it may
-//!   keep a torn prefix of each file's last unsynced write, and may keep a directory's
-//!   unsynced entries (a journal that happened to commit). Handles opened before the crash
-//!   fail from then on, as the process that held them is gone.
+//!   keep some of each file's unsynced writes (in order, the last of them torn), and may
+//!   keep a directory's unsynced entries (a journal that happened to commit). Handles
+//!   opened before the crash fail from then on, as the process that held them is gone.
+//!
+//! Latency injection sleeps with `rt::time::sleep_local`, so a disk with latency must be
+//! used from a shard (or a madsim node).
 //!
 //! Faults are seeded and off unless a test turns them on ([`SimFaults`]): EIO on read,
 //! write and sync; a full disk (ENOSPC); a latent corrupted read (a flipped bit that stays
@@ -45,9 +48,13 @@ pub struct SimFaults {
     pub sync_error_probability: f64,
     /// Probability that a read returns, and keeps storing, one flipped bit.
     pub corrupt_read_probability: f64,
-    /// Probability, per file at crash, that a prefix of its last unsynced write survives.
+    /// Probability, per file at crash, that part of its unsynced writes survives: a
+    /// random number of them in full, in the order they were made, then a random prefix
+    /// of the next one (writeback had got that far).
     pub torn_write_probability: f64,
-    /// Probability, per directory at crash, that its unsynced entries survive.
+    /// Probability, per directory at crash, that its unsynced entries survive (a journal
+    /// that happened to commit). Decided per directory: a rename across two directories
+    /// may then keep both names or neither, which real journaling filesystems do not.
     pub unsynced_dir_survives_probability: f64,
     /// Total live bytes of file data the disk holds before writes fail with ENOSPC.
     pub capacity_bytes: Option<u64>,
@@ -233,20 +240,27 @@ impl SimDisk {
             .collect();
         state.inodes.retain(|inode, _| referenced.contains(inode));
         for (inode_id, inode) in state.inodes.iter_mut() {
-            if let Some(Pending::Write { offset, data }) = inode.pending.last() {
-                if !data.is_empty() && state.rng.gen_bool(state.faults.torn_write_probability) {
-                    let kept = state.rng.gen_range(0..data.len());
-                    write_into(&mut inode.durable, *offset, &data[..kept]);
-                    state.stats.torn_writes += 1;
-                    tracing::warn!(
-                        seed = state.seed,
-                        inode = inode_id,
-                        offset,
-                        kept,
-                        len = data.len(),
-                        "SimDisk: crash tore the last unsynced write"
-                    );
+            if !inode.pending.is_empty() && state.rng.gen_bool(state.faults.torn_write_probability)
+            {
+                // Writeback got through `kept` operations, and part of the next one.
+                let kept = state.rng.gen_range(0..=inode.pending.len());
+                for pending in &inode.pending[..kept] {
+                    pending.apply(&mut inode.durable);
                 }
+                let mut torn_bytes = 0;
+                if let Some(Pending::Write { offset, data }) = inode.pending.get(kept) {
+                    torn_bytes = state.rng.gen_range(0..=data.len());
+                    write_into(&mut inode.durable, *offset, &data[..torn_bytes]);
+                }
+                state.stats.torn_writes += 1;
+                tracing::warn!(
+                    seed = state.seed,
+                    inode = inode_id,
+                    unsynced = inode.pending.len(),
+                    kept,
+                    torn_bytes,
+                    "SimDisk: crash kept part of the unsynced writes"
+                );
             }
             inode.pending.clear();
             inode.live = inode.durable.clone();
@@ -298,7 +312,7 @@ impl SimDisk {
             .inodes
             .get_mut(&inode)
             .expect("entry points at an inode");
-        if options.truncate && !options.read_only && !file.live.is_empty() {
+        if options.truncate && !options.read_only {
             file.live.clear();
             file.pending.push(Pending::SetLen(0));
         }
@@ -397,6 +411,23 @@ impl SimDisk {
             tracing::warn!(seed = state.seed, dir = %dir.display(), "SimDisk: injected EIO on sync_dir");
             return Err(os_error(libc::EIO));
         }
+        // A directory whose durable entry goes away (or is replaced) takes its durable
+        // contents with it, so a later directory of the same name starts empty.
+        let vanished: Vec<PathBuf> = state
+            .durable
+            .iter()
+            .filter(|(path, entry)| {
+                **entry == Entry::Dir
+                    && parent_of(path) == dir
+                    && state.live.get(*path) != Some(&Entry::Dir)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        for gone in &vanished {
+            state
+                .durable
+                .retain(|path, _| !path.starts_with(gone) || path == gone);
+        }
         state.durable.retain(|path, _| parent_of(path) != dir);
         for (path, entry) in state.live.iter() {
             if parent_of(path) == dir {
@@ -404,6 +435,21 @@ impl SimDisk {
             }
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// Bytes of the files reachable by name: what the disk holds once deleted files' open
+    /// handles are gone.
+    fn live_bytes_reachable(&self) -> u64 {
+        self.live
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::File(inode) => self.inodes.get(inode),
+                Entry::Dir => None,
+            })
+            .map(|inode| inode.live.len() as u64)
+            .sum()
     }
 }
 
@@ -446,7 +492,7 @@ impl SimFile {
             let flip_bit: u8 = state.rng.gen_range(0..8);
             let inode = state.inodes.get_mut(&inode_id).expect("live handle has an inode");
             let start = (offset as usize).min(inode.live.len());
-            let end = (start + len).min(inode.live.len());
+            let end = start.saturating_add(len).min(inode.live.len());
             if corrupt && end > start {
                 // Latent corruption: the stored bit is wrong from now on, durably.
                 let at = start + flip_at % (end - start);
@@ -478,8 +524,8 @@ impl SimFile {
             let live_len = state.inodes[&inode_id].live.len() as u64;
             let new_len = live_len.max(offset + data.len() as u64);
             if let Some(capacity) = state.faults.capacity_bytes {
-                let used: u64 = state.inodes.values().map(|inode| inode.live.len() as u64).sum();
-                if used - live_len + new_len > capacity {
+                let used = state.live_bytes_reachable();
+                if used.saturating_sub(live_len) + new_len > capacity {
                     state.stats.disk_full_errors += 1;
                     tracing::warn!(seed = state.seed, path = %self.path.display(), capacity, "SimDisk: disk full");
                     return Err(os_error(libc::ENOSPC));

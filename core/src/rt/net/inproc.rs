@@ -114,6 +114,9 @@ impl InProcListener {
 impl Drop for InProcListener {
     fn drop(&mut self) {
         self.receiver.close();
+        // Connections queued but never accepted are dropped, so their clients see the
+        // connection closed instead of waiting forever.
+        while self.receiver.try_recv().is_ok() {}
     }
 }
 

@@ -57,7 +57,8 @@ impl LocalConnection {
         }
     }
 
-    /// Receives one frame; `Ok(None)` when the peer closed between frames.
+    /// Receives one frame; `Ok(None)` when the peer closed between frames. Not cancel-safe:
+    /// drop the connection if a receive is abandoned mid-frame.
     pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         let header = match self.read_exact(FRAME_HEADER_LEN).await? {
             ReadOutcome::Full(bytes) => {

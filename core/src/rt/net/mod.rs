@@ -104,6 +104,9 @@ impl Connection {
 
     /// Receives one frame; `Ok(None)` when the peer closed the connection between frames.
     /// A connection closed inside a frame, or a frame over the limit, is an error.
+    ///
+    /// Not cancel-safe: if the future is dropped mid-frame (a timeout), the connection has
+    /// lost its place in the stream and must be dropped too.
     pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         match &mut self.inner {
             ConnectionInner::Tcp(connection) => connection.recv().await,
