@@ -277,6 +277,22 @@ fn o_direct_writes_through_io_uring_read_back() {
 }
 
 #[test]
+fn yield_now_on_a_shard_lets_other_ready_tasks_run() {
+    for driver in [IoDriverChoice::IoUring, IoDriverChoice::Epoll] {
+        let ran = on_shard(driver, |_| async {
+            let ran = std::rc::Rc::new(std::cell::Cell::new(0));
+            for _ in 0..3 {
+                let ran = ran.clone();
+                task::spawn_local(async move { ran.set(ran.get() + 1) });
+            }
+            task::yield_now().await;
+            ran.get()
+        });
+        assert_eq!(ran, 3, "{driver:?}: the spawned tasks ran during one yield");
+    }
+}
+
+#[test]
 fn shards_start_one_per_config_and_stop_on_request() {
     let config = ShardsConfig {
         count: 3,

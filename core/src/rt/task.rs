@@ -19,7 +19,7 @@ where
     tokio::spawn(future)
 }
 
-/// Yields to the executor once, letting other ready tasks run.
+/// Yields to the executor once, letting every other ready task run first.
 pub async fn yield_now() {
     #[cfg(madsim)]
     {
@@ -27,11 +27,18 @@ pub async fn yield_now() {
     }
     #[cfg(not(madsim))]
     {
-        // Works on both monoio and tokio: it returns Pending once after waking itself.
-        YieldNow { yielded: false }.await
+        if super::shard::on_shard() {
+            YieldNow { yielded: false }.await
+        } else {
+            tokio::task::yield_now().await
+        }
     }
 }
 
+/// A yield on monoio. A task that wakes itself while it is being polled is put at the
+/// *front* of monoio's run queue (monoio treats it as a yield to I/O) and runs again
+/// before anything else, so the wake-up must come from elsewhere: a helper task, queued
+/// behind every task that is ready now.
 #[cfg(not(madsim))]
 struct YieldNow {
     yielded: bool,
@@ -45,7 +52,8 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.yielded = true;
-        cx.waker().wake_by_ref();
+        let waker = cx.waker().clone();
+        drop(monoio::spawn(async move { waker.wake() }));
         Poll::Pending
     }
 }
