@@ -168,6 +168,47 @@ impl Row {
     }
 }
 
+/// How a label matcher compares a tag's value (PromQL's `=`, `!=`, `=~`, `!~`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    /// A fully anchored regular expression.
+    Regex,
+    NotRegex,
+}
+
+/// A condition on one tag. A series without the tag has the empty value for it, as in
+/// Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMatcher {
+    pub tag: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+/// What a region scan returns: rows with `ts` in `start_ms..end_ms` whose series match
+/// every matcher, in (series, ts) order, at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRequest {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub matchers: Vec<TagMatcher>,
+    pub limit: Option<usize>,
+}
+
+impl ScanRequest {
+    /// Every row.
+    pub fn all() -> ScanRequest {
+        ScanRequest {
+            start_ms: i64::MIN,
+            end_ms: i64::MAX,
+            matchers: Vec::new(),
+            limit: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,4 +9,9 @@
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
 //! through `wire`).
 
+pub mod codec;
+pub mod datanode;
+pub mod engine;
+pub mod manifest;
+pub mod memtable;
 pub mod wal;

@@ -17,7 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -174,7 +174,7 @@ impl Wal {
         mut on_record: impl FnMut(&RecordHeader, &[u8]),
     ) -> Result<(Wal, WalRecovery), WalError> {
         config.validate().map_err(WalError::Io)?;
-        create_dir_durably(&disk, &config.dir).await?;
+        disk.create_dir_all_synced(&config.dir).await?;
 
         let mut names: Vec<(u64, String)> = Vec::new();
         for name in disk.list_dir(&config.dir).await? {
@@ -355,17 +355,6 @@ impl Wal {
         }
         Ok(obsolete.len())
     }
-}
-
-async fn create_dir_durably(disk: &Disk, dir: &Path) -> io::Result<()> {
-    disk.create_dir_all(dir).await?;
-    // Make every level's entry durable, from the root down.
-    let mut parent = PathBuf::new();
-    for component in dir.components() {
-        disk.sync_dir(&parent).await?;
-        parent.push(component);
-    }
-    Ok(())
 }
 
 /// The writer task's own state.

@@ -157,6 +157,37 @@ impl Disk {
         }
     }
 
+    /// Creates `path` and its missing parents, and makes every level durable (syncs each
+    /// parent directory from the root down).
+    pub async fn create_dir_all_synced(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = checked_path(path.as_ref())?;
+        self.create_dir_all(&path).await?;
+        let mut parent = PathBuf::new();
+        for component in path.components() {
+            self.sync_dir(&parent).await?;
+            parent.push(component);
+        }
+        Ok(())
+    }
+
+    /// Replaces the file at `path` with `contents` atomically and durably: write a
+    /// temporary file, sync it, rename it over `path`, sync the directory. After a crash
+    /// the file holds either the old contents or the new, never a mix.
+    pub async fn write_atomic(&self, path: impl AsRef<Path>, contents: Vec<u8>) -> io::Result<()> {
+        let path = checked_path(path.as_ref())?;
+        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+        temp_name.push(".tmp");
+        let temp = path.with_file_name(temp_name);
+        let file = self
+            .open(&temp, OpenOptions::create().with_truncate(true))
+            .await?;
+        file.write_at(contents, 0).await?;
+        file.sync_data().await?;
+        drop(file);
+        self.rename(&temp, &path).await?;
+        self.sync_dir(path.parent().unwrap_or(Path::new(""))).await
+    }
+
     /// Renames a file, replacing `to` if it exists. Durable after `sync_dir` of the parents.
     pub async fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         let from = checked_path(from.as_ref())?;

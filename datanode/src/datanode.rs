@@ -1,0 +1,274 @@
+//! A datanode: its shards, and the handle through which any task reaches their regions.
+//!
+//! Each shard owns the regions under `shard-<n>/` of the data disk and serves them from
+//! its own executor; requests reach it over a bounded channel and each runs as a task on
+//! the shard, so concurrent writes share WAL commits. The [`DatanodeHandle`] is `Send`:
+//! the frontend (tokio) and tests (madsim) use it from any task.
+//!
+//! Placement: a new region goes to shard `hash(region) % shards`; afterwards a region
+//! lives where its directory is. Starting with fewer shards than the data directory has
+//! is refused, since the missing shards' regions would silently vanish.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use futures::channel::oneshot;
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::shard::{self, ShardContext, ShardError, Shards, ShardsConfig};
+use metronome_core::rt::task;
+
+use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
+
+/// Requests queued per shard before senders wait.
+const SHARD_QUEUE_MAX: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatanodeConfig {
+    pub shards: ShardsConfig,
+    pub engine: EngineConfig,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+enum Request {
+    CreateRegion(RegionId, RegionSchema, Reply<()>),
+    DropRegion(RegionId, Reply<()>),
+    AddField(RegionId, FieldColumn, Reply<()>),
+    Write(RegionId, Vec<Row>, Reply<u64>),
+    Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
+}
+
+/// A shard that finished recovery, or why it could not.
+type ShardReady = Result<(u16, Vec<RegionId>, EngineRecovery), String>;
+
+/// The running datanode.
+pub struct Datanode {
+    shards: Shards,
+    handle: DatanodeHandle,
+    pub recoveries: Vec<EngineRecovery>,
+}
+
+/// Reaches the datanode's regions from any task. Cheap to clone.
+#[derive(Clone)]
+pub struct DatanodeHandle {
+    shards: Arc<Vec<async_channel::Sender<Request>>>,
+    routes: Arc<Mutex<BTreeMap<RegionId, u16>>>,
+}
+
+fn shard_root(index: u16) -> PathBuf {
+    PathBuf::from(format!("shard-{index}"))
+}
+
+impl Datanode {
+    /// Starts the shards on `disk` and waits until every one has recovered.
+    pub async fn start(disk: Disk, config: DatanodeConfig) -> Result<Datanode, String> {
+        let count = config.shards.count;
+        let existing: Vec<u16> = disk
+            .list_dir("")
+            .await
+            .map_err(|error| format!("cannot list the data directory: {error}"))?
+            .iter()
+            .filter_map(|name| name.strip_prefix("shard-")?.parse().ok())
+            .collect();
+        if let Some(missing) = existing.iter().filter(|&&index| index >= count).max() {
+            return Err(format!(
+                "the data directory holds shard-{missing}, but only {count} shards are configured: \
+                 start with at least {} shards (moving regions between shards is not supported yet)",
+                missing + 1
+            ));
+        }
+
+        let mut senders = Vec::with_capacity(usize::from(count));
+        let mut receivers = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let (sender, receiver) = async_channel::bounded(SHARD_QUEUE_MAX);
+            senders.push(sender);
+            receivers.push(receiver);
+        }
+        let receivers = Arc::new(receivers);
+        let (ready_sender, ready) = async_channel::bounded::<ShardReady>(usize::from(count));
+        let engine_config = config.engine.clone();
+        let shards = shard::start(&config.shards, move |context: ShardContext| {
+            let index = context.id.0;
+            let requests = receivers[usize::from(index)].clone();
+            shard_main(
+                context,
+                disk.clone(),
+                engine_config.clone(),
+                requests,
+                ready_sender.clone(),
+            )
+        })
+        .map_err(|error: ShardError| error.to_string())?;
+
+        let mut routes = BTreeMap::new();
+        let mut recoveries = Vec::new();
+        for _ in 0..count {
+            let (index, regions, recovery) = ready
+                .recv()
+                .await
+                .map_err(|_| "a shard stopped during recovery".to_string())??;
+            for region in regions {
+                routes.insert(region, index);
+            }
+            recoveries.push(recovery);
+        }
+        Ok(Datanode {
+            shards,
+            handle: DatanodeHandle {
+                shards: Arc::new(senders),
+                routes: Arc::new(Mutex::new(routes)),
+            },
+            recoveries,
+        })
+    }
+
+    pub fn handle(&self) -> DatanodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the shards; requests in flight fail, nothing acknowledged is lost.
+    pub fn into_shards(self) -> Shards {
+        self.shards
+    }
+}
+
+async fn shard_main(
+    context: ShardContext,
+    disk: Disk,
+    config: EngineConfig,
+    requests: async_channel::Receiver<Request>,
+    ready: async_channel::Sender<ShardReady>,
+) {
+    let index = context.id.0;
+    let engine = match ShardEngine::open(disk, shard_root(index), config).await {
+        Ok((engine, recovery)) => {
+            tracing::info!(
+                shard = index,
+                regions = recovery.regions,
+                rows = recovery.rows_replayed,
+                quarantined = recovery.quarantined.len(),
+                "shard recovered"
+            );
+            let _ = ready.send(Ok((index, engine.region_ids(), recovery))).await;
+            engine
+        }
+        Err(error) => {
+            let _ = ready
+                .send(Err(format!("shard {index} failed to recover: {error}")))
+                .await;
+            return;
+        }
+    };
+    let stop = context.stop.clone();
+    loop {
+        let next = requests.recv();
+        let stopped = stop.stopped();
+        futures::pin_mut!(next, stopped);
+        match futures::future::select(stopped, next).await {
+            futures::future::Either::Left(_) => return,
+            futures::future::Either::Right((Ok(request), _)) => {
+                task::spawn_local(serve(engine.clone(), request));
+            }
+            futures::future::Either::Right((Err(_), _)) => return,
+        }
+    }
+}
+
+async fn serve(engine: Rc<ShardEngine>, request: Request) {
+    match request {
+        Request::CreateRegion(id, schema, reply) => {
+            let _ = reply.send(engine.create_region(id, schema).await);
+        }
+        Request::DropRegion(id, reply) => {
+            let _ = reply.send(engine.drop_region(id).await);
+        }
+        Request::AddField(id, column, reply) => {
+            let _ = reply.send(engine.add_field(id, column).await);
+        }
+        Request::Write(id, rows, reply) => {
+            let _ = reply.send(engine.write(id, rows).await);
+        }
+        Request::Scan(id, request, reply) => {
+            let _ = reply.send(engine.scan(id, &request));
+        }
+    }
+}
+
+impl DatanodeHandle {
+    pub fn shard_count(&self) -> u16 {
+        self.shards.len() as u16
+    }
+
+    /// The shard a region lives on (or would be created on).
+    pub fn shard_of(&self, region: RegionId) -> u16 {
+        if let Some(index) = self.routes.lock().expect("routes").get(&region) {
+            return *index;
+        }
+        // Fibonacci hashing spreads consecutive region numbers over the shards.
+        let mixed = region.as_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        (mixed % u64::from(self.shard_count())) as u16
+    }
+
+    async fn call<T>(
+        &self,
+        region: RegionId,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> Result<T, EngineError> {
+        let index = self.shard_of(region);
+        let (reply, outcome) = oneshot::channel();
+        self.shards[usize::from(index)]
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Unavailable(format!("shard {index} has stopped")))?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(EngineError::Unavailable(format!(
+                "shard {index} stopped before answering"
+            )))
+        })
+    }
+
+    pub async fn create_region(
+        &self,
+        region: RegionId,
+        schema: RegionSchema,
+    ) -> Result<(), EngineError> {
+        let index = self.shard_of(region);
+        self.call(region, |reply| Request::CreateRegion(region, schema, reply))
+            .await?;
+        self.routes.lock().expect("routes").insert(region, index);
+        Ok(())
+    }
+
+    pub async fn drop_region(&self, region: RegionId) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::DropRegion(region, reply))
+            .await
+    }
+
+    pub async fn add_field(
+        &self,
+        region: RegionId,
+        column: FieldColumn,
+    ) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::AddField(region, column, reply))
+            .await
+    }
+
+    /// Writes rows; returns once they are durable.
+    pub async fn write(&self, region: RegionId, rows: Vec<Row>) -> Result<u64, EngineError> {
+        self.call(region, |reply| Request::Write(region, rows, reply))
+            .await
+    }
+
+    pub async fn scan(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> Result<Vec<Row>, EngineError> {
+        self.call(region, |reply| Request::Scan(region, request, reply))
+            .await
+    }
+}

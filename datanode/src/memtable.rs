@@ -1,0 +1,178 @@
+//! A region's in-memory rows: series → timestamp → (sequence, fields).
+//!
+//! Writes to one region may complete their WAL commit in one order and reach the memtable
+//! in another, so each row carries the sequence of the write that made it, and the
+//! higher sequence wins: "the later write of a (series, timestamp) replaces the earlier"
+//! holds whatever order the tasks run in.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use metronome_core::data::{Row, Value};
+
+/// Memory accounting per stored row beyond its values (map nodes, keys).
+const ROW_OVERHEAD_BYTES: usize = 64;
+
+/// One series' points: timestamp → (sequence of the write that made it, fields).
+type Points = BTreeMap<i64, (u64, Vec<Value>)>;
+
+#[derive(Debug, Default)]
+pub struct Memtable {
+    series: BTreeMap<Vec<String>, Points>,
+    bytes: usize,
+    rows: usize,
+}
+
+impl Memtable {
+    /// Inserts `row` written by `sequence`, unless a later write already holds its place.
+    /// Returns the change in accounted bytes.
+    pub fn insert(&mut self, sequence: u64, row: Row) -> isize {
+        let before = self.bytes;
+        let value_bytes: usize = row.fields.iter().map(Value::estimated_bytes).sum();
+        let series = match self.series.get_mut(&row.tags) {
+            Some(series) => series,
+            None => {
+                let key_bytes: usize = row.tags.iter().map(|t| t.len() + ROW_OVERHEAD_BYTES).sum();
+                self.bytes += key_bytes;
+                self.series.entry(row.tags).or_default()
+            }
+        };
+        match series.get_mut(&row.ts) {
+            Some((existing, fields)) => {
+                if *existing < sequence {
+                    let old: usize = fields.iter().map(Value::estimated_bytes).sum();
+                    *existing = sequence;
+                    *fields = row.fields;
+                    self.bytes = self.bytes - old + value_bytes;
+                }
+            }
+            None => {
+                series.insert(row.ts, (sequence, row.fields));
+                self.bytes += value_bytes + ROW_OVERHEAD_BYTES;
+                self.rows += 1;
+            }
+        }
+        self.bytes as isize - before as isize
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Rows of the series that `keep` accepts with `ts` in `start..end`, in (series, ts)
+    /// order, at most `limit`.
+    pub fn scan(
+        &self,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+        limit: usize,
+    ) -> Vec<Row> {
+        let mut rows = Vec::new();
+        if start >= end {
+            return rows;
+        }
+        for (tags, points) in &self.series {
+            if rows.len() >= limit {
+                break;
+            }
+            if !keep(tags) {
+                continue;
+            }
+            for (ts, (_, fields)) in points.range((Bound::Included(start), Bound::Excluded(end))) {
+                if rows.len() >= limit {
+                    break;
+                }
+                rows.push(Row {
+                    tags: tags.clone(),
+                    ts: *ts,
+                    fields: fields.clone(),
+                });
+            }
+        }
+        rows
+    }
+
+    /// Appends a null field to every row (after the schema gained a column).
+    pub fn add_null_field(&mut self) {
+        for points in self.series.values_mut() {
+            for (_, fields) in points.values_mut() {
+                fields.push(Value::Null);
+                self.bytes += Value::Null.estimated_bytes();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(host: &str, ts: i64, value: f64) -> Row {
+        Row {
+            tags: vec![host.to_string()],
+            ts,
+            fields: vec![Value::Float64(value)],
+        }
+    }
+
+    #[test]
+    fn the_highest_sequence_wins_whatever_the_insert_order() {
+        let mut memtable = Memtable::default();
+        memtable.insert(2, row("a", 10, 2.0));
+        memtable.insert(1, row("a", 10, 1.0));
+        memtable.insert(3, row("a", 10, 3.0));
+        let rows = memtable.scan(i64::MIN, i64::MAX, |_| true, usize::MAX);
+        assert_eq!(rows, [row("a", 10, 3.0)]);
+        assert_eq!(memtable.rows(), 1);
+    }
+
+    #[test]
+    fn scans_are_ordered_by_series_then_time_and_honour_range_filter_and_limit() {
+        let mut memtable = Memtable::default();
+        for (i, (host, ts)) in [("b", 2), ("a", 3), ("b", 1), ("a", 1), ("c", 5)]
+            .into_iter()
+            .enumerate()
+        {
+            memtable.insert(i as u64 + 1, row(host, ts, ts as f64));
+        }
+        let all = memtable.scan(i64::MIN, i64::MAX, |_| true, usize::MAX);
+        let keys: Vec<(String, i64)> = all.iter().map(|r| (r.tags[0].clone(), r.ts)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("a".into(), 1),
+                ("a".into(), 3),
+                ("b".into(), 1),
+                ("b".into(), 2),
+                ("c".into(), 5)
+            ]
+        );
+        let ranged = memtable.scan(2, 5, |tags| tags[0] != "a", usize::MAX);
+        assert_eq!(ranged, [row("b", 2, 2.0)]);
+        assert_eq!(memtable.scan(i64::MIN, i64::MAX, |_| true, 2).len(), 2);
+        assert!(memtable.scan(5, 5, |_| true, 10).is_empty());
+        assert!(memtable.bytes() > 0);
+    }
+
+    #[test]
+    fn reported_growth_adds_up_to_the_accounted_bytes() {
+        let mut memtable = Memtable::default();
+        let mut total = 0isize;
+        for i in 0..50 {
+            total += memtable.insert(
+                i,
+                row(&format!("host-{}", i % 7), (i % 11) as i64, i as f64),
+            );
+        }
+        assert_eq!(total, memtable.bytes() as isize);
+    }
+}

@@ -1,0 +1,448 @@
+//! The region engine on a shard: writes, scans, schema changes, recovery and quarantine.
+#![cfg(not(madsim))]
+
+use std::future::Future;
+
+use metronome_core::data::{
+    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, TagMatcher, Value,
+};
+use metronome_core::rt::disk::{Disk, OpenOptions, SimDisk};
+use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice, ShardContext, ShardsConfig};
+use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::engine::{EngineConfig, EngineError, ShardEngine};
+
+fn on_shard<T: Send + 'static, Fut: Future<Output = T> + 'static>(
+    body: impl FnOnce(ShardContext) -> Fut + Send + 'static,
+) -> T {
+    run_on_one_shard(IoDriverChoice::Auto, body).unwrap()
+}
+
+fn schema() -> RegionSchema {
+    RegionSchema {
+        tags: vec!["host".into(), "dc".into()],
+        time_index: "ts".into(),
+        fields: vec![FieldColumn {
+            name: "value".into(),
+            field_type: FieldType::Float64,
+        }],
+    }
+}
+
+fn row(host: &str, dc: &str, ts: i64, value: f64) -> Row {
+    Row {
+        tags: vec![host.into(), dc.into()],
+        ts,
+        fields: vec![Value::Float64(value)],
+    }
+}
+
+const R1: RegionId = RegionId {
+    table: 1,
+    number: 1,
+};
+const R2: RegionId = RegionId {
+    table: 1,
+    number: 2,
+};
+
+async fn open(disk: &Disk) -> std::rc::Rc<ShardEngine> {
+    ShardEngine::open(disk.clone(), "shard-0", EngineConfig::default())
+        .await
+        .unwrap()
+        .0
+}
+
+fn matcher(tag: &str, op: MatchOp, value: &str) -> TagMatcher {
+    TagMatcher {
+        tag: tag.into(),
+        op,
+        value: value.into(),
+    }
+}
+
+#[test]
+fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winning() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(1));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        engine
+            .write(
+                R1,
+                vec![
+                    row("b", "x", 2, 1.0),
+                    row("a", "y", 5, 2.0),
+                    row("a", "x", 1, 3.0),
+                ],
+            )
+            .await
+            .unwrap();
+        engine.write(R1, vec![row("b", "x", 2, 9.0)]).await.unwrap();
+
+        let all = engine.scan(R1, &ScanRequest::all()).unwrap();
+        assert_eq!(
+            all,
+            [
+                row("a", "x", 1, 3.0),
+                row("a", "y", 5, 2.0),
+                row("b", "x", 2, 9.0)
+            ]
+        );
+
+        let scan = |matchers: Vec<TagMatcher>| ScanRequest {
+            matchers,
+            ..ScanRequest::all()
+        };
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("host", MatchOp::Equal, "a")]))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("dc", MatchOp::NotEqual, "x")]))
+                .unwrap(),
+            [row("a", "y", 5, 2.0)]
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "a|c")]))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "")]))
+                .unwrap()
+                .len(),
+            0,
+            "regexes are anchored"
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("host", MatchOp::NotRegex, "a")]))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("absent", MatchOp::Equal, "")]))
+                .unwrap()
+                .len(),
+            3,
+            "a missing tag is empty"
+        );
+        assert_eq!(
+            engine
+                .scan(R1, &scan(vec![matcher("absent", MatchOp::Equal, "v")]))
+                .unwrap()
+                .len(),
+            0
+        );
+        let ranged = ScanRequest {
+            start_ms: 2,
+            end_ms: 5,
+            ..ScanRequest::all()
+        };
+        assert_eq!(engine.scan(R1, &ranged).unwrap(), [row("b", "x", 2, 9.0)]);
+        let limited = ScanRequest {
+            limit: Some(1),
+            ..ScanRequest::all()
+        };
+        assert_eq!(engine.scan(R1, &limited).unwrap().len(), 1);
+
+        let error = engine
+            .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "(")]))
+            .unwrap_err();
+        assert!(
+            matches!(&error, EngineError::InvalidScan { reason, .. } if reason.contains("\"(\"")),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn bad_writes_are_refused_with_the_row_and_column_named() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(2));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        let mut bad = row("a", "x", 1, 1.0);
+        bad.fields = vec![Value::String("oops".into())];
+        let error = engine
+            .write(R1, vec![row("a", "x", 0, 0.0), bad])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, EngineError::InvalidRow { row: 1, reason, .. } if reason.contains("value")),
+            "{error}"
+        );
+        assert!(
+            engine.scan(R1, &ScanRequest::all()).unwrap().is_empty(),
+            "a refused write applies nothing"
+        );
+        assert!(matches!(
+            engine.write(R2, vec![]).await,
+            Err(EngineError::RegionNotFound(R2))
+        ));
+        let error = engine
+            .create_region(
+                R1,
+                RegionSchema {
+                    tags: vec![],
+                    ..schema()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error, EngineError::RegionExists(R1));
+        engine
+            .create_region(R1, schema())
+            .await
+            .expect("creating it again with its schema is harmless");
+    });
+}
+
+#[test]
+fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
+    let sim = SimDisk::new(3);
+    let disk = Disk::sim(sim.clone());
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let engine = open(&disk).await;
+            engine.create_region(R1, schema()).await.unwrap();
+            engine.create_region(R2, schema()).await.unwrap();
+            for ts in 0..100 {
+                engine
+                    .write(R1, vec![row("a", "x", ts, ts as f64)])
+                    .await
+                    .unwrap();
+            }
+            engine.write(R2, vec![row("z", "y", 7, 7.0)]).await.unwrap();
+            engine
+                .add_field(
+                    R2,
+                    FieldColumn {
+                        name: "extra".into(),
+                        field_type: FieldType::Int64,
+                    },
+                )
+                .await
+                .unwrap();
+            engine
+                .write(
+                    R2,
+                    vec![Row {
+                        fields: vec![Value::Float64(8.0), Value::Int64(8)],
+                        ..row("z", "y", 8, 0.0)
+                    }],
+                )
+                .await
+                .unwrap();
+            sim.crash();
+        }
+    });
+    on_shard(move |_| async move {
+        let (engine, recovery) = ShardEngine::open(disk, "shard-0", EngineConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(recovery.regions, 2);
+        assert_eq!(recovery.rows_replayed, 102);
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).unwrap().len(), 100);
+        let r2 = engine.scan(R2, &ScanRequest::all()).unwrap();
+        assert_eq!(
+            r2[0].fields,
+            [Value::Float64(7.0), Value::Null],
+            "rows from before the ALTER read the new column as null"
+        );
+        assert_eq!(r2[1].fields, [Value::Float64(8.0), Value::Int64(8)]);
+        assert_eq!(engine.schema(R2).unwrap().fields.len(), 2);
+        // Sequences continue after recovery: a new write still replaces an old one.
+        engine
+            .write(R1, vec![row("a", "x", 5, -1.0)])
+            .await
+            .unwrap();
+        let five = ScanRequest {
+            start_ms: 5,
+            end_ms: 6,
+            ..ScanRequest::all()
+        };
+        assert_eq!(
+            engine.scan(R1, &five).unwrap()[0].fields,
+            [Value::Float64(-1.0)]
+        );
+    });
+}
+
+#[test]
+fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
+    let sim = SimDisk::new(4);
+    let disk = Disk::sim(sim.clone());
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let engine = open(&disk).await;
+            engine.create_region(R1, schema()).await.unwrap();
+            engine
+                .write(R1, vec![row("old", "x", 1, 1.0)])
+                .await
+                .unwrap();
+            engine.drop_region(R1).await.unwrap();
+            assert!(matches!(
+                engine.scan(R1, &ScanRequest::all()),
+                Err(EngineError::RegionNotFound(_))
+            ));
+            sim.crash();
+        }
+    });
+    on_shard(move |_| async move {
+        let (engine, recovery) =
+            ShardEngine::open(disk.clone(), "shard-0", EngineConfig::default())
+                .await
+                .unwrap();
+        assert_eq!(recovery.regions, 0);
+        engine.create_region(R1, schema()).await.unwrap();
+        engine
+            .write(R1, vec![row("new", "x", 2, 2.0)])
+            .await
+            .unwrap();
+        drop(engine);
+        let (engine, _) = ShardEngine::open(disk, "shard-0", EngineConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).unwrap(),
+            [row("new", "x", 2, 2.0)],
+            "the old incarnation's WAL records stay dead"
+        );
+    });
+}
+
+#[test]
+fn wal_corruption_quarantines_only_the_damaged_region() {
+    let disk = Disk::sim(SimDisk::new(5));
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let engine = open(&disk).await;
+            engine.create_region(R1, schema()).await.unwrap();
+            engine.create_region(R2, schema()).await.unwrap();
+            engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+            engine.write(R2, vec![row("b", "x", 1, 1.0)]).await.unwrap();
+            // Rot one payload byte of R1's record (the first commit of the only segment).
+            let segment = disk.list_dir("shard-0/wal").await.unwrap()[0].clone();
+            let file = disk
+                .open(format!("shard-0/wal/{segment}"), OpenOptions::write())
+                .await
+                .unwrap();
+            let byte = file.read_exact_at(1, 45).await.unwrap()[0];
+            file.write_at(vec![byte ^ 0x40], 45).await.unwrap();
+            file.sync_data().await.unwrap();
+        }
+    });
+    on_shard(move |_| async move {
+        let (engine, recovery) = ShardEngine::open(disk, "shard-0", EngineConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(recovery.quarantined.len(), 1, "{recovery:?}");
+        let error = engine.scan(R1, &ScanRequest::all()).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("quarantined")
+                && message.contains(".wal")
+                && message.contains("offset 0"),
+            "{message}"
+        );
+        assert!(engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.is_err());
+        assert_eq!(
+            engine.scan(R2, &ScanRequest::all()).unwrap().len(),
+            1,
+            "the other region serves on"
+        );
+    });
+}
+
+#[test]
+fn a_full_memory_budget_refuses_writes_as_retryable() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(6));
+        let config = EngineConfig {
+            memory_bytes_max: 10_000,
+            ..EngineConfig::default()
+        };
+        let (engine, _) = ShardEngine::open(disk, "shard-0", config).await.unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        let mut refused = None;
+        for ts in 0..1000 {
+            if let Err(error) = engine.write(R1, vec![row("a", "x", ts, 0.0)]).await {
+                refused = Some(error);
+                break;
+            }
+        }
+        let error = refused.expect("the budget is reached");
+        assert!(
+            matches!(error, EngineError::Overloaded { .. }) && error.is_retryable(),
+            "{error}"
+        );
+        assert!(engine.memory_bytes() >= 10_000);
+    });
+}
+
+#[test]
+fn a_datanode_spreads_regions_over_its_shards_and_refuses_fewer_shards_later() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = |count| DatanodeConfig {
+        shards: ShardsConfig {
+            count,
+            pin_to_cores: false,
+            ..ShardsConfig::per_core()
+        },
+        engine: EngineConfig::default(),
+    };
+    let disk = Disk::real(dir.path());
+    let datanode = futures::executor::block_on(Datanode::start(disk.clone(), config(3))).unwrap();
+    let handle = datanode.handle();
+    let regions: Vec<RegionId> = (0..12).map(|n| RegionId::new(9, n)).collect();
+    futures::executor::block_on(async {
+        for &region in &regions {
+            handle.create_region(region, schema()).await.unwrap();
+            handle
+                .write(region, vec![row("h", "d", i64::from(region.number), 1.0)])
+                .await
+                .unwrap();
+        }
+    });
+    let shards_used: std::collections::BTreeSet<u16> =
+        regions.iter().map(|r| handle.shard_of(*r)).collect();
+    assert_eq!(
+        shards_used.len(),
+        3,
+        "twelve regions land on all three shards"
+    );
+    datanode.into_shards().stop_and_join().unwrap();
+
+    let error = futures::executor::block_on(Datanode::start(disk.clone(), config(2)))
+        .err()
+        .unwrap();
+    assert!(
+        error.contains("shard-2") && error.contains("at least 3"),
+        "{error}"
+    );
+
+    let datanode = futures::executor::block_on(Datanode::start(disk, config(3))).unwrap();
+    let handle = datanode.handle();
+    for &region in &regions {
+        let rows = futures::executor::block_on(handle.scan(region, ScanRequest::all())).unwrap();
+        assert_eq!(
+            rows,
+            [row("h", "d", i64::from(region.number), 1.0)],
+            "{region} after restart"
+        );
+    }
+    datanode.into_shards().stop_and_join().unwrap();
+}
