@@ -18,7 +18,8 @@ use futures::channel::oneshot;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{self, ShardContext, ShardError, Shards, ShardsConfig};
-use metronome_core::rt::task;
+use metronome_core::rt::{task, time};
+use std::time::Duration;
 
 use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
 
@@ -144,7 +145,7 @@ async fn shard_main(
     ready: async_channel::Sender<ShardReady>,
 ) {
     let index = context.id.0;
-    let engine = match ShardEngine::open(disk, shard_root(index), config).await {
+    let engine = match ShardEngine::open(disk.clone(), shard_root(index), config.clone()).await {
         Ok((engine, recovery)) => {
             tracing::info!(
                 shard = index,
@@ -164,18 +165,65 @@ async fn shard_main(
         }
     };
     let stop = context.stop.clone();
+    let mut engine = engine;
     loop {
         let next = requests.recv();
         let stopped = stop.stopped();
         futures::pin_mut!(next, stopped);
-        match futures::future::select(stopped, next).await {
-            futures::future::Either::Left(_) => return,
-            futures::future::Either::Right((Ok(request), _)) => {
-                task::spawn_local(serve(engine.clone(), request));
+        let request = match futures::future::select(stopped, next).await {
+            futures::future::Either::Right((Ok(request), _)) => request,
+            _ => return,
+        };
+        if let Some(reason) = engine.wal_failure() {
+            engine = match restart_engine(engine, &disk, index, &config, &reason).await {
+                Some(engine) => engine,
+                None => return,
+            };
+        }
+        task::spawn_local(serve(engine.clone(), request));
+    }
+}
+
+/// Pauses between attempts to reopen a shard whose WAL stopped.
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+const RESTART_ATTEMPTS_MAX: u32 = 100;
+
+/// Reopens a shard engine whose WAL stopped after an I/O error: waits for its requests in
+/// flight to finish, then recovers from what is on disk. The other shards keep serving.
+async fn restart_engine(
+    engine: Rc<ShardEngine>,
+    disk: &Disk,
+    index: u16,
+    config: &EngineConfig,
+    reason: &str,
+) -> Option<Rc<ShardEngine>> {
+    tracing::error!(shard = index, %reason, "the shard's WAL stopped; restarting the shard from disk");
+    for _ in 0..RESTART_ATTEMPTS_MAX {
+        if Rc::strong_count(&engine) == 1 {
+            break;
+        }
+        time::sleep_local(Duration::from_millis(1)).await;
+    }
+    drop(engine);
+    for attempt in 1..=RESTART_ATTEMPTS_MAX {
+        match ShardEngine::open(disk.clone(), shard_root(index), config.clone()).await {
+            Ok((engine, recovery)) => {
+                tracing::info!(
+                    shard = index,
+                    attempt,
+                    rows = recovery.rows_replayed,
+                    "shard restarted"
+                );
+                return Some(engine);
             }
-            futures::future::Either::Right((Err(_), _)) => return,
+            Err(error) => {
+                tracing::error!(shard = index, attempt, %error, "shard restart failed");
+                time::sleep_local(RESTART_BACKOFF).await;
+            }
         }
     }
+    tracing::error!(shard = index, "giving up on restarting the shard");
+    None
 }
 
 async fn serve(engine: Rc<ShardEngine>, request: Request) {

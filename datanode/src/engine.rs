@@ -248,6 +248,11 @@ impl ShardEngine {
         self.memory_bytes.get()
     }
 
+    /// Why the shard's WAL stopped, if it did: the engine must be reopened from disk.
+    pub fn wal_failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
     /// Creates a region. Creating an existing region with the same schema succeeds (so a
     /// retried request is harmless); a dropped region's id may be reused.
     pub async fn create_region(

@@ -347,3 +347,83 @@ fn the_wal_works_on_the_real_disk_with_o_direct() {
         .enumerate()
         .all(|(i, (r, s, p))| *r == region(2) && *s == i as u64 + 1 && p.len() == 777));
 }
+
+#[test]
+fn a_commit_replayed_after_a_failed_sync_is_made_durable_before_anything_follows_it() {
+    let sim = SimDisk::new(9);
+    let disk = Disk::sim(sim.clone());
+    let (first_replay, recovery, second_replay) = on_shard(move |_| async move {
+        let (wal, _, _) = open(&disk, config()).await;
+        wal.append(region(1), 1, b"durable".to_vec()).await.unwrap();
+        sim.set_faults(SimFaults {
+            sync_error_probability: 1.0,
+            ..SimFaults::default()
+        });
+        // The write reaches the page cache, its sync fails: readable, never durable.
+        assert!(wal
+            .append(region(1), 2, b"in the page cache only".to_vec())
+            .await
+            .is_err());
+        sim.set_faults(SimFaults::default());
+        drop(wal);
+
+        let (wal, _, first_replay) = open(&disk, config()).await;
+        wal.append(region(1), 3, b"after the restart".to_vec())
+            .await
+            .unwrap();
+        drop(wal);
+        sim.crash();
+        let (_, recovery, second_replay) = open(&disk, config()).await;
+        (first_replay, recovery, second_replay)
+    });
+    assert_eq!(
+        first_replay.len(),
+        2,
+        "the restart replays what the page cache holds"
+    );
+    assert!(
+        recovery.corruptions.is_empty(),
+        "what was replayed was made durable: {recovery:?}"
+    );
+    let sequences: Vec<u64> = second_replay.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+}
+
+#[test]
+fn a_torn_record_inside_the_last_commit_is_not_written_back_by_recovery() {
+    let disk = Disk::sim(SimDisk::new(10));
+    let (first, second) = on_shard(move |_| async move {
+        let (wal, _, _) = open(&disk, config()).await;
+        // One commit of two records: queue both before the writer runs.
+        let a = wal.enqueue(region(1), 1, vec![1u8; 100]).unwrap();
+        let b = wal.enqueue(region(2), 1, vec![2u8; 100]).unwrap();
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        drop(wal);
+        // Damage the second record's payload: a torn tail inside the last commit.
+        let segment = disk.list_dir("shard-0/wal").await.unwrap()[0].clone();
+        let file = disk
+            .open(format!("shard-0/wal/{segment}"), OpenOptions::write())
+            .await
+            .unwrap();
+        file.write_at(vec![0xee; 10], 140 + 40 + 5).await.unwrap();
+        file.sync_data().await.unwrap();
+        let (wal, first, _) = open(&disk, config()).await;
+        wal.append(region(3), 1, b"next".to_vec()).await.unwrap();
+        drop(wal);
+        let (_, second, _) = open(&disk, config()).await;
+        (first, second)
+    });
+    assert_eq!(
+        first.truncated.as_ref().map(|(_, offset)| *offset),
+        Some(140)
+    );
+    assert!(
+        second.corruptions.is_empty() && second.truncated.is_none(),
+        "{second:?}"
+    );
+    assert_eq!(
+        second.records, 2,
+        "record 1 of the first commit and the new one"
+    );
+}

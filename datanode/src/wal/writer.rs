@@ -193,17 +193,35 @@ impl Wal {
         // (path, offset, last intact commit before it) of a torn tail; an error unless it
         // turns out to be the very end of the log.
         let mut torn: Option<(PathBuf, u64)> = None;
+        // The blocks of the last intact commit: (segment, start, end, bytes).
+        let mut last_commit_blocks: Option<(PathBuf, u64, Vec<u8>)> = None;
         for (first_commit, name) in &names {
             let path = config.dir.join(name);
             let file = disk.open(&path, OpenOptions::read()).await?;
             let bytes = file.read_at(file.len() as usize, 0).await?;
             let mut info = SegmentInfo::default();
-            let scan = scan_segment(&bytes, *first_commit, |header, payload, _| {
+            // (commit, offset of its first record, end of its last record) of the last commit.
+            let mut last: Option<(u64, usize, usize)> = None;
+            let scan = scan_segment(&bytes, *first_commit, |header, payload, offset| {
                 let max = info.max_sequence.entry(header.region).or_insert(0);
                 *max = (*max).max(header.sequence);
                 recovery.records += 1;
+                let end = offset as usize + HEADER_BYTES + payload.len();
+                last = match last {
+                    Some((commit, start, _)) if commit == header.commit => {
+                        Some((commit, start, end))
+                    }
+                    _ => Some((header.commit, offset as usize, end)),
+                };
                 on_record(header, payload);
             });
+            if let Some((_, start, end)) = last {
+                // Only the commit's intact records, then zeros to the block boundary (its
+                // padding): never bytes read beyond them, which may be a torn tail.
+                let mut blocks = bytes[start..end].to_vec();
+                pad_to_block(&mut blocks);
+                last_commit_blocks = Some((path.clone(), start as u64, blocks));
+            }
             recovery.segments += 1;
             if let Some((first, last)) = scan.commits {
                 if let Some((torn_path, torn_offset)) = torn.take() {
@@ -245,6 +263,16 @@ impl Wal {
             file.sync_data().await?;
             tracing::warn!(segment = %path.display(), offset, "truncated a torn WAL tail");
             recovery.truncated = Some((path, offset));
+        }
+        if let Some((path, offset, blocks)) = last_commit_blocks {
+            // Replay read the last commit, but a read proves only that it is in the page
+            // cache: after a failed fdatasync the kernel keeps the pages readable while
+            // the disk may never get them. The WAL stops at the first failed sync, so only
+            // the last commit can be in that state; writing it again and syncing makes
+            // what was replayed durable before anything is written after it.
+            let file = disk.open(&path, OpenOptions::write()).await?;
+            file.write_at(blocks, offset).await?;
+            file.sync_data().await?;
         }
         for (path, corruption) in &recovery.corruptions {
             tracing::error!(segment = %path.display(), offset = corruption.offset, region = ?corruption.region, "WAL corruption before the tail");
@@ -320,6 +348,11 @@ impl Wal {
 
     pub fn stats(&self) -> WalStats {
         self.shared.stats.get()
+    }
+
+    /// Why the WAL stopped, if it did (it then refuses every append until reopened).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.borrow().clone()
     }
 
     /// Deletes every segment but the current one whose records are all at or below
