@@ -22,6 +22,7 @@ use metronome_core::rt::{task, time};
 use std::time::Duration;
 
 use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
+use crate::sst::SstMeta;
 
 /// Requests queued per shard before senders wait.
 const SHARD_QUEUE_MAX: usize = 1024;
@@ -40,6 +41,7 @@ enum Request {
     AddField(RegionId, FieldColumn, Reply<()>),
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
+    Flush(RegionId, Reply<Option<SstMeta>>),
 }
 
 /// A shard that finished recovery, or why it could not.
@@ -239,9 +241,17 @@ async fn serve(engine: Rc<ShardEngine>, request: Request) {
         }
         Request::Write(id, rows, reply) => {
             let _ = reply.send(engine.write(id, rows).await);
+            if engine.wants_flush() {
+                if let Err(error) = engine.flush_largest().await {
+                    tracing::error!(%error, "flush failed; the rows stay in memory and in the WAL");
+                }
+            }
         }
         Request::Scan(id, request, reply) => {
-            let _ = reply.send(engine.scan(id, &request));
+            let _ = reply.send(engine.scan(id, &request).await);
+        }
+        Request::Flush(id, reply) => {
+            let _ = reply.send(engine.flush_region(id).await);
         }
     }
 }
@@ -317,6 +327,12 @@ impl DatanodeHandle {
         request: ScanRequest,
     ) -> Result<Vec<Row>, EngineError> {
         self.call(region, |reply| Request::Scan(region, request, reply))
+            .await
+    }
+
+    /// Flushes a region's memtable to an SST now (normally memory pressure decides).
+    pub async fn flush(&self, region: RegionId) -> Result<Option<SstMeta>, EngineError> {
+        self.call(region, |reply| Request::Flush(region, reply))
             .await
     }
 }

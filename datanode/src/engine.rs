@@ -10,7 +10,7 @@
 //! writes with an error that names the file and offset, and the shard serves the rest.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -18,11 +18,13 @@ use metronome_core::data::{
     FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, TagMatcher, Value,
 };
 use metronome_core::rt::disk::Disk;
+use metronome_core::rt::object::ObjectStore;
 use regex::Regex;
 
 use crate::codec::{decode_rows, encode_rows};
-use crate::manifest::{manifest_path, RegionManifest};
+use crate::manifest::{manifest_path, sst_dir, sst_key, RegionManifest};
 use crate::memtable::Memtable;
+use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 
 /// How a shard engine runs.
@@ -30,6 +32,8 @@ use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 pub struct EngineConfig {
     /// Writes are refused as overloaded while the shard's memtables hold more than this.
     pub memory_bytes_max: usize,
+    /// Past this, the shard flushes its largest memtable to an SST.
+    pub memory_bytes_flush: usize,
     /// The WAL; its `dir` is relative to the shard root.
     pub wal: WalConfig,
 }
@@ -38,6 +42,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             memory_bytes_max: 512 * 1024 * 1024,
+            memory_bytes_flush: 256 * 1024 * 1024,
             wal: WalConfig::new("wal"),
         }
     }
@@ -95,7 +100,26 @@ impl From<std::io::Error> for EngineError {
 struct Region {
     manifest: RegionManifest,
     memtable: Memtable,
+    /// Memtables being flushed: still read by scans until their SST is in the manifest.
+    frozen: Vec<Rc<Memtable>>,
+    /// Sequences taken by writes not yet applied (or failed): a flush may only claim the
+    /// sequences below the lowest of them.
+    in_flight: BTreeSet<u64>,
+    flushing: bool,
     quarantined: Option<String>,
+}
+
+impl Region {
+    fn new(manifest: RegionManifest) -> Region {
+        Region {
+            manifest,
+            memtable: Memtable::default(),
+            frozen: Vec::new(),
+            in_flight: BTreeSet::new(),
+            flushing: false,
+            quarantined: None,
+        }
+    }
 }
 
 /// What recovery did, for logs and tests.
@@ -109,11 +133,16 @@ pub struct EngineRecovery {
 
 pub struct ShardEngine {
     disk: Disk,
+    store: ObjectStore,
     root: PathBuf,
     config: EngineConfig,
     wal: Wal,
     regions: RefCell<BTreeMap<RegionId, Region>>,
     memory_bytes: Cell<usize>,
+    /// Serializes manifest writes: each stores the current state with its change, so no
+    /// two writes can interleave and lose one another's update.
+    manifest_lock: futures::lock::Mutex<()>,
+    flushes_running: Cell<usize>,
 }
 
 fn parse_region_dir(name: &str) -> Option<RegionId> {
@@ -140,11 +169,7 @@ impl ShardEngine {
             };
             let path = manifest_path(&root, id);
             let region = match RegionManifest::load(&disk, &path).await {
-                Ok(Some(manifest)) if manifest.region == id => Region {
-                    manifest,
-                    memtable: Memtable::default(),
-                    quarantined: None,
-                },
+                Ok(Some(manifest)) if manifest.region == id => Region::new(manifest),
                 Ok(Some(manifest)) => quarantined_region(
                     id,
                     format!(
@@ -224,13 +249,35 @@ impl ShardEngine {
         recovery.rows_replayed = rows_replayed;
         recovery.wal = wal_recovery;
         let memory = regions.values().map(|r| r.memtable.bytes()).sum();
+        let store = ObjectStore::local(disk.clone(), "");
+        // An SST written by a flush that crashed before its manifest was stored belongs
+        // to no one: delete it.
+        for (id, region) in &regions {
+            let listed = store
+                .list(&sst_dir(&root, *id).display().to_string())
+                .await?;
+            for key in listed {
+                let known = region
+                    .manifest
+                    .files
+                    .iter()
+                    .any(|f| sst_key(&root, *id, f.file_id) == key);
+                if !known && region.quarantined.is_none() {
+                    tracing::info!(%key, "deleting an SST no manifest refers to");
+                    store.delete(&key).await?;
+                }
+            }
+        }
         let engine = ShardEngine {
             disk,
+            store,
             root,
             config,
             wal,
             regions: RefCell::new(regions),
             memory_bytes: Cell::new(memory),
+            manifest_lock: futures::lock::Mutex::new(()),
+            flushes_running: Cell::new(0),
         };
         Ok((Rc::new(engine), recovery))
     }
@@ -279,6 +326,8 @@ impl ShardEngine {
                     flushed_sequence: tombstone.manifest.last_sequence,
                     last_sequence: tombstone.manifest.last_sequence,
                     dropped: false,
+                    files: Vec::new(),
+                    next_file_id: tombstone.manifest.next_file_id,
                 },
                 None => RegionManifest {
                     region: id,
@@ -286,18 +335,13 @@ impl ShardEngine {
                     flushed_sequence: 0,
                     last_sequence: 0,
                     dropped: false,
+                    files: Vec::new(),
+                    next_file_id: 0,
                 },
             }
         };
         manifest.store(&self.disk, &self.root).await?;
-        self.regions.borrow_mut().insert(
-            id,
-            Region {
-                manifest,
-                memtable: Memtable::default(),
-                quarantined: None,
-            },
-        );
+        self.regions.borrow_mut().insert(id, Region::new(manifest));
         Ok(())
     }
 
@@ -329,6 +373,7 @@ impl ShardEngine {
 
     /// Adds a field column; existing rows read it as null.
     pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
+        let _manifest_guard = self.manifest_lock.lock().await;
         let manifest = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
@@ -344,6 +389,8 @@ impl ShardEngine {
         let mut regions = self.regions.borrow_mut();
         if let Some(region) = regions.get_mut(&id) {
             region.memtable.add_null_field();
+            // A frozen memtable being flushed keeps its rows' old shape; the flush writes
+            // them with the old schema and reads fill the new field with nulls.
             region.manifest.schema = manifest.schema;
         }
         Ok(())
@@ -389,14 +436,21 @@ impl ShardEngine {
             let sequence = region.manifest.last_sequence + 1;
             let durable = self.wal.enqueue(id, sequence, encode_rows(&rows))?;
             region.manifest.last_sequence = sequence;
+            region.in_flight.insert(sequence);
             (sequence, durable)
         };
-        durable
+        let outcome = durable
             .await
-            .unwrap_or_else(|_| Err(WalError::Failed("the WAL writer stopped".to_string())))?;
+            .unwrap_or_else(|_| Err(WalError::Failed("the WAL writer stopped".to_string())));
         let mut regions = self.regions.borrow_mut();
+        let Some(region) = regions.get_mut(&id) else {
+            outcome?;
+            return Ok(sequence);
+        };
+        region.in_flight.remove(&sequence);
+        outcome?;
         // A region dropped while the write was in flight has nothing to apply it to.
-        if let Some(region) = regions.get_mut(&id).filter(|r| !r.manifest.dropped) {
+        if !region.manifest.dropped {
             let mut grown = 0isize;
             for row in rows {
                 grown += region.memtable.insert(sequence, row);
@@ -407,19 +461,219 @@ impl ShardEngine {
         Ok(sequence)
     }
 
-    /// Rows of a region matching the request, in (series, ts) order.
-    pub fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
-        let regions = self.regions.borrow();
-        let region = usable_region(&regions, id)?;
-        let filter = SeriesFilter::compile(&region.manifest.schema, &request.matchers)
-            .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
-        Ok(region.memtable.scan(
-            request.start_ms,
-            request.end_ms,
-            |tags| filter.keeps(tags),
-            request.limit.unwrap_or(usize::MAX),
-        ))
+    /// Whether the memtables have outgrown the flush threshold and no flush is running.
+    pub fn wants_flush(&self) -> bool {
+        self.memory_bytes.get() > self.config.memory_bytes_flush && self.flushes_running.get() == 0
     }
+
+    /// Flushes the region with the largest memtable.
+    pub async fn flush_largest(&self) -> Result<Option<SstMeta>, EngineError> {
+        let largest = self
+            .regions
+            .borrow()
+            .iter()
+            .filter(|(_, r)| !r.manifest.dropped && r.quarantined.is_none() && !r.flushing)
+            .max_by_key(|(_, r)| r.memtable.bytes())
+            .map(|(id, _)| *id);
+        match largest {
+            Some(id) => self.flush_region(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a region's memtable to an SST and records it in the manifest; the WAL
+    /// segments it no longer needs are deleted. `None` if there was nothing to flush.
+    pub async fn flush_region(&self, id: RegionId) -> Result<Option<SstMeta>, EngineError> {
+        let (frozen, flushed_sequence, file_id, schema) = {
+            let mut regions = self.regions.borrow_mut();
+            let region = regions
+                .get_mut(&id)
+                .filter(|r| !r.manifest.dropped)
+                .ok_or(EngineError::RegionNotFound(id))?;
+            if let Some(reason) = &region.quarantined {
+                return Err(EngineError::Quarantined {
+                    region: id,
+                    reason: reason.clone(),
+                });
+            }
+            if region.flushing || region.memtable.is_empty() {
+                return Ok(None);
+            }
+            // Every write at or below this sequence is applied, so in the frozen memtable.
+            // The frozen memtable may also hold later writes; the WAL still has them too,
+            // and merges keep the highest sequence, so the duplicate is harmless.
+            let flushed_sequence = region
+                .in_flight
+                .first()
+                .map_or(region.manifest.last_sequence, |s| s - 1);
+            let frozen = Rc::new(std::mem::take(&mut region.memtable));
+            region.frozen.push(frozen.clone());
+            region.flushing = true;
+            let file_id = region.manifest.next_file_id;
+            region.manifest.next_file_id += 1;
+            (
+                frozen,
+                flushed_sequence,
+                file_id,
+                region.manifest.schema.clone(),
+            )
+        };
+        self.flushes_running.set(self.flushes_running.get() + 1);
+        let outcome = self
+            .finish_flush(id, &frozen, flushed_sequence, file_id, &schema)
+            .await;
+        self.flushes_running.set(self.flushes_running.get() - 1);
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.flushing = false;
+            region.frozen.retain(|m| !Rc::ptr_eq(m, &frozen));
+            let released = frozen.bytes();
+            match &outcome {
+                Ok(_) => self
+                    .memory_bytes
+                    .set(self.memory_bytes.get().saturating_sub(released)),
+                // The rows stay in memory (and in the WAL): put them back.
+                Err(_) if !region.manifest.dropped => {
+                    let before = region.memtable.bytes();
+                    for (sequence, row) in frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true) {
+                        region.memtable.insert(sequence, row);
+                    }
+                    let grown = region.memtable.bytes() - before;
+                    self.memory_bytes
+                        .set(self.memory_bytes.get().saturating_sub(released) + grown);
+                }
+                Err(_) => {}
+            }
+        }
+        let meta = outcome?;
+        if meta.is_some() {
+            let regions = &self.regions;
+            self.wal
+                .purge(|region| {
+                    // Records of a region that no longer exists are never replayed.
+                    regions
+                        .borrow()
+                        .get(&region)
+                        .map_or(u64::MAX, |r| r.manifest.flushed_sequence)
+                })
+                .await?;
+        }
+        Ok(meta)
+    }
+
+    async fn finish_flush(
+        &self,
+        id: RegionId,
+        frozen: &Memtable,
+        flushed_sequence: u64,
+        file_id: u64,
+        schema: &RegionSchema,
+    ) -> Result<Option<SstMeta>, EngineError> {
+        let rows = frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true);
+        // Rows written before an ALTER ADD COLUMN lack the new fields.
+        let rows: Vec<(u64, Row)> = rows
+            .into_iter()
+            .map(|(sequence, mut row)| {
+                row.fields.resize(schema.fields.len(), Value::Null);
+                (sequence, row)
+            })
+            .collect();
+        let (bytes, meta) = sst::encode(schema, file_id, &rows).map_err(EngineError::Io)?;
+        let key = sst_key(&self.root, id, file_id);
+        self.store.put(&key, bytes).await?;
+
+        let _manifest_guard = self.manifest_lock.lock().await;
+        let manifest = self
+            .regions
+            .borrow()
+            .get(&id)
+            .filter(|r| !r.manifest.dropped)
+            .map(|region| {
+                let mut manifest = region.manifest.clone();
+                manifest.files.push(meta.clone());
+                manifest.flushed_sequence = manifest.flushed_sequence.max(flushed_sequence);
+                manifest
+            });
+        let Some(manifest) = manifest else {
+            // Dropped while flushing: the file belongs to no one.
+            let _ = self.store.delete(&key).await;
+            return Ok(None);
+        };
+        manifest.store(&self.disk, &self.root).await?;
+        let mut regions = self.regions.borrow_mut();
+        if let Some(region) = regions.get_mut(&id) {
+            region.manifest.files = manifest.files;
+            region.manifest.flushed_sequence = manifest.flushed_sequence;
+        }
+        tracing::debug!(region = %id, file_id, rows = meta.rows, bytes = meta.bytes, "flushed a memtable");
+        Ok(Some(meta))
+    }
+
+    /// Rows of a region matching the request, in (series, ts) order: the memtables and
+    /// the SSTs merged, the latest write of each (series, ts) winning.
+    pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
+        let (filter, schema, mut rows, files) = {
+            let regions = self.regions.borrow();
+            let region = usable_region(&regions, id)?;
+            let schema = region.manifest.schema.clone();
+            let filter = SeriesFilter::compile(&schema, &request.matchers)
+                .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
+            let keep = |tags: &[String]| filter.keeps(tags);
+            let mut rows = region
+                .memtable
+                .scan_sequenced(request.start_ms, request.end_ms, keep);
+            for frozen in &region.frozen {
+                rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep));
+            }
+            let files: Vec<SstMeta> = region
+                .manifest
+                .files
+                .iter()
+                .filter(|f| f.max_ts >= request.start_ms && f.min_ts < request.end_ms)
+                .cloned()
+                .collect();
+            (filter, schema, rows, files)
+        };
+        for file in files {
+            let key = sst_key(&self.root, id, file.file_id);
+            let bytes = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
+            let read = sst::read(
+                bytes.into(),
+                &schema,
+                request.start_ms,
+                request.end_ms,
+                |tags| filter.keeps(tags),
+            )
+            .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+            rows.extend(read);
+        }
+        for (_, row) in rows.iter_mut() {
+            // Rows from before an ALTER ADD COLUMN lack the new fields.
+            row.fields.resize(schema.fields.len(), Value::Null);
+        }
+        Ok(merge_latest(rows, request.limit.unwrap_or(usize::MAX)))
+    }
+}
+
+/// Sorts rows by (series, ts) and keeps, for each, the one with the highest sequence.
+fn merge_latest(mut rows: Vec<(u64, Row)>, limit: usize) -> Vec<Row> {
+    rows.sort_unstable_by(|(sa, a), (sb, b)| {
+        (&a.tags, a.ts, std::cmp::Reverse(*sa)).cmp(&(&b.tags, b.ts, std::cmp::Reverse(*sb)))
+    });
+    let mut merged: Vec<Row> = Vec::new();
+    for (_, row) in rows {
+        if merged.len() >= limit {
+            break;
+        }
+        match merged.last() {
+            Some(last) if last.tags == row.tags && last.ts == row.ts => {}
+            _ => merged.push(row),
+        }
+    }
+    merged
 }
 
 fn quarantined_region(id: RegionId, reason: String) -> Region {
@@ -434,8 +688,13 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
             flushed_sequence: u64::MAX,
             last_sequence: 0,
             dropped: false,
+            files: Vec::new(),
+            next_file_id: 0,
         },
         memtable: Memtable::default(),
+        frozen: Vec::new(),
+        in_flight: BTreeSet::new(),
+        flushing: false,
         quarantined: Some(reason),
     }
 }

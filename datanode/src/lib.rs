@@ -14,4 +14,5 @@ pub mod datanode;
 pub mod engine;
 pub mod manifest;
 pub mod memtable;
+pub mod sst;
 pub mod wal;

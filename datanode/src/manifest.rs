@@ -15,9 +15,24 @@ use metronome_core::data::{RegionId, RegionSchema};
 use metronome_core::rt::disk::{Disk, OpenOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::sst::SstMeta;
+
 /// The manifest file of a region, relative to its shard's root.
 pub fn manifest_path(shard_root: &Path, region: RegionId) -> PathBuf {
     region_dir(shard_root, region).join("manifest")
+}
+
+/// The object key of a region's SST.
+pub fn sst_key(shard_root: &Path, region: RegionId, file_id: u64) -> String {
+    format!(
+        "{}/{file_id:016}.parquet",
+        sst_dir(shard_root, region).display()
+    )
+}
+
+/// The object prefix of a region's SSTs.
+pub fn sst_dir(shard_root: &Path, region: RegionId) -> PathBuf {
+    region_dir(shard_root, region).join("sst")
 }
 
 /// A region's directory, relative to the disk root.
@@ -43,6 +58,12 @@ pub struct RegionManifest {
     /// A dropped region keeps its manifest as a tombstone, so stale WAL records of the
     /// old incarnation are never replayed into a new one.
     pub dropped: bool,
+    /// The region's SST files, oldest first.
+    #[serde(default)]
+    pub files: Vec<SstMeta>,
+    /// The id the next SST gets.
+    #[serde(default)]
+    pub next_file_id: u64,
 }
 
 impl RegionManifest {
@@ -122,6 +143,8 @@ mod tests {
             flushed_sequence: 7,
             last_sequence: 9,
             dropped: false,
+            files: Vec::new(),
+            next_file_id: 0,
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

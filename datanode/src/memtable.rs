@@ -21,6 +21,7 @@ pub struct Memtable {
     series: BTreeMap<Vec<String>, Points>,
     bytes: usize,
     rows: usize,
+    max_sequence: u64,
 }
 
 impl Memtable {
@@ -28,6 +29,7 @@ impl Memtable {
     /// Returns the change in accounted bytes.
     pub fn insert(&mut self, sequence: u64, row: Row) -> isize {
         let before = self.bytes;
+        self.max_sequence = self.max_sequence.max(sequence);
         let value_bytes: usize = row.fields.iter().map(Value::estimated_bytes).sum();
         let series = match self.series.get_mut(&row.tags) {
             Some(series) => series,
@@ -65,6 +67,39 @@ impl Memtable {
 
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// The highest sequence of any write applied.
+    pub fn max_sequence(&self) -> u64 {
+        self.max_sequence
+    }
+
+    /// Like [`Memtable::scan`], each row with the sequence of the write that made it.
+    pub fn scan_sequenced(
+        &self,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+    ) -> Vec<(u64, Row)> {
+        let mut rows = Vec::new();
+        if start >= end {
+            return rows;
+        }
+        for (tags, points) in self.series.iter().filter(|(tags, _)| keep(tags)) {
+            for (ts, (sequence, fields)) in
+                points.range((Bound::Included(start), Bound::Excluded(end)))
+            {
+                rows.push((
+                    *sequence,
+                    Row {
+                        tags: tags.clone(),
+                        ts: *ts,
+                        fields: fields.clone(),
+                    },
+                ));
+            }
+        }
+        rows
     }
 
     /// Rows of the series that `keep` accepts with `ts` in `start..end`, in (series, ts)

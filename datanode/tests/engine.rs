@@ -79,7 +79,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
             .unwrap();
         engine.write(R1, vec![row("b", "x", 2, 9.0)]).await.unwrap();
 
-        let all = engine.scan(R1, &ScanRequest::all()).unwrap();
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
         assert_eq!(
             all,
             [
@@ -96,6 +96,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("host", MatchOp::Equal, "a")]))
+                .await
                 .unwrap()
                 .len(),
             2
@@ -103,12 +104,14 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("dc", MatchOp::NotEqual, "x")]))
+                .await
                 .unwrap(),
             [row("a", "y", 5, 2.0)]
         );
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "a|c")]))
+                .await
                 .unwrap()
                 .len(),
             2
@@ -116,6 +119,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "")]))
+                .await
                 .unwrap()
                 .len(),
             0,
@@ -124,6 +128,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("host", MatchOp::NotRegex, "a")]))
+                .await
                 .unwrap()
                 .len(),
             1
@@ -131,6 +136,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("absent", MatchOp::Equal, "")]))
+                .await
                 .unwrap()
                 .len(),
             3,
@@ -139,6 +145,7 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         assert_eq!(
             engine
                 .scan(R1, &scan(vec![matcher("absent", MatchOp::Equal, "v")]))
+                .await
                 .unwrap()
                 .len(),
             0
@@ -148,15 +155,19 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
             end_ms: 5,
             ..ScanRequest::all()
         };
-        assert_eq!(engine.scan(R1, &ranged).unwrap(), [row("b", "x", 2, 9.0)]);
+        assert_eq!(
+            engine.scan(R1, &ranged).await.unwrap(),
+            [row("b", "x", 2, 9.0)]
+        );
         let limited = ScanRequest {
             limit: Some(1),
             ..ScanRequest::all()
         };
-        assert_eq!(engine.scan(R1, &limited).unwrap().len(), 1);
+        assert_eq!(engine.scan(R1, &limited).await.unwrap().len(), 1);
 
         let error = engine
             .scan(R1, &scan(vec![matcher("host", MatchOp::Regex, "(")]))
+            .await
             .unwrap_err();
         assert!(
             matches!(&error, EngineError::InvalidScan { reason, .. } if reason.contains("\"(\"")),
@@ -182,7 +193,11 @@ fn bad_writes_are_refused_with_the_row_and_column_named() {
             "{error}"
         );
         assert!(
-            engine.scan(R1, &ScanRequest::all()).unwrap().is_empty(),
+            engine
+                .scan(R1, &ScanRequest::all())
+                .await
+                .unwrap()
+                .is_empty(),
             "a refused write applies nothing"
         );
         assert!(matches!(
@@ -253,8 +268,11 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
             .unwrap();
         assert_eq!(recovery.regions, 2);
         assert_eq!(recovery.rows_replayed, 102);
-        assert_eq!(engine.scan(R1, &ScanRequest::all()).unwrap().len(), 100);
-        let r2 = engine.scan(R2, &ScanRequest::all()).unwrap();
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).await.unwrap().len(),
+            100
+        );
+        let r2 = engine.scan(R2, &ScanRequest::all()).await.unwrap();
         assert_eq!(
             r2[0].fields,
             [Value::Float64(7.0), Value::Null],
@@ -273,7 +291,7 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
             ..ScanRequest::all()
         };
         assert_eq!(
-            engine.scan(R1, &five).unwrap()[0].fields,
+            engine.scan(R1, &five).await.unwrap()[0].fields,
             [Value::Float64(-1.0)]
         );
     });
@@ -294,7 +312,7 @@ fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
                 .unwrap();
             engine.drop_region(R1).await.unwrap();
             assert!(matches!(
-                engine.scan(R1, &ScanRequest::all()),
+                engine.scan(R1, &ScanRequest::all()).await,
                 Err(EngineError::RegionNotFound(_))
             ));
             sim.crash();
@@ -316,7 +334,7 @@ fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
             .await
             .unwrap();
         assert_eq!(
-            engine.scan(R1, &ScanRequest::all()).unwrap(),
+            engine.scan(R1, &ScanRequest::all()).await.unwrap(),
             [row("new", "x", 2, 2.0)],
             "the old incarnation's WAL records stay dead"
         );
@@ -350,7 +368,7 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
             .await
             .unwrap();
         assert_eq!(recovery.quarantined.len(), 1, "{recovery:?}");
-        let error = engine.scan(R1, &ScanRequest::all()).unwrap_err();
+        let error = engine.scan(R1, &ScanRequest::all()).await.unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("quarantined")
@@ -360,7 +378,7 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
         );
         assert!(engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.is_err());
         assert_eq!(
-            engine.scan(R2, &ScanRequest::all()).unwrap().len(),
+            engine.scan(R2, &ScanRequest::all()).await.unwrap().len(),
             1,
             "the other region serves on"
         );
@@ -445,4 +463,188 @@ fn a_datanode_spreads_regions_over_its_shards_and_refuses_fewer_shards_later() {
         );
     }
     datanode.into_shards().stop_and_join().unwrap();
+}
+
+fn small_wal() -> EngineConfig {
+    EngineConfig {
+        wal: metronome_datanode::wal::WalConfig {
+            segment_bytes: 32 * 1024,
+            ..metronome_datanode::wal::WalConfig::new("wal")
+        },
+        ..EngineConfig::default()
+    }
+}
+
+#[test]
+fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
+    let sim = SimDisk::new(20);
+    let disk = Disk::sim(sim.clone());
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let (engine, _) = ShardEngine::open(disk.clone(), "shard-0", small_wal())
+                .await
+                .unwrap();
+            engine.create_region(R1, schema()).await.unwrap();
+            for ts in 0..300 {
+                engine
+                    .write(R1, vec![row(&format!("h{}", ts % 7), "x", ts, 1.0)])
+                    .await
+                    .unwrap();
+            }
+            let meta = engine
+                .flush_region(R1)
+                .await
+                .unwrap()
+                .expect("there was something to flush");
+            assert_eq!(meta.rows, 300);
+            assert_eq!(engine.memory_bytes(), 0, "the flushed memtable is freed");
+            // Newer writes replace flushed rows; a second flush stacks another file.
+            engine
+                .write(R1, vec![row("h0", "x", 0, 2.0)])
+                .await
+                .unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+            engine
+                .write(R1, vec![row("h0", "x", 0, 3.0)])
+                .await
+                .unwrap();
+            let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+            assert_eq!(all.len(), 300);
+            assert_eq!(
+                all[0],
+                row("h0", "x", 0, 3.0),
+                "the memtable's newer write wins"
+            );
+            let segments = disk.list_dir("shard-0/wal").await.unwrap().len();
+            assert!(
+                segments <= 2,
+                "flushed WAL segments were purged: {segments} left"
+            );
+            sim.crash();
+        }
+    });
+    on_shard(move |_| async move {
+        let (engine, recovery) = ShardEngine::open(disk, "shard-0", small_wal())
+            .await
+            .unwrap();
+        assert!(
+            recovery.rows_replayed <= 2,
+            "flushed rows come from SSTs, not the WAL: {}",
+            recovery.rows_replayed
+        );
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(all.len(), 300);
+        assert_eq!(all[0], row("h0", "x", 0, 3.0));
+        let h3 = ScanRequest {
+            matchers: vec![matcher("host", MatchOp::Equal, "h3")],
+            start_ms: 100,
+            end_ms: 200,
+            limit: None,
+        };
+        let rows = engine.scan(R1, &h3).await.unwrap();
+        assert!(rows
+            .iter()
+            .all(|r| r.tags[0] == "h3" && (100..200).contains(&r.ts)));
+        assert_eq!(rows.len(), (100..200).filter(|ts| ts % 7 == 3).count());
+    });
+}
+
+#[test]
+fn a_write_in_flight_during_a_flush_is_not_claimed_by_it() {
+    let sim = SimDisk::new(21);
+    let disk = Disk::sim(sim.clone());
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let engine = open(&disk).await;
+            engine.create_region(R1, schema()).await.unwrap();
+            engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+            // A write whose WAL commit has not completed when the flush freezes: polled
+            // once, it takes its sequence and queues its record, then waits for the commit,
+            // which the WAL writer cannot make before this task yields.
+            let write = engine.write(R1, vec![row("b", "x", 2, 2.0)]);
+            let mut write = std::pin::pin!(write);
+            let waker = futures::task::noop_waker();
+            let polled = write
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker));
+            assert!(polled.is_pending(), "the write waits for its commit");
+            let flush = engine.flush_region(R1);
+            let (flushed, written) = futures::future::join(flush, write).await;
+            assert_eq!(
+                flushed.unwrap().unwrap().rows,
+                1,
+                "the flush took only the applied row"
+            );
+            written.unwrap();
+            sim.crash();
+        }
+    });
+    on_shard(move |_| async move {
+        let engine = open(&disk).await;
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(all, [row("a", "x", 1, 1.0), row("b", "x", 2, 2.0)]);
+    });
+}
+
+#[test]
+fn a_failed_flush_keeps_the_rows_and_a_later_one_succeeds() {
+    on_shard(|_| async {
+        let sim = SimDisk::new(22);
+        let disk = Disk::sim(sim.clone());
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        for ts in 0..50 {
+            engine
+                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .await
+                .unwrap();
+        }
+        let memory = engine.memory_bytes();
+        sim.set_faults(metronome_core::rt::disk::SimFaults {
+            sync_error_probability: 1.0,
+            ..Default::default()
+        });
+        assert!(engine.flush_region(R1).await.is_err());
+        sim.set_faults(Default::default());
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).await.unwrap().len(),
+            50
+        );
+        assert_eq!(
+            engine.memory_bytes(),
+            memory,
+            "the rows went back to the memtable"
+        );
+        assert!(engine.flush_region(R1).await.unwrap().is_some());
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).await.unwrap().len(),
+            50
+        );
+    });
+}
+
+#[test]
+fn an_sst_no_manifest_refers_to_is_deleted_at_recovery() {
+    let disk = Disk::sim(SimDisk::new(23));
+    on_shard(move |_| async move {
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        drop(engine);
+        let store = metronome_core::rt::object::ObjectStore::local(disk.clone(), "");
+        store
+            .put(
+                "shard-0/regions/1_1/sst/0000000000000099.parquet",
+                b"orphan".to_vec(),
+            )
+            .await
+            .unwrap();
+        let engine = open(&disk).await;
+        let listed = store.list("shard-0/regions/1_1/sst").await.unwrap();
+        assert_eq!(listed, ["shard-0/regions/1_1/sst/0000000000000000.parquet"]);
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 1);
+    });
 }

@@ -427,3 +427,29 @@ fn a_torn_record_inside_the_last_commit_is_not_written_back_by_recovery() {
         "record 1 of the first commit and the new one"
     );
 }
+
+#[test]
+fn purging_deletes_only_a_prefix_so_the_log_stays_contiguous() {
+    let (deleted, recovery) = on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(11));
+        let (wal, _, _) = open(&disk, config()).await;
+        // Region 1 writes once, early; region 2 fills several segments after it.
+        wal.append(region(1), 1, vec![1u8; 100]).await.unwrap();
+        for sequence in 1..=60 {
+            wal.append(region(2), sequence, vec![2u8; 3000])
+                .await
+                .unwrap();
+        }
+        // Region 2 is flushed, region 1 is not: its record pins the oldest segment, and
+        // the fully flushed segments after it must stay too.
+        let deleted = wal
+            .purge(|r| if r == region(2) { 60 } else { 0 })
+            .await
+            .unwrap();
+        drop(wal);
+        let (_, recovery, _) = open(&disk, config()).await;
+        (deleted, recovery)
+    });
+    assert_eq!(deleted, 0);
+    assert!(recovery.corruptions.is_empty(), "{recovery:?}");
+}

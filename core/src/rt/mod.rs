@@ -17,7 +17,7 @@
 //!   io_uring (epoll fallback). Futures are `!Send` because monoio's driver handles are
 //!   `Rc`s; a shard owns its data outright and nothing crosses threads except messages.
 //!   APIs: [`shard::start`], [`task::spawn_local`], [`time::sleep_local`],
-//!   [`time::timeout_local`], [`net::local`], and [`disk`].
+//!   [`time::timeout_local`], [`net::local`], [`disk`] and [`object`].
 //!
 //! Under `--cfg madsim` both contexts are madsim's single-threaded simulated runtime, and
 //! disk I/O goes to [`disk::SimDisk`].
@@ -38,6 +38,7 @@
 
 pub mod disk;
 pub mod net;
+pub mod object;
 pub mod rand;
 pub mod shard;
 pub mod task;

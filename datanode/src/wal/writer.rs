@@ -355,19 +355,23 @@ impl Wal {
         self.shared.failed.borrow().clone()
     }
 
-    /// Deletes every segment but the current one whose records are all at or below
-    /// `flushed(region)`: their data lives in SSTs now. Returns the segments deleted.
+    /// Deletes the oldest segments whose records are all at or below `flushed(region)`
+    /// (their data lives in SSTs now), stopping at the first that is still needed and never
+    /// touching the current one. Only a prefix of the log is ever deleted, one segment at a
+    /// time with the directory synced after each, so that even a crash mid-purge leaves the
+    /// remaining commits contiguous. Returns the segments deleted.
     pub async fn purge(&self, flushed: impl Fn(RegionId) -> u64) -> Result<usize, WalError> {
         let obsolete: Vec<u64> = {
             let segments = self.shared.segments.borrow();
             let current = segments.keys().next_back().copied();
             segments
                 .iter()
-                .filter(|(first, _)| Some(**first) != current)
-                .filter(|(_, info)| {
-                    info.max_sequence
-                        .iter()
-                        .all(|(region, max)| *max <= flushed(*region))
+                .take_while(|(first, info)| {
+                    Some(**first) != current
+                        && info
+                            .max_sequence
+                            .iter()
+                            .all(|(region, max)| *max <= flushed(*region))
                 })
                 .map(|(first, _)| *first)
                 .collect()
@@ -378,12 +382,10 @@ impl Wal {
                 .disk
                 .remove(dir.join(segment_name(*first)))
                 .await?;
-            self.shared.segments.borrow_mut().remove(first);
-        }
-        if !obsolete.is_empty() {
             self.shared.disk.sync_dir(dir).await?;
+            self.shared.segments.borrow_mut().remove(first);
             let mut stats = self.shared.stats.get();
-            stats.segments_deleted += obsolete.len() as u64;
+            stats.segments_deleted += 1;
             self.shared.stats.set(stats);
         }
         Ok(obsolete.len())

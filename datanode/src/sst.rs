@@ -1,0 +1,532 @@
+//! SST files: a region's rows, flushed from a memtable, as Parquet. Plain code over
+//! bytes; storing and fetching the bytes is the caller's (`rt::object`).
+//!
+//! Layout: the tag columns (UTF-8, dictionary-encoded), the time index (timestamp in
+//! milliseconds, delta-encoded), the fields (floats byte-stream-split, integers
+//! delta-encoded, strings dictionary-encoded), and `__sequence`, the sequence of the write
+//! each row came from (delta-encoded; it costs little and lets every merge keep the latest
+//! write per (series, timestamp) whatever files the rows came from). zstd throughout,
+//! page-level statistics, rows sorted by (series, ts).
+//!
+//! The footer's key-value metadata holds the file's schema and a **series index**: every
+//! series in the file with its first row and row count. Rows of a series are contiguous, so
+//! label matchers resolve to row ranges without reading data, and row groups whose time
+//! statistics miss the requested range are skipped.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType, UInt64Type};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use metronome_core::data::{FieldType, RegionSchema, Row, Value};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+pub const SEQUENCE_COLUMN: &str = "__sequence";
+const SCHEMA_KEY: &str = "metronome.schema";
+const SERIES_KEY: &str = "metronome.series";
+/// Rows per row group: the unit of time-range pruning.
+const ROW_GROUP_ROWS_MAX: usize = 64 * 1024;
+/// Rows per decoded batch when reading.
+const READ_BATCH_ROWS: usize = 8 * 1024;
+
+/// What the manifest records about an SST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SstMeta {
+    pub file_id: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub series: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub max_sequence: u64,
+}
+
+/// One series of the index: its tag values, first row and row count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SeriesEntry {
+    tags: Vec<String>,
+    first_row: u64,
+    rows: u64,
+}
+
+fn field_data_type(field_type: FieldType) -> DataType {
+    match field_type {
+        FieldType::Float64 => DataType::Float64,
+        FieldType::Int64 => DataType::Int64,
+        FieldType::String => DataType::Utf8,
+        FieldType::Boolean => DataType::Boolean,
+    }
+}
+
+fn arrow_schema(schema: &RegionSchema) -> Schema {
+    let mut fields: Vec<Field> = schema
+        .tags
+        .iter()
+        .map(|tag| Field::new(tag, DataType::Utf8, false))
+        .collect();
+    fields.push(Field::new(
+        &schema.time_index,
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    ));
+    for field in &schema.fields {
+        fields.push(Field::new(
+            &field.name,
+            field_data_type(field.field_type),
+            true,
+        ));
+    }
+    fields.push(Field::new(SEQUENCE_COLUMN, DataType::UInt64, false));
+    Schema::new(fields)
+}
+
+fn writer_properties(schema: &RegionSchema, key_value: Vec<KeyValue>) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
+        .set_key_value_metadata(Some(key_value));
+    let column = |name: &str| ColumnPath::from(name.to_string());
+    for tag in &schema.tags {
+        builder = builder.set_column_dictionary_enabled(column(tag), true);
+    }
+    builder = builder
+        .set_column_dictionary_enabled(column(&schema.time_index), false)
+        .set_column_encoding(column(&schema.time_index), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(column(SEQUENCE_COLUMN), false)
+        .set_column_encoding(column(SEQUENCE_COLUMN), Encoding::DELTA_BINARY_PACKED);
+    for field in &schema.fields {
+        builder = match field.field_type {
+            FieldType::Float64 => builder
+                .set_column_dictionary_enabled(column(&field.name), false)
+                .set_column_encoding(column(&field.name), Encoding::BYTE_STREAM_SPLIT),
+            FieldType::Int64 => builder
+                .set_column_dictionary_enabled(column(&field.name), false)
+                .set_column_encoding(column(&field.name), Encoding::DELTA_BINARY_PACKED),
+            FieldType::String => builder.set_column_dictionary_enabled(column(&field.name), true),
+            FieldType::Boolean => builder,
+        };
+    }
+    builder.build()
+}
+
+/// Encodes `rows` (each with its write's sequence), sorted by (series, ts) and unique per
+/// (series, ts), as an SST.
+pub fn encode(
+    schema: &RegionSchema,
+    file_id: u64,
+    rows: &[(u64, Row)],
+) -> Result<(Vec<u8>, SstMeta), String> {
+    assert!(!rows.is_empty(), "an SST holds at least one row");
+    debug_assert!(
+        rows.windows(2)
+            .all(|w| (&w[0].1.tags, w[0].1.ts) < (&w[1].1.tags, w[1].1.ts)),
+        "SST rows are sorted and unique by (series, ts)"
+    );
+    let mut series: Vec<SeriesEntry> = Vec::new();
+    for (index, (_, row)) in rows.iter().enumerate() {
+        match series.last_mut() {
+            Some(last) if last.tags == row.tags => last.rows += 1,
+            _ => series.push(SeriesEntry {
+                tags: row.tags.clone(),
+                first_row: index as u64,
+                rows: 1,
+            }),
+        }
+    }
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for tag in 0..schema.tags.len() {
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(_, r)| r.tags[tag].as_str()),
+        )));
+    }
+    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+        rows.iter().map(|(_, r)| r.ts),
+    )));
+    for (index, field) in schema.fields.iter().enumerate() {
+        let values = rows.iter().map(|(_, r)| &r.fields[index]);
+        let column: ArrayRef = match field.field_type {
+            FieldType::Float64 => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Float64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            FieldType::Int64 => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Int64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Int64Array>(),
+            ),
+            FieldType::String => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::String(x) = v {
+                            Some(x.as_str())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<StringArray>(),
+            ),
+            FieldType::Boolean => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Boolean(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<BooleanArray>(),
+            ),
+        };
+        columns.push(column);
+    }
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|(sequence, _)| *sequence),
+    )));
+
+    let arrow_schema = Arc::new(arrow_schema(schema));
+    let batch = RecordBatch::try_new(arrow_schema.clone(), columns)
+        .map_err(|e| format!("building the SST batch: {e}"))?;
+    let key_value = vec![
+        KeyValue::new(
+            SCHEMA_KEY.to_string(),
+            serde_json::to_string(schema).expect("schema serializes"),
+        ),
+        KeyValue::new(
+            SERIES_KEY.to_string(),
+            serde_json::to_string(&series).expect("index serializes"),
+        ),
+    ];
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(
+        &mut bytes,
+        arrow_schema,
+        Some(writer_properties(schema, key_value)),
+    )
+    .map_err(|e| format!("starting the SST writer: {e}"))?;
+    writer
+        .write(&batch)
+        .map_err(|e| format!("writing the SST: {e}"))?;
+    writer
+        .close()
+        .map_err(|e| format!("finishing the SST: {e}"))?;
+    let meta = SstMeta {
+        file_id,
+        rows: rows.len() as u64,
+        bytes: bytes.len() as u64,
+        series: series.len() as u64,
+        min_ts: rows.iter().map(|(_, r)| r.ts).min().expect("not empty"),
+        max_ts: rows.iter().map(|(_, r)| r.ts).max().expect("not empty"),
+        max_sequence: rows.iter().map(|(s, _)| *s).max().expect("not empty"),
+    };
+    Ok((bytes, meta))
+}
+
+/// Reads the rows of an SST with `ts` in `start..end` whose series `keep` accepts, each
+/// with its sequence, in (series, ts) order, shaped to `schema` (fields the file predates
+/// read as null). Errors name what is wrong with the file.
+pub fn read(
+    bytes: bytes::Bytes,
+    schema: &RegionSchema,
+    start: i64,
+    end: i64,
+    keep: impl Fn(&[String]) -> bool,
+) -> Result<Vec<(u64, Row)>, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+    let metadata = builder.metadata().clone();
+    let key_value = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let lookup = |key: &str| {
+        key_value
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .ok_or_else(|| format!("missing footer entry {key}"))
+    };
+    let file_schema: RegionSchema = serde_json::from_str(&lookup(SCHEMA_KEY)?)
+        .map_err(|e| format!("bad schema in footer: {e}"))?;
+    let series: Vec<SeriesEntry> = serde_json::from_str(&lookup(SERIES_KEY)?)
+        .map_err(|e| format!("bad series index in footer: {e}"))?;
+    if file_schema.tags != schema.tags || file_schema.time_index != schema.time_index {
+        return Err("the file's tags or time index differ from the region's".to_string());
+    }
+    let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
+
+    // Rows worth reading: those of matching series, within row groups whose time range
+    // overlaps the request.
+    let ts_column = file_schema.tags.len();
+    let mut wanted_groups: Vec<(u64, u64)> = Vec::new();
+    let mut group_start = 0u64;
+    for group in metadata.row_groups() {
+        let group_rows = group.num_rows().max(0) as u64;
+        let overlaps = match group.column(ts_column).statistics() {
+            Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+                (Some(min), Some(max)) => *max >= start && *min < end,
+                _ => true,
+            },
+            _ => true,
+        };
+        if overlaps {
+            wanted_groups.push((group_start, group_start + group_rows));
+        }
+        group_start += group_rows;
+    }
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for entry in series.iter().filter(|entry| keep(&entry.tags)) {
+        let (from, to) = (entry.first_row, entry.first_row + entry.rows);
+        if to > total_rows {
+            return Err(format!(
+                "series index points past the file's {total_rows} rows"
+            ));
+        }
+        for &(group_from, group_to) in &wanted_groups {
+            let (a, b) = (from.max(group_from), to.min(group_to));
+            if a < b {
+                ranges.push((a, b));
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    ranges.sort_unstable();
+    let mut selectors = Vec::new();
+    let mut position = 0u64;
+    for (from, to) in ranges {
+        if from > position {
+            selectors.push(RowSelector::skip((from - position) as usize));
+        }
+        selectors.push(RowSelector::select((to - from.max(position)) as usize));
+        position = to.max(position);
+    }
+    let reader = builder
+        .with_row_selection(RowSelection::from(selectors))
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| format!("reading the SST: {e}"))?;
+
+    // Where each of the region's fields is in the file, if the file has it.
+    let field_columns: Vec<Option<(usize, FieldType)>> = schema
+        .fields
+        .iter()
+        .map(|field| {
+            file_schema
+                .fields
+                .iter()
+                .position(|f| f.name == field.name && f.field_type == field.field_type)
+                .map(|i| (ts_column + 1 + i, field.field_type))
+        })
+        .collect();
+    let sequence_column = ts_column + 1 + file_schema.fields.len();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("decoding the SST: {e}"))?;
+        let tags: Vec<_> = (0..ts_column)
+            .map(|i| batch.column(i).as_string::<i32>())
+            .collect();
+        let ts = batch
+            .column(ts_column)
+            .as_primitive::<TimestampMillisecondType>();
+        let sequences = batch.column(sequence_column).as_primitive::<UInt64Type>();
+        for i in 0..batch.num_rows() {
+            let row_ts = ts.value(i);
+            if row_ts < start || row_ts >= end {
+                continue;
+            }
+            let fields = field_columns
+                .iter()
+                .map(|column| match column {
+                    None => Value::Null,
+                    Some((index, _)) if batch.column(*index).is_null(i) => Value::Null,
+                    Some((index, FieldType::Float64)) => {
+                        Value::Float64(batch.column(*index).as_primitive::<Float64Type>().value(i))
+                    }
+                    Some((index, FieldType::Int64)) => {
+                        Value::Int64(batch.column(*index).as_primitive::<Int64Type>().value(i))
+                    }
+                    Some((index, FieldType::String)) => {
+                        Value::String(batch.column(*index).as_string::<i32>().value(i).to_string())
+                    }
+                    Some((index, FieldType::Boolean)) => {
+                        Value::Boolean(batch.column(*index).as_boolean().value(i))
+                    }
+                })
+                .collect();
+            rows.push((
+                sequences.value(i),
+                Row {
+                    tags: tags
+                        .iter()
+                        .map(|column| column.value(i).to_string())
+                        .collect(),
+                    ts: row_ts,
+                    fields,
+                },
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metronome_core::data::FieldColumn;
+
+    fn schema() -> RegionSchema {
+        RegionSchema {
+            tags: vec!["host".into()],
+            time_index: "ts".into(),
+            fields: vec![
+                FieldColumn {
+                    name: "v".into(),
+                    field_type: FieldType::Float64,
+                },
+                FieldColumn {
+                    name: "n".into(),
+                    field_type: FieldType::Int64,
+                },
+                FieldColumn {
+                    name: "s".into(),
+                    field_type: FieldType::String,
+                },
+                FieldColumn {
+                    name: "b".into(),
+                    field_type: FieldType::Boolean,
+                },
+            ],
+        }
+    }
+
+    fn rows(series: usize, points: i64) -> Vec<(u64, Row)> {
+        let mut rows = Vec::new();
+        for s in 0..series {
+            for ts in 0..points {
+                rows.push((
+                    (s as u64) * 1000 + ts as u64,
+                    Row {
+                        tags: vec![format!("host-{s:03}")],
+                        ts: ts * 15_000,
+                        fields: vec![
+                            Value::Float64(ts as f64 * 0.5),
+                            if ts % 3 == 0 {
+                                Value::Null
+                            } else {
+                                Value::Int64(ts)
+                            },
+                            Value::String(format!("s{}", ts % 2)),
+                            Value::Boolean(ts % 2 == 0),
+                        ],
+                    },
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn an_sst_round_trips_rows_with_their_sequences() {
+        let rows = rows(3, 50);
+        let (bytes, meta) = encode(&schema(), 7, &rows).unwrap();
+        assert_eq!(
+            (meta.rows, meta.series, meta.min_ts, meta.max_ts),
+            (150, 3, 0, 49 * 15_000)
+        );
+        assert_eq!(meta.bytes, bytes.len() as u64);
+        let read_back = read(bytes.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        assert_eq!(read_back, rows);
+    }
+
+    #[test]
+    fn the_series_index_and_time_range_select_rows_without_the_rest() {
+        let rows = rows(20, 30);
+        let (bytes, _) = encode(&schema(), 1, &rows).unwrap();
+        let bytes = bytes::Bytes::from(bytes);
+        let one = read(bytes.clone(), &schema(), 15_000, 45_000, |tags| {
+            tags[0] == "host-007"
+        })
+        .unwrap();
+        let expected: Vec<_> = rows
+            .iter()
+            .filter(|(_, r)| r.tags[0] == "host-007" && (15_000..45_000).contains(&r.ts))
+            .cloned()
+            .collect();
+        assert_eq!(one, expected);
+        assert_eq!(one.len(), 2);
+        assert!(read(bytes, &schema(), 10_000_000, 20_000_000, |_| true)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn fields_added_after_the_file_was_written_read_as_null() {
+        let mut old = schema();
+        old.fields.truncate(1);
+        let rows: Vec<(u64, Row)> = rows(1, 3)
+            .into_iter()
+            .map(|(s, mut r)| {
+                r.fields.truncate(1);
+                (s, r)
+            })
+            .collect();
+        let (bytes, _) = encode(&old, 1, &rows).unwrap();
+        let read_back = read(bytes.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        assert_eq!(
+            read_back[1].1.fields,
+            [Value::Float64(0.5), Value::Null, Value::Null, Value::Null]
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_panic() {
+        let (bytes, _) = encode(&schema(), 1, &rows(2, 10)).unwrap();
+        for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                read(
+                    bytes[..cut].to_vec().into(),
+                    &schema(),
+                    i64::MIN,
+                    i64::MAX,
+                    |_| true
+                )
+                .is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut flipped = bytes.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        // A flipped data byte may or may not be detected by Parquet; it must not panic.
+        let _ = read(flipped.into(), &schema(), i64::MIN, i64::MAX, |_| true);
+    }
+}
