@@ -42,6 +42,8 @@ enum Request {
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
+    Compact(RegionId, Reply<usize>),
+    SetTtl(RegionId, Option<i64>, Reply<()>),
 }
 
 /// A shard that finished recovery, or why it could not.
@@ -253,6 +255,12 @@ async fn serve(engine: Rc<ShardEngine>, request: Request) {
         Request::Flush(id, reply) => {
             let _ = reply.send(engine.flush_region(id).await);
         }
+        Request::Compact(id, reply) => {
+            let _ = reply.send(engine.compact_region(id).await);
+        }
+        Request::SetTtl(id, ttl_ms, reply) => {
+            let _ = reply.send(engine.set_ttl(id, ttl_ms).await);
+        }
     }
 }
 
@@ -327,6 +335,18 @@ impl DatanodeHandle {
         request: ScanRequest,
     ) -> Result<Vec<Row>, EngineError> {
         self.call(region, |reply| Request::Scan(region, request, reply))
+            .await
+    }
+
+    /// Compacts a region now (normally every flush considers it); returns files removed.
+    pub async fn compact(&self, region: RegionId) -> Result<usize, EngineError> {
+        self.call(region, |reply| Request::Compact(region, reply))
+            .await
+    }
+
+    /// Sets a region's retention (`None`: keep everything).
+    pub async fn set_ttl(&self, region: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::SetTtl(region, ttl_ms, reply))
             .await
     }
 

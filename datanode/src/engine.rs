@@ -34,6 +34,10 @@ pub struct EngineConfig {
     pub memory_bytes_max: usize,
     /// Past this, the shard flushes its largest memtable to an SST.
     pub memory_bytes_flush: usize,
+    /// Compaction groups SSTs by the window of their first timestamp...
+    pub compaction_window_ms: i64,
+    /// ...and merges a window's files into one once it holds this many.
+    pub files_per_window_max: usize,
     /// The WAL; its `dir` is relative to the shard root.
     pub wal: WalConfig,
 }
@@ -43,6 +47,8 @@ impl Default for EngineConfig {
         EngineConfig {
             memory_bytes_max: 512 * 1024 * 1024,
             memory_bytes_flush: 256 * 1024 * 1024,
+            compaction_window_ms: 2 * 3600 * 1000,
+            files_per_window_max: 4,
             wal: WalConfig::new("wal"),
         }
     }
@@ -328,6 +334,7 @@ impl ShardEngine {
                     dropped: false,
                     files: Vec::new(),
                     next_file_id: tombstone.manifest.next_file_id,
+                    ttl_ms: None,
                 },
                 None => RegionManifest {
                     region: id,
@@ -337,6 +344,7 @@ impl ShardEngine {
                     dropped: false,
                     files: Vec::new(),
                     next_file_id: 0,
+                    ttl_ms: None,
                 },
             }
         };
@@ -394,6 +402,134 @@ impl ShardEngine {
             region.manifest.schema = manifest.schema;
         }
         Ok(())
+    }
+
+    /// Sets (or clears) the region's retention.
+    pub async fn set_ttl(&self, id: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
+        if ttl_ms.is_some_and(|ttl| ttl <= 0) {
+            return Err(EngineError::InvalidSchema(format!(
+                "a TTL must be positive, got {ttl_ms:?} ms"
+            )));
+        }
+        let _manifest_guard = self.manifest_lock.lock().await;
+        let manifest = {
+            let regions = self.regions.borrow();
+            let mut manifest = usable_region(&regions, id)?.manifest.clone();
+            manifest.ttl_ms = ttl_ms;
+            manifest
+        };
+        manifest.store(&self.disk, &self.root).await?;
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.manifest.ttl_ms = ttl_ms;
+        }
+        Ok(())
+    }
+
+    /// Compacts the region's fullest time window if it holds `files_per_window_max` files
+    /// or more, and deletes files wholly past the retention. Returns the files removed.
+    pub async fn compact_region(&self, id: RegionId) -> Result<usize, EngineError> {
+        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
+        let window_ms = self.config.compaction_window_ms;
+        let (schema, expired, inputs) = {
+            let regions = self.regions.borrow();
+            let region = usable_region(&regions, id)?;
+            let expired: Vec<SstMeta> = region
+                .manifest
+                .files
+                .iter()
+                .filter(|f| f.max_ts < cutoff)
+                .cloned()
+                .collect();
+            let mut windows: BTreeMap<i64, Vec<SstMeta>> = BTreeMap::new();
+            for file in region.manifest.files.iter().filter(|f| f.max_ts >= cutoff) {
+                windows
+                    .entry(file.min_ts.div_euclid(window_ms))
+                    .or_default()
+                    .push(file.clone());
+            }
+            let fullest = windows
+                .into_values()
+                .filter(|files| files.len() >= self.config.files_per_window_max)
+                .max_by_key(Vec::len);
+            (
+                region.manifest.schema.clone(),
+                expired,
+                fullest.unwrap_or_default(),
+            )
+        };
+        if expired.is_empty() && inputs.is_empty() {
+            return Ok(0);
+        }
+        let mut output = None;
+        if !inputs.is_empty() {
+            let mut rows = Vec::new();
+            for file in &inputs {
+                let key = sst_key(&self.root, id, file.file_id);
+                let bytes = self
+                    .store
+                    .get(&key)
+                    .await
+                    .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
+                rows.extend(
+                    sst::read(bytes.into(), &schema, cutoff, i64::MAX, |_| true)
+                        .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
+                );
+                // Reading and decoding is the long part: let writes run in between.
+                metronome_core::rt::task::yield_now().await;
+            }
+            let rows = merge_latest_sequenced(rows);
+            if !rows.is_empty() {
+                let file_id = {
+                    let mut regions = self.regions.borrow_mut();
+                    let region = regions
+                        .get_mut(&id)
+                        .ok_or(EngineError::RegionNotFound(id))?;
+                    region.manifest.next_file_id += 1;
+                    region.manifest.next_file_id - 1
+                };
+                let (bytes, meta) =
+                    sst::encode(&schema, file_id, &rows).map_err(EngineError::Io)?;
+                self.store
+                    .put(&sst_key(&self.root, id, file_id), bytes)
+                    .await?;
+                output = Some(meta);
+            }
+        }
+        let removed: Vec<u64> = inputs.iter().chain(&expired).map(|f| f.file_id).collect();
+        {
+            let _manifest_guard = self.manifest_lock.lock().await;
+            let manifest = self
+                .regions
+                .borrow()
+                .get(&id)
+                .filter(|r| !r.manifest.dropped)
+                .map(|region| {
+                    let mut manifest = region.manifest.clone();
+                    manifest.files.retain(|f| !removed.contains(&f.file_id));
+                    manifest.files.extend(output.clone());
+                    manifest
+                });
+            let Some(manifest) = manifest else {
+                return Ok(0);
+            };
+            manifest.store(&self.disk, &self.root).await?;
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.manifest.files = manifest.files;
+            }
+        }
+        for file_id in &removed {
+            // Best effort: a file left behind is an orphan the next recovery deletes.
+            let _ = self.store.delete(&sst_key(&self.root, id, *file_id)).await;
+        }
+        tracing::debug!(region = %id, merged = inputs.len(), expired = expired.len(), "compacted");
+        Ok(removed.len())
+    }
+
+    pub fn file_count(&self, id: RegionId) -> Result<usize, EngineError> {
+        Ok(live_region(&self.regions.borrow(), id)?
+            .manifest
+            .files
+            .len())
     }
 
     pub fn schema(&self, id: RegionId) -> Result<RegionSchema, EngineError> {
@@ -466,8 +602,9 @@ impl ShardEngine {
         self.memory_bytes.get() > self.config.memory_bytes_flush && self.flushes_running.get() == 0
     }
 
-    /// Flushes the region with the largest memtable.
-    pub async fn flush_largest(&self) -> Result<Option<SstMeta>, EngineError> {
+    /// Flushes the region with the largest memtable, then compacts it if its files
+    /// call for it. Returns the region flushed.
+    pub async fn flush_largest(&self) -> Result<Option<RegionId>, EngineError> {
         let largest = self
             .regions
             .borrow()
@@ -475,10 +612,11 @@ impl ShardEngine {
             .filter(|(_, r)| !r.manifest.dropped && r.quarantined.is_none() && !r.flushing)
             .max_by_key(|(_, r)| r.memtable.bytes())
             .map(|(id, _)| *id);
-        match largest {
-            Some(id) => self.flush_region(id).await,
-            None => Ok(None),
+        let Some(id) = largest else { return Ok(None) };
+        if self.flush_region(id).await?.is_some() {
+            self.compact_region(id).await?;
         }
+        Ok(Some(id))
     }
 
     /// Writes a region's memtable to an SST and records it in the manifest; the WAL
@@ -611,6 +749,19 @@ impl ShardEngine {
     /// Rows of a region matching the request, in (series, ts) order: the memtables and
     /// the SSTs merged, the latest write of each (series, ts) winning.
     pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
+        // Rows past the retention are gone for readers at once, whenever compaction
+        // gets to deleting them.
+        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
+        let clipped;
+        let request = if cutoff > request.start_ms {
+            clipped = ScanRequest {
+                start_ms: cutoff,
+                ..request.clone()
+            };
+            &clipped
+        } else {
+            request
+        };
         let (filter, schema, mut rows, files) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
@@ -658,6 +809,27 @@ impl ShardEngine {
     }
 }
 
+/// The oldest timestamp the region still keeps.
+fn retention_cutoff(
+    regions: &BTreeMap<RegionId, Region>,
+    id: RegionId,
+) -> Result<i64, EngineError> {
+    let region = live_region(regions, id)?;
+    Ok(match region.manifest.ttl_ms {
+        Some(ttl) => metronome_core::rt::time::unix_time_ms().saturating_sub(ttl),
+        None => i64::MIN,
+    })
+}
+
+/// Like [`merge_latest`], keeping each surviving row's sequence.
+fn merge_latest_sequenced(mut rows: Vec<(u64, Row)>) -> Vec<(u64, Row)> {
+    rows.sort_unstable_by(|(sa, a), (sb, b)| {
+        (&a.tags, a.ts, std::cmp::Reverse(*sa)).cmp(&(&b.tags, b.ts, std::cmp::Reverse(*sb)))
+    });
+    rows.dedup_by(|later, earlier| later.1.tags == earlier.1.tags && later.1.ts == earlier.1.ts);
+    rows
+}
+
 /// Sorts rows by (series, ts) and keeps, for each, the one with the highest sequence.
 fn merge_latest(mut rows: Vec<(u64, Row)>, limit: usize) -> Vec<Row> {
     rows.sort_unstable_by(|(sa, a), (sb, b)| {
@@ -690,6 +862,7 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
             dropped: false,
             files: Vec::new(),
             next_file_id: 0,
+            ttl_ms: None,
         },
         memtable: Memtable::default(),
         frozen: Vec::new(),

@@ -64,6 +64,10 @@ pub struct RegionManifest {
     /// The id the next SST gets.
     #[serde(default)]
     pub next_file_id: u64,
+    /// Retention: rows older than this (by their timestamp, against the wall clock) are
+    /// no longer returned and are dropped by compaction. `None` keeps everything.
+    #[serde(default)]
+    pub ttl_ms: Option<i64>,
 }
 
 impl RegionManifest {
@@ -145,6 +149,7 @@ mod tests {
             dropped: false,
             files: Vec::new(),
             next_file_id: 0,
+            ttl_ms: None,
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

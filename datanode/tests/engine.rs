@@ -648,3 +648,95 @@ fn an_sst_no_manifest_refers_to_is_deleted_at_recovery() {
         assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 1);
     });
 }
+
+#[test]
+fn compaction_merges_a_windows_files_keeping_the_latest_writes() {
+    let disk = Disk::sim(SimDisk::new(30));
+    let config = EngineConfig {
+        files_per_window_max: 3,
+        ..EngineConfig::default()
+    };
+    let (before, after_restart, files) = on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(disk.clone(), "shard-0", config.clone())
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        for round in 0..3 {
+            for ts in 0..40 {
+                // Each round rewrites half of the previous round's points.
+                if round == 0 || ts % 2 == 0 {
+                    engine
+                        .write(R1, vec![row("a", "x", ts, f64::from(round))])
+                        .await
+                        .unwrap();
+                }
+            }
+            engine.flush_region(R1).await.unwrap().unwrap();
+        }
+        assert_eq!(engine.file_count(R1).unwrap(), 3);
+        let before = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(engine.compact_region(R1).await.unwrap(), 3);
+        let files = engine.file_count(R1).unwrap();
+        drop(engine);
+        let (engine, _) = ShardEngine::open(disk, "shard-0", config).await.unwrap();
+        (
+            before,
+            engine.scan(R1, &ScanRequest::all()).await.unwrap(),
+            files,
+        )
+    });
+    assert_eq!(files, 1, "the window's three files became one");
+    assert_eq!(before.len(), 40);
+    assert_eq!(
+        before[0].fields,
+        [Value::Float64(2.0)],
+        "even points carry the last round"
+    );
+    assert_eq!(
+        before[1].fields,
+        [Value::Float64(0.0)],
+        "odd points keep the first"
+    );
+    assert_eq!(after_restart, before, "compaction changed no answer");
+}
+
+#[test]
+fn retention_hides_expired_rows_at_once_and_compaction_deletes_their_files() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(31));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        let now = metronome_core::rt::time::unix_time_ms();
+        let hour = 3_600_000;
+        engine
+            .write(R1, vec![row("old", "x", now - 3 * hour, 1.0)])
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine
+            .write(R1, vec![row("new", "x", now, 2.0)])
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 2);
+
+        assert!(
+            engine.set_ttl(R1, Some(0)).await.is_err(),
+            "a TTL must be positive"
+        );
+        engine.set_ttl(R1, Some(2 * hour)).await.unwrap();
+        let rows = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(
+            rows,
+            [row("new", "x", now, 2.0)],
+            "expired rows are gone for readers at once"
+        );
+        assert_eq!(
+            engine.compact_region(R1).await.unwrap(),
+            1,
+            "the wholly expired file is deleted"
+        );
+        assert_eq!(engine.file_count(R1).unwrap(), 1);
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 1);
+    });
+}

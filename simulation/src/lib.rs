@@ -15,3 +15,33 @@
 
 #[cfg(madsim)]
 pub mod node;
+
+/// Initializes process-wide random state before any simulation runs.
+///
+/// Some libraries seed a hasher once per process on first use (ahash, which arrow and
+/// parquet use to build dictionaries). Inside madsim that first use draws from the
+/// simulation's random generator. madsim's determinism check runs a seed twice in one
+/// process, so the first run would draw and the second not, and the check would fail
+/// although replaying a seed in a fresh process is exact. Running the same code once at
+/// load time, outside any simulation, takes the draw from the OS instead.
+#[cfg(madsim)]
+#[ctor::ctor]
+fn initialize_process_random_state() {
+    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+    let schema = RegionSchema {
+        tags: vec!["t".to_string()],
+        time_index: "ts".to_string(),
+        fields: vec![FieldColumn {
+            name: "v".to_string(),
+            field_type: FieldType::String,
+        }],
+    };
+    let row = Row {
+        tags: vec!["x".to_string()],
+        ts: 0,
+        fields: vec![Value::String("y".to_string())],
+    };
+    let (bytes, _) =
+        metronome_datanode::sst::encode(&schema, 0, &[(1, row)]).expect("warm-up SST encodes");
+    let _ = metronome_datanode::sst::read(bytes.into(), &schema, i64::MIN, i64::MAX, |_| true);
+}

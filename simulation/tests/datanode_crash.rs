@@ -1,6 +1,6 @@
 //! A datanode with several shards takes concurrent writes while it loses power at random
-//! moments (flushing memtables to SSTs all the while), its disk tearing unsynced writes
-//! and now and then failing a write or a sync.
+//! moments (flushing memtables to SSTs and compacting them all the while), its disk
+//! tearing unsynced writes and now and then failing a write or a sync.
 //! After every recovery, every acknowledged row must scan back exactly, and no row that
 //! was never written may appear.
 #![cfg(madsim)]
@@ -58,6 +58,8 @@ fn config() -> DatanodeConfig {
             // Flush constantly, so power also fails during flushes, manifest writes and
             // WAL purges.
             memory_bytes_flush: 8 * 1024,
+            // ...and compact as soon as a window has two files.
+            files_per_window_max: 2,
             wal: WalConfig {
                 segment_bytes: 64 * 1024,
                 commit_bytes_max: 16 * 1024,
