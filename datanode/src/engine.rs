@@ -40,6 +40,19 @@ pub struct EngineConfig {
     pub files_per_window_max: usize,
     /// The WAL; its `dir` is relative to the shard root.
     pub wal: WalConfig,
+    /// Where SSTs live.
+    pub sst_store: SstStore,
+}
+
+/// Where a datanode keeps its SSTs (the WAL and manifests stay on the local disk).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SstStore {
+    /// The data directory.
+    #[default]
+    Local,
+    /// An S3 bucket or S3-compatible service.
+    #[cfg(not(madsim))]
+    S3(metronome_core::rt::object::S3Config),
 }
 
 impl Default for EngineConfig {
@@ -50,6 +63,7 @@ impl Default for EngineConfig {
             compaction_window_ms: 2 * 3600 * 1000,
             files_per_window_max: 4,
             wal: WalConfig::new("wal"),
+            sst_store: SstStore::Local,
         }
     }
 }
@@ -255,7 +269,15 @@ impl ShardEngine {
         recovery.rows_replayed = rows_replayed;
         recovery.wal = wal_recovery;
         let memory = regions.values().map(|r| r.memtable.bytes()).sum();
-        let store = ObjectStore::local(disk.clone(), "");
+        let store = match &config.sst_store {
+            SstStore::Local => ObjectStore::local(disk.clone(), ""),
+            #[cfg(not(madsim))]
+            SstStore::S3(s3) => {
+                let store = ObjectStore::s3(s3.clone())?;
+                store.ensure_bucket().await?;
+                store
+            }
+        };
         // An SST written by a flush that crashed before its manifest was stored belongs
         // to no one: delete it.
         for (id, region) in &regions {

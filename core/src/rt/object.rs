@@ -5,8 +5,11 @@
 //! with S3.
 //!
 //! Backends: a local directory through [`super::disk::Disk`] (so it is simulated, faults
-//! and crashes included, wherever the disk is a `SimDisk`). *(planned)*: S3 through
-//! `aws-sdk-s3` on its own tokio runtime, and a local cache for reads.
+//! and crashes included, wherever the disk is a `SimDisk`), and S3 (or any S3-compatible
+//! service) through `aws-sdk-s3`, production builds only. The SDK runs on its own small
+//! tokio runtime; each call is spawned there and its result comes back over a oneshot
+//! channel, so a monoio shard can await it like any other future. *(planned)*: a local
+//! cache for reads.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,8 +24,16 @@ pub struct ObjectStore {
 
 #[derive(Clone)]
 enum Backend {
-    Local { disk: Disk, root: PathBuf },
+    Local {
+        disk: Disk,
+        root: PathBuf,
+    },
+    #[cfg(not(madsim))]
+    S3(s3::S3Store),
 }
+
+#[cfg(not(madsim))]
+pub use s3::S3Config;
 
 impl ObjectStore {
     /// Objects as files under `root` on `disk`.
@@ -35,9 +46,28 @@ impl ObjectStore {
         }
     }
 
+    /// Objects in an S3 bucket (or an S3-compatible service), under `config.prefix`.
+    #[cfg(not(madsim))]
+    pub fn s3(config: S3Config) -> io::Result<ObjectStore> {
+        Ok(ObjectStore {
+            backend: Backend::S3(s3::S3Store::new(config)?),
+        })
+    }
+
+    /// Creates the bucket if it does not exist (local stores need nothing).
+    pub async fn ensure_bucket(&self) -> io::Result<()> {
+        match &self.backend {
+            Backend::Local { .. } => Ok(()),
+            #[cfg(not(madsim))]
+            Backend::S3(store) => store.ensure_bucket().await,
+        }
+    }
+
     /// Stores `bytes` under `key`, atomically and durably.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
         match &self.backend {
+            #[cfg(not(madsim))]
+            Backend::S3(store) => store.put(key, bytes).await,
             Backend::Local { disk, root } => {
                 let path = root.join(key);
                 if let Some(parent) = path.parent() {
@@ -51,6 +81,8 @@ impl ObjectStore {
     /// The whole object.
     pub async fn get(&self, key: &str) -> io::Result<Vec<u8>> {
         match &self.backend {
+            #[cfg(not(madsim))]
+            Backend::S3(store) => store.get(key).await,
             Backend::Local { disk, root } => {
                 let file = disk.open(root.join(key), OpenOptions::read()).await?;
                 file.read_exact_at(file.len() as usize, 0).await
@@ -61,6 +93,8 @@ impl ObjectStore {
     /// Keys under `prefix` (a directory-like prefix ending without `/`), sorted.
     pub async fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         match &self.backend {
+            #[cfg(not(madsim))]
+            Backend::S3(store) => store.list(prefix).await,
             Backend::Local { disk, root } => match disk.list_dir(root.join(prefix)).await {
                 Ok(names) => Ok(names
                     .into_iter()
@@ -76,6 +110,8 @@ impl ObjectStore {
     /// Deletes an object; deleting a missing one succeeds (as on S3).
     pub async fn delete(&self, key: &str) -> io::Result<()> {
         match &self.backend {
+            #[cfg(not(madsim))]
+            Backend::S3(store) => store.delete(key).await,
             Backend::Local { disk, root } => {
                 let path = root.join(key);
                 match disk.remove(&path).await {
@@ -83,6 +119,296 @@ impl ObjectStore {
                     Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
                     Err(error) => Err(error),
                 }
+            }
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+mod s3 {
+    use std::future::Future;
+    use std::io;
+    use std::sync::Arc;
+
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::Client;
+    use futures::channel::oneshot;
+
+    /// Where and how to reach the bucket.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct S3Config {
+        pub bucket: String,
+        /// Keys are stored as `<prefix>/<key>`; empty for the bucket root.
+        pub prefix: String,
+        pub region: String,
+        /// A custom endpoint (MinIO, Ceph, a test server); `None` for AWS.
+        pub endpoint: Option<String>,
+        pub access_key_id: String,
+        pub secret_access_key: String,
+        /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint`.
+        pub force_path_style: bool,
+    }
+
+    #[derive(Clone)]
+    pub(super) struct S3Store {
+        client: Client,
+        bucket: String,
+        prefix: String,
+        runtime: Arc<tokio::runtime::Runtime>,
+    }
+
+    fn io_error(what: &str, error: impl std::fmt::Display) -> io::Error {
+        io::Error::other(format!("S3 {what}: {error}"))
+    }
+
+    impl S3Store {
+        pub(super) fn new(config: S3Config) -> io::Result<S3Store> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("s3-client")
+                .enable_all()
+                .build()?;
+            let credentials = Credentials::new(
+                &config.access_key_id,
+                &config.secret_access_key,
+                None,
+                None,
+                "metronome-config",
+            );
+            let mut builder = aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(config.region.clone()))
+                .credentials_provider(credentials)
+                .force_path_style(config.force_path_style);
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.endpoint_url(endpoint);
+            }
+            Ok(S3Store {
+                client: Client::from_conf(builder.build()),
+                bucket: config.bucket,
+                prefix: config.prefix.trim_matches('/').to_string(),
+                runtime: Arc::new(runtime),
+            })
+        }
+
+        fn full_key(&self, key: &str) -> String {
+            if self.prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}/{key}", self.prefix)
+            }
+        }
+
+        /// Runs an SDK call on the S3 runtime and waits for it from any executor.
+        async fn call<T: Send + 'static>(
+            &self,
+            work: impl Future<Output = io::Result<T>> + Send + 'static,
+        ) -> io::Result<T> {
+            let (sender, receiver) = oneshot::channel();
+            self.runtime.spawn(async move {
+                let _ = sender.send(work.await);
+            });
+            receiver
+                .await
+                .map_err(|_| io::Error::other("the S3 client runtime stopped"))?
+        }
+
+        pub(super) async fn ensure_bucket(&self) -> io::Result<()> {
+            let (client, bucket) = (self.client.clone(), self.bucket.clone());
+            self.call(async move {
+                if client.head_bucket().bucket(&bucket).send().await.is_ok() {
+                    return Ok(());
+                }
+                client
+                    .create_bucket()
+                    .bucket(&bucket)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        io_error(
+                            &format!("create bucket {bucket}"),
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
+                    })
+            })
+            .await
+        }
+
+        pub(super) async fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+            let (client, bucket, key) =
+                (self.client.clone(), self.bucket.clone(), self.full_key(key));
+            self.call(async move {
+                client
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        io_error(
+                            &format!("put {bucket}/{key}"),
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
+                    })
+            })
+            .await
+        }
+
+        pub(super) async fn get(&self, key: &str) -> io::Result<Vec<u8>> {
+            let (client, bucket, key) =
+                (self.client.clone(), self.bucket.clone(), self.full_key(key));
+            self.call(async move {
+                let output = client
+                    .get_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let missing = e
+                            .as_service_error()
+                            .is_some_and(|service| service.is_no_such_key());
+                        let message = format!(
+                            "S3 get {bucket}/{key}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        );
+                        io::Error::new(
+                            if missing {
+                                io::ErrorKind::NotFound
+                            } else {
+                                io::ErrorKind::Other
+                            },
+                            message,
+                        )
+                    })?;
+                let body = output
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| io_error(&format!("get {bucket}/{key} body"), e))?;
+                Ok(body.into_bytes().to_vec())
+            })
+            .await
+        }
+
+        pub(super) async fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+            let (client, bucket) = (self.client.clone(), self.bucket.clone());
+            let full_prefix = format!("{}/", self.full_key(prefix));
+            let strip = if self.prefix.is_empty() {
+                0
+            } else {
+                self.prefix.len() + 1
+            };
+            self.call(async move {
+                let mut keys = Vec::new();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&full_prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| {
+                        io_error(
+                            &format!("list {bucket}/{full_prefix}"),
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
+                    })?;
+                    for object in page.contents() {
+                        if let Some(key) = object.key() {
+                            keys.push(key[strip..].to_string());
+                        }
+                    }
+                }
+                keys.sort();
+                Ok(keys)
+            })
+            .await
+        }
+
+        pub(super) async fn delete(&self, key: &str) -> io::Result<()> {
+            let (client, bucket, key) =
+                (self.client.clone(), self.bucket.clone(), self.full_key(key));
+            self.call(async move {
+                // S3 deletes are idempotent: a missing key is not an error.
+                client
+                    .delete_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        io_error(
+                            &format!("delete {bucket}/{key}"),
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )
+                    })
+            })
+            .await
+        }
+    }
+}
+
+/// Test support: a real S3-compatible server (moto) on a free loopback port, for the tests
+/// of this crate and of the datanode. Needs `moto_server` (`pip install 'moto[server]'`).
+#[cfg(not(madsim))]
+pub mod testing {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use super::S3Config;
+
+    /// A running moto server, stopped when dropped.
+    pub struct MotoServer {
+        child: Child,
+        pub port: u16,
+    }
+
+    impl Drop for MotoServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl MotoServer {
+        /// Starts the server and waits (at most 30 s) until it accepts connections.
+        pub fn start() -> MotoServer {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let child = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| panic!("cannot start moto_server ({error}); install it with: pip install 'moto[server]'"));
+            let server = MotoServer { child, port };
+            for _ in 0..300 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("moto_server did not listen on port {port} within 30 s");
+        }
+
+        /// A configuration for `bucket` on this server, keys under `prefix`.
+        pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
+            S3Config {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                region: "us-east-1".to_string(),
+                endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+                access_key_id: "test".to_string(),
+                secret_access_key: "test".to_string(),
+                force_path_style: true,
             }
         }
     }
