@@ -565,16 +565,7 @@ impl ShardEngine {
     pub async fn write(&self, id: RegionId, rows: Vec<Row>) -> Result<u64, EngineError> {
         let (sequence, durable) = {
             let mut regions = self.regions.borrow_mut();
-            let region = regions
-                .get_mut(&id)
-                .filter(|r| !r.manifest.dropped)
-                .ok_or(EngineError::RegionNotFound(id))?;
-            if let Some(reason) = &region.quarantined {
-                return Err(EngineError::Quarantined {
-                    region: id,
-                    reason: reason.clone(),
-                });
-            }
+            let region = usable_region_mut(&mut regions, id)?;
             for (index, row) in rows.iter().enumerate() {
                 region.manifest.schema.check_row(row).map_err(|reason| {
                     EngineError::InvalidRow {
@@ -646,16 +637,7 @@ impl ShardEngine {
     pub async fn flush_region(&self, id: RegionId) -> Result<Option<SstMeta>, EngineError> {
         let (frozen, flushed_sequence, file_id, schema) = {
             let mut regions = self.regions.borrow_mut();
-            let region = regions
-                .get_mut(&id)
-                .filter(|r| !r.manifest.dropped)
-                .ok_or(EngineError::RegionNotFound(id))?;
-            if let Some(reason) = &region.quarantined {
-                return Err(EngineError::Quarantined {
-                    region: id,
-                    reason: reason.clone(),
-                });
-            }
+            let region = usable_region_mut(&mut regions, id)?;
             if region.flushing || region.memtable.is_empty() {
                 return Ok(None);
             }
@@ -853,21 +835,12 @@ fn merge_latest_sequenced(mut rows: Vec<(u64, Row)>) -> Vec<(u64, Row)> {
 }
 
 /// Sorts rows by (series, ts) and keeps, for each, the one with the highest sequence.
-fn merge_latest(mut rows: Vec<(u64, Row)>, limit: usize) -> Vec<Row> {
-    rows.sort_unstable_by(|(sa, a), (sb, b)| {
-        (&a.tags, a.ts, std::cmp::Reverse(*sa)).cmp(&(&b.tags, b.ts, std::cmp::Reverse(*sb)))
-    });
-    let mut merged: Vec<Row> = Vec::new();
-    for (_, row) in rows {
-        if merged.len() >= limit {
-            break;
-        }
-        match merged.last() {
-            Some(last) if last.tags == row.tags && last.ts == row.ts => {}
-            _ => merged.push(row),
-        }
-    }
-    merged
+fn merge_latest(rows: Vec<(u64, Row)>, limit: usize) -> Vec<Row> {
+    merge_latest_sequenced(rows)
+        .into_iter()
+        .take(limit)
+        .map(|(_, row)| row)
+        .collect()
 }
 
 fn quarantined_region(id: RegionId, reason: String) -> Region {
@@ -899,6 +872,23 @@ fn live_region(regions: &BTreeMap<RegionId, Region>, id: RegionId) -> Result<&Re
         .get(&id)
         .filter(|r| !r.manifest.dropped)
         .ok_or(EngineError::RegionNotFound(id))
+}
+
+fn usable_region_mut(
+    regions: &mut BTreeMap<RegionId, Region>,
+    id: RegionId,
+) -> Result<&mut Region, EngineError> {
+    let region = regions
+        .get_mut(&id)
+        .filter(|r| !r.manifest.dropped)
+        .ok_or(EngineError::RegionNotFound(id))?;
+    match &region.quarantined {
+        Some(reason) => Err(EngineError::Quarantined {
+            region: id,
+            reason: reason.clone(),
+        }),
+        None => Ok(region),
+    }
 }
 
 fn usable_region(
