@@ -244,7 +244,7 @@ async fn serve(engine: Rc<ShardEngine>, request: Request) {
         Request::Write(id, rows, reply) => {
             let _ = reply.send(engine.write(id, rows).await);
             if engine.wants_flush() {
-                if let Err(error) = engine.flush_largest().await {
+                if let Err(error) = engine.flush_for_pressure().await {
                     tracing::error!(%error, "flush failed; the rows stay in memory and in the WAL");
                 }
             }

@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub compaction_window_ms: i64,
     /// ...and merges a window's files into one once it holds this many.
     pub files_per_window_max: usize,
+    /// Past this many WAL segments, the shard flushes the regions that pin the oldest one,
+    /// so a rarely written region cannot make the WAL grow without bound.
+    pub wal_segments_max: usize,
     /// The WAL; its `dir` is relative to the shard root.
     pub wal: WalConfig,
     /// Where SSTs live.
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             memory_bytes_flush: 256 * 1024 * 1024,
             compaction_window_ms: 2 * 3600 * 1000,
             files_per_window_max: 4,
+            wal_segments_max: 16,
             wal: WalConfig::new("wal"),
             sst_store: SstStore::Local,
         }
@@ -610,26 +614,49 @@ impl ShardEngine {
         Ok(sequence)
     }
 
-    /// Whether the memtables have outgrown the flush threshold and no flush is running.
+    /// Whether memory or the WAL has outgrown its budget and no flush is running.
     pub fn wants_flush(&self) -> bool {
-        self.memory_bytes.get() > self.config.memory_bytes_flush && self.flushes_running.get() == 0
+        self.flushes_running.get() == 0
+            && (self.memory_bytes.get() > self.config.memory_bytes_flush
+                || self.wal.segment_count() > self.config.wal_segments_max)
     }
 
-    /// Flushes the region with the largest memtable, then compacts it if its files
-    /// call for it. Returns the region flushed.
-    pub async fn flush_largest(&self) -> Result<Option<RegionId>, EngineError> {
-        let largest = self
-            .regions
-            .borrow()
-            .iter()
-            .filter(|(_, r)| !r.manifest.dropped && r.quarantined.is_none() && !r.flushing)
-            .max_by_key(|(_, r)| r.memtable.bytes())
-            .map(|(id, _)| *id);
-        let Some(id) = largest else { return Ok(None) };
-        if self.flush_region(id).await?.is_some() {
-            self.compact_region(id).await?;
+    /// Relieves the pressure [`ShardEngine::wants_flush`] reports: flushes the regions that
+    /// pin the oldest WAL segment if the WAL is over budget, else the largest memtable;
+    /// compacts what it flushed. Returns the regions flushed.
+    pub async fn flush_for_pressure(&self) -> Result<Vec<RegionId>, EngineError> {
+        let candidates: Vec<RegionId> = if self.wal.segment_count() > self.config.wal_segments_max {
+            let regions = self.regions.borrow();
+            self.wal
+                .oldest_segment_regions()
+                .into_iter()
+                .filter(|(id, max)| {
+                    regions.get(id).is_some_and(|r| {
+                        !r.manifest.dropped
+                            && r.quarantined.is_none()
+                            && r.manifest.flushed_sequence < *max
+                    })
+                })
+                .map(|(id, _)| id)
+                .collect()
+        } else {
+            self.regions
+                .borrow()
+                .iter()
+                .filter(|(_, r)| !r.manifest.dropped && r.quarantined.is_none() && !r.flushing)
+                .max_by_key(|(_, r)| r.memtable.bytes())
+                .map(|(id, _)| *id)
+                .into_iter()
+                .collect()
+        };
+        let mut flushed = Vec::new();
+        for id in candidates {
+            if self.flush_region(id).await?.is_some() {
+                self.compact_region(id).await?;
+                flushed.push(id);
+            }
         }
-        Ok(Some(id))
+        Ok(flushed)
     }
 
     /// Writes a region's memtable to an SST and records it in the manifest; the WAL

@@ -774,3 +774,47 @@ fn ssts_can_live_in_s3() {
     assert_eq!(rows.len(), 100);
     assert_eq!(rows[99], row("a", "x", 99, 99.0));
 }
+
+#[test]
+fn a_rarely_written_region_cannot_make_the_wal_grow_without_bound() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(41));
+        let config = EngineConfig {
+            wal_segments_max: 3,
+            ..small_wal()
+        };
+        let (engine, _) = ShardEngine::open(disk.clone(), "shard-0", config)
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.create_region(R2, schema()).await.unwrap();
+        // R1 writes once and never again; R2 writes a lot.
+        engine
+            .write(R1, vec![row("quiet", "x", 0, 0.0)])
+            .await
+            .unwrap();
+        let mut segments_max = 0;
+        for ts in 0..400 {
+            let rows: Vec<Row> = (0..20)
+                .map(|i| row(&format!("busy-{i}"), "x", ts, 1.0))
+                .collect();
+            engine.write(R2, rows).await.unwrap();
+            if engine.wants_flush() {
+                engine.flush_for_pressure().await.unwrap();
+            }
+            segments_max = segments_max.max(disk.list_dir("shard-0/wal").await.unwrap().len());
+        }
+        assert!(
+            segments_max <= 5,
+            "the WAL stayed near its budget of 3 segments: {segments_max}"
+        );
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).await.unwrap(),
+            [row("quiet", "x", 0, 0.0)]
+        );
+        assert_eq!(
+            engine.scan(R2, &ScanRequest::all()).await.unwrap().len(),
+            400 * 20
+        );
+    });
+}

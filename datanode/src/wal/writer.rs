@@ -350,6 +350,31 @@ impl Wal {
         self.shared.stats.get()
     }
 
+    /// Segments on disk, the current one included.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.borrow().len()
+    }
+
+    /// The regions with records in the oldest segment (unless it is the current one),
+    /// each with the highest sequence it wrote there: flushing them past that lets
+    /// `purge` delete the segment.
+    pub fn oldest_segment_regions(&self) -> Vec<(RegionId, u64)> {
+        let segments = self.shared.segments.borrow();
+        if segments.len() < 2 {
+            return Vec::new();
+        }
+        segments
+            .values()
+            .next()
+            .map(|info| {
+                info.max_sequence
+                    .iter()
+                    .map(|(region, max)| (*region, *max))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Why the WAL stopped, if it did (it then refuses every append until reopened).
     pub fn failure(&self) -> Option<String> {
         self.shared.failed.borrow().clone()
