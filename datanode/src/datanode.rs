@@ -202,11 +202,23 @@ async fn restart_engine(
     reason: &str,
 ) -> Option<Rc<ShardEngine>> {
     tracing::error!(shard = index, %reason, "the shard's WAL stopped; restarting the shard from disk");
-    for _ in 0..RESTART_ATTEMPTS_MAX {
-        if Rc::strong_count(&engine) == 1 {
-            break;
-        }
+    // The old engine must be finished before the new one opens: two engines changing the
+    // same manifests and WAL would lose each other's changes. Once stopped it changes
+    // nothing on disk, and everything it still has in flight ends (its WAL refuses
+    // appends at once), so this wait is finite; it is not capped, because proceeding
+    // early is exactly the race.
+    engine.stop();
+    let mut waited_ms = 0u64;
+    while Rc::strong_count(&engine) > 1 {
         time::sleep_local(Duration::from_millis(1)).await;
+        waited_ms += 1;
+        if waited_ms.is_multiple_of(10_000) {
+            tracing::warn!(
+                shard = index,
+                waited_ms,
+                "still waiting for the old engine's requests to finish"
+            );
+        }
     }
     drop(engine);
     for attempt in 1..=RESTART_ATTEMPTS_MAX {

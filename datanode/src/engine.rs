@@ -22,7 +22,9 @@ use metronome_core::rt::object::ObjectStore;
 use regex::Regex;
 
 use crate::codec::{decode_rows, encode_rows};
-use crate::manifest::{manifest_path, sst_dir, sst_key, RegionManifest};
+use crate::manifest::{
+    manifest_path, sst_dir, sst_key, Edit, RegionManifest, EDITS_PER_CHECKPOINT,
+};
 use crate::memtable::Memtable;
 use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
@@ -131,11 +133,14 @@ struct Region {
     in_flight: BTreeSet<u64>,
     flushing: bool,
     quarantined: Option<String>,
+    /// The version of the checkpoint on disk; edits since then are in its edit log.
+    checkpoint_version: u64,
 }
 
 impl Region {
     fn new(manifest: RegionManifest) -> Region {
         Region {
+            checkpoint_version: manifest.version,
             manifest,
             memtable: Memtable::default(),
             frozen: Vec::new(),
@@ -145,6 +150,10 @@ impl Region {
         }
     }
 }
+
+/// `Region::checkpoint_version` after a failed edit append: the log must not be
+/// appended to again.
+const LOG_ABANDONED: u64 = u64::MAX;
 
 /// What recovery did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -167,6 +176,9 @@ pub struct ShardEngine {
     /// two writes can interleave and lose one another's update.
     manifest_lock: futures::lock::Mutex<()>,
     flushes_running: Cell<usize>,
+    /// Set when the shard replaces this engine: from then on it changes nothing on disk,
+    /// so it cannot race the engine that replaces it.
+    stopped: Cell<bool>,
 }
 
 fn parse_region_dir(name: &str) -> Option<RegionId> {
@@ -193,8 +205,27 @@ impl ShardEngine {
             };
             let path = manifest_path(&root, id);
             let region = match RegionManifest::load(&disk, &path).await {
-                Ok(Some(manifest)) if manifest.region == id => Region::new(manifest),
-                Ok(Some(manifest)) => quarantined_region(
+                Ok(Some((mut manifest, edits))) if manifest.region == id => {
+                    // Sequences continue above everything stored, whatever the checkpoint
+                    // recorded: the flushed point and every SST's rows.
+                    let stored = manifest
+                        .files
+                        .iter()
+                        .map(|f| f.max_sequence)
+                        .max()
+                        .unwrap_or(0);
+                    manifest.last_sequence = manifest
+                        .last_sequence
+                        .max(manifest.flushed_sequence)
+                        .max(stored);
+                    tracing::debug!(region = %id, version = manifest.version, edits, flushed = manifest.flushed_sequence, files = manifest.files.len(), "manifest loaded");
+                    if edits > 0 {
+                        // Fold the edit log into a fresh checkpoint.
+                        manifest.store(&disk, &root).await?;
+                    }
+                    Region::new(manifest)
+                }
+                Ok(Some((manifest, _))) => quarantined_region(
                     id,
                     format!(
                         "manifest {} names region {}",
@@ -215,10 +246,11 @@ impl ShardEngine {
         let mut rows_replayed = 0u64;
         let (wal, wal_recovery) = Wal::open(disk.clone(), wal_config, |header, payload| {
             let Some(region) = regions.get_mut(&header.region) else { return };
+            // Sequences continue above every record ever logged, replayed or not.
+            region.manifest.last_sequence = region.manifest.last_sequence.max(header.sequence);
             if region.quarantined.is_some() || region.manifest.dropped || header.sequence <= region.manifest.flushed_sequence {
                 return;
             }
-            region.manifest.last_sequence = region.manifest.last_sequence.max(header.sequence);
             match decode_rows(payload) {
                 Ok(rows) => {
                     for (index, mut row) in rows.into_iter().enumerate() {
@@ -310,8 +342,86 @@ impl ShardEngine {
             memory_bytes: Cell::new(memory),
             manifest_lock: futures::lock::Mutex::new(()),
             flushes_running: Cell::new(0),
+            stopped: Cell::new(false),
         };
         Ok((Rc::new(engine), recovery))
+    }
+
+    /// Makes `edit` to a live region's manifest durable (appended to its edit log), then
+    /// applies it in memory; checkpoints every `EDITS_PER_CHECKPOINT` edits. Manifest
+    /// changes are serialized, so each edit applies to the state it was made against.
+    /// `make` builds the edit from the current manifest, under the lock. Returns false if
+    /// the region was dropped meanwhile.
+    async fn commit_edit(
+        &self,
+        id: RegionId,
+        make: impl FnOnce(&RegionManifest) -> Result<Edit, EngineError>,
+    ) -> Result<bool, EngineError> {
+        let _manifest_guard = self.manifest_lock.lock().await;
+        let before = match self
+            .regions
+            .borrow()
+            .get(&id)
+            .filter(|r| !r.manifest.dropped)
+        {
+            Some(region) => (region.manifest.clone(), region.checkpoint_version),
+            None => return Ok(false),
+        };
+        let (mut manifest, mut checkpoint_version) = before;
+        if checkpoint_version == LOG_ABANDONED {
+            // An earlier append failed: its bytes may be in the page cache but not on disk,
+            // and anything appended after them could be lost behind the hole at recovery.
+            // Start over from a checkpoint at a new version, which drops the old log.
+            manifest.version += 1;
+            manifest.store(&self.disk, &self.root).await?;
+            checkpoint_version = manifest.version;
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.manifest.version = manifest.version;
+                region.checkpoint_version = checkpoint_version;
+            }
+        }
+        let edit = make(&manifest)?;
+        tracing::debug!(region = %id, checkpoint_version, version = manifest.version, ?edit, "manifest edit");
+        if let Err(error) = manifest
+            .append_edit(&self.disk, &self.root, checkpoint_version, &edit)
+            .await
+        {
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.checkpoint_version = LOG_ABANDONED;
+            }
+            return Err(error.into());
+        }
+        let checkpoint = {
+            let mut regions = self.regions.borrow_mut();
+            let Some(region) = regions.get_mut(&id) else {
+                return Ok(true);
+            };
+            region.manifest.apply(&edit);
+            (region.manifest.version - region.checkpoint_version >= EDITS_PER_CHECKPOINT)
+                .then(|| region.manifest.clone())
+        };
+        if let Some(manifest) = checkpoint {
+            manifest.store(&self.disk, &self.root).await?;
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.checkpoint_version = manifest.version;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops every change to disk this engine would make (manifest edits, flushes,
+    /// compactions, WAL purges, region creation and removal); reads still work.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+    }
+
+    fn check_running(&self) -> Result<(), EngineError> {
+        if self.stopped.get() {
+            return Err(EngineError::Unavailable(
+                "the shard is restarting".to_string(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -361,6 +471,8 @@ impl ShardEngine {
                     files: Vec::new(),
                     next_file_id: tombstone.manifest.next_file_id,
                     ttl_ms: None,
+                    // Past the tombstone's, so its edit logs are superseded.
+                    version: tombstone.manifest.version + 1,
                 },
                 None => RegionManifest {
                     region: id,
@@ -371,6 +483,7 @@ impl ShardEngine {
                     files: Vec::new(),
                     next_file_id: 0,
                     ttl_ms: None,
+                    version: 0,
                 },
             }
         };
@@ -407,25 +520,22 @@ impl ShardEngine {
 
     /// Adds a field column; existing rows read it as null.
     pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
-        let _manifest_guard = self.manifest_lock.lock().await;
-        let manifest = {
-            let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
-            let mut manifest = region.manifest.clone();
-            manifest.schema.fields.push(column);
-            manifest
-                .schema
-                .validate()
-                .map_err(EngineError::InvalidSchema)?;
-            manifest
-        };
-        manifest.store(&self.disk, &self.root).await?;
-        let mut regions = self.regions.borrow_mut();
-        if let Some(region) = regions.get_mut(&id) {
+        usable_region(&self.regions.borrow(), id)?;
+        let added = self
+            .commit_edit(id, |manifest| {
+                let mut schema = manifest.schema.clone();
+                schema.fields.push(column);
+                schema.validate().map_err(EngineError::InvalidSchema)?;
+                Ok(Edit::Schema(schema))
+            })
+            .await?;
+        if !added {
+            return Err(EngineError::RegionNotFound(id));
+        }
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            // A frozen memtable being flushed keeps its rows' old shape; the flush pads
+            // them, and reads fill the new field with nulls.
             region.memtable.add_null_field();
-            // A frozen memtable being flushed keeps its rows' old shape; the flush writes
-            // them with the old schema and reads fill the new field with nulls.
-            region.manifest.schema = manifest.schema;
         }
         Ok(())
     }
@@ -437,23 +547,18 @@ impl ShardEngine {
                 "a TTL must be positive, got {ttl_ms:?} ms"
             )));
         }
-        let _manifest_guard = self.manifest_lock.lock().await;
-        let manifest = {
-            let regions = self.regions.borrow();
-            let mut manifest = usable_region(&regions, id)?.manifest.clone();
-            manifest.ttl_ms = ttl_ms;
-            manifest
-        };
-        manifest.store(&self.disk, &self.root).await?;
-        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
-            region.manifest.ttl_ms = ttl_ms;
+        usable_region(&self.regions.borrow(), id)?;
+        if self.commit_edit(id, |_| Ok(Edit::Ttl(ttl_ms))).await? {
+            Ok(())
+        } else {
+            Err(EngineError::RegionNotFound(id))
         }
-        Ok(())
     }
 
     /// Compacts the region's fullest time window if it holds `files_per_window_max` files
     /// or more, and deletes files wholly past the retention. Returns the files removed.
     pub async fn compact_region(&self, id: RegionId) -> Result<usize, EngineError> {
+        self.check_running()?;
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
         let window_ms = self.config.compaction_window_ms;
         let (schema, expired, inputs) = {
@@ -522,26 +627,12 @@ impl ShardEngine {
             }
         }
         let removed: Vec<u64> = inputs.iter().chain(&expired).map(|f| f.file_id).collect();
-        {
-            let _manifest_guard = self.manifest_lock.lock().await;
-            let manifest = self
-                .regions
-                .borrow()
-                .get(&id)
-                .filter(|r| !r.manifest.dropped)
-                .map(|region| {
-                    let mut manifest = region.manifest.clone();
-                    manifest.files.retain(|f| !removed.contains(&f.file_id));
-                    manifest.files.extend(output.clone());
-                    manifest
-                });
-            let Some(manifest) = manifest else {
-                return Ok(0);
-            };
-            manifest.store(&self.disk, &self.root).await?;
-            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
-                region.manifest.files = manifest.files;
-            }
+        let edit = Edit::Compacted {
+            added: output.clone(),
+            removed: removed.clone(),
+        };
+        if !self.commit_edit(id, |_| Ok(edit)).await? {
+            return Ok(0);
         }
         for file_id in &removed {
             // Best effort: a file left behind is an orphan the next recovery deletes.
@@ -662,6 +753,7 @@ impl ShardEngine {
     /// Writes a region's memtable to an SST and records it in the manifest; the WAL
     /// segments it no longer needs are deleted. `None` if there was nothing to flush.
     pub async fn flush_region(&self, id: RegionId) -> Result<Option<SstMeta>, EngineError> {
+        self.check_running()?;
         let (frozen, flushed_sequence, file_id, schema) = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
@@ -714,7 +806,7 @@ impl ShardEngine {
             }
         }
         let meta = outcome?;
-        if meta.is_some() {
+        if meta.is_some() && !self.stopped.get() {
             let regions = &self.regions;
             self.wal
                 .purge(|region| {
@@ -750,28 +842,14 @@ impl ShardEngine {
         let key = sst_key(&self.root, id, file_id);
         self.store.put(&key, bytes).await?;
 
-        let _manifest_guard = self.manifest_lock.lock().await;
-        let manifest = self
-            .regions
-            .borrow()
-            .get(&id)
-            .filter(|r| !r.manifest.dropped)
-            .map(|region| {
-                let mut manifest = region.manifest.clone();
-                manifest.files.push(meta.clone());
-                manifest.flushed_sequence = manifest.flushed_sequence.max(flushed_sequence);
-                manifest
-            });
-        let Some(manifest) = manifest else {
+        let edit = Edit::Flushed {
+            file: meta.clone(),
+            flushed_sequence,
+        };
+        if !self.commit_edit(id, |_| Ok(edit)).await? {
             // Dropped while flushing: the file belongs to no one.
             let _ = self.store.delete(&key).await;
             return Ok(None);
-        };
-        manifest.store(&self.disk, &self.root).await?;
-        let mut regions = self.regions.borrow_mut();
-        if let Some(region) = regions.get_mut(&id) {
-            region.manifest.files = manifest.files;
-            region.manifest.flushed_sequence = manifest.flushed_sequence;
         }
         tracing::debug!(region = %id, file_id, rows = meta.rows, bytes = meta.bytes, "flushed a memtable");
         Ok(Some(meta))
@@ -885,12 +963,14 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
             files: Vec::new(),
             next_file_id: 0,
             ttl_ms: None,
+            version: 0,
         },
         memtable: Memtable::default(),
         frozen: Vec::new(),
         in_flight: BTreeSet::new(),
         flushing: false,
         quarantined: Some(reason),
+        checkpoint_version: 0,
     }
 }
 

@@ -1,13 +1,18 @@
-//! A region's manifest: what the region is (schema) and how far its WAL records are
-//! already accounted for (`flushed_sequence`), written atomically as a checkpoint.
+//! A region's manifest: what the region is (schema, retention), which SSTs hold its data,
+//! and how far its WAL records are already accounted for (`flushed_sequence`).
 //!
-//! File format: one line `crc32c=<hex>`, then the JSON document the checksum covers. A
-//! manifest that fails its checksum or does not parse is an error naming the file: the
+//! On disk, in the region's directory:
+//! - `manifest`: a **checkpoint**, the whole state at some `version`, replaced atomically
+//!   (temp, sync, rename, sync dir). Format: a line `crc32c=<hex>`, then the JSON the
+//!   checksum covers.
+//! - `edits-<version>.log`: the **edits** made since the checkpoint of that version, each
+//!   a `[len u32][crc32c u32][json]` record, appended and synced before it takes effect.
+//!
+//! Recovery loads the checkpoint and applies its log; a damaged record at the end of the
+//! log is a torn append (never acknowledged) and is cut off, so later appends do not land
+//! behind it. Every [`EDITS_PER_CHECKPOINT`] edits a new checkpoint replaces the log. A
+//! checkpoint that fails its checksum or does not parse is an error naming the file: the
 //! region is quarantined, never opened from guesswork.
-//!
-//! Planned with the SST work: an append-only log of version edits (files added and
-//! removed) between checkpoints; today every change rewrites the checkpoint, which is
-//! correct and cheap while a manifest is a few hundred bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +49,34 @@ pub fn region_dir(shard_root: &Path, region: RegionId) -> PathBuf {
 
 /// A manifest larger than this is corrupt (a schema of thousands of columns is ~100 KiB).
 const MANIFEST_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// An edit log larger than this is corrupt (it is checkpointed every few edits).
+const EDITS_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Edits appended before the manifest is checkpointed again.
+pub const EDITS_PER_CHECKPOINT: u64 = 16;
+
+/// The edit log that follows the checkpoint of `version`.
+pub fn edits_path(shard_root: &Path, region: RegionId, version: u64) -> PathBuf {
+    region_dir(shard_root, region).join(format!("edits-{version}.log"))
+}
+
+/// One change to a region's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Edit {
+    /// A flush wrote `file`; WAL records up to `flushed_sequence` are in SSTs now.
+    Flushed {
+        file: SstMeta,
+        flushed_sequence: u64,
+    },
+    /// A compaction replaced `removed` by `added` (none if everything expired).
+    Compacted {
+        added: Option<SstMeta>,
+        removed: Vec<u64>,
+    },
+    /// The schema changed (a field was added).
+    Schema(RegionSchema),
+    /// The retention changed.
+    Ttl(Option<i64>),
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionManifest {
@@ -68,9 +101,36 @@ pub struct RegionManifest {
     /// no longer returned and are dropped by compaction. `None` keeps everything.
     #[serde(default)]
     pub ttl_ms: Option<i64>,
+    /// The number of edits this state includes; a checkpoint's edit log continues from it.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl RegionManifest {
+    /// Applies one edit (and counts it in `version`).
+    pub fn apply(&mut self, edit: &Edit) {
+        match edit {
+            Edit::Flushed {
+                file,
+                flushed_sequence,
+            } => {
+                self.files.push(file.clone());
+                self.flushed_sequence = self.flushed_sequence.max(*flushed_sequence);
+                self.next_file_id = self.next_file_id.max(file.file_id + 1);
+            }
+            Edit::Compacted { added, removed } => {
+                self.files.retain(|f| !removed.contains(&f.file_id));
+                if let Some(file) = added {
+                    self.next_file_id = self.next_file_id.max(file.file_id + 1);
+                    self.files.push(file.clone());
+                }
+            }
+            Edit::Schema(schema) => self.schema = schema.clone(),
+            Edit::Ttl(ttl_ms) => self.ttl_ms = *ttl_ms,
+        }
+        self.version += 1;
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("a manifest serializes");
         let mut out = format!("crc32c={:08x}\n", crc32c::crc32c(&json)).into_bytes();
@@ -99,17 +159,63 @@ impl RegionManifest {
         serde_json::from_slice(json).map_err(|error| format!("invalid manifest: {error}"))
     }
 
-    /// Writes this manifest atomically and durably.
+    /// Writes this manifest as the region's checkpoint, atomically and durably, and
+    /// deletes the edit logs it supersedes.
     pub async fn store(&self, disk: &Disk, shard_root: &Path) -> std::io::Result<()> {
         let dir = region_dir(shard_root, self.region);
         disk.create_dir_all_synced(&dir).await?;
         disk.write_atomic(manifest_path(shard_root, self.region), self.encode())
-            .await
+            .await?;
+        let current = format!("edits-{}.log", self.version);
+        let mut removed = false;
+        for name in disk.list_dir(&dir).await? {
+            if name.starts_with("edits-") && name != current {
+                disk.remove(dir.join(&name)).await?;
+                removed = true;
+            }
+        }
+        if removed {
+            disk.sync_dir(&dir).await?;
+        }
+        Ok(())
     }
 
-    /// Loads the manifest at `path`: `None` if there is none (a region whose creation
-    /// never completed), an error naming the file and the damage if it is unreadable.
-    pub async fn load(disk: &Disk, path: &Path) -> Result<Option<RegionManifest>, String> {
+    /// Appends `edit` to the edit log that follows the checkpoint of `checkpoint_version`
+    /// and syncs it; the caller applies the edit in memory only after this returns.
+    pub async fn append_edit(
+        &self,
+        disk: &Disk,
+        shard_root: &Path,
+        checkpoint_version: u64,
+        edit: &Edit,
+    ) -> std::io::Result<()> {
+        let path = edits_path(shard_root, self.region, checkpoint_version);
+        let json = serde_json::to_vec(edit).expect("an edit serializes");
+        let mut record = Vec::with_capacity(8 + json.len());
+        record.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
+        record.extend_from_slice(&json);
+        let (file, new) = match disk.open(&path, OpenOptions::write()).await {
+            Ok(file) => (file, false),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                (disk.open(&path, OpenOptions::create()).await?, true)
+            }
+            Err(error) => return Err(error),
+        };
+        file.append(record).await?;
+        file.sync_data().await?;
+        if new {
+            // A log whose name is lost in a crash loses its synced edits with it.
+            disk.sync_dir(region_dir(shard_root, self.region)).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the region whose checkpoint is at `path`: the checkpoint, then its edit log
+    /// (a torn record at the log's end is cut off). `None` if there is no checkpoint (a
+    /// region whose creation never completed); an error naming the file and the damage if
+    /// the checkpoint is unreadable.
+    pub async fn load(disk: &Disk, path: &Path) -> Result<Option<(RegionManifest, u64)>, String> {
         let describe = |what: String| format!("manifest {}: {what}", path.display());
         let file = match disk.open(path, OpenOptions::read()).await {
             Ok(file) => file,
@@ -123,8 +229,61 @@ impl RegionManifest {
             .read_exact_at(file.len() as usize, 0)
             .await
             .map_err(|error| describe(error.to_string()))?;
-        RegionManifest::decode(&bytes).map(Some).map_err(describe)
+        let mut manifest = RegionManifest::decode(&bytes).map_err(describe)?;
+
+        let edits = path.with_file_name(format!("edits-{}.log", manifest.version));
+        let describe_edits = |what: String| format!("manifest edits {}: {what}", edits.display());
+        let log = match disk.open(&edits, OpenOptions::write()).await {
+            Ok(log) => log,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some((manifest, 0)))
+            }
+            Err(error) => return Err(describe_edits(error.to_string())),
+        };
+        if log.len() > EDITS_BYTES_MAX {
+            return Err(describe_edits(format!(
+                "{} bytes is over the limit",
+                log.len()
+            )));
+        }
+        let bytes = log
+            .read_exact_at(log.len() as usize, 0)
+            .await
+            .map_err(|e| describe_edits(e.to_string()))?;
+        let mut offset = 0usize;
+        let mut applied = 0u64;
+        while offset < bytes.len() {
+            let record = decode_edit(&bytes[offset..]);
+            let Some((edit, len)) = record else { break };
+            manifest.apply(&edit);
+            applied += 1;
+            offset += len;
+        }
+        if offset < bytes.len() {
+            // An append torn by a crash: never acknowledged, and in the way of the next.
+            tracing::warn!(log = %edits.display(), offset, "truncating a torn manifest edit");
+            log.set_len(offset as u64)
+                .await
+                .map_err(|e| describe_edits(e.to_string()))?;
+            log.sync_data()
+                .await
+                .map_err(|e| describe_edits(e.to_string()))?;
+        }
+        Ok(Some((manifest, applied)))
     }
+}
+
+/// The edit at the start of `bytes` and its length, or `None` if it is incomplete or
+/// damaged.
+fn decode_edit(bytes: &[u8]) -> Option<(Edit, usize)> {
+    let header: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    let json = bytes.get(8..8usize.checked_add(len)?)?;
+    if crc32c::crc32c(json) != crc {
+        return None;
+    }
+    Some((serde_json::from_slice(json).ok()?, 8 + len))
 }
 
 #[cfg(test)]
@@ -150,6 +309,7 @@ mod tests {
             files: Vec::new(),
             next_file_id: 0,
             ttl_ms: None,
+            version: 0,
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

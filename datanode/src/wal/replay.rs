@@ -85,7 +85,7 @@ pub fn scan_segment(
                 offset: offset as u64,
             };
         }
-        let at_block_start = offset % BLOCK_BYTES == 0;
+        let at_block_start = offset.is_multiple_of(BLOCK_BYTES);
         match decode_record(&bytes[offset..]) {
             Decoded::Zeros if at_block_start => {
                 break SegmentEnd::Clean {

@@ -57,7 +57,7 @@ impl WalConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.segment_bytes % BLOCK_BYTES as u64 != 0
+        if !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64)
             || self.segment_bytes < 4 * BLOCK_BYTES as u64
         {
             return Err(format!(

@@ -389,7 +389,9 @@ impl File {
 
     fn check_alignment(&self, op: &str, offset: u64, len: usize) -> io::Result<()> {
         let alignment = DIRECT_IO_ALIGNMENT as u64;
-        if self.direct && (offset % alignment != 0 || len as u64 % alignment != 0) {
+        if self.direct
+            && (!offset.is_multiple_of(alignment) || !(len as u64).is_multiple_of(alignment))
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -402,7 +404,7 @@ impl File {
     }
 
     fn check_buffer_address(&self, op: &str, buf: &[u8]) -> io::Result<()> {
-        if self.direct && buf.as_ptr() as usize % DIRECT_IO_ALIGNMENT != 0 {
+        if self.direct && !(buf.as_ptr() as usize).is_multiple_of(DIRECT_IO_ALIGNMENT) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
