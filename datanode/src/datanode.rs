@@ -42,6 +42,12 @@ enum Request {
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
+    ScanBatches(
+        RegionId,
+        ScanRequest,
+        usize,
+        Reply<Vec<arrow_array::RecordBatch>>,
+    ),
     Compact(RegionId, Reply<usize>),
     SetTtl(RegionId, Option<i64>, Reply<()>),
 }
@@ -264,6 +270,9 @@ async fn serve(engine: Rc<ShardEngine>, request: Request) {
         Request::Scan(id, request, reply) => {
             let _ = reply.send(engine.scan(id, &request).await);
         }
+        Request::ScanBatches(id, request, batch_rows, reply) => {
+            let _ = reply.send(engine.scan_batches(id, &request, batch_rows).await);
+        }
         Request::Flush(id, reply) => {
             let _ = reply.send(engine.flush_region(id).await);
         }
@@ -348,6 +357,19 @@ impl DatanodeHandle {
     ) -> Result<Vec<Row>, EngineError> {
         self.call(region, |reply| Request::Scan(region, request, reply))
             .await
+    }
+
+    /// Scans a region into Arrow batches of at most `batch_rows` rows.
+    pub async fn scan_batches(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+        batch_rows: usize,
+    ) -> Result<Vec<arrow_array::RecordBatch>, EngineError> {
+        self.call(region, |reply| {
+            Request::ScanBatches(region, request, batch_rows.max(1), reply)
+        })
+        .await
     }
 
     /// Compacts a region now (normally every flush considers it); returns files removed.

@@ -918,6 +918,24 @@ impl ShardEngine {
     }
 }
 
+impl ShardEngine {
+    /// Like [`ShardEngine::scan`], as Arrow batches of at most `batch_rows` rows in the
+    /// region's row schema ([`sst::row_schema`]).
+    pub async fn scan_batches(
+        &self,
+        id: RegionId,
+        request: &ScanRequest,
+        batch_rows: usize,
+    ) -> Result<Vec<arrow_array::RecordBatch>, EngineError> {
+        assert!(batch_rows > 0, "batches hold at least one row");
+        let rows = self.scan(id, request).await?;
+        let schema = self.schema(id)?;
+        rows.chunks(batch_rows)
+            .map(|chunk| sst::rows_to_batch(&schema, chunk).map_err(EngineError::Io))
+            .collect()
+    }
+}
+
 /// The oldest timestamp the region still keeps.
 fn retention_cutoff(
     regions: &BTreeMap<RegionId, Region>,

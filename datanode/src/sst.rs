@@ -69,7 +69,8 @@ fn field_data_type(field_type: FieldType) -> DataType {
     }
 }
 
-fn arrow_schema(schema: &RegionSchema) -> Schema {
+/// The Arrow schema of a region's rows as scans return them: tags, time index, fields.
+pub fn row_schema(schema: &RegionSchema) -> Schema {
     let mut fields: Vec<Field> = schema
         .tags
         .iter()
@@ -87,8 +88,89 @@ fn arrow_schema(schema: &RegionSchema) -> Schema {
             true,
         ));
     }
+    Schema::new(fields)
+}
+
+/// The schema of an SST: the row schema and `__sequence`.
+fn arrow_schema(schema: &RegionSchema) -> Schema {
+    let mut fields: Vec<Field> = row_schema(schema)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(SEQUENCE_COLUMN, DataType::UInt64, false));
     Schema::new(fields)
+}
+
+/// The columns of `rows` in the row schema's order.
+fn row_columns(schema: &RegionSchema, rows: &[&Row]) -> Vec<ArrayRef> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for tag in 0..schema.tags.len() {
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.tags[tag].as_str()),
+        )));
+    }
+    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+        rows.iter().map(|r| r.ts),
+    )));
+    for (index, field) in schema.fields.iter().enumerate() {
+        let values = rows.iter().map(|r| &r.fields[index]);
+        let column: ArrayRef = match field.field_type {
+            FieldType::Float64 => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Float64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            FieldType::Int64 => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Int64(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Int64Array>(),
+            ),
+            FieldType::String => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::String(x) = v {
+                            Some(x.as_str())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<StringArray>(),
+            ),
+            FieldType::Boolean => Arc::new(
+                values
+                    .map(|v| {
+                        if let Value::Boolean(x) = v {
+                            Some(*x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<BooleanArray>(),
+            ),
+        };
+        columns.push(column);
+    }
+    columns
+}
+
+/// `rows` (each shaped to `schema`) as one Arrow batch in the row schema.
+pub fn rows_to_batch(schema: &RegionSchema, rows: &[Row]) -> Result<RecordBatch, String> {
+    let refs: Vec<&Row> = rows.iter().collect();
+    RecordBatch::try_new(Arc::new(row_schema(schema)), row_columns(schema, &refs))
+        .map_err(|e| format!("building a scan batch: {e}"))
 }
 
 fn writer_properties(schema: &RegionSchema, key_value: Vec<KeyValue>) -> WriterProperties {
@@ -147,65 +229,8 @@ pub fn encode(
             }),
         }
     }
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for tag in 0..schema.tags.len() {
-        columns.push(Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(_, r)| r.tags[tag].as_str()),
-        )));
-    }
-    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-        rows.iter().map(|(_, r)| r.ts),
-    )));
-    for (index, field) in schema.fields.iter().enumerate() {
-        let values = rows.iter().map(|(_, r)| &r.fields[index]);
-        let column: ArrayRef = match field.field_type {
-            FieldType::Float64 => Arc::new(
-                values
-                    .map(|v| {
-                        if let Value::Float64(x) = v {
-                            Some(*x)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Float64Array>(),
-            ),
-            FieldType::Int64 => Arc::new(
-                values
-                    .map(|v| {
-                        if let Value::Int64(x) = v {
-                            Some(*x)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Int64Array>(),
-            ),
-            FieldType::String => Arc::new(
-                values
-                    .map(|v| {
-                        if let Value::String(x) = v {
-                            Some(x.as_str())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<StringArray>(),
-            ),
-            FieldType::Boolean => Arc::new(
-                values
-                    .map(|v| {
-                        if let Value::Boolean(x) = v {
-                            Some(*x)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<BooleanArray>(),
-            ),
-        };
-        columns.push(column);
-    }
+    let refs: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
+    let mut columns = row_columns(schema, &refs);
     columns.push(Arc::new(UInt64Array::from_iter_values(
         rows.iter().map(|(sequence, _)| *sequence),
     )));

@@ -938,3 +938,56 @@ fn sequences_continue_above_flushed_data_after_a_restart() {
         );
     });
 }
+
+#[test]
+fn scans_come_back_as_arrow_batches_matching_the_rows() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, TimestampMillisecondType};
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(60));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        for ts in 0..25 {
+            engine
+                .write(R1, vec![row(&format!("h{}", ts % 3), "x", ts, ts as f64)])
+                .await
+                .unwrap();
+        }
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine
+            .write(R1, vec![row("h0", "x", 0, -1.0)])
+            .await
+            .unwrap();
+        let rows = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        let batches = engine
+            .scan_batches(R1, &ScanRequest::all(), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
+        let schema = batches[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["host", "dc", "ts", "value"]);
+        let mut index = 0;
+        for batch in &batches {
+            let hosts = batch.column(0).as_string::<i32>();
+            let ts = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            let values = batch.column(3).as_primitive::<Float64Type>();
+            for i in 0..batch.num_rows() {
+                let expected = &rows[index];
+                assert_eq!(hosts.value(i), expected.tags[0]);
+                assert_eq!(ts.value(i), expected.ts);
+                assert_eq!(Value::Float64(values.value(i)), expected.fields[0]);
+                index += 1;
+            }
+        }
+        assert_eq!(index, rows.len());
+        assert_eq!(
+            rows[0],
+            row("h0", "x", 0, -1.0),
+            "the batches carry the merged, latest rows"
+        );
+    });
+}
