@@ -474,17 +474,7 @@ impl ShardEngine {
                     // Past the tombstone's, so its edit logs are superseded.
                     version: tombstone.manifest.version + 1,
                 },
-                None => RegionManifest {
-                    region: id,
-                    schema,
-                    flushed_sequence: 0,
-                    last_sequence: 0,
-                    dropped: false,
-                    files: Vec::new(),
-                    next_file_id: 0,
-                    ttl_ms: None,
-                    version: 0,
-                },
+                None => RegionManifest::new(id, schema),
             }
         };
         manifest.store(&self.disk, &self.root).await?;
@@ -969,19 +959,16 @@ fn merge_latest(rows: Vec<(u64, Row)>, limit: usize) -> Vec<Row> {
 fn quarantined_region(id: RegionId, reason: String) -> Region {
     Region {
         manifest: RegionManifest {
-            region: id,
-            schema: RegionSchema {
-                tags: Vec::new(),
-                time_index: "ts".to_string(),
-                fields: Vec::new(),
-            },
+            // Nothing of the WAL is replayed into a region whose manifest is unreadable.
             flushed_sequence: u64::MAX,
-            last_sequence: 0,
-            dropped: false,
-            files: Vec::new(),
-            next_file_id: 0,
-            ttl_ms: None,
-            version: 0,
+            ..RegionManifest::new(
+                id,
+                RegionSchema {
+                    tags: Vec::new(),
+                    time_index: "ts".to_string(),
+                    fields: Vec::new(),
+                },
+            )
         },
         memtable: Memtable::default(),
         frozen: Vec::new(),

@@ -107,6 +107,21 @@ pub struct RegionManifest {
 }
 
 impl RegionManifest {
+    /// A new region's manifest: no files, nothing flushed, no retention, version 0.
+    pub fn new(region: RegionId, schema: RegionSchema) -> RegionManifest {
+        RegionManifest {
+            region,
+            schema,
+            flushed_sequence: 0,
+            last_sequence: 0,
+            dropped: false,
+            files: Vec::new(),
+            next_file_id: 0,
+            ttl_ms: None,
+            version: 0,
+        }
+    }
+
     /// Applies one edit (and counts it in `version`).
     pub fn apply(&mut self, edit: &Edit) {
         match edit {
