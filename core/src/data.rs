@@ -117,9 +117,9 @@ impl RegionSchema {
 
     /// Checks one row against the schema; the error names the column at fault.
     pub fn check_row(&self, row: &Row) -> Result<(), String> {
-        if row.tags.len() != self.tags.len() {
+        if row.tags.len() > self.tags.len() {
             return Err(format!(
-                "has {} tag values, the schema has {} tags",
+                "has {} tag values, the schema has only {} tags",
                 row.tags.len(),
                 self.tags.len()
             ));
@@ -144,6 +144,10 @@ impl RegionSchema {
 }
 
 /// One row: its series (tag values in schema order), timestamp in milliseconds, fields.
+///
+/// Trailing tags may be left out: a missing tag has the empty value, as a label a
+/// Prometheus series lacks does. That is what lets a region gain tag columns without
+/// rewriting its rows, and it is why series are compared in [`Row::canonical_tags`] form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub tags: Vec<String>,
@@ -152,6 +156,16 @@ pub struct Row {
 }
 
 impl Row {
+    /// Drops trailing empty tags, so that one series has one representation whatever
+    /// number of tag columns its region had when the row was written.
+    pub fn canonical_tags(&mut self) {
+        trim_empty_tags(&mut self.tags);
+    }
+
+    /// The value of tag `index`; empty where the row leaves it out.
+    pub fn tag(&self, index: usize) -> &str {
+        self.tags.get(index).map_or("", String::as_str)
+    }
     /// Bytes this row takes in memory, for memory budgets.
     pub fn estimated_bytes(&self) -> usize {
         std::mem::size_of::<Row>()
@@ -165,6 +179,13 @@ impl Row {
                 .iter()
                 .map(Value::estimated_bytes)
                 .sum::<usize>()
+    }
+}
+
+/// Drops trailing empty values from a series' tags (see [`Row::canonical_tags`]).
+pub fn trim_empty_tags(tags: &mut Vec<String>) {
+    while tags.last().is_some_and(String::is_empty) {
+        tags.pop();
     }
 }
 
@@ -246,11 +267,19 @@ mod tests {
             ..good.clone()
         };
         assert!(schema.check_row(&wrong_type).unwrap_err().contains("value"));
-        let missing_tag = Row {
-            tags: vec![],
+        let extra_tag = Row {
+            tags: vec!["a".into(), "b".into()],
+            ..good.clone()
+        };
+        assert!(schema.check_row(&extra_tag).unwrap_err().contains("tag"));
+        let mut omitted_tag = Row {
+            tags: vec!["".into()],
             ..good
         };
-        assert!(schema.check_row(&missing_tag).unwrap_err().contains("tag"));
+        assert!(schema.check_row(&omitted_tag).is_ok());
+        omitted_tag.canonical_tags();
+        assert!(omitted_tag.tags.is_empty());
+        assert_eq!(omitted_tag.tag(0), "");
         let duplicate = RegionSchema {
             tags: vec!["ts".into()],
             ..schema

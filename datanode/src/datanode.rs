@@ -39,6 +39,7 @@ enum Request {
     CreateRegion(RegionId, RegionSchema, Reply<()>),
     DropRegion(RegionId, Reply<()>),
     AddField(RegionId, FieldColumn, Reply<()>),
+    AddTag(RegionId, String, Reply<()>),
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
@@ -256,6 +257,9 @@ async fn serve(engine: Rc<ShardEngine>, request: Request) {
         Request::DropRegion(id, reply) => {
             let _ = reply.send(engine.drop_region(id).await);
         }
+        Request::AddTag(id, tag, reply) => {
+            let _ = reply.send(engine.add_tag(id, tag).await);
+        }
         Request::AddField(id, column, reply) => {
             let _ = reply.send(engine.add_field(id, column).await);
         }
@@ -341,6 +345,12 @@ impl DatanodeHandle {
         column: FieldColumn,
     ) -> Result<(), EngineError> {
         self.call(region, |reply| Request::AddField(region, column, reply))
+            .await
+    }
+
+    /// Appends a tag column to a region's primary key.
+    pub async fn add_tag(&self, region: RegionId, tag: String) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::AddTag(region, tag, reply))
             .await
     }
 

@@ -530,6 +530,24 @@ impl ShardEngine {
         Ok(())
     }
 
+    /// Adds a tag column at the end of the primary key; existing series have the empty
+    /// value for it, so no stored row changes and series keep their order.
+    pub async fn add_tag(&self, id: RegionId, tag: String) -> Result<(), EngineError> {
+        usable_region(&self.regions.borrow(), id)?;
+        let added = self
+            .commit_edit(id, |manifest| {
+                let mut schema = manifest.schema.clone();
+                schema.tags.push(tag);
+                schema.validate().map_err(EngineError::InvalidSchema)?;
+                Ok(Edit::Schema(schema))
+            })
+            .await?;
+        if !added {
+            return Err(EngineError::RegionNotFound(id));
+        }
+        Ok(())
+    }
+
     /// Sets (or clears) the region's retention.
     pub async fn set_ttl(&self, id: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
         if ttl_ms.is_some_and(|ttl| ttl <= 0) {
@@ -647,7 +665,7 @@ impl ShardEngine {
     }
 
     /// Writes rows to a region; returns the write's sequence once it is durable.
-    pub async fn write(&self, id: RegionId, rows: Vec<Row>) -> Result<u64, EngineError> {
+    pub async fn write(&self, id: RegionId, mut rows: Vec<Row>) -> Result<u64, EngineError> {
         let (sequence, durable) = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
@@ -660,6 +678,7 @@ impl ShardEngine {
                     }
                 })?;
             }
+            rows.iter_mut().for_each(Row::canonical_tags);
             let limit = self.config.memory_bytes_max;
             if self.memory_bytes.get() >= limit {
                 return Err(EngineError::Overloaded {
@@ -1056,7 +1075,7 @@ impl SeriesFilter {
     fn keeps(&self, tags: &[String]) -> bool {
         self.conditions.iter().all(|(index, condition)| {
             // A tag the schema lacks has the empty value, as in Prometheus.
-            let value = index.map_or("", |i| tags[i].as_str());
+            let value = index.and_then(|i| tags.get(i)).map_or("", String::as_str);
             match condition {
                 Condition::Equal(expected) => value == expected,
                 Condition::NotEqual(expected) => value != expected,

@@ -107,7 +107,7 @@ fn row_columns(schema: &RegionSchema, rows: &[&Row]) -> Vec<ArrayRef> {
     let mut columns: Vec<ArrayRef> = Vec::new();
     for tag in 0..schema.tags.len() {
         columns.push(Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.tags[tag].as_str()),
+            rows.iter().map(|r| r.tag(tag)),
         )));
     }
     columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
@@ -302,7 +302,9 @@ pub fn read(
         .map_err(|e| format!("bad schema in footer: {e}"))?;
     let series: Vec<SeriesEntry> = serde_json::from_str(&lookup(SERIES_KEY)?)
         .map_err(|e| format!("bad series index in footer: {e}"))?;
-    if file_schema.tags != schema.tags || file_schema.time_index != schema.time_index {
+    // A region only ever appends tags, so a file written before that has a prefix of
+    // them; its rows have the empty value for the rest.
+    if !schema.tags.starts_with(&file_schema.tags) || file_schema.time_index != schema.time_index {
         return Err("the file's tags or time index differ from the region's".to_string());
     }
     let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
@@ -407,17 +409,16 @@ pub fn read(
                     }
                 })
                 .collect();
-            rows.push((
-                sequences.value(i),
-                Row {
-                    tags: tags
-                        .iter()
-                        .map(|column| column.value(i).to_string())
-                        .collect(),
-                    ts: row_ts,
-                    fields,
-                },
-            ));
+            let mut row = Row {
+                tags: tags
+                    .iter()
+                    .map(|column| column.value(i).to_string())
+                    .collect(),
+                ts: row_ts,
+                fields,
+            };
+            row.canonical_tags();
+            rows.push((sequences.value(i), row));
         }
     }
     Ok(rows)

@@ -991,3 +991,79 @@ fn scans_come_back_as_arrow_batches_matching_the_rows() {
         );
     });
 }
+
+#[test]
+fn a_region_gains_tags_without_rewriting_rows_and_missing_tags_read_as_empty() {
+    let sim = SimDisk::new(61);
+    let disk = Disk::sim(sim.clone());
+    let one_tag = |host: &str, ts: i64, value: f64| Row {
+        tags: vec![host.into()],
+        ts,
+        fields: vec![Value::Float64(value)],
+    };
+    on_shard({
+        let disk = disk.clone();
+        move |_| async move {
+            let engine = open(&disk).await;
+            let mut schema = schema();
+            schema.tags.truncate(1);
+            engine.create_region(R1, schema).await.unwrap();
+            // One row in an SST written before the tag existed, one in the memtable.
+            engine.write(R1, vec![one_tag("a", 1, 1.0)]).await.unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+            engine.write(R1, vec![one_tag("b", 2, 2.0)]).await.unwrap();
+            engine.add_tag(R1, "dc".into()).await.unwrap();
+            let duplicate = engine.add_tag(R1, "host".into()).await.unwrap_err();
+            assert!(
+                matches!(duplicate, EngineError::InvalidSchema(_)),
+                "{duplicate}"
+            );
+            // Written with an explicit empty value: the same series as "a" without it.
+            engine
+                .write(R1, vec![row("a", "", 1, 10.0), row("a", "x", 3, 3.0)])
+                .await
+                .unwrap();
+            sim.crash();
+        }
+    });
+    on_shard(move |_| async move {
+        let engine = open(&disk).await;
+        assert_eq!(engine.schema(R1).unwrap().tags, ["host", "dc"]);
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(
+            all,
+            [
+                one_tag("a", 1, 10.0),
+                row("a", "x", 3, 3.0),
+                one_tag("b", 2, 2.0)
+            ],
+            "an omitted tag and an empty one are the same series; the later write won"
+        );
+        let empty_dc = ScanRequest {
+            matchers: vec![matcher("dc", MatchOp::Equal, "")],
+            ..ScanRequest::all()
+        };
+        let hosts: Vec<String> = engine
+            .scan(R1, &empty_dc)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.tags[0].clone())
+            .collect();
+        assert_eq!(hosts, ["a", "b"]);
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine.compact_region(R1).await.unwrap();
+        let batches = engine
+            .scan_batches(R1, &ScanRequest::all(), 10)
+            .await
+            .unwrap();
+        let dc = batches[0].column(1);
+        use arrow_array::cast::AsArray;
+        let dc: Vec<&str> = dc.as_string::<i32>().iter().map(|v| v.unwrap()).collect();
+        assert_eq!(
+            dc,
+            ["", "x", ""],
+            "batches spell the missing tag out as empty"
+        );
+    });
+}
