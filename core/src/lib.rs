@@ -8,6 +8,8 @@
 //!   simulated disk.
 //! - [`config`], the process configuration shared by the binary and the components;
 //! - [`data`], the data model: region ids, schemas, rows and values.
+//! - [`journal`], the on-disk format of a checkpointed state machine (region manifests,
+//!   the catalog): checksummed checkpoints plus an edit log, through `rt::disk`.
 //!
 //! It must not: hold component logic (storage, protocols, planning, consensus);
 //! depend on another Metronome crate; or let a raw runtime call escape `rt` (clippy's
@@ -15,4 +17,5 @@
 
 pub mod config;
 pub mod data;
+pub mod journal;
 pub mod rt;

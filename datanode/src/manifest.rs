@@ -1,23 +1,18 @@
 //! A region's manifest: what the region is (schema, retention), which SSTs hold its data,
 //! and how far its WAL records are already accounted for (`flushed_sequence`).
 //!
-//! On disk, in the region's directory:
-//! - `manifest`: a **checkpoint**, the whole state at some `version`, replaced atomically
-//!   (temp, sync, rename, sync dir). Format: a line `crc32c=<hex>`, then the JSON the
-//!   checksum covers.
-//! - `edits-<version>.log`: the **edits** made since the checkpoint of that version, each
-//!   a `[len u32][crc32c u32][json]` record, appended and synced before it takes effect.
-//!
-//! Recovery loads the checkpoint and applies its log; a damaged record at the end of the
-//! log is a torn append (never acknowledged) and is cut off, so later appends do not land
-//! behind it. Every [`EDITS_PER_CHECKPOINT`] edits a new checkpoint replaces the log. A
-//! checkpoint that fails its checksum or does not parse is an error naming the file: the
-//! region is quarantined, never opened from guesswork.
+//! On disk, in the region's directory, as a [`metronome_core::journal`]: the checkpoint
+//! `manifest` and the log `edits-<version>.log` of the edits since. Recovery loads the
+//! checkpoint and applies its log (a torn record at the end is cut off). Every
+//! [`EDITS_PER_CHECKPOINT`] edits a new checkpoint replaces the log. A checkpoint that
+//! fails its checksum or does not parse is an error naming the file: the region is
+//! quarantined, never opened from guesswork.
 
 use std::path::{Path, PathBuf};
 
 use metronome_core::data::{RegionId, RegionSchema};
-use metronome_core::rt::disk::{Disk, OpenOptions};
+use metronome_core::journal::{self, JournalLimits};
+use metronome_core::rt::disk::Disk;
 use serde::{Deserialize, Serialize};
 
 use crate::sst::SstMeta;
@@ -56,7 +51,7 @@ pub const EDITS_PER_CHECKPOINT: u64 = 16;
 
 /// The edit log that follows the checkpoint of `version`.
 pub fn edits_path(shard_root: &Path, region: RegionId, version: u64) -> PathBuf {
-    region_dir(shard_root, region).join(format!("edits-{version}.log"))
+    journal::edits_path(&region_dir(shard_root, region), version)
 }
 
 /// One change to a region's manifest.
@@ -147,52 +142,18 @@ impl RegionManifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("a manifest serializes");
-        let mut out = format!("crc32c={:08x}\n", crc32c::crc32c(&json)).into_bytes();
-        out.extend_from_slice(&json);
-        out
+        journal::encode_checkpoint(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<RegionManifest, String> {
-        let newline = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("no checksum line")?;
-        let header =
-            std::str::from_utf8(&bytes[..newline]).map_err(|_| "checksum line is not text")?;
-        let expected = header
-            .strip_prefix("crc32c=")
-            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            .ok_or_else(|| format!("bad checksum line {header:?}"))?;
-        let json = &bytes[newline + 1..];
-        let actual = crc32c::crc32c(json);
-        if actual != expected {
-            return Err(format!(
-                "checksum mismatch: stored {expected:08x}, computed {actual:08x}"
-            ));
-        }
-        serde_json::from_slice(json).map_err(|error| format!("invalid manifest: {error}"))
+        journal::decode_checkpoint(bytes)
     }
 
     /// Writes this manifest as the region's checkpoint, atomically and durably, and
     /// deletes the edit logs it supersedes.
     pub async fn store(&self, disk: &Disk, shard_root: &Path) -> std::io::Result<()> {
         let dir = region_dir(shard_root, self.region);
-        disk.create_dir_all_synced(&dir).await?;
-        disk.write_atomic(manifest_path(shard_root, self.region), self.encode())
-            .await?;
-        let current = format!("edits-{}.log", self.version);
-        let mut removed = false;
-        for name in disk.list_dir(&dir).await? {
-            if name.starts_with("edits-") && name != current {
-                disk.remove(dir.join(&name)).await?;
-                removed = true;
-            }
-        }
-        if removed {
-            disk.sync_dir(&dir).await?;
-        }
-        Ok(())
+        journal::store_checkpoint(disk, &dir, "manifest", self, self.version).await
     }
 
     /// Appends `edit` to the edit log that follows the checkpoint of `checkpoint_version`
@@ -204,26 +165,8 @@ impl RegionManifest {
         checkpoint_version: u64,
         edit: &Edit,
     ) -> std::io::Result<()> {
-        let path = edits_path(shard_root, self.region, checkpoint_version);
-        let json = serde_json::to_vec(edit).expect("an edit serializes");
-        let mut record = Vec::with_capacity(8 + json.len());
-        record.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
-        record.extend_from_slice(&json);
-        let (file, new) = match disk.open(&path, OpenOptions::write()).await {
-            Ok(file) => (file, false),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                (disk.open(&path, OpenOptions::create()).await?, true)
-            }
-            Err(error) => return Err(error),
-        };
-        file.append(record).await?;
-        file.sync_data().await?;
-        if new {
-            // A log whose name is lost in a crash loses its synced edits with it.
-            disk.sync_dir(region_dir(shard_root, self.region)).await?;
-        }
-        Ok(())
+        let dir = region_dir(shard_root, self.region);
+        journal::append_edit(disk, &dir, checkpoint_version, edit).await
     }
 
     /// Loads the region whose checkpoint is at `path`: the checkpoint, then its edit log
@@ -231,74 +174,20 @@ impl RegionManifest {
     /// region whose creation never completed); an error naming the file and the damage if
     /// the checkpoint is unreadable.
     pub async fn load(disk: &Disk, path: &Path) -> Result<Option<(RegionManifest, u64)>, String> {
-        let describe = |what: String| format!("manifest {}: {what}", path.display());
-        let file = match disk.open(path, OpenOptions::read()).await {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(describe(error.to_string())),
+        let limits = JournalLimits {
+            checkpoint_bytes_max: MANIFEST_BYTES_MAX,
+            edits_bytes_max: EDITS_BYTES_MAX,
         };
-        if file.len() > MANIFEST_BYTES_MAX {
-            return Err(describe(format!("{} bytes is over the limit", file.len())));
-        }
-        let bytes = file
-            .read_exact_at(file.len() as usize, 0)
+        let loaded = journal::load::<RegionManifest, Edit>(disk, path, limits, |m| m.version)
             .await
-            .map_err(|error| describe(error.to_string()))?;
-        let mut manifest = RegionManifest::decode(&bytes).map_err(describe)?;
-
-        let edits = path.with_file_name(format!("edits-{}.log", manifest.version));
-        let describe_edits = |what: String| format!("manifest edits {}: {what}", edits.display());
-        let log = match disk.open(&edits, OpenOptions::write()).await {
-            Ok(log) => log,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Some((manifest, 0)))
+            .map_err(|error| format!("manifest: {error}"))?;
+        Ok(loaded.map(|(mut manifest, edits)| {
+            for edit in &edits {
+                manifest.apply(edit);
             }
-            Err(error) => return Err(describe_edits(error.to_string())),
-        };
-        if log.len() > EDITS_BYTES_MAX {
-            return Err(describe_edits(format!(
-                "{} bytes is over the limit",
-                log.len()
-            )));
-        }
-        let bytes = log
-            .read_exact_at(log.len() as usize, 0)
-            .await
-            .map_err(|e| describe_edits(e.to_string()))?;
-        let mut offset = 0usize;
-        let mut applied = 0u64;
-        while offset < bytes.len() {
-            let record = decode_edit(&bytes[offset..]);
-            let Some((edit, len)) = record else { break };
-            manifest.apply(&edit);
-            applied += 1;
-            offset += len;
-        }
-        if offset < bytes.len() {
-            // An append torn by a crash: never acknowledged, and in the way of the next.
-            tracing::warn!(log = %edits.display(), offset, "truncating a torn manifest edit");
-            log.set_len(offset as u64)
-                .await
-                .map_err(|e| describe_edits(e.to_string()))?;
-            log.sync_data()
-                .await
-                .map_err(|e| describe_edits(e.to_string()))?;
-        }
-        Ok(Some((manifest, applied)))
+            (manifest, edits.len() as u64)
+        }))
     }
-}
-
-/// The edit at the start of `bytes` and its length, or `None` if it is incomplete or
-/// damaged.
-fn decode_edit(bytes: &[u8]) -> Option<(Edit, usize)> {
-    let header: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    let json = bytes.get(8..8usize.checked_add(len)?)?;
-    if crc32c::crc32c(json) != crc {
-        return None;
-    }
-    Some((serde_json::from_slice(json).ok()?, 8 + len))
 }
 
 #[cfg(test)]
