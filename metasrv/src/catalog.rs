@@ -1,0 +1,583 @@
+//! The catalog as a state machine: databases, tables, their regions and routes.
+//!
+//! [`Catalog::apply`] is plain code over plain data: it checks a [`Command`] against the
+//! current state and either changes the state or refuses with a [`CatalogError`], so the
+//! same function can be driven by the single-replica [`crate::store::CatalogStore`] today
+//! and by openraft's state machine later. A command that was refused changes nothing.
+//!
+//! Two kinds of table exist:
+//! - a **regular** table (SQL `CREATE TABLE`, line protocol) has its own regions;
+//! - a **metric** table (one per Prometheus metric name) is *logical*: its rows live in
+//!   the database's shared physical metric regions, whose tags are the union of every
+//!   metric's labels. A metric table records only which labels it has, for SQL.
+
+use std::collections::BTreeMap;
+
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema};
+use serde::{Deserialize, Serialize};
+
+/// The database every client writes to unless it names another.
+pub const DEFAULT_DATABASE: &str = "public";
+
+/// Tables created by users, counted per database.
+const TABLES_PER_DATABASE_MAX: usize = 100_000;
+/// Regions per table.
+pub const REGIONS_PER_TABLE_MAX: u32 = 1024;
+
+/// Where a region is served: (datanode, shard). Standalone has datanode 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub datanode: u64,
+    pub shard: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TableKind {
+    /// Rows in the table's own regions.
+    Regular { regions: Vec<(RegionId, Route)> },
+    /// A Prometheus metric: rows in its database's physical metric regions.
+    Metric { labels: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub id: u32,
+    pub database: String,
+    pub name: String,
+    /// For a regular table, the schema of its regions. For a metric table, the logical
+    /// schema SQL sees: its labels as tags, `ts`, `value`.
+    pub schema: RegionSchema,
+    pub ttl_ms: Option<i64>,
+    pub kind: TableKind,
+}
+
+/// The physical regions holding a database's Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRegions {
+    pub table_id: u32,
+    /// `__name__` first, then every label name in the order it first arrived.
+    pub tags: Vec<String>,
+    pub regions: Vec<(RegionId, Route)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Database {
+    /// Tables by name.
+    pub tables: BTreeMap<String, Table>,
+    pub metrics: Option<MetricRegions>,
+}
+
+/// A change to the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateDatabase {
+        name: String,
+    },
+    /// Creates a regular table with one region per route.
+    CreateTable {
+        database: String,
+        name: String,
+        schema: RegionSchema,
+        ttl_ms: Option<i64>,
+        routes: Vec<Route>,
+        if_not_exists: bool,
+    },
+    DropTable {
+        database: String,
+        name: String,
+        if_exists: bool,
+    },
+    /// Adds columns to a regular table (tags at the end of the key, fields at the end).
+    AddColumns {
+        database: String,
+        name: String,
+        tags: Vec<String>,
+        fields: Vec<FieldColumn>,
+    },
+    /// Creates the database's physical metric regions, one per route.
+    CreateMetricRegions {
+        database: String,
+        routes: Vec<Route>,
+    },
+    /// Makes sure metric `name` exists with at least `labels` (sorted, without
+    /// `__name__`), extending its table and the physical tags as needed.
+    EnsureMetric {
+        database: String,
+        name: String,
+        labels: Vec<String>,
+    },
+}
+
+/// Why a command was refused. The message names the object at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("database {0:?} does not exist")]
+    DatabaseNotFound(String),
+    #[error("table {database}.{name} does not exist")]
+    TableNotFound { database: String, name: String },
+    #[error("table {database}.{name} already exists")]
+    TableExists { database: String, name: String },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: String, reason: String },
+}
+
+/// The whole catalog state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub databases: BTreeMap<String, Database>,
+    /// The id the next table (regular or physical) gets; ids are never reused, so a
+    /// dropped table's regions can never be mistaken for a new table's.
+    pub next_table_id: u32,
+    /// Commands applied since the catalog was created.
+    pub version: u64,
+}
+
+impl Default for Catalog {
+    fn default() -> Catalog {
+        let mut databases = BTreeMap::new();
+        databases.insert(DEFAULT_DATABASE.to_string(), Database::default());
+        Catalog {
+            databases,
+            next_table_id: 1,
+            version: 0,
+        }
+    }
+}
+
+/// Column names that SQL and PromQL can both use: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn check_name(what: &str, name: &str) -> Result<(), CatalogError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid && name.len() <= 255 {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid {
+            what: format!("{what} {name:?}"),
+            reason: "names are 1 to 255 characters of [a-zA-Z0-9_], not starting with a digit"
+                .to_string(),
+        })
+    }
+}
+
+/// The time index and value column of every metric table, as SQL sees them.
+pub const METRIC_TIME_INDEX: &str = "ts";
+pub const METRIC_VALUE: &str = "value";
+
+/// The physical metric regions' time index and value columns. Prometheus reserves label
+/// names starting with `__`, so no label can collide with these.
+pub const PHYSICAL_TIME_INDEX: &str = "__ts";
+pub const PHYSICAL_VALUE: &str = "__value";
+pub const METRIC_NAME_LABEL: &str = "__name__";
+
+impl Catalog {
+    pub fn database(&self, name: &str) -> Result<&Database, CatalogError> {
+        self.databases
+            .get(name)
+            .ok_or_else(|| CatalogError::DatabaseNotFound(name.to_string()))
+    }
+
+    pub fn table(&self, database: &str, name: &str) -> Result<&Table, CatalogError> {
+        self.database(database)?
+            .tables
+            .get(name)
+            .ok_or_else(|| CatalogError::TableNotFound {
+                database: database.to_string(),
+                name: name.to_string(),
+            })
+    }
+
+    /// The schema of a database's physical metric regions.
+    pub fn metric_region_schema(tags: &[String]) -> RegionSchema {
+        RegionSchema {
+            tags: tags.to_vec(),
+            time_index: PHYSICAL_TIME_INDEX.to_string(),
+            fields: vec![FieldColumn {
+                name: PHYSICAL_VALUE.to_string(),
+                field_type: metronome_core::data::FieldType::Float64,
+            }],
+        }
+    }
+
+    /// Checks `command` and applies it, or refuses it and changes nothing.
+    pub fn apply(&mut self, command: &Command) -> Result<(), CatalogError> {
+        let mut next = self.clone();
+        next.apply_in_place(command)?;
+        next.version += 1;
+        *self = next;
+        Ok(())
+    }
+
+    /// Whether `command` would change nothing (so it need not be logged).
+    pub fn is_noop(&self, command: &Command) -> bool {
+        match command {
+            Command::CreateDatabase { name } => self.databases.contains_key(name),
+            Command::EnsureMetric {
+                database,
+                name,
+                labels,
+            } => match self.table(database, name) {
+                Ok(Table {
+                    kind: TableKind::Metric { labels: known },
+                    ..
+                }) => labels.iter().all(|label| known.contains(label)),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn apply_in_place(&mut self, command: &Command) -> Result<(), CatalogError> {
+        match command {
+            Command::CreateDatabase { name } => {
+                check_name("database name", name)?;
+                self.databases.entry(name.clone()).or_default();
+                Ok(())
+            }
+            Command::CreateTable {
+                database,
+                name,
+                schema,
+                ttl_ms,
+                routes,
+                if_not_exists,
+            } => {
+                check_name("table name", name)?;
+                for column in schema
+                    .tags
+                    .iter()
+                    .chain([&schema.time_index])
+                    .chain(schema.fields.iter().map(|f| &f.name))
+                {
+                    check_name("column name", column)?;
+                }
+                schema.validate().map_err(|reason| CatalogError::Invalid {
+                    what: format!("schema of {database}.{name}"),
+                    reason,
+                })?;
+                if routes.is_empty() || routes.len() > REGIONS_PER_TABLE_MAX as usize {
+                    return Err(CatalogError::Invalid {
+                        what: format!("partitions of {database}.{name}"),
+                        reason: format!("between 1 and {REGIONS_PER_TABLE_MAX} are allowed"),
+                    });
+                }
+                let id = self.next_table_id;
+                let db = self.database_mut(database)?;
+                if db.tables.contains_key(name) {
+                    if *if_not_exists {
+                        return Ok(());
+                    }
+                    return Err(CatalogError::TableExists {
+                        database: database.clone(),
+                        name: name.clone(),
+                    });
+                }
+                if db.tables.len() >= TABLES_PER_DATABASE_MAX {
+                    return Err(CatalogError::Invalid {
+                        what: format!("database {database}"),
+                        reason: format!("it has the maximum of {TABLES_PER_DATABASE_MAX} tables"),
+                    });
+                }
+                let regions = routes
+                    .iter()
+                    .enumerate()
+                    .map(|(number, route)| (RegionId::new(id, number as u32), *route))
+                    .collect();
+                db.tables.insert(
+                    name.clone(),
+                    Table {
+                        id,
+                        database: database.clone(),
+                        name: name.clone(),
+                        schema: schema.clone(),
+                        ttl_ms: *ttl_ms,
+                        kind: TableKind::Regular { regions },
+                    },
+                );
+                self.next_table_id += 1;
+                Ok(())
+            }
+            Command::DropTable {
+                database,
+                name,
+                if_exists,
+            } => {
+                let db = self.database_mut(database)?;
+                if db.tables.remove(name).is_none() && !if_exists {
+                    return Err(CatalogError::TableNotFound {
+                        database: database.clone(),
+                        name: name.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Command::AddColumns {
+                database,
+                name,
+                tags,
+                fields,
+            } => {
+                for column in tags.iter().chain(fields.iter().map(|f| &f.name)) {
+                    check_name("column name", column)?;
+                }
+                let db = self.database_mut(database)?;
+                let table = db
+                    .tables
+                    .get_mut(name)
+                    .ok_or_else(|| CatalogError::TableNotFound {
+                        database: database.clone(),
+                        name: name.clone(),
+                    })?;
+                if !matches!(table.kind, TableKind::Regular { .. }) {
+                    return Err(CatalogError::Invalid {
+                        what: format!("ALTER of {database}.{name}"),
+                        reason: "a metric table gains labels by ingesting them".to_string(),
+                    });
+                }
+                table.schema.tags.extend(tags.iter().cloned());
+                table.schema.fields.extend(fields.iter().cloned());
+                table
+                    .schema
+                    .validate()
+                    .map_err(|reason| CatalogError::Invalid {
+                        what: format!("new columns of {database}.{name}"),
+                        reason,
+                    })
+            }
+            Command::CreateMetricRegions { database, routes } => {
+                if routes.is_empty() || routes.len() > REGIONS_PER_TABLE_MAX as usize {
+                    return Err(CatalogError::Invalid {
+                        what: format!("metric regions of {database}"),
+                        reason: format!("between 1 and {REGIONS_PER_TABLE_MAX} are allowed"),
+                    });
+                }
+                let id = self.next_table_id;
+                let db = self.database_mut(database)?;
+                if db.metrics.is_some() {
+                    return Ok(());
+                }
+                db.metrics = Some(MetricRegions {
+                    table_id: id,
+                    tags: vec![METRIC_NAME_LABEL.to_string()],
+                    regions: routes
+                        .iter()
+                        .enumerate()
+                        .map(|(number, route)| (RegionId::new(id, number as u32), *route))
+                        .collect(),
+                });
+                self.next_table_id += 1;
+                Ok(())
+            }
+            Command::EnsureMetric {
+                database,
+                name,
+                labels,
+            } => {
+                check_name("metric name", name)?;
+                for label in labels {
+                    check_name("label name", label)?;
+                    if label.starts_with("__") {
+                        return Err(CatalogError::Invalid {
+                            what: format!("label name {label:?} of metric {name}"),
+                            reason: "names starting with __ are reserved".to_string(),
+                        });
+                    }
+                    if label == METRIC_TIME_INDEX || label == METRIC_VALUE {
+                        return Err(CatalogError::Invalid {
+                            what: format!("label name {label:?} of metric {name}"),
+                            reason: format!(
+                                "{METRIC_TIME_INDEX:?} and {METRIC_VALUE:?} are the metric \
+                                 table's own columns"
+                            ),
+                        });
+                    }
+                }
+                let id = self.next_table_id;
+                let db = self.database_mut(database)?;
+                let Some(metrics) = db.metrics.as_mut() else {
+                    return Err(CatalogError::Invalid {
+                        what: format!("metric {name} in {database}"),
+                        reason: "the database has no metric regions yet".to_string(),
+                    });
+                };
+                for label in labels {
+                    if !metrics.tags.contains(label) {
+                        metrics.tags.push(label.clone());
+                    }
+                }
+                let mut created = false;
+                let table = db.tables.entry(name.clone()).or_insert_with(|| {
+                    created = true;
+                    Table {
+                        id,
+                        database: database.clone(),
+                        name: name.clone(),
+                        schema: RegionSchema {
+                            tags: Vec::new(),
+                            time_index: METRIC_TIME_INDEX.to_string(),
+                            fields: vec![FieldColumn {
+                                name: METRIC_VALUE.to_string(),
+                                field_type: metronome_core::data::FieldType::Float64,
+                            }],
+                        },
+                        ttl_ms: None,
+                        kind: TableKind::Metric { labels: Vec::new() },
+                    }
+                });
+                let TableKind::Metric { labels: known } = &mut table.kind else {
+                    return Err(CatalogError::Invalid {
+                        what: format!("metric {name}"),
+                        reason: format!("{database}.{name} is a regular table"),
+                    });
+                };
+                for label in labels {
+                    if !known.contains(label) {
+                        known.push(label.clone());
+                        table.schema.tags.push(label.clone());
+                    }
+                }
+                if created {
+                    self.next_table_id += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn database_mut(&mut self, name: &str) -> Result<&mut Database, CatalogError> {
+        self.databases
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::DatabaseNotFound(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metronome_core::data::FieldType;
+
+    const HERE: Route = Route {
+        datanode: 0,
+        shard: 0,
+    };
+
+    fn metrics_catalog() -> Catalog {
+        let mut catalog = Catalog::default();
+        catalog
+            .apply(&Command::CreateMetricRegions {
+                database: DEFAULT_DATABASE.into(),
+                routes: vec![HERE; 4],
+            })
+            .unwrap();
+        catalog
+    }
+
+    fn ensure(name: &str, labels: &[&str]) -> Command {
+        Command::EnsureMetric {
+            database: DEFAULT_DATABASE.into(),
+            name: name.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn metrics_extend_the_physical_tags_in_arrival_order() {
+        let mut catalog = metrics_catalog();
+        catalog.apply(&ensure("up", &["instance", "job"])).unwrap();
+        catalog.apply(&ensure("http", &["code", "job"])).unwrap();
+        let metrics = catalog.databases[DEFAULT_DATABASE].metrics.clone().unwrap();
+        assert_eq!(metrics.tags, ["__name__", "instance", "job", "code"]);
+        assert_eq!(metrics.regions.len(), 4);
+        let up = catalog.table(DEFAULT_DATABASE, "up").unwrap();
+        assert_eq!(up.schema.tags, ["instance", "job"]);
+        assert!(catalog.is_noop(&ensure("up", &["job"])));
+        assert!(!catalog.is_noop(&ensure("up", &["zone"])));
+        catalog.apply(&ensure("up", &["zone"])).unwrap();
+        assert_eq!(
+            catalog.table(DEFAULT_DATABASE, "up").unwrap().schema.tags,
+            ["instance", "job", "zone"]
+        );
+    }
+
+    #[test]
+    fn refused_commands_change_nothing_and_name_the_culprit() {
+        let mut catalog = metrics_catalog();
+        catalog.apply(&ensure("up", &["job"])).unwrap();
+        let before = catalog.clone();
+        for (command, culprit) in [
+            (ensure("up", &["ok", "__reserved"]), "__reserved"),
+            (ensure("up", &["value"]), "value"),
+            (ensure("bad-name", &[]), "bad-name"),
+            (ensure("up", &["1st"]), "1st"),
+        ] {
+            let error = catalog.apply(&command).unwrap_err().to_string();
+            assert!(error.contains(culprit), "{error}");
+            assert_eq!(catalog, before, "{command:?} left a trace");
+        }
+        let table = Command::CreateTable {
+            database: DEFAULT_DATABASE.into(),
+            name: "up".into(),
+            schema: Catalog::metric_region_schema(&["host".into()]),
+            ttl_ms: None,
+            routes: vec![HERE],
+            if_not_exists: false,
+        };
+        assert!(matches!(
+            catalog.apply(&table),
+            Err(CatalogError::TableExists { .. })
+        ));
+    }
+
+    #[test]
+    fn regular_tables_get_fresh_ids_and_regions_and_gain_columns() {
+        let mut catalog = Catalog::default();
+        let create = |name: &str| Command::CreateTable {
+            database: DEFAULT_DATABASE.into(),
+            name: name.into(),
+            schema: RegionSchema {
+                tags: vec!["host".into()],
+                time_index: "ts".into(),
+                fields: vec![FieldColumn {
+                    name: "cpu".into(),
+                    field_type: FieldType::Float64,
+                }],
+            },
+            ttl_ms: Some(1000),
+            routes: vec![HERE, HERE],
+            if_not_exists: false,
+        };
+        catalog.apply(&create("a")).unwrap();
+        catalog
+            .apply(&Command::DropTable {
+                database: DEFAULT_DATABASE.into(),
+                name: "a".into(),
+                if_exists: false,
+            })
+            .unwrap();
+        catalog.apply(&create("a")).unwrap();
+        let table = catalog.table(DEFAULT_DATABASE, "a").unwrap();
+        assert_eq!(table.id, 2, "a re-created table never reuses the old id");
+        let TableKind::Regular { regions } = &table.kind else {
+            panic!("regular table expected")
+        };
+        assert_eq!(
+            regions.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [RegionId::new(2, 0), RegionId::new(2, 1)]
+        );
+        catalog
+            .apply(&Command::AddColumns {
+                database: DEFAULT_DATABASE.into(),
+                name: "a".into(),
+                tags: vec!["dc".into()],
+                fields: vec![],
+            })
+            .unwrap();
+        assert_eq!(
+            catalog.table(DEFAULT_DATABASE, "a").unwrap().schema.tags,
+            ["host", "dc"]
+        );
+        assert_eq!(catalog.version, 4);
+    }
+}
