@@ -5,13 +5,25 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use metronome_core::config::Config;
-use metronome_core::rt::disk::{startup, DirLock};
-use metronome_core::rt::shard::{self, IoDriver, IoDriverChoice, ShardsConfig};
+use metronome_core::rt::disk::{startup, DirLock, Disk};
+use metronome_core::rt::net;
+use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::engine::EngineConfig;
+use metronome_frontend as frontend;
+use metronome_frontend::http::{Frontend, ShardFiguresSource};
+use metronome_frontend::meta::Meta;
+use metronome_frontend::prom_store::PromStore;
+use metronome_frontend::self_metrics::SelfMetrics;
+use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
+
+/// Physical regions for Prometheus metrics, per shard: a few, so that series hash evenly
+/// over the shards and each region's memtable stays small.
+const METRIC_REGIONS_PER_SHARD: u32 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +62,9 @@ struct StandaloneArgs {
     /// I/O driver of the shards: auto, io_uring or epoll [default: auto].
     #[arg(long, env = "METRONOME_IO_DRIVER")]
     io_driver: Option<IoDriverChoice>,
+    /// Address of the HTTP API [default: 127.0.0.1:4000].
+    #[arg(long, env = "METRONOME_HTTP_ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
     /// Pin each shard to its own core [default: true].
     #[arg(long, env = "METRONOME_PIN_TO_CORES")]
     pin_to_cores: Option<bool>,
@@ -100,6 +115,9 @@ fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
     if let Some(io_driver) = args.io_driver {
         config.shards.io_driver = io_driver;
     }
+    if let Some(addr) = args.http_addr {
+        config.http.addr = addr;
+    }
     if let Some(pin) = args.pin_to_cores {
         config.shards.pin_to_cores = pin;
     }
@@ -149,57 +167,103 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
         io_driver: config.shards.io_driver,
         uring_entries: config.shards.uring_entries,
     };
-    let (started_sender, started) = mpsc::channel::<IoDriver>();
-    let shards = shard::start(&shards_config, move |context| {
-        let started = started_sender.clone();
-        async move {
-            let _ = started.send(context.driver);
-            context.stop.stopped().await;
-        }
-    })
-    .map_err(|error| error.to_string())?;
-    let mut drivers = Vec::new();
-    for _ in 0..shards_config.count {
-        match started.recv_timeout(Duration::from_secs(30)) {
-            Ok(driver) => drivers.push(driver),
-            Err(_) => {
-                // Joining reports why a shard failed (its runtime could not start, say).
-                let cause = match shards.stop_and_join() {
-                    Err(error) => error.to_string(),
-                    Ok(()) => "no shard reported a failure".to_string(),
-                };
-                return Err(format!("shards did not start within 30 s: {cause}"));
-            }
-        }
+    // The frontend's runtime. Its threads are not pinned: the shards own the cores, and
+    // the frontend's work (decoding, routing, merging) yields to them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(shards_config.count).clamp(1, 8))
+        .thread_name("frontend")
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the frontend runtime: {error}"))?;
+    let (datanode, meta) = runtime.block_on(serve(&config, shards_config))?;
+    // Both stop once their queues are closed and the work in flight is done; everything
+    // they acknowledged is already durable.
+    if let Some(catalog) = meta.stop() {
+        catalog.stop_and_join().map_err(|error| error.to_string())?;
     }
-    tracing::info!(
-        data_dir = %config.data_dir.display(),
-        shards = shards_config.count,
-        driver = %drivers[0],
-        "metronome standalone ready (ingest and query protocols are not wired yet)"
-    );
-
-    wait_for_shutdown_signal()?;
-    tracing::info!("shutting down");
-    shards.stop_and_join().map_err(|error| error.to_string())?;
+    datanode
+        .into_shards()
+        .stop_and_join()
+        .map_err(|error| error.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_shutdown_signal() -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the signal runtime: {error}"))?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())
-            .map_err(|error| format!("cannot watch SIGTERM: {error}"))?;
-        tokio::select! {
-            biased;
-            result = tokio::signal::ctrl_c() => result.map_err(|error| format!("cannot watch SIGINT: {error}")),
-            _ = terminate.recv() => Ok(()),
+/// Starts the datanode, the catalog and the HTTP API, and serves until SIGINT or SIGTERM.
+async fn serve(
+    config: &Config,
+    shards_config: ShardsConfig,
+) -> Result<(Datanode, Arc<Meta>), String> {
+    let started = metronome_core::rt::time::now();
+    let disk = Disk::real(&config.data_dir);
+    let shard_count = shards_config.count;
+    let datanode = Datanode::start(
+        disk.clone(),
+        DatanodeConfig {
+            shards: shards_config,
+            engine: EngineConfig::default(),
+        },
+    )
+    .await?;
+    let meta = Arc::new(Meta::start(disk, "meta").await?);
+    let routes = (0..u32::from(shard_count) * METRIC_REGIONS_PER_SHARD)
+        .map(|number| Route {
+            datanode: 0,
+            shard: (number % u32::from(shard_count)) as u16,
+        })
+        .collect();
+    let handle = datanode.handle();
+    let store = PromStore::open(
+        DEFAULT_DATABASE,
+        meta.clone(),
+        Arc::new(handle.clone()),
+        routes,
+    )
+    .await
+    .map_err(|error| format!("cannot open the metric regions: {error}"))?;
+    let shard_figures: ShardFiguresSource = Arc::new(move || {
+        let handle = handle.clone();
+        Box::pin(async move { handle.stats().await })
+    });
+    let frontend = Arc::new(Frontend {
+        store,
+        metrics: SelfMetrics::default(),
+        shard_figures: Some(shard_figures),
+    });
+    let listener = net::bind_stream_listener(config.http.addr)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.http.addr))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the HTTP address: {error}"))?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        shards = shard_count,
+        driver = %datanode.driver,
+        http = %http_addr,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "metronome standalone ready"
+    );
+    let shutdown = async {
+        if let Err(error) = shutdown_signal().await {
+            tracing::error!(%error, "cannot watch for signals; stopping");
         }
-    })
+        tracing::info!("shutting down");
+    };
+    frontend::http::serve(listener, frontend::http::router(frontend), shutdown)
+        .await
+        .map_err(|error| format!("the HTTP server failed: {error}"))?;
+    Ok((datanode, meta))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| format!("cannot watch SIGTERM: {error}"))?;
+    tokio::select! {
+        biased;
+        result = tokio::signal::ctrl_c() => result.map_err(|error| format!("cannot watch SIGINT: {error}")),
+        _ = terminate.recv() => Ok(()),
+    }
 }

@@ -3,21 +3,9 @@
 // These tests drive a real process, so they use real files and signals.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-fn metronome() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_metronome"));
-    // The developer's own environment must not leak into these tests.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("METRONOME_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
+use common::{metronome, start_standalone, Standalone};
 
 #[test]
 fn flags_override_environment_which_overrides_the_file() {
@@ -81,57 +69,16 @@ fn cluster_roles_say_they_are_not_yet_available() {
     }
 }
 
-/// Kills the process when dropped, so a failed assertion does not leave it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `metronome standalone` on `data_dir` and waits for its ready line.
-fn start_standalone(data_dir: &std::path::Path) -> (Running, mpsc::Receiver<String>) {
-    let mut child = metronome()
-        .args([
-            "standalone",
-            "--shards",
-            "2",
-            "--pin-to-cores",
-            "false",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let child = Running(child);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("metronome standalone logs a ready line within 60 s");
-        if line.contains("ready") {
-            assert!(line.contains("shards=2"), "{line}");
-            return (child, lines);
-        }
-    }
-}
-
 #[test]
 fn standalone_starts_locks_its_data_directory_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, lines) = start_standalone(dir.path());
+    let Standalone {
+        process: mut child,
+        lines,
+        ready_line,
+        ..
+    } = start_standalone(dir.path());
+    assert!(ready_line.contains("shards=2"), "{ready_line}");
 
     let second = metronome()
         .args(["standalone", "--data-dir"])

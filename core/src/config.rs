@@ -4,6 +4,7 @@
 //! Unknown keys are errors that name the key: a typo in a config file must not silently
 //! fall back to a default.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,24 @@ pub struct Config {
     /// Where every byte Metronome stores lives.
     pub data_dir: PathBuf,
     pub shards: ShardsSection,
+    pub http: HttpSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Where the HTTP API (remote write, Prometheus queries, `/metrics`) listens; port 0
+    /// picks a free port, which the ready log line names.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            addr: SocketAddr::from(([127, 0, 0, 1], 4000)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +60,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("metronome-data"),
             shards: ShardsSection::default(),
+            http: HttpSection::default(),
             log: LogSection::default(),
         }
     }

@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex};
 use futures::channel::oneshot;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::rt::disk::Disk;
-use metronome_core::rt::shard::{self, ShardContext, ShardError, Shards, ShardsConfig};
+use metronome_core::rt::shard::{self, IoDriver, ShardContext, ShardError, Shards, ShardsConfig};
 use metronome_core::rt::{task, time};
 use std::time::Duration;
+
+use metronome_wire::ShardStats;
 
 use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
 use crate::sst::SstMeta;
@@ -40,6 +42,8 @@ enum Request {
     DropRegion(RegionId, Reply<()>),
     AddField(RegionId, FieldColumn, Reply<()>),
     AddTag(RegionId, String, Reply<()>),
+    Schema(RegionId, Reply<RegionSchema>),
+    Stats(oneshot::Sender<ShardStats>),
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
@@ -54,13 +58,15 @@ enum Request {
 }
 
 /// A shard that finished recovery, or why it could not.
-type ShardReady = Result<(u16, Vec<RegionId>, EngineRecovery), String>;
+type ShardReady = Result<(u16, IoDriver, Vec<RegionId>, EngineRecovery), String>;
 
 /// The running datanode.
 pub struct Datanode {
     shards: Shards,
     handle: DatanodeHandle,
     pub recoveries: Vec<EngineRecovery>,
+    /// The I/O driver the shards run (the last shard's, should they differ).
+    pub driver: IoDriver,
 }
 
 /// Reaches the datanode's regions from any task. Cheap to clone.
@@ -118,8 +124,9 @@ impl Datanode {
 
         let mut routes = BTreeMap::new();
         let mut recoveries = Vec::new();
+        let mut driver = IoDriver::Simulated;
         for _ in 0..count {
-            let (index, regions, recovery) = ready
+            let (index, shard_driver, regions, recovery) = ready
                 .recv()
                 .await
                 .map_err(|_| "a shard stopped during recovery".to_string())??;
@@ -127,6 +134,7 @@ impl Datanode {
                 routes.insert(region, index);
             }
             recoveries.push(recovery);
+            driver = shard_driver;
         }
         Ok(Datanode {
             shards,
@@ -135,6 +143,7 @@ impl Datanode {
                 routes: Arc::new(Mutex::new(routes)),
             },
             recoveries,
+            driver,
         })
     }
 
@@ -165,7 +174,9 @@ async fn shard_main(
                 quarantined = recovery.quarantined.len(),
                 "shard recovered"
             );
-            let _ = ready.send(Ok((index, engine.region_ids(), recovery))).await;
+            let _ = ready
+                .send(Ok((index, context.driver, engine.region_ids(), recovery)))
+                .await;
             engine
         }
         Err(error) => {
@@ -191,7 +202,7 @@ async fn shard_main(
                 None => return,
             };
         }
-        task::spawn_local(serve(engine.clone(), request));
+        task::spawn_local(serve(engine.clone(), index, request));
     }
 }
 
@@ -249,13 +260,19 @@ async fn restart_engine(
     None
 }
 
-async fn serve(engine: Rc<ShardEngine>, request: Request) {
+async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
     match request {
         Request::CreateRegion(id, schema, reply) => {
             let _ = reply.send(engine.create_region(id, schema).await);
         }
         Request::DropRegion(id, reply) => {
             let _ = reply.send(engine.drop_region(id).await);
+        }
+        Request::Stats(reply) => {
+            let _ = reply.send(engine.stats(index));
+        }
+        Request::Schema(id, reply) => {
+            let _ = reply.send(engine.schema(id));
         }
         Request::AddTag(id, tag, reply) => {
             let _ = reply.send(engine.add_tag(id, tag).await);
@@ -328,10 +345,31 @@ impl DatanodeHandle {
         schema: RegionSchema,
     ) -> Result<(), EngineError> {
         let index = self.shard_of(region);
-        self.call(region, |reply| Request::CreateRegion(region, schema, reply))
-            .await?;
-        self.routes.lock().expect("routes").insert(region, index);
-        Ok(())
+        self.create_region_on(region, schema, index).await
+    }
+
+    /// Creates a region on shard `index`, unless it already lives on another.
+    pub async fn create_region_on(
+        &self,
+        region: RegionId,
+        schema: RegionSchema,
+        index: u16,
+    ) -> Result<(), EngineError> {
+        assert!(index < self.shard_count(), "shard {index} does not exist");
+        let index = {
+            let mut routes = self.routes.lock().expect("routes");
+            *routes.entry(region).or_insert(index)
+        };
+        let (reply, outcome) = oneshot::channel();
+        self.shards[usize::from(index)]
+            .send(Request::CreateRegion(region, schema, reply))
+            .await
+            .map_err(|_| EngineError::Unavailable(format!("shard {index} has stopped")))?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(EngineError::Unavailable(format!(
+                "shard {index} stopped before answering"
+            )))
+        })
     }
 
     pub async fn drop_region(&self, region: RegionId) -> Result<(), EngineError> {
@@ -345,6 +383,26 @@ impl DatanodeHandle {
         column: FieldColumn,
     ) -> Result<(), EngineError> {
         self.call(region, |reply| Request::AddField(region, column, reply))
+            .await
+    }
+
+    /// Every shard's figures; a shard that does not answer is left out.
+    pub async fn stats(&self) -> Vec<ShardStats> {
+        let mut all = Vec::with_capacity(self.shards.len());
+        for sender in self.shards.iter() {
+            let (reply, outcome) = oneshot::channel();
+            if sender.send(Request::Stats(reply)).await.is_ok() {
+                if let Ok(stats) = outcome.await {
+                    all.push(stats);
+                }
+            }
+        }
+        all
+    }
+
+    /// A region's current schema.
+    pub async fn schema(&self, region: RegionId) -> Result<RegionSchema, EngineError> {
+        self.call(region, |reply| Request::Schema(region, reply))
             .await
     }
 

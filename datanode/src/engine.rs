@@ -28,6 +28,7 @@ use crate::manifest::{
 use crate::memtable::Memtable;
 use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
+use metronome_wire::ShardStats;
 
 /// How a shard engine runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +177,8 @@ pub struct ShardEngine {
     /// two writes can interleave and lose one another's update.
     manifest_lock: futures::lock::Mutex<()>,
     flushes_running: Cell<usize>,
+    flushes_done: Cell<u64>,
+    compactions_done: Cell<u64>,
     /// Set when the shard replaces this engine: from then on it changes nothing on disk,
     /// so it cannot race the engine that replaces it.
     stopped: Cell<bool>,
@@ -342,6 +345,8 @@ impl ShardEngine {
             memory_bytes: Cell::new(memory),
             manifest_lock: futures::lock::Mutex::new(()),
             flushes_running: Cell::new(0),
+            flushes_done: Cell::new(0),
+            compactions_done: Cell::new(0),
             stopped: Cell::new(false),
         };
         Ok((Rc::new(engine), recovery))
@@ -431,6 +436,20 @@ impl ShardEngine {
     /// Every region this shard holds, dropped ones (tombstones) included.
     pub fn region_ids(&self) -> Vec<RegionId> {
         self.regions.borrow().keys().copied().collect()
+    }
+
+    /// The shard's figures for monitoring.
+    pub fn stats(&self, shard: u16) -> ShardStats {
+        let wal = self.wal.stats();
+        ShardStats {
+            shard,
+            memtable_bytes: self.memory_bytes.get() as u64,
+            wal_commits: wal.commits,
+            wal_commit_micros_total: wal.commit_micros_total,
+            flushes: self.flushes_done.get(),
+            compactions: self.compactions_done.get(),
+            regions: self.regions.borrow().len() as u64,
+        }
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -646,6 +665,7 @@ impl ShardEngine {
             // Best effort: a file left behind is an orphan the next recovery deletes.
             let _ = self.store.delete(&sst_key(&self.root, id, *file_id)).await;
         }
+        self.compactions_done.set(self.compactions_done.get() + 1);
         tracing::debug!(region = %id, merged = inputs.len(), expired = expired.len(), "compacted");
         Ok(removed.len())
     }
@@ -860,6 +880,7 @@ impl ShardEngine {
             let _ = self.store.delete(&key).await;
             return Ok(None);
         }
+        self.flushes_done.set(self.flushes_done.get() + 1);
         tracing::debug!(region = %id, file_id, rows = meta.rows, bytes = meta.bytes, "flushed a memtable");
         Ok(Some(meta))
     }

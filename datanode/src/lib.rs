@@ -14,5 +14,6 @@ pub mod datanode;
 pub mod engine;
 pub mod manifest;
 pub mod memtable;
+pub mod service;
 pub mod sst;
 pub mod wal;

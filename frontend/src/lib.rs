@@ -1,10 +1,20 @@
 //! The frontend: Metronome's stateless access layer.
 //!
-//! This crate will own the client protocols (Prometheus remote write and HTTP API,
-//! InfluxDB line protocol, SQL over HTTP and the PostgreSQL wire protocol), validation,
-//! write routing by region, the PromQL engine and SQL planning with DataFusion, and the
-//! merging of partial results. It arrives with the standalone and PromQL issues; today it
-//! is empty on purpose.
+//! This crate owns the client protocols and what they need: Prometheus remote write 1.0
+//! and 2.0 ([`remote_write`]), the metric layout that maps Prometheus series onto shared
+//! physical regions ([`prom_store`]), PromQL evaluation ([`promql`]; selectors today),
+//! the HTTP API ([`http`]: remote write, the Prometheus query API, `/metrics`,
+//! `/health`), its own metrics ([`self_metrics`]), and its view of the catalog
+//! ([`meta`]). Still to come: InfluxDB line protocol, SQL with DataFusion over HTTP and
+//! the PostgreSQL wire protocol, and the full PromQL engine.
 //!
-//! It must not: store data; import `datanode` (they meet through `wire`); or let bad input
-//! panic, hang or allocate without bound: every rejection names what and where.
+//! It must not: store data; import `datanode` (they meet through
+//! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
+//! bound: every rejection names what and where.
+
+pub mod http;
+pub mod meta;
+pub mod prom_store;
+pub mod promql;
+pub mod remote_write;
+pub mod self_metrics;

@@ -146,18 +146,27 @@ impl Default for Catalog {
 
 /// Column names that SQL and PromQL can both use: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn check_name(what: &str, name: &str) -> Result<(), CatalogError> {
-    let mut chars = name.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    check_chars(what, name, "")
+}
+
+/// Metric names as Prometheus allows them: `[a-zA-Z_:][a-zA-Z0-9_:]*` (recording rules
+/// use the colon).
+pub fn check_metric_name(name: &str) -> Result<(), CatalogError> {
+    check_chars("metric name", name, ":")
+}
+
+fn check_chars(what: &str, name: &str, extra: &str) -> Result<(), CatalogError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || extra.contains(c);
+    let valid =
+        name.chars().next().is_some_and(|c| !c.is_ascii_digit()) && name.chars().all(allowed);
     if valid && name.len() <= 255 {
         Ok(())
     } else {
         Err(CatalogError::Invalid {
             what: format!("{what} {name:?}"),
-            reason: "names are 1 to 255 characters of [a-zA-Z0-9_], not starting with a digit"
-                .to_string(),
+            reason: format!(
+                "names are 1 to 255 characters of [a-zA-Z0-9_{extra}], not starting with a digit"
+            ),
         })
     }
 }
@@ -375,7 +384,7 @@ impl Catalog {
                 name,
                 labels,
             } => {
-                check_name("metric name", name)?;
+                check_metric_name(name)?;
                 for label in labels {
                     check_name("label name", label)?;
                     if label.starts_with("__") {
@@ -487,6 +496,7 @@ mod tests {
         let mut catalog = metrics_catalog();
         catalog.apply(&ensure("up", &["instance", "job"])).unwrap();
         catalog.apply(&ensure("http", &["code", "job"])).unwrap();
+        catalog.apply(&ensure("job:rate:5m", &[])).unwrap();
         let metrics = catalog.databases[DEFAULT_DATABASE].metrics.clone().unwrap();
         assert_eq!(metrics.tags, ["__name__", "instance", "job", "code"]);
         assert_eq!(metrics.regions.len(), 4);
@@ -510,6 +520,7 @@ mod tests {
             (ensure("up", &["ok", "__reserved"]), "__reserved"),
             (ensure("up", &["value"]), "value"),
             (ensure("bad-name", &[]), "bad-name"),
+            (ensure("9lives", &[]), "9lives"),
             (ensure("up", &["1st"]), "1st"),
         ] {
             let error = catalog.apply(&command).unwrap_err().to_string();

@@ -1,10 +1,116 @@
 //! The inter-node protocol: the only language frontend, datanode and metasrv share.
 //!
-//! This crate will own the FlatBuffers schemas of every request and response (write, scan,
-//! region lifecycle, heartbeat, catalog operations), their versioned framing on top of
-//! [`metronome_core::rt::net`] frames, Arrow IPC payloads for row data, and the RPC client
-//! and server loops. It arrives with the standalone issue; today it is empty on purpose.
+//! Today this crate owns [`RegionService`], the requests a frontend makes of the regions
+//! on a datanode, and [`RegionError`], the errors that come back, in the shape they will
+//! take on the network. In standalone the frontend calls the datanode's implementation
+//! directly. Still to come: the FlatBuffers schemas of every request and response, their
+//! versioned framing on top of `metronome_core::rt::net` frames, Arrow IPC payloads for
+//! row data, and the RPC client and server loops that implement [`RegionService`] across
+//! processes.
 //!
 //! It must not: contain component logic (it encodes, decodes and routes messages only);
 //! trust a byte it decodes (every buffer is verified and bounded, never a panic); or
 //! depend on `datanode`, `metasrv` or `frontend`, which meet only through it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+
+/// What kind of failure a [`RegionError`] is; it decides how a client reacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionErrorKind {
+    /// The request is wrong (bad row, bad schema, bad matcher): do not retry.
+    InvalidRequest,
+    /// The region does not exist (or not on this shard).
+    NotFound,
+    /// The region is quarantined after damage on disk.
+    Quarantined,
+    /// Too much unflushed data: retry later (HTTP 429/503).
+    Overloaded,
+    /// The datanode or shard is down or restarting: retry later.
+    Unavailable,
+    /// Storage failed.
+    Internal,
+}
+
+/// A failed region request: its kind and a message naming what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RegionError {
+    pub kind: RegionErrorKind,
+    pub message: String,
+}
+
+impl RegionError {
+    pub fn new(kind: RegionErrorKind, message: impl Into<String>) -> RegionError {
+        RegionError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            RegionErrorKind::Overloaded | RegionErrorKind::Unavailable
+        )
+    }
+}
+
+/// A shard's figures for monitoring, as a datanode reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub shard: u16,
+    pub memtable_bytes: u64,
+    /// WAL commits (one fdatasync each) since start.
+    pub wal_commits: u64,
+    /// Time spent writing and syncing those commits, in microseconds.
+    pub wal_commit_micros_total: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub regions: u64,
+}
+
+/// A boxed future, so that [`RegionService`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The requests a frontend makes of the regions of one datanode.
+pub trait RegionService: Send + Sync + 'static {
+    /// Creates a region on `shard` (modulo the datanode's shard count); succeeds if it
+    /// already exists with this schema, wherever it is.
+    fn create_region(
+        &self,
+        region: RegionId,
+        schema: RegionSchema,
+        shard: u16,
+    ) -> BoxFuture<'_, Result<(), RegionError>>;
+    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// The region's schema, or `None` if it does not exist.
+    fn region_schema(
+        &self,
+        region: RegionId,
+    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>>;
+    /// Appends a tag column to the region's primary key.
+    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>>;
+    fn add_field(
+        &self,
+        region: RegionId,
+        column: FieldColumn,
+    ) -> BoxFuture<'_, Result<(), RegionError>>;
+    fn set_ttl(
+        &self,
+        region: RegionId,
+        ttl_ms: Option<i64>,
+    ) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// Writes rows; returns once they are durable.
+    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// The region's rows matching `request`, in (series, ts) order. Rows may leave
+    /// trailing empty tags out.
+    fn scan(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>>;
+}

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 use metronome_core::data::RegionId;
 use metronome_core::rt::disk::{os_error_code, AlignedBuf, Disk, File, OpenOptions};
-use metronome_core::rt::task;
+use metronome_core::rt::{task, time};
 
 use super::record::{
     encode_record, pad_to_block, RecordHeader, BLOCK_BYTES, HEADER_BYTES, PAYLOAD_BYTES_MAX,
@@ -120,6 +120,8 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub segments_created: u64,
     pub segments_deleted: u64,
+    /// Time spent writing and syncing commits, in microseconds.
+    pub commit_micros_total: u64,
 }
 
 struct Pending {
@@ -510,6 +512,7 @@ impl Writer {
             self.offset = 0;
         }
         let len = bytes.len() as u64;
+        let started = time::now();
         if self.direct {
             self.file
                 .write_at(AlignedBuf::padded_copy(&bytes), self.offset)
@@ -534,6 +537,7 @@ impl Writer {
         stats.commits += 1;
         stats.records += batch.len() as u64;
         stats.bytes_written += len;
+        stats.commit_micros_total += started.elapsed().as_micros() as u64;
         self.shared.stats.set(stats);
         Ok(())
     }

@@ -163,3 +163,9 @@ impl From<InProcListener> for Listener {
         }
     }
 }
+
+/// A plain TCP listener for protocol servers that do their own framing (HTTP, the
+/// PostgreSQL wire protocol), in the shared context. Port 0 picks a free port.
+pub async fn bind_stream_listener(address: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}

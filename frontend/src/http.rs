@@ -1,0 +1,589 @@
+//! The HTTP API: Prometheus remote write, the Prometheus query API, `/metrics` and
+//! `/health`, served with axum.
+//!
+//! Every rejection carries a message that names what was wrong: remote write answers in
+//! plain text with the spec's status codes (400 bad body, 415 wrong content type, 503
+//! overloaded so that Prometheus retries); the query API answers in Prometheus' JSON
+//! error format (`errorType` `bad_data` 400, `execution` 422, `unavailable` 503,
+//! `internal` 500).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metronome_core::data::MatchOp;
+use metronome_core::rt::time;
+use serde_json::{json, Value as Json};
+
+use crate::prom_store::{label_matcher, PromStore, StoreError};
+use crate::promql::{self, EvalRange, QueryError, QueryValue, ResultSeries};
+use crate::remote_write::{self, DecodeError, Protocol, BODY_BYTES_MAX};
+use crate::self_metrics::{HandlerLabels, RequestLabels, SelfMetrics};
+
+/// Reads the datanode's figures for `/metrics`.
+pub type ShardFiguresSource = Arc<
+    dyn Fn() -> metronome_wire::BoxFuture<'static, Vec<metronome_wire::ShardStats>> + Send + Sync,
+>;
+
+/// What the HTTP handlers share.
+pub struct Frontend {
+    pub store: PromStore,
+    pub metrics: SelfMetrics,
+    pub shard_figures: Option<ShardFiguresSource>,
+}
+
+/// The earliest and latest times a query may name, as in Prometheus (`minTime`/`maxTime`
+/// are ±2^63/1000 ms there; these keep arithmetic on them from overflowing).
+const TIME_MS_MIN: i64 = i64::MIN / 4;
+const TIME_MS_MAX: i64 = i64::MAX / 4;
+
+pub fn router(frontend: Arc<Frontend>) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(remote_write))
+        .route("/v1/prometheus/write", post(remote_write))
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/metrics", get(self_metrics))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(frontend)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests
+/// in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Counts a finished request and its latency.
+fn observe(frontend: &Frontend, handler: &'static str, started: std::time::Instant, code: u16) {
+    frontend
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels { handler, code })
+        .inc();
+    frontend
+        .metrics
+        .http_request_seconds
+        .get_or_create(&HandlerLabels { handler })
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn remote_write(
+    State(frontend): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let outcome = async {
+        let protocol =
+            remote_write::negotiate(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING))?;
+        let series = remote_write::decode(protocol, &body)?;
+        Ok::<_, DecodeError>((protocol, series))
+    }
+    .await;
+    let (protocol, series) = match outcome {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            let status = match error {
+                DecodeError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                DecodeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            };
+            observe(&frontend, "write", started, status.as_u16());
+            return (status, format!("{error}\n")).into_response();
+        }
+    };
+    let response = match frontend.store.write(&series).await {
+        Ok(summary) => {
+            frontend
+                .metrics
+                .samples_ingested
+                .inc_by(summary.samples as u64);
+            frontend
+                .metrics
+                .series_ingested
+                .inc_by(summary.series as u64);
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if protocol == Protocol::V2 {
+                let headers = response.headers_mut();
+                headers.insert(
+                    "X-Prometheus-Remote-Write-Samples-Written",
+                    HeaderValue::from(summary.samples),
+                );
+                headers.insert(
+                    "X-Prometheus-Remote-Write-Histograms-Written",
+                    HeaderValue::from(0),
+                );
+                headers.insert(
+                    "X-Prometheus-Remote-Write-Exemplars-Written",
+                    HeaderValue::from(0),
+                );
+            }
+            response
+        }
+        Err(error) => {
+            let status = match error {
+                StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status != StatusCode::BAD_REQUEST {
+                tracing::warn!(%error, "remote write failed");
+            }
+            (status, format!("{error}\n")).into_response()
+        }
+    };
+    observe(&frontend, "write", started, response.status().as_u16());
+    response
+}
+
+/// Query parameters from the URL and, for a form POST, the body.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
+        let mut pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            pairs.extend(form_urlencoded::parse(body).into_owned());
+        }
+        Params(pairs)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    fn time(&self, key: &str, default: i64) -> Result<i64, QueryError> {
+        match self.get(key) {
+            None | Some("") => Ok(default),
+            Some(text) => parse_time_ms(text).map_err(|reason| {
+                QueryError::BadData(format!("invalid parameter {key:?}: {reason}"))
+            }),
+        }
+    }
+}
+
+/// A time as Prometheus takes it: Unix seconds (fractions allowed) or RFC 3339.
+pub fn parse_time_ms(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds.abs() > (TIME_MS_MAX / 1000) as f64 {
+            return Err(format!("cannot parse {text:?} to a valid timestamp"));
+        }
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|_| format!("cannot parse {text:?} to a valid timestamp"))
+}
+
+/// A duration as Prometheus takes it: seconds (fractions allowed) or `1m30s` style.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds.abs() > (TIME_MS_MAX / 1000) as f64 {
+            return Err(format!("cannot parse {text:?} to a valid duration"));
+        }
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    promql_parser::util::parse_duration(text)
+        .ok()
+        .and_then(|duration| i64::try_from(duration.as_millis()).ok())
+        .ok_or_else(|| format!("cannot parse {text:?} to a valid duration"))
+}
+
+fn api_error(error: &QueryError) -> Response {
+    let (status, kind) = match error {
+        QueryError::BadData(_) => (StatusCode::BAD_REQUEST, "bad_data"),
+        QueryError::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+        QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let body = json!({"status": "error", "errorType": kind, "error": error.to_string()});
+    (status, axum::Json(body)).into_response()
+}
+
+fn api_success(data: Json) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// Answers an API request from `outcome`, counting it under `handler`.
+fn api_response(
+    frontend: &Frontend,
+    handler: &'static str,
+    started: std::time::Instant,
+    outcome: Result<Json, QueryError>,
+) -> Response {
+    let response = match outcome {
+        Ok(data) => api_success(data),
+        Err(error) => api_error(&error),
+    };
+    observe(frontend, handler, started, response.status().as_u16());
+    response
+}
+
+/// A timestamp as Prometheus writes it: Unix seconds, a fraction only where needed.
+fn json_time(ms: i64) -> Json {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+/// A sample value as Prometheus writes it (Go's `FormatFloat(v, 'f', -1, 64)`).
+pub fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_string()
+    } else if value == f64::INFINITY {
+        "+Inf".to_string()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn json_labels(labels: &[(String, String)]) -> Json {
+    Json::Object(
+        labels
+            .iter()
+            .map(|(name, value)| (name.clone(), Json::String(value.clone())))
+            .collect(),
+    )
+}
+
+fn json_point((ts, value): (i64, f64)) -> Json {
+    json!([json_time(ts), format_value(value)])
+}
+
+fn json_value(value: QueryValue) -> Json {
+    let series = |all: Vec<ResultSeries>, vector: bool| -> Json {
+        Json::Array(
+            all.into_iter()
+                .map(|one| {
+                    if vector {
+                        json!({"metric": json_labels(&one.labels), "value": json_point(one.points[0])})
+                    } else {
+                        let values: Vec<Json> = one.points.into_iter().map(json_point).collect();
+                        json!({"metric": json_labels(&one.labels), "values": values})
+                    }
+                })
+                .collect(),
+        )
+    };
+    match value {
+        QueryValue::Vector(all) => json!({"resultType": "vector", "result": series(all, true)}),
+        QueryValue::Matrix(all) => json!({"resultType": "matrix", "result": series(all, false)}),
+        QueryValue::Scalar(ts, value) => {
+            json!({"resultType": "scalar", "result": json_point((ts, value))})
+        }
+        QueryValue::String(ts, text) => {
+            json!({"resultType": "string", "result": [json_time(ts), text]})
+        }
+    }
+}
+
+fn lookback(params: &Params) -> Result<i64, QueryError> {
+    match params.get("lookback_delta") {
+        None | Some("") => Ok(promql::LOOKBACK_MS_DEFAULT),
+        Some(text) => parse_duration_ms(text).map_err(|reason| {
+            QueryError::BadData(format!("invalid parameter \"lookback_delta\": {reason}"))
+        }),
+    }
+}
+
+async fn query(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &body);
+    let outcome = async {
+        let text = params
+            .get("query")
+            .ok_or_else(|| QueryError::BadData("invalid parameter \"query\": missing".into()))?;
+        let mut range = EvalRange::instant(params.time("time", time::unix_time_ms())?);
+        range.lookback_ms = lookback(&params)?;
+        Ok(json_value(
+            promql::evaluate(&frontend.store, text, range).await?,
+        ))
+    }
+    .await;
+    api_response(&frontend, "query", started, outcome)
+}
+
+async fn query_range(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &body);
+    let outcome = async {
+        let text = params
+            .get("query")
+            .ok_or_else(|| QueryError::BadData("invalid parameter \"query\": missing".into()))?;
+        let missing = |key: &str| QueryError::BadData(format!("invalid parameter {key:?}: missing"));
+        let start = params.time("start", i64::MIN).and_then(|t| {
+            if t == i64::MIN { Err(missing("start")) } else { Ok(t) }
+        })?;
+        let end = params.time("end", i64::MIN).and_then(|t| {
+            if t == i64::MIN { Err(missing("end")) } else { Ok(t) }
+        })?;
+        let step_text = params.get("step").ok_or_else(|| missing("step"))?;
+        let step = parse_duration_ms(step_text)
+            .map_err(|reason| QueryError::BadData(format!("invalid parameter \"step\": {reason}")))?;
+        if end < start {
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".to_string(),
+            ));
+        }
+        if step <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                    .to_string(),
+            ));
+        }
+        let range = EvalRange {
+            start_ms: start,
+            end_ms: end,
+            step_ms: step,
+            lookback_ms: lookback(&params)?,
+        };
+        Ok(json_value(promql::evaluate(&frontend.store, text, range).await?))
+    }
+    .await;
+    api_response(&frontend, "query_range", started, outcome)
+}
+
+/// The label sets of every series matching any `match[]` selector in the range.
+async fn matching_series(
+    store: &PromStore,
+    selectors: &[&str],
+    start: i64,
+    end: i64,
+) -> Result<Vec<Vec<(String, String)>>, QueryError> {
+    let mut all = std::collections::BTreeSet::new();
+    for selector in selectors {
+        let matchers = promql::parse_series_selector(selector)?;
+        for series in store
+            .select(&matchers, start, end.saturating_add(1))
+            .await?
+        {
+            all.insert(series.labels);
+        }
+    }
+    Ok(all.into_iter().collect())
+}
+
+async fn series(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &body);
+    let outcome = async {
+        let selectors = params.all("match[]");
+        if selectors.is_empty() {
+            return Err(QueryError::BadData(
+                "no match[] parameter provided".to_string(),
+            ));
+        }
+        let start = params.time("start", TIME_MS_MIN)?;
+        let end = params.time("end", TIME_MS_MAX)?;
+        let all = matching_series(&frontend.store, &selectors, start, end).await?;
+        Ok(Json::Array(
+            all.iter().map(|labels| json_labels(labels)).collect(),
+        ))
+    }
+    .await;
+    api_response(&frontend, "series", started, outcome)
+}
+
+async fn labels(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &body);
+    let outcome = async {
+        let selectors = params.all("match[]");
+        if selectors.is_empty() {
+            // Every label name the catalog knows, whatever its time range.
+            return Ok(json!(frontend.store.label_names()));
+        }
+        let start = params.time("start", TIME_MS_MIN)?;
+        let end = params.time("end", TIME_MS_MAX)?;
+        let mut names = std::collections::BTreeSet::new();
+        for labels in matching_series(&frontend.store, &selectors, start, end).await? {
+            names.extend(labels.into_iter().map(|(name, _)| name));
+        }
+        Ok(json!(names))
+    }
+    .await;
+    api_response(&frontend, "labels", started, outcome)
+}
+
+async fn label_values(
+    State(frontend): State<Arc<Frontend>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &[]);
+    let outcome = async {
+        if !remote_write::is_valid_label_name(&name) {
+            return Err(QueryError::BadData(format!("invalid label name: {name:?}")));
+        }
+        let mut selectors = params.all("match[]");
+        if selectors.is_empty() && name == "__name__" {
+            return Ok(json!(frontend.store.metric_names()));
+        }
+        let start = params.time("start", TIME_MS_MIN)?;
+        let end = params.time("end", TIME_MS_MAX)?;
+        let mut values = std::collections::BTreeSet::new();
+        if selectors.is_empty() {
+            let matchers = [label_matcher(&name, MatchOp::NotEqual, "")];
+            for series in frontend
+                .store
+                .select(&matchers, start, end.saturating_add(1))
+                .await?
+            {
+                values.extend(
+                    series
+                        .labels
+                        .into_iter()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, v)| v),
+                );
+            }
+        } else {
+            selectors.sort_unstable();
+            for labels in matching_series(&frontend.store, &selectors, start, end).await? {
+                values.extend(
+                    labels
+                        .into_iter()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, v)| v),
+                );
+            }
+        }
+        Ok(json!(values))
+    }
+    .await;
+    api_response(&frontend, "label_values", started, outcome)
+}
+
+async fn metadata(State(frontend): State<Arc<Frontend>>) -> Response {
+    // Metric metadata (type, help, unit) is not stored yet: an empty answer is what
+    // Prometheus gives for metrics it has no metadata for.
+    api_response(&frontend, "metadata", time::now(), Ok(json!({})))
+}
+
+async fn buildinfo(State(frontend): State<Arc<Frontend>>) -> Response {
+    let data = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    });
+    api_response(&frontend, "buildinfo", time::now(), Ok(data))
+}
+
+async fn self_metrics(State(frontend): State<Arc<Frontend>>) -> Response {
+    if let Some(source) = &frontend.shard_figures {
+        frontend.metrics.set_shards(&source().await);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        frontend.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations_parse_as_prometheus_takes_them() {
+        assert_eq!(parse_time_ms("1435781451.781"), Ok(1_435_781_451_781));
+        assert_eq!(
+            parse_time_ms("2015-07-01T20:10:51.781Z"),
+            Ok(1_435_781_451_781)
+        );
+        assert!(parse_time_ms("yesterday")
+            .unwrap_err()
+            .contains("yesterday"));
+        assert!(parse_time_ms("NaN").is_err());
+        assert_eq!(parse_duration_ms("15"), Ok(15_000));
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+        assert!(parse_duration_ms("soon").is_err());
+    }
+
+    #[test]
+    fn values_and_times_are_written_as_prometheus_writes_them() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(json_time(1_000), json!(1));
+        assert_eq!(json_time(1_500), json!(1.5));
+    }
+}

@@ -1,0 +1,362 @@
+//! Prometheus data in Metronome's regions: the metric layout.
+//!
+//! Each metric name is a logical table (for SQL, its columns are its labels, `ts` and
+//! `value`), but the rows of every metric of a database live in a few *physical* regions
+//! spread over all shards. A series goes to region `xxh3(labels) % regions`, so one
+//! series always lands in the same region and no metric becomes a hot spot. The physical
+//! regions' tags are `__name__` followed by every label name ever seen, in arrival order;
+//! a series leaves out the labels it does not have, which read as empty (as in Prometheus).
+//!
+//! New label names go through the catalog first, then are added to every physical region,
+//! under the catalog lock, before any row uses them. [`PromStore::open`] repairs the one
+//! gap a crash can leave: a label in the catalog that some region never received.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use metronome_core::data::{MatchOp, Row, ScanRequest, TagMatcher, Value};
+use metronome_metasrv::catalog::{Catalog, Command, MetricRegions, Route, METRIC_NAME_LABEL};
+use metronome_wire::{RegionError, RegionErrorKind, RegionService};
+
+use crate::meta::Meta;
+use crate::remote_write::PromSeries;
+
+/// Rows sent to a region in one write; a request with more is split.
+const WRITE_ROWS_MAX: usize = 8192;
+
+/// Why a write or a query failed, mapped to HTTP statuses by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The data is not acceptable (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Retry later (503; Prometheus retries).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke on our side (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<RegionError> for StoreError {
+    fn from(error: RegionError) -> StoreError {
+        match error.kind {
+            RegionErrorKind::InvalidRequest => StoreError::Invalid(error.message),
+            RegionErrorKind::Overloaded | RegionErrorKind::Unavailable => {
+                StoreError::Unavailable(error.message)
+            }
+            RegionErrorKind::NotFound
+            | RegionErrorKind::Quarantined
+            | RegionErrorKind::Internal => StoreError::Internal(error.message),
+        }
+    }
+}
+
+impl From<metronome_metasrv::store::StoreError> for StoreError {
+    fn from(error: metronome_metasrv::store::StoreError) -> StoreError {
+        match error {
+            metronome_metasrv::store::StoreError::Refused(refused) => {
+                StoreError::Invalid(refused.to_string())
+            }
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A series' labels, sorted by name.
+pub type Labels = Vec<(String, String)>;
+
+/// One series read back: its labels sorted by name, and its samples in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// What a write stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub series: usize,
+    pub samples: usize,
+}
+
+pub struct PromStore {
+    database: String,
+    meta: Arc<Meta>,
+    regions: Arc<dyn RegionService>,
+}
+
+impl PromStore {
+    /// Opens the metric layout of `database`, creating its physical regions (one per
+    /// route) if it has none, and bringing every region's tags up to the catalog's.
+    pub async fn open(
+        database: &str,
+        meta: Arc<Meta>,
+        regions: Arc<dyn RegionService>,
+        routes: Vec<Route>,
+    ) -> Result<PromStore, StoreError> {
+        let mut guard = meta.lock().await;
+        guard
+            .execute(Command::CreateMetricRegions {
+                database: database.to_string(),
+                routes,
+            })
+            .await?;
+        let layout = metric_regions(&guard.catalog(), database)?;
+        for (region, route) in &layout.regions {
+            let schema = match regions.region_schema(*region).await? {
+                Some(schema) => schema,
+                None => {
+                    // Created with the first tag only, so the repair below adds the rest
+                    // the same way an ingest would have.
+                    let schema = Catalog::metric_region_schema(&layout.tags[..1]);
+                    regions
+                        .create_region(*region, schema.clone(), route.shard)
+                        .await?;
+                    schema
+                }
+            };
+            if !layout.tags.starts_with(&schema.tags) {
+                return Err(StoreError::Internal(format!(
+                    "metric region {region} has tags {:?}, which do not follow the catalog's {:?}",
+                    schema.tags, layout.tags
+                )));
+            }
+            for tag in &layout.tags[schema.tags.len()..] {
+                regions.add_tag(*region, tag.clone()).await?;
+            }
+        }
+        drop(guard);
+        Ok(PromStore {
+            database: database.to_string(),
+            meta,
+            regions,
+        })
+    }
+
+    /// Stores every sample of `series`; returns once all of them are durable.
+    pub async fn write(&self, series: &[PromSeries]) -> Result<WriteSummary, StoreError> {
+        let layout = self.layout_for(series).await?;
+        let position: BTreeMap<&str, usize> = layout
+            .tags
+            .iter()
+            .enumerate()
+            .map(|(index, tag)| (tag.as_str(), index))
+            .collect();
+        let mut per_region: Vec<Vec<Row>> = vec![Vec::new(); layout.regions.len()];
+        let mut summary = WriteSummary::default();
+        for one in series {
+            if one.samples.is_empty() {
+                continue;
+            }
+            let mut tags = vec![String::new(); layout.tags.len()];
+            for (name, value) in &one.labels {
+                // `layout_for` added every label to the catalog.
+                tags[position[name.as_str()]] = value.clone();
+            }
+            let region = series_region(&one.labels, layout.regions.len());
+            for &(ts, value) in &one.samples {
+                per_region[region].push(Row {
+                    tags: tags.clone(),
+                    ts,
+                    fields: vec![Value::Float64(value)],
+                });
+            }
+            summary.series += 1;
+            summary.samples += one.samples.len();
+        }
+        let mut writes = Vec::new();
+        for (index, mut rows) in per_region.into_iter().enumerate() {
+            let region = layout.regions[index].0;
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
+                writes.push(self.regions.write(region, rows));
+                rows = rest;
+            }
+        }
+        // Every region must acknowledge; the first failure (in region order) answers.
+        for outcome in join_all(writes).await {
+            outcome?;
+        }
+        Ok(summary)
+    }
+
+    /// The physical layout, after making sure it knows every metric and label in `series`.
+    async fn layout_for(&self, series: &[PromSeries]) -> Result<MetricRegions, StoreError> {
+        let missing = |catalog: &Catalog| -> Result<Vec<Command>, StoreError> {
+            let mut commands: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for one in series {
+                let name = one.metric_name();
+                let known = match catalog.table(&self.database, name) {
+                    Ok(table) => Some(&table.schema.tags),
+                    Err(_) => None,
+                };
+                let labels = one
+                    .labels
+                    .iter()
+                    .map(|(label, _)| label)
+                    .filter(|label| *label != METRIC_NAME_LABEL);
+                let new: Vec<String> = labels
+                    .filter(|label| known.is_none_or(|known| !known.contains(label)))
+                    .cloned()
+                    .collect();
+                if known.is_none() || !new.is_empty() {
+                    let entry = commands.entry(name).or_default();
+                    for label in new {
+                        if !entry.contains(&label) {
+                            entry.push(label);
+                        }
+                    }
+                }
+            }
+            Ok(commands
+                .into_iter()
+                .map(|(name, mut labels)| {
+                    labels.sort();
+                    Command::EnsureMetric {
+                        database: self.database.clone(),
+                        name: name.to_string(),
+                        labels,
+                    }
+                })
+                .collect())
+        };
+        let catalog = self.meta.catalog();
+        if missing(&catalog)?.is_empty() {
+            return metric_regions(&catalog, &self.database);
+        }
+        let mut guard = self.meta.lock().await;
+        let commands = missing(&guard.catalog())?;
+        let before = metric_regions(&guard.catalog(), &self.database)?;
+        for command in commands {
+            guard.execute(command).await?;
+        }
+        let after = metric_regions(&guard.catalog(), &self.database)?;
+        // New physical tags reach every region before any row uses them.
+        for tag in &after.tags[before.tags.len()..] {
+            let adds = after
+                .regions
+                .iter()
+                .map(|(region, _)| self.regions.add_tag(*region, tag.clone()));
+            for outcome in join_all(adds).await {
+                outcome?;
+            }
+        }
+        Ok(after)
+    }
+
+    /// The series matching every matcher, with their samples in `start_ms..end_ms`.
+    /// Matchers name labels (`__name__` for the metric name).
+    pub async fn select(
+        &self,
+        matchers: &[TagMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let catalog = self.meta.catalog();
+        let layout = metric_regions(&catalog, &self.database)?;
+        let request = ScanRequest {
+            start_ms,
+            end_ms,
+            matchers: matchers.to_vec(),
+            limit: None,
+        };
+        let scans = layout
+            .regions
+            .iter()
+            .map(|(region, _)| self.regions.scan(*region, request.clone()));
+        let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for outcome in join_all(scans).await {
+            let mut current: Option<(Vec<String>, Labels)> = None;
+            for row in outcome? {
+                let Some(Value::Float64(value)) = row.fields.first() else {
+                    continue;
+                };
+                if current.as_ref().is_none_or(|(tags, _)| *tags != row.tags) {
+                    let mut labels: Vec<(String, String)> = row
+                        .tags
+                        .iter()
+                        .zip(&layout.tags)
+                        .filter(|(value, _)| !value.is_empty())
+                        .map(|(value, name)| (name.clone(), value.clone()))
+                        .collect();
+                    labels.sort();
+                    current = Some((row.tags.clone(), labels));
+                }
+                let (_, labels) = current.as_ref().expect("set above");
+                series
+                    .entry(labels.clone())
+                    .or_default()
+                    .push((row.ts, *value));
+            }
+        }
+        Ok(series
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                samples.sort_by_key(|(ts, _)| *ts);
+                SeriesSamples { labels, samples }
+            })
+            .collect())
+    }
+
+    /// Metric names known to the catalog (whatever their time range).
+    pub fn metric_names(&self) -> Vec<String> {
+        let catalog = self.meta.catalog();
+        let Ok(database) = catalog.database(&self.database) else {
+            return Vec::new();
+        };
+        database
+            .tables
+            .values()
+            .filter(|table| {
+                matches!(
+                    table.kind,
+                    metronome_metasrv::catalog::TableKind::Metric { .. }
+                )
+            })
+            .map(|table| table.name.clone())
+            .collect()
+    }
+
+    /// Label names known to the catalog, `__name__` included, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        let catalog = self.meta.catalog();
+        let mut names = metric_regions(&catalog, &self.database)
+            .map(|layout| layout.tags)
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// The region a series goes to: a stable hash of its sorted labels. xxh3 is specified
+/// and seedless here, so a series maps to the same region in every version.
+fn series_region(labels: &[(String, String)], regions: usize) -> usize {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, value) in labels {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(value.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    (hasher.digest() % regions as u64) as usize
+}
+
+fn metric_regions(catalog: &Catalog, database: &str) -> Result<MetricRegions, StoreError> {
+    catalog
+        .database(database)
+        .map_err(|error| StoreError::Invalid(error.to_string()))?
+        .metrics
+        .clone()
+        .ok_or_else(|| StoreError::Internal(format!("database {database} has no metric regions")))
+}
+
+/// A matcher for a label; an equality on `__name__` for a metric.
+pub fn label_matcher(label: &str, op: MatchOp, value: &str) -> TagMatcher {
+    TagMatcher {
+        tag: label.to_string(),
+        op,
+        value: value.to_string(),
+    }
+}

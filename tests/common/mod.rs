@@ -1,0 +1,221 @@
+//! Running the real `metronome` binary from tests: start, wait for ready, talk HTTP.
+// These helpers drive real processes, so they use real files, threads and sockets.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use metronome_frontend::remote_write::v1;
+use prost::Message;
+
+pub fn metronome() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metronome"));
+    // The developer's own environment must not leak into these tests.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("METRONOME_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Kills the process when dropped, so a failed assertion does not leave it running.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+    }
+}
+
+pub struct Standalone {
+    pub process: Running,
+    pub lines: mpsc::Receiver<String>,
+    pub http: SocketAddr,
+    pub ready_line: String,
+}
+
+/// Starts `metronome standalone` with 2 shards on `data_dir`, the HTTP API on a free
+/// port, and waits for its ready line.
+pub fn start_standalone(data_dir: &Path) -> Standalone {
+    let mut child = metronome()
+        .args([
+            "standalone",
+            "--shards",
+            "2",
+            "--pin-to-cores",
+            "false",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let process = Running(child);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("metronome standalone logs a ready line within 60 s");
+        if line.contains("ready") {
+            let http = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("http="))
+                .expect("the ready line names the HTTP address")
+                .parse()
+                .unwrap();
+            return Standalone {
+                process,
+                lines,
+                http,
+                ready_line: line,
+            };
+        }
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A response's status, headers we care about, and body text.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn reply(response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response.into_body().read_to_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn post(url: &str, content_type: &str, encoding: Option<&str>, body: &[u8]) -> Reply {
+    let mut request = agent().post(url).header("Content-Type", content_type);
+    if let Some(encoding) = encoding {
+        request = request.header("Content-Encoding", encoding);
+    }
+    reply(request.send(body).unwrap())
+}
+
+pub fn get(url: &str) -> Reply {
+    reply(agent().get(url).call().unwrap())
+}
+
+/// A GET with query parameters, encoded properly.
+pub fn get_query(base: &str, params: &[(&str, &str)]) -> Reply {
+    let mut request = agent().get(base);
+    for (key, value) in params {
+        request = request.query(*key, *value);
+    }
+    reply(request.call().unwrap())
+}
+
+/// One series: labels (sorted by the caller) and samples (ms, value).
+pub type Series = (Vec<(&'static str, String)>, Vec<(i64, f64)>);
+
+pub fn write_request(series: &[Series]) -> Vec<u8> {
+    let request = v1::WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| v1::TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(name, value)| v1::Label {
+                        name: name.to_string(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| v1::Sample { value, timestamp })
+                    .collect(),
+                histograms: vec![],
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap()
+}
+
+/// Posts a remote write 1.0 body; returns the status and body.
+pub fn remote_write(http: SocketAddr, body: &[u8]) -> Reply {
+    post(
+        &format!("http://{http}/api/v1/write"),
+        "application/x-protobuf",
+        Some("snappy"),
+        body,
+    )
+}
+
+/// `[t, "v"]` points of every series of a matrix result, keyed by their labels.
+pub fn matrix(result: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(f64, String)>)> {
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(result["data"]["resultType"], "matrix", "{result}");
+    result["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| {
+            let points = series["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_string()))
+                .collect();
+            (series["metric"].clone(), points)
+        })
+        .collect()
+}
