@@ -154,11 +154,16 @@ pub fn get(url: &str) -> Reply {
 
 /// A GET with query parameters, encoded properly.
 pub fn get_query(base: &str, params: &[(&str, &str)]) -> Reply {
+    try_get_query(base, params).unwrap()
+}
+
+/// Like [`get_query`], with connection errors (a server still starting) as `Err`.
+pub fn try_get_query(base: &str, params: &[(&str, &str)]) -> Result<Reply, ureq::Error> {
     let mut request = agent().get(base);
     for (key, value) in params {
         request = request.query(*key, *value);
     }
-    reply(request.call().unwrap())
+    request.call().map(reply)
 }
 
 /// One series: labels (sorted by the caller) and samples (ms, value).

@@ -1,0 +1,139 @@
+//! A real Prometheus (Debian's package) scrapes itself and Metronome and remote-writes
+//! everything to Metronome; the same selectors then return the same series and samples
+//! from both.
+//!
+//! Without a `prometheus` binary on PATH this test says so and passes, unless
+//! `METRONOME_REQUIRE_PROMETHEUS=1` (set by `.ci/run`, which installs the package).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The raw samples of `selector` over the `range_s` seconds before `time`, as text.
+fn raw(base: &str, selector: &str, time: f64, range_s: u32) -> Vec<(String, Vec<(f64, String)>)> {
+    let reply = get_query(
+        &format!("{base}/api/v1/query"),
+        &[
+            ("query", &format!("{selector}[{range_s}s]")),
+            ("time", &format!("{time:.3}")),
+        ],
+    );
+    assert_eq!(reply.status, 200, "{base}: {}", reply.body);
+    let mut series: Vec<_> = matrix(&reply.json())
+        .into_iter()
+        .map(|(metric, points)| (metric.to_string(), points))
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series
+}
+
+#[test]
+fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
+    let which = Command::new("sh")
+        .args(["-c", "command -v prometheus"])
+        .output()
+        .unwrap();
+    if !which.status.success() {
+        let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "prometheus is not installed (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_standalone(&dir.path().join("metronome"));
+    let prometheus_port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n\
+         \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prometheus_port}']}}]\n\
+         \x20 - job_name: metronome\n    static_configs: [{{targets: ['{}']}}]\n\
+         remote_write:\n\
+         \x20 - url: http://{}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s}}\n",
+        node.http, node.http
+    );
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prometheus").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _prometheus = Running(prometheus);
+    let prometheus_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap();
+    let prometheus_base = format!("http://127.0.0.1:{prometheus_port}");
+    let metronome_base = format!("http://{}", node.http);
+
+    // Prometheus' service discovery starts the first scrapes about 5 s after start; wait
+    // until both targets have a few scrapes in Prometheus, then compare up to that time.
+    let unix_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let time = loop {
+        let time = unix_now() - 1.0;
+        let started = try_get_query(&format!("{prometheus_base}/-/ready"), &[])
+            .is_ok_and(|reply| reply.status == 200);
+        let up = if started {
+            raw(&prometheus_base, "up", time, 5)
+        } else {
+            Vec::new()
+        };
+        if up.len() == 2 && up.iter().all(|(_, points)| points.len() >= 3) {
+            break time;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape both targets within 60 s: {up:?}; its log:\n{}",
+            prometheus_log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let selectors = [
+        "up",
+        "scrape_samples_scraped",
+        r#"prometheus_http_requests_total{handler=~"/api/v1/.*"}"#,
+        "metronome_ingested_samples_total",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for selector in selectors {
+        loop {
+            let expected = raw(&prometheus_base, selector, time, 5);
+            let actual = raw(&metronome_base, selector, time, 5);
+            assert!(!expected.is_empty(), "Prometheus has no {selector}");
+            if expected == actual {
+                break;
+            }
+            // Remote write lags the scrapes by up to a batch deadline; wait for it.
+            assert!(
+                Instant::now() < deadline,
+                "{selector} differs after 60 s:\nPrometheus: {expected:?}\nMetronome:  {actual:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
