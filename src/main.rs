@@ -17,9 +17,13 @@ use metronome_datanode::engine::EngineConfig;
 use metronome_frontend as frontend;
 use metronome_frontend::http::{Frontend, ShardFiguresSource};
 use metronome_frontend::meta::Meta;
+use metronome_frontend::pg::PgServer;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::self_metrics::SelfMetrics;
+use metronome_frontend::sql::SqlEngine;
+use metronome_frontend::table_store::TableStore;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
+use metronome_wire::RegionService;
 
 /// Physical regions for Prometheus metrics, per shard: a few, so that series hash evenly
 /// over the shards and each region's memtable stays small.
@@ -65,6 +69,9 @@ struct StandaloneArgs {
     /// Address of the HTTP API [default: 127.0.0.1:4000].
     #[arg(long, env = "METRONOME_HTTP_ADDR")]
     http_addr: Option<std::net::SocketAddr>,
+    /// Address of the PostgreSQL wire protocol [default: 127.0.0.1:4003].
+    #[arg(long, env = "METRONOME_POSTGRES_ADDR")]
+    postgres_addr: Option<std::net::SocketAddr>,
     /// Pin each shard to its own core [default: true].
     #[arg(long, env = "METRONOME_PIN_TO_CORES")]
     pin_to_cores: Option<bool>,
@@ -117,6 +124,9 @@ fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
     }
     if let Some(addr) = args.http_addr {
         config.http.addr = addr;
+    }
+    if let Some(addr) = args.postgres_addr {
+        config.postgres.addr = addr;
     }
     if let Some(pin) = args.pin_to_cores {
         config.shards.pin_to_cores = pin;
@@ -213,20 +223,31 @@ async fn serve(
         })
         .collect();
     let handle = datanode.handle();
-    let store = PromStore::open(
+    let regions: Arc<dyn RegionService> = Arc::new(handle.clone());
+    let store = Arc::new(
+        PromStore::open(DEFAULT_DATABASE, meta.clone(), regions.clone(), routes)
+            .await
+            .map_err(|error| format!("cannot open the metric regions: {error}"))?,
+    );
+    let tables: Arc<TableStore> = Arc::new(
+        TableStore::open(meta.clone(), regions, shard_count)
+            .await
+            .map_err(|error| format!("cannot open the tables: {error}"))?,
+    );
+    let sql = Arc::new(SqlEngine::new(
         DEFAULT_DATABASE,
         meta.clone(),
-        Arc::new(handle.clone()),
-        routes,
-    )
-    .await
-    .map_err(|error| format!("cannot open the metric regions: {error}"))?;
+        tables.clone(),
+        store.clone(),
+    ));
     let shard_figures: ShardFiguresSource = Arc::new(move || {
         let handle = handle.clone();
         Box::pin(async move { handle.stats().await })
     });
     let frontend = Arc::new(Frontend {
         store,
+        sql: sql.clone(),
+        tables,
         metrics: SelfMetrics::default(),
         shard_figures: Some(shard_figures),
     });
@@ -236,23 +257,44 @@ async fn serve(
     let http_addr = listener
         .local_addr()
         .map_err(|error| format!("cannot read the HTTP address: {error}"))?;
+    let pg_listener = net::bind_stream_listener(config.postgres.addr)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.postgres.addr))?;
+    let pg_addr = pg_listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the PostgreSQL address: {error}"))?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         shards = shard_count,
         driver = %datanode.driver,
         http = %http_addr,
+        postgres = %pg_addr,
         startup_ms = started.elapsed().as_millis() as u64,
         "metronome standalone ready"
     );
-    let shutdown = async {
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let postgres = metronome_core::rt::task::spawn(frontend::pg::serve(
+        pg_listener,
+        PgServer::new(sql),
+        stopped(),
+    ));
+    metronome_core::rt::task::spawn(async move {
         if let Err(error) = shutdown_signal().await {
             tracing::error!(%error, "cannot watch for signals; stopping");
         }
         tracing::info!("shutting down");
-    };
-    frontend::http::serve(listener, frontend::http::router(frontend), shutdown)
+        let _ = stop_sender.send(true);
+    });
+    frontend::http::serve(listener, frontend::http::router(frontend), stopped())
         .await
         .map_err(|error| format!("the HTTP server failed: {error}"))?;
+    let _ = postgres.await;
     Ok((datanode, meta))
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{metronome, start_standalone, Standalone};
+use common::{metronome, start_standalone};
 
 #[test]
 fn flags_override_environment_which_overrides_the_file() {
@@ -72,13 +72,8 @@ fn cluster_roles_say_they_are_not_yet_available() {
 #[test]
 fn standalone_starts_locks_its_data_directory_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let Standalone {
-        process: mut child,
-        lines,
-        ready_line,
-        ..
-    } = start_standalone(dir.path());
-    assert!(ready_line.contains("shards=2"), "{ready_line}");
+    let mut node = start_standalone(dir.path());
+    assert!(node.ready_line.contains("shards=2"), "{}", node.ready_line);
 
     let second = metronome()
         .args(["standalone", "--data-dir"])
@@ -91,12 +86,11 @@ fn standalone_starts_locks_its_data_directory_and_stops_on_sigterm() {
     );
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use"));
 
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = child.0.wait().unwrap();
+    node.process.signal(libc::SIGTERM);
+    let status = node.process.0.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     // The reader thread ends at the pipe's end, which the child's exit brings: reading
     // until the channel closes sees every line the process wrote.
-    let rest: Vec<String> = lines.iter().collect();
+    let rest: Vec<String> = node.lines.iter().collect();
     assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
 }

@@ -346,9 +346,9 @@ fn kill_9_during_ingest_loses_no_acknowledged_sample() {
     while last_acked < 200 {
         last_acked = acked.recv().unwrap();
     }
+    let mut node = node;
     node.process.signal(libc::SIGKILL);
-    let mut process = node.process;
-    process.0.wait().unwrap();
+    node.process.0.wait().unwrap();
     writer.join().unwrap();
     let last_acked = acked.iter().last().unwrap_or(last_acked);
 

@@ -19,7 +19,24 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub shards: ShardsSection,
     pub http: HttpSection,
+    pub postgres: PostgresSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSection {
+    /// Where the PostgreSQL wire protocol listens; port 0 picks a free port, which the
+    /// ready log line names. There is no authentication yet: keep it on a trusted network.
+    pub addr: SocketAddr,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection {
+            addr: SocketAddr::from(([127, 0, 0, 1], 4003)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +78,7 @@ impl Default for Config {
             data_dir: PathBuf::from("metronome-data"),
             shards: ShardsSection::default(),
             http: HttpSection::default(),
+            postgres: PostgresSection::default(),
             log: LogSection::default(),
         }
     }

@@ -24,6 +24,8 @@ use crate::prom_store::{label_matcher, PromStore, StoreError};
 use crate::promql::{self, EvalRange, QueryError, QueryValue, ResultSeries};
 use crate::remote_write::{self, DecodeError, Protocol, BODY_BYTES_MAX};
 use crate::self_metrics::{HandlerLabels, RequestLabels, SelfMetrics};
+use crate::sql::{SqlEngine, SqlError, SqlOutput};
+use crate::table_store::TableStore;
 
 /// Reads the datanode's figures for `/metrics`.
 pub type ShardFiguresSource = Arc<
@@ -32,7 +34,9 @@ pub type ShardFiguresSource = Arc<
 
 /// What the HTTP handlers share.
 pub struct Frontend {
-    pub store: PromStore,
+    pub store: Arc<PromStore>,
+    pub sql: Arc<SqlEngine>,
+    pub tables: Arc<TableStore>,
     pub metrics: SelfMetrics,
     pub shard_figures: Option<ShardFiguresSource>,
 }
@@ -53,10 +57,39 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/v1/sql", get(sql).post(sql))
+        .route("/api/v2/write", post(influx_write))
+        .route("/write", post(influx_write))
         .route("/metrics", get(self_metrics))
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(catch_panics))
         .with_state(frontend)
+}
+
+/// A bug in a handler answers 500 with a message instead of dropping the connection.
+async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            tracing::error!(%path, %message, "a request handler panicked");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error while serving {path}: {message}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes the requests
@@ -550,6 +583,168 @@ async fn self_metrics(State(frontend): State<Arc<Frontend>>) -> Response {
         frontend.metrics.render(),
     )
         .into_response()
+}
+
+/// InfluxDB line protocol, v2 (`/api/v2/write?precision=`) and v1 (`/write?precision=`).
+/// Everything lands in the default database; `bucket`/`db` are accepted and not used yet.
+async fn influx_write(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &[]);
+    let invalid = |message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"code": "invalid", "message": message})),
+        )
+            .into_response()
+    };
+    let response = match (
+        crate::line_protocol::Precision::parse(params.get("precision")),
+        std::str::from_utf8(&body),
+    ) {
+        (Err(message), _) => invalid(message),
+        (_, Err(error)) => invalid(format!("the body is not UTF-8: {error}")),
+        (Ok(precision), Ok(text)) => {
+            let outcome = crate::line_protocol::write(
+                &frontend.tables,
+                metronome_metasrv::catalog::DEFAULT_DATABASE,
+                text,
+                precision,
+                time::unix_time_ms(),
+            )
+            .await;
+            match outcome {
+                Ok(points) => {
+                    frontend.metrics.samples_ingested.inc_by(points as u64);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                Err(StoreError::Invalid(message)) => invalid(message),
+                Err(StoreError::Unavailable(message)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"code": "unavailable", "message": message})),
+                )
+                    .into_response(),
+                Err(StoreError::Internal(message)) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({"code": "internal error", "message": message})),
+                )
+                    .into_response(),
+            }
+        }
+    };
+    observe(
+        &frontend,
+        "influx_write",
+        started,
+        response.status().as_u16(),
+    );
+    response
+}
+
+/// `POST /v1/sql` (form field or query parameter `sql`, or the statement as a
+/// `text/plain` body): every statement's output as JSON.
+async fn sql(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &body);
+    let is_text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let text = match params.get("sql") {
+        Some(text) => Some(text.to_string()),
+        None if is_text => std::str::from_utf8(&body).ok().map(str::to_string),
+        None => None,
+    };
+    let response = match text {
+        None => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "missing parameter \"sql\""})),
+        )
+            .into_response(),
+        Some(text) => match frontend.sql.execute(&text).await {
+            Ok(outputs) => {
+                let output: Vec<Json> = outputs.into_iter().map(sql_output_json).collect();
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                axum::Json(json!({"output": output, "execution_time_ms": elapsed_ms}))
+                    .into_response()
+            }
+            Err(error) => {
+                let status = match error {
+                    SqlError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    SqlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+                    SqlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    SqlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, axum::Json(json!({"error": error.to_string()}))).into_response()
+            }
+        },
+    };
+    observe(&frontend, "sql", started, response.status().as_u16());
+    response
+}
+
+fn sql_output_json(output: SqlOutput) -> Json {
+    match output {
+        SqlOutput::Done { rows, .. } => json!({"affectedrows": rows}),
+        SqlOutput::Rows { schema, batches } => {
+            let columns: Vec<Json> = schema
+                .fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "data_type": f.data_type().to_string()}))
+                .collect();
+            let mut rows = Vec::new();
+            for batch in &batches {
+                for row in 0..batch.num_rows() {
+                    rows.push(Json::Array(
+                        batch
+                            .columns()
+                            .iter()
+                            .map(|column| json_cell(column.as_ref(), row))
+                            .collect(),
+                    ));
+                }
+            }
+            let total = rows.len();
+            json!({"records": {"schema": {"column_schemas": columns}, "rows": rows, "total_rows": total}})
+        }
+    }
+}
+
+/// One value as JSON: numbers and booleans as such, timestamps as Unix milliseconds,
+/// everything else as Arrow displays it.
+fn json_cell(column: &dyn arrow_array::Array, row: usize) -> Json {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+    use arrow_schema::{DataType, TimeUnit};
+    if column.is_null(row) {
+        return Json::Null;
+    }
+    match column.data_type() {
+        DataType::Boolean => json!(column.as_boolean().value(row)),
+        DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => {
+            let value = column.as_primitive::<Float64Type>().value(row);
+            serde_json::Number::from_f64(value)
+                .map_or_else(|| json!(format_value(value)), Json::Number)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            json!(column.as_primitive::<TimestampMillisecondType>().value(row))
+        }
+        DataType::Utf8 => json!(column.as_string::<i32>().value(row)),
+        _ => json!(
+            datafusion::arrow::util::display::array_value_to_string(column, row)
+                .unwrap_or_default()
+        ),
+    }
 }
 
 async fn health() -> Response {

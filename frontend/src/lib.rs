@@ -5,16 +5,21 @@
 //! physical regions ([`prom_store`]), PromQL evaluation ([`promql`]; selectors today),
 //! the HTTP API ([`http`]: remote write, the Prometheus query API, `/metrics`,
 //! `/health`), its own metrics ([`self_metrics`]), and its view of the catalog
-//! ([`meta`]). Still to come: InfluxDB line protocol, SQL with DataFusion over HTTP and
-//! the PostgreSQL wire protocol, and the full PromQL engine.
+//! ([`meta`]); regular tables on their own regions ([`table_store`]) written by InfluxDB
+//! line protocol ([`line_protocol`]) and SQL ([`sql`], DataFusion for queries) over HTTP
+//! and the PostgreSQL wire protocol ([`pg`]). Still to come: the full PromQL engine.
 //!
 //! It must not: store data; import `datanode` (they meet through
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
 //! bound: every rejection names what and where.
 
 pub mod http;
+pub mod line_protocol;
 pub mod meta;
+pub mod pg;
 pub mod prom_store;
 pub mod promql;
 pub mod remote_write;
 pub mod self_metrics;
+pub mod sql;
+pub mod table_store;

@@ -44,6 +44,7 @@ pub struct Standalone {
     pub process: Running,
     pub lines: mpsc::Receiver<String>,
     pub http: SocketAddr,
+    pub postgres: SocketAddr,
     pub ready_line: String,
 }
 
@@ -58,6 +59,8 @@ pub fn start_standalone(data_dir: &Path) -> Standalone {
             "--pin-to-cores",
             "false",
             "--http-addr",
+            "127.0.0.1:0",
+            "--postgres-addr",
             "127.0.0.1:0",
             "--data-dir",
         ])
@@ -81,18 +84,33 @@ pub fn start_standalone(data_dir: &Path) -> Standalone {
             .recv_timeout(Duration::from_secs(60))
             .expect("metronome standalone logs a ready line within 60 s");
         if line.contains("ready") {
-            let http = line
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix("http="))
-                .expect("the ready line names the HTTP address")
-                .parse()
-                .unwrap();
+            let address = |key: &str| -> SocketAddr {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(key))
+                    .unwrap_or_else(|| panic!("the ready line names {key}: {line}"))
+                    .parse()
+                    .unwrap()
+            };
             return Standalone {
                 process,
                 lines,
-                http,
+                http: address("http="),
+                postgres: address("postgres="),
                 ready_line: line,
             };
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        // A failed test shows what the server said.
+        if std::thread::panicking() {
+            let _ = self.process.0.kill();
+            let _ = self.process.0.wait();
+            for line in self.lines.try_iter() {
+                eprintln!("metronome: {line}");
+            }
         }
     }
 }

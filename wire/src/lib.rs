@@ -114,3 +114,5 @@ pub trait RegionService: Send + Sync + 'static {
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>>;
 }
+
+pub mod rows;

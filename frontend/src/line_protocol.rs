@@ -1,0 +1,328 @@
+//! InfluxDB line protocol (`POST /api/v2/write`, `POST /write`): each measurement is a
+//! regular table (tags → tag columns, fields → field columns, the timestamp → `ts`),
+//! created on first write and widened when new tags or fields arrive.
+//!
+//! Parsing is `influxdb-line-protocol`'s. A body is all or nothing as far as validation
+//! goes: every line is parsed and checked before any row is written, and the first bad
+//! line is named by its number.
+
+use std::collections::BTreeMap;
+
+use influxdb_line_protocol::{parse_lines, FieldValue as LineValue, ParsedLine};
+use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+use metronome_metasrv::catalog::{check_name, TableKind};
+
+use crate::prom_store::StoreError;
+use crate::table_store::TableStore;
+
+/// The time index column of tables created by line protocol.
+pub const TIME_INDEX: &str = "ts";
+/// Bodies larger than this are refused.
+pub const BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// The unit of the timestamps in a body (`precision=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+    Minutes,
+    Hours,
+}
+
+impl Precision {
+    /// Parses the `precision` parameter of v1 (`n u ms s m h`) and v2 (`ns us ms s`).
+    pub fn parse(text: Option<&str>) -> Result<Precision, String> {
+        Ok(match text.unwrap_or("ns") {
+            "ns" | "n" => Precision::Nanoseconds,
+            "us" | "u" | "µ" => Precision::Microseconds,
+            "ms" => Precision::Milliseconds,
+            "s" => Precision::Seconds,
+            "m" => Precision::Minutes,
+            "h" => Precision::Hours,
+            other => {
+                return Err(format!(
+                    "invalid precision {other:?}: use ns, us, ms, s (or n, u, m, h)"
+                ))
+            }
+        })
+    }
+
+    /// A timestamp of this precision in milliseconds (rounded down), if it fits.
+    fn to_ms(self, value: i64) -> Option<i64> {
+        match self {
+            Precision::Nanoseconds => Some(value.div_euclid(1_000_000)),
+            Precision::Microseconds => Some(value.div_euclid(1_000)),
+            Precision::Milliseconds => Some(value),
+            Precision::Seconds => value.checked_mul(1_000),
+            Precision::Minutes => value.checked_mul(60_000),
+            Precision::Hours => value.checked_mul(3_600_000),
+        }
+    }
+}
+
+/// One line: tag values by name, timestamp in ms, field values by name.
+type Point = (BTreeMap<String, String>, i64, BTreeMap<String, Value>);
+
+/// One measurement's lines, checked.
+struct Measurement {
+    tags: Vec<String>,
+    fields: Vec<FieldColumn>,
+    points: Vec<Point>,
+}
+
+fn field_type(value: &LineValue<'_>) -> FieldType {
+    match value {
+        LineValue::I64(_) | LineValue::U64(_) => FieldType::Int64,
+        LineValue::F64(_) => FieldType::Float64,
+        LineValue::String(_) => FieldType::String,
+        LineValue::Boolean(_) => FieldType::Boolean,
+    }
+}
+
+fn field_value(value: &LineValue<'_>, line: usize, name: &str) -> Result<Value, StoreError> {
+    Ok(match value {
+        LineValue::I64(v) => Value::Int64(*v),
+        LineValue::U64(v) => Value::Int64(i64::try_from(*v).map_err(|_| {
+            StoreError::Invalid(format!(
+                "line {line}: field {name:?} = {v}u does not fit a signed 64-bit integer"
+            ))
+        })?),
+        LineValue::F64(v) => Value::Float64(*v),
+        LineValue::String(v) => Value::String(v.to_string()),
+        LineValue::Boolean(v) => Value::Boolean(*v),
+    })
+}
+
+/// Parses and checks a body; groups its points by measurement.
+fn parse(
+    body: &str,
+    precision: Precision,
+    now_ms: i64,
+) -> Result<BTreeMap<String, Measurement>, StoreError> {
+    let mut measurements: BTreeMap<String, Measurement> = BTreeMap::new();
+    for (index, parsed) in parse_lines(body).enumerate() {
+        let line = index + 1;
+        let parsed: ParsedLine<'_> =
+            parsed.map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+        let table = parsed.series.measurement.to_string();
+        check_name("measurement", &table)
+            .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+        let ts = match parsed.timestamp {
+            None => now_ms,
+            Some(value) => precision.to_ms(value).ok_or_else(|| {
+                StoreError::Invalid(format!("line {line}: timestamp {value} is out of range"))
+            })?,
+        };
+        let entry = measurements
+            .entry(table.clone())
+            .or_insert_with(|| Measurement {
+                tags: Vec::new(),
+                fields: Vec::new(),
+                points: Vec::new(),
+            });
+        let mut tags = BTreeMap::new();
+        for (key, value) in parsed.series.tag_set.iter().flatten() {
+            let key = key.to_string();
+            check_name("tag", &key)
+                .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+            if !entry.tags.contains(&key) {
+                entry.tags.push(key.clone());
+            }
+            tags.insert(key, value.to_string());
+        }
+        let mut fields = BTreeMap::new();
+        for (key, value) in &parsed.field_set {
+            let key = key.to_string();
+            check_name("field", &key)
+                .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+            if tags.contains_key(&key) || key == TIME_INDEX {
+                return Err(StoreError::Invalid(format!(
+                    "line {line}: field {key:?} collides with a tag or the time index"
+                )));
+            }
+            let wanted = field_type(value);
+            match entry.fields.iter().find(|f| f.name == key) {
+                Some(existing) if existing.field_type != wanted => {
+                    return Err(StoreError::Invalid(format!(
+                        "line {line}: field {key:?} of {table} is {:?} in this body, the line \
+                         has {wanted:?}",
+                        existing.field_type
+                    )))
+                }
+                Some(_) => {}
+                None => entry.fields.push(FieldColumn {
+                    name: key.clone(),
+                    field_type: wanted,
+                }),
+            }
+            fields.insert(key.clone(), field_value(value, line, &key)?);
+        }
+        entry.points.push((tags, ts, fields));
+    }
+    Ok(measurements)
+}
+
+/// Writes a line-protocol body to `database`; returns the number of points stored.
+pub async fn write(
+    tables: &TableStore,
+    database: &str,
+    body: &str,
+    precision: Precision,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    if body.len() > BODY_BYTES_MAX {
+        return Err(StoreError::Invalid(format!(
+            "the body has {} bytes, the limit is {BODY_BYTES_MAX}",
+            body.len()
+        )));
+    }
+    let measurements = parse(body, precision, now_ms)?;
+    // Every table first, so that a schema conflict refuses the body before any write.
+    let mut tables_now = Vec::new();
+    for (name, measurement) in &measurements {
+        let table = tables.table(database, name);
+        let table = match table {
+            None => {
+                let mut tags = measurement.tags.clone();
+                tags.sort();
+                let mut fields = measurement.fields.clone();
+                fields.sort_by(|a, b| a.name.cmp(&b.name));
+                let schema = RegionSchema {
+                    tags,
+                    time_index: TIME_INDEX.to_string(),
+                    fields,
+                };
+                tables
+                    .create_table(database, name, schema, None, 1, true)
+                    .await?;
+                tables.table(database, name).ok_or_else(|| {
+                    StoreError::Internal(format!("table {name} vanished after its creation"))
+                })?
+            }
+            Some(table) => table,
+        };
+        if !matches!(table.kind, TableKind::Regular { .. }) {
+            return Err(StoreError::Invalid(format!(
+                "{name} is a Prometheus metric; line protocol cannot write to it"
+            )));
+        }
+        if table.schema.time_index != TIME_INDEX {
+            return Err(StoreError::Invalid(format!(
+                "table {name} has time index {:?}; line protocol writes {TIME_INDEX:?}",
+                table.schema.time_index
+            )));
+        }
+        let mut new_tags: Vec<String> = measurement
+            .tags
+            .iter()
+            .filter(|tag| !table.schema.tags.contains(tag))
+            .cloned()
+            .collect();
+        new_tags.sort();
+        let mut new_fields = Vec::new();
+        for field in &measurement.fields {
+            match table.schema.fields.iter().find(|f| f.name == field.name) {
+                Some(existing) if existing.field_type != field.field_type => {
+                    return Err(StoreError::Invalid(format!(
+                        "field {:?} of table {name} is {:?}; the body writes {:?}",
+                        field.name, existing.field_type, field.field_type
+                    )))
+                }
+                Some(_) => {}
+                None => new_fields.push(field.clone()),
+            }
+        }
+        new_fields.sort_by(|a, b| a.name.cmp(&b.name));
+        let table = if new_tags.is_empty() && new_fields.is_empty() {
+            table
+        } else {
+            tables
+                .add_columns(database, name, new_tags, new_fields)
+                .await?;
+            tables.table(database, name).ok_or_else(|| {
+                StoreError::Internal(format!("table {name} vanished while adding columns"))
+            })?
+        };
+        tables_now.push(table);
+    }
+    let mut written = 0;
+    for (table, measurement) in tables_now.iter().zip(measurements.into_values()) {
+        let schema = &table.schema;
+        let rows = measurement
+            .points
+            .into_iter()
+            .map(|(mut tags, ts, mut fields)| Row {
+                tags: schema
+                    .tags
+                    .iter()
+                    .map(|tag| tags.remove(tag).unwrap_or_default())
+                    .collect(),
+                ts,
+                fields: schema
+                    .fields
+                    .iter()
+                    .map(|field| fields.remove(&field.name).unwrap_or(Value::Null))
+                    .collect(),
+            })
+            .collect();
+        written += tables.write(table, rows).await?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_group_by_measurement_with_types_and_precision() {
+        let body = "cpu,host=a,dc=eu usage=0.5,cores=4i 1700000000000000000\n\
+                    cpu,host=b usage=0.7,up=true 1700000001000000000\n\
+                    mem,host=a free=\"lots\"\n";
+        let parsed = parse(body, Precision::Nanoseconds, 42).unwrap();
+        let cpu = &parsed["cpu"];
+        assert_eq!(cpu.tags, ["host", "dc"]);
+        let types: Vec<(&str, FieldType)> = cpu
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.field_type))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("usage", FieldType::Float64),
+                ("cores", FieldType::Int64),
+                ("up", FieldType::Boolean)
+            ]
+        );
+        assert_eq!(cpu.points[1].1, 1_700_000_001_000);
+        assert_eq!(
+            parsed["mem"].points[0].1, 42,
+            "a line without a timestamp is now"
+        );
+        let seconds = parse("m v=1 1700000000", Precision::Seconds, 0).unwrap();
+        assert_eq!(seconds["m"].points[0].1, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn bad_lines_are_named_by_number() {
+        for (body, expected) in [
+            ("cpu usage=1\ncpu,host=a", "line 2"),
+            ("cpu v=1\ncpu v=1i", "line 2: field \"v\""),
+            ("cpu-load v=1", "cpu-load"),
+            ("cpu ts=1", "time index"),
+            ("cpu v=1 99999999999999999", "out of range"),
+        ] {
+            let precision = if body.contains("9999") {
+                Precision::Hours
+            } else {
+                Precision::Nanoseconds
+            };
+            let error = parse(body, precision, 0).err().expect(body).to_string();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
+        assert!(Precision::parse(Some("fortnight")).is_err());
+    }
+}

@@ -1,0 +1,534 @@
+//! The PostgreSQL wire protocol (pgwire): the simple and the extended query protocol over
+//! [`SqlEngine`], so psql, tokio-postgres and psycopg work.
+//!
+//! Errors are ErrorResponses with a SQLSTATE: `42000` for a wrong statement, `0A000` for
+//! an unsupported one, `53000` for overload, `XX000` for internal failures. There is no
+//! authentication yet: bind the port to a trusted network (the default is loopback).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType,
+    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, Schema, TimeUnit};
+use async_trait::async_trait;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{stream, Sink};
+use metronome_core::rt::task;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::PgWireBackendMessage;
+
+use crate::sql::insert::{columns, ColumnRole};
+use crate::sql::{Parsed, SqlEngine, SqlError, SqlOutput};
+
+pub struct PgHandler {
+    sql: Arc<SqlEngine>,
+    parser: Arc<NoopQueryParser>,
+}
+
+impl PgHandler {
+    pub fn new(sql: Arc<SqlEngine>) -> PgHandler {
+        PgHandler {
+            sql,
+            parser: Arc::new(NoopQueryParser::new()),
+        }
+    }
+}
+
+/// The handlers of one server; cheap to clone per connection.
+#[derive(Clone)]
+pub struct PgServer {
+    handler: Arc<PgHandler>,
+}
+
+impl PgServer {
+    pub fn new(sql: Arc<SqlEngine>) -> PgServer {
+        PgServer {
+            handler: Arc::new(PgHandler::new(sql)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for PgServer {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+}
+
+/// Accepts PostgreSQL connections on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: PgServer,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    futures::pin_mut!(shutdown);
+    loop {
+        let accepted = {
+            let accept = listener.accept();
+            futures::pin_mut!(accept);
+            match futures::future::select(&mut shutdown, accept).await {
+                futures::future::Either::Left(_) => return,
+                futures::future::Either::Right((accepted, _)) => accepted,
+            }
+        };
+        match accepted {
+            Ok((socket, _)) => {
+                let server = server.clone();
+                task::spawn(async move {
+                    if let Err(error) = pgwire::tokio::process_socket(socket, None, server).await {
+                        tracing::debug!(%error, "PostgreSQL connection ended with an error");
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot accept a PostgreSQL connection"),
+        }
+    }
+}
+
+fn pg_error(error: SqlError) -> PgWireError {
+    let code = match &error {
+        SqlError::Invalid(_) => "42000",
+        SqlError::Unsupported(_) => "0A000",
+        SqlError::Unavailable(_) => "53000",
+        SqlError::Internal(_) => "XX000",
+    };
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        error.to_string(),
+    )))
+}
+
+/// The PostgreSQL type a column is sent as.
+fn pg_type(data_type: &DataType) -> Type {
+    match data_type {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        _ => Type::VARCHAR,
+    }
+}
+
+fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            FieldInfo::new(
+                field.name().clone(),
+                None,
+                None,
+                pg_type(field.data_type()),
+                format.format_for(index),
+            )
+        })
+        .collect()
+}
+
+/// A timestamp as PostgreSQL writes one in text: `2024-01-01 00:00:00`, with a fraction
+/// only where there is one, and without trailing zeros.
+fn timestamp_text(time: chrono::NaiveDateTime) -> String {
+    let mut text = time.format("%Y-%m-%d %H:%M:%S").to_string();
+    let micros = time.and_utc().timestamp_subsec_micros();
+    if micros != 0 {
+        let fraction = format!("{micros:06}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
+    }
+    text
+}
+
+/// Encodes one value of `column` at `row` into the row being built.
+fn encode_value(
+    encoder: &mut DataRowEncoder,
+    field: &FieldInfo,
+    column: &dyn Array,
+    row: usize,
+) -> PgWireResult<()> {
+    if column.is_null(row) {
+        return encoder.encode_field(&None::<i64>);
+    }
+    match column.data_type() {
+        DataType::Boolean => encoder.encode_field(&column.as_boolean().value(row)),
+        DataType::Int8 => {
+            encoder.encode_field(&i16::from(column.as_primitive::<Int8Type>().value(row)))
+        }
+        DataType::Int16 => encoder.encode_field(&column.as_primitive::<Int16Type>().value(row)),
+        DataType::UInt8 => {
+            encoder.encode_field(&i16::from(column.as_primitive::<UInt8Type>().value(row)))
+        }
+        DataType::Int32 => encoder.encode_field(&column.as_primitive::<Int32Type>().value(row)),
+        DataType::UInt16 => {
+            encoder.encode_field(&i32::from(column.as_primitive::<UInt16Type>().value(row)))
+        }
+        DataType::Int64 => encoder.encode_field(&column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt32 => {
+            encoder.encode_field(&i64::from(column.as_primitive::<UInt32Type>().value(row)))
+        }
+        DataType::UInt64 => encoder.encode_field(
+            &i64::try_from(column.as_primitive::<UInt64Type>().value(row)).unwrap_or(i64::MAX),
+        ),
+        DataType::Float32 => encoder.encode_field(&column.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => encoder.encode_field(&column.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            let ms = column.as_primitive::<TimestampMillisecondType>().value(row);
+            match chrono::DateTime::from_timestamp_millis(ms) {
+                Some(time) if field.format() == FieldFormat::Text => {
+                    encoder.encode_field(&timestamp_text(time.naive_utc()))
+                }
+                Some(time) => encoder.encode_field(&time.naive_utc()),
+                None => encoder.encode_field(&None::<i64>),
+            }
+        }
+        DataType::Utf8 => encoder.encode_field(&column.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => encoder.encode_field(&column.as_string::<i64>().value(row)),
+        DataType::Utf8View => encoder.encode_field(&column.as_string_view().value(row)),
+        _ => {
+            // Everything else travels as text, formatted as Arrow displays it.
+            let formatter = arrow_cast_display(column, row);
+            encoder.encode_field(&formatter)
+        }
+    }
+}
+
+fn arrow_cast_display(column: &dyn Array, row: usize) -> String {
+    datafusion::arrow::util::display::array_value_to_string(column, row)
+        .unwrap_or_else(|error| format!("<{error}>"))
+}
+
+/// A timestamp column in milliseconds, whatever unit DataFusion produced.
+fn normalize_batch(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
+    let needs_cast = |dt: &DataType| matches!(dt, DataType::Timestamp(unit, None) if *unit != TimeUnit::Millisecond);
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| needs_cast(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let target = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut schema_fields = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if needs_cast(field.data_type()) {
+            columns.push(
+                datafusion::arrow::compute::cast(column, &target)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?,
+            );
+            schema_fields.push(field.as_ref().clone().with_data_type(target.clone()));
+        } else {
+            columns.push(column.clone());
+            schema_fields.push(field.as_ref().clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+}
+
+fn schema_for_wire(schema: &Schema) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(_, None) => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, None)),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn response(output: SqlOutput, format: &Format) -> PgWireResult<Response> {
+    match output {
+        SqlOutput::Done { tag, rows } => {
+            let tag = match tag {
+                "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(rows),
+                "BEGIN" => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+                "COMMIT" | "ROLLBACK" => return Ok(Response::TransactionEnd(Tag::new(tag))),
+                other => Tag::new(other),
+            };
+            Ok(Response::Execution(tag))
+        }
+        SqlOutput::Rows { schema, batches } => {
+            let header = Arc::new(fields(&schema_for_wire(&schema), format));
+            let mut rows: Vec<PgWireResult<DataRow>> = Vec::new();
+            let mut encoder = DataRowEncoder::new(header.clone());
+            for batch in &batches {
+                let batch = normalize_batch(batch)?;
+                for row in 0..batch.num_rows() {
+                    for (field, column) in header.iter().zip(batch.columns()) {
+                        encode_value(&mut encoder, field, column.as_ref(), row)?;
+                    }
+                    rows.push(Ok(encoder.take_row()));
+                }
+            }
+            Ok(Response::Query(QueryResponse::new(
+                header,
+                stream::iter(rows),
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgHandler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if query.trim().trim_end_matches(';').trim().is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let parsed = self.sql.parse(query).map_err(pg_error)?;
+        let mut responses = Vec::with_capacity(parsed.len());
+        for statement in parsed {
+            match self.sql.execute_parsed(statement, &[]).await {
+                Ok(output) => responses.push(response(output, &Format::UnifiedText)?),
+                Err(error) => {
+                    // Statements before the failing one have taken effect, as in PostgreSQL's
+                    // implicit per-statement transactions.
+                    let PgWireError::UserError(info) = pg_error(error) else {
+                        unreachable!("pg_error makes user errors")
+                    };
+                    responses.push(Response::Error(info));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// The one statement of an extended-protocol query.
+fn single(sql: &SqlEngine, text: &str) -> PgWireResult<Option<Parsed>> {
+    let mut parsed = sql.parse(text).map_err(pg_error)?;
+    match parsed.len() {
+        0 => Ok(None),
+        1 => Ok(parsed.pop()),
+        n => Err(pg_error(SqlError::Invalid(format!(
+            "a prepared statement holds one command, this has {n}"
+        )))),
+    }
+}
+
+/// The parameter types and result columns of a statement, for Describe.
+async fn describe(
+    sql: &SqlEngine,
+    parsed: &Parsed,
+    format: &Format,
+) -> PgWireResult<(Vec<Type>, Vec<FieldInfo>)> {
+    match &parsed.statement {
+        Statement::Query(_) => {
+            let plan = sql.plan_query(&parsed.statement).await.map_err(pg_error)?;
+            let types = plan
+                .get_parameter_types()
+                .map_err(|e| pg_error(SqlError::from(e)))?;
+            let mut params: Vec<(usize, Type)> = types
+                .iter()
+                .filter_map(|(name, data_type)| {
+                    let index = name.strip_prefix('$')?.parse::<usize>().ok()?;
+                    Some((index, data_type.as_ref().map_or(Type::UNKNOWN, pg_type)))
+                })
+                .collect();
+            params.sort_by_key(|(index, _)| *index);
+            let schema = schema_for_wire(plan.schema().as_arrow());
+            Ok((
+                params.into_iter().map(|(_, t)| t).collect(),
+                fields(&schema, format),
+            ))
+        }
+        Statement::Insert(insert) => {
+            // Parameters take the types of the columns they fill, in order.
+            let name = crate::sql::insert::target(insert).map_err(pg_error)?;
+            let table = sql.table(&name).map_err(pg_error)?;
+            let all = columns(&table.schema);
+            let targets: Vec<ColumnRole> = if insert.columns.is_empty() {
+                all.iter().map(|(_, role)| *role).collect()
+            } else {
+                insert
+                    .columns
+                    .iter()
+                    .filter_map(|column| {
+                        let column = column.to_string().to_lowercase();
+                        all.iter()
+                            .find(|(name, _)| *name == column)
+                            .map(|(_, r)| *r)
+                    })
+                    .collect()
+            };
+            let mut params = Vec::new();
+            let text = parsed.statement.to_string();
+            let count = (1..=65535)
+                .take_while(|n| text.contains(&format!("${n}")))
+                .count();
+            for index in 0..count {
+                let role = targets.get(index % targets.len().max(1)).copied();
+                params.push(match role {
+                    Some(ColumnRole::Tag(_)) => Type::VARCHAR,
+                    Some(ColumnRole::TimeIndex) => Type::TIMESTAMP,
+                    Some(ColumnRole::Field(_, field_type)) => match field_type {
+                        metronome_core::data::FieldType::Float64 => Type::FLOAT8,
+                        metronome_core::data::FieldType::Int64 => Type::INT8,
+                        metronome_core::data::FieldType::String => Type::VARCHAR,
+                        metronome_core::data::FieldType::Boolean => Type::BOOL,
+                    },
+                    None => Type::UNKNOWN,
+                });
+            }
+            Ok((params, Vec::new()))
+        }
+        _ => Ok((Vec::new(), Vec::new())),
+    }
+}
+
+/// Decodes the bound parameter `index` of `portal` into a value DataFusion understands.
+fn parameter(portal: &Portal<String>, index: usize, pg: &Type) -> PgWireResult<ScalarValue> {
+    Ok(match *pg {
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(index, pg)?),
+        Type::INT2 => ScalarValue::Int64(portal.parameter::<i16>(index, pg)?.map(i64::from)),
+        Type::INT4 => ScalarValue::Int64(portal.parameter::<i32>(index, pg)?.map(i64::from)),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(index, pg)?),
+        Type::FLOAT4 => ScalarValue::Float64(portal.parameter::<f32>(index, pg)?.map(f64::from)),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(index, pg)?),
+        Type::TIMESTAMP => ScalarValue::TimestampMillisecond(
+            portal
+                .parameter::<chrono::NaiveDateTime>(index, pg)?
+                .map(|time| time.and_utc().timestamp_millis()),
+            None,
+        ),
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMillisecond(
+            portal
+                .parameter::<chrono::DateTime<chrono::FixedOffset>>(index, pg)?
+                .map(|time| time.timestamp_millis()),
+            None,
+        ),
+        _ => ScalarValue::Utf8(portal.parameter::<String>(index, pg)?),
+    })
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgHandler {
+    type Statement = String;
+    type QueryParser = NoopQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(parsed) = single(&self.sql, &target.statement)? else {
+            return Ok(DescribeStatementResponse::new(Vec::new(), Vec::new()));
+        };
+        let (server_types, fields) = describe(&self.sql, &parsed, &Format::UnifiedBinary).await?;
+        // The client's declared types win; ours fill the gaps.
+        let count = server_types.len().max(target.parameter_types.len());
+        let types = (0..count)
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| server_types.get(i).cloned())
+                    .unwrap_or(Type::UNKNOWN)
+            })
+            .collect();
+        Ok(DescribeStatementResponse::new(types, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(parsed) = single(&self.sql, &target.statement.statement)? else {
+            return Ok(DescribePortalResponse::new(Vec::new()));
+        };
+        let (_, fields) = describe(&self.sql, &parsed, &target.result_column_format).await?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(parsed) = single(&self.sql, &portal.statement.statement)? else {
+            return Ok(Response::EmptyQuery);
+        };
+        let (server_types, _) = describe(&self.sql, &parsed, &Format::UnifiedText).await?;
+        let mut params = Vec::with_capacity(portal.parameter_len());
+        for index in 0..portal.parameter_len() {
+            let declared = portal
+                .statement
+                .parameter_types
+                .get(index)
+                .cloned()
+                .flatten()
+                .or_else(|| server_types.get(index).cloned())
+                .unwrap_or(Type::VARCHAR);
+            params.push(parameter(portal, index, &declared)?);
+        }
+        let output = self
+            .sql
+            .execute_parsed(parsed, &params)
+            .await
+            .map_err(pg_error)?;
+        response(output, &portal.result_column_format)
+    }
+}

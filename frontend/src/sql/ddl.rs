@@ -1,0 +1,390 @@
+//! `CREATE TABLE` in Metronome's dialect: standard SQL plus a `TIME INDEX` marker on the
+//! timestamp column (`ts TIMESTAMP TIME INDEX`, or a `TIME INDEX (ts)` constraint),
+//! `PRIMARY KEY (…)` naming the tag columns, and `WITH (ttl = '7d', partitions = 4)`.
+//!
+//! sqlparser does not know `TIME INDEX`, so [`strip_time_index`] removes it at the token
+//! level (remembering the column) before the statement is parsed.
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, Expr, Ident, SqlOption,
+    TableConstraint, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use metronome_core::data::{FieldColumn, FieldType, RegionSchema};
+use metronome_metasrv::catalog::REGIONS_PER_TABLE_MAX;
+
+use super::SqlError;
+
+/// What a `CREATE TABLE` asks for, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDefinition {
+    pub name: String,
+    pub schema: RegionSchema,
+    pub ttl_ms: Option<i64>,
+    pub partitions: u32,
+    pub if_not_exists: bool,
+}
+
+/// An identifier as PostgreSQL (and DataFusion) resolve it: unquoted folds to lower case.
+pub fn normalize(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+/// Removes `TIME INDEX` from a `CREATE TABLE` statement's text; returns the new text and
+/// the time index column, if one was marked.
+pub fn strip_time_index(sql: &str) -> Result<(String, Option<String>), SqlError> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|error| SqlError::Invalid(format!("cannot tokenize the statement: {error}")))?;
+    let is_word = |token: &Token, keyword: &str| {
+        matches!(token, Token::Word(word) if word.quote_style.is_none()
+            && word.value.eq_ignore_ascii_case(keyword))
+    };
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut time_index = None;
+    let mut depth = 0usize;
+    // The first word of the current column definition (at depth 1).
+    let mut column_start: Option<String> = None;
+    let mut expect_column = false;
+    let mut skip_until = 0usize;
+    for (position, &index) in significant.iter().enumerate() {
+        let token = &tokens[index];
+        if index < skip_until {
+            continue;
+        }
+        match token {
+            Token::LParen => {
+                depth += 1;
+                if depth == 1 {
+                    expect_column = true;
+                }
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 1 => expect_column = true,
+            Token::Word(word) if depth == 1 && expect_column => {
+                column_start = Some(if word.quote_style.is_some() {
+                    word.value.clone()
+                } else {
+                    word.value.to_lowercase()
+                });
+                expect_column = false;
+            }
+            _ => {}
+        }
+        let next = significant.get(position + 1).map(|&i| &tokens[i]);
+        if depth == 1 && is_word(token, "TIME") && next.is_some_and(|t| is_word(t, "INDEX")) {
+            if time_index.is_some() {
+                return Err(SqlError::Invalid(
+                    "a table has exactly one TIME INDEX column".to_string(),
+                ));
+            }
+            let after = significant.get(position + 2).map(|&i| &tokens[i]);
+            if matches!(after, Some(Token::LParen)) {
+                // The constraint form, `TIME INDEX (ts)`: drop it and a comma before it.
+                let column = significant.get(position + 3).map(|&i| &tokens[i]);
+                let close = significant.get(position + 4).map(|&i| &tokens[i]);
+                let (Some(Token::Word(column)), Some(Token::RParen)) = (column, close) else {
+                    return Err(SqlError::Invalid(
+                        "TIME INDEX takes one column: TIME INDEX (ts)".to_string(),
+                    ));
+                };
+                time_index = Some(if column.quote_style.is_some() {
+                    column.value.clone()
+                } else {
+                    column.value.to_lowercase()
+                });
+                while matches!(out.last(), Some(Token::Whitespace(_))) {
+                    out.pop();
+                }
+                if matches!(out.last(), Some(Token::Comma)) {
+                    out.pop();
+                }
+                skip_until = significant[position + 4] + 1;
+                expect_column = false;
+                continue;
+            }
+            time_index = column_start.clone();
+            skip_until = significant[position + 1] + 1;
+            continue;
+        }
+        // Keep the whitespace between this token and the next significant one.
+        let end = significant
+            .get(position + 1)
+            .copied()
+            .unwrap_or(tokens.len());
+        out.extend(tokens[index..end].iter().cloned());
+    }
+    let text: String = out.iter().map(|token| token.to_string()).collect();
+    Ok((text, time_index))
+}
+
+fn field_type(column: &ColumnDef) -> Result<Option<FieldType>, SqlError> {
+    let text = column.data_type.to_string().to_uppercase();
+    let base = text.split('(').next().unwrap_or("").trim();
+    Ok(Some(match base {
+        "STRING" | "TEXT" | "VARCHAR" | "CHAR" | "CHARACTER VARYING" => FieldType::String,
+        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT64" | "FLOAT8" | "REAL" | "FLOAT4"
+        | "FLOAT32" => FieldType::Float64,
+        "BIGINT" | "INT" | "INTEGER" | "INT64" | "INT8" | "INT4" | "INT32" | "SMALLINT"
+        | "INT2" | "TINYINT" => FieldType::Int64,
+        "BOOLEAN" | "BOOL" => FieldType::Boolean,
+        "TIMESTAMP" | "TIMESTAMP_MS" | "TIMESTAMPTZ" => return Ok(None),
+        _ => {
+            return Err(SqlError::Invalid(format!(
+                "column {:?} has type {text}, which is not supported: use STRING, DOUBLE, \
+                 BIGINT, BOOLEAN or TIMESTAMP",
+                normalize(&column.name)
+            )))
+        }
+    }))
+}
+
+/// A duration option: seconds as a number, or `'7d'`, `'12h'`, `'30m'` style text.
+fn duration_ms(key: &str, value: &Expr) -> Result<i64, SqlError> {
+    let text = match value {
+        Expr::Value(value) => match &value.value {
+            Value::Number(number, _) => format!("{number}s"),
+            Value::SingleQuotedString(text) => text.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    promql_parser::util::parse_duration(&text)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            SqlError::Invalid(format!(
+                "option {key} = {text:?} is not a positive duration such as '7d' or '12h'"
+            ))
+        })
+}
+
+/// Checks a parsed `CREATE TABLE` and turns it into a table definition.
+pub fn table_definition(
+    create: &CreateTable,
+    time_index: Option<String>,
+) -> Result<TableDefinition, SqlError> {
+    let name = match create.name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(normalize)
+            .ok_or_else(|| SqlError::Invalid(format!("invalid table name {}", create.name)))?,
+        _ => {
+            return Err(SqlError::Invalid(format!(
+                "table {} names a schema; only the current database is supported",
+                create.name
+            )))
+        }
+    };
+    let time_index = time_index.ok_or_else(|| {
+        SqlError::Invalid(format!(
+            "table {name} needs a TIME INDEX column, e.g. `ts TIMESTAMP TIME INDEX`"
+        ))
+    })?;
+    let mut primary_key: Vec<String> = Vec::new();
+    for constraint in &create.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(key) => {
+                for column in &key.columns {
+                    primary_key.push(match &column.column.expr {
+                        Expr::Identifier(ident) => normalize(ident),
+                        other => {
+                            return Err(SqlError::Invalid(format!(
+                                "PRIMARY KEY takes column names, got {other}"
+                            )))
+                        }
+                    });
+                }
+            }
+            other => {
+                return Err(SqlError::Invalid(format!(
+                    "constraint {other} is not supported; use PRIMARY KEY (…) and TIME INDEX"
+                )))
+            }
+        }
+    }
+    let mut tags = Vec::new();
+    let mut fields = Vec::new();
+    let mut saw_time_index = false;
+    for column in &create.columns {
+        let column_name = normalize(&column.name);
+        let column_type = field_type(column)?;
+        let in_key = primary_key.contains(&column_name)
+            || column
+                .options
+                .iter()
+                .any(|option| matches!(option.option, ColumnOption::PrimaryKey(_)));
+        if column_name == time_index {
+            if column_type.is_some() {
+                return Err(SqlError::Invalid(format!(
+                    "the TIME INDEX column {column_name:?} must be a TIMESTAMP"
+                )));
+            }
+            saw_time_index = true;
+            continue;
+        }
+        match column_type {
+            None => {
+                return Err(SqlError::Invalid(format!(
+                    "column {column_name:?} is a TIMESTAMP but not the TIME INDEX; store \
+                     other times as BIGINT milliseconds"
+                )))
+            }
+            Some(FieldType::String) if in_key => tags.push(column_name),
+            Some(other) if in_key => {
+                return Err(SqlError::Invalid(format!(
+                    "primary key column {column_name:?} is {other:?}; tag columns are STRING"
+                )))
+            }
+            Some(field_type) => fields.push(FieldColumn {
+                name: column_name,
+                field_type,
+            }),
+        }
+    }
+    if !saw_time_index {
+        return Err(SqlError::Invalid(format!(
+            "the TIME INDEX column {time_index:?} is not among the columns"
+        )));
+    }
+    for key in &primary_key {
+        if !tags.contains(key) {
+            return Err(SqlError::Invalid(format!(
+                "PRIMARY KEY column {key:?} is not a STRING column of the table"
+            )));
+        }
+    }
+    // Tags keep the PRIMARY KEY's order when one is given: it is the sort order.
+    if !primary_key.is_empty() {
+        tags = primary_key;
+    }
+
+    let mut ttl_ms = None;
+    let mut partitions = 1u32;
+    let options: &[SqlOption] = match &create.table_options {
+        CreateTableOptions::None => &[],
+        CreateTableOptions::With(options) => options,
+        other => {
+            return Err(SqlError::Invalid(format!(
+                "table options {other} are not supported; use WITH (ttl = '7d', partitions = 4)"
+            )))
+        }
+    };
+    for option in options {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(SqlError::Invalid(format!(
+                "unsupported table option {option}"
+            )));
+        };
+        match normalize(key).as_str() {
+            "ttl" => ttl_ms = Some(duration_ms("ttl", value)?),
+            "partitions" => {
+                let text = value.to_string();
+                partitions = text
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=REGIONS_PER_TABLE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        SqlError::Invalid(format!(
+                            "partitions = {text} must be a whole number from 1 to \
+                             {REGIONS_PER_TABLE_MAX}"
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(SqlError::Invalid(format!(
+                    "unknown table option {other:?}; known: ttl, partitions"
+                )))
+            }
+        }
+    }
+    Ok(TableDefinition {
+        name,
+        schema: RegionSchema {
+            tags,
+            time_index,
+            fields,
+        },
+        ttl_ms,
+        partitions,
+        if_not_exists: create.if_not_exists,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn define(sql: &str) -> Result<TableDefinition, SqlError> {
+        let (text, time_index) = strip_time_index(sql)?;
+        let statements = Parser::parse_sql(&GenericDialect {}, &text)
+            .map_err(|e| SqlError::Invalid(e.to_string()))?;
+        let Statement::CreateTable(create) = &statements[0] else {
+            panic!("not a CREATE TABLE: {text}")
+        };
+        table_definition(create, time_index)
+    }
+
+    #[test]
+    fn both_time_index_forms_define_the_same_table() {
+        let inline = define(
+            "CREATE TABLE IF NOT EXISTS Cpu (host STRING, dc STRING, ts TIMESTAMP TIME INDEX, \
+             usage DOUBLE, PRIMARY KEY (dc, host)) WITH (ttl = '7d', partitions = 4)",
+        )
+        .unwrap();
+        let constraint = define(
+            "create table cpu (host string, dc string, ts timestamp, usage double, \
+             time index (ts), primary key (dc, host)) with (ttl = '7d', partitions = 4)",
+        )
+        .unwrap();
+        assert_eq!(inline.schema, constraint.schema);
+        assert_eq!(inline.name, "cpu");
+        assert_eq!(inline.schema.tags, ["dc", "host"]);
+        assert_eq!(inline.schema.time_index, "ts");
+        assert_eq!(inline.ttl_ms, Some(7 * 86_400_000));
+        assert_eq!(inline.partitions, 4);
+        assert!(inline.if_not_exists && !constraint.if_not_exists);
+    }
+
+    #[test]
+    fn bad_definitions_say_what_is_wrong() {
+        for (sql, expected) in [
+            ("CREATE TABLE t (host STRING, v DOUBLE)", "TIME INDEX"),
+            (
+                "CREATE TABLE t (ts BIGINT TIME INDEX)",
+                "must be a TIMESTAMP",
+            ),
+            ("CREATE TABLE t (ts TIMESTAMP TIME INDEX, v BLOB)", "BLOB"),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX, n BIGINT, PRIMARY KEY (n))",
+                "tag columns are STRING",
+            ),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX) WITH (ttl = 'soon')",
+                "soon",
+            ),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX) WITH (colour = 1)",
+                "colour",
+            ),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX, t2 TIMESTAMP TIME INDEX)",
+                "exactly one",
+            ),
+        ] {
+            let error = define(sql).unwrap_err().to_string();
+            assert!(error.contains(expected), "{sql}: {error}");
+        }
+    }
+}

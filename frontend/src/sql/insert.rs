@@ -1,0 +1,340 @@
+//! `INSERT INTO t [(columns)] VALUES (…), (…)`: literal rows (and `$n` parameters of the
+//! extended query protocol) turned into region rows.
+
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryOperator, Value};
+use metronome_core::data::{FieldType, RegionSchema, Row, Value as FieldValue};
+
+use super::ddl::normalize;
+use super::SqlError;
+
+/// Rows one INSERT may carry.
+const ROWS_MAX: usize = 1_000_000;
+
+/// The table an INSERT writes to.
+pub fn target(insert: &Insert) -> Result<String, SqlError> {
+    match &insert.table {
+        TableObject::TableName(name) => match name.0.as_slice() {
+            [part] => part
+                .as_ident()
+                .map(normalize)
+                .ok_or_else(|| SqlError::Invalid(format!("invalid table name {name}"))),
+            _ => Err(SqlError::Invalid(format!(
+                "table {name} names a schema; only the current database is supported"
+            ))),
+        },
+        other => Err(SqlError::Invalid(format!("cannot insert into {other}"))),
+    }
+}
+
+/// What a column of the SQL view of a table is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColumnRole {
+    Tag(usize),
+    TimeIndex,
+    Field(usize, FieldType),
+}
+
+/// The columns of a table in SQL order (tags, time index, fields) with their roles.
+pub fn columns(schema: &RegionSchema) -> Vec<(String, ColumnRole)> {
+    let mut all: Vec<(String, ColumnRole)> = schema
+        .tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| (tag.clone(), ColumnRole::Tag(i)))
+        .collect();
+    all.push((schema.time_index.clone(), ColumnRole::TimeIndex));
+    all.extend(
+        schema
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), ColumnRole::Field(i, f.field_type))),
+    );
+    all
+}
+
+/// A literal of an INSERT, or the parameter it names.
+#[derive(Debug, Clone, PartialEq)]
+enum Literal {
+    Null,
+    Number(String),
+    Text(String),
+    Boolean(bool),
+}
+
+fn literal(expr: &Expr, params: &[ScalarValue]) -> Result<Literal, SqlError> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Null => Ok(Literal::Null),
+            Value::Number(number, _) => Ok(Literal::Number(number.to_string())),
+            Value::SingleQuotedString(text) | Value::DoubleQuotedString(text) => {
+                Ok(Literal::Text(text.clone()))
+            }
+            Value::Boolean(value) => Ok(Literal::Boolean(*value)),
+            Value::Placeholder(name) => {
+                let index = name
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| (1..=params.len()).contains(n))
+                    .ok_or_else(|| {
+                        SqlError::Invalid(format!(
+                            "parameter {name} has no value ({} were bound)",
+                            params.len()
+                        ))
+                    })?;
+                Ok(scalar_literal(&params[index - 1]))
+            }
+            other => Err(SqlError::Invalid(format!("unsupported value {other}"))),
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal(expr, params)? {
+            Literal::Number(number) => Ok(Literal::Number(format!("-{number}"))),
+            _ => Err(SqlError::Invalid(format!("cannot negate {expr}"))),
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => literal(expr, params),
+        other => Err(SqlError::Invalid(format!(
+            "INSERT takes literal values; {other} is an expression"
+        ))),
+    }
+}
+
+fn scalar_literal(value: &ScalarValue) -> Literal {
+    if value.is_null() {
+        return Literal::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(v)) => Literal::Boolean(*v),
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::LargeUtf8(Some(v))
+        | ScalarValue::Utf8View(Some(v)) => Literal::Text(v.clone()),
+        ScalarValue::TimestampMillisecond(Some(v), _) => Literal::Number(v.to_string()),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Literal::Number((v / 1000).to_string()),
+        ScalarValue::TimestampNanosecond(Some(v), _) => {
+            Literal::Number((v / 1_000_000).to_string())
+        }
+        ScalarValue::TimestampSecond(Some(v), _) => Literal::Number((v * 1000).to_string()),
+        other => Literal::Number(other.to_string()),
+    }
+}
+
+/// A timestamp as INSERT takes it: integer milliseconds, or text in RFC 3339 or
+/// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
+pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(time.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc().timestamp_millis())
+}
+
+/// The rows an INSERT carries, shaped to `schema`.
+pub fn rows(
+    insert: &Insert,
+    schema: &RegionSchema,
+    params: &[ScalarValue],
+) -> Result<Vec<Row>, SqlError> {
+    let all = columns(schema);
+    let targets: Vec<(String, ColumnRole)> = if insert.columns.is_empty() {
+        all.clone()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|name| {
+                let name = match name.0.as_slice() {
+                    [part] => part.as_ident().map(normalize).unwrap_or_default(),
+                    _ => name.to_string(),
+                };
+                all.iter()
+                    .find(|(column, _)| *column == name)
+                    .cloned()
+                    .ok_or_else(|| SqlError::Invalid(format!("column {name:?} does not exist")))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if !targets
+        .iter()
+        .any(|(_, role)| *role == ColumnRole::TimeIndex)
+    {
+        return Err(SqlError::Invalid(format!(
+            "INSERT must give the time index column {:?}",
+            schema.time_index
+        )));
+    }
+    let Some(source) = &insert.source else {
+        return Err(SqlError::Invalid("INSERT needs VALUES".to_string()));
+    };
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return Err(SqlError::Invalid(
+            "only INSERT … VALUES is supported, not INSERT … SELECT".to_string(),
+        ));
+    };
+    if values.rows.len() > ROWS_MAX {
+        return Err(SqlError::Invalid(format!(
+            "{} rows in one INSERT; the limit is {ROWS_MAX}",
+            values.rows.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(values.rows.len());
+    for (row_index, row) in values.rows.iter().enumerate() {
+        let exprs = &row.content;
+        if exprs.len() != targets.len() {
+            return Err(SqlError::Invalid(format!(
+                "row {} has {} values for {} columns",
+                row_index + 1,
+                exprs.len(),
+                targets.len()
+            )));
+        }
+        let mut tags = vec![String::new(); schema.tags.len()];
+        let mut ts = None;
+        let mut fields = vec![FieldValue::Null; schema.fields.len()];
+        for ((column, role), expr) in targets.iter().zip(exprs) {
+            let value = literal(expr, params)?;
+            let wrong = |expected: &str| {
+                SqlError::Invalid(format!(
+                    "row {}, column {column:?}: expected {expected}, got {expr}",
+                    row_index + 1
+                ))
+            };
+            match (*role, value) {
+                (ColumnRole::Tag(i), Literal::Text(text)) => tags[i] = text,
+                (ColumnRole::Tag(_), Literal::Null) => {}
+                (ColumnRole::Tag(i), Literal::Number(text)) => tags[i] = text,
+                (ColumnRole::Tag(_), _) => return Err(wrong("a string")),
+                (ColumnRole::TimeIndex, Literal::Number(text) | Literal::Text(text)) => {
+                    ts = Some(parse_timestamp_ms(&text).ok_or_else(|| wrong("a timestamp"))?)
+                }
+                (ColumnRole::TimeIndex, _) => return Err(wrong("a timestamp")),
+                (ColumnRole::Field(_, _), Literal::Null) => {}
+                (ColumnRole::Field(i, FieldType::Float64), Literal::Number(text)) => {
+                    fields[i] = FieldValue::Float64(text.parse().map_err(|_| wrong("a number"))?)
+                }
+                (ColumnRole::Field(i, FieldType::Int64), Literal::Number(text)) => {
+                    fields[i] = FieldValue::Int64(text.parse().map_err(|_| wrong("an integer"))?)
+                }
+                (ColumnRole::Field(i, FieldType::String), Literal::Text(text)) => {
+                    fields[i] = FieldValue::String(text)
+                }
+                (ColumnRole::Field(i, FieldType::Boolean), Literal::Boolean(value)) => {
+                    fields[i] = FieldValue::Boolean(value)
+                }
+                (ColumnRole::Field(_, field_type), _) => {
+                    return Err(wrong(&format!("{field_type:?}")))
+                }
+            }
+        }
+        let ts = ts.ok_or_else(|| {
+            SqlError::Invalid(format!(
+                "row {}: the time index {:?} must not be NULL",
+                row_index + 1,
+                schema.time_index
+            ))
+        })?;
+        out.push(Row { tags, ts, fields });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use metronome_core::data::FieldColumn;
+
+    fn schema() -> RegionSchema {
+        RegionSchema {
+            tags: vec!["host".into()],
+            time_index: "ts".into(),
+            fields: vec![
+                FieldColumn {
+                    name: "usage".into(),
+                    field_type: FieldType::Float64,
+                },
+                FieldColumn {
+                    name: "ok".into(),
+                    field_type: FieldType::Boolean,
+                },
+            ],
+        }
+    }
+
+    fn insert_rows(sql: &str, params: &[ScalarValue]) -> Result<Vec<Row>, SqlError> {
+        let statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
+        let Statement::Insert(insert) = &statements[0] else {
+            panic!("not an insert")
+        };
+        rows(insert, &schema(), params)
+    }
+
+    #[test]
+    fn values_and_parameters_become_rows() {
+        let rows = insert_rows(
+            "INSERT INTO cpu (ts, host, usage) VALUES ('2024-01-01 00:00:01', 'a', -1.5), \
+             (2000, $1, $2)",
+            &[
+                ScalarValue::Utf8(Some("b".into())),
+                ScalarValue::Float64(Some(2.5)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(rows[0].tags, ["a"]);
+        assert_eq!(rows[0].ts, 1_704_067_201_000);
+        assert_eq!(
+            rows[0].fields,
+            [FieldValue::Float64(-1.5), FieldValue::Null]
+        );
+        assert_eq!(rows[1].tags, ["b"]);
+        assert_eq!(rows[1].ts, 2000);
+        assert_eq!(rows[1].fields[0], FieldValue::Float64(2.5));
+        let all = insert_rows("INSERT INTO cpu VALUES ('h', 5, 0.5, true)", &[]).unwrap();
+        assert_eq!(
+            all[0].fields,
+            [FieldValue::Float64(0.5), FieldValue::Boolean(true)]
+        );
+    }
+
+    #[test]
+    fn bad_rows_name_the_row_and_column() {
+        for (sql, expected) in [
+            (
+                "INSERT INTO cpu (host, usage) VALUES ('a', 1)",
+                "time index",
+            ),
+            ("INSERT INTO cpu (ts, nope) VALUES (1, 1)", "nope"),
+            (
+                "INSERT INTO cpu (ts, usage) VALUES (1, 'x')",
+                "row 1, column \"usage\"",
+            ),
+            (
+                "INSERT INTO cpu (ts, usage) VALUES (1, 2), (2)",
+                "row 2 has 1 values",
+            ),
+            ("INSERT INTO cpu (ts) VALUES ('yesterday')", "timestamp"),
+            ("INSERT INTO cpu (ts) VALUES ($3)", "$3"),
+            ("INSERT INTO cpu (ts) SELECT 1", "INSERT … SELECT"),
+        ] {
+            let error = insert_rows(sql, &[]).unwrap_err().to_string();
+            assert!(error.contains(expected), "{sql}: {error}");
+        }
+    }
+}

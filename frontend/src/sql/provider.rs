@@ -1,0 +1,353 @@
+//! Metronome's tables as DataFusion sees them: a schema provider over the catalog, and a
+//! table provider per table whose scan fans out to the table's regions with the time
+//! range, tag conditions and (when nothing else filters) the limit pushed down.
+//!
+//! Pushed-down filters are reported as `Inexact`: regions return a superset (a time range
+//! widened to whole milliseconds, say) and DataFusion applies the filter again, so a
+//! condition we do not understand can never change an answer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use metronome_core::data::{MatchOp, ScanRequest, TagMatcher, Value};
+use metronome_metasrv::catalog::{Catalog, Table, TableKind, METRIC_NAME_LABEL};
+use metronome_wire::rows::{row_schema, rows_to_batch};
+
+use crate::prom_store::PromStore;
+use crate::table_store::TableStore;
+
+/// The tables of one database, resolved against a catalog snapshot.
+pub struct DatabaseSchema {
+    pub database: String,
+    pub catalog: Arc<Catalog>,
+    pub tables: Arc<TableStore>,
+    pub prom: Arc<PromStore>,
+}
+
+impl fmt::Debug for DatabaseSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseSchema({})", self.database)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DatabaseSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog
+            .database(&self.database)
+            .map(|db| db.tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Ok(table) = self.catalog.table(&self.database, name) else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(RegionTable {
+            table: table.clone(),
+            schema: Arc::new(sql_schema(table)),
+            tables: self.tables.clone(),
+            prom: self.prom.clone(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.table(&self.database, name).is_ok()
+    }
+}
+
+/// The schema SQL sees: tags, the time index, fields (for a metric: labels, `ts`,
+/// `value`).
+pub fn sql_schema(table: &Table) -> Schema {
+    match &table.kind {
+        TableKind::Regular { .. } => row_schema(&table.schema),
+        TableKind::Metric { .. } => {
+            let mut fields: Vec<Field> = table
+                .schema
+                .tags
+                .iter()
+                .map(|tag| Field::new(tag, DataType::Utf8, false))
+                .collect();
+            fields.push(Field::new(
+                &table.schema.time_index,
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ));
+            fields.push(Field::new(
+                &table.schema.fields[0].name,
+                DataType::Float64,
+                true,
+            ));
+            Schema::new(fields)
+        }
+    }
+}
+
+pub struct RegionTable {
+    table: Table,
+    schema: SchemaRef,
+    tables: Arc<TableStore>,
+    prom: Arc<PromStore>,
+}
+
+impl fmt::Debug for RegionTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RegionTable({}.{})",
+            self.table.database, self.table.name
+        )
+    }
+}
+
+/// What a scan asks of the regions, from the filters DataFusion offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushdown {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub matchers: Vec<TagMatcher>,
+}
+
+fn column_and_literal(expr: &BinaryExpr) -> Option<(&str, Operator, &ScalarValue)> {
+    match (expr.left.as_ref(), expr.right.as_ref()) {
+        (Expr::Column(column), Expr::Literal(value, _)) => Some((&column.name, expr.op, value)),
+        (Expr::Literal(value, _), Expr::Column(column)) => {
+            Some((&column.name, expr.op.swap()?, value))
+        }
+        _ => None,
+    }
+}
+
+/// A timestamp literal in milliseconds, rounded down.
+fn timestamp_ms(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(v.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000_000)),
+        _ => None,
+    }
+}
+
+fn text(value: &ScalarValue) -> Option<&str> {
+    match value {
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::LargeUtf8(Some(v))
+        | ScalarValue::Utf8View(Some(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Narrows a scan with the filters it understands: comparisons of the time index with a
+/// timestamp, and (in)equality of a tag with a string. Others are left to DataFusion.
+pub fn pushdown(filters: &[Expr], time_index: &str, tags: &[String]) -> Pushdown {
+    let mut out = Pushdown {
+        start_ms: i64::MIN,
+        end_ms: i64::MAX,
+        matchers: Vec::new(),
+    };
+    let mut narrow = |start: i64, end: i64| {
+        out.start_ms = out.start_ms.max(start);
+        out.end_ms = out.end_ms.min(end);
+    };
+    let mut matchers = Vec::new();
+    for filter in filters {
+        match filter {
+            Expr::BinaryExpr(binary) => {
+                let Some((column, op, value)) = column_and_literal(binary) else {
+                    continue;
+                };
+                if column == time_index {
+                    let Some(ms) = timestamp_ms(value) else {
+                        continue;
+                    };
+                    // Widened to whole milliseconds: the filter is applied again above.
+                    match op {
+                        Operator::Eq => narrow(ms, ms.saturating_add(1)),
+                        Operator::Gt | Operator::GtEq => narrow(ms, i64::MAX),
+                        Operator::Lt | Operator::LtEq => narrow(i64::MIN, ms.saturating_add(1)),
+                        _ => {}
+                    }
+                } else if tags.iter().any(|tag| tag == column) {
+                    let Some(value) = text(value) else { continue };
+                    let op = match op {
+                        Operator::Eq => MatchOp::Equal,
+                        Operator::NotEq => MatchOp::NotEqual,
+                        _ => continue,
+                    };
+                    matchers.push(TagMatcher {
+                        tag: column.to_string(),
+                        op,
+                        value: value.to_string(),
+                    });
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                if let (Expr::Column(column), Expr::Literal(low, _), Expr::Literal(high, _)) =
+                    (expr.as_ref(), low.as_ref(), high.as_ref())
+                {
+                    if column.name == time_index {
+                        if let (Some(low), Some(high)) = (timestamp_ms(low), timestamp_ms(high)) {
+                            narrow(low, high.saturating_add(1));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.matchers = matchers;
+    out
+}
+
+fn internal(error: impl fmt::Display) -> DataFusionError {
+    DataFusionError::External(error.to_string().into())
+}
+
+#[async_trait]
+impl TableProvider for RegionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = &self.table.schema;
+        let pushed = pushdown(filters, &schema.time_index, &schema.tags);
+        let batch = match &self.table.kind {
+            TableKind::Regular { .. } => {
+                let request = ScanRequest {
+                    start_ms: pushed.start_ms,
+                    end_ms: pushed.end_ms,
+                    matchers: pushed.matchers,
+                    // Only without filters does the first N rows answer the query.
+                    limit: if filters.is_empty() { limit } else { None },
+                };
+                let mut rows = self
+                    .tables
+                    .scan(&self.table, &request)
+                    .await
+                    .map_err(internal)?;
+                for row in &mut rows {
+                    // A region may still lack a field the catalog just gained.
+                    row.fields.resize(schema.fields.len(), Value::Null);
+                }
+                rows_to_batch(schema, &rows).map_err(internal)?
+            }
+            TableKind::Metric { .. } => {
+                let mut matchers = pushed.matchers;
+                matchers.push(TagMatcher {
+                    tag: METRIC_NAME_LABEL.to_string(),
+                    op: MatchOp::Equal,
+                    value: self.table.name.clone(),
+                });
+                let series = self
+                    .prom
+                    .select(&matchers, pushed.start_ms, pushed.end_ms)
+                    .await
+                    .map_err(internal)?;
+                metric_batch(&self.schema, &schema.tags, &series)?
+            }
+        };
+        let plan = MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?;
+        Ok(plan)
+    }
+}
+
+/// Series of a metric as rows of its logical table.
+fn metric_batch(
+    schema: &SchemaRef,
+    labels: &[String],
+    series: &[crate::prom_store::SeriesSamples],
+) -> DfResult<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(labels.len() + 2);
+    for label in labels {
+        let values = series.iter().flat_map(|one| {
+            let value = one
+                .labels
+                .iter()
+                .find(|(name, _)| name == label)
+                .map_or("", |(_, value)| value.as_str());
+            std::iter::repeat_n(value, one.samples.len())
+        });
+        columns.push(Arc::new(StringArray::from(values.collect::<Vec<&str>>())));
+    }
+    columns.push(Arc::new(TimestampMillisecondArray::from(
+        series
+            .iter()
+            .flat_map(|one| one.samples.iter().map(|(ts, _)| *ts))
+            .collect::<Vec<i64>>(),
+    )));
+    columns.push(Arc::new(Float64Array::from(
+        series
+            .iter()
+            .flat_map(|one| one.samples.iter().map(|(_, v)| *v))
+            .collect::<Vec<f64>>(),
+    )));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn time_ranges_and_tag_conditions_are_pushed_down() {
+        let ts = |ms: i64| lit(ScalarValue::TimestampMillisecond(Some(ms), None));
+        let filters = vec![
+            col("ts").gt_eq(ts(1000)),
+            col("ts").lt(ts(5000)),
+            lit("a").eq(col("host")),
+            col("dc").not_eq(lit("x")),
+            col("usage").gt(lit(1.0)),
+            col("ts").between(ts(0), ts(3000)),
+        ];
+        let pushed = pushdown(&filters, "ts", &["host".into(), "dc".into()]);
+        assert_eq!((pushed.start_ms, pushed.end_ms), (1000, 3001));
+        assert_eq!(pushed.matchers.len(), 2);
+        assert_eq!(pushed.matchers[0].tag, "host");
+        assert_eq!(pushed.matchers[1].op, MatchOp::NotEqual);
+        let nanos = pushdown(
+            &[col("ts").lt(lit(ScalarValue::TimestampNanosecond(Some(1_500_000), None)))],
+            "ts",
+            &[],
+        );
+        assert_eq!(nanos.end_ms, 2, "widened to the whole millisecond");
+    }
+}

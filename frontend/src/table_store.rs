@@ -1,0 +1,247 @@
+//! Regular tables (SQL `CREATE TABLE`, InfluxDB line protocol) on their own regions.
+//!
+//! A table is split into regions by a hash of its tag values, so one series always lands
+//! in the same region. The catalog records a table before its regions exist and
+//! [`TableStore::open`] creates any region a crash left uncreated; a dropped table's
+//! regions are dropped after the catalog forgets it (a crash in between leaves orphan
+//! regions that no table names, which waste space but are never read).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
+use metronome_wire::RegionService;
+
+use crate::meta::Meta;
+use crate::prom_store::StoreError;
+
+/// Rows sent to a region in one write; more are split.
+const WRITE_ROWS_MAX: usize = 8192;
+
+pub struct TableStore {
+    meta: Arc<Meta>,
+    regions: Arc<dyn RegionService>,
+    shard_count: u16,
+}
+
+/// The regions of a regular table with their routes.
+fn table_regions(table: &Table) -> &[(RegionId, Route)] {
+    match &table.kind {
+        TableKind::Regular { regions } => regions,
+        TableKind::Metric { .. } => &[],
+    }
+}
+
+impl TableStore {
+    /// Makes sure every regular table's regions exist with the catalog's schema.
+    pub async fn open(
+        meta: Arc<Meta>,
+        regions: Arc<dyn RegionService>,
+        shard_count: u16,
+    ) -> Result<TableStore, StoreError> {
+        let store = TableStore {
+            meta,
+            regions,
+            shard_count,
+        };
+        let catalog = store.meta.catalog();
+        for database in catalog.databases.values() {
+            for table in database.tables.values() {
+                store.reconcile(table).await?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// A table as the catalog has it now.
+    pub fn table(&self, database: &str, name: &str) -> Option<Table> {
+        self.meta.catalog().table(database, name).ok().cloned()
+    }
+
+    /// Creates missing regions and adds columns a crash kept from reaching them.
+    async fn reconcile(&self, table: &Table) -> Result<(), StoreError> {
+        for (region, route) in table_regions(table) {
+            let schema = match self.regions.region_schema(*region).await? {
+                Some(schema) => schema,
+                None => {
+                    self.regions
+                        .create_region(*region, table.schema.clone(), route.shard)
+                        .await?;
+                    if table.ttl_ms.is_some() {
+                        self.regions.set_ttl(*region, table.ttl_ms).await?;
+                    }
+                    continue;
+                }
+            };
+            if !table.schema.tags.starts_with(&schema.tags)
+                || !table.schema.fields.starts_with(&schema.fields)
+            {
+                return Err(StoreError::Internal(format!(
+                    "region {region} of table {}.{} has columns {schema:?}, which do not \
+                     follow the catalog's {:?}",
+                    table.database, table.name, table.schema
+                )));
+            }
+            for tag in &table.schema.tags[schema.tags.len()..] {
+                self.regions.add_tag(*region, tag.clone()).await?;
+            }
+            for field in &table.schema.fields[schema.fields.len()..] {
+                self.regions.add_field(*region, field.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a table with `partitions` regions spread over the shards. Returns whether
+    /// it was created (false: it existed and `if_not_exists` was set).
+    pub async fn create_table(
+        &self,
+        database: &str,
+        name: &str,
+        schema: RegionSchema,
+        ttl_ms: Option<i64>,
+        partitions: u32,
+        if_not_exists: bool,
+    ) -> Result<bool, StoreError> {
+        let mut guard = self.meta.lock().await;
+        let existed = guard.catalog().table(database, name).is_ok();
+        let routes = (0..partitions)
+            .map(|number| Route {
+                datanode: 0,
+                shard: (number % u32::from(self.shard_count)) as u16,
+            })
+            .collect();
+        guard
+            .execute(Command::CreateTable {
+                database: database.to_string(),
+                name: name.to_string(),
+                schema,
+                ttl_ms,
+                routes,
+                if_not_exists,
+            })
+            .await?;
+        let catalog = guard.catalog();
+        let table = catalog
+            .table(database, name)
+            .map_err(|error| StoreError::Internal(error.to_string()))?;
+        self.reconcile(table).await?;
+        Ok(!existed)
+    }
+
+    /// Drops a table; returns whether it existed.
+    pub async fn drop_table(
+        &self,
+        database: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<bool, StoreError> {
+        let mut guard = self.meta.lock().await;
+        let table = match guard.catalog().table(database, name) {
+            Ok(table) => table.clone(),
+            Err(_) if if_exists => return Ok(false),
+            Err(error) => return Err(StoreError::Invalid(error.to_string())),
+        };
+        if matches!(table.kind, TableKind::Metric { .. }) {
+            return Err(StoreError::Invalid(format!(
+                "{database}.{name} is a Prometheus metric; its series live in shared regions \
+                 and cannot be dropped one metric at a time yet"
+            )));
+        }
+        guard
+            .execute(Command::DropTable {
+                database: database.to_string(),
+                name: name.to_string(),
+                if_exists,
+            })
+            .await?;
+        for (region, _) in table_regions(&table) {
+            self.regions.drop_region(*region).await?;
+        }
+        Ok(true)
+    }
+
+    /// Adds columns to a table and to all its regions.
+    pub async fn add_columns(
+        &self,
+        database: &str,
+        name: &str,
+        tags: Vec<String>,
+        fields: Vec<FieldColumn>,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.meta.lock().await;
+        guard
+            .execute(Command::AddColumns {
+                database: database.to_string(),
+                name: name.to_string(),
+                tags,
+                fields,
+            })
+            .await?;
+        let catalog = guard.catalog();
+        let table = catalog
+            .table(database, name)
+            .map_err(|error| StoreError::Internal(error.to_string()))?;
+        self.reconcile(table).await
+    }
+
+    /// Writes rows (in the table's column order) to the table's regions; returns once
+    /// every region acknowledged.
+    pub async fn write(&self, table: &Table, rows: Vec<Row>) -> Result<usize, StoreError> {
+        let regions = table_regions(table);
+        if regions.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "{}.{} is a Prometheus metric: write it with remote write",
+                table.database, table.name
+            )));
+        }
+        let count = rows.len();
+        let mut per_region: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
+        for row in rows {
+            let index = series_region(&row.tags, regions.len());
+            per_region.entry(index).or_default().push(row);
+        }
+        let mut writes = Vec::new();
+        for (index, mut rows) in per_region {
+            let region = regions[index].0;
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
+                writes.push(self.regions.write(region, rows));
+                rows = rest;
+            }
+        }
+        for outcome in join_all(writes).await {
+            outcome?;
+        }
+        Ok(count)
+    }
+
+    /// Scans every region of the table.
+    pub async fn scan(&self, table: &Table, request: &ScanRequest) -> Result<Vec<Row>, StoreError> {
+        let scans = table_regions(table)
+            .iter()
+            .map(|(region, _)| self.regions.scan(*region, request.clone()));
+        let mut rows = Vec::new();
+        for outcome in join_all(scans).await {
+            rows.extend(outcome?);
+        }
+        Ok(rows)
+    }
+}
+
+/// The region of a series: a stable hash of its tag values (trailing empty ones left
+/// out, so adding a tag column moves no series).
+fn series_region(tags: &[String], regions: usize) -> usize {
+    let mut trimmed = tags.len();
+    while trimmed > 0 && tags[trimmed - 1].is_empty() {
+        trimmed -= 1;
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for tag in &tags[..trimmed] {
+        hasher.update(tag.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    (hasher.digest() % regions as u64) as usize
+}
