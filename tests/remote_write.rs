@@ -136,6 +136,32 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
         ]
     );
 
+    // A staleness marker ends a series at once, instead of after the 5-minute lookback.
+    let stale = f64::from_bits(metronome_frontend::remote_write::STALE_NAN_BITS);
+    let body = write_request(&[(
+        labels("gone", &[("job", "x")]),
+        vec![(T0, 1.0), (T0 + 30_000, stale)],
+    )]);
+    assert_eq!(remote_write(http, &body).status, 204);
+    let reply = get_query(
+        &format!("http://{http}/api/v1/query_range"),
+        &[
+            ("query", "gone"),
+            ("start", "1700000000"),
+            ("end", "1700000060"),
+            ("step", "15s"),
+        ],
+    );
+    let series = matrix(&reply.json());
+    assert_eq!(
+        series[0].1,
+        [
+            (1_700_000_000.0, "1".to_string()),
+            (1_700_000_015.0, "1".to_string())
+        ],
+        "the marker, stored bit for bit, hides the series from 30 s on"
+    );
+
     // The metadata endpoints.
     let reply = get_query(
         &format!("http://{http}/api/v1/series"),
@@ -154,7 +180,7 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     let names = get(&format!("http://{http}/api/v1/label/__name__/values")).json();
     assert_eq!(
         names["data"],
-        serde_json::json!(["http_requests_total", "up"])
+        serde_json::json!(["gone", "http_requests_total", "up"])
     );
     let zones = get(&format!("http://{http}/api/v1/label/zone/values")).json();
     assert_eq!(zones["data"], serde_json::json!(["eu"]));
@@ -296,7 +322,7 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     let metrics = get(&format!("http://{http}/metrics"));
     assert_eq!(metrics.status, 200);
     assert!(
-        metrics.body.contains("metronome_ingested_samples_total 6"),
+        metrics.body.contains("metronome_ingested_samples_total 8"),
         "{}",
         metrics.body
     );

@@ -49,6 +49,16 @@ impl LatencyRecorder {
         }
     }
 
+    /// Adds another recorder's (finished) rounds to this one.
+    pub fn merge_round(&mut self, other: &LatencyRecorder) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("recorders share bounds");
+        self.round_medians_ns
+            .extend_from_slice(&other.round_medians_ns);
+        self.busy_ns += other.busy_ns;
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let h = &self.histogram;
         let mut medians = self.round_medians_ns.clone();

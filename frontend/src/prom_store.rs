@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use metronome_core::data::{MatchOp, Row, ScanRequest, TagMatcher, Value};
+use metronome_core::data::{MatchOp, RegionId, Row, ScanRequest, TagMatcher, Value};
 use metronome_metasrv::catalog::{Catalog, Command, MetricRegions, Route, METRIC_NAME_LABEL};
 use metronome_wire::{RegionError, RegionErrorKind, RegionService};
 
@@ -166,19 +166,11 @@ impl PromStore {
             summary.series += 1;
             summary.samples += one.samples.len();
         }
-        let mut writes = Vec::new();
-        for (index, mut rows) in per_region.into_iter().enumerate() {
-            let region = layout.regions[index].0;
-            while !rows.is_empty() {
-                let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
-                writes.push(self.regions.write(region, rows));
-                rows = rest;
-            }
-        }
-        // Every region must acknowledge; the first failure (in region order) answers.
-        for outcome in join_all(writes).await {
-            outcome?;
-        }
+        let batches = per_region
+            .into_iter()
+            .enumerate()
+            .map(|(index, rows)| (layout.regions[index].0, rows));
+        write_all(self.regions.as_ref(), batches).await?;
         Ok(summary)
     }
 
@@ -328,6 +320,28 @@ impl PromStore {
         names.sort();
         names
     }
+}
+
+/// Writes every batch to its region, in pieces of at most [`WRITE_ROWS_MAX`] rows, all
+/// at once; returns when every region acknowledged, or with the first failure (in region
+/// order). Pieces that succeeded stay written: a retry rewrites the same (series, ts)
+/// rows, which replace themselves.
+pub async fn write_all(
+    regions: &dyn RegionService,
+    batches: impl IntoIterator<Item = (RegionId, Vec<Row>)>,
+) -> Result<(), StoreError> {
+    let mut writes = Vec::new();
+    for (region, mut rows) in batches {
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
+            writes.push(regions.write(region, rows));
+            rows = rest;
+        }
+    }
+    for outcome in join_all(writes).await {
+        outcome?;
+    }
+    Ok(())
 }
 
 /// The region a series goes to: a stable hash of its sorted labels. xxh3 is specified

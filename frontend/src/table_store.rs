@@ -15,10 +15,7 @@ use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
 use metronome_wire::RegionService;
 
 use crate::meta::Meta;
-use crate::prom_store::StoreError;
-
-/// Rows sent to a region in one write; more are split.
-const WRITE_ROWS_MAX: usize = 8192;
+use crate::prom_store::{write_all, StoreError};
 
 pub struct TableStore {
     meta: Arc<Meta>,
@@ -203,18 +200,10 @@ impl TableStore {
             let index = series_region(&row.tags, regions.len());
             per_region.entry(index).or_default().push(row);
         }
-        let mut writes = Vec::new();
-        for (index, mut rows) in per_region {
-            let region = regions[index].0;
-            while !rows.is_empty() {
-                let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
-                writes.push(self.regions.write(region, rows));
-                rows = rest;
-            }
-        }
-        for outcome in join_all(writes).await {
-            outcome?;
-        }
+        let batches = per_region
+            .into_iter()
+            .map(|(index, rows)| (regions[index].0, rows));
+        write_all(self.regions.as_ref(), batches).await?;
         Ok(count)
     }
 
