@@ -16,7 +16,7 @@
 //! ```
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -99,7 +99,7 @@ fn run_round(args: &Args, url: &str, name: &str, first_index: usize, start_ms: i
         .map(|i| body(args, first_index + i, start_ms))
         .collect();
     let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
+    let per_tick = args.series.div_ceil(args.series_per_request);
     let samples = Arc::new(AtomicU64::new(0));
     let recorder = Arc::new(Mutex::new(LatencyRecorder::new(name)));
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -108,41 +108,42 @@ fn run_round(args: &Args, url: &str, name: &str, first_index: usize, start_ms: i
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
+    let concurrency = args.concurrency;
     let started = Instant::now();
     let threads: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (bodies, next, samples, recorder, errors, agent, url) = (
+        .map(|thread| {
+            let (bodies, samples, recorder, errors, agent, url) = (
                 bodies.clone(),
-                next.clone(),
                 samples.clone(),
                 recorder.clone(),
                 errors.clone(),
                 agent.clone(),
                 url.to_string(),
             );
-            std::thread::spawn(move || loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, count)) = bodies.get(index) else {
-                    return;
-                };
-                let sent = Instant::now();
-                let response = agent
-                    .post(&url)
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .send(&body[..]);
-                let latency = sent.elapsed();
-                match response {
-                    Ok(response) if response.status().is_success() => {
-                        recorder.lock().unwrap().record(latency);
-                        samples.fetch_add(*count as u64, Ordering::Relaxed);
+            // A thread owns a fixed set of slices and sends them tick by tick, so every
+            // series' samples arrive in time order (Prometheus refuses them otherwise).
+            let mine = move |index: &usize| (index % per_tick) % concurrency == thread;
+            std::thread::spawn(move || {
+                for (body, count) in (0..bodies.len()).filter(mine).map(|i| &bodies[i]) {
+                    let sent = Instant::now();
+                    let response = agent
+                        .post(&url)
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("Content-Encoding", "snappy")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .send(&body[..]);
+                    let latency = sent.elapsed();
+                    match response {
+                        Ok(response) if response.status().is_success() => {
+                            recorder.lock().unwrap().record(latency);
+                            samples.fetch_add(*count as u64, Ordering::Relaxed);
+                        }
+                        Ok(response) => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("HTTP {}", response.status().as_u16())),
+                        Err(error) => errors.lock().unwrap().push(error.to_string()),
                     }
-                    Ok(response) => errors
-                        .lock()
-                        .unwrap()
-                        .push(format!("HTTP {}", response.status().as_u16())),
-                    Err(error) => errors.lock().unwrap().push(error.to_string()),
                 }
             })
         })
