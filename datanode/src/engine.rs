@@ -529,18 +529,8 @@ impl ShardEngine {
 
     /// Adds a field column; existing rows read it as null.
     pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
-        usable_region(&self.regions.borrow(), id)?;
-        let added = self
-            .commit_edit(id, |manifest| {
-                let mut schema = manifest.schema.clone();
-                schema.fields.push(column);
-                schema.validate().map_err(EngineError::InvalidSchema)?;
-                Ok(Edit::Schema(schema))
-            })
+        self.alter_schema(id, |schema| schema.fields.push(column))
             .await?;
-        if !added {
-            return Err(EngineError::RegionNotFound(id));
-        }
         if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
             // A frozen memtable being flushed keeps its rows' old shape; the flush pads
             // them, and reads fill the new field with nulls.
@@ -552,11 +542,20 @@ impl ShardEngine {
     /// Adds a tag column at the end of the primary key; existing series have the empty
     /// value for it, so no stored row changes and series keep their order.
     pub async fn add_tag(&self, id: RegionId, tag: String) -> Result<(), EngineError> {
+        self.alter_schema(id, |schema| schema.tags.push(tag)).await
+    }
+
+    /// Commits the schema `change` makes to the region's current one, if it is valid.
+    async fn alter_schema(
+        &self,
+        id: RegionId,
+        change: impl FnOnce(&mut RegionSchema),
+    ) -> Result<(), EngineError> {
         usable_region(&self.regions.borrow(), id)?;
         let added = self
             .commit_edit(id, |manifest| {
                 let mut schema = manifest.schema.clone();
-                schema.tags.push(tag);
+                change(&mut schema);
                 schema.validate().map_err(EngineError::InvalidSchema)?;
                 Ok(Edit::Schema(schema))
             })
