@@ -128,17 +128,58 @@ pub(super) struct InProcConnection {
 
 impl InProcConnection {
     pub(super) async fn send(&mut self, frame: Bytes) -> io::Result<()> {
-        // The same limit as on TCP, so code that works in standalone works in a cluster.
-        encode_header(frame.len(), self.limits)?;
-        self.sender.send(frame).await.map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "in-process peer closed the connection",
-            )
-        })
+        send_frame(&self.sender, frame, self.limits).await
     }
 
     pub(super) async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         Ok(self.receiver.recv().await.ok())
     }
+
+    pub(super) fn split(self) -> (InProcSendHalf, InProcReceiveHalf) {
+        (
+            InProcSendHalf {
+                sender: self.sender,
+                limits: self.limits,
+            },
+            InProcReceiveHalf {
+                receiver: self.receiver,
+            },
+        )
+    }
+}
+
+pub(super) struct InProcSendHalf {
+    sender: async_channel::Sender<Bytes>,
+    limits: FrameLimits,
+}
+
+impl InProcSendHalf {
+    pub(super) async fn send(&mut self, frame: Bytes) -> io::Result<()> {
+        send_frame(&self.sender, frame, self.limits).await
+    }
+}
+
+pub(super) struct InProcReceiveHalf {
+    receiver: async_channel::Receiver<Bytes>,
+}
+
+impl InProcReceiveHalf {
+    pub(super) async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        Ok(self.receiver.recv().await.ok())
+    }
+}
+
+async fn send_frame(
+    sender: &async_channel::Sender<Bytes>,
+    frame: Bytes,
+    limits: FrameLimits,
+) -> io::Result<()> {
+    // The same limit as on TCP, so code that works in standalone works in a cluster.
+    encode_header(frame.len(), limits)?;
+    sender.send(frame).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "in-process peer closed the connection",
+        )
+    })
 }

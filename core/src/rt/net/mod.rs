@@ -113,6 +113,83 @@ impl Connection {
             ConnectionInner::InProc(connection) => connection.recv().await,
         }
     }
+
+    /// Splits the connection into a sending and a receiving half, so that one task can
+    /// wait for frames while another sends (`recv` is not cancel-safe, so the two cannot
+    /// share a `select!`). The connection closes when both halves are dropped.
+    pub fn split(self) -> (FrameSender, FrameReceiver) {
+        let peer = self.peer;
+        let (sender, receiver) = match self.inner {
+            ConnectionInner::Tcp(connection) => {
+                let (sender, receiver) = connection.split();
+                (SenderInner::Tcp(sender), ReceiverInner::Tcp(receiver))
+            }
+            ConnectionInner::InProc(connection) => {
+                let (sender, receiver) = connection.split();
+                (SenderInner::InProc(sender), ReceiverInner::InProc(receiver))
+            }
+        };
+        (
+            FrameSender {
+                inner: sender,
+                peer: peer.clone(),
+            },
+            FrameReceiver {
+                inner: receiver,
+                peer,
+            },
+        )
+    }
+}
+
+/// The sending half of a [`Connection`].
+pub struct FrameSender {
+    inner: SenderInner,
+    peer: Address,
+}
+
+enum SenderInner {
+    Tcp(tcp::TcpSendHalf),
+    InProc(inproc::InProcSendHalf),
+}
+
+impl FrameSender {
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Sends one frame and flushes it.
+    pub async fn send(&mut self, frame: Bytes) -> io::Result<()> {
+        match &mut self.inner {
+            SenderInner::Tcp(half) => half.send(frame).await,
+            SenderInner::InProc(half) => half.send(frame).await,
+        }
+    }
+}
+
+/// The receiving half of a [`Connection`].
+pub struct FrameReceiver {
+    inner: ReceiverInner,
+    peer: Address,
+}
+
+enum ReceiverInner {
+    Tcp(tcp::TcpReceiveHalf),
+    InProc(inproc::InProcReceiveHalf),
+}
+
+impl FrameReceiver {
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Receives one frame, as [`Connection::recv`] does (and, like it, not cancel-safe).
+    pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        match &mut self.inner {
+            ReceiverInner::Tcp(half) => half.recv().await,
+            ReceiverInner::InProc(half) => half.recv().await,
+        }
+    }
 }
 
 /// Accepts frame connections in the shared (tokio) context.
