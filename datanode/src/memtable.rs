@@ -26,7 +26,8 @@ pub struct Memtable {
 
 impl Memtable {
     /// Inserts `row` written by `sequence`, unless a later write already holds its place.
-    /// Returns the change in accounted bytes.
+    /// Rows of one write share its sequence, and of those the last one inserted wins, as
+    /// if each row were its own write. Returns the change in accounted bytes.
     pub fn insert(&mut self, sequence: u64, row: Row) -> isize {
         let before = self.bytes;
         self.max_sequence = self.max_sequence.max(sequence);
@@ -41,7 +42,7 @@ impl Memtable {
         };
         match series.get_mut(&row.ts) {
             Some((existing, fields)) => {
-                if *existing < sequence {
+                if *existing <= sequence {
                     let old: usize = fields.iter().map(Value::estimated_bytes).sum();
                     *existing = sequence;
                     *fields = row.fields;
@@ -168,6 +169,13 @@ mod tests {
         let rows = memtable.scan(i64::MIN, i64::MAX, |_| true, usize::MAX);
         assert_eq!(rows, [row("a", 10, 3.0)]);
         assert_eq!(memtable.rows(), 1);
+        memtable.insert(3, row("a", 10, 4.0));
+        let rows = memtable.scan(i64::MIN, i64::MAX, |_| true, usize::MAX);
+        assert_eq!(
+            rows,
+            [row("a", 10, 4.0)],
+            "a later row of the same write wins"
+        );
     }
 
     #[test]
