@@ -2,7 +2,7 @@
 //! and engine errors leave as protocol errors.
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
-use metronome_wire::{BoxFuture, RegionError, RegionErrorKind, RegionService};
+use metronome_wire::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
 
 use crate::datanode::DatanodeHandle;
 use crate::engine::EngineError;
@@ -94,5 +94,9 @@ impl RegionService for DatanodeHandle {
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
         Box::pin(async move { Ok(DatanodeHandle::scan(self, region, request).await?) })
+    }
+
+    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
+        Box::pin(async move { Ok(DatanodeHandle::stats(self).await) })
     }
 }

@@ -1,16 +1,19 @@
 //! The inter-node protocol: the only language frontend, datanode and metasrv share.
 //!
-//! Today this crate owns [`RegionService`], the requests a frontend makes of the regions
-//! on a datanode, and [`RegionError`], the errors that come back, in the shape they will
-//! take on the network. In standalone the frontend calls the datanode's implementation
-//! directly. Still to come: the FlatBuffers schemas of every request and response, their
-//! versioned framing on top of `metronome_core::rt::net` frames, Arrow IPC payloads for
-//! row data, and the RPC client and server loops that implement [`RegionService`] across
-//! processes.
+//! - [`fb`]: the FlatBuffers messages, generated from `schema/metronome.fbs` by
+//!   `codegen.sh` (committed; CI checks that they are current).
+//! - [`frame`]: the frame header (magic, version, request id) and verified decoding.
+//! - [`rows`]: row data as Arrow IPC, the one payload that is not a FlatBuffer.
+//! - [`convert`]: the data model to and from its tables.
+//! - [`rpc`]: a client that multiplexes requests over one connection and a server loop,
+//!   over any `metronome_core::rt::net` transport (TCP, in-process, simulated).
+//! - [`RegionService`], the requests a frontend makes of a datanode's regions, and
+//!   [`region`], its client and server.
 //!
 //! It must not: contain component logic (it encodes, decodes and routes messages only);
 //! trust a byte it decodes (every buffer is verified and bounded, never a panic); or
-//! depend on `datanode`, `metasrv` or `frontend`, which meet only through it.
+//! depend on `datanode`, `metasrv` or `frontend`, which meet only through it. (The
+//! catalog's messages are converted in `metasrv`, which owns the catalog's types.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -113,6 +116,29 @@ pub trait RegionService: Send + Sync + 'static {
         region: RegionId,
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>>;
+    /// Every shard's figures, for monitoring.
+    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>>;
 }
 
+pub mod convert;
+pub mod frame;
+pub mod region;
 pub mod rows;
+pub mod rpc;
+
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    unsafe_op_in_unsafe_fn,
+    mismatched_lifetime_syntaxes,
+    deprecated,
+    non_camel_case_types,
+    non_snake_case,
+    unused_imports
+)]
+#[rustfmt::skip]
+#[path = "generated/metronome_generated.rs"]
+mod generated;
+
+/// The generated FlatBuffers types of `schema/metronome.fbs`.
+pub use generated::metronome::wire::fb;

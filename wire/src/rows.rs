@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use metronome_core::data::{FieldType, RegionSchema, Row, Value};
+use metronome_core::data::{trim_empty_tags, FieldColumn, FieldType, RegionSchema, Row, Value};
 
 pub fn field_data_type(field_type: FieldType) -> DataType {
     match field_type {
@@ -110,4 +115,298 @@ pub fn rows_to_batch(schema: &RegionSchema, rows: &[Row]) -> Result<RecordBatch,
     let refs: Vec<&Row> = rows.iter().collect();
     RecordBatch::try_new(Arc::new(row_schema(schema)), row_columns(schema, &refs))
         .map_err(|e| format!("building a scan batch: {e}"))
+}
+
+/// Rows in one Arrow IPC payload at most; a decoded row costs far more memory than its
+/// encoded bytes, so this bounds what a frame can make a peer allocate.
+pub const IPC_ROWS_MAX: usize = 1 << 20;
+
+/// Why an Arrow IPC payload could not become rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rows payload: {0}")]
+pub struct RowsError(pub String);
+
+/// `rows` as an Arrow IPC stream in *positional* form: tag columns `tag_0..`, then the
+/// time index `ts`, then field columns `field_0..`, each typed by its values. Rows carry
+/// no column names, and the datanode applies them to a region's schema by position, as
+/// it does in-process; this keeps a write's payload self-contained.
+///
+/// Every row must have the same number of fields, and a field column one type (nulls
+/// fit any); rows may leave trailing tags out.
+pub fn rows_to_ipc(rows: &[Row]) -> Result<Vec<u8>, RowsError> {
+    let tags = rows.iter().map(|row| row.tags.len()).max().unwrap_or(0);
+    let field_count = rows.first().map_or(0, |row| row.fields.len());
+    let mut field_types = vec![FieldType::Float64; field_count];
+    let mut typed = vec![false; field_count];
+    for (index, row) in rows.iter().enumerate() {
+        if row.fields.len() != field_count {
+            return Err(RowsError(format!(
+                "row {index} has {} fields, row 0 has {field_count}",
+                row.fields.len()
+            )));
+        }
+        for (column, value) in row.fields.iter().enumerate() {
+            let Some(field_type) = value_type(value) else {
+                continue;
+            };
+            if !typed[column] {
+                field_types[column] = field_type;
+                typed[column] = true;
+            } else if field_types[column] != field_type {
+                return Err(RowsError(format!(
+                    "row {index} field {column} is {field_type:?}, earlier rows have {:?}",
+                    field_types[column]
+                )));
+            }
+        }
+    }
+    let schema = RegionSchema {
+        tags: (0..tags).map(|i| format!("tag_{i}")).collect(),
+        time_index: "ts".to_string(),
+        fields: field_types
+            .iter()
+            .enumerate()
+            .map(|(i, field_type)| FieldColumn {
+                name: format!("field_{i}"),
+                field_type: *field_type,
+            })
+            .collect(),
+    };
+    let batch = rows_to_batch(&schema, rows).map_err(RowsError)?;
+    let mut payload = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())
+        .map_err(|error| RowsError(format!("encoding: {error}")))?;
+    writer
+        .write(&batch)
+        .and_then(|()| writer.finish())
+        .map_err(|error| RowsError(format!("encoding: {error}")))?;
+    drop(writer);
+    Ok(payload)
+}
+
+fn value_type(value: &Value) -> Option<FieldType> {
+    match value {
+        Value::Null => None,
+        Value::Float64(_) => Some(FieldType::Float64),
+        Value::Int64(_) => Some(FieldType::Int64),
+        Value::String(_) => Some(FieldType::String),
+        Value::Boolean(_) => Some(FieldType::Boolean),
+    }
+}
+
+/// The rows of an Arrow IPC stream written by [`rows_to_ipc`] (or any stream of the same
+/// shape: non-null UTF-8 tags, one millisecond timestamp, typed fields). Tags come back
+/// without trailing empty values. Anything else is an error naming what is wrong; at
+/// most [`IPC_ROWS_MAX`] rows are accepted.
+pub fn ipc_to_rows(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
+    // Arrow's decoder asserts on some malformed inputs instead of returning an error; a
+    // peer's bytes must never bring the process down, so such a panic is an error here.
+    std::panic::catch_unwind(|| decode_ipc(payload)).unwrap_or_else(|_| {
+        Err(RowsError(
+            "malformed Arrow IPC stream (the decoder panicked)".to_string(),
+        ))
+    })
+}
+
+fn decode_ipc(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
+    let mut decoder = StreamDecoder::new();
+    let mut buffer = Buffer::from(payload);
+    let mut rows = Vec::new();
+    let mut layout: Option<(usize, Vec<FieldType>)> = None;
+    while !buffer.is_empty() {
+        let Some(batch) = decoder
+            .decode(&mut buffer)
+            .map_err(|error| RowsError(format!("decoding: {error}")))?
+        else {
+            continue;
+        };
+        let (tags, fields) = match &layout {
+            Some(layout) => layout,
+            None => layout.insert(positional_layout(&batch.schema())?),
+        };
+        if rows.len() + batch.num_rows() > IPC_ROWS_MAX {
+            return Err(RowsError(format!(
+                "more than {IPC_ROWS_MAX} rows in one payload"
+            )));
+        }
+        append_rows(&batch, *tags, fields, &mut rows)?;
+    }
+    decoder
+        .finish()
+        .map_err(|error| RowsError(format!("truncated stream: {error}")))?;
+    Ok(rows)
+}
+
+/// The number of tag columns and the field types of a positional row schema.
+fn positional_layout(schema: &Schema) -> Result<(usize, Vec<FieldType>), RowsError> {
+    let time = schema
+        .fields()
+        .iter()
+        .position(|field| matches!(field.data_type(), DataType::Timestamp(_, _)))
+        .ok_or_else(|| RowsError("no timestamp column".to_string()))?;
+    let time_field = &schema.fields()[time];
+    if time_field.data_type() != &DataType::Timestamp(TimeUnit::Millisecond, None) {
+        return Err(RowsError(format!(
+            "time column {:?} is {}, expected milliseconds without a time zone",
+            time_field.name(),
+            time_field.data_type()
+        )));
+    }
+    for field in &schema.fields()[..time] {
+        if field.data_type() != &DataType::Utf8 {
+            return Err(RowsError(format!(
+                "tag column {:?} is {}, expected Utf8",
+                field.name(),
+                field.data_type()
+            )));
+        }
+    }
+    let fields = schema.fields()[time + 1..]
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Float64 => Ok(FieldType::Float64),
+            DataType::Int64 => Ok(FieldType::Int64),
+            DataType::Utf8 => Ok(FieldType::String),
+            DataType::Boolean => Ok(FieldType::Boolean),
+            other => Err(RowsError(format!(
+                "field column {:?} has unsupported type {other}",
+                field.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((time, fields))
+}
+
+fn append_rows(
+    batch: &RecordBatch,
+    tags: usize,
+    fields: &[FieldType],
+    rows: &mut Vec<Row>,
+) -> Result<(), RowsError> {
+    let column = |index: usize| batch.column(index);
+    let tag_columns: Vec<&StringArray> = (0..tags)
+        .map(|index| {
+            let array = column(index).as_string::<i32>();
+            if array.null_count() > 0 {
+                return Err(RowsError(format!("tag column {index} has nulls")));
+            }
+            Ok(array)
+        })
+        .collect::<Result<_, _>>()?;
+    let times = column(tags).as_primitive::<TimestampMillisecondType>();
+    if times.null_count() > 0 {
+        return Err(RowsError("the time column has nulls".to_string()));
+    }
+    rows.reserve(batch.num_rows());
+    for index in 0..batch.num_rows() {
+        let mut row_tags: Vec<String> = tag_columns
+            .iter()
+            .map(|array| array.value(index).to_string())
+            .collect();
+        trim_empty_tags(&mut row_tags);
+        let row_fields = fields
+            .iter()
+            .enumerate()
+            .map(|(offset, field_type)| {
+                let array = column(tags + 1 + offset);
+                if array.is_null(index) {
+                    return Value::Null;
+                }
+                match field_type {
+                    FieldType::Float64 => {
+                        Value::Float64(array.as_primitive::<Float64Type>().value(index))
+                    }
+                    FieldType::Int64 => {
+                        Value::Int64(array.as_primitive::<Int64Type>().value(index))
+                    }
+                    FieldType::String => {
+                        Value::String(array.as_string::<i32>().value(index).to_string())
+                    }
+                    FieldType::Boolean => Value::Boolean(array.as_boolean().value(index)),
+                }
+            })
+            .collect();
+        rows.push(Row {
+            tags: row_tags,
+            ts: times.value(index),
+            fields: row_fields,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn sample_rows() -> Vec<Row> {
+        vec![
+            Row {
+                tags: vec!["a".into(), "x".into()],
+                ts: -5,
+                fields: vec![
+                    Value::Float64(f64::from_bits(0x7ff0_0000_0000_0002)),
+                    Value::Null,
+                    Value::String("é".into()),
+                    Value::Boolean(true),
+                ],
+            },
+            Row {
+                tags: vec!["b".into()],
+                ts: i64::MAX,
+                fields: vec![
+                    Value::Float64(1.5),
+                    Value::Int64(-7),
+                    Value::Null,
+                    Value::Boolean(false),
+                ],
+            },
+        ]
+    }
+
+    #[test]
+    fn rows_round_trip_through_ipc_bit_for_bit() {
+        let rows = sample_rows();
+        let decoded = ipc_to_rows(&rows_to_ipc(&rows).unwrap()).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[1], rows[1]);
+        assert_eq!(decoded[0].tags, rows[0].tags);
+        // A NaN payload (a Prometheus staleness marker, say) survives unchanged.
+        match (&decoded[0].fields[0], &rows[0].fields[0]) {
+            (Value::Float64(a), Value::Float64(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decoded[0].fields[1..], rows[0].fields[1..]);
+        assert!(ipc_to_rows(&rows_to_ipc(&[]).unwrap()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn inconsistent_rows_are_refused_before_encoding() {
+        let mut rows = sample_rows();
+        rows[1].fields[2] = Value::Int64(1);
+        let error = rows_to_ipc(&rows).unwrap_err();
+        assert!(error.to_string().contains("row 1 field 2"), "{error}");
+        rows[1].fields.pop();
+        let error = rows_to_ipc(&rows).unwrap_err();
+        assert!(error.to_string().contains("row 1 has 3 fields"), "{error}");
+    }
+
+    #[test]
+    fn corrupt_payloads_are_errors_never_panics() {
+        let payload = rows_to_ipc(&sample_rows()).unwrap();
+        assert!(ipc_to_rows(&payload[..payload.len() / 2]).is_err());
+        let mut random = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2000 {
+            let mut corrupt = payload.clone();
+            for _ in 0..random.gen_range(1..8) {
+                let at = random.gen_range(0..corrupt.len());
+                corrupt[at] = random.gen();
+            }
+            if let Ok(rows) = ipc_to_rows(&corrupt) {
+                assert!(rows.len() <= IPC_ROWS_MAX);
+            }
+        }
+    }
 }
