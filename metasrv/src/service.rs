@@ -1,0 +1,233 @@
+//! The metadata service as a server: the catalog store on a runtime thread of its own,
+//! datanode heartbeats, and the protocol requests that reach them ([`MetaService`]
+//! implements `metronome_wire::rpc::Dispatch`).
+//!
+//! The store does its I/O through `rt::disk`, whose files belong to the thread that
+//! opened them, so it runs on one (unpinned) shard and requests reach it over a bounded
+//! channel. Commands are rare (a new metric or label, a DDL statement); clients keep a
+//! copy of the catalog and replay the commands they make ([`crate::client`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::shard::{self, IoDriverChoice, Shards, ShardsConfig};
+use metronome_core::rt::time;
+use metronome_wire::fb;
+use metronome_wire::frame::{self, Body};
+use metronome_wire::region::read_shard_stats;
+use metronome_wire::rpc::{BoxFuture, Dispatch};
+use metronome_wire::ShardStats;
+
+use crate::catalog::{Catalog, Command};
+use crate::codec;
+use crate::store::{CatalogStore, StoreError};
+
+/// Commands queued before callers wait.
+const COMMANDS_QUEUED_MAX: usize = 64;
+/// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
+const DATANODES_MAX: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Arc<Catalog>, StoreError>>;
+
+/// What the metasrv last heard from a datanode.
+#[derive(Debug, Clone)]
+pub struct DatanodeStatus {
+    pub last_heartbeat: Instant,
+    pub shards: Vec<ShardStats>,
+}
+
+pub struct MetaService {
+    commands: async_channel::Sender<(Command, Reply)>,
+    /// The catalog as of the last command, for reads that never wait on the store.
+    snapshot: Mutex<Arc<Catalog>>,
+    datanodes: Mutex<BTreeMap<u64, DatanodeStatus>>,
+    runtime: Mutex<Option<Shards>>,
+}
+
+impl MetaService {
+    /// Opens the catalog under `dir` on `disk` and starts serving commands.
+    pub async fn start(disk: Disk, dir: impl Into<PathBuf>) -> Result<MetaService, String> {
+        let dir = dir.into();
+        let (commands, requests) = async_channel::bounded::<(Command, Reply)>(COMMANDS_QUEUED_MAX);
+        let (ready_sender, ready) = async_channel::bounded::<Result<Arc<Catalog>, String>>(1);
+        let config = ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            io_driver: IoDriverChoice::Auto,
+            uring_entries: 64,
+        };
+        let runtime = shard::start(&config, move |_context| {
+            let (disk, dir, requests, ready) = (
+                disk.clone(),
+                dir.clone(),
+                requests.clone(),
+                ready_sender.clone(),
+            );
+            async move {
+                let mut store = match CatalogStore::open(disk, dir).await {
+                    Ok(store) => store,
+                    Err(error) => {
+                        let _ = ready.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(Arc::new(store.catalog().clone()))).await;
+                // Ends when every sender is gone.
+                while let Ok((command, reply)) = requests.recv().await {
+                    let outcome = store
+                        .execute(command)
+                        .await
+                        .map(|()| Arc::new(store.catalog().clone()));
+                    let _ = reply.send(outcome);
+                }
+            }
+        })
+        .map_err(|error| format!("cannot start the catalog's runtime: {error}"))?;
+        let catalog = ready
+            .recv()
+            .await
+            .map_err(|_| "the catalog's runtime stopped while opening".to_string())??;
+        Ok(MetaService {
+            commands,
+            snapshot: Mutex::new(catalog),
+            datanodes: Mutex::new(BTreeMap::new()),
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// The catalog as of the last command.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.snapshot.lock().expect("catalog snapshot").clone()
+    }
+
+    /// Applies a command durably; returns the catalog after it.
+    pub async fn execute(&self, command: Command) -> Result<Arc<Catalog>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send((command, reply))
+            .await
+            .map_err(|_| StoreError::Failed)?;
+        let catalog = outcome.await.map_err(|_| StoreError::Failed)??;
+        *self.snapshot.lock().expect("catalog snapshot") = catalog.clone();
+        Ok(catalog)
+    }
+
+    /// Records a datanode's heartbeat.
+    pub fn heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), String> {
+        let mut datanodes = self.datanodes.lock().expect("datanodes");
+        if !datanodes.contains_key(&datanode) && datanodes.len() >= DATANODES_MAX {
+            return Err(format!(
+                "datanode {datanode} refused: already {DATANODES_MAX} datanodes"
+            ));
+        }
+        datanodes.insert(
+            datanode,
+            DatanodeStatus {
+                last_heartbeat: time::now(),
+                shards,
+            },
+        );
+        Ok(())
+    }
+
+    /// What each datanode last reported.
+    pub fn datanodes(&self) -> BTreeMap<u64, DatanodeStatus> {
+        self.datanodes.lock().expect("datanodes").clone()
+    }
+
+    /// Refuses further commands and hands back the catalog's runtime, which ends once the
+    /// commands in flight are done; the caller joins it.
+    pub fn stop(&self) -> Option<Shards> {
+        self.commands.close();
+        self.runtime.lock().expect("catalog runtime").take()
+    }
+}
+
+fn store_error(error: &StoreError) -> Body {
+    let kind = match error {
+        StoreError::Refused(_) => fb::ErrorKind::Refused,
+        StoreError::Io { .. } => fb::ErrorKind::Internal,
+        StoreError::Failed => fb::ErrorKind::Unavailable,
+    };
+    frame::error_body(kind, &error.to_string())
+}
+
+fn catalog_reply(catalog: &Catalog) -> Body {
+    frame::reply_body(|builder| {
+        let table = codec::catalog(builder, catalog);
+        (fb::Reply::Catalog, table.as_union_value())
+    })
+}
+
+/// A request, decoded into owned values before anything is awaited.
+enum MetaRequest {
+    Execute(Command),
+    Catalog,
+    Heartbeat(u64, Vec<ShardStats>),
+}
+
+fn decode(request: fb::RequestMessage<'_>) -> Result<MetaRequest, String> {
+    Ok(match request.body_type() {
+        fb::Request::ExecuteCatalogCommand => MetaRequest::Execute(
+            codec::read_command(request.body_as_execute_catalog_command().expect("verified"))
+                .map_err(|error| error.0)?,
+        ),
+        fb::Request::GetCatalog => MetaRequest::Catalog,
+        fb::Request::Heartbeat => {
+            let heartbeat = request.body_as_heartbeat().expect("verified");
+            MetaRequest::Heartbeat(
+                heartbeat.datanode(),
+                heartbeat.shards().iter().map(read_shard_stats).collect(),
+            )
+        }
+        other => return Err(format!("the metasrv does not serve {other:?} requests")),
+    })
+}
+
+impl Dispatch for MetaService {
+    fn dispatch<'a>(&'a self, request: fb::RequestMessage<'a>) -> BoxFuture<'a, Vec<Body>> {
+        let decoded = decode(request);
+        Box::pin(async move {
+            let request = match decoded {
+                Ok(request) => request,
+                Err(error) => {
+                    return vec![frame::error_body(fb::ErrorKind::InvalidRequest, &error)]
+                }
+            };
+            let body = match request {
+                MetaRequest::Execute(command) => match self.execute(command).await {
+                    Ok(catalog) => frame::reply_body(|builder| {
+                        let table = fb::CatalogCommandReply::create(
+                            builder,
+                            &fb::CatalogCommandReplyArgs {
+                                version: catalog.version,
+                            },
+                        );
+                        (fb::Reply::CatalogCommandReply, table.as_union_value())
+                    }),
+                    Err(error) => store_error(&error),
+                },
+                MetaRequest::Catalog => catalog_reply(&self.catalog()),
+                MetaRequest::Heartbeat(datanode, shards) => {
+                    match self.heartbeat(datanode, shards) {
+                        Ok(()) => frame::reply_body(|builder| {
+                            let table = fb::HeartbeatReply::create(
+                                builder,
+                                &fb::HeartbeatReplyArgs {
+                                    catalog_version: self.catalog().version,
+                                },
+                            );
+                            (fb::Reply::HeartbeatReply, table.as_union_value())
+                        }),
+                        Err(error) => frame::error_body(fb::ErrorKind::InvalidRequest, &error),
+                    }
+                }
+            };
+            vec![body]
+        })
+    }
+}
