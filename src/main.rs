@@ -6,12 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use metronome_core::config::Config;
 use metronome_core::rt::disk::{startup, DirLock, Disk};
 use metronome_core::rt::net;
+use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+use metronome_core::rt::task;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 use metronome_frontend as frontend;
@@ -23,6 +26,10 @@ use metronome_frontend::self_metrics::SelfMetrics;
 use metronome_frontend::sql::SqlEngine;
 use metronome_frontend::table_store::TableStore;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
+use metronome_metasrv::client::MetaClient;
+use metronome_metasrv::service::MetaService;
+use metronome_wire::region::{RegionClient, RegionServer};
+use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::RegionService;
 
 /// Physical regions for Prometheus metrics, per shard: a few, so that series hash evenly
@@ -199,11 +206,21 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The datanode's and the metasrv's names on the process's in-process network. In
+/// standalone every request between components is a protocol frame on this network;
+/// in a cluster the same frames travel over TCP.
+const DATANODE_ENDPOINT: &str = "datanode-0";
+const METASRV_ENDPOINT: &str = "metasrv";
+/// How long a component waits for another's reply before it gives up (and the client
+/// gets a retryable error).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Starts the datanode, the catalog and the HTTP API, and serves until SIGINT or SIGTERM.
 async fn serve(
     config: &Config,
     shards_config: ShardsConfig,
-) -> Result<(Datanode, Arc<Meta>), String> {
+) -> Result<(Datanode, Arc<MetaService>), String> {
     let started = metronome_core::rt::time::now();
     let disk = Disk::real(&config.data_dir);
     let shard_count = shards_config.count;
@@ -215,22 +232,71 @@ async fn serve(
         },
     )
     .await?;
-    let meta = Arc::new(Meta::start(disk, "meta").await?);
+    let meta_service = Arc::new(MetaService::start(disk, "meta").await?);
+
+    let network = InProcNetwork::new();
+    let limits = FrameLimits::default();
+    let listen = |name: &str| {
+        network
+            .listen(name, limits)
+            .map(Listener::from)
+            .map_err(|error| format!("cannot listen on inproc://{name}: {error}"))
+    };
+    let handle = datanode.handle();
+    let servers = [
+        task::spawn(rpc::serve(
+            listen(DATANODE_ENDPOINT)?,
+            Arc::new(RegionServer::new(Arc::new(handle.clone()))),
+            limits,
+        )),
+        task::spawn(rpc::serve(
+            listen(METASRV_ENDPOINT)?,
+            meta_service.clone(),
+            limits,
+        )),
+    ];
+    let client = |name: &str| {
+        RpcClient::new(
+            format!("inproc://{name}"),
+            rpc::inproc_connector(network.clone(), name, limits),
+            CALL_TIMEOUT,
+        )
+    };
+    // The datanode's side: it tells the metasrv it is alive.
+    let heartbeats = {
+        let (metasrv, handle) = (MetaClient::new(client(METASRV_ENDPOINT)), handle.clone());
+        task::spawn(async move {
+            let mut ticks = metronome_core::rt::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = metasrv.heartbeat(0, &handle.stats().await).await {
+                    tracing::warn!(%error, "heartbeat to the metasrv failed");
+                }
+            }
+        })
+    };
+    drop(handle);
+
+    // The frontend's side: regions and catalog reached through the protocol only.
+    let meta = Arc::new(
+        Meta::connect(MetaClient::new(client(METASRV_ENDPOINT)))
+            .await
+            .map_err(|error| format!("cannot read the catalog: {error}"))?,
+    );
     let routes = (0..u32::from(shard_count) * METRIC_REGIONS_PER_SHARD)
         .map(|number| Route {
             datanode: 0,
             shard: (number % u32::from(shard_count)) as u16,
         })
         .collect();
-    let handle = datanode.handle();
-    let regions: Arc<dyn RegionService> = Arc::new(handle.clone());
+    let regions: Arc<dyn RegionService> = Arc::new(RegionClient::new(client(DATANODE_ENDPOINT)));
     let store = Arc::new(
         PromStore::open(DEFAULT_DATABASE, meta.clone(), regions.clone(), routes)
             .await
             .map_err(|error| format!("cannot open the metric regions: {error}"))?,
     );
     let tables: Arc<TableStore> = Arc::new(
-        TableStore::open(meta.clone(), regions, shard_count)
+        TableStore::open(meta.clone(), regions.clone(), shard_count)
             .await
             .map_err(|error| format!("cannot open the tables: {error}"))?,
     );
@@ -240,10 +306,18 @@ async fn serve(
         tables.clone(),
         store.clone(),
     ));
-    let shard_figures: ShardFiguresSource = Arc::new(move || {
-        let handle = handle.clone();
-        Box::pin(async move { handle.stats().await })
-    });
+    let shard_figures: ShardFiguresSource = {
+        let regions = regions.clone();
+        Arc::new(move || {
+            let regions = regions.clone();
+            Box::pin(async move {
+                regions.shard_stats().await.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot read the shards' figures");
+                    Vec::new()
+                })
+            })
+        })
+    };
     let frontend = Arc::new(Frontend {
         store,
         sql: sql.clone(),
@@ -295,7 +369,11 @@ async fn serve(
         .await
         .map_err(|error| format!("the HTTP server failed: {error}"))?;
     let _ = postgres.await;
-    Ok((datanode, meta))
+    heartbeats.abort();
+    for server in servers {
+        server.abort();
+    }
+    Ok((datanode, meta_service))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,81 +1,32 @@
 //! The frontend's view of the catalog: a snapshot for reads that never wait, and
-//! serialized, durable changes through the metadata service's store.
+//! serialized changes sent to the metadata service over the protocol.
 //!
-//! The store does its I/O through `rt::disk`, whose files belong to the thread that
-//! opened them, so it runs on a runtime thread of its own (one shard, not pinned) and the
-//! frontend's tasks reach it over a bounded channel. Changes are rare (a new metric or
-//! label, a DDL statement); reads use the snapshot.
+//! The catalog is a deterministic state machine, so after the metasrv acknowledges a
+//! command the frontend applies the same command to its own copy, as a raft follower
+//! would, instead of fetching the whole catalog again. If the version it reaches is not
+//! the one the metasrv reported (another frontend changed the catalog in between), it
+//! fetches the catalog.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use futures::channel::oneshot;
-use metronome_core::rt::disk::Disk;
-use metronome_core::rt::shard::{self, IoDriverChoice, Shards, ShardsConfig};
 use metronome_metasrv::catalog::{Catalog, Command};
-use metronome_metasrv::store::{CatalogStore, StoreError};
-
-/// Changes queued before callers wait.
-const COMMANDS_QUEUED_MAX: usize = 64;
-
-type Reply = oneshot::Sender<Result<Arc<Catalog>, StoreError>>;
+use metronome_metasrv::client::{MetaClient, MetaError};
 
 pub struct Meta {
-    commands: async_channel::Sender<(Command, Reply)>,
+    client: MetaClient,
     snapshot: RwLock<Arc<Catalog>>,
     /// Serializes changes together with what must follow them (see [`Meta::lock`]).
     change: tokio::sync::Mutex<()>,
-    runtime: Mutex<Option<Shards>>,
 }
 
 impl Meta {
-    /// Opens the catalog under `dir` on `disk` and starts serving changes.
-    pub async fn start(disk: Disk, dir: impl Into<PathBuf>) -> Result<Meta, String> {
-        let dir = dir.into();
-        let (commands, requests) = async_channel::bounded::<(Command, Reply)>(COMMANDS_QUEUED_MAX);
-        let (ready_sender, ready) = async_channel::bounded::<Result<Arc<Catalog>, String>>(1);
-        let config = ShardsConfig {
-            count: 1,
-            pin_to_cores: false,
-            io_driver: IoDriverChoice::Auto,
-            uring_entries: 64,
-        };
-        let runtime = shard::start(&config, move |_context| {
-            let (disk, dir, requests, ready) = (
-                disk.clone(),
-                dir.clone(),
-                requests.clone(),
-                ready_sender.clone(),
-            );
-            async move {
-                let mut store = match CatalogStore::open(disk, dir).await {
-                    Ok(store) => store,
-                    Err(error) => {
-                        let _ = ready.send(Err(error)).await;
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(Arc::new(store.catalog().clone()))).await;
-                // Ends when every sender is gone.
-                while let Ok((command, reply)) = requests.recv().await {
-                    let outcome = store
-                        .execute(command)
-                        .await
-                        .map(|()| Arc::new(store.catalog().clone()));
-                    let _ = reply.send(outcome);
-                }
-            }
-        })
-        .map_err(|error| format!("cannot start the catalog's runtime: {error}"))?;
-        let catalog = ready
-            .recv()
-            .await
-            .map_err(|_| "the catalog's runtime stopped while opening".to_string())??;
+    /// Fetches the catalog through `client`.
+    pub async fn connect(client: MetaClient) -> Result<Meta, MetaError> {
+        let catalog = client.catalog().await?;
         Ok(Meta {
-            commands,
-            snapshot: RwLock::new(catalog),
+            client,
+            snapshot: RwLock::new(Arc::new(catalog)),
             change: tokio::sync::Mutex::new(()),
-            runtime: Mutex::new(Some(runtime)),
         })
     }
 
@@ -92,13 +43,6 @@ impl Meta {
             _change: self.change.lock().await,
         }
     }
-
-    /// Refuses further changes and hands back the catalog's runtime, which ends once the
-    /// changes in flight are done; the caller joins it.
-    pub fn stop(&self) -> Option<Shards> {
-        self.commands.close();
-        self.runtime.lock().expect("catalog runtime").take()
-    }
 }
 
 pub struct MetaGuard<'a> {
@@ -113,15 +57,26 @@ impl MetaGuard<'_> {
     }
 
     /// Applies a command durably and publishes the new snapshot.
-    pub async fn execute(&mut self, command: Command) -> Result<(), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.meta
-            .commands
-            .send((command, reply))
-            .await
-            .map_err(|_| StoreError::Failed)?;
-        let catalog = outcome.await.map_err(|_| StoreError::Failed)??;
-        *self.meta.snapshot.write().expect("catalog snapshot") = catalog;
+    pub async fn execute(&mut self, command: Command) -> Result<(), MetaError> {
+        let version = self.meta.client.execute(&command).await?;
+        let current = self.meta.catalog();
+        if version == current.version {
+            // The command changed nothing.
+            return Ok(());
+        }
+        let mut next = (*current).clone();
+        let replayed = next.apply(&command);
+        let next = if replayed.is_ok() && next.version == version {
+            next
+        } else {
+            tracing::debug!(
+                version,
+                local = current.version,
+                "the catalog moved on elsewhere; fetching it"
+            );
+            self.meta.client.catalog().await?
+        };
+        *self.meta.snapshot.write().expect("catalog snapshot") = Arc::new(next);
         Ok(())
     }
 }

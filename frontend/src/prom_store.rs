@@ -21,6 +21,7 @@ use metronome_wire::{RegionError, RegionErrorKind, RegionService};
 
 use crate::meta::Meta;
 use crate::remote_write::PromSeries;
+use metronome_metasrv::client::MetaError;
 
 /// Rows sent to a region in one write; a request with more is split.
 const WRITE_ROWS_MAX: usize = 8192;
@@ -53,13 +54,12 @@ impl From<RegionError> for StoreError {
     }
 }
 
-impl From<metronome_metasrv::store::StoreError> for StoreError {
-    fn from(error: metronome_metasrv::store::StoreError) -> StoreError {
+impl From<MetaError> for StoreError {
+    fn from(error: MetaError) -> StoreError {
         match error {
-            metronome_metasrv::store::StoreError::Refused(refused) => {
-                StoreError::Invalid(refused.to_string())
-            }
-            other => StoreError::Internal(other.to_string()),
+            MetaError::Refused(message) => StoreError::Invalid(message),
+            MetaError::Unavailable(message) => StoreError::Unavailable(message),
+            MetaError::Internal(message) => StoreError::Internal(message),
         }
     }
 }
