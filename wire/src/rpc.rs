@@ -221,6 +221,9 @@ impl RpcClient {
                 }
             }
             writer_link.close();
+            // The server sees the connection end and closes its side, which ends the
+            // reader below.
+            let _ = sender.close().await;
         });
         let reader_link = link.clone();
         let peer = self.peer.clone();
@@ -267,6 +270,16 @@ impl RpcClient {
     }
 }
 
+impl Drop for RpcClient {
+    fn drop(&mut self) {
+        // The connection's tasks hold the link too; closing it ends them, and the server
+        // then ends the connection.
+        if let Some(link) = self.link.get_mut().take() {
+            link.close();
+        }
+    }
+}
+
 /// The server side of a service: turns one verified request into its reply bodies.
 pub trait Dispatch: Send + Sync + 'static {
     /// The replies to `request`, at least one; every one but the last is a page of a
@@ -310,6 +323,8 @@ pub async fn serve_connection(
                 return;
             }
         }
+        // Every request of the connection has been answered and the client is gone.
+        let _ = sender.close().await;
     });
     let slots = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     loop {

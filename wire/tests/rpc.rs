@@ -216,3 +216,40 @@ async fn garbage_bodies_get_an_error_reply_and_garbage_headers_close_the_connect
     connection.send(Bytes::from(other_version)).await.unwrap();
     assert!(connection.recv().await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_client_ends_the_server_side_of_its_connection() {
+    let limits = FrameLimits::default();
+    let network = InProcNetwork::new();
+    let inproc = Listener::from(network.listen("drop", limits).unwrap());
+    let tcp = Listener::bind_tcp("127.0.0.1:0".parse().unwrap(), limits)
+        .await
+        .unwrap();
+    let metronome_core::rt::net::Address::Tcp(address) = tcp.local_address().unwrap() else {
+        unreachable!("a TCP listener has a TCP address")
+    };
+    let cases = [
+        (
+            inproc,
+            rpc::inproc_connector(network.clone(), "drop", limits),
+        ),
+        (tcp, rpc::tcp_connector(address, limits)),
+    ];
+    for (listener, connector) in cases {
+        let client = RpcClient::new("drop", connector, Duration::from_secs(10));
+        let call = task::spawn(async move {
+            let frames = client.call(drop_request(RegionId::new(0, 1))).await;
+            (client, frames)
+        });
+        let connection = listener.accept().await.unwrap();
+        let served = task::spawn(rpc::serve_connection(connection, Arc::new(Pages), limits));
+        let (client, frames) = call.await.unwrap();
+        assert_eq!(messages(&frames.unwrap()), ["0.1 page 0"]);
+        assert!(!served.is_finished());
+        drop(client);
+        time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the server's connection ends once its client is dropped")
+            .unwrap();
+    }
+}

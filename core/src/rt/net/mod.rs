@@ -165,6 +165,16 @@ impl FrameSender {
             SenderInner::InProc(half) => half.send(frame).await,
         }
     }
+
+    /// Tells the peer that no more frames follow: it sees the connection closed after
+    /// the last frame (a TCP half-close), while frames can still arrive the other way.
+    pub async fn close(self) -> io::Result<()> {
+        match self.inner {
+            SenderInner::Tcp(half) => half.close().await,
+            // Dropping the channel's sender is the close.
+            SenderInner::InProc(_) => Ok(()),
+        }
+    }
 }
 
 /// The receiving half of a [`Connection`].

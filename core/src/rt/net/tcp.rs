@@ -59,6 +59,10 @@ impl TcpSendHalf {
     pub(super) async fn send(&mut self, frame: Bytes) -> io::Result<()> {
         send_frame(&mut self.writer, frame, self.limits).await
     }
+
+    pub(super) async fn close(mut self) -> io::Result<()> {
+        self.writer.shutdown().await
+    }
 }
 
 pub(super) struct TcpReceiveHalf {
