@@ -64,7 +64,8 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
          \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prometheus_port}']}}]\n\
          \x20 - job_name: metronome\n    static_configs: [{{targets: ['{}']}}]\n\
          remote_write:\n\
-         \x20 - url: http://{}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s}}\n",
+         \x20 - url: http://{}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s}}\n\
+         \x20   metadata_config: {{send_interval: 1s}}\n",
         node.http, node.http
     );
     let config_path = dir.path().join("prometheus.yml");
@@ -132,6 +133,32 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
             assert!(
                 Instant::now() < deadline,
                 "{selector} differs after 60 s:\nPrometheus: {expected:?}\nMetronome:  {actual:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    // Metadata (type, help, unit) travels in its own remote-write requests; both
+    // metadata APIs agree once it has arrived.
+    for metric in ["prometheus_http_requests_total", "go_goroutines"] {
+        loop {
+            let query = [("metric", metric)];
+            let expected = get_query(&format!("{prometheus_base}/api/v1/metadata"), &query).json()
+                ["data"][metric]
+                .clone();
+            let actual = get_query(&format!("{metronome_base}/api/v1/metadata"), &query).json()
+                ["data"][metric]
+                .clone();
+            assert!(
+                expected.is_array(),
+                "Prometheus has no metadata for {metric}"
+            );
+            if expected == actual {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metadata of {metric} differs after 60 s:\nPrometheus: {expected}\nMetronome:  {actual}"
             );
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -70,7 +70,16 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     // v2: a new label on an existing metric, through the symbol table.
     let request = v2::Request {
         symbols: [
-            "", "__name__", "up", "instance", "b:9100", "job", "node", "zone", "eu",
+            "",
+            "__name__",
+            "up",
+            "instance",
+            "b:9100",
+            "job",
+            "node",
+            "zone",
+            "eu",
+            "Whether the target is up.",
         ]
         .map(String::from)
         .to_vec(),
@@ -81,6 +90,11 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
                 timestamp: T0 + 1_000,
             }],
             histograms: vec![],
+            metadata: Some(v2::Metadata {
+                r#type: 2,
+                help_ref: 9,
+                unit_ref: 0,
+            }),
         }],
     };
     let body = snap::raw::Encoder::new()
@@ -96,6 +110,13 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     assert_eq!(
         reply.header("X-Prometheus-Remote-Write-Samples-Written"),
         Some("1")
+    );
+    // The series' metadata is kept, as Prometheus' metadata API shows it.
+    let metadata = get(&format!("http://{http}/api/v1/metadata?metric=up")).json();
+    assert_eq!(
+        metadata["data"],
+        serde_json::json!({"up": [{"type": "gauge", "help": "Whether the target is up.", "unit": ""}]}),
+        "{metadata}"
     );
 
     let expected_requests = raw_samples(http, "http_requests_total", T0 + 15_000, 60);

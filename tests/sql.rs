@@ -142,14 +142,31 @@ fn psql_tokio_postgres_and_http_run_sql_and_tables_survive_a_restart() {
         assert_eq!(got[0].0, "a");
         assert_eq!(got[0].2, 0.7);
         assert_eq!(got[1], ("c".to_string(), ts, 0.9));
-        // A join of two tables.
+        // A table with a partition rule keeps its declared column order, for INSERT
+        // without a column list and for SELECT *.
         client
             .batch_execute(
-                "CREATE TABLE hosts (host STRING, ts TIMESTAMP TIME INDEX, owner STRING, \
-                 PRIMARY KEY (host)); INSERT INTO hosts VALUES ('a', 0, 'ann'), ('b', 0, 'bob')",
+                "CREATE TABLE hosts (ts TIMESTAMP TIME INDEX, owner STRING, host STRING, \
+                 PRIMARY KEY (host)) PARTITION BY HASH (host) PARTITIONS 3; \
+                 INSERT INTO hosts VALUES (0, 'ann', 'a'), (0, 'bob', 'b')",
             )
             .await
             .unwrap();
+        let rows = client
+            .query("SELECT * FROM hosts ORDER BY host", &[])
+            .await
+            .unwrap();
+        let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["ts", "owner", "host"]);
+        let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(1), r.get(2))).collect();
+        assert_eq!(
+            got,
+            [
+                ("ann".to_string(), "a".to_string()),
+                ("bob".to_string(), "b".to_string())
+            ]
+        );
+        // A join of two tables.
         let rows = client
             .query(
                 "SELECT h.owner, count(*) FROM cpu c JOIN hosts h ON c.host = h.host \

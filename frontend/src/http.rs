@@ -132,11 +132,11 @@ async fn remote_write(
     let outcome = async {
         let protocol =
             remote_write::negotiate(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING))?;
-        let series = remote_write::decode(protocol, &body)?;
-        Ok::<_, DecodeError>((protocol, series))
+        let decoded = remote_write::decode(protocol, &body)?;
+        Ok::<_, DecodeError>((protocol, decoded))
     }
     .await;
-    let (protocol, series) = match outcome {
+    let (protocol, decoded) = match outcome {
         Ok(decoded) => decoded,
         Err(error) => {
             let status = match error {
@@ -147,7 +147,15 @@ async fn remote_write(
             return (status, format!("{error}\n")).into_response();
         }
     };
-    let response = match frontend.store.write(&series).await {
+    let written = match frontend.store.write(&decoded.series).await {
+        Ok(summary) => frontend
+            .store
+            .set_metadata(&decoded.metadata)
+            .await
+            .map(|()| summary),
+        Err(error) => Err(error),
+    };
+    let response = match written {
         Ok(summary) => {
             frontend
                 .metrics
@@ -553,10 +561,46 @@ async fn label_values(
     api_response(&frontend, "label_values", started, outcome)
 }
 
-async fn metadata(State(frontend): State<Arc<Frontend>>) -> Response {
-    // Metric metadata (type, help, unit) is not stored yet: an empty answer is what
-    // Prometheus gives for metrics it has no metadata for.
-    api_response(&frontend, "metadata", time::now(), Ok(json!({})))
+/// Metric metadata as remote write reported it: `metric` picks one, `limit` caps the
+/// number of metrics (Prometheus' `limit_per_metric` is moot: one entry is kept per
+/// metric).
+async fn metadata(
+    State(frontend): State<Arc<Frontend>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = time::now();
+    let params = Params::parse(raw.as_deref(), &headers, &[]);
+    let outcome = (|| {
+        let limit = match params.get("limit") {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                QueryError::BadData(format!("invalid parameter \"limit\": {text:?}"))
+            })?),
+        }
+        // Prometheus reads a negative limit as none.
+        .and_then(|limit| usize::try_from(limit).ok());
+        let metric = params.get("metric").filter(|m| !m.is_empty());
+        let mut data = serde_json::Map::new();
+        for (name, metadata) in frontend.store.metadata() {
+            if metric.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            if limit.is_some_and(|limit| data.len() >= limit) {
+                break;
+            }
+            data.insert(
+                name,
+                json!([{
+                    "type": metadata.metric_type,
+                    "help": metadata.help,
+                    "unit": metadata.unit,
+                }]),
+            );
+        }
+        Ok(Json::Object(data))
+    })();
+    api_response(&frontend, "metadata", started, outcome)
 }
 
 async fn buildinfo(State(frontend): State<Arc<Frontend>>) -> Response {

@@ -13,7 +13,7 @@ use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
 use metronome_metasrv::catalog::{check_name, TableKind};
 
 use crate::prom_store::StoreError;
-use crate::table_store::TableStore;
+use crate::table_store::{NewTable, TableStore};
 
 /// The time index column of tables created by line protocol.
 pub const TIME_INDEX: &str = "ts";
@@ -195,7 +195,18 @@ pub async fn write(
                     fields,
                 };
                 tables
-                    .create_table(database, name, schema, None, 1, true)
+                    .create_table(
+                        database,
+                        NewTable {
+                            name: name.to_string(),
+                            schema,
+                            ttl_ms: None,
+                            partitions: 1,
+                            partition_columns: Vec::new(),
+                            column_order: Vec::new(),
+                            if_not_exists: true,
+                        },
+                    )
                     .await?;
                 tables.table(database, name).ok_or_else(|| {
                     StoreError::Internal(format!("table {name} vanished after its creation"))

@@ -373,7 +373,7 @@ async fn describe(
             // Parameters take the types of the columns they fill, in order.
             let name = crate::sql::insert::target(insert).map_err(pg_error)?;
             let table = sql.table(&name).map_err(pg_error)?;
-            let all = columns(&table.schema);
+            let all = columns(&table);
             let targets: Vec<ColumnRole> = if insert.columns.is_empty() {
                 all.iter().map(|(_, role)| *role).collect()
             } else {

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use metronome_core::data::{MatchOp, RegionId, Row, ScanRequest, TagMatcher, Value};
-use metronome_metasrv::catalog::{Catalog, Command, MetricRegions, Route, METRIC_NAME_LABEL};
+use metronome_metasrv::catalog::{
+    Catalog, Command, MetricMetadata, MetricRegions, Route, Table, TableKind, METRIC_NAME_LABEL,
+};
 use metronome_wire::{RegionError, RegionErrorKind, RegionService};
 
 use crate::meta::Meta;
@@ -308,6 +310,73 @@ impl PromStore {
                 )
             })
             .map(|table| table.name.clone())
+            .collect()
+    }
+
+    /// Records metric metadata that differs from what the catalog holds, creating the
+    /// metric's table if remote write reports metadata before samples.
+    pub async fn set_metadata(
+        &self,
+        metadata: &[(String, MetricMetadata)],
+    ) -> Result<(), StoreError> {
+        let changed = |catalog: &Catalog, name: &str, metadata: &MetricMetadata| {
+            !matches!(
+                catalog.table(&self.database, name),
+                Ok(Table {
+                    kind: TableKind::Metric { metadata: Some(known), .. },
+                    ..
+                }) if known == metadata
+            )
+        };
+        let catalog = self.meta.catalog();
+        if !metadata
+            .iter()
+            .any(|(name, metadata)| changed(&catalog, name, metadata))
+        {
+            return Ok(());
+        }
+        let mut guard = self.meta.lock().await;
+        for (name, metadata) in metadata {
+            let catalog = guard.catalog();
+            if !changed(&catalog, name, metadata) {
+                continue;
+            }
+            if catalog.table(&self.database, name).is_err() {
+                guard
+                    .execute(Command::EnsureMetric {
+                        database: self.database.clone(),
+                        name: name.clone(),
+                        labels: Vec::new(),
+                    })
+                    .await?;
+            }
+            guard
+                .execute(Command::SetMetricMetadata {
+                    database: self.database.clone(),
+                    name: name.clone(),
+                    metadata: metadata.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Each metric's metadata, by name, for metrics that have it.
+    pub fn metadata(&self) -> BTreeMap<String, MetricMetadata> {
+        let catalog = self.meta.catalog();
+        let Ok(database) = catalog.database(&self.database) else {
+            return BTreeMap::new();
+        };
+        database
+            .tables
+            .values()
+            .filter_map(|table| match &table.kind {
+                TableKind::Metric {
+                    metadata: Some(metadata),
+                    ..
+                } => Some((table.name.clone(), metadata.clone())),
+                _ => None,
+            })
             .collect()
     }
 

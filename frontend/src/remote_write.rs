@@ -5,6 +5,7 @@
 //! `prometheus/prompb/types.proto` (1.0) and `prometheus/prompb/io/prometheus/write/v2/
 //! types.proto` (2.0). Fields we do not use are left out; prost skips them.
 
+use metronome_metasrv::catalog::{MetricMetadata, METRIC_HELP_BYTES_MAX};
 use prost::Message;
 
 /// Compressed bodies larger than this are refused before decompression.
@@ -112,8 +113,16 @@ pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
         .map_err(|error| DecodeError::Invalid(format!("the body is not valid snappy: {error}")))
 }
 
+/// A decoded request: its series, and the metric metadata it reports (one entry per
+/// metric, the last report winning).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub series: Vec<PromSeries>,
+    pub metadata: Vec<(String, MetricMetadata)>,
+}
+
 /// Decodes a snappy-compressed request body of `protocol`.
-pub fn decode(protocol: Protocol, body: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
+pub fn decode(protocol: Protocol, body: &[u8]) -> Result<Decoded, DecodeError> {
     let bytes = decompress(body)?;
     match protocol {
         Protocol::V1 => decode_v1(&bytes),
@@ -121,7 +130,39 @@ pub fn decode(protocol: Protocol, body: &[u8]) -> Result<Vec<PromSeries>, Decode
     }
 }
 
-fn decode_v1(bytes: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
+/// The name Prometheus' metadata API gives a metric type; the numbering is the same in
+/// 1.0's `MetricMetadata.MetricType` and 2.0's `Metadata.MetricType` (0 is unknown or
+/// unspecified).
+fn metric_type_name(number: i32) -> &'static str {
+    match number {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
+}
+
+fn check_metadata(what: String, metadata: &MetricMetadata) -> Result<(), DecodeError> {
+    if metadata.help.len() > METRIC_HELP_BYTES_MAX || metadata.unit.len() > METRIC_HELP_BYTES_MAX {
+        return Err(DecodeError::Invalid(format!(
+            "{what}: help and unit are limited to {METRIC_HELP_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Keeps the last metadata reported for each metric.
+fn last_per_metric(metadata: Vec<(String, MetricMetadata)>) -> Vec<(String, MetricMetadata)> {
+    let by_name: std::collections::BTreeMap<String, MetricMetadata> =
+        metadata.into_iter().collect();
+    by_name.into_iter().collect()
+}
+
+fn decode_v1(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let request = v1::WriteRequest::decode(bytes).map_err(|error| {
         DecodeError::Invalid(format!(
             "the body is not a valid prometheus.WriteRequest: {error}"
@@ -146,10 +187,29 @@ fn decode_v1(bytes: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
             .collect();
         out.push(validate(index, labels, samples)?);
     }
-    Ok(out)
+    let mut metadata = Vec::with_capacity(request.metadata.len());
+    for (index, reported) in request.metadata.into_iter().enumerate() {
+        let name = reported.metric_family_name;
+        if !is_valid_metric_name(&name) {
+            return Err(DecodeError::Invalid(format!(
+                "metadata[{index}]: invalid metric family name {name:?}"
+            )));
+        }
+        let entry = MetricMetadata {
+            metric_type: metric_type_name(reported.r#type).to_string(),
+            help: reported.help,
+            unit: reported.unit,
+        };
+        check_metadata(format!("metadata[{index}]"), &entry)?;
+        metadata.push((name, entry));
+    }
+    Ok(Decoded {
+        series: out,
+        metadata: last_per_metric(metadata),
+    })
 }
 
-fn decode_v2(bytes: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
+fn decode_v2(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let request = v2::Request::decode(bytes).map_err(|error| {
         DecodeError::Invalid(format!(
             "the body is not a valid io.prometheus.write.v2.Request: {error}"
@@ -177,6 +237,7 @@ fn decode_v2(bytes: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
         ));
     }
     let mut out = Vec::with_capacity(request.timeseries.len());
+    let mut metadata = Vec::new();
     for (index, series) in request.timeseries.iter().enumerate() {
         if !series.histograms.is_empty() {
             return Err(DecodeError::Invalid(format!(
@@ -197,9 +258,26 @@ fn decode_v2(bytes: &[u8]) -> Result<Vec<PromSeries>, DecodeError> {
             .iter()
             .map(|sample| (sample.timestamp, sample.value))
             .collect();
-        out.push(validate(index, labels, samples)?);
+        let valid = validate(index, labels, samples)?;
+        if let Some(reported) = series
+            .metadata
+            .as_ref()
+            .filter(|m| m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
+        {
+            let entry = MetricMetadata {
+                metric_type: metric_type_name(reported.r#type).to_string(),
+                help: symbol(index, reported.help_ref)?,
+                unit: symbol(index, reported.unit_ref)?,
+            };
+            check_metadata(format!("timeseries[{index}] metadata"), &entry)?;
+            metadata.push((valid.metric_name().to_string(), entry));
+        }
+        out.push(valid);
     }
-    Ok(out)
+    Ok(Decoded {
+        series: out,
+        metadata: last_per_metric(metadata),
+    })
 }
 
 /// A label name Prometheus accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -338,6 +416,18 @@ pub mod v2 {
         /// Native histograms; only their presence is checked (they are refused).
         #[prost(bytes = "vec", repeated, tag = "3")]
         pub histograms: Vec<Vec<u8>>,
+        #[prost(message, optional, tag = "5")]
+        pub metadata: Option<Metadata>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metadata {
+        #[prost(int32, tag = "1")]
+        pub r#type: i32,
+        #[prost(uint32, tag = "3")]
+        pub help_ref: u32,
+        #[prost(uint32, tag = "4")]
+        pub unit_ref: u32,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -384,7 +474,7 @@ mod tests {
             label("empty", ""),
             label("job", "node"),
         ]);
-        let from_v1 = decode(Protocol::V1, &v1_body).unwrap();
+        let from_v1 = decode(Protocol::V1, &v1_body).unwrap().series;
         let request = v2::Request {
             symbols: vec![
                 "".into(),
@@ -392,6 +482,7 @@ mod tests {
                 "up".into(),
                 "job".into(),
                 "node".into(),
+                "Whether the target is up.".into(),
             ],
             timeseries: vec![v2::TimeSeries {
                 labels_refs: vec![1, 2, 3, 4],
@@ -400,13 +491,29 @@ mod tests {
                     timestamp: 1000,
                 }],
                 histograms: vec![],
+                metadata: Some(v2::Metadata {
+                    r#type: 2,
+                    help_ref: 5,
+                    unit_ref: 0,
+                }),
             }],
         };
         let v2_body = snap::raw::Encoder::new()
             .compress_vec(&request.encode_to_vec())
             .unwrap();
         let from_v2 = decode(Protocol::V2, &v2_body).unwrap();
-        assert_eq!(from_v1, from_v2);
+        assert_eq!(from_v1, from_v2.series);
+        assert_eq!(
+            from_v2.metadata,
+            [(
+                "up".to_string(),
+                MetricMetadata {
+                    metric_type: "gauge".into(),
+                    help: "Whether the target is up.".into(),
+                    unit: String::new(),
+                }
+            )]
+        );
         assert_eq!(
             from_v1[0].labels,
             [
@@ -416,6 +523,51 @@ mod tests {
             "the empty label is dropped"
         );
         assert_eq!(from_v1[0].samples, [(1000, 1.5)]);
+    }
+
+    #[test]
+    fn v1_metadata_keeps_the_last_report_per_metric_and_checks_names() {
+        let report = |name: &str, r#type: i32, help: &str| v1::MetricMetadata {
+            r#type,
+            metric_family_name: name.into(),
+            help: help.into(),
+            unit: String::new(),
+        };
+        let encode = |metadata: Vec<v1::MetricMetadata>| {
+            let request = v1::WriteRequest {
+                timeseries: vec![],
+                metadata,
+            };
+            snap::raw::Encoder::new()
+                .compress_vec(&request.encode_to_vec())
+                .unwrap()
+        };
+        let decoded = decode(
+            Protocol::V1,
+            &encode(vec![
+                report("requests_total", 1, "old"),
+                report("latency", 3, "Latency."),
+                report("requests_total", 1, "Requests."),
+                report("odd", 42, ""),
+            ]),
+        )
+        .unwrap();
+        assert!(decoded.series.is_empty());
+        let got: Vec<(&str, &str, &str)> = decoded
+            .metadata
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.metric_type.as_str(), m.help.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("latency", "histogram", "Latency."),
+                ("odd", "unknown", ""),
+                ("requests_total", "counter", "Requests.")
+            ]
+        );
+        let error = decode(Protocol::V1, &encode(vec![report("1bad", 1, "")])).unwrap_err();
+        assert!(error.to_string().contains("metadata[0]"), "{error}");
     }
 
     #[test]
@@ -501,6 +653,7 @@ mod tests {
                 labels_refs: vec![1, 99],
                 samples: vec![],
                 histograms: vec![],
+                metadata: None,
             }],
         };
         let body = snap::raw::Encoder::new()

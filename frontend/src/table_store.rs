@@ -26,7 +26,7 @@ pub struct TableStore {
 /// The regions of a regular table with their routes.
 fn table_regions(table: &Table) -> &[(RegionId, Route)] {
     match &table.kind {
-        TableKind::Regular { regions } => regions,
+        TableKind::Regular { regions, .. } => regions,
         TableKind::Metric { .. } => &[],
     }
 }
@@ -91,17 +91,19 @@ impl TableStore {
         Ok(())
     }
 
-    /// Creates a table with `partitions` regions spread over the shards. Returns whether
-    /// it was created (false: it existed and `if_not_exists` was set).
-    pub async fn create_table(
-        &self,
-        database: &str,
-        name: &str,
-        schema: RegionSchema,
-        ttl_ms: Option<i64>,
-        partitions: u32,
-        if_not_exists: bool,
-    ) -> Result<bool, StoreError> {
+    /// Creates a table with `table.partitions` regions spread over the shards. Returns
+    /// whether it was created (false: it existed and `if_not_exists` was set).
+    pub async fn create_table(&self, database: &str, table: NewTable) -> Result<bool, StoreError> {
+        let NewTable {
+            name,
+            schema,
+            ttl_ms,
+            partitions,
+            partition_columns,
+            column_order,
+            if_not_exists,
+        } = table;
+        let name = name.as_str();
         let mut guard = self.meta.lock().await;
         let existed = guard.catalog().table(database, name).is_ok();
         let routes = (0..partitions)
@@ -118,6 +120,8 @@ impl TableStore {
                 ttl_ms,
                 routes,
                 if_not_exists,
+                partition_columns,
+                column_order,
             })
             .await?;
         let catalog = guard.catalog();
@@ -195,9 +199,13 @@ impl TableStore {
             )));
         }
         let count = rows.len();
+        let partition_tags = partition_tags(table);
         let mut per_region: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
         for row in rows {
-            let index = series_region(&row.tags, regions.len());
+            let index = match &partition_tags {
+                Some(indices) => partition_region(&row, indices, regions.len()),
+                None => series_region(&row.tags, regions.len()),
+            };
             per_region.entry(index).or_default().push(row);
         }
         let batches = per_region
@@ -220,6 +228,56 @@ impl TableStore {
     }
 }
 
+/// A table to create, as `CREATE TABLE` or the line protocol define it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTable {
+    pub name: String,
+    pub schema: RegionSchema,
+    pub ttl_ms: Option<i64>,
+    pub partitions: u32,
+    /// The tags a row's region is chosen by; empty: every tag.
+    pub partition_columns: Vec<String>,
+    /// SQL's column order; empty: tags, time index, fields.
+    pub column_order: Vec<String>,
+    pub if_not_exists: bool,
+}
+
+/// The positions of a table's partition columns among its tags, if it names any.
+fn partition_tags(table: &Table) -> Option<Vec<usize>> {
+    let TableKind::Regular {
+        partition_columns, ..
+    } = &table.kind
+    else {
+        return None;
+    };
+    if partition_columns.is_empty() {
+        return None;
+    }
+    Some(
+        partition_columns
+            .iter()
+            .map(|column| {
+                table
+                    .schema
+                    .tags
+                    .iter()
+                    .position(|tag| tag == column)
+                    .expect("the catalog checks that partition columns are tags")
+            })
+            .collect(),
+    )
+}
+
+/// The region of a row by its partition columns' values (a missing tag is empty).
+fn partition_region(row: &Row, tags: &[usize], regions: usize) -> usize {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for &tag in tags {
+        hasher.update(row.tag(tag).as_bytes());
+        hasher.update(&[0xff]);
+    }
+    (hasher.digest() % regions as u64) as usize
+}
+
 /// The region of a series: a stable hash of its tag values (trailing empty ones left
 /// out, so adding a tag column moves no series).
 fn series_region(tags: &[String], regions: usize) -> usize {
@@ -233,4 +291,57 @@ fn series_region(tags: &[String], regions: usize) -> usize {
         hasher.update(&[0xff]);
     }
     (hasher.digest() % regions as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(partition_columns: &[&str]) -> Table {
+        Table {
+            id: 1,
+            database: "public".into(),
+            name: "t".into(),
+            schema: RegionSchema {
+                tags: vec!["host".into(), "dc".into()],
+                time_index: "ts".into(),
+                fields: Vec::new(),
+            },
+            ttl_ms: None,
+            kind: TableKind::Regular {
+                regions: Vec::new(),
+                partition_columns: partition_columns.iter().map(|c| c.to_string()).collect(),
+                column_order: Vec::new(),
+            },
+        }
+    }
+
+    fn row(host: &str, dc: &str) -> Row {
+        Row {
+            tags: vec![host.into(), dc.into()],
+            ts: 0,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_partition_rule_routes_by_its_columns_only() {
+        assert_eq!(partition_tags(&table(&[])), None);
+        let by_dc = partition_tags(&table(&["dc"])).unwrap();
+        assert_eq!(by_dc, [1]);
+        let hosts: Vec<String> = (0..50).map(|i| format!("host-{i}")).collect();
+        for dc in ["eu", "us", "ap"] {
+            let regions: std::collections::BTreeSet<usize> = hosts
+                .iter()
+                .map(|host| partition_region(&row(host, dc), &by_dc, 8))
+                .collect();
+            assert_eq!(regions.len(), 1, "every host of {dc} in one region");
+        }
+        // Without a rule, the same rows spread over the regions.
+        let spread: std::collections::BTreeSet<usize> = hosts
+            .iter()
+            .map(|host| series_region(&row(host, "eu").tags, 8))
+            .collect();
+        assert!(spread.len() > 4, "{spread:?}");
+    }
 }

@@ -34,10 +34,38 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TableKind {
     /// Rows in the table's own regions.
-    Regular { regions: Vec<(RegionId, Route)> },
+    Regular {
+        regions: Vec<(RegionId, Route)>,
+        /// The tags whose values choose a row's region (by hash); empty: every tag.
+        #[serde(default)]
+        partition_columns: Vec<String>,
+        /// The columns in the order SQL shows them (as declared); empty: tags, time
+        /// index, fields. Columns added later go at the end.
+        #[serde(default)]
+        column_order: Vec<String>,
+    },
     /// A Prometheus metric: rows in its database's physical metric regions.
-    Metric { labels: Vec<String> },
+    Metric {
+        labels: Vec<String>,
+        /// Type, help and unit, as remote write last reported them.
+        #[serde(default)]
+        metadata: Option<MetricMetadata>,
+    },
 }
+
+/// What Prometheus knows about a metric besides its samples (`# TYPE`, `# HELP`,
+/// `# UNIT`), as its metadata API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricMetadata {
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`,
+    /// `stateset` or `unknown`.
+    pub metric_type: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// The longest help text kept; Prometheus' own limit on a line is far below.
+pub const METRIC_HELP_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -81,6 +109,11 @@ pub enum Command {
         ttl_ms: Option<i64>,
         routes: Vec<Route>,
         if_not_exists: bool,
+        /// See [`TableKind::Regular`].
+        #[serde(default)]
+        partition_columns: Vec<String>,
+        #[serde(default)]
+        column_order: Vec<String>,
     },
     DropTable {
         database: String,
@@ -105,6 +138,12 @@ pub enum Command {
         database: String,
         name: String,
         labels: Vec<String>,
+    },
+    /// Records metric `name`'s metadata; the metric must exist.
+    SetMetricMetadata {
+        database: String,
+        name: String,
+        metadata: MetricMetadata,
     },
 }
 
@@ -142,6 +181,53 @@ impl Default for Catalog {
             version: 0,
         }
     }
+}
+
+/// Checks a regular table's partition columns (distinct tags) and column order (every
+/// column once).
+fn check_layout(
+    database: &str,
+    name: &str,
+    schema: &RegionSchema,
+    partition_columns: &[String],
+    column_order: &[String],
+) -> Result<(), CatalogError> {
+    let invalid = |what: &str, reason: String| CatalogError::Invalid {
+        what: format!("{what} of {database}.{name}"),
+        reason,
+    };
+    for (index, column) in partition_columns.iter().enumerate() {
+        if !schema.tags.contains(column) {
+            return Err(invalid(
+                "partition columns",
+                format!("{column:?} is not a PRIMARY KEY (tag) column"),
+            ));
+        }
+        if partition_columns[..index].contains(column) {
+            return Err(invalid(
+                "partition columns",
+                format!("{column:?} appears twice"),
+            ));
+        }
+    }
+    if !column_order.is_empty() {
+        let mut expected: Vec<&String> = schema
+            .tags
+            .iter()
+            .chain([&schema.time_index])
+            .chain(schema.fields.iter().map(|f| &f.name))
+            .collect();
+        let mut given: Vec<&String> = column_order.iter().collect();
+        expected.sort_unstable();
+        given.sort_unstable();
+        if expected != given {
+            return Err(invalid(
+                "column order",
+                "it must name every column exactly once".to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Column names that SQL and PromQL can both use: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -229,11 +315,22 @@ impl Catalog {
                 labels,
             } => match self.table(database, name) {
                 Ok(Table {
-                    kind: TableKind::Metric { labels: known },
+                    kind: TableKind::Metric { labels: known, .. },
                     ..
                 }) => labels.iter().all(|label| known.contains(label)),
                 _ => false,
             },
+            Command::SetMetricMetadata {
+                database,
+                name,
+                metadata,
+            } => matches!(
+                self.table(database, name),
+                Ok(Table {
+                    kind: TableKind::Metric { metadata: Some(known), .. },
+                    ..
+                }) if known == metadata
+            ),
             _ => false,
         }
     }
@@ -252,6 +349,8 @@ impl Catalog {
                 ttl_ms,
                 routes,
                 if_not_exists,
+                partition_columns,
+                column_order,
             } => {
                 check_name("table name", name)?;
                 for column in schema
@@ -272,6 +371,7 @@ impl Catalog {
                         reason: format!("between 1 and {REGIONS_PER_TABLE_MAX} are allowed"),
                     });
                 }
+                check_layout(database, name, schema, partition_columns, column_order)?;
                 let id = self.next_table_id;
                 let db = self.database_mut(database)?;
                 if db.tables.contains_key(name) {
@@ -302,7 +402,11 @@ impl Catalog {
                         name: name.clone(),
                         schema: schema.clone(),
                         ttl_ms: *ttl_ms,
-                        kind: TableKind::Regular { regions },
+                        kind: TableKind::Regular {
+                            regions,
+                            partition_columns: partition_columns.clone(),
+                            column_order: column_order.clone(),
+                        },
                     },
                 );
                 self.next_table_id += 1;
@@ -347,6 +451,12 @@ impl Catalog {
                 }
                 table.schema.tags.extend(tags.iter().cloned());
                 table.schema.fields.extend(fields.iter().cloned());
+                if let TableKind::Regular { column_order, .. } = &mut table.kind {
+                    if !column_order.is_empty() {
+                        column_order.extend(tags.iter().cloned());
+                        column_order.extend(fields.iter().map(|f| f.name.clone()));
+                    }
+                }
                 table
                     .schema
                     .validate()
@@ -432,10 +542,13 @@ impl Catalog {
                             }],
                         },
                         ttl_ms: None,
-                        kind: TableKind::Metric { labels: Vec::new() },
+                        kind: TableKind::Metric {
+                            labels: Vec::new(),
+                            metadata: None,
+                        },
                     }
                 });
-                let TableKind::Metric { labels: known } = &mut table.kind else {
+                let TableKind::Metric { labels: known, .. } = &mut table.kind else {
                     return Err(CatalogError::Invalid {
                         what: format!("metric {name}"),
                         reason: format!("{database}.{name} is a regular table"),
@@ -450,6 +563,56 @@ impl Catalog {
                 if created {
                     self.next_table_id += 1;
                 }
+                Ok(())
+            }
+            Command::SetMetricMetadata {
+                database,
+                name,
+                metadata,
+            } => {
+                const TYPES: [&str; 8] = [
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "gaugehistogram",
+                    "summary",
+                    "info",
+                    "stateset",
+                    "unknown",
+                ];
+                let invalid = |reason: String| CatalogError::Invalid {
+                    what: format!("metadata of metric {name}"),
+                    reason,
+                };
+                if !TYPES.contains(&metadata.metric_type.as_str()) {
+                    return Err(invalid(format!(
+                        "type {:?} is not one of {}",
+                        metadata.metric_type,
+                        TYPES.join(", ")
+                    )));
+                }
+                if metadata.help.len() > METRIC_HELP_BYTES_MAX
+                    || metadata.unit.len() > METRIC_HELP_BYTES_MAX
+                {
+                    return Err(invalid(format!(
+                        "help and unit are limited to {METRIC_HELP_BYTES_MAX} bytes"
+                    )));
+                }
+                let db = self.database_mut(database)?;
+                let table = db
+                    .tables
+                    .get_mut(name)
+                    .ok_or_else(|| CatalogError::TableNotFound {
+                        database: database.clone(),
+                        name: name.clone(),
+                    })?;
+                let TableKind::Metric {
+                    metadata: known, ..
+                } = &mut table.kind
+                else {
+                    return Err(invalid(format!("{database}.{name} is a regular table")));
+                };
+                *known = Some(metadata.clone());
                 Ok(())
             }
         }
@@ -512,6 +675,40 @@ mod tests {
     }
 
     #[test]
+    fn metric_metadata_is_checked_kept_and_a_repeat_is_a_noop() {
+        let mut catalog = metrics_catalog();
+        catalog.apply(&ensure("up", &["job"])).unwrap();
+        let set = |name: &str, metric_type: &str| Command::SetMetricMetadata {
+            database: DEFAULT_DATABASE.into(),
+            name: name.into(),
+            metadata: MetricMetadata {
+                metric_type: metric_type.into(),
+                help: "Up.".into(),
+                unit: String::new(),
+            },
+        };
+        assert!(!catalog.is_noop(&set("up", "gauge")));
+        catalog.apply(&set("up", "gauge")).unwrap();
+        assert!(catalog.is_noop(&set("up", "gauge")));
+        assert!(!catalog.is_noop(&set("up", "counter")));
+        let TableKind::Metric { metadata, .. } =
+            &catalog.table(DEFAULT_DATABASE, "up").unwrap().kind
+        else {
+            panic!("a metric table")
+        };
+        assert_eq!(metadata.as_ref().unwrap().metric_type, "gauge");
+        let before = catalog.clone();
+        for (command, culprit) in [
+            (set("up", "colour"), "colour"),
+            (set("missing", "gauge"), "missing"),
+        ] {
+            let error = catalog.apply(&command).unwrap_err().to_string();
+            assert!(error.contains(culprit), "{error}");
+            assert_eq!(catalog, before);
+        }
+    }
+
+    #[test]
     fn refused_commands_change_nothing_and_name_the_culprit() {
         let mut catalog = metrics_catalog();
         catalog.apply(&ensure("up", &["job"])).unwrap();
@@ -534,6 +731,8 @@ mod tests {
             ttl_ms: None,
             routes: vec![HERE],
             if_not_exists: false,
+            partition_columns: Vec::new(),
+            column_order: Vec::new(),
         };
         assert!(matches!(
             catalog.apply(&table),
@@ -558,6 +757,8 @@ mod tests {
             ttl_ms: Some(1000),
             routes: vec![HERE, HERE],
             if_not_exists: false,
+            partition_columns: vec!["host".into()],
+            column_order: vec!["ts".into(), "cpu".into(), "host".into()],
         };
         catalog.apply(&create("a")).unwrap();
         catalog
@@ -570,7 +771,7 @@ mod tests {
         catalog.apply(&create("a")).unwrap();
         let table = catalog.table(DEFAULT_DATABASE, "a").unwrap();
         assert_eq!(table.id, 2, "a re-created table never reuses the old id");
-        let TableKind::Regular { regions } = &table.kind else {
+        let TableKind::Regular { regions, .. } = &table.kind else {
             panic!("regular table expected")
         };
         assert_eq!(
@@ -585,10 +786,44 @@ mod tests {
                 fields: vec![],
             })
             .unwrap();
+        let table = catalog.table(DEFAULT_DATABASE, "a").unwrap();
+        assert_eq!(table.schema.tags, ["host", "dc"]);
+        let TableKind::Regular {
+            partition_columns,
+            column_order,
+            ..
+        } = &table.kind
+        else {
+            panic!("regular table expected")
+        };
+        assert_eq!(partition_columns, &["host"]);
         assert_eq!(
-            catalog.table(DEFAULT_DATABASE, "a").unwrap().schema.tags,
-            ["host", "dc"]
+            column_order,
+            &["ts", "cpu", "host", "dc"],
+            "new columns go last"
         );
         assert_eq!(catalog.version, 4);
+
+        let before = catalog.clone();
+        for (partition_columns, column_order, culprit) in [
+            (vec!["cpu"], vec![], "\"cpu\" is not a PRIMARY KEY"),
+            (vec!["host", "host"], vec![], "twice"),
+            (vec![], vec!["ts", "host"], "every column"),
+            (vec![], vec!["ts", "cpu", "host", "host"], "every column"),
+        ] {
+            let mut command = create("b");
+            if let Command::CreateTable {
+                partition_columns: p,
+                column_order: o,
+                ..
+            } = &mut command
+            {
+                *p = partition_columns.iter().map(|c| c.to_string()).collect();
+                *o = column_order.iter().map(|c| c.to_string()).collect();
+            }
+            let error = catalog.apply(&command).unwrap_err().to_string();
+            assert!(error.contains(culprit), "{error}");
+            assert_eq!(catalog, before);
+        }
     }
 }

@@ -9,7 +9,9 @@ use metronome_core::data::RegionId;
 use metronome_wire::convert::{self, ConvertError};
 use metronome_wire::fb;
 
-use crate::catalog::{Catalog, Command, Database, MetricRegions, Route, Table, TableKind};
+use crate::catalog::{
+    Catalog, Command, Database, MetricMetadata, MetricRegions, Route, Table, TableKind,
+};
 
 fn route(route: &Route) -> fb::Route {
     fb::Route::new(route.datanode, route.shard)
@@ -53,6 +55,31 @@ fn read_region_routes(values: Vector<'_, fb::RegionRoute>) -> Vec<(RegionId, Rou
         .collect()
 }
 
+fn metric_metadata<'b>(
+    builder: &mut FlatBufferBuilder<'b>,
+    metadata: &MetricMetadata,
+) -> WIPOffset<fb::MetricMetadata<'b>> {
+    let metric_type = builder.create_string(&metadata.metric_type);
+    let help = builder.create_string(&metadata.help);
+    let unit = builder.create_string(&metadata.unit);
+    fb::MetricMetadata::create(
+        builder,
+        &fb::MetricMetadataArgs {
+            metric_type: Some(metric_type),
+            help: Some(help),
+            unit: Some(unit),
+        },
+    )
+}
+
+fn read_metric_metadata(metadata: fb::MetricMetadata<'_>) -> MetricMetadata {
+    MetricMetadata {
+        metric_type: metadata.metric_type().to_string(),
+        help: metadata.help().to_string(),
+        unit: metadata.unit().to_string(),
+    }
+}
+
 /// The `CatalogCommand` union member for `command`.
 pub fn command(
     builder: &mut FlatBufferBuilder<'_>,
@@ -72,11 +99,15 @@ pub fn command(
             ttl_ms,
             routes: to,
             if_not_exists,
+            partition_columns,
+            column_order,
         } => {
             let database = builder.create_string(database);
             let name = builder.create_string(name);
             let schema = convert::region_schema(builder, schema);
             let to = routes(builder, to);
+            let partition_columns = convert::strings(builder, partition_columns);
+            let column_order = convert::strings(builder, column_order);
             let table = fb::CreateTable::create(
                 builder,
                 &fb::CreateTableArgs {
@@ -86,6 +117,8 @@ pub fn command(
                     ttl_ms: *ttl_ms,
                     routes: Some(to),
                     if_not_exists: *if_not_exists,
+                    partition_columns: Some(partition_columns),
+                    column_order: Some(column_order),
                 },
             );
             (fb::CatalogCommand::CreateTable, table.as_union_value())
@@ -164,6 +197,27 @@ pub fn command(
             );
             (fb::CatalogCommand::EnsureMetric, table.as_union_value())
         }
+        Command::SetMetricMetadata {
+            database,
+            name,
+            metadata,
+        } => {
+            let database = builder.create_string(database);
+            let name = builder.create_string(name);
+            let metadata = metric_metadata(builder, metadata);
+            let table = fb::SetMetricMetadata::create(
+                builder,
+                &fb::SetMetricMetadataArgs {
+                    database: Some(database),
+                    name: Some(name),
+                    metadata: Some(metadata),
+                },
+            );
+            (
+                fb::CatalogCommand::SetMetricMetadata,
+                table.as_union_value(),
+            )
+        }
     }
 }
 
@@ -186,6 +240,8 @@ pub fn read_command(request: fb::ExecuteCatalogCommand<'_>) -> Result<Command, C
                 ttl_ms: table.ttl_ms(),
                 routes: table.routes().iter().map(read_route).collect(),
                 if_not_exists: table.if_not_exists(),
+                partition_columns: table.partition_columns().map(strings).unwrap_or_default(),
+                column_order: table.column_order().map(strings).unwrap_or_default(),
             }
         }
         fb::CatalogCommand::DropTable => {
@@ -220,6 +276,14 @@ pub fn read_command(request: fb::ExecuteCatalogCommand<'_>) -> Result<Command, C
                 database: table.database().to_string(),
                 name: table.name().to_string(),
                 labels: strings(table.labels()),
+            }
+        }
+        fb::CatalogCommand::SetMetricMetadata => {
+            let table = request.command_as_set_metric_metadata().expect("verified");
+            Command::SetMetricMetadata {
+                database: table.database().to_string(),
+                name: table.name().to_string(),
+                metadata: read_metric_metadata(table.metadata()),
             }
         }
         other => {
@@ -286,16 +350,28 @@ fn table_offset<'b>(
 ) -> WIPOffset<fb::Table<'b>> {
     let name = builder.create_string(&table.name);
     let schema = convert::region_schema(builder, &table.schema);
-    let (kind, regions, labels) = match &table.kind {
-        TableKind::Regular { regions } => (
+    let (kind, regions, labels, partition_columns, column_order, metadata) = match &table.kind {
+        TableKind::Regular {
+            regions,
+            partition_columns,
+            column_order,
+        } => (
             fb::TableKind::Regular,
             Some(region_routes(builder, regions)),
             None,
+            Some(convert::strings(builder, partition_columns)),
+            Some(convert::strings(builder, column_order)),
+            None,
         ),
-        TableKind::Metric { labels } => (
+        TableKind::Metric { labels, metadata } => (
             fb::TableKind::Metric,
             None,
             Some(convert::strings(builder, labels)),
+            None,
+            None,
+            metadata
+                .as_ref()
+                .map(|metadata| metric_metadata(builder, metadata)),
         ),
     };
     fb::Table::create(
@@ -308,6 +384,9 @@ fn table_offset<'b>(
             kind,
             regions,
             labels,
+            partition_columns,
+            column_order,
+            metadata,
         },
     )
 }
@@ -316,12 +395,21 @@ fn read_table(database: &str, table: fb::Table<'_>) -> Result<Table, ConvertErro
     let kind = match table.kind() {
         fb::TableKind::Regular => TableKind::Regular {
             regions: table.regions().map(read_region_routes).unwrap_or_default(),
+            partition_columns: table
+                .partition_columns()
+                .map(convert::read_strings)
+                .unwrap_or_default(),
+            column_order: table
+                .column_order()
+                .map(convert::read_strings)
+                .unwrap_or_default(),
         },
         fb::TableKind::Metric => TableKind::Metric {
             labels: table
                 .labels()
                 .map(convert::read_strings)
                 .unwrap_or_default(),
+            metadata: table.metadata().map(read_metric_metadata),
         },
         other => {
             return Err(ConvertError(format!(
@@ -412,6 +500,8 @@ mod tests {
                 ttl_ms: Some(86_400_000),
                 routes: to,
                 if_not_exists: true,
+                partition_columns: vec!["host".into()],
+                column_order: vec!["ts".into(), "host".into(), "usage".into()],
             },
             Command::AddColumns {
                 database: "ops".into(),
@@ -426,6 +516,15 @@ mod tests {
                 database: "ops".into(),
                 name: "gone".into(),
                 if_exists: true,
+            },
+            Command::SetMetricMetadata {
+                database: DEFAULT_DATABASE.into(),
+                name: "up".into(),
+                metadata: MetricMetadata {
+                    metric_type: "gauge".into(),
+                    help: "Whether the target is up.".into(),
+                    unit: String::new(),
+                },
             },
         ]
     }

@@ -1,9 +1,12 @@
 //! `CREATE TABLE` in Metronome's dialect: standard SQL plus a `TIME INDEX` marker on the
 //! timestamp column (`ts TIMESTAMP TIME INDEX`, or a `TIME INDEX (ts)` constraint),
-//! `PRIMARY KEY (…)` naming the tag columns, and `WITH (ttl = '7d', partitions = 4)`.
+//! `PRIMARY KEY (…)` naming the tag columns, an optional partition rule
+//! `PARTITION BY HASH (tag, …) PARTITIONS n` after the column list, and
+//! `WITH (ttl = '7d', partitions = 4)`.
 //!
-//! sqlparser does not know `TIME INDEX`, so [`strip_time_index`] removes it at the token
-//! level (remembering the column) before the statement is parsed.
+//! sqlparser knows neither `TIME INDEX` nor this `PARTITION` clause, so
+//! [`strip_extensions`] removes both at the token level (remembering what they said)
+//! before the statement is parsed.
 
 use datafusion::sql::sqlparser::ast::{
     ColumnDef, ColumnOption, CreateTable, CreateTableOptions, Expr, Ident, SqlOption,
@@ -23,8 +26,28 @@ pub struct TableDefinition {
     pub schema: RegionSchema,
     pub ttl_ms: Option<i64>,
     pub partitions: u32,
+    /// The tags a row's region is chosen by; empty: every tag.
+    pub partition_columns: Vec<String>,
+    /// The columns as declared, which is the order SQL shows them in.
+    pub column_order: Vec<String>,
     pub if_not_exists: bool,
 }
+
+/// What [`strip_extensions`] took out of a statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    pub time_index: Option<String>,
+    pub partition: Option<PartitionClause>,
+}
+
+/// `PARTITION BY HASH (columns) [PARTITIONS count]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionClause {
+    pub columns: Vec<String>,
+    pub count: Option<u32>,
+}
+
+const PARTITION_SYNTAX: &str = "PARTITION BY HASH (column, …) [PARTITIONS n]";
 
 /// An identifier as PostgreSQL (and DataFusion) resolve it: unquoted folds to lower case.
 pub fn normalize(ident: &Ident) -> String {
@@ -35,9 +58,17 @@ pub fn normalize(ident: &Ident) -> String {
     }
 }
 
-/// Removes `TIME INDEX` from a `CREATE TABLE` statement's text; returns the new text and
-/// the time index column, if one was marked.
-pub fn strip_time_index(sql: &str) -> Result<(String, Option<String>), SqlError> {
+fn word_name(word: &datafusion::sql::sqlparser::tokenizer::Word) -> String {
+    if word.quote_style.is_some() {
+        word.value.clone()
+    } else {
+        word.value.to_lowercase()
+    }
+}
+
+/// Removes `TIME INDEX` and the `PARTITION BY HASH` clause from a `CREATE TABLE`
+/// statement's text; returns the new text and what they said.
+pub fn strip_extensions(sql: &str) -> Result<(String, Extensions), SqlError> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .map_err(|error| SqlError::Invalid(format!("cannot tokenize the statement: {error}")))?;
@@ -50,6 +81,7 @@ pub fn strip_time_index(sql: &str) -> Result<(String, Option<String>), SqlError>
         .collect();
     let mut out = Vec::with_capacity(tokens.len());
     let mut time_index = None;
+    let mut partition = None;
     let mut depth = 0usize;
     // The first word of the current column definition (at depth 1).
     let mut column_start: Option<String> = None;
@@ -80,6 +112,50 @@ pub fn strip_time_index(sql: &str) -> Result<(String, Option<String>), SqlError>
             _ => {}
         }
         let next = significant.get(position + 1).map(|&i| &tokens[i]);
+        if depth == 0 && is_word(token, "PARTITION") {
+            if partition.is_some() {
+                return Err(SqlError::Invalid(
+                    "a table has at most one PARTITION clause".to_string(),
+                ));
+            }
+            let at = |offset: usize| significant.get(position + offset).map(|&i| &tokens[i]);
+            let syntax =
+                || SqlError::Invalid(format!("the partition rule must read {PARTITION_SYNTAX}"));
+            if !(at(1).is_some_and(|t| is_word(t, "BY"))
+                && at(2).is_some_and(|t| is_word(t, "HASH"))
+                && matches!(at(3), Some(Token::LParen)))
+            {
+                return Err(syntax());
+            }
+            let mut columns = Vec::new();
+            let mut offset = 4;
+            loop {
+                match (at(offset), at(offset + 1)) {
+                    (Some(Token::Word(word)), Some(Token::Comma)) => columns.push(word_name(word)),
+                    (Some(Token::Word(word)), Some(Token::RParen)) => {
+                        columns.push(word_name(word));
+                        break;
+                    }
+                    _ => return Err(syntax()),
+                }
+                offset += 2;
+            }
+            // `offset + 1` is the closing parenthesis.
+            let mut last = offset + 1;
+            let mut count = None;
+            if at(last + 1).is_some_and(|t| is_word(t, "PARTITIONS")) {
+                let Some(Token::Number(text, _)) = at(last + 2) else {
+                    return Err(syntax());
+                };
+                count = Some(text.parse::<u32>().map_err(|_| {
+                    SqlError::Invalid(format!("PARTITIONS {text} is not a whole number"))
+                })?);
+                last += 2;
+            }
+            partition = Some(PartitionClause { columns, count });
+            skip_until = significant[position + last] + 1;
+            continue;
+        }
         if depth == 1 && is_word(token, "TIME") && next.is_some_and(|t| is_word(t, "INDEX")) {
             if time_index.is_some() {
                 return Err(SqlError::Invalid(
@@ -123,7 +199,13 @@ pub fn strip_time_index(sql: &str) -> Result<(String, Option<String>), SqlError>
         out.extend(tokens[index..end].iter().cloned());
     }
     let text: String = out.iter().map(|token| token.to_string()).collect();
-    Ok((text, time_index))
+    Ok((
+        text,
+        Extensions {
+            time_index,
+            partition,
+        },
+    ))
 }
 
 fn field_type(column: &ColumnDef) -> Result<Option<FieldType>, SqlError> {
@@ -171,8 +253,9 @@ fn duration_ms(key: &str, value: &Expr) -> Result<i64, SqlError> {
 /// Checks a parsed `CREATE TABLE` and turns it into a table definition.
 pub fn table_definition(
     create: &CreateTable,
-    time_index: Option<String>,
+    extensions: &Extensions,
 ) -> Result<TableDefinition, SqlError> {
+    let time_index = extensions.time_index.clone();
     let name = match create.name.0.as_slice() {
         [part] => part
             .as_ident()
@@ -215,8 +298,10 @@ pub fn table_definition(
     let mut tags = Vec::new();
     let mut fields = Vec::new();
     let mut saw_time_index = false;
+    let mut column_order = Vec::new();
     for column in &create.columns {
         let column_name = normalize(&column.name);
+        column_order.push(column_name.clone());
         let column_type = field_type(column)?;
         let in_key = primary_key.contains(&column_name)
             || column
@@ -270,6 +355,26 @@ pub fn table_definition(
 
     let mut ttl_ms = None;
     let mut partitions = 1u32;
+    let mut partition_columns = Vec::new();
+    if let Some(clause) = &extensions.partition {
+        for column in &clause.columns {
+            if !tags.contains(column) {
+                return Err(SqlError::Invalid(format!(
+                    "partition column {column:?} is not a PRIMARY KEY column: rows are \
+                     partitioned by tags, so that a series stays in one region"
+                )));
+            }
+        }
+        partition_columns = clause.columns.clone();
+        if let Some(count) = clause.count {
+            if !(1..=REGIONS_PER_TABLE_MAX).contains(&count) {
+                return Err(SqlError::Invalid(format!(
+                    "PARTITIONS {count} must be from 1 to {REGIONS_PER_TABLE_MAX}"
+                )));
+            }
+            partitions = count;
+        }
+    }
     let options: &[SqlOption] = match &create.table_options {
         CreateTableOptions::None => &[],
         CreateTableOptions::With(options) => options,
@@ -289,6 +394,16 @@ pub fn table_definition(
             "ttl" => ttl_ms = Some(duration_ms("ttl", value)?),
             "partitions" => {
                 let text = value.to_string();
+                if extensions
+                    .partition
+                    .as_ref()
+                    .is_some_and(|clause| clause.count.is_some())
+                {
+                    return Err(SqlError::Invalid(
+                        "the partition count is given twice (PARTITIONS and WITH partitions)"
+                            .to_string(),
+                    ));
+                }
                 partitions = text
                     .parse::<u32>()
                     .ok()
@@ -316,6 +431,8 @@ pub fn table_definition(
         },
         ttl_ms,
         partitions,
+        partition_columns,
+        column_order,
         if_not_exists: create.if_not_exists,
     })
 }
@@ -327,13 +444,40 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn define(sql: &str) -> Result<TableDefinition, SqlError> {
-        let (text, time_index) = strip_time_index(sql)?;
+        let (text, extensions) = strip_extensions(sql)?;
         let statements = Parser::parse_sql(&GenericDialect {}, &text)
             .map_err(|e| SqlError::Invalid(e.to_string()))?;
         let Statement::CreateTable(create) = &statements[0] else {
             panic!("not a CREATE TABLE: {text}")
         };
-        table_definition(create, time_index)
+        table_definition(create, &extensions)
+    }
+
+    #[test]
+    fn a_partition_rule_names_tags_and_a_count_and_columns_keep_their_order() {
+        let table = define(
+            "CREATE TABLE cpu (ts TIMESTAMP TIME INDEX, usage DOUBLE, host STRING, \
+             \"DC\" STRING, PRIMARY KEY (host, \"DC\")) \
+             PARTITION BY HASH (\"DC\") PARTITIONS 8 WITH (ttl = '1h')",
+        )
+        .unwrap();
+        assert_eq!(table.partition_columns, ["DC"]);
+        assert_eq!(table.partitions, 8);
+        assert_eq!(table.ttl_ms, Some(3_600_000));
+        assert_eq!(table.column_order, ["ts", "usage", "host", "DC"]);
+        assert_eq!(table.schema.tags, ["host", "DC"]);
+        let default = define(
+            "CREATE TABLE t (host STRING PRIMARY KEY, ts TIMESTAMP TIME INDEX) \
+             PARTITION BY HASH (host) WITH (partitions = 3)",
+        )
+        .unwrap();
+        assert_eq!(
+            (default.partition_columns.len(), default.partitions),
+            (1, 3)
+        );
+        let unpartitioned = define("CREATE TABLE t (ts TIMESTAMP TIME INDEX)").unwrap();
+        assert!(unpartitioned.partition_columns.is_empty());
+        assert_eq!(unpartitioned.partitions, 1);
     }
 
     #[test]
@@ -381,6 +525,24 @@ mod tests {
             (
                 "CREATE TABLE t (ts TIMESTAMP TIME INDEX, t2 TIMESTAMP TIME INDEX)",
                 "exactly one",
+            ),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX, v DOUBLE) PARTITION BY HASH (v)",
+                "\"v\" is not a PRIMARY KEY column",
+            ),
+            (
+                "CREATE TABLE t (ts TIMESTAMP TIME INDEX) PARTITION BY RANGE (ts)",
+                "PARTITION BY HASH",
+            ),
+            (
+                "CREATE TABLE t (h STRING PRIMARY KEY, ts TIMESTAMP TIME INDEX) \
+                 PARTITION BY HASH (h) PARTITIONS 0",
+                "PARTITIONS 0",
+            ),
+            (
+                "CREATE TABLE t (h STRING PRIMARY KEY, ts TIMESTAMP TIME INDEX) \
+                 PARTITION BY HASH (h) PARTITIONS 2 WITH (partitions = 2)",
+                "given twice",
             ),
         ] {
             let error = define(sql).unwrap_err().to_string();

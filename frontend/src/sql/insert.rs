@@ -3,7 +3,8 @@
 
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryOperator, Value};
-use metronome_core::data::{FieldType, RegionSchema, Row, Value as FieldValue};
+use metronome_core::data::{FieldType, Row, Value as FieldValue};
+use metronome_metasrv::catalog::{Table, TableKind};
 
 use super::ddl::normalize;
 use super::SqlError;
@@ -35,23 +36,42 @@ pub enum ColumnRole {
     Field(usize, FieldType),
 }
 
-/// The columns of a table in SQL order (tags, time index, fields) with their roles.
-pub fn columns(schema: &RegionSchema) -> Vec<(String, ColumnRole)> {
-    let mut all: Vec<(String, ColumnRole)> = schema
+/// The columns of a table in SQL order (as declared; see [`sql_column_order`]) with
+/// their roles.
+pub fn columns(table: &Table) -> Vec<(String, ColumnRole)> {
+    let schema = &table.schema;
+    sql_column_order(table)
+        .into_iter()
+        .map(|name| {
+            let role = if let Some(i) = schema.tags.iter().position(|tag| *tag == name) {
+                ColumnRole::Tag(i)
+            } else if let Some(i) = schema.fields.iter().position(|f| f.name == name) {
+                ColumnRole::Field(i, schema.fields[i].field_type)
+            } else {
+                ColumnRole::TimeIndex
+            };
+            (name, role)
+        })
+        .collect()
+}
+
+/// A table's column names in the order SQL shows them: as declared in `CREATE TABLE`
+/// (later columns at the end); for tables without a declared order (metrics, line
+/// protocol), tags, then the time index, then fields.
+pub fn sql_column_order(table: &Table) -> Vec<String> {
+    if let TableKind::Regular { column_order, .. } = &table.kind {
+        if !column_order.is_empty() {
+            return column_order.clone();
+        }
+    }
+    let schema = &table.schema;
+    schema
         .tags
         .iter()
-        .enumerate()
-        .map(|(i, tag)| (tag.clone(), ColumnRole::Tag(i)))
-        .collect();
-    all.push((schema.time_index.clone(), ColumnRole::TimeIndex));
-    all.extend(
-        schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), ColumnRole::Field(i, f.field_type))),
-    );
-    all
+        .chain([&schema.time_index])
+        .chain(schema.fields.iter().map(|f| &f.name))
+        .cloned()
+        .collect()
 }
 
 /// A literal of an INSERT, or the parameter it names.
@@ -144,13 +164,10 @@ pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
         .map(|time| time.and_utc().timestamp_millis())
 }
 
-/// The rows an INSERT carries, shaped to `schema`.
-pub fn rows(
-    insert: &Insert,
-    schema: &RegionSchema,
-    params: &[ScalarValue],
-) -> Result<Vec<Row>, SqlError> {
-    let all = columns(schema);
+/// The rows an INSERT carries, shaped to the table's schema.
+pub fn rows(insert: &Insert, table: &Table, params: &[ScalarValue]) -> Result<Vec<Row>, SqlError> {
+    let schema = &table.schema;
+    let all = columns(table);
     let targets: Vec<(String, ColumnRole)> = if insert.columns.is_empty() {
         all.clone()
     } else {
@@ -259,7 +276,23 @@ mod tests {
     use datafusion::sql::sqlparser::ast::Statement;
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    use metronome_core::data::FieldColumn;
+    use metronome_core::data::{FieldColumn, RegionSchema};
+
+    /// `cpu (ts TIMESTAMP TIME INDEX, usage DOUBLE, host STRING PRIMARY KEY, ok BOOLEAN)`.
+    fn table() -> Table {
+        Table {
+            id: 1,
+            database: "public".into(),
+            name: "cpu".into(),
+            schema: schema(),
+            ttl_ms: None,
+            kind: TableKind::Regular {
+                regions: Vec::new(),
+                partition_columns: Vec::new(),
+                column_order: vec!["ts".into(), "usage".into(), "host".into(), "ok".into()],
+            },
+        }
+    }
 
     fn schema() -> RegionSchema {
         RegionSchema {
@@ -283,7 +316,7 @@ mod tests {
         let Statement::Insert(insert) = &statements[0] else {
             panic!("not an insert")
         };
-        rows(insert, &schema(), params)
+        rows(insert, &table(), params)
     }
 
     #[test]
@@ -306,7 +339,9 @@ mod tests {
         assert_eq!(rows[1].tags, ["b"]);
         assert_eq!(rows[1].ts, 2000);
         assert_eq!(rows[1].fields[0], FieldValue::Float64(2.5));
-        let all = insert_rows("INSERT INTO cpu VALUES ('h', 5, 0.5, true)", &[]).unwrap();
+        // Without a column list, values follow the declared column order.
+        let all = insert_rows("INSERT INTO cpu VALUES (5, 0.5, 'h', true)", &[]).unwrap();
+        assert_eq!((all[0].ts, &all[0].tags[..]), (5, &["h".to_string()][..]));
         assert_eq!(
             all[0].fields,
             [FieldValue::Float64(0.5), FieldValue::Boolean(true)]

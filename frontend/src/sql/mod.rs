@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::meta::Meta;
 use crate::prom_store::{PromStore, StoreError};
-use crate::table_store::TableStore;
+use crate::table_store::{NewTable, TableStore};
 
 /// SQL text longer than this is refused before parsing.
 const SQL_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -87,10 +87,10 @@ pub struct SqlEngine {
     prom: Arc<PromStore>,
 }
 
-/// A statement parsed, with the time index `CREATE TABLE` marked (see [`ddl`]).
+/// A statement parsed, with what `CREATE TABLE` said beyond standard SQL (see [`ddl`]).
 pub struct Parsed {
     pub statement: Statement,
-    pub time_index: Option<String>,
+    pub extensions: ddl::Extensions,
 }
 
 impl SqlEngine {
@@ -116,20 +116,20 @@ impl SqlEngine {
                 sql.len()
             )));
         }
-        let (text, time_index) = ddl::strip_time_index(sql)?;
+        let (text, extensions) = ddl::strip_extensions(sql)?;
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, &text)
             .map_err(|error| SqlError::Invalid(format!("syntax error: {error}")))?;
-        let mut time_index = time_index;
+        let mut extensions = Some(extensions);
         Ok(statements
             .into_iter()
             .map(|statement| {
-                let time_index = match statement {
-                    Statement::CreateTable(_) => time_index.take(),
-                    _ => None,
+                let extensions = match statement {
+                    Statement::CreateTable(_) => extensions.take().unwrap_or_default(),
+                    _ => ddl::Extensions::default(),
                 };
                 Parsed {
                     statement,
-                    time_index,
+                    extensions,
                 }
             })
             .collect())
@@ -205,15 +205,19 @@ impl SqlEngine {
                 Ok(SqlOutput::Rows { schema, batches })
             }
             Statement::CreateTable(create) => {
-                let definition = ddl::table_definition(create, parsed.time_index.clone())?;
+                let definition = ddl::table_definition(create, &parsed.extensions)?;
                 self.tables
                     .create_table(
                         database,
-                        &definition.name,
-                        definition.schema,
-                        definition.ttl_ms,
-                        definition.partitions,
-                        definition.if_not_exists,
+                        NewTable {
+                            name: definition.name,
+                            schema: definition.schema,
+                            ttl_ms: definition.ttl_ms,
+                            partitions: definition.partitions,
+                            partition_columns: definition.partition_columns,
+                            column_order: definition.column_order,
+                            if_not_exists: definition.if_not_exists,
+                        },
                     )
                     .await?;
                 Ok(SqlOutput::Done {
@@ -227,7 +231,7 @@ impl SqlEngine {
                 let table = catalog
                     .table(database, &name)
                     .map_err(|error| SqlError::Invalid(error.to_string()))?;
-                let rows = insert::rows(insert, &table.schema, params)?;
+                let rows = insert::rows(insert, table, params)?;
                 let count = self.tables.write(table, rows).await?;
                 Ok(SqlOutput::Done {
                     tag: "INSERT",

@@ -24,6 +24,7 @@ use metronome_metasrv::catalog::{Catalog, Table, TableKind, METRIC_NAME_LABEL};
 use metronome_wire::rows::{row_schema, rows_to_batch};
 
 use crate::prom_store::PromStore;
+use crate::sql::insert::sql_column_order;
 use crate::table_store::TableStore;
 
 /// The tables of one database, resolved against a catalog snapshot.
@@ -66,11 +67,15 @@ impl SchemaProvider for DatabaseSchema {
     }
 }
 
-/// The schema SQL sees: tags, the time index, fields (for a metric: labels, `ts`,
-/// `value`).
+/// The schema SQL sees: a regular table's columns in their declared order (see
+/// [`sql_column_order`]); a metric's labels, `ts`, `value`.
 pub fn sql_schema(table: &Table) -> Schema {
     match &table.kind {
-        TableKind::Regular { .. } => row_schema(&table.schema),
+        TableKind::Regular { .. } => {
+            let rows = row_schema(&table.schema);
+            rows.project(&sql_permutation(table))
+                .expect("the permutation names columns of the row schema")
+        }
         TableKind::Metric { .. } => {
             let mut fields: Vec<Field> = table
                 .schema
@@ -91,6 +96,27 @@ pub fn sql_schema(table: &Table) -> Schema {
             Schema::new(fields)
         }
     }
+}
+
+/// For each column of the SQL schema, its position in the row schema (tags, time
+/// index, fields).
+fn sql_permutation(table: &Table) -> Vec<usize> {
+    let schema = &table.schema;
+    let row_order: Vec<&String> = schema
+        .tags
+        .iter()
+        .chain([&schema.time_index])
+        .chain(schema.fields.iter().map(|f| &f.name))
+        .collect();
+    sql_column_order(table)
+        .iter()
+        .map(|name| {
+            row_order
+                .iter()
+                .position(|column| *column == name)
+                .expect("the catalog checks that the column order names every column")
+        })
+        .collect()
 }
 
 pub struct RegionTable {
@@ -263,7 +289,13 @@ impl TableProvider for RegionTable {
                     // A region may still lack a field the catalog just gained.
                     row.fields.resize(schema.fields.len(), Value::Null);
                 }
-                rows_to_batch(schema, &rows).map_err(internal)?
+                rows_to_batch(schema, &rows)
+                    .and_then(|batch| {
+                        batch
+                            .project(&sql_permutation(&self.table))
+                            .map_err(|error| error.to_string())
+                    })
+                    .map_err(internal)?
             }
             TableKind::Metric { .. } => {
                 let mut matchers = pushed.matchers;

@@ -203,10 +203,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for MatchOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CATALOG_COMMAND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CATALOG_COMMAND: u8 = 6;
+pub const ENUM_MAX_CATALOG_COMMAND: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 7] = [
+pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 8] = [
   CatalogCommand::NONE,
   CatalogCommand::CreateDatabase,
   CatalogCommand::CreateTable,
@@ -214,6 +214,7 @@ pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 7] = [
   CatalogCommand::AddColumns,
   CatalogCommand::CreateMetricRegions,
   CatalogCommand::EnsureMetric,
+  CatalogCommand::SetMetricMetadata,
 ];
 
 /// A change to the catalog (metasrv/src/catalog.rs, `Command`).
@@ -229,9 +230,10 @@ impl CatalogCommand {
   pub const AddColumns: Self = Self(4);
   pub const CreateMetricRegions: Self = Self(5);
   pub const EnsureMetric: Self = Self(6);
+  pub const SetMetricMetadata: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateDatabase,
@@ -240,6 +242,7 @@ impl CatalogCommand {
     Self::AddColumns,
     Self::CreateMetricRegions,
     Self::EnsureMetric,
+    Self::SetMetricMetadata,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -251,6 +254,7 @@ impl CatalogCommand {
       Self::AddColumns => Some("AddColumns"),
       Self::CreateMetricRegions => Some("CreateMetricRegions"),
       Self::EnsureMetric => Some("EnsureMetric"),
+      Self::SetMetricMetadata => Some("SetMetricMetadata"),
       _ => None,
     }
   }
@@ -3022,6 +3026,8 @@ impl<'a> CreateTable<'a> {
   pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 10;
   pub const VT_ROUTES: ::flatbuffers::VOffsetT = 12;
   pub const VT_IF_NOT_EXISTS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PARTITION_COLUMNS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_COLUMN_ORDER: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3034,6 +3040,8 @@ impl<'a> CreateTable<'a> {
   ) -> ::flatbuffers::WIPOffset<CreateTable<'bldr>> {
     let mut builder = CreateTableBuilder::new(_fbb);
     if let Some(x) = args.ttl_ms { builder.add_ttl_ms(x); }
+    if let Some(x) = args.column_order { builder.add_column_order(x); }
+    if let Some(x) = args.partition_columns { builder.add_partition_columns(x); }
     if let Some(x) = args.routes { builder.add_routes(x); }
     if let Some(x) = args.schema { builder.add_schema(x); }
     if let Some(x) = args.name { builder.add_name(x); }
@@ -3085,6 +3093,22 @@ impl<'a> CreateTable<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(CreateTable::VT_IF_NOT_EXISTS, Some(false)).unwrap()}
   }
+  /// The tags whose values choose a row's region; empty: every tag.
+  #[inline]
+  pub fn partition_columns(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(CreateTable::VT_PARTITION_COLUMNS, None)}
+  }
+  /// SQL's column order; empty: tags, time index, fields.
+  #[inline]
+  pub fn column_order(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(CreateTable::VT_COLUMN_ORDER, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CreateTable<'_> {
@@ -3099,6 +3123,8 @@ impl ::flatbuffers::Verifiable for CreateTable<'_> {
      .visit_field::<i64>("ttl_ms", Self::VT_TTL_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Route>>>("routes", Self::VT_ROUTES, true)?
      .visit_field::<bool>("if_not_exists", Self::VT_IF_NOT_EXISTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("partition_columns", Self::VT_PARTITION_COLUMNS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("column_order", Self::VT_COLUMN_ORDER, false)?
      .finish();
     Ok(())
   }
@@ -3110,6 +3136,8 @@ pub struct CreateTableArgs<'a> {
     pub ttl_ms: Option<i64>,
     pub routes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Route>>>,
     pub if_not_exists: bool,
+    pub partition_columns: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub column_order: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
 impl<'a> Default for CreateTableArgs<'a> {
   #[inline]
@@ -3121,6 +3149,8 @@ impl<'a> Default for CreateTableArgs<'a> {
       ttl_ms: None,
       routes: None, // required field
       if_not_exists: false,
+      partition_columns: None,
+      column_order: None,
     }
   }
 }
@@ -3155,6 +3185,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateTableBuilder<'a, 'b, A>
     self.fbb_.push_slot::<bool>(CreateTable::VT_IF_NOT_EXISTS, if_not_exists, false);
   }
   #[inline]
+  pub fn add_partition_columns(&mut self, partition_columns: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CreateTable::VT_PARTITION_COLUMNS, partition_columns);
+  }
+  #[inline]
+  pub fn add_column_order(&mut self, column_order: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CreateTable::VT_COLUMN_ORDER, column_order);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CreateTableBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CreateTableBuilder {
@@ -3182,6 +3220,8 @@ impl ::core::fmt::Debug for CreateTable<'_> {
       ds.field("ttl_ms", &self.ttl_ms());
       ds.field("routes", &self.routes());
       ds.field("if_not_exists", &self.if_not_exists());
+      ds.field("partition_columns", &self.partition_columns());
+      ds.field("column_order", &self.column_order());
       ds.finish()
   }
 }
@@ -3716,6 +3756,273 @@ impl ::core::fmt::Debug for EnsureMetric<'_> {
       ds.finish()
   }
 }
+pub enum MetricMetadataOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A metric's type, help and unit, as Prometheus reports them.
+pub struct MetricMetadata<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MetricMetadata<'a> {
+  type Inner = MetricMetadata<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MetricMetadata<'a> {
+  pub const VT_METRIC_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HELP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UNIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MetricMetadata { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MetricMetadataArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MetricMetadata<'bldr>> {
+    let mut builder = MetricMetadataBuilder::new(_fbb);
+    if let Some(x) = args.unit { builder.add_unit(x); }
+    if let Some(x) = args.help { builder.add_help(x); }
+    if let Some(x) = args.metric_type { builder.add_metric_type(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn metric_type(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricMetadata::VT_METRIC_TYPE, None).unwrap()}
+  }
+  #[inline]
+  pub fn help(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricMetadata::VT_HELP, None).unwrap()}
+  }
+  #[inline]
+  pub fn unit(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricMetadata::VT_UNIT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MetricMetadata<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("metric_type", Self::VT_METRIC_TYPE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("help", Self::VT_HELP, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("unit", Self::VT_UNIT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetricMetadataArgs<'a> {
+    pub metric_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub help: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub unit: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MetricMetadataArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetricMetadataArgs {
+      metric_type: None, // required field
+      help: None, // required field
+      unit: None, // required field
+    }
+  }
+}
+
+pub struct MetricMetadataBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetricMetadataBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_metric_type(&mut self, metric_type: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricMetadata::VT_METRIC_TYPE, metric_type);
+  }
+  #[inline]
+  pub fn add_help(&mut self, help: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricMetadata::VT_HELP, help);
+  }
+  #[inline]
+  pub fn add_unit(&mut self, unit: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricMetadata::VT_UNIT, unit);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetricMetadataBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MetricMetadataBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetricMetadata<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MetricMetadata::VT_METRIC_TYPE,"metric_type");
+    self.fbb_.required(o, MetricMetadata::VT_HELP,"help");
+    self.fbb_.required(o, MetricMetadata::VT_UNIT,"unit");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MetricMetadata<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MetricMetadata");
+      ds.field("metric_type", &self.metric_type());
+      ds.field("help", &self.help());
+      ds.field("unit", &self.unit());
+      ds.finish()
+  }
+}
+pub enum SetMetricMetadataOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetMetricMetadata<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetMetricMetadata<'a> {
+  type Inner = SetMetricMetadata<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetMetricMetadata<'a> {
+  pub const VT_DATABASE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_METADATA: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetMetricMetadata { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetMetricMetadataArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetMetricMetadata<'bldr>> {
+    let mut builder = SetMetricMetadataBuilder::new(_fbb);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.database { builder.add_database(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn database(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetMetricMetadata::VT_DATABASE, None).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetMetricMetadata::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> MetricMetadata<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetricMetadata>>(SetMetricMetadata::VT_METADATA, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetMetricMetadata<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("database", Self::VT_DATABASE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetricMetadata>>("metadata", Self::VT_METADATA, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetMetricMetadataArgs<'a> {
+    pub database: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub metadata: Option<::flatbuffers::WIPOffset<MetricMetadata<'a>>>,
+}
+impl<'a> Default for SetMetricMetadataArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetMetricMetadataArgs {
+      database: None, // required field
+      name: None, // required field
+      metadata: None, // required field
+    }
+  }
+}
+
+pub struct SetMetricMetadataBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetMetricMetadataBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_database(&mut self, database: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetMetricMetadata::VT_DATABASE, database);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetMetricMetadata::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: ::flatbuffers::WIPOffset<MetricMetadata<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetricMetadata>>(SetMetricMetadata::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetMetricMetadataBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetMetricMetadataBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetMetricMetadata<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetMetricMetadata::VT_DATABASE,"database");
+    self.fbb_.required(o, SetMetricMetadata::VT_NAME,"name");
+    self.fbb_.required(o, SetMetricMetadata::VT_METADATA,"metadata");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetMetricMetadata<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetMetricMetadata");
+      ds.field("database", &self.database());
+      ds.field("name", &self.name());
+      ds.field("metadata", &self.metadata());
+      ds.finish()
+  }
+}
 pub enum ExecuteCatalogCommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3849,6 +4156,20 @@ impl<'a> ExecuteCatalogCommand<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_set_metric_metadata(&self) -> Option<SetMetricMetadata<'a>> {
+    if self.command_type() == CatalogCommand::SetMetricMetadata {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetMetricMetadata::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ExecuteCatalogCommand<'_> {
@@ -3865,6 +4186,7 @@ impl ::flatbuffers::Verifiable for ExecuteCatalogCommand<'_> {
           CatalogCommand::AddColumns => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddColumns>>("CatalogCommand::AddColumns", pos),
           CatalogCommand::CreateMetricRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateMetricRegions>>("CatalogCommand::CreateMetricRegions", pos),
           CatalogCommand::EnsureMetric => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EnsureMetric>>("CatalogCommand::EnsureMetric", pos),
+          CatalogCommand::SetMetricMetadata => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMetricMetadata>>("CatalogCommand::SetMetricMetadata", pos),
           _ => Ok(()),
         }
      })?
@@ -3957,6 +4279,13 @@ impl ::core::fmt::Debug for ExecuteCatalogCommand<'_> {
         },
         CatalogCommand::EnsureMetric => {
           if let Some(x) = self.command_as_ensure_metric() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::SetMetricMetadata => {
+          if let Some(x) = self.command_as_set_metric_metadata() {
             ds.field("command", &x)
           } else {
             ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4752,6 +5081,9 @@ impl<'a> Table<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 12;
   pub const VT_REGIONS: ::flatbuffers::VOffsetT = 14;
   pub const VT_LABELS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PARTITION_COLUMNS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_COLUMN_ORDER: ::flatbuffers::VOffsetT = 20;
+  pub const VT_METADATA: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4764,6 +5096,9 @@ impl<'a> Table<'a> {
   ) -> ::flatbuffers::WIPOffset<Table<'bldr>> {
     let mut builder = TableBuilder::new(_fbb);
     if let Some(x) = args.ttl_ms { builder.add_ttl_ms(x); }
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    if let Some(x) = args.column_order { builder.add_column_order(x); }
+    if let Some(x) = args.partition_columns { builder.add_partition_columns(x); }
     if let Some(x) = args.labels { builder.add_labels(x); }
     if let Some(x) = args.regions { builder.add_regions(x); }
     if let Some(x) = args.schema { builder.add_schema(x); }
@@ -4825,6 +5160,29 @@ impl<'a> Table<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Table::VT_LABELS, None)}
   }
+  /// A regular table's partition columns and column order (see CreateTable).
+  #[inline]
+  pub fn partition_columns(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Table::VT_PARTITION_COLUMNS, None)}
+  }
+  #[inline]
+  pub fn column_order(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Table::VT_COLUMN_ORDER, None)}
+  }
+  /// A metric table's metadata, if remote write reported it.
+  #[inline]
+  pub fn metadata(&self) -> Option<MetricMetadata<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MetricMetadata>>(Table::VT_METADATA, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Table<'_> {
@@ -4840,6 +5198,9 @@ impl ::flatbuffers::Verifiable for Table<'_> {
      .visit_field::<TableKind>("kind", Self::VT_KIND, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionRoute>>>("regions", Self::VT_REGIONS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("labels", Self::VT_LABELS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("partition_columns", Self::VT_PARTITION_COLUMNS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("column_order", Self::VT_COLUMN_ORDER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MetricMetadata>>("metadata", Self::VT_METADATA, false)?
      .finish();
     Ok(())
   }
@@ -4852,6 +5213,9 @@ pub struct TableArgs<'a> {
     pub kind: TableKind,
     pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionRoute>>>,
     pub labels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub partition_columns: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub column_order: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub metadata: Option<::flatbuffers::WIPOffset<MetricMetadata<'a>>>,
 }
 impl<'a> Default for TableArgs<'a> {
   #[inline]
@@ -4864,6 +5228,9 @@ impl<'a> Default for TableArgs<'a> {
       kind: TableKind::Regular,
       regions: None,
       labels: None,
+      partition_columns: None,
+      column_order: None,
+      metadata: None,
     }
   }
 }
@@ -4902,6 +5269,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TableBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Table::VT_LABELS, labels);
   }
   #[inline]
+  pub fn add_partition_columns(&mut self, partition_columns: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Table::VT_PARTITION_COLUMNS, partition_columns);
+  }
+  #[inline]
+  pub fn add_column_order(&mut self, column_order: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Table::VT_COLUMN_ORDER, column_order);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: ::flatbuffers::WIPOffset<MetricMetadata<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MetricMetadata>>(Table::VT_METADATA, metadata);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TableBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     TableBuilder {
@@ -4928,6 +5307,9 @@ impl ::core::fmt::Debug for Table<'_> {
       ds.field("kind", &self.kind());
       ds.field("regions", &self.regions());
       ds.field("labels", &self.labels());
+      ds.field("partition_columns", &self.partition_columns());
+      ds.field("column_order", &self.column_order());
+      ds.field("metadata", &self.metadata());
       ds.finish()
   }
 }
