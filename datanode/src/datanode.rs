@@ -55,6 +55,8 @@ enum Request {
     ),
     Compact(RegionId, Reply<usize>),
     SetTtl(RegionId, Option<i64>, Reply<()>),
+    Close(RegionId, Reply<()>),
+    Open(RegionId, Reply<()>),
 }
 
 /// A shard that finished recovery, or why it could not.
@@ -303,6 +305,12 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         Request::SetTtl(id, ttl_ms, reply) => {
             let _ = reply.send(engine.set_ttl(id, ttl_ms).await);
         }
+        Request::Close(id, reply) => {
+            let _ = reply.send(engine.close_region(id).await);
+        }
+        Request::Open(id, reply) => {
+            let _ = reply.send(engine.open_region(id).await);
+        }
     }
 }
 
@@ -449,6 +457,18 @@ impl DatanodeHandle {
     /// Sets a region's retention (`None`: keep everything).
     pub async fn set_ttl(&self, region: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
         self.call(region, |reply| Request::SetTtl(region, ttl_ms, reply))
+            .await
+    }
+
+    /// Closes a region: it drains, flushes, and serves nothing until opened again.
+    pub async fn close_region(&self, region: RegionId) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::Close(region, reply))
+            .await
+    }
+
+    /// Opens a closed region again.
+    pub async fn open_region(&self, region: RegionId) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::Open(region, reply))
             .await
     }
 

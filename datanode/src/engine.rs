@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use metronome_core::data::{
     FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, TagMatcher, Value,
@@ -82,6 +83,8 @@ pub enum EngineError {
     RegionNotFound(RegionId),
     #[error("region {0} already exists with a different schema")]
     RegionExists(RegionId),
+    #[error("region {0} is closed on this datanode (open it to serve it again)")]
+    RegionClosed(RegionId),
     #[error("region {region} is quarantined: {reason}")]
     Quarantined { region: RegionId, reason: String },
     #[error("invalid write to region {region}, row {row}: {reason}")]
@@ -136,6 +139,8 @@ struct Region {
     quarantined: Option<String>,
     /// The version of the checkpoint on disk; edits since then are in its edit log.
     checkpoint_version: u64,
+    /// A close is under way: writes are refused while the region drains and flushes.
+    closing: bool,
 }
 
 impl Region {
@@ -148,6 +153,7 @@ impl Region {
             in_flight: BTreeSet::new(),
             flushing: false,
             quarantined: None,
+            closing: false,
         }
     }
 }
@@ -155,6 +161,9 @@ impl Region {
 /// `Region::checkpoint_version` after a failed edit append: the log must not be
 /// appended to again.
 const LOG_ABANDONED: u64 = u64::MAX;
+
+/// How long a close waits for a region's writes in flight and flushes to finish.
+const CLOSE_DRAIN_MS_MAX: u64 = 30_000;
 
 /// What recovery did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -252,6 +261,13 @@ impl ShardEngine {
             // Sequences continue above every record ever logged, replayed or not.
             region.manifest.last_sequence = region.manifest.last_sequence.max(header.sequence);
             if region.quarantined.is_some() || region.manifest.dropped || header.sequence <= region.manifest.flushed_sequence {
+                return;
+            }
+            if region.manifest.closed {
+                // A region is flushed completely before it closes and refuses writes
+                // while closing: a record above its flushed point breaks that rule, and
+                // skipping it would lose it silently.
+                region.quarantined = Some(format!("WAL record (sequence {}) is above the flushed sequence {} of the closed region", header.sequence, region.manifest.flushed_sequence));
                 return;
             }
             match decode_rows(payload) {
@@ -448,7 +464,13 @@ impl ShardEngine {
             wal_commit_micros_total: wal.commit_micros_total,
             flushes: self.flushes_done.get(),
             compactions: self.compactions_done.get(),
-            regions: self.regions.borrow().len() as u64,
+            // Regions this shard serves: not dropped, not closed.
+            regions: self
+                .regions
+                .borrow()
+                .values()
+                .filter(|r| !r.manifest.dropped && !r.manifest.closed)
+                .count() as u64,
         }
     }
 
@@ -472,6 +494,9 @@ impl ShardEngine {
         let manifest = {
             let regions = self.regions.borrow();
             match regions.get(&id) {
+                Some(existing) if existing.manifest.closed && !existing.manifest.dropped => {
+                    return Err(EngineError::RegionClosed(id));
+                }
                 Some(existing) if !existing.manifest.dropped => {
                     return if existing.manifest.schema == schema {
                         Ok(())
@@ -492,6 +517,7 @@ impl ShardEngine {
                     ttl_ms: None,
                     // Past the tombstone's, so its edit logs are superseded.
                     version: tombstone.manifest.version + 1,
+                    closed: false,
                 },
                 None => RegionManifest::new(id, schema),
             }
@@ -575,6 +601,82 @@ impl ShardEngine {
         }
         usable_region(&self.regions.borrow(), id)?;
         if self.commit_edit(id, |_| Ok(Edit::Ttl(ttl_ms))).await? {
+            Ok(())
+        } else {
+            Err(EngineError::RegionNotFound(id))
+        }
+    }
+
+    /// Closes a region: refuses new writes, waits for those in flight, flushes its
+    /// memtable completely, and records the close in its manifest. Its data stays on
+    /// disk; it serves nothing (and is not replayed at recovery) until it is opened again.
+    /// Closing a closed region succeeds.
+    pub async fn close_region(&self, id: RegionId) -> Result<(), EngineError> {
+        self.check_running()?;
+        {
+            let mut regions = self.regions.borrow_mut();
+            let region = match usable_region_mut(&mut regions, id) {
+                Err(EngineError::RegionClosed(_)) => return Ok(()),
+                other => other?,
+            };
+            region.closing = true;
+        }
+        let drained = self.drain_for_close(id).await;
+        let closed = match drained {
+            Ok(()) => self.commit_edit(id, |_| Ok(Edit::Closed(true))).await,
+            Err(error) => Err(error),
+        };
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.closing = false;
+        }
+        match closed? {
+            true => {
+                tracing::info!(region = %id, "region closed");
+                Ok(())
+            }
+            false => Err(EngineError::RegionNotFound(id)),
+        }
+    }
+
+    /// Waits until a closing region has no write in flight, no flush running and nothing
+    /// in memory, flushing what is there; bounded by [`CLOSE_DRAIN_MS_MAX`].
+    async fn drain_for_close(&self, id: RegionId) -> Result<(), EngineError> {
+        let started = metronome_core::rt::time::now();
+        loop {
+            let flush_now = {
+                let regions = self.regions.borrow();
+                let region = usable_region(&regions, id)?;
+                let drained = region.in_flight.is_empty()
+                    && !region.flushing
+                    && region.memtable.is_empty()
+                    && region.frozen.is_empty();
+                if drained {
+                    return Ok(());
+                }
+                region.in_flight.is_empty() && !region.flushing && !region.memtable.is_empty()
+            };
+            if flush_now {
+                self.flush_region(id).await?;
+                continue;
+            }
+            if started.elapsed() > Duration::from_millis(CLOSE_DRAIN_MS_MAX) {
+                return Err(EngineError::Unavailable(format!(
+                    "region {id} did not drain within {CLOSE_DRAIN_MS_MAX} ms to close; retry"
+                )));
+            }
+            metronome_core::rt::time::sleep_local(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Opens a closed region again; opening an open region succeeds.
+    pub async fn open_region(&self, id: RegionId) -> Result<(), EngineError> {
+        self.check_running()?;
+        let closed = live_region(&self.regions.borrow(), id)?.manifest.closed;
+        if !closed {
+            return Ok(());
+        }
+        if self.commit_edit(id, |_| Ok(Edit::Closed(false))).await? {
+            tracing::info!(region = %id, "region opened");
             Ok(())
         } else {
             Err(EngineError::RegionNotFound(id))
@@ -688,6 +790,9 @@ impl ShardEngine {
         let (sequence, durable) = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
+            if region.closing {
+                return Err(EngineError::RegionClosed(id));
+            }
             for (index, row) in rows.iter().enumerate() {
                 region.manifest.schema.check_row(row).map_err(|reason| {
                     EngineError::InvalidRow {
@@ -752,6 +857,7 @@ impl ShardEngine {
                 .filter(|(id, max)| {
                     regions.get(id).is_some_and(|r| {
                         !r.manifest.dropped
+                            && !r.manifest.closed
                             && r.quarantined.is_none()
                             && r.manifest.flushed_sequence < *max
                     })
@@ -762,7 +868,12 @@ impl ShardEngine {
             self.regions
                 .borrow()
                 .iter()
-                .filter(|(_, r)| !r.manifest.dropped && r.quarantined.is_none() && !r.flushing)
+                .filter(|(_, r)| {
+                    !r.manifest.dropped
+                        && !r.manifest.closed
+                        && r.quarantined.is_none()
+                        && !r.flushing
+                })
                 .max_by_key(|(_, r)| r.memtable.bytes())
                 .map(|(id, _)| *id)
                 .into_iter()
@@ -1013,6 +1124,7 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
         frozen: Vec::new(),
         in_flight: BTreeSet::new(),
         flushing: false,
+        closing: false,
         quarantined: Some(reason),
         checkpoint_version: 0,
     }
@@ -1033,6 +1145,9 @@ fn usable_region_mut(
         .get_mut(&id)
         .filter(|r| !r.manifest.dropped)
         .ok_or(EngineError::RegionNotFound(id))?;
+    if region.manifest.closed {
+        return Err(EngineError::RegionClosed(id));
+    }
     match &region.quarantined {
         Some(reason) => Err(EngineError::Quarantined {
             region: id,
@@ -1047,6 +1162,9 @@ fn usable_region(
     id: RegionId,
 ) -> Result<&Region, EngineError> {
     let region = live_region(regions, id)?;
+    if region.manifest.closed {
+        return Err(EngineError::RegionClosed(id));
+    }
     match &region.quarantined {
         Some(reason) => Err(EngineError::Quarantined {
             region: id,

@@ -71,6 +71,8 @@ pub enum Edit {
     Schema(RegionSchema),
     /// The retention changed.
     Ttl(Option<i64>),
+    /// The region was closed (it stops serving, its data stays) or opened again.
+    Closed(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +101,10 @@ pub struct RegionManifest {
     /// The number of edits this state includes; a checkpoint's edit log continues from it.
     #[serde(default)]
     pub version: u64,
+    /// A closed region keeps its data but serves nothing until it is opened again. It
+    /// was flushed completely before closing, so no WAL record of it needs replaying.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl RegionManifest {
@@ -114,6 +120,7 @@ impl RegionManifest {
             next_file_id: 0,
             ttl_ms: None,
             version: 0,
+            closed: false,
         }
     }
 
@@ -137,6 +144,7 @@ impl RegionManifest {
             }
             Edit::Schema(schema) => self.schema = schema.clone(),
             Edit::Ttl(ttl_ms) => self.ttl_ms = *ttl_ms,
+            Edit::Closed(closed) => self.closed = *closed,
         }
         self.version += 1;
     }
@@ -214,6 +222,7 @@ mod tests {
             next_file_id: 0,
             ttl_ms: None,
             version: 0,
+            closed: false,
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

@@ -11,7 +11,10 @@ use crate::wal::WalError;
 impl From<EngineError> for RegionError {
     fn from(error: EngineError) -> RegionError {
         let kind = match &error {
-            EngineError::RegionNotFound(_) => RegionErrorKind::NotFound,
+            // A closed region is not served here, which is what a client needs to know.
+            EngineError::RegionNotFound(_) | EngineError::RegionClosed(_) => {
+                RegionErrorKind::NotFound
+            }
             EngineError::Quarantined { .. } => RegionErrorKind::Quarantined,
             EngineError::RegionExists(_)
             | EngineError::InvalidRow { .. }
@@ -94,6 +97,14 @@ impl RegionService for DatanodeHandle {
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
         Box::pin(async move { Ok(DatanodeHandle::scan(self, region, request).await?) })
+    }
+
+    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        Box::pin(async move { Ok(DatanodeHandle::close_region(self, region).await?) })
+    }
+
+    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        Box::pin(async move { Ok(DatanodeHandle::open_region(self, region).await?) })
     }
 
     fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {

@@ -133,6 +133,17 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         "{stats:?}"
     );
 
+    // A closed region keeps its rows and serves them again once opened.
+    client.close_region(big).await.unwrap();
+    let error = client.scan(big, ScanRequest::all()).await.unwrap_err();
+    assert_eq!(error.kind, RegionErrorKind::NotFound, "{error}");
+    assert!(error.message.contains("closed"), "{error}");
+    client.open_region(big).await.unwrap();
+    assert_eq!(
+        client.scan(big, ScanRequest::all()).await.unwrap().len(),
+        many.len()
+    );
+
     client.drop_region(region).await.unwrap();
     assert_eq!(client.region_schema(region).await.unwrap(), None);
 }

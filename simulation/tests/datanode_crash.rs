@@ -1,8 +1,9 @@
 //! A datanode with several shards takes concurrent writes while it loses power at random
 //! moments (flushing memtables to SSTs and compacting them all the while), its disk
 //! tearing unsynced writes and now and then failing a write or a sync.
-//! After every recovery, every acknowledged row must scan back exactly, and no row that
-//! was never written may appear.
+//! Meanwhile regions are closed and opened again at random (the datanode's half of moving
+//! a region). After every recovery, every acknowledged row must scan back exactly, and no
+//! row that was never written may appear.
 #![cfg(madsim)]
 
 use std::collections::BTreeMap;
@@ -132,22 +133,51 @@ async fn writer(id: u64, slot: Slot, acknowledged: Model, attempted: Model) {
     }
 }
 
+/// Closes a random region and opens it again, over and over, until `stop` is set.
+/// Failures (power loss, injected I/O errors) are fine: the next round or the check
+/// opens the region again.
+async fn closer(slot: Slot, stop: Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    let mut closed = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        time::sleep(Duration::from_millis(rand::gen_range(10..100))).await;
+        let region = RegionId::new(1, rand::gen_range(0..REGIONS));
+        let datanode = handle(&slot).await;
+        if let Ok(Ok(())) = time::timeout(REQUEST_TIMEOUT, datanode.close_region(region)).await {
+            closed += 1;
+        }
+        time::sleep(Duration::from_millis(rand::gen_range(5..50))).await;
+        let _ = time::timeout(REQUEST_TIMEOUT, datanode.open_region(region)).await;
+    }
+    closed
+}
+
+/// Opens a region (it may have been closed when the power failed) and scans it.
+async fn open_and_scan(slot: &Slot, region: u32) -> Vec<Row> {
+    for _ in 0..ATTEMPTS_MAX {
+        let datanode = handle(slot).await;
+        let id = RegionId::new(1, region);
+        let _ = time::timeout(REQUEST_TIMEOUT, datanode.open_region(id)).await;
+        match time::timeout(REQUEST_TIMEOUT, datanode.scan(id, ScanRequest::all())).await {
+            Ok(Ok(rows)) => return rows,
+            // Closed again by the closer in the meantime.
+            Ok(Err(EngineError::RegionClosed(_))) => {}
+            Ok(Err(error)) => panic!("scanning region {region} after recovery: {error}"),
+            Err(_) => panic!("scanning region {region} after recovery timed out"),
+        }
+        time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("region {region} never stayed open long enough to scan");
+}
+
 /// Checks the datanode against the model: every row acknowledged before the check
 /// began, exactly; nothing but rows that were at least attempted. Writers may still be
 /// running, so the acknowledged rows are taken before scanning and the attempted ones
 /// after.
 async fn check(slot: &Slot, acknowledged: &Model, attempted: &Model) {
     let acknowledged = acknowledged.lock().unwrap().clone();
-    let datanode = handle(slot).await;
     let mut found = BTreeMap::new();
     for region in 0..REGIONS {
-        let scan = datanode.scan(RegionId::new(1, region), ScanRequest::all());
-        let rows = match time::timeout(REQUEST_TIMEOUT, scan).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(error)) => panic!("scanning region {region} after recovery: {error}"),
-            Err(_) => panic!("scanning region {region} after recovery timed out"),
-        };
-        for row in rows {
+        for row in open_and_scan(slot, region).await {
             let Value::Float64(value) = row.fields[0] else {
                 panic!("a value of the wrong type: {row:?}")
             };
@@ -231,6 +261,9 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
         })
         .collect();
 
+    let stop_closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closer = task::spawn(closer(slot.clone(), stop_closing.clone()));
+
     let mut crashes_during_writes = 0;
     for _ in 0..POWER_CYCLES {
         time::sleep(Duration::from_millis(rand::gen_range(20..300))).await;
@@ -244,6 +277,9 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
     for writer in writers {
         writer.await.unwrap();
     }
+    stop_closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let closes = closer.await.unwrap();
+    assert!(closes >= 1, "regions were closed while writes ran");
 
     datanode.disk.set_faults(SimFaults::default());
     *slot.lock().unwrap() = None;

@@ -116,6 +116,11 @@ pub trait RegionService: Send + Sync + 'static {
         region: RegionId,
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>>;
+    /// Closes a region: it finishes the writes in flight, flushes everything, and
+    /// serves nothing (requests get `NotFound`) until opened again; its data stays.
+    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// Opens a closed region again.
+    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>>;
     /// Every shard's figures, for monitoring.
     fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>>;
 }

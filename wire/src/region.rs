@@ -273,6 +273,32 @@ impl RegionService for RegionClient {
         })
     }
 
+    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        let body = frame::request_body(|builder| {
+            let table = fb::CloseRegion::create(
+                builder,
+                &fb::CloseRegionArgs {
+                    region: Some(&convert::region_id(region)),
+                },
+            );
+            (fb::Request::CloseRegion, table.as_union_value())
+        });
+        Box::pin(self.call_done(body))
+    }
+
+    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        let body = frame::request_body(|builder| {
+            let table = fb::OpenRegion::create(
+                builder,
+                &fb::OpenRegionArgs {
+                    region: Some(&convert::region_id(region)),
+                },
+            );
+            (fb::Request::OpenRegion, table.as_union_value())
+        });
+        Box::pin(self.call_done(body))
+    }
+
     fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
         let body = frame::request_body(|builder| {
             let table = fb::GetShardStats::create(builder, &fb::GetShardStatsArgs {});
@@ -368,6 +394,8 @@ enum RegionRequest {
     Write(RegionId, Vec<Row>),
     Scan(RegionId, ScanRequest),
     ShardStats,
+    Close(RegionId),
+    Open(RegionId),
 }
 
 fn decode(request: fb::RequestMessage<'_>) -> Result<RegionRequest, String> {
@@ -419,6 +447,12 @@ fn decode(request: fb::RequestMessage<'_>) -> Result<RegionRequest, String> {
             RegionRequest::Scan(id, scan)
         }
         fb::Request::GetShardStats => RegionRequest::ShardStats,
+        fb::Request::CloseRegion => RegionRequest::Close(region(
+            request.body_as_close_region().expect("verified").region(),
+        )),
+        fb::Request::OpenRegion => RegionRequest::Open(region(
+            request.body_as_open_region().expect("verified").region(),
+        )),
         other => return Err(format!("a datanode does not serve {other:?} requests")),
     })
 }
@@ -466,6 +500,8 @@ impl Dispatch for RegionServer {
                     Ok(rows) => scan_pages(region, &rows),
                     Err(error) => error_reply(&error),
                 },
+                RegionRequest::Close(region) => done_or_error(service.close_region(region).await),
+                RegionRequest::Open(region) => done_or_error(service.open_region(region).await),
                 RegionRequest::ShardStats => match service.shard_stats().await {
                     Ok(stats) => vec![frame::reply_body(|builder| {
                         let stats: Vec<fb::ShardStats> = stats.iter().map(shard_stats).collect();

@@ -506,10 +506,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for TableKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 12;
+pub const ENUM_MAX_REQUEST: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 13] = [
+pub const ENUM_VALUES_REQUEST: [Request; 15] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -523,6 +523,8 @@ pub const ENUM_VALUES_REQUEST: [Request; 13] = [
   Request::Heartbeat,
   Request::ExecuteCatalogCommand,
   Request::GetCatalog,
+  Request::CloseRegion,
+  Request::OpenRegion,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -543,9 +545,11 @@ impl Request {
   pub const Heartbeat: Self = Self(10);
   pub const ExecuteCatalogCommand: Self = Self(11);
   pub const GetCatalog: Self = Self(12);
+  pub const CloseRegion: Self = Self(13);
+  pub const OpenRegion: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -560,6 +564,8 @@ impl Request {
     Self::Heartbeat,
     Self::ExecuteCatalogCommand,
     Self::GetCatalog,
+    Self::CloseRegion,
+    Self::OpenRegion,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -577,6 +583,8 @@ impl Request {
       Self::Heartbeat => Some("Heartbeat"),
       Self::ExecuteCatalogCommand => Some("ExecuteCatalogCommand"),
       Self::GetCatalog => Some("GetCatalog"),
+      Self::CloseRegion => Some("CloseRegion"),
+      Self::OpenRegion => Some("OpenRegion"),
       _ => None,
     }
   }
@@ -2789,6 +2797,200 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetShardStatsBuilder<'a, 'b, 
 impl ::core::fmt::Debug for GetShardStats<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("GetShardStats");
+      ds.finish()
+  }
+}
+pub enum CloseRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CloseRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CloseRegion<'a> {
+  type Inner = CloseRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CloseRegion<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CloseRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CloseRegionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CloseRegion<'bldr>> {
+    let mut builder = CloseRegionBuilder::new(_fbb);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(CloseRegion::VT_REGION, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CloseRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CloseRegionArgs<'a> {
+    pub region: Option<&'a RegionId>,
+}
+impl<'a> Default for CloseRegionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CloseRegionArgs {
+      region: None, // required field
+    }
+  }
+}
+
+pub struct CloseRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CloseRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(CloseRegion::VT_REGION, region);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CloseRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CloseRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CloseRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CloseRegion::VT_REGION,"region");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CloseRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CloseRegion");
+      ds.field("region", &self.region());
+      ds.finish()
+  }
+}
+pub enum OpenRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OpenRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OpenRegion<'a> {
+  type Inner = OpenRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OpenRegion<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OpenRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OpenRegionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OpenRegion<'bldr>> {
+    let mut builder = OpenRegionBuilder::new(_fbb);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(OpenRegion::VT_REGION, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OpenRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OpenRegionArgs<'a> {
+    pub region: Option<&'a RegionId>,
+}
+impl<'a> Default for OpenRegionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OpenRegionArgs {
+      region: None, // required field
+    }
+  }
+}
+
+pub struct OpenRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OpenRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(OpenRegion::VT_REGION, region);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OpenRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OpenRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OpenRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OpenRegion::VT_REGION,"region");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OpenRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OpenRegion");
+      ds.field("region", &self.region());
       ds.finish()
   }
 }
@@ -5925,6 +6127,34 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_close_region(&self) -> Option<CloseRegion<'a>> {
+    if self.body_type() == Request::CloseRegion {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CloseRegion::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_open_region(&self) -> Option<OpenRegion<'a>> {
+    if self.body_type() == Request::OpenRegion {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OpenRegion::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -5947,6 +6177,8 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::Heartbeat => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Heartbeat>>("Request::Heartbeat", pos),
           Request::ExecuteCatalogCommand => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ExecuteCatalogCommand>>("Request::ExecuteCatalogCommand", pos),
           Request::GetCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetCatalog>>("Request::GetCatalog", pos),
+          Request::CloseRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CloseRegion>>("Request::CloseRegion", pos),
+          Request::OpenRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OpenRegion>>("Request::OpenRegion", pos),
           _ => Ok(()),
         }
      })?
@@ -6081,6 +6313,20 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::GetCatalog => {
           if let Some(x) = self.body_as_get_catalog() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::CloseRegion => {
+          if let Some(x) = self.body_as_close_region() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::OpenRegion => {
+          if let Some(x) = self.body_as_open_region() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
