@@ -32,6 +32,12 @@ use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::RegionService;
 
+/// mimalloc instead of glibc's allocator: ingest allocates and frees many small rows on
+/// every thread, and glibc's arenas spent half the CPU of a remote-write benchmark in
+/// malloc and free (benches/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Physical regions for Prometheus metrics, per shard: a few, so that series hash evenly
 /// over the shards and each region's memtable stays small.
 const METRIC_REGIONS_PER_SHARD: u32 = 2;
