@@ -435,14 +435,7 @@ impl Catalog {
                 for column in tags.iter().chain(fields.iter().map(|f| &f.name)) {
                     check_name("column name", column)?;
                 }
-                let db = self.database_mut(database)?;
-                let table = db
-                    .tables
-                    .get_mut(name)
-                    .ok_or_else(|| CatalogError::TableNotFound {
-                        database: database.clone(),
-                        name: name.clone(),
-                    })?;
+                let table = self.table_mut(database, name)?;
                 if !matches!(table.kind, TableKind::Regular { .. }) {
                     return Err(CatalogError::Invalid {
                         what: format!("ALTER of {database}.{name}"),
@@ -598,14 +591,7 @@ impl Catalog {
                         "help and unit are limited to {METRIC_HELP_BYTES_MAX} bytes"
                     )));
                 }
-                let db = self.database_mut(database)?;
-                let table = db
-                    .tables
-                    .get_mut(name)
-                    .ok_or_else(|| CatalogError::TableNotFound {
-                        database: database.clone(),
-                        name: name.clone(),
-                    })?;
+                let table = self.table_mut(database, name)?;
                 let TableKind::Metric {
                     metadata: known, ..
                 } = &mut table.kind
@@ -616,6 +602,16 @@ impl Catalog {
                 Ok(())
             }
         }
+    }
+
+    fn table_mut(&mut self, database: &str, name: &str) -> Result<&mut Table, CatalogError> {
+        self.database_mut(database)?
+            .tables
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::TableNotFound {
+                database: database.to_string(),
+                name: name.to_string(),
+            })
     }
 
     fn database_mut(&mut self, name: &str) -> Result<&mut Database, CatalogError> {

@@ -18,20 +18,7 @@ use metronome_core::data::{FieldColumn, FieldType, RegionSchema};
 use metronome_metasrv::catalog::REGIONS_PER_TABLE_MAX;
 
 use super::SqlError;
-
-/// What a `CREATE TABLE` asks for, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableDefinition {
-    pub name: String,
-    pub schema: RegionSchema,
-    pub ttl_ms: Option<i64>,
-    pub partitions: u32,
-    /// The tags a row's region is chosen by; empty: every tag.
-    pub partition_columns: Vec<String>,
-    /// The columns as declared, which is the order SQL shows them in.
-    pub column_order: Vec<String>,
-    pub if_not_exists: bool,
-}
+use crate::table_store::NewTable;
 
 /// What [`strip_extensions`] took out of a statement.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -254,7 +241,7 @@ fn duration_ms(key: &str, value: &Expr) -> Result<i64, SqlError> {
 pub fn table_definition(
     create: &CreateTable,
     extensions: &Extensions,
-) -> Result<TableDefinition, SqlError> {
+) -> Result<NewTable, SqlError> {
     let time_index = extensions.time_index.clone();
     let name = match create.name.0.as_slice() {
         [part] => part
@@ -422,7 +409,7 @@ pub fn table_definition(
             }
         }
     }
-    Ok(TableDefinition {
+    Ok(NewTable {
         name,
         schema: RegionSchema {
             tags,
@@ -443,7 +430,7 @@ mod tests {
     use datafusion::sql::sqlparser::ast::Statement;
     use datafusion::sql::sqlparser::parser::Parser;
 
-    fn define(sql: &str) -> Result<TableDefinition, SqlError> {
+    fn define(sql: &str) -> Result<NewTable, SqlError> {
         let (text, extensions) = strip_extensions(sql)?;
         let statements = Parser::parse_sql(&GenericDialect {}, &text)
             .map_err(|e| SqlError::Invalid(e.to_string()))?;

@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::meta::Meta;
 use crate::prom_store::{PromStore, StoreError};
-use crate::table_store::{NewTable, TableStore};
+use crate::table_store::TableStore;
 
 /// SQL text longer than this is refused before parsing.
 const SQL_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -206,20 +206,7 @@ impl SqlEngine {
             }
             Statement::CreateTable(create) => {
                 let definition = ddl::table_definition(create, &parsed.extensions)?;
-                self.tables
-                    .create_table(
-                        database,
-                        NewTable {
-                            name: definition.name,
-                            schema: definition.schema,
-                            ttl_ms: definition.ttl_ms,
-                            partitions: definition.partitions,
-                            partition_columns: definition.partition_columns,
-                            column_order: definition.column_order,
-                            if_not_exists: definition.if_not_exists,
-                        },
-                    )
-                    .await?;
+                self.tables.create_table(database, definition).await?;
                 Ok(SqlOutput::Done {
                     tag: "CREATE TABLE",
                     rows: 0,
