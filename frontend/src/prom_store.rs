@@ -223,8 +223,9 @@ impl PromStore {
         let mut guard = self.meta.lock().await;
         let commands = missing(&guard.catalog())?;
         let before = metric_regions(&guard.catalog(), &self.database)?;
-        for command in commands {
-            guard.execute(command).await?;
+        // One batch: one catalog write however many metrics a request introduces.
+        if !commands.is_empty() {
+            guard.execute(Command::Batch(commands)).await?;
         }
         let after = metric_regions(&guard.catalog(), &self.database)?;
         // New physical tags reach every region before any row uses them.
@@ -336,27 +337,28 @@ impl PromStore {
             return Ok(());
         }
         let mut guard = self.meta.lock().await;
+        let catalog = guard.catalog();
+        let mut commands = Vec::new();
         for (name, metadata) in metadata {
-            let catalog = guard.catalog();
             if !changed(&catalog, name, metadata) {
                 continue;
             }
             if catalog.table(&self.database, name).is_err() {
-                guard
-                    .execute(Command::EnsureMetric {
-                        database: self.database.clone(),
-                        name: name.clone(),
-                        labels: Vec::new(),
-                    })
-                    .await?;
-            }
-            guard
-                .execute(Command::SetMetricMetadata {
+                commands.push(Command::EnsureMetric {
                     database: self.database.clone(),
                     name: name.clone(),
-                    metadata: metadata.clone(),
-                })
-                .await?;
+                    labels: Vec::new(),
+                });
+            }
+            commands.push(Command::SetMetricMetadata {
+                database: self.database.clone(),
+                name: name.clone(),
+                metadata: metadata.clone(),
+            });
+        }
+        // One batch: Prometheus reports every metric's metadata at once.
+        if !commands.is_empty() {
+            guard.execute(Command::Batch(commands)).await?;
         }
         Ok(())
     }

@@ -145,7 +145,13 @@ pub enum Command {
         name: String,
         metadata: MetricMetadata,
     },
+    /// Several commands applied in order as one: all of them or none, one log record,
+    /// one sync, one version. Batches do not nest.
+    Batch(Vec<Command>),
 }
+
+/// Commands in one [`Command::Batch`].
+pub const BATCH_COMMANDS_MAX: usize = 100_000;
 
 /// Why a command was refused. The message names the object at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +314,9 @@ impl Catalog {
     /// Whether `command` would change nothing (so it need not be logged).
     pub fn is_noop(&self, command: &Command) -> bool {
         match command {
+            // Each member is judged against the state before the batch: a member that
+            // depends on an earlier one is not a no-op there, so neither is the batch.
+            Command::Batch(commands) => commands.iter().all(|command| self.is_noop(command)),
             Command::CreateDatabase { name } => self.databases.contains_key(name),
             Command::EnsureMetric {
                 database,
@@ -337,6 +346,28 @@ impl Catalog {
 
     fn apply_in_place(&mut self, command: &Command) -> Result<(), CatalogError> {
         match command {
+            Command::Batch(commands) => {
+                if commands.len() > BATCH_COMMANDS_MAX {
+                    return Err(CatalogError::Invalid {
+                        what: "command batch".to_string(),
+                        reason: format!(
+                            "it has {} commands, the limit is {BATCH_COMMANDS_MAX}",
+                            commands.len()
+                        ),
+                    });
+                }
+                for command in commands {
+                    if matches!(command, Command::Batch(_)) {
+                        return Err(CatalogError::Invalid {
+                            what: "command batch".to_string(),
+                            reason: "batches do not nest".to_string(),
+                        });
+                    }
+                    // The caller applies to a copy and drops it on error: all or none.
+                    self.apply_in_place(command)?;
+                }
+                Ok(())
+            }
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();
@@ -701,6 +732,47 @@ mod tests {
             let error = catalog.apply(&command).unwrap_err().to_string();
             assert!(error.contains(culprit), "{error}");
             assert_eq!(catalog, before);
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_as_one_command_or_not_at_all() {
+        let mut catalog = metrics_catalog();
+        let version = catalog.version;
+        let batch = Command::Batch(vec![
+            ensure("up", &["job"]),
+            ensure("scrape_duration_seconds", &["job"]),
+            Command::SetMetricMetadata {
+                database: DEFAULT_DATABASE.into(),
+                name: "up".into(),
+                metadata: MetricMetadata {
+                    metric_type: "gauge".into(),
+                    ..MetricMetadata::default()
+                },
+            },
+        ]);
+        assert!(!catalog.is_noop(&batch));
+        catalog.apply(&batch).unwrap();
+        assert_eq!(catalog.version, version + 1, "one version for the batch");
+        assert!(catalog
+            .table(DEFAULT_DATABASE, "scrape_duration_seconds")
+            .is_ok());
+        assert!(catalog.is_noop(&batch));
+
+        let before = catalog.clone();
+        for (batch, culprit) in [
+            (
+                Command::Batch(vec![ensure("new_one", &["job"]), ensure("9bad", &[])]),
+                "9bad",
+            ),
+            (
+                Command::Batch(vec![Command::Batch(vec![ensure("x", &[])])]),
+                "nest",
+            ),
+        ] {
+            let error = catalog.apply(&batch).unwrap_err().to_string();
+            assert!(error.contains(culprit), "{error}");
+            assert_eq!(catalog, before, "a refused batch leaves no trace");
         }
     }
 

@@ -218,81 +218,130 @@ pub fn command(
                 table.as_union_value(),
             )
         }
+        Command::Batch(commands) => {
+            let entries: Vec<_> = commands
+                .iter()
+                .map(|one| {
+                    let (command_type, offset) = self::command(builder, one);
+                    fb::CatalogCommandEntry::create(
+                        builder,
+                        &fb::CatalogCommandEntryArgs {
+                            command_type,
+                            command: Some(offset),
+                        },
+                    )
+                })
+                .collect();
+            let entries = builder.create_vector(&entries);
+            let table = fb::CommandBatch::create(
+                builder,
+                &fb::CommandBatchArgs {
+                    commands: Some(entries),
+                },
+            );
+            (fb::CatalogCommand::CommandBatch, table.as_union_value())
+        }
     }
+}
+
+/// The command in a verified table holding a `CatalogCommand` union (the generated
+/// accessors have the same names on `ExecuteCatalogCommand` and `CatalogCommandEntry`).
+/// `$batch` reads a nested `CommandBatch`.
+macro_rules! read_command_union {
+    ($request:expr, $batch:expr) => {{
+        let request = $request;
+        let strings = convert::read_strings;
+        Ok(match request.command_type() {
+            fb::CatalogCommand::CreateDatabase => {
+                let table = request.command_as_create_database().expect("verified");
+                Command::CreateDatabase {
+                    name: table.name().to_string(),
+                }
+            }
+            fb::CatalogCommand::CreateTable => {
+                let table = request.command_as_create_table().expect("verified");
+                Command::CreateTable {
+                    database: table.database().to_string(),
+                    name: table.name().to_string(),
+                    schema: convert::read_region_schema(table.schema())?,
+                    ttl_ms: table.ttl_ms(),
+                    routes: table.routes().iter().map(read_route).collect(),
+                    if_not_exists: table.if_not_exists(),
+                    partition_columns: table.partition_columns().map(strings).unwrap_or_default(),
+                    column_order: table.column_order().map(strings).unwrap_or_default(),
+                }
+            }
+            fb::CatalogCommand::DropTable => {
+                let table = request.command_as_drop_table().expect("verified");
+                Command::DropTable {
+                    database: table.database().to_string(),
+                    name: table.name().to_string(),
+                    if_exists: table.if_exists(),
+                }
+            }
+            fb::CatalogCommand::AddColumns => {
+                let table = request.command_as_add_columns().expect("verified");
+                Command::AddColumns {
+                    database: table.database().to_string(),
+                    name: table.name().to_string(),
+                    tags: strings(table.tags()),
+                    fields: convert::read_field_columns(table.fields())?,
+                }
+            }
+            fb::CatalogCommand::CreateMetricRegions => {
+                let table = request
+                    .command_as_create_metric_regions()
+                    .expect("verified");
+                Command::CreateMetricRegions {
+                    database: table.database().to_string(),
+                    routes: table.routes().iter().map(read_route).collect(),
+                }
+            }
+            fb::CatalogCommand::EnsureMetric => {
+                let table = request.command_as_ensure_metric().expect("verified");
+                Command::EnsureMetric {
+                    database: table.database().to_string(),
+                    name: table.name().to_string(),
+                    labels: strings(table.labels()),
+                }
+            }
+            fb::CatalogCommand::SetMetricMetadata => {
+                let table = request.command_as_set_metric_metadata().expect("verified");
+                Command::SetMetricMetadata {
+                    database: table.database().to_string(),
+                    name: table.name().to_string(),
+                    metadata: read_metric_metadata(table.metadata()),
+                }
+            }
+            fb::CatalogCommand::CommandBatch => {
+                let table = request.command_as_command_batch().expect("verified");
+                $batch(table)?
+            }
+            other => {
+                return Err(ConvertError(format!(
+                    "unknown catalog command type {}",
+                    other.0
+                )))
+            }
+        })
+    }};
 }
 
 /// The command of a verified `ExecuteCatalogCommand`.
 pub fn read_command(request: fb::ExecuteCatalogCommand<'_>) -> Result<Command, ConvertError> {
-    let strings = convert::read_strings;
-    Ok(match request.command_type() {
-        fb::CatalogCommand::CreateDatabase => {
-            let table = request.command_as_create_database().expect("verified");
-            Command::CreateDatabase {
-                name: table.name().to_string(),
-            }
-        }
-        fb::CatalogCommand::CreateTable => {
-            let table = request.command_as_create_table().expect("verified");
-            Command::CreateTable {
-                database: table.database().to_string(),
-                name: table.name().to_string(),
-                schema: convert::read_region_schema(table.schema())?,
-                ttl_ms: table.ttl_ms(),
-                routes: table.routes().iter().map(read_route).collect(),
-                if_not_exists: table.if_not_exists(),
-                partition_columns: table.partition_columns().map(strings).unwrap_or_default(),
-                column_order: table.column_order().map(strings).unwrap_or_default(),
-            }
-        }
-        fb::CatalogCommand::DropTable => {
-            let table = request.command_as_drop_table().expect("verified");
-            Command::DropTable {
-                database: table.database().to_string(),
-                name: table.name().to_string(),
-                if_exists: table.if_exists(),
-            }
-        }
-        fb::CatalogCommand::AddColumns => {
-            let table = request.command_as_add_columns().expect("verified");
-            Command::AddColumns {
-                database: table.database().to_string(),
-                name: table.name().to_string(),
-                tags: strings(table.tags()),
-                fields: convert::read_field_columns(table.fields())?,
-            }
-        }
-        fb::CatalogCommand::CreateMetricRegions => {
-            let table = request
-                .command_as_create_metric_regions()
-                .expect("verified");
-            Command::CreateMetricRegions {
-                database: table.database().to_string(),
-                routes: table.routes().iter().map(read_route).collect(),
-            }
-        }
-        fb::CatalogCommand::EnsureMetric => {
-            let table = request.command_as_ensure_metric().expect("verified");
-            Command::EnsureMetric {
-                database: table.database().to_string(),
-                name: table.name().to_string(),
-                labels: strings(table.labels()),
-            }
-        }
-        fb::CatalogCommand::SetMetricMetadata => {
-            let table = request.command_as_set_metric_metadata().expect("verified");
-            Command::SetMetricMetadata {
-                database: table.database().to_string(),
-                name: table.name().to_string(),
-                metadata: read_metric_metadata(table.metadata()),
-            }
-        }
-        other => {
-            return Err(ConvertError(format!(
-                "unknown catalog command type {}",
-                other.0
-            )))
-        }
-    })
+    read_command_union!(request, read_batch)
+}
+
+fn read_batch(batch: fb::CommandBatch<'_>) -> Result<Command, ConvertError> {
+    let nested = |_: fb::CommandBatch<'_>| -> Result<Command, ConvertError> {
+        Err(ConvertError("command batches do not nest".to_string()))
+    };
+    let commands = batch
+        .commands()
+        .iter()
+        .map(|entry| -> Result<Command, ConvertError> { read_command_union!(entry, nested) })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Command::Batch(commands))
 }
 
 /// The whole catalog as a table, for a client that has none or fell behind.
@@ -526,6 +575,16 @@ mod tests {
                     unit: String::new(),
                 },
             },
+            Command::Batch(vec![
+                Command::EnsureMetric {
+                    database: DEFAULT_DATABASE.into(),
+                    name: "http_requests_total".into(),
+                    labels: vec!["code".into()],
+                },
+                Command::CreateDatabase {
+                    name: "ops2".into(),
+                },
+            ]),
         ]
     }
 

@@ -41,6 +41,9 @@ struct Args {
     requests: usize,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Distinct metric names the series are spread over.
+    #[arg(long, default_value_t = 50)]
+    metrics: usize,
 }
 
 /// The compressed body of request `index` of a run whose clock starts at `start_ms`.
@@ -55,11 +58,11 @@ fn body(args: &Args, index: usize, start_ms: i64) -> (Vec<u8>, usize) {
             labels: vec![
                 v1::Label {
                     name: "__name__".into(),
-                    value: format!("bench_metric_{}", series % 50),
+                    value: format!("bench_metric_{}", series % args.metrics),
                 },
                 v1::Label {
                     name: "instance".into(),
-                    value: format!("host-{:05}:9100", series / 50),
+                    value: format!("host-{:05}:9100", series / args.metrics),
                 },
                 v1::Label {
                     name: "job".into(),

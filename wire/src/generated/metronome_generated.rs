@@ -203,10 +203,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for MatchOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CATALOG_COMMAND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CATALOG_COMMAND: u8 = 7;
+pub const ENUM_MAX_CATALOG_COMMAND: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 8] = [
+pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 9] = [
   CatalogCommand::NONE,
   CatalogCommand::CreateDatabase,
   CatalogCommand::CreateTable,
@@ -215,6 +215,7 @@ pub const ENUM_VALUES_CATALOG_COMMAND: [CatalogCommand; 8] = [
   CatalogCommand::CreateMetricRegions,
   CatalogCommand::EnsureMetric,
   CatalogCommand::SetMetricMetadata,
+  CatalogCommand::CommandBatch,
 ];
 
 /// A change to the catalog (metasrv/src/catalog.rs, `Command`).
@@ -231,9 +232,10 @@ impl CatalogCommand {
   pub const CreateMetricRegions: Self = Self(5);
   pub const EnsureMetric: Self = Self(6);
   pub const SetMetricMetadata: Self = Self(7);
+  pub const CommandBatch: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateDatabase,
@@ -243,6 +245,7 @@ impl CatalogCommand {
     Self::CreateMetricRegions,
     Self::EnsureMetric,
     Self::SetMetricMetadata,
+    Self::CommandBatch,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -255,6 +258,7 @@ impl CatalogCommand {
       Self::CreateMetricRegions => Some("CreateMetricRegions"),
       Self::EnsureMetric => Some("EnsureMetric"),
       Self::SetMetricMetadata => Some("SetMetricMetadata"),
+      Self::CommandBatch => Some("CommandBatch"),
       _ => None,
     }
   }
@@ -4225,6 +4229,402 @@ impl ::core::fmt::Debug for SetMetricMetadata<'_> {
       ds.finish()
   }
 }
+pub enum CommandBatchOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Commands applied in order as one (they do not nest).
+pub struct CommandBatch<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommandBatch<'a> {
+  type Inner = CommandBatch<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommandBatch<'a> {
+  pub const VT_COMMANDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommandBatch { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommandBatchArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CommandBatch<'bldr>> {
+    let mut builder = CommandBatchBuilder::new(_fbb);
+    if let Some(x) = args.commands { builder.add_commands(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn commands(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CatalogCommandEntry<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CatalogCommandEntry>>>>(CommandBatch::VT_COMMANDS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommandBatch<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CatalogCommandEntry>>>>("commands", Self::VT_COMMANDS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommandBatchArgs<'a> {
+    pub commands: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CatalogCommandEntry<'a>>>>>,
+}
+impl<'a> Default for CommandBatchArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommandBatchArgs {
+      commands: None, // required field
+    }
+  }
+}
+
+pub struct CommandBatchBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommandBatchBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_commands(&mut self, commands: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CatalogCommandEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommandBatch::VT_COMMANDS, commands);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommandBatchBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommandBatchBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommandBatch<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CommandBatch::VT_COMMANDS,"commands");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommandBatch<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommandBatch");
+      ds.field("commands", &self.commands());
+      ds.finish()
+  }
+}
+pub enum CatalogCommandEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CatalogCommandEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CatalogCommandEntry<'a> {
+  type Inner = CatalogCommandEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CatalogCommandEntry<'a> {
+  pub const VT_COMMAND_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_COMMAND: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CatalogCommandEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CatalogCommandEntryArgs
+  ) -> ::flatbuffers::WIPOffset<CatalogCommandEntry<'bldr>> {
+    let mut builder = CatalogCommandEntryBuilder::new(_fbb);
+    if let Some(x) = args.command { builder.add_command(x); }
+    builder.add_command_type(args.command_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn command_type(&self) -> CatalogCommand {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<CatalogCommand>(CatalogCommandEntry::VT_COMMAND_TYPE, Some(CatalogCommand::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn command(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(CatalogCommandEntry::VT_COMMAND, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_create_database(&self) -> Option<CreateDatabase<'a>> {
+    if self.command_type() == CatalogCommand::CreateDatabase {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CreateDatabase::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_create_table(&self) -> Option<CreateTable<'a>> {
+    if self.command_type() == CatalogCommand::CreateTable {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CreateTable::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_drop_table(&self) -> Option<DropTable<'a>> {
+    if self.command_type() == CatalogCommand::DropTable {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DropTable::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_add_columns(&self) -> Option<AddColumns<'a>> {
+    if self.command_type() == CatalogCommand::AddColumns {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { AddColumns::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_create_metric_regions(&self) -> Option<CreateMetricRegions<'a>> {
+    if self.command_type() == CatalogCommand::CreateMetricRegions {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CreateMetricRegions::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_ensure_metric(&self) -> Option<EnsureMetric<'a>> {
+    if self.command_type() == CatalogCommand::EnsureMetric {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { EnsureMetric::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_set_metric_metadata(&self) -> Option<SetMetricMetadata<'a>> {
+    if self.command_type() == CatalogCommand::SetMetricMetadata {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetMetricMetadata::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_command_batch(&self) -> Option<CommandBatch<'a>> {
+    if self.command_type() == CatalogCommand::CommandBatch {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CommandBatch::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for CatalogCommandEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<CatalogCommand, _>("command_type", Self::VT_COMMAND_TYPE, "command", Self::VT_COMMAND, true, |key, v, pos| {
+        match key {
+          CatalogCommand::CreateDatabase => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateDatabase>>("CatalogCommand::CreateDatabase", pos),
+          CatalogCommand::CreateTable => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateTable>>("CatalogCommand::CreateTable", pos),
+          CatalogCommand::DropTable => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DropTable>>("CatalogCommand::DropTable", pos),
+          CatalogCommand::AddColumns => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddColumns>>("CatalogCommand::AddColumns", pos),
+          CatalogCommand::CreateMetricRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateMetricRegions>>("CatalogCommand::CreateMetricRegions", pos),
+          CatalogCommand::EnsureMetric => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EnsureMetric>>("CatalogCommand::EnsureMetric", pos),
+          CatalogCommand::SetMetricMetadata => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMetricMetadata>>("CatalogCommand::SetMetricMetadata", pos),
+          CatalogCommand::CommandBatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommandBatch>>("CatalogCommand::CommandBatch", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CatalogCommandEntryArgs {
+    pub command_type: CatalogCommand,
+    pub command: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for CatalogCommandEntryArgs {
+  #[inline]
+  fn default() -> Self {
+    CatalogCommandEntryArgs {
+      command_type: CatalogCommand::NONE,
+      command: None, // required field
+    }
+  }
+}
+
+pub struct CatalogCommandEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CatalogCommandEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_command_type(&mut self, command_type: CatalogCommand) {
+    self.fbb_.push_slot::<CatalogCommand>(CatalogCommandEntry::VT_COMMAND_TYPE, command_type, CatalogCommand::NONE);
+  }
+  #[inline]
+  pub fn add_command(&mut self, command: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CatalogCommandEntry::VT_COMMAND, command);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CatalogCommandEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CatalogCommandEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CatalogCommandEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CatalogCommandEntry::VT_COMMAND,"command");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CatalogCommandEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CatalogCommandEntry");
+      ds.field("command_type", &self.command_type());
+      match self.command_type() {
+        CatalogCommand::CreateDatabase => {
+          if let Some(x) = self.command_as_create_database() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::CreateTable => {
+          if let Some(x) = self.command_as_create_table() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::DropTable => {
+          if let Some(x) = self.command_as_drop_table() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::AddColumns => {
+          if let Some(x) = self.command_as_add_columns() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::CreateMetricRegions => {
+          if let Some(x) = self.command_as_create_metric_regions() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::EnsureMetric => {
+          if let Some(x) = self.command_as_ensure_metric() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::SetMetricMetadata => {
+          if let Some(x) = self.command_as_set_metric_metadata() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::CommandBatch => {
+          if let Some(x) = self.command_as_command_batch() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("command", &x)
+        },
+      };
+      ds.finish()
+  }
+}
 pub enum ExecuteCatalogCommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4372,6 +4772,20 @@ impl<'a> ExecuteCatalogCommand<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn command_as_command_batch(&self) -> Option<CommandBatch<'a>> {
+    if self.command_type() == CatalogCommand::CommandBatch {
+      let u = self.command();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CommandBatch::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ExecuteCatalogCommand<'_> {
@@ -4389,6 +4803,7 @@ impl ::flatbuffers::Verifiable for ExecuteCatalogCommand<'_> {
           CatalogCommand::CreateMetricRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateMetricRegions>>("CatalogCommand::CreateMetricRegions", pos),
           CatalogCommand::EnsureMetric => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EnsureMetric>>("CatalogCommand::EnsureMetric", pos),
           CatalogCommand::SetMetricMetadata => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMetricMetadata>>("CatalogCommand::SetMetricMetadata", pos),
+          CatalogCommand::CommandBatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommandBatch>>("CatalogCommand::CommandBatch", pos),
           _ => Ok(()),
         }
      })?
@@ -4488,6 +4903,13 @@ impl ::core::fmt::Debug for ExecuteCatalogCommand<'_> {
         },
         CatalogCommand::SetMetricMetadata => {
           if let Some(x) = self.command_as_set_metric_metadata() {
+            ds.field("command", &x)
+          } else {
+            ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CatalogCommand::CommandBatch => {
+          if let Some(x) = self.command_as_command_batch() {
             ds.field("command", &x)
           } else {
             ds.field("command", &"InvalidFlatbuffer: Union discriminant does not match value.")
