@@ -71,20 +71,30 @@ impl RegionClient {
         RegionClient { rpc }
     }
 
-    /// Sends a request whose success is a `Done` reply.
-    async fn call_done(&self, request: Body) -> Result<(), RegionError> {
+    /// Sends a request with a one-frame reply: an `Error` reply becomes its region
+    /// error; `read` takes the expected reply and returns `None` for any other.
+    async fn call_reply<T>(
+        &self,
+        request: Body,
+        read: impl FnOnce(fb::ReplyMessage<'_>) -> Option<Result<T, RegionError>>,
+    ) -> Result<T, RegionError> {
         let peer = self.rpc.peer();
         self.rpc
             .call_one(request, |reply| {
-                Ok(match reply.body_type() {
-                    fb::Reply::Done => Ok(()),
-                    fb::Reply::Error => Err(convert::read_region_error(
-                        reply.body_as_error().expect("verified"),
-                    )),
-                    other => Err(protocol(peer, format!("unexpected reply {other:?}"))),
-                })
+                if let Some(error) = reply.body_as_error() {
+                    return Ok(Err(convert::read_region_error(error)));
+                }
+                let kind = reply.body_type();
+                Ok(read(reply)
+                    .unwrap_or_else(|| Err(protocol(peer, format!("unexpected reply {kind:?}")))))
             })
             .await?
+    }
+
+    /// Sends a request whose success is a `Done` reply.
+    async fn call_done(&self, request: Body) -> Result<(), RegionError> {
+        self.call_reply(request, |reply| reply.body_as_done().map(|_| Ok(())))
+            .await
     }
 }
 
@@ -138,24 +148,17 @@ impl RegionService for RegionClient {
         });
         Box::pin(async move {
             let peer = self.rpc.peer();
-            self.rpc
-                .call_one(body, |reply| {
-                    Ok(match reply.body_type() {
-                        fb::Reply::RegionSchemaReply => {
-                            let reply = reply.body_as_region_schema_reply().expect("verified");
-                            reply
-                                .schema()
-                                .map(convert::read_region_schema)
-                                .transpose()
-                                .map_err(|error| protocol(peer, error))
-                        }
-                        fb::Reply::Error => Err(convert::read_region_error(
-                            reply.body_as_error().expect("verified"),
-                        )),
-                        other => Err(protocol(peer, format!("unexpected reply {other:?}"))),
-                    })
-                })
-                .await?
+            self.call_reply(body, |reply| {
+                let reply = reply.body_as_region_schema_reply()?;
+                Some(
+                    reply
+                        .schema()
+                        .map(convert::read_region_schema)
+                        .transpose()
+                        .map_err(|error| protocol(peer, error)),
+                )
+            })
+            .await
         })
     }
 
@@ -305,24 +308,11 @@ impl RegionService for RegionClient {
             (fb::Request::GetShardStats, table.as_union_value())
         });
         Box::pin(async move {
-            let peer = self.rpc.peer();
-            self.rpc
-                .call_one(body, |reply| {
-                    Ok(match reply.body_type() {
-                        fb::Reply::ShardStatsReply => Ok(reply
-                            .body_as_shard_stats_reply()
-                            .expect("verified")
-                            .shards()
-                            .iter()
-                            .map(read_shard_stats)
-                            .collect()),
-                        fb::Reply::Error => Err(convert::read_region_error(
-                            reply.body_as_error().expect("verified"),
-                        )),
-                        other => Err(protocol(peer, format!("unexpected reply {other:?}"))),
-                    })
-                })
-                .await?
+            self.call_reply(body, |reply| {
+                let reply = reply.body_as_shard_stats_reply()?;
+                Some(Ok(reply.shards().iter().map(read_shard_stats).collect()))
+            })
+            .await
         })
     }
 }
