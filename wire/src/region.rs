@@ -61,6 +61,21 @@ fn protocol(peer: &str, what: impl std::fmt::Display) -> RegionError {
     )
 }
 
+/// The body of a request whose table holds only the region's id.
+macro_rules! region_only_request {
+    ($table:ident, $args:ident, $region:expr) => {
+        frame::request_body(|builder| {
+            let table = fb::$table::create(
+                builder,
+                &fb::$args {
+                    region: Some(&convert::region_id($region)),
+                },
+            );
+            (fb::Request::$table, table.as_union_value())
+        })
+    };
+}
+
 /// The frontend's end: region requests to one datanode.
 pub struct RegionClient {
     rpc: RpcClient,
@@ -121,15 +136,7 @@ impl RegionService for RegionClient {
     }
 
     fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        let body = frame::request_body(|builder| {
-            let table = fb::DropRegion::create(
-                builder,
-                &fb::DropRegionArgs {
-                    region: Some(&convert::region_id(region)),
-                },
-            );
-            (fb::Request::DropRegion, table.as_union_value())
-        });
+        let body = region_only_request!(DropRegion, DropRegionArgs, region);
         Box::pin(self.call_done(body))
     }
 
@@ -137,15 +144,7 @@ impl RegionService for RegionClient {
         &self,
         region: RegionId,
     ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
-        let body = frame::request_body(|builder| {
-            let table = fb::GetRegionSchema::create(
-                builder,
-                &fb::GetRegionSchemaArgs {
-                    region: Some(&convert::region_id(region)),
-                },
-            );
-            (fb::Request::GetRegionSchema, table.as_union_value())
-        });
+        let body = region_only_request!(GetRegionSchema, GetRegionSchemaArgs, region);
         Box::pin(async move {
             let peer = self.rpc.peer();
             self.call_reply(body, |reply| {
@@ -277,28 +276,12 @@ impl RegionService for RegionClient {
     }
 
     fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        let body = frame::request_body(|builder| {
-            let table = fb::CloseRegion::create(
-                builder,
-                &fb::CloseRegionArgs {
-                    region: Some(&convert::region_id(region)),
-                },
-            );
-            (fb::Request::CloseRegion, table.as_union_value())
-        });
+        let body = region_only_request!(CloseRegion, CloseRegionArgs, region);
         Box::pin(self.call_done(body))
     }
 
     fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        let body = frame::request_body(|builder| {
-            let table = fb::OpenRegion::create(
-                builder,
-                &fb::OpenRegionArgs {
-                    region: Some(&convert::region_id(region)),
-                },
-            );
-            (fb::Request::OpenRegion, table.as_union_value())
-        });
+        let body = region_only_request!(OpenRegion, OpenRegionArgs, region);
         Box::pin(self.call_done(body))
     }
 
