@@ -22,6 +22,7 @@ use metronome_frontend::http::{Frontend, ShardFiguresSource};
 use metronome_frontend::meta::Meta;
 use metronome_frontend::pg::PgServer;
 use metronome_frontend::prom_store::PromStore;
+use metronome_frontend::promql::QueryLimits;
 use metronome_frontend::self_metrics::SelfMetrics;
 use metronome_frontend::sql::SqlEngine;
 use metronome_frontend::table_store::TableStore;
@@ -88,6 +89,12 @@ struct StandaloneArgs {
     /// Pin each shard to its own core [default: true].
     #[arg(long, env = "METRONOME_PIN_TO_CORES")]
     pin_to_cores: Option<bool>,
+    /// Samples one PromQL query may fetch plus points it may compute [default: 50000000].
+    #[arg(long, env = "METRONOME_QUERY_SAMPLES_MAX")]
+    query_samples_max: Option<u64>,
+    /// How long one PromQL query may run, in milliseconds [default: 120000].
+    #[arg(long, env = "METRONOME_QUERY_TIMEOUT_MS")]
+    query_timeout_ms: Option<u64>,
     /// Log filter, e.g. `info` or `debug,monoio=warn` [default: info].
     #[arg(long, env = "METRONOME_LOG")]
     log: Option<String>,
@@ -143,6 +150,12 @@ fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
     }
     if let Some(pin) = args.pin_to_cores {
         config.shards.pin_to_cores = pin;
+    }
+    if let Some(samples) = args.query_samples_max {
+        config.query.samples_max = samples;
+    }
+    if let Some(timeout) = args.query_timeout_ms {
+        config.query.timeout_ms = timeout;
     }
     if let Some(log) = &args.log {
         config.log.filter = log.clone();
@@ -330,6 +343,11 @@ async fn serve(
         tables,
         metrics: SelfMetrics::default(),
         shard_figures: Some(shard_figures),
+        query_limits: QueryLimits {
+            samples_max: usize::try_from(config.query.samples_max).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(config.query.timeout_ms),
+            ..QueryLimits::default()
+        },
     });
     let listener = net::bind_stream_listener(config.http.addr)
         .await

@@ -20,7 +20,28 @@ pub struct Config {
     pub shards: ShardsSection,
     pub http: HttpSection,
     pub postgres: PostgresSection,
+    pub query: QuerySection,
     pub log: LogSection,
+}
+
+/// Bounds on one PromQL query (Prometheus' `--query.max-samples` and `--query.timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySection {
+    /// Samples a query may fetch plus points it may compute; beyond, it fails with
+    /// Prometheus' "too many samples" error instead of exhausting memory.
+    pub samples_max: u64,
+    /// How long a query may run before it fails with Prometheus' timeout error.
+    pub timeout_ms: u64,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            samples_max: 50_000_000,
+            timeout_ms: 120_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +100,7 @@ impl Default for Config {
             shards: ShardsSection::default(),
             http: HttpSection::default(),
             postgres: PostgresSection::default(),
+            query: QuerySection::default(),
             log: LogSection::default(),
         }
     }
@@ -137,6 +159,9 @@ impl Config {
                 "shards.uring_entries = {} must be a power of two between 2 and 32768",
                 self.shards.uring_entries
             ));
+        }
+        if self.query.samples_max == 0 || self.query.timeout_ms == 0 {
+            return Err("query.samples_max and query.timeout_ms must be positive".to_string());
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use metronome_core::rt::time;
 use serde_json::{json, Value as Json};
 
 use crate::prom_store::{label_matcher, PromStore, StoreError};
-use crate::promql::{self, EvalRange, QueryError, QueryValue, ResultSeries};
+use crate::promql::{self, EvalRange, QueryError, QueryLimits, QueryValue, ResultSeries};
 use crate::remote_write::{self, DecodeError, Protocol, BODY_BYTES_MAX};
 use crate::self_metrics::{HandlerLabels, RequestLabels, SelfMetrics};
 use crate::sql::{SqlEngine, SqlError, SqlOutput};
@@ -39,6 +39,7 @@ pub struct Frontend {
     pub tables: Arc<TableStore>,
     pub metrics: SelfMetrics,
     pub shard_figures: Option<ShardFiguresSource>,
+    pub query_limits: QueryLimits,
 }
 
 /// The earliest and latest times a query may name, as in Prometheus (`minTime`/`maxTime`
@@ -276,6 +277,7 @@ fn api_error(error: &QueryError) -> Response {
         QueryError::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
         QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        QueryError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
     };
     let body = json!({"status": "error", "errorType": kind, "error": error.to_string()});
     (status, axum::Json(body)).into_response()
@@ -386,7 +388,7 @@ async fn query(
         let mut range = EvalRange::instant(params.time("time", time::unix_time_ms())?);
         range.lookback_ms = lookback(&params)?;
         Ok(json_value(
-            promql::evaluate(&frontend.store, text, range).await?,
+            promql::evaluate(&frontend.store, text, range, frontend.query_limits).await?,
         ))
     }
     .await;
@@ -432,7 +434,7 @@ async fn query_range(
             step_ms: step,
             lookback_ms: lookback(&params)?,
         };
-        Ok(json_value(promql::evaluate(&frontend.store, text, range).await?))
+        Ok(json_value(promql::evaluate(&frontend.store, text, range, frontend.query_limits).await?))
     }
     .await;
     api_response(&frontend, "query_range", started, outcome)

@@ -1,0 +1,894 @@
+//! PromQL's functions on float samples, as Prometheus 2.42 computes them: the range
+//! functions (`rate` and its extrapolation, `*_over_time`, `deriv`, `holt_winters`, …),
+//! the instant-vector functions (math, `clamp*`, `round`, `histogram_quantile`,
+//! `label_replace`, `label_join`, dates, `sort*`, …) and the scalar ones.
+//!
+//! Every function but `last_over_time`, `label_replace`, `label_join`, `sort*`,
+//! `vector` and `absent*` drops the metric name, as in Prometheus.
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{Call, Expr};
+
+use super::aggregate::quantile;
+use super::eval::{check_unique_labels, duration_ms, type_error, Evaluator, Window};
+use super::value::{
+    drop_metric_name, empty_labels, go_max, go_min, is_valid_label_name, kahan_sum_inc, label,
+    with_label, Labels, RangeSeries, Sample, Value, METRIC_NAME,
+};
+use super::QueryError;
+
+pub fn evaluate(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, QueryError> {
+    let name = call.func.name;
+    let args: Vec<&Expr> = call
+        .args
+        .args
+        .iter()
+        .map(|arg| unwrap_parens(arg))
+        .collect();
+    match name {
+        "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "vector" => Ok(Value::Vector(vec![Sample {
+            labels: empty_labels(),
+            value: scalar_arg(ev, args[0], t)?,
+        }])),
+        "scalar" => {
+            let vector = vector_arg(ev, args[0], t)?;
+            Ok(Value::Scalar(if vector.len() == 1 {
+                vector[0].value
+            } else {
+                f64::NAN
+            }))
+        }
+        "timestamp" => timestamp(ev, args[0], t),
+        "absent" => {
+            let vector = vector_arg(ev, args[0], t)?;
+            Ok(Value::Vector(if vector.is_empty() {
+                vec![Sample {
+                    labels: absent_labels(args[0]),
+                    value: 1.0,
+                }]
+            } else {
+                Vec::new()
+            }))
+        }
+        "abs" => simple(ev, &args, t, f64::abs),
+        "ceil" => simple(ev, &args, t, f64::ceil),
+        "floor" => simple(ev, &args, t, f64::floor),
+        "exp" => simple(ev, &args, t, f64::exp),
+        "sqrt" => simple(ev, &args, t, f64::sqrt),
+        "ln" => simple(ev, &args, t, f64::ln),
+        "log2" => simple(ev, &args, t, f64::log2),
+        "log10" => simple(ev, &args, t, f64::log10),
+        "sin" => simple(ev, &args, t, f64::sin),
+        "cos" => simple(ev, &args, t, f64::cos),
+        "tan" => simple(ev, &args, t, f64::tan),
+        "asin" => simple(ev, &args, t, f64::asin),
+        "acos" => simple(ev, &args, t, f64::acos),
+        "atan" => simple(ev, &args, t, f64::atan),
+        "sinh" => simple(ev, &args, t, f64::sinh),
+        "cosh" => simple(ev, &args, t, f64::cosh),
+        "tanh" => simple(ev, &args, t, f64::tanh),
+        "asinh" => simple(ev, &args, t, f64::asinh),
+        "acosh" => simple(ev, &args, t, f64::acosh),
+        "atanh" => simple(ev, &args, t, f64::atanh),
+        "deg" => simple(ev, &args, t, |v| v * 180.0 / std::f64::consts::PI),
+        "rad" => simple(ev, &args, t, |v| v * std::f64::consts::PI / 180.0),
+        "sgn" => simple(ev, &args, t, |v| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                // 0, -0 and NaN are their own sign.
+                v
+            }
+        }),
+        "clamp" => {
+            let min = scalar_arg(ev, args[1], t)?;
+            let max = scalar_arg(ev, args[2], t)?;
+            if max < min {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            simple(ev, &args[..1], t, |v| go_max(min, go_min(max, v)))
+        }
+        "clamp_min" => {
+            let min = scalar_arg(ev, args[1], t)?;
+            simple(ev, &args[..1], t, |v| go_max(min, v))
+        }
+        "clamp_max" => {
+            let max = scalar_arg(ev, args[1], t)?;
+            simple(ev, &args[..1], t, |v| go_min(max, v))
+        }
+        "round" => {
+            let to_nearest = match args.get(1) {
+                Some(arg) => scalar_arg(ev, arg, t)?,
+                None => 1.0,
+            };
+            // Prometheus multiplies by the inverse: fewer floating-point surprises.
+            let inverse = 1.0 / to_nearest;
+            simple(ev, &args[..1], t, |v| (v * inverse + 0.5).floor() / inverse)
+        }
+        "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
+        | "hour" | "minute" => date_function(ev, name, &args, t),
+        "histogram_quantile" => {
+            let q = scalar_arg(ev, args[0], t)?;
+            histogram_quantile(q, vector_arg(ev, args[1], t)?)
+        }
+        // Native histograms do not exist in float-only data: nothing to answer from.
+        "histogram_count" | "histogram_sum" | "histogram_fraction" => {
+            vector_arg(ev, args[args.len() - 1], t)?;
+            Ok(Value::Vector(Vec::new()))
+        }
+        "label_replace" => label_replace(ev, &args, t),
+        "label_join" => label_join(ev, &args, t),
+        "sort" | "sort_desc" => {
+            let mut vector = vector_arg(ev, args[0], t)?;
+            let descending = name == "sort_desc";
+            vector.sort_by(|a, b| compare_for_sort(a.value, b.value, descending));
+            Ok(Value::Vector(vector))
+        }
+        "rate" => over_range(ev, call, &args, t, 0, |window, points, _| {
+            extrapolated_rate(window, points, true, true)
+        }),
+        "increase" => over_range(ev, call, &args, t, 0, |window, points, _| {
+            extrapolated_rate(window, points, true, false)
+        }),
+        "delta" => over_range(ev, call, &args, t, 0, |window, points, _| {
+            extrapolated_rate(window, points, false, false)
+        }),
+        "irate" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            instant_value(points, true)
+        }),
+        "idelta" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            instant_value(points, false)
+        }),
+        "deriv" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            (points.len() >= 2).then(|| linear_regression(points, points[0].0).0)
+        }),
+        "predict_linear" => {
+            let seconds = scalar_arg(ev, args[1], t)?;
+            over_range(ev, call, &args, t, 0, |_, points, t| {
+                (points.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(points, t);
+                    slope * seconds + intercept
+                })
+            })
+        }
+        "holt_winters" => {
+            let smoothing = scalar_arg(ev, args[1], t)?;
+            let trend = scalar_arg(ev, args[2], t)?;
+            if smoothing <= 0.0 || smoothing >= 1.0 {
+                return Err(QueryError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {smoothing:.6}"
+                )));
+            }
+            if trend <= 0.0 || trend >= 1.0 {
+                return Err(QueryError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {trend:.6}"
+                )));
+            }
+            over_range(ev, call, &args, t, 0, |_, points, _| {
+                holt_winters(points, smoothing, trend)
+            })
+        }
+        "resets" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            let resets = points
+                .windows(2)
+                .filter(|pair| pair[1].1 < pair[0].1)
+                .count();
+            Some(resets as f64)
+        }),
+        "changes" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            let changes = points
+                .windows(2)
+                .filter(|pair| {
+                    let (prev, current) = (pair[0].1, pair[1].1);
+                    current != prev && !(current.is_nan() && prev.is_nan())
+                })
+                .count();
+            Some(changes as f64)
+        }),
+        "avg_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            Some(avg_over_time(points))
+        }),
+        "sum_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            let (sum, c) = points
+                .iter()
+                .fold((0.0, 0.0), |(sum, c), (_, v)| kahan_sum_inc(*v, sum, c));
+            Some(if sum.is_infinite() { sum } else { sum + c })
+        }),
+        "count_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            Some(points.len() as f64)
+        }),
+        "min_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            let mut min = points[0].1;
+            for &(_, v) in points {
+                if v < min || min.is_nan() {
+                    min = v;
+                }
+            }
+            Some(min)
+        }),
+        "max_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            let mut max = points[0].1;
+            for &(_, v) in points {
+                if v > max || max.is_nan() {
+                    max = v;
+                }
+            }
+            Some(max)
+        }),
+        "last_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            points.last().map(|(_, v)| *v)
+        }),
+        "present_over_time" => over_range(ev, call, &args, t, 0, |_, _, _| Some(1.0)),
+        "stddev_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            Some(variance_over_time(points).sqrt())
+        }),
+        "stdvar_over_time" => over_range(ev, call, &args, t, 0, |_, points, _| {
+            Some(variance_over_time(points))
+        }),
+        "quantile_over_time" => {
+            let q = scalar_arg(ev, args[0], t)?;
+            over_range(ev, call, &args, t, 1, |_, points, _| {
+                let mut values: Vec<f64> = points.iter().map(|(_, v)| *v).collect();
+                Some(quantile(q, &mut values))
+            })
+        }
+        "absent_over_time" => {
+            let (series, _) = range_arg(ev, args[0], t)?;
+            Ok(Value::Vector(if series.is_empty() {
+                vec![Sample {
+                    labels: absent_labels(args[0]),
+                    value: 1.0,
+                }]
+            } else {
+                Vec::new()
+            }))
+        }
+        other => Err(QueryError::BadData(format!(
+            "unknown function with name {other:?} (not part of Prometheus 2.42's PromQL)"
+        ))),
+    }
+}
+
+fn unwrap_parens(mut expr: &Expr) -> &Expr {
+    while let Expr::Paren(paren) = expr {
+        expr = &paren.expr;
+    }
+    expr
+}
+
+fn scalar_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<f64, QueryError> {
+    match ev.instant(arg, t)? {
+        Value::Scalar(value) => Ok(value),
+        other => Err(type_error("a scalar argument", &other)),
+    }
+}
+
+fn vector_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Vec<Sample>, QueryError> {
+    match ev.instant(arg, t)? {
+        Value::Vector(samples) => Ok(samples),
+        other => Err(type_error("an instant vector argument", &other)),
+    }
+}
+
+fn string_arg(arg: &Expr) -> Result<&str, QueryError> {
+    match arg {
+        Expr::StringLiteral(text) => Ok(&text.val),
+        _ => Err(QueryError::BadData(format!(
+            "expected a string literal argument, got {arg}"
+        ))),
+    }
+}
+
+/// A range-vector argument (range selector or subquery) at `t`, with its window.
+fn range_arg(ev: &Evaluator, arg: &Expr, t: i64) -> Result<(Vec<RangeSeries>, Window), QueryError> {
+    match arg {
+        Expr::MatrixSelector(matrix) => {
+            let read = ev.read_time(&matrix.vs.at, &matrix.vs.offset, t)?;
+            let range = duration_ms(matrix.range)?;
+            let window = Window {
+                start_ms: read.saturating_sub(range),
+                end_ms: read,
+            };
+            Ok((ev.select_range(&matrix.vs, read, range)?, window))
+        }
+        Expr::Subquery(subquery) => ev.subquery(subquery, t),
+        other => Err(QueryError::Execution(format!(
+            "expected a range vector argument, got {other}"
+        ))),
+    }
+}
+
+/// Applies a per-sample function to an instant vector, dropping the metric name.
+fn simple(
+    ev: &Evaluator,
+    args: &[&Expr],
+    t: i64,
+    f: impl Fn(f64) -> f64,
+) -> Result<Value, QueryError> {
+    let vector = vector_arg(ev, args[0], t)?;
+    Ok(Value::Vector(
+        vector
+            .into_iter()
+            .map(|sample| Sample {
+                labels: drop_metric_name(&sample.labels),
+                value: f(sample.value),
+            })
+            .collect(),
+    ))
+}
+
+/// Applies a function to every series of the range-vector argument at `matrix_arg`;
+/// `f` gets the window, the series' points (never empty) and the evaluation time.
+fn over_range(
+    ev: &Evaluator,
+    call: &Call,
+    args: &[&Expr],
+    t: i64,
+    matrix_arg: usize,
+    f: impl Fn(Window, &[(i64, f64)], i64) -> Option<f64>,
+) -> Result<Value, QueryError> {
+    let (series, window) = range_arg(ev, args[matrix_arg], t)?;
+    let keep_name = call.func.name == "last_over_time";
+    let mut out = Vec::with_capacity(series.len());
+    for one in series {
+        if let Some(value) = f(window, &one.points, t) {
+            let labels = if keep_name {
+                one.labels
+            } else {
+                drop_metric_name(&one.labels)
+            };
+            out.push(Sample { labels, value });
+        }
+    }
+    check_unique_labels(&out)?;
+    Ok(Value::Vector(out))
+}
+
+/// `timestamp(v)`: the time of each sample; for a plain selector the sample's own
+/// time, otherwise the evaluation time (as in Prometheus).
+fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Value, QueryError> {
+    if let Expr::VectorSelector(selector) = arg {
+        return Ok(Value::Vector(
+            ev.select_instant(selector, t)?
+                .into_iter()
+                .map(|(labels, ts, _)| Sample {
+                    labels: drop_metric_name(&labels),
+                    value: ts as f64 / 1000.0,
+                })
+                .collect(),
+        ));
+    }
+    let vector = vector_arg(ev, arg, t)?;
+    Ok(Value::Vector(
+        vector
+            .into_iter()
+            .map(|sample| Sample {
+                labels: drop_metric_name(&sample.labels),
+                value: t as f64 / 1000.0,
+            })
+            .collect(),
+    ))
+}
+
+/// The labels `absent` and `absent_over_time` report: the selector's equality matchers
+/// (a label matched twice is left out, as Prometheus does).
+fn absent_labels(arg: &Expr) -> Labels {
+    let selector = match arg {
+        Expr::VectorSelector(selector) => selector,
+        Expr::MatrixSelector(matrix) => &matrix.vs,
+        _ => return empty_labels(),
+    };
+    let mut labels = empty_labels();
+    let mut seen: Vec<&str> = Vec::new();
+    for matcher in &selector.matchers.matchers {
+        if matcher.name == METRIC_NAME {
+            continue;
+        }
+        if matches!(matcher.op, MatchOp::Equal) && !seen.contains(&matcher.name.as_str()) {
+            labels = with_label(&labels, &matcher.name, &matcher.value);
+            seen.push(&matcher.name);
+        } else {
+            labels = with_label(&labels, &matcher.name, "");
+        }
+    }
+    labels
+}
+
+fn compare_for_sort(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    // Prometheus sorts NaN last in both directions.
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => {
+            let order = a.partial_cmp(&b).expect("neither is NaN");
+            if descending {
+                order.reverse()
+            } else {
+                order
+            }
+        }
+    }
+}
+
+/// `rate`, `increase` and `delta` with Prometheus 2.x's extrapolation: to the window's
+/// edges when the first/last sample is within 1.1 average intervals of them, else by
+/// half an interval; a counter is not extrapolated below zero.
+fn extrapolated_rate(
+    window: Window,
+    points: &[(i64, f64)],
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = points[0];
+    let (last_t, last_v) = points[points.len() - 1];
+    let mut result = last_v - first_v;
+    if counter {
+        for pair in points.windows(2) {
+            if pair[1].1 < pair[0].1 {
+                result += pair[0].1;
+            }
+        }
+    }
+    let mut duration_to_start = (first_t - window.start_ms) as f64 / 1000.0;
+    let duration_to_end = (window.end_ms - last_t) as f64 / 1000.0;
+    let sampled_interval = (last_t - first_t) as f64 / 1000.0;
+    let average_interval = sampled_interval / (points.len() - 1) as f64;
+    if counter && result > 0.0 && first_v >= 0.0 {
+        let duration_to_zero = sampled_interval * (first_v / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    let threshold = average_interval * 1.1;
+    let mut extrapolate_to = sampled_interval;
+    extrapolate_to += if duration_to_start < threshold {
+        duration_to_start
+    } else {
+        average_interval / 2.0
+    };
+    extrapolate_to += if duration_to_end < threshold {
+        duration_to_end
+    } else {
+        average_interval / 2.0
+    };
+    let mut factor = extrapolate_to / sampled_interval;
+    if rate {
+        factor /= (window.end_ms - window.start_ms) as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate`/`idelta`: from the last two samples.
+fn instant_value(points: &[(i64, f64)], rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (last_t, last_v) = points[points.len() - 1];
+    let (previous_t, previous_v) = points[points.len() - 2];
+    let mut result = if rate && last_v < previous_v {
+        // A counter reset: the counter counted from zero to the last value.
+        last_v
+    } else {
+        last_v - previous_v
+    };
+    let interval = last_t - previous_t;
+    if interval == 0 {
+        return None;
+    }
+    if rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// Least-squares slope and intercept (at `intercept_ms`), with compensated sums.
+fn linear_regression(points: &[(i64, f64)], intercept_ms: i64) -> (f64, f64) {
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0, 0.0, 0.0, 0.0);
+    let initial = points[0].1;
+    let mut constant = true;
+    for (i, &(ts, v)) in points.iter().enumerate() {
+        if constant && i > 0 && v != initial {
+            constant = false;
+        }
+        n += 1.0;
+        let x = (ts - intercept_ms) as f64 / 1e3;
+        (sum_x, c_x) = kahan_sum_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_sum_inc(v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_sum_inc(x * v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_sum_inc(x * x, sum_x2, c_x2);
+    }
+    if constant {
+        if initial.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, initial);
+    }
+    let (sum_x, sum_y, sum_xy, sum_x2) = (sum_x + c_x, sum_y + c_y, sum_xy + c_xy, sum_x2 + c_x2);
+    let covariance = sum_xy - sum_x * sum_y / n;
+    let variance = sum_x2 - sum_x * sum_x / n;
+    let slope = covariance / variance;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+fn holt_winters(points: &[(i64, f64)], smoothing: f64, trend: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = points[0].1;
+    let mut b = points[1].1 - points[0].1;
+    for (i, &(_, v)) in points.iter().enumerate().skip(1) {
+        let x = smoothing * v;
+        // The trend at the previous point (the first trend is the initial slope).
+        if i > 1 {
+            b = trend * (s1 - s0) + (1.0 - trend) * b;
+        }
+        let y = (1.0 - smoothing) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
+fn avg_over_time(points: &[(i64, f64)]) -> f64 {
+    let (mut mean, mut count, mut c) = (0.0f64, 0.0, 0.0);
+    for &(_, v) in points {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_sum_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
+}
+
+fn variance_over_time(points: &[(i64, f64)]) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(_, v) in points {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_sum_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_sum_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// The date functions: of each sample's value read as Unix seconds, or of the
+/// evaluation time without an argument.
+fn date_function(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<Value, QueryError> {
+    let input = match args.first() {
+        Some(arg) => vector_arg(ev, arg, t)?,
+        None => vec![Sample {
+            labels: empty_labels(),
+            value: t as f64 / 1000.0,
+        }],
+    };
+    let mut out = Vec::with_capacity(input.len());
+    for sample in input {
+        // Go converts to int64 by truncation; values outside chrono's range (or NaN)
+        // have no date, and are left out rather than invented.
+        if !sample.value.is_finite() {
+            continue;
+        }
+        let Some(date) = DateTime::<Utc>::from_timestamp(sample.value.trunc() as i64, 0) else {
+            continue;
+        };
+        let value = match name {
+            "year" => f64::from(date.year()),
+            "month" => f64::from(date.month()),
+            "day_of_month" => f64::from(date.day()),
+            "day_of_week" => f64::from(date.weekday().num_days_from_sunday()),
+            "day_of_year" => f64::from(date.ordinal()),
+            "hour" => f64::from(date.hour()),
+            "minute" => f64::from(date.minute()),
+            _ => f64::from(days_in_month(date.year(), date.month())),
+        };
+        out.push(Sample {
+            labels: drop_metric_name(&sample.labels),
+            value,
+        });
+    }
+    Ok(Value::Vector(out))
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    match (
+        NaiveDate::from_ymd_opt(year, month, 1),
+        NaiveDate::from_ymd_opt(next_year, next_month, 1),
+    ) {
+        (Some(first), Some(next)) => u32::try_from((next - first).num_days()).unwrap_or(31),
+        _ => 31,
+    }
+}
+
+/// `histogram_quantile` on classic buckets (`le` labels), as Prometheus'
+/// `bucketQuantile`: buckets sorted and coalesced, counts forced monotonic, linear
+/// interpolation inside the bucket the rank falls in.
+fn histogram_quantile(q: f64, input: Vec<Sample>) -> Result<Value, QueryError> {
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for sample in input {
+        let Some(upper) = label(&sample.labels, "le").and_then(parse_go_float) else {
+            continue;
+        };
+        let key = with_label(&sample.labels, "le", "");
+        let at = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((drop_metric_name(&key), Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push((upper, sample.value));
+    }
+    let out: Vec<Sample> = groups
+        .into_iter()
+        .map(|(labels, mut buckets)| Sample {
+            labels,
+            value: bucket_quantile(q, &mut buckets),
+        })
+        .collect();
+    check_unique_labels(&out)?;
+    Ok(Value::Vector(out))
+}
+
+/// Go's `strconv.ParseFloat` for bucket bounds (`+Inf`, `Inf`, `-Inf`, `NaN` included).
+fn parse_go_float(text: &str) -> Option<f64> {
+    match text.to_ascii_lowercase().as_str() {
+        "+inf" | "inf" | "+infinity" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => text.parse().ok(),
+    }
+}
+
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets
+        .last()
+        .is_none_or(|(upper, _)| *upper != f64::INFINITY)
+    {
+        return f64::NAN;
+    }
+    // Coalesce buckets with the same bound (series that differ only in their name).
+    let mut coalesced: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(upper, count) in buckets.iter() {
+        match coalesced.last_mut() {
+            Some(last) if last.0 == upper => last.1 += count,
+            _ => coalesced.push((upper, count)),
+        }
+    }
+    // Force monotonic counts: scrapes of different buckets are not atomic.
+    let mut max = f64::NEG_INFINITY;
+    for bucket in &mut coalesced {
+        if bucket.1 > max {
+            max = bucket.1;
+        } else if bucket.1 < max {
+            bucket.1 = max;
+        }
+    }
+    if coalesced.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = coalesced[coalesced.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let searchable = coalesced.len() - 1;
+    let b = coalesced[..searchable].partition_point(|(_, count)| *count < rank);
+    if b == searchable {
+        return coalesced[coalesced.len() - 2].0;
+    }
+    if b == 0 && coalesced[0].0 <= 0.0 {
+        return coalesced[0].0;
+    }
+    let (bucket_end, mut count) = coalesced[b];
+    let mut bucket_start = 0.0;
+    if b > 0 {
+        bucket_start = coalesced[b - 1].0;
+        count -= coalesced[b - 1].1;
+        rank -= coalesced[b - 1].1;
+    }
+    bucket_start + (bucket_end - bucket_start) * (rank / count)
+}
+
+fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Value, QueryError> {
+    let destination = string_arg(args[1])?;
+    let replacement = string_arg(args[2])?;
+    let source = string_arg(args[3])?;
+    let pattern = string_arg(args[4])?;
+    let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
+        QueryError::Execution(format!(
+            "invalid regular expression in label_replace(): {pattern}"
+        ))
+    })?;
+    if !is_valid_label_name(destination) {
+        return Err(QueryError::Execution(format!(
+            "invalid destination label name in label_replace(): {destination}"
+        )));
+    }
+    let vector = vector_arg(ev, args[0], t)?;
+    let mut out = Vec::with_capacity(vector.len());
+    for sample in vector {
+        let value = label(&sample.labels, source).unwrap_or("");
+        let labels = match regex.captures(value) {
+            None => sample.labels,
+            Some(captures) => {
+                // Go's Regexp.Expand and the regex crate agree on `$1`, `${1}`, `$name`
+                // and the longest-name rule.
+                let mut expanded = String::new();
+                captures.expand(replacement, &mut expanded);
+                with_label(&sample.labels, destination, &expanded)
+            }
+        };
+        out.push(Sample {
+            labels,
+            value: sample.value,
+        });
+    }
+    check_unique_labels(&out)?;
+    Ok(Value::Vector(out))
+}
+
+fn label_join(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Value, QueryError> {
+    let destination = string_arg(args[1])?;
+    let separator = string_arg(args[2])?;
+    let sources: Vec<&str> = args[3..]
+        .iter()
+        .map(|arg| string_arg(arg))
+        .collect::<Result<_, _>>()?;
+    if !is_valid_label_name(destination) {
+        return Err(QueryError::Execution(format!(
+            "invalid destination label name in label_join(): {destination}"
+        )));
+    }
+    if let Some(bad) = sources.iter().find(|source| !is_valid_label_name(source)) {
+        return Err(QueryError::Execution(format!(
+            "invalid source label name in label_join(): {bad}"
+        )));
+    }
+    let vector = vector_arg(ev, args[0], t)?;
+    let mut out = Vec::with_capacity(vector.len());
+    for sample in vector {
+        let joined: Vec<&str> = sources
+            .iter()
+            .map(|source| label(&sample.labels, source).unwrap_or(""))
+            .collect();
+        out.push(Sample {
+            labels: with_label(&sample.labels, destination, &joined.join(separator)),
+            value: sample.value,
+        });
+    }
+    check_unique_labels(&out)?;
+    Ok(Value::Vector(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1000;
+
+    #[test]
+    fn rate_extrapolates_to_the_window_edges_when_samples_are_close() {
+        // Samples every 15 s across a 60 s window, the first 5 s after its start.
+        let points: Vec<(i64, f64)> = (0..4)
+            .map(|i| (5 * SEC + i * 15 * SEC, 10.0 * (i + 1) as f64))
+            .collect();
+        let window = Window {
+            start_ms: 0,
+            end_ms: 60 * SEC,
+        };
+        // 30 over 45 s sampled; extrapolated by 5 s at the start and 10 s at the end
+        // (the counter's zero point, 15 s before the first sample, is further away).
+        let increase = extrapolated_rate(window, &points, true, false).unwrap();
+        assert!((increase - 30.0 * 60.0 / 45.0).abs() < 1e-9, "{increase}");
+        let rate = extrapolated_rate(window, &points, true, true).unwrap();
+        assert!((rate - increase / 60.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_counter_is_not_extrapolated_below_zero_and_resets_add_up() {
+        // From 1 to 4 in 30 s: extrapolating 29 s back would pass zero at 10 s back.
+        let points = [(30 * SEC, 1.0), (45 * SEC, 2.5), (60 * SEC, 4.0)];
+        let window = Window {
+            start_ms: 0,
+            end_ms: 60 * SEC,
+        };
+        let increase = extrapolated_rate(window, &points, true, false).unwrap();
+        assert!((increase - 3.0 * 40.0 / 30.0).abs() < 1e-9, "{increase}");
+        // A reset from 10 to 2 counts the 10 before it.
+        let points = [(0, 5.0), (15 * SEC, 10.0), (30 * SEC, 2.0)];
+        let window = Window {
+            start_ms: 0,
+            end_ms: 30 * SEC,
+        };
+        assert_eq!(extrapolated_rate(window, &points, true, false), Some(7.0));
+        assert_eq!(extrapolated_rate(window, &points, false, false), Some(-3.0));
+        assert_eq!(extrapolated_rate(window, &points[..1], true, false), None);
+    }
+
+    #[test]
+    fn irate_uses_the_last_two_samples() {
+        let points = [(0, 1.0), (10 * SEC, 5.0), (15 * SEC, 2.0)];
+        assert_eq!(instant_value(&points, true), Some(2.0 / 5.0));
+        assert_eq!(instant_value(&points, false), Some(-3.0));
+    }
+
+    #[test]
+    fn deriv_of_a_line_is_its_slope_and_of_a_constant_exactly_zero() {
+        let line: Vec<(i64, f64)> = (0..10).map(|i| (i * SEC, 3.0 + 2.0 * i as f64)).collect();
+        let (slope, intercept) = linear_regression(&line, 0);
+        assert!((slope - 2.0).abs() < 1e-12 && (intercept - 3.0).abs() < 1e-12);
+        let flat: Vec<(i64, f64)> = (0..10).map(|i| (i * SEC, 0.1)).collect();
+        assert_eq!(linear_regression(&flat, 0), (0.0, 0.1));
+    }
+
+    #[test]
+    fn histogram_quantile_interpolates_inside_the_bucket() {
+        let mut buckets = [
+            (0.5, 50.0),
+            (f64::INFINITY, 100.0),
+            (0.1, 10.0),
+            (1.0, 90.0),
+        ];
+        // Rank 50 of 100 ends exactly at the 0.5 bucket.
+        assert_eq!(bucket_quantile(0.5, &mut buckets.clone()), 0.5);
+        // Rank 70: 20 of the 40 in (0.5, 1].
+        assert!((bucket_quantile(0.7, &mut buckets) - 0.75).abs() < 1e-12);
+        // Above the last finite bucket: its bound.
+        let mut buckets = [(1.0, 10.0), (f64::INFINITY, 20.0)];
+        assert_eq!(bucket_quantile(0.99, &mut buckets), 1.0);
+        assert!(
+            bucket_quantile(0.5, &mut [(1.0, 10.0)]).is_nan(),
+            "no +Inf bucket"
+        );
+    }
+
+    #[test]
+    fn holt_winters_smooths_a_line_onto_itself() {
+        let line: Vec<(i64, f64)> = (0..10).map(|i| (i * SEC, 2.0 * i as f64)).collect();
+        let smoothed = holt_winters(&line, 0.5, 0.5).unwrap();
+        assert!((smoothed - 18.0).abs() < 1e-9, "{smoothed}");
+    }
+
+    #[test]
+    fn days_in_month_knows_leap_years() {
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2026, 2), 28);
+        assert_eq!(days_in_month(2026, 12), 31);
+    }
+}

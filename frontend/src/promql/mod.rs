@@ -1,0 +1,644 @@
+//! PromQL evaluation with Prometheus 2.42's semantics, as plain code over plain data.
+//!
+//! [`evaluate`] parses a query (`promql-parser`), works out which samples each selector
+//! can read ([`eval::fetch_windows`]: matchers and time ranges pushed down to the region
+//! scans, so a selective query never reads a whole table), fetches them, and hands them
+//! to the [`eval::Evaluator`], which computes instant and range queries step by step as
+//! Prometheus does: selectors with the lookback delta, staleness markers, `offset` and
+//! `@`; subqueries; [`binary`] operators with vector matching; [`aggregate`]
+//! operators; and the [`functions`]. The evaluator does no I/O and is tested with
+//! hand-computed results; `tests/promql_compliance.rs` compares the whole engine with a
+//! real Prometheus on the same data.
+//!
+//! Semantics follow Prometheus 2.x (the version Debian ships and our comparison oracle):
+//! an instant selector at `t` takes each series' latest sample in `[t - lookback, t]`,
+//! unless that sample is a staleness marker; a range selector `[r]` takes the samples in
+//! `[t - r, t]`, staleness markers left out (Prometheus 3 made the left edge open).
+//!
+//! Deliberately absent: native histograms (Metronome stores float samples), and the
+//! functions and modifiers Prometheus added after 2.42 (`limitk`, `sort_by_label`, …),
+//! which are refused as unknown, as 2.42 would.
+
+mod aggregate;
+mod binary;
+pub mod eval;
+mod functions;
+pub mod value;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use metronome_core::data::{MatchOp, TagMatcher};
+use metronome_core::rt::time;
+use promql_parser::label::MatchOp as PromMatchOp;
+use promql_parser::parser::{self, Expr, VectorSelector};
+
+use crate::prom_store::{PromStore, StoreError};
+use crate::remote_write::STALE_NAN_BITS;
+use eval::{Evaluator, Fetched, FetchedSeries, Limits};
+use value::Value;
+
+/// Prometheus' default lookback delta.
+pub const LOOKBACK_MS_DEFAULT: i64 = 5 * 60 * 1000;
+/// A range query may have at most this many steps per series (Prometheus' limit).
+pub const STEPS_MAX: i64 = 11_000;
+
+/// Why a query failed, in Prometheus' error types.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// `bad_data` (400): the query or its parameters are malformed.
+    #[error("{0}")]
+    BadData(String),
+    /// `execution` (422): the query is valid but cannot be evaluated.
+    #[error("{0}")]
+    Execution(String),
+    /// `unavailable` (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// `internal` (500).
+    #[error("{0}")]
+    Internal(String),
+    /// `timeout` (503): the query ran out of time.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl From<StoreError> for QueryError {
+    fn from(error: StoreError) -> QueryError {
+        match error {
+            StoreError::Invalid(message) => QueryError::BadData(message),
+            StoreError::Unavailable(message) => QueryError::Unavailable(message),
+            StoreError::Internal(message) => QueryError::Internal(message),
+        }
+    }
+}
+
+/// One series of a result: labels sorted by name, and (timestamp ms, value) points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultSeries {
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A query result, as the Prometheus API types it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    /// One point per series, at the evaluation time.
+    Vector(Vec<ResultSeries>),
+    Matrix(Vec<ResultSeries>),
+    Scalar(i64, f64),
+    String(i64, String),
+}
+
+/// When a query is evaluated: one instant, or every step from `start_ms` to `end_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalRange {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// 0 for an instant query.
+    pub step_ms: i64,
+    pub lookback_ms: i64,
+}
+
+impl EvalRange {
+    pub fn instant(time_ms: i64) -> EvalRange {
+        EvalRange {
+            start_ms: time_ms,
+            end_ms: time_ms,
+            step_ms: 0,
+            lookback_ms: LOOKBACK_MS_DEFAULT,
+        }
+    }
+}
+
+/// How much one query may cost, answered with Prometheus' errors when exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Samples fetched plus points computed (Prometheus' `--query.max-samples`).
+    pub samples_max: usize,
+    /// Prometheus' `--query.timeout`.
+    pub timeout: Duration,
+    /// A subquery's step when it names none (Prometheus' evaluation interval).
+    pub subquery_step_ms: i64,
+}
+
+impl Default for QueryLimits {
+    /// Prometheus' defaults.
+    fn default() -> QueryLimits {
+        QueryLimits {
+            samples_max: 50_000_000,
+            timeout: Duration::from_secs(120),
+            subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// Parses PromQL as Prometheus 2.42 does. `promql-parser` follows Prometheus 3, which
+/// renamed `holt_winters` to `double_exponential_smoothing`; 2.42's name is registered
+/// once, with 2.42's signature.
+fn parse(text: &str) -> Result<Expr, String> {
+    static HOLT_WINTERS: std::sync::Once = std::sync::Once::new();
+    HOLT_WINTERS.call_once(|| {
+        use promql_parser::parser::value::ValueType;
+        // Only fails if the name is built in, in which case the parser knows it anyway.
+        let _ = parser::register_extra_functions(vec![parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
+    parser::parse(text)
+}
+
+/// Parses a query into a selector's label matchers (for `/api/v1/series` and friends);
+/// only plain instant vector selectors are accepted there.
+pub fn parse_series_selector(text: &str) -> Result<Vec<TagMatcher>, QueryError> {
+    let expr = parse(text)
+        .map_err(|error| QueryError::BadData(format!("invalid parameter \"match[]\": {error}")))?;
+    match expr {
+        Expr::VectorSelector(selector) => selector_matchers(&selector),
+        _ => Err(QueryError::BadData(format!(
+            "invalid parameter \"match[]\": {text:?} is not a series selector"
+        ))),
+    }
+}
+
+fn selector_matchers(selector: &VectorSelector) -> Result<Vec<TagMatcher>, QueryError> {
+    if !selector.matchers.or_matchers.is_empty() {
+        return Err(QueryError::BadData(
+            "\"or\" inside a selector is not part of Prometheus 2.42's PromQL".to_string(),
+        ));
+    }
+    let mut matchers = Vec::new();
+    if let Some(name) = &selector.name {
+        matchers.push(TagMatcher {
+            tag: "__name__".to_string(),
+            op: MatchOp::Equal,
+            value: name.clone(),
+        });
+    }
+    for matcher in &selector.matchers.matchers {
+        let op = match matcher.op {
+            PromMatchOp::Equal => MatchOp::Equal,
+            PromMatchOp::NotEqual => MatchOp::NotEqual,
+            PromMatchOp::Re(_) => MatchOp::Regex,
+            PromMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        matchers.push(TagMatcher {
+            tag: matcher.name.clone(),
+            op,
+            value: matcher.value.clone(),
+        });
+    }
+    Ok(matchers)
+}
+
+/// Evaluates `query` over `range` against `store`, within `limits`.
+pub async fn evaluate(
+    store: &PromStore,
+    query: &str,
+    range: EvalRange,
+    limits: QueryLimits,
+) -> Result<QueryValue, QueryError> {
+    let deadline = time::now() + limits.timeout;
+    let expr = parse(query)
+        .map_err(|error| QueryError::BadData(format!("invalid parameter \"query\": {error}")))?;
+    let instant = range.step_ms == 0;
+    if !instant {
+        let steps = (range.end_ms - range.start_ms) / range.step_ms.max(1);
+        if steps >= STEPS_MAX {
+            return Err(QueryError::BadData(format!(
+                "exceeded maximum resolution of {STEPS_MAX} points per timeseries. Try \
+                 decreasing the query resolution (?step=XX)"
+            )));
+        }
+        check_range_query_type(&expr)?;
+    }
+    let mut windows = Vec::new();
+    eval::fetch_windows(
+        &expr,
+        (range.start_ms, range.end_ms),
+        (range.start_ms, range.end_ms),
+        range.lookback_ms,
+        &mut windows,
+    )?;
+    let mut fetched: Fetched = HashMap::with_capacity(windows.len());
+    for window in windows {
+        let matchers = selector_matchers(window.selector)?;
+        let select = store.select(&matchers, window.from_ms, window.to_ms.saturating_add(1));
+        let series = time::timeout(deadline.saturating_duration_since(time::now()), select)
+            .await
+            .map_err(|_| timeout_error())??;
+        fetched.insert(
+            eval::selector_key(window.selector),
+            series
+                .into_iter()
+                .map(|one| FetchedSeries {
+                    labels: one.labels.into(),
+                    samples: one.samples,
+                })
+                .collect(),
+        );
+    }
+    run(&expr, &fetched, range, limits, Some(deadline))
+}
+
+fn timeout_error() -> QueryError {
+    QueryError::Timeout("query timed out in query execution".to_string())
+}
+
+/// A range query must evaluate to a scalar or an instant vector.
+fn check_range_query_type(expr: &Expr) -> Result<(), QueryError> {
+    let kind = match expr {
+        Expr::Paren(paren) => return check_range_query_type(&paren.expr),
+        Expr::StringLiteral(_) => "string",
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => "range vector",
+        _ => return Ok(()),
+    };
+    Err(QueryError::BadData(format!(
+        "invalid expression type {kind:?} for range query, must be Scalar or instant Vector"
+    )))
+}
+
+/// Evaluates a parsed query over fetched series.
+fn run(
+    expr: &Expr,
+    fetched: &Fetched,
+    range: EvalRange,
+    limits: QueryLimits,
+    deadline: Option<Instant>,
+) -> Result<QueryValue, QueryError> {
+    let evaluator = Evaluator::new(
+        fetched,
+        (range.start_ms, range.end_ms),
+        range.lookback_ms,
+        limits.subquery_step_ms,
+        Limits {
+            samples_max: limits.samples_max,
+            deadline,
+        },
+    )?;
+    let labels = |labels: value::Labels| labels.to_vec();
+    if range.step_ms == 0 {
+        let t = range.start_ms;
+        return Ok(match evaluator.instant(expr, t)? {
+            Value::Scalar(value) => QueryValue::Scalar(t, value),
+            Value::String(text) => QueryValue::String(t, text),
+            Value::Vector(samples) => {
+                eval::check_unique_labels(&samples)?;
+                QueryValue::Vector(
+                    samples
+                        .into_iter()
+                        .map(|sample| ResultSeries {
+                            labels: labels(sample.labels),
+                            points: vec![(t, sample.value)],
+                        })
+                        .collect(),
+                )
+            }
+            Value::Matrix(series) => QueryValue::Matrix(
+                series
+                    .into_iter()
+                    .map(|one| ResultSeries {
+                        labels: labels(one.labels),
+                        points: one.points,
+                    })
+                    .collect(),
+            ),
+        });
+    }
+    let mut series: Vec<ResultSeries> = evaluator
+        .range(expr, range.start_ms, range.end_ms, range.step_ms)?
+        .into_iter()
+        .map(|one| ResultSeries {
+            labels: labels(one.labels),
+            points: one.points,
+        })
+        .collect();
+    // Prometheus sorts a range query's series by their labels.
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(QueryValue::Matrix(series))
+}
+
+pub fn is_stale_marker(value: f64) -> bool {
+    value.to_bits() == STALE_NAN_BITS
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prom_store::SeriesSamples;
+
+    const MIN: i64 = 60_000;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn matches(labels: &[(String, String)], matcher: &TagMatcher) -> bool {
+        let value = value::label(labels, &matcher.tag).unwrap_or("");
+        let regex = || regex::Regex::new(&format!("^(?:{})$", matcher.value)).unwrap();
+        match matcher.op {
+            MatchOp::Equal => value == matcher.value,
+            MatchOp::NotEqual => value != matcher.value,
+            MatchOp::Regex => regex().is_match(value),
+            MatchOp::NotRegex => !regex().is_match(value),
+        }
+    }
+
+    /// Evaluates `query` over `data` as [`evaluate`] would over a store holding it.
+    fn query(
+        data: &[SeriesSamples],
+        query: &str,
+        range: EvalRange,
+        limits: QueryLimits,
+    ) -> Result<QueryValue, QueryError> {
+        let expr = parse(query).map_err(QueryError::BadData)?;
+        if range.step_ms != 0 {
+            check_range_query_type(&expr)?;
+        }
+        let mut windows = Vec::new();
+        eval::fetch_windows(
+            &expr,
+            (range.start_ms, range.end_ms),
+            (range.start_ms, range.end_ms),
+            range.lookback_ms,
+            &mut windows,
+        )?;
+        let mut fetched = Fetched::new();
+        for window in windows {
+            let matchers = selector_matchers(window.selector)?;
+            let series = data
+                .iter()
+                .filter(|one| matchers.iter().all(|m| matches(&one.labels, m)))
+                .map(|one| FetchedSeries {
+                    labels: one.labels.clone().into(),
+                    samples: one
+                        .samples
+                        .iter()
+                        .filter(|(ts, _)| (window.from_ms..=window.to_ms).contains(ts))
+                        .copied()
+                        .collect(),
+                })
+                .collect();
+            fetched.insert(eval::selector_key(window.selector), series);
+        }
+        run(&expr, &fetched, range, limits, None)
+    }
+
+    fn instant(data: &[SeriesSamples], text: &str, t: i64) -> Result<QueryValue, QueryError> {
+        query(data, text, EvalRange::instant(t), QueryLimits::default())
+    }
+
+    fn range(data: &[SeriesSamples], text: &str, start: i64, end: i64, step: i64) -> QueryValue {
+        let range = EvalRange {
+            start_ms: start,
+            end_ms: end,
+            step_ms: step,
+            lookback_ms: LOOKBACK_MS_DEFAULT,
+        };
+        query(data, text, range, QueryLimits::default()).unwrap()
+    }
+
+    /// The (labels, value) pairs of an instant vector, sorted by labels.
+    fn vector(value: QueryValue) -> Vec<(Vec<(String, String)>, f64)> {
+        let QueryValue::Vector(series) = value else {
+            panic!("a vector was expected, got {value:?}")
+        };
+        let mut out: Vec<_> = series
+            .into_iter()
+            .map(|one| (one.labels, one.points[0].1))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn up(samples: &[(i64, f64)]) -> Vec<SeriesSamples> {
+        vec![SeriesSamples {
+            labels: labels(&[("__name__", "up")]),
+            samples: samples.to_vec(),
+        }]
+    }
+
+    #[test]
+    fn an_instant_selector_takes_the_latest_sample_within_the_lookback() {
+        let data = up(&[(0, 1.0), (MIN, 2.0), (2 * MIN, 3.0)]);
+        let at = |t: i64| vector(instant(&data, "up", t).unwrap());
+        assert_eq!(at(MIN)[0].1, 2.0);
+        assert_eq!(at(MIN + 59_999)[0].1, 2.0);
+        // Exactly lookback after the last sample still sees it (2.x: closed interval) …
+        assert_eq!(at(7 * MIN)[0].1, 3.0);
+        // … one millisecond later, nothing.
+        assert!(at(7 * MIN + 1).is_empty());
+        assert!(at(-1).is_empty(), "nothing before the first sample");
+    }
+
+    #[test]
+    fn a_staleness_marker_ends_a_series_until_the_next_sample() {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let data = up(&[(0, 1.0), (MIN, stale), (3 * MIN, 4.0)]);
+        let QueryValue::Matrix(series) = range(&data, "up", 0, 4 * MIN, MIN) else {
+            panic!("matrix expected")
+        };
+        assert_eq!(series[0].points, [(0, 1.0), (3 * MIN, 4.0), (4 * MIN, 4.0)]);
+        // Range vectors leave markers out.
+        let QueryValue::Matrix(series) = instant(&data, "up[5m]", 4 * MIN).unwrap() else {
+            panic!("matrix expected")
+        };
+        assert_eq!(series[0].points, [(0, 1.0), (3 * MIN, 4.0)]);
+        // An ordinary NaN is a value, not a marker.
+        let data = up(&[(0, f64::NAN)]);
+        assert!(vector(instant(&data, "up", 0).unwrap())[0].1.is_nan());
+    }
+
+    #[test]
+    fn offset_and_at_move_the_read_time_but_not_the_result_time() {
+        let data = up(&[(0, 1.0), (10 * MIN, 2.0)]);
+        assert_eq!(
+            vector(instant(&data, "up offset 10m", 10 * MIN).unwrap())[0].1,
+            1.0
+        );
+        assert_eq!(
+            vector(instant(&data, "up offset -10m", 0).unwrap())[0].1,
+            2.0
+        );
+        let QueryValue::Matrix(series) = range(&data, "up @ 0", 10 * MIN, 12 * MIN, MIN) else {
+            panic!("matrix expected")
+        };
+        assert_eq!(
+            series[0].points,
+            [(10 * MIN, 1.0), (11 * MIN, 1.0), (12 * MIN, 1.0)]
+        );
+        let QueryValue::Matrix(series) = range(&data, "up @ end()", 0, 10 * MIN, 10 * MIN) else {
+            panic!("matrix expected")
+        };
+        assert_eq!(series[0].points, [(0, 2.0), (10 * MIN, 2.0)]);
+    }
+
+    /// A counter rising 1 per 15 s, reset to 0 at 5 minutes.
+    fn counter() -> Vec<SeriesSamples> {
+        let samples = (0..=40)
+            .map(|i| {
+                let t = i * 15_000;
+                let value = if i < 20 { i as f64 } else { (i - 20) as f64 };
+                (t, value)
+            })
+            .collect();
+        vec![SeriesSamples {
+            labels: labels(&[("__name__", "c_total"), ("job", "a")]),
+            samples,
+        }]
+    }
+
+    #[test]
+    fn rate_and_increase_see_through_counter_resets_and_drop_the_name() {
+        let data = counter();
+        // Over [4m, 6m]: samples 16, 17, 18, 19, then 0 (a reset), 1, 2, 3, 4; the
+        // counter rose 3 + 4 = 7, and samples sit on both edges, so nothing is
+        // extrapolated.
+        let out = vector(instant(&data, "increase(c_total[2m])", 6 * MIN).unwrap());
+        assert_eq!(out, [(labels(&[("job", "a")]), 7.0)]);
+        let out = vector(instant(&data, "rate(c_total[2m])", 6 * MIN).unwrap());
+        assert!((out[0].1 - 7.0 / 120.0).abs() < 1e-12);
+        // The raw difference ignores the reset.
+        let out = vector(instant(&data, "delta(c_total[2m])", 6 * MIN).unwrap());
+        assert_eq!(out[0].1, 4.0 - 16.0);
+        let out = vector(instant(&data, "resets(c_total[10m])", 10 * MIN).unwrap());
+        assert_eq!(out[0].1, 1.0);
+        let out = vector(instant(&data, "last_over_time(c_total[1m])", 10 * MIN).unwrap());
+        assert_eq!(out[0].0, labels(&[("__name__", "c_total"), ("job", "a")]));
+    }
+
+    fn jobs() -> Vec<SeriesSamples> {
+        let one = |pairs: &[(&str, &str)], value: f64| SeriesSamples {
+            labels: labels(pairs),
+            samples: vec![(0, value)],
+        };
+        vec![
+            one(&[("__name__", "req"), ("job", "a"), ("instance", "1")], 1.0),
+            one(&[("__name__", "req"), ("job", "a"), ("instance", "2")], 2.0),
+            one(&[("__name__", "req"), ("job", "b"), ("instance", "3")], 4.0),
+            one(&[("__name__", "info"), ("job", "a"), ("version", "x")], 1.0),
+            one(&[("__name__", "info"), ("job", "b"), ("version", "y")], 1.0),
+        ]
+    }
+
+    #[test]
+    fn aggregations_group_by_and_without() {
+        let data = jobs();
+        assert_eq!(
+            vector(instant(&data, "sum by (job) (req)", 0).unwrap()),
+            [
+                (labels(&[("job", "a")]), 3.0),
+                (labels(&[("job", "b")]), 4.0)
+            ]
+        );
+        assert_eq!(
+            vector(instant(&data, "max without (instance) (req)", 0).unwrap()),
+            [
+                (labels(&[("job", "a")]), 2.0),
+                (labels(&[("job", "b")]), 4.0)
+            ]
+        );
+        assert_eq!(
+            vector(instant(&data, "count_values(\"v\", req)", 0).unwrap()),
+            [
+                (labels(&[("v", "1")]), 1.0),
+                (labels(&[("v", "2")]), 1.0),
+                (labels(&[("v", "4")]), 1.0)
+            ]
+        );
+        let top = vector(instant(&data, "topk(1, req)", 0).unwrap());
+        assert_eq!(
+            top[0].0,
+            labels(&[("__name__", "req"), ("instance", "3"), ("job", "b")])
+        );
+    }
+
+    #[test]
+    fn vector_matching_joins_one_to_many_and_refuses_ambiguity() {
+        let data = jobs();
+        // Each req sample takes its job's version.
+        let out = vector(instant(&data, "req * on (job) group_left (version) info", 0).unwrap());
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[0].0,
+            labels(&[("instance", "1"), ("job", "a"), ("version", "x")])
+        );
+        // Without group_left, two req samples of job a match one info sample.
+        let error = instant(&data, "req * on (job) info", 0).unwrap_err();
+        assert!(
+            matches!(&error, QueryError::Execution(m) if m.contains("many-to-one matching must be explicit")),
+            "{error:?}"
+        );
+        // Comparisons filter and keep the name; `bool` turns them into 0/1.
+        assert_eq!(vector(instant(&data, "req > 1", 0).unwrap()).len(), 2);
+        let out = vector(instant(&data, "req > bool 1", 0).unwrap());
+        assert_eq!(out.iter().map(|s| s.1).collect::<Vec<_>>(), [0.0, 1.0, 1.0]);
+        assert_eq!(out[0].0, labels(&[("instance", "1"), ("job", "a")]));
+        assert_eq!(
+            vector(instant(&data, "req unless on (job) info{job=\"a\"}", 0).unwrap()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn subqueries_step_on_absolute_multiples_of_their_step() {
+        let data = counter();
+        // At 5m30s, a [1m:20s] subquery evaluates at 4m40s, 5m and 5m20s.
+        let QueryValue::Matrix(series) = instant(&data, "c_total[1m:20s]", 330_000).unwrap() else {
+            panic!("matrix expected")
+        };
+        let times: Vec<i64> = series[0].points.iter().map(|p| p.0).collect();
+        assert_eq!(times, [280_000, 300_000, 320_000]);
+        let out = vector(instant(&data, "max_over_time(c_total[1m:20s])", 330_000).unwrap());
+        assert_eq!(out[0].1, 18.0);
+    }
+
+    #[test]
+    fn scalars_over_a_range_are_one_series_without_labels() {
+        let QueryValue::Matrix(series) = range(&[], "time() * 2", 0, 2 * MIN, MIN) else {
+            panic!("matrix expected")
+        };
+        assert_eq!(series.len(), 1);
+        assert!(series[0].labels.is_empty());
+        assert_eq!(series[0].points, [(0, 0.0), (MIN, 120.0), (2 * MIN, 240.0)]);
+        assert_eq!(
+            instant(&[], "1 + 2 * 3", 5).unwrap(),
+            QueryValue::Scalar(5, 7.0)
+        );
+    }
+
+    #[test]
+    fn limits_and_type_errors_are_reported_as_prometheus_does() {
+        let data = counter();
+        let limits = QueryLimits {
+            samples_max: 10,
+            ..QueryLimits::default()
+        };
+        let error = query(&data, "c_total", EvalRange::instant(10 * MIN), limits).unwrap_err();
+        assert!(matches!(error, QueryError::Execution(m) if m.contains("too many samples")));
+        let range = EvalRange {
+            start_ms: 0,
+            end_ms: MIN,
+            step_ms: 1000,
+            lookback_ms: LOOKBACK_MS_DEFAULT,
+        };
+        let error = query(&data, "c_total[1m]", range, QueryLimits::default()).unwrap_err();
+        assert!(matches!(error, QueryError::BadData(m) if m.contains("range vector")));
+        let error = instant(&data, "holt_winters(c_total[5m], 2, 0.5)", MIN).unwrap_err();
+        assert!(
+            matches!(&error, QueryError::Execution(m) if m.contains("smoothing factor")),
+            "{error:?}"
+        );
+        let error = instant(&data, "sort_by_label(c_total)", MIN).unwrap_err();
+        assert!(matches!(error, QueryError::BadData(_)), "not in 2.42");
+        assert!(parse_series_selector("sum(up)").is_err());
+    }
+}
