@@ -177,7 +177,17 @@ pub fn get_query(base: &str, params: &[(&str, &str)]) -> Reply {
 
 /// Like [`get_query`], with connection errors (a server still starting) as `Err`.
 pub fn try_get_query(base: &str, params: &[(&str, &str)]) -> Result<Reply, ureq::Error> {
-    let mut request = agent().get(base);
+    try_get_query_with(&agent(), base, params)
+}
+
+/// Like [`try_get_query`], on the caller's agent: tests that send many requests share one
+/// agent, and with it its pooled connections.
+pub fn try_get_query_with(
+    agent: &ureq::Agent,
+    base: &str,
+    params: &[(&str, &str)],
+) -> Result<Reply, ureq::Error> {
+    let mut request = agent.get(base);
     for (key, value) in params {
         request = request.query(*key, *value);
     }
