@@ -335,7 +335,7 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     assert_eq!(reply.json()["errorType"], "bad_data");
     let reply = get_query(
         &format!("http://{http}/api/v1/query"),
-        &[("query", "sum(up)")],
+        &[("query", r#"label_replace(vector(1), "a", "$1", "b", "(")"#)],
     );
     assert_eq!(reply.status, 422);
     assert_eq!(reply.json()["errorType"], "execution");

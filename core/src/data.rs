@@ -216,6 +216,11 @@ pub struct ScanRequest {
     pub end_ms: i64,
     pub matchers: Vec<TagMatcher>,
     pub limit: Option<usize>,
+    /// One row per matching series instead of its samples (fields null, `ts` within the
+    /// range or the start of a stored file's data there), answered from the series
+    /// indexes without decoding samples. A series counts when a stored file holding it
+    /// overlaps the range (as a Prometheus block does) or a memtable row lies in it.
+    pub series_only: bool,
 }
 
 impl ScanRequest {
@@ -226,6 +231,7 @@ impl ScanRequest {
             end_ms: i64::MAX,
             matchers: Vec::new(),
             limit: None,
+            series_only: false,
         }
     }
 }

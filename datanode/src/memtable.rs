@@ -103,6 +103,29 @@ impl Memtable {
         rows
     }
 
+    /// The series that `keep` accepts with a row in `start..end`, each with its first
+    /// timestamp there.
+    pub fn series(
+        &self,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+    ) -> Vec<(Vec<String>, i64)> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.series
+            .iter()
+            .filter(|(tags, _)| keep(tags))
+            .filter_map(|(tags, points)| {
+                let (ts, _) = points
+                    .range((Bound::Included(start), Bound::Excluded(end)))
+                    .next()?;
+                Some((tags.clone(), *ts))
+            })
+            .collect()
+    }
+
     /// Rows of the series that `keep` accepts with `ts` in `start..end`, in (series, ts)
     /// order, at most `limit`.
     pub fn scan(

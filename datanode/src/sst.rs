@@ -171,16 +171,22 @@ pub fn encode(
     Ok((bytes, meta))
 }
 
-/// Reads the rows of an SST with `ts` in `start..end` whose series `keep` accepts, each
-/// with its sequence, in (series, ts) order, shaped to `schema` (fields the file predates
-/// read as null). Errors name what is wrong with the file.
-pub fn read(
+/// An SST's footer: the Parquet reader, the file's schema, its series index, and the
+/// row ranges of the row groups whose time range overlaps `start..end`.
+struct Footer {
+    builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+    file_schema: RegionSchema,
+    series: Vec<SeriesEntry>,
+    total_rows: u64,
+    wanted_groups: Vec<(u64, u64)>,
+}
+
+fn read_footer(
     bytes: bytes::Bytes,
     schema: &RegionSchema,
     start: i64,
     end: i64,
-    keep: impl Fn(&[String]) -> bool,
-) -> Result<Vec<(u64, Row)>, String> {
+) -> Result<Footer, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| format!("not a readable Parquet file: {e}"))?;
     let metadata = builder.metadata().clone();
@@ -207,8 +213,7 @@ pub fn read(
     }
     let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
 
-    // Rows worth reading: those of matching series, within row groups whose time range
-    // overlaps the request.
+    // Row groups whose time range overlaps the request.
     let ts_column = file_schema.tags.len();
     let mut wanted_groups: Vec<(u64, u64)> = Vec::new();
     let mut group_start = 0u64;
@@ -226,21 +231,77 @@ pub fn read(
         }
         group_start += group_rows;
     }
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for entry in series.iter().filter(|entry| keep(&entry.tags)) {
+    Ok(Footer {
+        builder,
+        file_schema,
+        series,
+        total_rows,
+        wanted_groups,
+    })
+}
+
+impl Footer {
+    /// The row ranges of a series' rows inside the wanted row groups.
+    fn ranges(&self, entry: &SeriesEntry) -> Result<Vec<(u64, u64)>, String> {
         let (from, to) = (entry.first_row, entry.first_row + entry.rows);
-        if to > total_rows {
+        if to > self.total_rows {
             return Err(format!(
-                "series index points past the file's {total_rows} rows"
+                "series index points past the file's {} rows",
+                self.total_rows
             ));
         }
-        for &(group_from, group_to) in &wanted_groups {
-            let (a, b) = (from.max(group_from), to.min(group_to));
-            if a < b {
-                ranges.push((a, b));
-            }
+        Ok(self
+            .wanted_groups
+            .iter()
+            .map(|&(group_from, group_to)| (from.max(group_from), to.min(group_to)))
+            .filter(|(a, b)| a < b)
+            .collect())
+    }
+}
+
+/// The series of an SST that `keep` accepts and that have rows in a row group
+/// overlapping `start..end`, from the footer's series index alone (no sample is
+/// decoded), in series order.
+pub fn series(
+    bytes: bytes::Bytes,
+    schema: &RegionSchema,
+    start: i64,
+    end: i64,
+    keep: impl Fn(&[String]) -> bool,
+) -> Result<Vec<Vec<String>>, String> {
+    let footer = read_footer(bytes, schema, start, end)?;
+    let mut out = Vec::new();
+    for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
+        if !footer.ranges(entry)?.is_empty() {
+            out.push(entry.tags.clone());
         }
     }
+    Ok(out)
+}
+
+/// Reads the rows of an SST with `ts` in `start..end` whose series `keep` accepts, each
+/// with its sequence, in (series, ts) order, shaped to `schema` (fields the file predates
+/// read as null). Errors name what is wrong with the file.
+pub fn read(
+    bytes: bytes::Bytes,
+    schema: &RegionSchema,
+    start: i64,
+    end: i64,
+    keep: impl Fn(&[String]) -> bool,
+) -> Result<Vec<(u64, Row)>, String> {
+    let footer = read_footer(bytes, schema, start, end)?;
+    let ts_column = footer.file_schema.tags.len();
+    // Rows worth reading: those of matching series, within row groups whose time range
+    // overlaps the request.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
+        ranges.extend(footer.ranges(entry)?);
+    }
+    let Footer {
+        builder,
+        file_schema,
+        ..
+    } = footer;
     if ranges.is_empty() {
         return Ok(Vec::new());
     }

@@ -61,6 +61,77 @@ fn matcher(tag: &str, op: MatchOp, value: &str) -> TagMatcher {
 }
 
 #[test]
+fn series_only_scans_list_each_series_once_from_memtables_and_sst_indexes() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(1));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        // Two series end up in an SST covering 1000..=2000; then "a" gets a memtable row
+        // much later, and "c" one only in the memtable.
+        engine
+            .write(
+                R1,
+                vec![
+                    row("a", "x", 1000, 1.0),
+                    row("a", "x", 2000, 2.0),
+                    row("b", "y", 1500, 3.0),
+                ],
+            )
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine
+            .write(R1, vec![row("a", "x", 9000, 4.0), row("c", "x", 9500, 5.0)])
+            .await
+            .unwrap();
+        let series = |start_ms: i64, end_ms: i64, matchers: Vec<TagMatcher>| {
+            let engine = engine.clone();
+            async move {
+                let request = ScanRequest {
+                    start_ms,
+                    end_ms,
+                    matchers,
+                    series_only: true,
+                    ..ScanRequest::all()
+                };
+                let rows = engine.scan(R1, &request).await.unwrap();
+                for row in &rows {
+                    assert_eq!(row.fields, [Value::Null], "series rows carry no sample");
+                    assert!((start_ms..end_ms).contains(&row.ts), "{row:?}");
+                }
+                rows.into_iter().map(|row| row.tags).collect::<Vec<_>>()
+            }
+        };
+        let tags = |pairs: &[(&str, &str)]| -> Vec<Vec<String>> {
+            pairs
+                .iter()
+                .map(|(host, dc)| vec![host.to_string(), dc.to_string()])
+                .collect()
+        };
+        assert_eq!(
+            series(i64::MIN, i64::MAX, vec![]).await,
+            tags(&[("a", "x"), ("b", "y"), ("c", "x")]),
+            "each series once, in series order"
+        );
+        assert_eq!(
+            series(0, 5000, vec![]).await,
+            tags(&[("a", "x"), ("b", "y")]),
+            "only the SST overlaps"
+        );
+        assert_eq!(
+            series(5000, 10_000, vec![]).await,
+            tags(&[("a", "x"), ("c", "x")]),
+            "only memtable rows lie in the range"
+        );
+        assert_eq!(
+            series(0, 10_000, vec![matcher("dc", MatchOp::Equal, "x")]).await,
+            tags(&[("a", "x"), ("c", "x")])
+        );
+        assert!(series(3000, 8000, vec![]).await.is_empty());
+    })
+}
+
+#[test]
 fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winning() {
     on_shard(|_| async {
         let disk = Disk::sim(SimDisk::new(1));
@@ -642,6 +713,7 @@ fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
             start_ms: 100,
             end_ms: 200,
             limit: None,
+            series_only: false,
         };
         let rows = engine.scan(R1, &h3).await.unwrap();
         assert!(rows

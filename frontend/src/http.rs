@@ -450,12 +450,11 @@ async fn matching_series(
     let mut all = std::collections::BTreeSet::new();
     for selector in selectors {
         let matchers = promql::parse_series_selector(selector)?;
-        for series in store
-            .select(&matchers, start, end.saturating_add(1))
-            .await?
-        {
-            all.insert(series.labels);
-        }
+        all.extend(
+            store
+                .series(&matchers, start, end.saturating_add(1))
+                .await?,
+        );
     }
     Ok(all.into_iter().collect())
 }
@@ -533,14 +532,13 @@ async fn label_values(
         let mut values = std::collections::BTreeSet::new();
         if selectors.is_empty() {
             let matchers = [label_matcher(&name, MatchOp::NotEqual, "")];
-            for series in frontend
+            for labels in frontend
                 .store
-                .select(&matchers, start, end.saturating_add(1))
+                .series(&matchers, start, end.saturating_add(1))
                 .await?
             {
                 values.extend(
-                    series
-                        .labels
+                    labels
                         .into_iter()
                         .filter(|(n, _)| *n == name)
                         .map(|(_, v)| v),

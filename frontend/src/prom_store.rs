@@ -76,6 +76,9 @@ pub struct SeriesSamples {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// One series as a region scan returns it: its tags, its labels, its samples.
+type RegionSeries = (Vec<String>, Labels, Vec<(i64, f64)>);
+
 /// What a write stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -249,6 +252,34 @@ impl PromStore {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
+        self.scan(matchers, start_ms, end_ms, false).await
+    }
+
+    /// The label sets of the series matching every matcher with data in
+    /// `start_ms..end_ms`, answered from the regions' series indexes without reading
+    /// samples (a series counts when a stored file holding it overlaps the range, as a
+    /// Prometheus block does).
+    pub async fn series(
+        &self,
+        matchers: &[TagMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, StoreError> {
+        Ok(self
+            .scan(matchers, start_ms, end_ms, true)
+            .await?
+            .into_iter()
+            .map(|series| series.labels)
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        matchers: &[TagMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        series_only: bool,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
         let catalog = self.meta.catalog();
         let layout = metric_regions(&catalog, &self.database)?;
         let request = ScanRequest {
@@ -256,19 +287,30 @@ impl PromStore {
             end_ms,
             matchers: matchers.to_vec(),
             limit: None,
+            series_only,
         };
         let scans = layout
             .regions
             .iter()
             .map(|(region, _)| self.regions.scan(*region, request.clone()));
         let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        // A region returns each series' rows together: collect them per series, and
+        // merge a series' samples from several regions once per series, not per row.
+        let mut flush = |current: Option<RegionSeries>| {
+            if let Some((_, labels, samples)) = current {
+                series.entry(labels).or_default().extend(samples);
+            }
+        };
         for outcome in join_all(scans).await {
-            let mut current: Option<(Vec<String>, Labels)> = None;
+            let mut current: Option<RegionSeries> = None;
             for row in outcome? {
-                let Some(Value::Float64(value)) = row.fields.first() else {
-                    continue;
+                let value = match row.fields.first() {
+                    Some(Value::Float64(value)) => Some(*value),
+                    // A series-only row carries no value.
+                    _ if series_only => None,
+                    _ => continue,
                 };
-                if current.as_ref().is_none_or(|(tags, _)| *tags != row.tags) {
+                if current.as_ref().is_none_or(|(tags, ..)| *tags != row.tags) {
                     let mut labels: Vec<(String, String)> = row
                         .tags
                         .iter()
@@ -277,14 +319,14 @@ impl PromStore {
                         .map(|(value, name)| (name.clone(), value.clone()))
                         .collect();
                     labels.sort();
-                    current = Some((row.tags.clone(), labels));
+                    flush(current.replace((row.tags, labels, Vec::new())));
                 }
-                let (_, labels) = current.as_ref().expect("set above");
-                series
-                    .entry(labels.clone())
-                    .or_default()
-                    .push((row.ts, *value));
+                let (.., samples) = current.as_mut().expect("set above");
+                if let Some(value) = value {
+                    samples.push((row.ts, value));
+                }
             }
+            flush(current);
         }
         Ok(series
             .into_iter()

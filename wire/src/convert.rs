@@ -167,6 +167,7 @@ pub fn scan<'b>(
             end_ms: request.end_ms,
             matchers: Some(matchers),
             limit: request.limit.map(|limit| limit as u64),
+            series_only: request.series_only,
         },
     )
 }
@@ -193,6 +194,7 @@ pub fn read_scan(scan: fb::Scan<'_>) -> Result<(RegionId, ScanRequest), ConvertE
             limit: scan
                 .limit()
                 .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
+            series_only: scan.series_only(),
         },
     ))
 }
@@ -260,6 +262,7 @@ mod tests {
                 value: "a.*".into(),
             }],
             limit: Some(5),
+            series_only: true,
         };
         for request in [request, ScanRequest::all()] {
             let mut builder = FlatBufferBuilder::new();

@@ -159,19 +159,29 @@ pub fn evaluate(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, QueryError
         "holt_winters" => {
             let smoothing = scalar_arg(ev, args[1], t)?;
             let trend = scalar_arg(ev, args[2], t)?;
-            if smoothing <= 0.0 || smoothing >= 1.0 {
+            // Prometheus checks the factors where it smooths a series, so only a query
+            // that has a series to smooth fails.
+            let smoothed_any = std::cell::Cell::new(false);
+            let valid = smoothing > 0.0 && smoothing < 1.0 && trend > 0.0 && trend < 1.0;
+            let out = over_range(ev, call, &args, t, 0, |_, points, _| {
+                smoothed_any.set(true);
+                if valid {
+                    holt_winters(points, smoothing, trend)
+                } else {
+                    None
+                }
+            })?;
+            if smoothed_any.get() && (smoothing <= 0.0 || smoothing >= 1.0) {
                 return Err(QueryError::Execution(format!(
                     "invalid smoothing factor. Expected: 0 < sf < 1, got: {smoothing:.6}"
                 )));
             }
-            if trend <= 0.0 || trend >= 1.0 {
+            if smoothed_any.get() && (trend <= 0.0 || trend >= 1.0) {
                 return Err(QueryError::Execution(format!(
                     "invalid trend factor. Expected: 0 < tf < 1, got: {trend:.6}"
                 )));
             }
-            over_range(ev, call, &args, t, 0, |_, points, _| {
-                holt_winters(points, smoothing, trend)
-            })
+            Ok(out)
         }
         "resets" => over_range(ev, call, &args, t, 0, |_, points, _| {
             let resets = points

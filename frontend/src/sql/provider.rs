@@ -279,6 +279,7 @@ impl TableProvider for RegionTable {
                     matchers: pushed.matchers,
                     // Only without filters does the first N rows answer the query.
                     limit: if filters.is_empty() { limit } else { None },
+                    series_only: false,
                 };
                 let mut rows = self
                     .tables

@@ -2581,6 +2581,7 @@ impl<'a> Scan<'a> {
   pub const VT_END_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_MATCHERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SERIES_ONLY: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2597,6 +2598,7 @@ impl<'a> Scan<'a> {
     builder.add_start_ms(args.start_ms);
     if let Some(x) = args.matchers { builder.add_matchers(x); }
     if let Some(x) = args.region { builder.add_region(x); }
+    builder.add_series_only(args.series_only);
     builder.finish()
   }
 
@@ -2636,6 +2638,14 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Scan::VT_LIMIT, None)}
   }
+  /// One row per matching series, from the series indexes (core::data::ScanRequest).
+  #[inline]
+  pub fn series_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Scan::VT_SERIES_ONLY, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -2649,6 +2659,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<i64>("end_ms", Self::VT_END_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TagMatcher>>>>("matchers", Self::VT_MATCHERS, true)?
      .visit_field::<u64>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<bool>("series_only", Self::VT_SERIES_ONLY, false)?
      .finish();
     Ok(())
   }
@@ -2659,6 +2670,7 @@ pub struct ScanArgs<'a> {
     pub end_ms: i64,
     pub matchers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TagMatcher<'a>>>>>,
     pub limit: Option<u64>,
+    pub series_only: bool,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -2669,6 +2681,7 @@ impl<'a> Default for ScanArgs<'a> {
       end_ms: 0,
       matchers: None, // required field
       limit: None,
+      series_only: false,
     }
   }
 }
@@ -2699,6 +2712,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<u64>(Scan::VT_LIMIT, limit);
   }
   #[inline]
+  pub fn add_series_only(&mut self, series_only: bool) {
+    self.fbb_.push_slot::<bool>(Scan::VT_SERIES_ONLY, series_only, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -2723,6 +2740,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("end_ms", &self.end_ms());
       ds.field("matchers", &self.matchers());
       ds.field("limit", &self.limit());
+      ds.field("series_only", &self.series_only());
       ds.finish()
   }
 }
