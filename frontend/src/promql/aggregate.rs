@@ -33,6 +33,12 @@ pub fn evaluate(ev: &Evaluator, expr: &AggregateExpr, t: i64) -> Result<Value, Q
         Some(LabelModifier::Include(labels)) => (false, labels.labels.clone()),
         Some(LabelModifier::Exclude(labels)) => (true, labels.labels.clone()),
     };
+    // A series' group is worked out once per query, not once per step (count_values,
+    // which makes new label sets every step, works it out each time).
+    let node = expr as *const AggregateExpr as usize;
+    let remembered_group = |labels: &Labels| {
+        ev.derived_labels(node, labels, |labels| group_of(labels, &grouping, without))
+    };
     let scalar_param = || -> Result<f64, QueryError> {
         match &param {
             Some(Value::Scalar(value)) => Ok(*value),
@@ -58,8 +64,7 @@ pub fn evaluate(ev: &Evaluator, expr: &AggregateExpr, t: i64) -> Result<Value, Q
             }
             Ok(Value::Vector(top_k(
                 input,
-                &grouping,
-                without,
+                remembered_group,
                 usize::try_from(k).unwrap_or(usize::MAX),
                 op == T_TOPK,
             )))
@@ -87,15 +92,18 @@ pub fn evaluate(ev: &Evaluator, expr: &AggregateExpr, t: i64) -> Result<Value, Q
                 })
                 .collect();
             Ok(Value::Vector(aggregate(
-                T_COUNT, relabelled, &grouping, without, 0.0,
+                T_COUNT,
+                relabelled,
+                |labels: &Labels| group_of(labels, &grouping, without),
+                0.0,
             )))
         }
         T_QUANTILE => {
             let q = scalar_param()?;
-            Ok(Value::Vector(aggregate(op, input, &grouping, without, q)))
+            Ok(Value::Vector(aggregate(op, input, remembered_group, q)))
         }
         T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR => {
-            Ok(Value::Vector(aggregate(op, input, &grouping, without, 0.0)))
+            Ok(Value::Vector(aggregate(op, input, remembered_group, 0.0)))
         }
         _ => Err(QueryError::BadData(format!(
             "aggregation {} is not part of Prometheus 2.42's PromQL",
@@ -125,17 +133,17 @@ struct Group {
     values: Vec<f64>,
 }
 
+/// Aggregates `input` per group (`group`: a sample's labels → its group's labels).
 fn aggregate(
     op: u16,
     input: Vec<Sample>,
-    grouping: &[String],
-    without: bool,
+    group: impl Fn(&Labels) -> Labels,
     q: f64,
 ) -> Vec<Sample> {
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for sample in input {
-        let key = group_of(&sample.labels, grouping, without);
+        let key = group(&sample.labels);
         let v = sample.value;
         let Some(&at) = index.get(&key) else {
             index.insert(key.clone(), groups.len());
@@ -239,15 +247,14 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
 /// binary heap exactly as Prometheus keeps them, so that ties resolve the same way.
 fn top_k(
     input: Vec<Sample>,
-    grouping: &[String],
-    without: bool,
+    group: impl Fn(&Labels) -> Labels,
     k: usize,
     top: bool,
 ) -> Vec<Sample> {
     let mut heaps: Vec<GoHeap> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for sample in input {
-        let key = group_of(&sample.labels, grouping, without);
+        let key = group(&sample.labels);
         let Some(&at) = index.get(&key) else {
             index.insert(key, heaps.len());
             heaps.push(GoHeap {
@@ -387,11 +394,32 @@ mod tests {
         let values = |out: Vec<Sample>| out.iter().map(|s| s.value).collect::<Vec<_>>();
         let by_g = ["g".to_string()];
         assert_eq!(
-            values(top_k(input(), &by_g, false, 2, true)),
+            values(top_k(
+                input(),
+                |l: &Labels| group_of(l, &by_g, false),
+                2,
+                true
+            )),
             [5.0, 3.0, 2.0]
         );
-        assert_eq!(values(top_k(input(), &[], false, 2, false)), [1.0, 2.0]);
-        assert_eq!(values(top_k(input(), &[], false, 1, true)), [5.0]);
+        assert_eq!(
+            values(top_k(
+                input(),
+                |l: &Labels| group_of(l, &[], false),
+                2,
+                false
+            )),
+            [1.0, 2.0]
+        );
+        assert_eq!(
+            values(top_k(
+                input(),
+                |l: &Labels| group_of(l, &[], false),
+                1,
+                true
+            )),
+            [5.0]
+        );
     }
 
     #[test]
@@ -406,7 +434,8 @@ mod tests {
             sample(&[("i", "7")], 7.0),
             sample(&[("i", "8")], 9.0),
         ];
-        let one = |op| aggregate(op, input.clone(), &[], false, 0.0)[0].value;
+        let one =
+            |op| aggregate(op, input.clone(), |l: &Labels| group_of(l, &[], false), 0.0)[0].value;
         assert_eq!(one(T_STDDEV), 2.0);
         assert_eq!(one(T_STDVAR), 4.0);
         assert_eq!(one(T_AVG), 5.0);
@@ -414,7 +443,12 @@ mod tests {
         assert_eq!(one(T_SUM), 40.0);
         assert_eq!(one(T_MIN), 2.0);
         assert_eq!(one(T_MAX), 9.0);
-        let by_name = aggregate(T_SUM, input, &["i".to_string()], true, 0.0);
+        let by_name = aggregate(
+            T_SUM,
+            input,
+            |l: &Labels| group_of(l, &["i".to_string()], true),
+            0.0,
+        );
         assert_eq!(by_name.len(), 1, "without(i) leaves one group");
     }
 }

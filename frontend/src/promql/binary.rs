@@ -27,6 +27,7 @@ pub fn evaluate(ev: &Evaluator, expr: &BinaryExpr, t: i64) -> Result<Value, Quer
     match (lhs, rhs) {
         (Value::Scalar(l), Value::Scalar(r)) => Ok(Value::Scalar(scalar_binop(op, l, r)?)),
         (Value::Vector(vector), Value::Scalar(scalar)) => Ok(Value::Vector(vector_scalar(
+            ev,
             op,
             vector,
             scalar,
@@ -34,6 +35,7 @@ pub fn evaluate(ev: &Evaluator, expr: &BinaryExpr, t: i64) -> Result<Value, Quer
             return_bool,
         )?)),
         (Value::Scalar(scalar), Value::Vector(vector)) => Ok(Value::Vector(vector_scalar(
+            ev,
             op,
             vector,
             scalar,
@@ -104,6 +106,7 @@ fn scalar_binop(op: Op, lhs: f64, rhs: f64) -> Result<f64, QueryError> {
 }
 
 fn vector_scalar(
+    ev: &Evaluator,
     op: Op,
     vector: Vec<Sample>,
     scalar: f64,
@@ -128,7 +131,7 @@ fn vector_scalar(
         }
         if keep {
             let labels = if drops_metric_name(op) || return_bool {
-                drop_metric_name(&sample.labels)
+                ev.without_name(&sample.labels)
             } else {
                 sample.labels
             };

@@ -11,7 +11,7 @@
 //! [`fetch_windows`]) and hands them in as [`Fetched`]. The only outside input is the
 //! clock read that enforces the query's deadline.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -161,7 +161,15 @@ pub struct Evaluator<'a> {
     limits: Limits,
     /// Samples fetched and points produced so far, for `limits.samples_max`.
     samples: Cell<usize>,
+    /// Derived label sets by (what derived them, the source set's address): a series'
+    /// labels without its name are computed once per query, not once per step. The
+    /// source set is kept alive with its entry, so its address cannot be reused.
+    derived_labels: RefCell<HashMap<(usize, usize), (Labels, Labels)>>,
 }
+
+/// At most this many derived label sets are remembered per query; beyond, they are
+/// computed each time.
+const DERIVED_LABELS_MAX: usize = 1 << 20;
 
 /// The read window of a range vector at one step, for the functions that extrapolate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +195,7 @@ impl<'a> Evaluator<'a> {
             subquery_step_ms,
             limits,
             samples: Cell::new(0),
+            derived_labels: RefCell::new(HashMap::new()),
         };
         let fetched_samples = fetched
             .values()
@@ -220,6 +229,34 @@ impl<'a> Evaluator<'a> {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// `derive(labels)`, remembered for the query under `context` (0 for dropping the
+    /// metric name; an expression node's address for what that node derives).
+    pub fn derived_labels(
+        &self,
+        context: usize,
+        labels: &Labels,
+        derive: impl FnOnce(&Labels) -> Labels,
+    ) -> Labels {
+        let key = (
+            context,
+            std::sync::Arc::as_ptr(labels) as *const u8 as usize,
+        );
+        if let Some((_, derived)) = self.derived_labels.borrow().get(&key) {
+            return derived.clone();
+        }
+        let derived = derive(labels);
+        let mut cache = self.derived_labels.borrow_mut();
+        if cache.len() < DERIVED_LABELS_MAX {
+            cache.insert(key, (labels.clone(), derived.clone()));
+        }
+        derived
+    }
+
+    /// `labels` without `__name__`.
+    pub fn without_name(&self, labels: &Labels) -> Labels {
+        self.derived_labels(0, labels, drop_metric_name)
     }
 
     /// The time a node with `@`/`offset` reads at when evaluated at `t`.
@@ -264,7 +301,7 @@ impl<'a> Evaluator<'a> {
                     let negated: Vec<Sample> = samples
                         .into_iter()
                         .map(|sample| Sample {
-                            labels: drop_metric_name(&sample.labels),
+                            labels: self.without_name(&sample.labels),
                             value: -sample.value,
                         })
                         .collect();

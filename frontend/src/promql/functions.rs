@@ -325,7 +325,7 @@ fn simple(
         vector
             .into_iter()
             .map(|sample| Sample {
-                labels: drop_metric_name(&sample.labels),
+                labels: ev.without_name(&sample.labels),
                 value: f(sample.value),
             })
             .collect(),
@@ -350,7 +350,7 @@ fn over_range(
             let labels = if keep_name {
                 one.labels
             } else {
-                drop_metric_name(&one.labels)
+                ev.without_name(&one.labels)
             };
             out.push(Sample { labels, value });
         }
@@ -367,7 +367,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Value, QueryError> {
             ev.select_instant(selector, t)?
                 .into_iter()
                 .map(|(labels, ts, _)| Sample {
-                    labels: drop_metric_name(&labels),
+                    labels: ev.without_name(&labels),
                     value: ts as f64 / 1000.0,
                 })
                 .collect(),
@@ -378,7 +378,7 @@ fn timestamp(ev: &Evaluator, arg: &Expr, t: i64) -> Result<Value, QueryError> {
         vector
             .into_iter()
             .map(|sample| Sample {
-                labels: drop_metric_name(&sample.labels),
+                labels: ev.without_name(&sample.labels),
                 value: t as f64 / 1000.0,
             })
             .collect(),
@@ -615,7 +615,7 @@ fn date_function(ev: &Evaluator, name: &str, args: &[&Expr], t: i64) -> Result<V
             _ => f64::from(days_in_month(date.year(), date.month())),
         };
         out.push(Sample {
-            labels: drop_metric_name(&sample.labels),
+            labels: ev.without_name(&sample.labels),
             value,
         });
     }
