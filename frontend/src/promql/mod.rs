@@ -637,6 +637,23 @@ mod tests {
             matches!(&error, QueryError::Execution(m) if m.contains("smoothing factor")),
             "{error:?}"
         );
+        // A deadline already passed stops a range evaluation at its first step.
+        let expr = parse("c_total").unwrap();
+        let passed = time::now() - Duration::from_secs(1);
+        let range = EvalRange {
+            start_ms: 0,
+            end_ms: MIN,
+            step_ms: 1000,
+            lookback_ms: LOOKBACK_MS_DEFAULT,
+        };
+        let error = run(
+            &expr,
+            &Fetched::new(),
+            range,
+            QueryLimits::default(),
+            Some(passed),
+        );
+        assert!(matches!(error, Err(QueryError::Timeout(m)) if m.contains("timed out")));
         let error = instant(&data, "sort_by_label(c_total)", MIN).unwrap_err();
         assert!(matches!(error, QueryError::BadData(_)), "not in 2.42");
         assert!(parse_series_selector("sum(up)").is_err());
