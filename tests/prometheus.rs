@@ -13,14 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The raw samples of `selector` over the `range_s` seconds before `time`, as text.
 fn raw(base: &str, selector: &str, time: f64, range_s: u32) -> Vec<(String, Vec<(f64, String)>)> {
     let reply = get_query(
@@ -41,17 +33,7 @@ fn raw(base: &str, selector: &str, time: f64, range_s: u32) -> Vec<(String, Vec<
 
 #[test]
 fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
-    let which = Command::new("sh")
-        .args(["-c", "command -v prometheus"])
-        .output()
-        .unwrap();
-    if !which.status.success() {
-        let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "prometheus is not installed (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
+    if !prometheus_available() {
         return;
     }
 

@@ -768,27 +768,9 @@ fn compare(sorted: bool, expected: &Answer, actual: &Answer) -> Result<(), Strin
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn promql_answers_match_prometheus() {
-    let which = Command::new("sh")
-        .args(["-c", "command -v prometheus"])
-        .output()
-        .unwrap();
-    if !which.status.success() {
-        let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "prometheus is not installed (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
+    if !prometheus_available() {
         return;
     }
     // Parse the query file first: a malformed file fails before any process starts.

@@ -9,6 +9,17 @@
 
 use hdrhistogram::Histogram;
 
+/// `--target name=url` arguments as (name, url without a trailing slash).
+pub fn parse_targets(targets: &[String]) -> Vec<(String, String)> {
+    targets
+        .iter()
+        .map(|target| {
+            let (name, url) = target.split_once('=').expect("--target takes name=url");
+            (name.to_string(), url.trim_end_matches('/').to_string())
+        })
+        .collect()
+}
+
 /// Latencies of one benchmark case, in nanoseconds.
 pub struct LatencyRecorder {
     pub name: String,

@@ -1027,30 +1027,15 @@ impl ShardEngine {
             for frozen in &region.frozen {
                 rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep));
             }
-            let files: Vec<SstMeta> = region
-                .manifest
-                .files
-                .iter()
-                .filter(|f| f.max_ts >= request.start_ms && f.min_ts < request.end_ms)
-                .cloned()
-                .collect();
+            let files = files_in_range(region, request);
             let one_memtable = region.frozen.is_empty() && files.is_empty();
             (filter, schema, rows, files, one_memtable)
         };
         for file in files {
-            let key = sst_key(&self.root, id, file.file_id);
-            let bytes = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
-            let read = sst::read(
-                bytes.into(),
-                &schema,
-                request.start_ms,
-                request.end_ms,
-                |tags| filter.keeps(tags),
-            )
+            let (key, bytes) = self.read_sst(id, &file).await?;
+            let read = sst::read(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+                filter.keeps(tags)
+            })
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
             rows.extend(read);
         }
@@ -1071,7 +1056,33 @@ impl ShardEngine {
     }
 }
 
+/// The region's SSTs whose time range overlaps the request's.
+fn files_in_range(region: &Region, request: &ScanRequest) -> Vec<SstMeta> {
+    region
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.max_ts >= request.start_ms && f.min_ts < request.end_ms)
+        .cloned()
+        .collect()
+}
+
 impl ShardEngine {
+    /// An SST's object key and bytes.
+    async fn read_sst(
+        &self,
+        id: RegionId,
+        file: &SstMeta,
+    ) -> Result<(String, bytes::Bytes), EngineError> {
+        let key = sst_key(&self.root, id, file.file_id);
+        let bytes = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
+        Ok((key, bytes.into()))
+    }
+
     /// A series-only scan (see [`ScanRequest::series_only`]): one row per series, with
     /// null fields, from the memtables and the SSTs' series indexes.
     async fn scan_series(
@@ -1095,29 +1106,14 @@ impl ShardEngine {
                     *first = (*first).min(ts);
                 }
             }
-            let files: Vec<SstMeta> = region
-                .manifest
-                .files
-                .iter()
-                .filter(|f| f.max_ts >= request.start_ms && f.min_ts < request.end_ms)
-                .cloned()
-                .collect();
+            let files = files_in_range(region, request);
             (filter, schema, series, files)
         };
         for file in files {
-            let key = sst_key(&self.root, id, file.file_id);
-            let bytes = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
-            let found = sst::series(
-                bytes.into(),
-                &schema,
-                request.start_ms,
-                request.end_ms,
-                |tags| filter.keeps(tags),
-            )
+            let (key, bytes) = self.read_sst(id, &file).await?;
+            let found = sst::series(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+                filter.keeps(tags)
+            })
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
             let ts = file.min_ts.max(request.start_ms);
             for tags in found {

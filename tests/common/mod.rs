@@ -252,3 +252,31 @@ pub fn matrix(result: &serde_json::Value) -> Vec<(serde_json::Value, Vec<(f64, S
         })
         .collect()
 }
+
+/// A free TCP port on loopback, for a peer process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether Debian's `prometheus` is on PATH. Without it a test says so and passes,
+/// unless `METRONOME_REQUIRE_PROMETHEUS=1` (set by `.ci/run`, which installs it).
+pub fn prometheus_available() -> bool {
+    let which = Command::new("sh")
+        .args(["-c", "command -v prometheus"])
+        .output()
+        .unwrap();
+    if which.status.success() {
+        return true;
+    }
+    let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "prometheus is not installed (apt-get install prometheus)"
+    );
+    eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
+    false
+}

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use metronome_benches::{markdown_table, LatencyRecorder};
+use metronome_benches::{markdown_table, parse_targets, LatencyRecorder};
 use metronome_frontend::remote_write::v1;
 use prost::Message;
 
@@ -282,14 +282,7 @@ fn run_round(
 
 fn main() {
     let args = Args::parse();
-    let targets: Vec<(String, String)> = args
-        .targets
-        .iter()
-        .map(|t| {
-            let (name, url) = t.split_once('=').expect("--target takes name=url");
-            (name.to_string(), url.trim_end_matches('/').to_string())
-        })
-        .collect();
+    let targets = parse_targets(&args.targets);
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use metronome_benches::{markdown_table, LatencyRecorder};
+use metronome_benches::{markdown_table, parse_targets, LatencyRecorder};
 use metronome_frontend::remote_write::v1;
 use prost::Message;
 
@@ -169,14 +169,7 @@ fn run_round(args: &Args, url: &str, name: &str, first_index: usize, start_ms: i
 
 fn main() {
     let args = Args::parse();
-    let targets: Vec<(String, String)> = args
-        .targets
-        .iter()
-        .map(|t| {
-            let (name, url) = t.split_once('=').expect("--target takes name=url");
-            (name.to_string(), url.to_string())
-        })
-        .collect();
+    let targets = parse_targets(&args.targets);
     // Recent sample times: receivers (Prometheus among them) refuse samples far in the past.
     let start_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -119,28 +119,8 @@ pub fn format_labels(labels: &[(String, String)]) -> String {
     out
 }
 
-/// Whether `name` is a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
-pub fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it (the shortest
-/// representation that reads back exactly, never in exponent form).
-pub fn format_float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value == f64::INFINITY {
-        "+Inf".to_string()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else {
-        format!("{value}")
-    }
-}
+pub use crate::http::format_value as format_float;
+pub use crate::remote_write::is_valid_label_name;
 
 /// Go's `math.Max`: NaN if either is NaN (Rust's `f64::max` ignores NaN).
 pub fn go_max(a: f64, b: f64) -> f64 {
