@@ -208,6 +208,10 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(shards_config.count).clamp(1, 8))
         .thread_name("frontend")
+        // PromQL parsing and evaluation recurse over the expression; the queries' depth
+        // is bounded (`promql::NESTING_MAX`), and 8 MiB keeps that bound far from the
+        // end of the stack in every build.
+        .thread_stack_size(8 << 20)
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the frontend runtime: {error}"))?;

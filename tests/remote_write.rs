@@ -339,6 +339,16 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     );
     assert_eq!(reply.status, 422);
     assert_eq!(reply.json()["errorType"], "execution");
+    // A query nested deep enough to overflow a stack is refused, and the server lives.
+    let deep = format!("query={}1{}", "(".repeat(20_000), ")".repeat(20_000));
+    let reply = post(
+        &format!("http://{http}/api/v1/query"),
+        "application/x-www-form-urlencoded",
+        None,
+        deep.as_bytes(),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("nests deeper"), "{}", reply.body);
 
     let metrics = get(&format!("http://{http}/metrics"));
     assert_eq!(metrics.status, 200);

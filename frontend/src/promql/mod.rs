@@ -38,6 +38,13 @@ use crate::remote_write::STALE_NAN_BITS;
 use eval::{Evaluator, Fetched, FetchedSeries, Limits};
 use value::Value;
 
+/// How deeply a query may nest parentheses, brackets and braces, and how many operator
+/// characters and words it may hold. Parsing, evaluating and dropping an expression
+/// recurse over its depth; past these bounds a query is refused before parsing, where a
+/// deeper one would overflow the thread's stack and take the process down.
+pub const NESTING_MAX: usize = 256;
+pub const OPERATORS_MAX: usize = 4096;
+
 /// Prometheus' default lookback delta.
 pub const LOOKBACK_MS_DEFAULT: i64 = 5 * 60 * 1000;
 /// A range query may have at most this many steps per series (Prometheus' limit).
@@ -133,6 +140,60 @@ impl Default for QueryLimits {
     }
 }
 
+/// Refuses a query deeper than [`NESTING_MAX`] or with more than [`OPERATORS_MAX`]
+/// operators (counted generously: characters of `+-*/%^=!<>` and the words `and`, `or`,
+/// `unless`, `atan2` outside string literals).
+fn check_depth(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut chars = text.chars().peekable();
+    let mut word = String::new();
+    let end_word = |word: &mut String, operators: &mut usize| {
+        if matches!(word.as_str(), "and" | "or" | "unless" | "atan2") {
+            *operators += 1;
+        }
+        word.clear();
+    };
+    while let Some(c) = chars.next() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        end_word(&mut word, &mut operators);
+        match c {
+            '"' | '\'' | '`' => {
+                // Skip the string literal; only `"` and `'` strings have escapes.
+                while let Some(inner) = chars.next() {
+                    if inner == '\\' && c != '`' {
+                        chars.next();
+                    } else if inner == c {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > NESTING_MAX {
+                    return Err(format!(
+                        "the query nests deeper than {NESTING_MAX} parentheses, brackets or braces"
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '^' | '=' | '!' | '<' | '>' => operators += 1,
+            _ => {}
+        }
+        if operators > OPERATORS_MAX {
+            return Err(format!("the query has more than {OPERATORS_MAX} operators"));
+        }
+    }
+    end_word(&mut word, &mut operators);
+    if operators > OPERATORS_MAX {
+        return Err(format!("the query has more than {OPERATORS_MAX} operators"));
+    }
+    Ok(())
+}
+
 /// Parses PromQL as Prometheus 2.42 does. `promql-parser` follows Prometheus 3, which
 /// renamed `holt_winters` to `double_exponential_smoothing`; 2.42's name is registered
 /// once, with 2.42's signature.
@@ -149,6 +210,7 @@ fn parse(text: &str) -> Result<Expr, String> {
             false,
         )]);
     });
+    check_depth(text)?;
     parser::parse(text)
 }
 
@@ -654,6 +716,27 @@ mod tests {
             Some(passed),
         );
         assert!(matches!(error, Err(QueryError::Timeout(m)) if m.contains("timed out")));
+        // Too deep or too long to evaluate safely: refused before parsing.
+        let deep = format!(
+            "{}1{}",
+            "(".repeat(NESTING_MAX + 1),
+            ")".repeat(NESTING_MAX + 1)
+        );
+        assert!(
+            matches!(instant(&data, &deep, 0), Err(QueryError::BadData(m)) if m.contains("nests"))
+        );
+        let long = vec!["1"; OPERATORS_MAX + 2].join(" + ");
+        assert!(
+            matches!(instant(&data, &long, 0), Err(QueryError::BadData(m)) if m.contains("operators"))
+        );
+        // Nesting inside strings and label values does not count.
+        let quoted = format!(
+            "label_replace(vector(1), \"a\", \"{}\", \"b\", \"\")",
+            "(".repeat(300)
+        );
+        assert!(instant(&data, &quoted, 0).is_ok());
+        let nested = format!("{}c_total{}", "abs(".repeat(64), ")".repeat(64));
+        assert_eq!(vector(instant(&data, &nested, 0).unwrap()).len(), 1);
         let error = instant(&data, "sort_by_label(c_total)", MIN).unwrap_err();
         assert!(matches!(error, QueryError::BadData(_)), "not in 2.42");
         assert!(parse_series_selector("sum(up)").is_err());
