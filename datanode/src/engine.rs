@@ -934,7 +934,8 @@ impl ShardEngine {
                 // The rows stay in memory (and in the WAL): put them back.
                 Err(_) if !region.manifest.dropped => {
                     let before = region.memtable.bytes();
-                    for (sequence, row) in frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true) {
+                    for (sequence, row) in frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[])
+                    {
                         region.memtable.insert(sequence, row);
                     }
                     let grown = region.memtable.bytes() - before;
@@ -968,7 +969,7 @@ impl ShardEngine {
         file_id: u64,
         schema: &RegionSchema,
     ) -> Result<Option<SstMeta>, EngineError> {
-        let rows = frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true);
+        let rows = frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[]);
         // Rows written before an ALTER ADD COLUMN lack the new fields.
         let rows: Vec<(u64, Row)> = rows
             .into_iter()
@@ -1021,11 +1022,13 @@ impl ShardEngine {
             let filter = SeriesFilter::compile(&schema, &request.matchers)
                 .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
             let keep = |tags: &[String]| filter.keeps(tags);
-            let mut rows = region
-                .memtable
-                .scan_sequenced(request.start_ms, request.end_ms, keep);
+            let equal = filter.equalities();
+            let mut rows =
+                region
+                    .memtable
+                    .scan_sequenced(request.start_ms, request.end_ms, keep, &equal);
             for frozen in &region.frozen {
-                rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep));
+                rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep, &equal));
             }
             let files = files_in_range(region, request);
             let one_memtable = region.frozen.is_empty() && files.is_empty();
@@ -1101,7 +1104,8 @@ impl ShardEngine {
             for memtable in
                 std::iter::once(&region.memtable).chain(region.frozen.iter().map(|m| &**m))
             {
-                for (tags, ts) in memtable.series(request.start_ms, request.end_ms, keep) {
+                let equal = filter.equalities();
+                for (tags, ts) in memtable.series(request.start_ms, request.end_ms, keep, &equal) {
                     let first = series.entry(tags).or_insert(ts);
                     *first = (*first).min(ts);
                 }
@@ -1284,6 +1288,20 @@ impl SeriesFilter {
             conditions.push((index, condition));
         }
         Ok(SeriesFilter { conditions })
+    }
+
+    /// The (tag index, value) equalities every kept series satisfies, for the
+    /// memtables' postings. An empty value also matches a missing tag, so it is left out.
+    fn equalities(&self) -> Vec<(usize, &str)> {
+        self.conditions
+            .iter()
+            .filter_map(|(index, condition)| match (index, condition) {
+                (Some(index), Condition::Equal(value)) if !value.is_empty() => {
+                    Some((*index, value.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn keeps(&self, tags: &[String]) -> bool {
