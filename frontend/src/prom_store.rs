@@ -12,6 +12,7 @@
 //! gap a crash can leave: a label in the catalog that some region never received.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -76,6 +77,30 @@ pub struct SeriesSamples {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// Adds to every region of `layout` the catalog's tags it lacks, in order.
+async fn add_missing_tags(
+    regions: &dyn RegionService,
+    layout: &MetricRegions,
+) -> Result<(), StoreError> {
+    for (region, _) in &layout.regions {
+        let Some(schema) = regions.region_schema(*region).await? else {
+            return Err(StoreError::Internal(format!(
+                "metric region {region} does not exist"
+            )));
+        };
+        if !layout.tags.starts_with(&schema.tags) {
+            return Err(StoreError::Internal(format!(
+                "metric region {region} has tags {:?}, which do not follow the catalog's {:?}",
+                schema.tags, layout.tags
+            )));
+        }
+        for tag in &layout.tags[schema.tags.len()..] {
+            regions.add_tag(*region, tag.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// One series as a region scan returns it: its tags, its labels, its samples.
 type RegionSeries = (Vec<String>, Labels, Vec<(i64, f64)>);
 
@@ -90,6 +115,11 @@ pub struct PromStore {
     database: String,
     meta: Arc<Meta>,
     regions: Arc<dyn RegionService>,
+    /// How many of the layout's tags every region has. The catalog learns new tags
+    /// before the regions do (under the catalog lock); a write whose layout has more
+    /// tags than this waits for that lock, or its rows would be longer than the regions'
+    /// schemas and be refused.
+    applied_tags: AtomicUsize,
 }
 
 impl PromStore {
@@ -110,33 +140,22 @@ impl PromStore {
             .await?;
         let layout = metric_regions(&guard.catalog(), database)?;
         for (region, route) in &layout.regions {
-            let schema = match regions.region_schema(*region).await? {
-                Some(schema) => schema,
-                None => {
-                    // Created with the first tag only, so the repair below adds the rest
-                    // the same way an ingest would have.
-                    let schema = Catalog::metric_region_schema(&layout.tags[..1]);
-                    regions
-                        .create_region(*region, schema.clone(), route.shard)
-                        .await?;
-                    schema
-                }
-            };
-            if !layout.tags.starts_with(&schema.tags) {
-                return Err(StoreError::Internal(format!(
-                    "metric region {region} has tags {:?}, which do not follow the catalog's {:?}",
-                    schema.tags, layout.tags
-                )));
-            }
-            for tag in &layout.tags[schema.tags.len()..] {
-                regions.add_tag(*region, tag.clone()).await?;
+            if regions.region_schema(*region).await?.is_none() {
+                // Created with the first tag only, so the repair below adds the rest the
+                // same way an ingest would have.
+                let schema = Catalog::metric_region_schema(&layout.tags[..1]);
+                regions
+                    .create_region(*region, schema.clone(), route.shard)
+                    .await?;
             }
         }
+        add_missing_tags(regions.as_ref(), &layout).await?;
         drop(guard);
         Ok(PromStore {
             database: database.to_string(),
             meta,
             regions,
+            applied_tags: AtomicUsize::new(layout.tags.len()),
         })
     }
 
@@ -220,27 +239,27 @@ impl PromStore {
                 .collect())
         };
         let catalog = self.meta.catalog();
-        if missing(&catalog)?.is_empty() {
-            return metric_regions(&catalog, &self.database);
+        let layout = metric_regions(&catalog, &self.database)?;
+        if missing(&catalog)?.is_empty()
+            && layout.tags.len() <= self.applied_tags.load(Ordering::Acquire)
+        {
+            return Ok(layout);
         }
         let mut guard = self.meta.lock().await;
         let commands = missing(&guard.catalog())?;
-        let before = metric_regions(&guard.catalog(), &self.database)?;
         // One batch: one catalog write however many metrics a request introduces.
         if !commands.is_empty() {
             guard.execute(Command::Batch(commands)).await?;
         }
         let after = metric_regions(&guard.catalog(), &self.database)?;
-        // New physical tags reach every region before any row uses them.
-        for tag in &after.tags[before.tags.len()..] {
-            let adds = after
-                .regions
-                .iter()
-                .map(|(region, _)| self.regions.add_tag(*region, tag.clone()));
-            for outcome in join_all(adds).await {
-                outcome?;
-            }
+        // New physical tags reach every region before any row uses them. Checking each
+        // region's schema (rather than adding the new tags blindly) also finishes what
+        // an earlier, failed attempt started.
+        if after.tags.len() > self.applied_tags.load(Ordering::Acquire) {
+            add_missing_tags(self.regions.as_ref(), &after).await?;
+            self.applied_tags.store(after.tags.len(), Ordering::Release);
         }
+        drop(guard);
         Ok(after)
     }
 

@@ -1,0 +1,199 @@
+//! The metric store over a real datanode and catalog: writes that race a new label's
+//! arrival in the regions' schemas.
+#![cfg(not(madsim))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metronome_core::data::{RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
+use metronome_core::rt::shard::ShardsConfig;
+use metronome_core::rt::task;
+use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::engine::EngineConfig;
+use metronome_frontend::meta::Meta;
+use metronome_frontend::prom_store::PromStore;
+use metronome_frontend::remote_write::PromSeries;
+use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
+use metronome_metasrv::client::MetaClient;
+use metronome_metasrv::service::MetaService;
+use metronome_wire::rpc::{self, RpcClient};
+use metronome_wire::{BoxFuture, RegionError, RegionService, ShardStats};
+use tokio::sync::oneshot;
+
+/// The datanode, except that one `add_tag` can be held until the test lets it go.
+struct HeldAddTag {
+    inner: Arc<dyn RegionService>,
+    /// (tells the test the call arrived, waits for the test's go-ahead)
+    hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl RegionService for HeldAddTag {
+    fn create_region(
+        &self,
+        region: RegionId,
+        schema: RegionSchema,
+        shard: u16,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.create_region(region, schema, shard)
+    }
+    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.drop_region(region)
+    }
+    fn region_schema(
+        &self,
+        region: RegionId,
+    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
+        self.inner.region_schema(region)
+    }
+    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>> {
+        let held = self.hold.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some((arrived, go)) = held {
+                arrived.send(()).unwrap();
+                go.await.unwrap();
+            }
+            self.inner.add_tag(region, tag).await
+        })
+    }
+    fn add_field(
+        &self,
+        region: RegionId,
+        field: metronome_core::data::FieldColumn,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.add_field(region, field)
+    }
+    fn set_ttl(
+        &self,
+        region: RegionId,
+        ttl_ms: Option<i64>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.set_ttl(region, ttl_ms)
+    }
+    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.write(region, rows)
+    }
+    fn scan(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
+        self.inner.scan(region, request)
+    }
+    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.close_region(region)
+    }
+    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.inner.open_region(region)
+    }
+    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
+        self.inner.shard_stats()
+    }
+}
+
+fn series(labels: &[(&str, &str)], ts: i64) -> PromSeries {
+    PromSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        samples: vec![(ts, 1.0)],
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_waits_for_new_labels_to_reach_the_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let datanode = Datanode::start(
+        Disk::real(dir.path()),
+        DatanodeConfig {
+            shards: ShardsConfig {
+                count: 1,
+                pin_to_cores: false,
+                ..ShardsConfig::per_core()
+            },
+            engine: EngineConfig::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let meta_service = Arc::new(
+        MetaService::start(Disk::real(dir.path()), "meta")
+            .await
+            .unwrap(),
+    );
+    let network = InProcNetwork::new();
+    let limits = FrameLimits::default();
+    let listener = Listener::from(network.listen("metasrv", limits).unwrap());
+    let server = task::spawn(rpc::serve(listener, meta_service, limits));
+    let client = RpcClient::new(
+        "inproc://metasrv",
+        rpc::inproc_connector(network.clone(), "metasrv", limits),
+        Duration::from_secs(60),
+    );
+    let meta = Arc::new(Meta::connect(MetaClient::new(client)).await.unwrap());
+    let regions = Arc::new(HeldAddTag {
+        inner: Arc::new(datanode.handle()),
+        hold: Mutex::new(None),
+    });
+    let routes = vec![Route {
+        datanode: 0,
+        shard: 0,
+    }];
+    let store = Arc::new(
+        PromStore::open(DEFAULT_DATABASE, meta, regions.clone(), routes)
+            .await
+            .unwrap(),
+    );
+    store
+        .write(&[series(&[("__name__", "up"), ("job", "a")], 1000)])
+        .await
+        .unwrap();
+
+    // The first write with a new label stops while adding it to the region: the catalog
+    // already has the label, the region does not.
+    let (arrived, arrival) = oneshot::channel();
+    let (go, gate) = oneshot::channel();
+    *regions.hold.lock().unwrap() = Some((arrived, gate));
+    let first = {
+        let store = store.clone();
+        task::spawn(async move {
+            store
+                .write(&[series(
+                    &[("__name__", "up"), ("job", "a"), ("zone", "1")],
+                    2000,
+                )])
+                .await
+        })
+    };
+    arrival.await.unwrap();
+    // A second write with the same label must not write rows the region cannot take yet.
+    let second = {
+        let store = store.clone();
+        task::spawn(async move {
+            store
+                .write(&[series(
+                    &[("__name__", "up"), ("job", "b"), ("zone", "2")],
+                    2000,
+                )])
+                .await
+        })
+    };
+    // Let the second write run as far as it can before the first one finishes.
+    for _ in 0..100 {
+        task::yield_now().await;
+    }
+    go.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    second
+        .await
+        .unwrap()
+        .expect("the second write waits for the label to reach the region");
+
+    let stored = store.series(&[], i64::MIN, i64::MAX).await.unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    server.abort();
+    drop(store);
+    datanode.into_shards().stop_and_join().unwrap();
+}
