@@ -182,6 +182,31 @@ impl Row {
     }
 }
 
+/// One series' rows of a scan: its tags (trailing empty ones left out) once, then each
+/// row's timestamp and fields, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRows {
+    pub tags: Vec<String>,
+    pub rows: Vec<(i64, Vec<Value>)>,
+}
+
+impl SeriesRows {
+    /// Groups rows in (series, ts) order by series.
+    pub fn group(rows: Vec<Row>) -> Vec<SeriesRows> {
+        let mut out: Vec<SeriesRows> = Vec::new();
+        for row in rows {
+            match out.last_mut() {
+                Some(last) if last.tags == row.tags => last.rows.push((row.ts, row.fields)),
+                _ => out.push(SeriesRows {
+                    tags: row.tags,
+                    rows: vec![(row.ts, row.fields)],
+                }),
+            }
+        }
+        out
+    }
+}
+
 /// Drops trailing empty values from a series' tags (see [`Row::canonical_tags`]).
 pub fn trim_empty_tags(tags: &mut Vec<String>) {
     while tags.last().is_some_and(String::is_empty) {

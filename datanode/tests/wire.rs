@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metronome_core::data::{
-    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, TagMatcher, Value,
+    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows,
+    TagMatcher, Value,
 };
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, InProcNetwork, Listener};
@@ -58,6 +59,16 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
     let directly = direct.scan(region, ScanRequest::all()).await.unwrap();
     assert_eq!(through_wire.len(), 3, "{through_wire:?}");
     assert_eq!(format!("{through_wire:?}"), format!("{directly:?}"));
+    // The series-grouped scan groups the same rows.
+    let grouped = client
+        .scan_series(region, ScanRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(grouped.len(), 2, "{grouped:?}");
+    assert_eq!(
+        format!("{grouped:?}"),
+        format!("{:?}", SeriesRows::group(directly.clone()))
+    );
     match &through_wire[2].fields[0] {
         Value::Float64(value) => assert_eq!(value.to_bits(), stale.to_bits()),
         other => panic!("{other:?}"),

@@ -101,9 +101,6 @@ async fn add_missing_tags(
     Ok(())
 }
 
-/// One series as a region scan returns it: its tags, its labels, its samples.
-type RegionSeries = (Vec<String>, Labels, Vec<(i64, f64)>);
-
 /// What a write stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -311,41 +308,33 @@ impl PromStore {
         let scans = layout
             .regions
             .iter()
-            .map(|(region, _)| self.regions.scan(*region, request.clone()));
+            .map(|(region, _)| self.regions.scan_series(*region, request.clone()));
         let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        // A region returns each series' rows together: collect them per series, and
-        // merge a series' samples from several regions once per series, not per row.
-        let mut flush = |current: Option<RegionSeries>| {
-            if let Some((_, labels, samples)) = current {
+        for outcome in join_all(scans).await {
+            for one in outcome? {
+                let samples: Vec<(i64, f64)> = one
+                    .rows
+                    .iter()
+                    .filter_map(|(ts, fields)| match fields.first() {
+                        Some(Value::Float64(value)) => Some((*ts, *value)),
+                        _ => None,
+                    })
+                    .collect();
+                // A series-only row carries no value; otherwise a series without float
+                // samples is not a Prometheus series.
+                if samples.is_empty() && !series_only {
+                    continue;
+                }
+                let mut labels: Labels = one
+                    .tags
+                    .into_iter()
+                    .zip(&layout.tags)
+                    .filter(|(value, _)| !value.is_empty())
+                    .map(|(value, name)| (name.clone(), value))
+                    .collect();
+                labels.sort();
                 series.entry(labels).or_default().extend(samples);
             }
-        };
-        for outcome in join_all(scans).await {
-            let mut current: Option<RegionSeries> = None;
-            for row in outcome? {
-                let value = match row.fields.first() {
-                    Some(Value::Float64(value)) => Some(*value),
-                    // A series-only row carries no value.
-                    _ if series_only => None,
-                    _ => continue,
-                };
-                if current.as_ref().is_none_or(|(tags, ..)| *tags != row.tags) {
-                    let mut labels: Vec<(String, String)> = row
-                        .tags
-                        .iter()
-                        .zip(&layout.tags)
-                        .filter(|(value, _)| !value.is_empty())
-                        .map(|(value, name)| (name.clone(), value.clone()))
-                        .collect();
-                    labels.sort();
-                    flush(current.replace((row.tags, labels, Vec::new())));
-                }
-                let (.., samples) = current.as_mut().expect("set above");
-                if let Some(value) = value {
-                    samples.push((row.ts, value));
-                }
-            }
-            flush(current);
         }
         Ok(series
             .into_iter()

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 
 /// What kind of failure a [`RegionError`] is; it decides how a client reacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,15 @@ pub trait RegionService: Send + Sync + 'static {
         region: RegionId,
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>>;
+    /// Like [`RegionService::scan`], each series' rows grouped under its tags, which
+    /// spares a reader of many samples a tag vector per row.
+    fn scan_series(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
+        Box::pin(async move { Ok(SeriesRows::group(self.scan(region, request).await?)) })
+    }
     /// Closes a region: it finishes the writes in flight, flushes everything, and
     /// serves nothing (requests get `NotFound`) until opened again; its data stays.
     fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>>;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 
 use crate::convert::{self, ConvertError};
 use crate::fb;
 use crate::frame::{self, Body};
-use crate::rows::{ipc_to_rows, rows_to_ipc, IPC_ROWS_MAX};
+use crate::rows::{ipc_to_rows, ipc_to_series, rows_to_ipc, RowsError, IPC_ROWS_MAX};
 use crate::rpc::{BoxFuture as RpcFuture, Dispatch, RpcClient, RpcError};
 use crate::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
 
@@ -110,6 +110,39 @@ impl RegionClient {
     async fn call_done(&self, request: Body) -> Result<(), RegionError> {
         self.call_reply(request, |reply| reply.body_as_done().map(|_| Ok(())))
             .await
+    }
+}
+
+impl RegionClient {
+    /// Sends a scan and hands each reply page's Arrow IPC rows to `each`, in order.
+    async fn scan_payloads(
+        &self,
+        region: RegionId,
+        request: &ScanRequest,
+        mut each: impl FnMut(&[u8]) -> Result<(), RowsError> + Send,
+    ) -> Result<(), RegionError> {
+        let body = frame::request_body(|builder| {
+            let table = convert::scan(builder, region, request);
+            (fb::Request::Scan, table.as_union_value())
+        });
+        let peer = self.rpc.peer();
+        let frames = self.rpc.call(body).await?;
+        for frame in &frames {
+            let reply = frame::verify_reply(frame).map_err(|error| protocol(peer, error))?;
+            match reply.body_type() {
+                fb::Reply::Rows => {
+                    let page = reply.body_as_rows().expect("verified");
+                    each(page.rows().bytes()).map_err(|error| protocol(peer, error))?;
+                }
+                fb::Reply::Error => {
+                    return Err(convert::read_region_error(
+                        reply.body_as_error().expect("verified"),
+                    ))
+                }
+                other => return Err(protocol(peer, format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -246,32 +279,29 @@ impl RegionService for RegionClient {
         region: RegionId,
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
-        let body = frame::request_body(|builder| {
-            let table = convert::scan(builder, region, &request);
-            (fb::Request::Scan, table.as_union_value())
-        });
         Box::pin(async move {
-            let peer = self.rpc.peer();
-            let frames = self.rpc.call(body).await?;
             let mut rows = Vec::new();
-            for frame in &frames {
-                let reply = frame::verify_reply(frame).map_err(|error| protocol(peer, error))?;
-                match reply.body_type() {
-                    fb::Reply::Rows => {
-                        let page = reply.body_as_rows().expect("verified");
-                        let page_rows = ipc_to_rows(page.rows().bytes())
-                            .map_err(|error| protocol(peer, error))?;
-                        rows.extend(page_rows);
-                    }
-                    fb::Reply::Error => {
-                        return Err(convert::read_region_error(
-                            reply.body_as_error().expect("verified"),
-                        ))
-                    }
-                    other => return Err(protocol(peer, format!("unexpected reply {other:?}"))),
-                }
-            }
+            self.scan_payloads(region, &request, |payload| {
+                rows.extend(ipc_to_rows(payload)?);
+                Ok(())
+            })
+            .await?;
             Ok(rows)
+        })
+    }
+
+    fn scan_series(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
+        Box::pin(async move {
+            let mut series = Vec::new();
+            self.scan_payloads(region, &request, |payload| {
+                ipc_to_series(payload, &mut series)
+            })
+            .await?;
+            Ok(series)
         })
     }
 

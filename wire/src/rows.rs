@@ -13,7 +13,9 @@ use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use metronome_core::data::{trim_empty_tags, FieldColumn, FieldType, RegionSchema, Row, Value};
+use metronome_core::data::{
+    trim_empty_tags, FieldColumn, FieldType, RegionSchema, Row, SeriesRows, Value,
+};
 
 pub fn field_data_type(field_type: FieldType) -> DataType {
     match field_type {
@@ -199,42 +201,64 @@ fn value_type(value: &Value) -> Option<FieldType> {
 /// without trailing empty values. Anything else is an error naming what is wrong; at
 /// most [`IPC_ROWS_MAX`] rows are accepted.
 pub fn ipc_to_rows(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
+    let mut rows = Vec::new();
+    decode_ipc(payload, |batch, tags, fields| {
+        append_rows(batch, tags, fields, &mut rows)
+    })?;
+    Ok(rows)
+}
+
+/// Like [`ipc_to_rows`], each series' rows grouped under its tags (rows in (series, ts)
+/// order, as scans send them); appends to `out`, continuing its last series if the
+/// payload starts with more of it.
+pub fn ipc_to_series(payload: &[u8], out: &mut Vec<SeriesRows>) -> Result<(), RowsError> {
+    decode_ipc(payload, |batch, tags, fields| {
+        append_series(batch, tags, fields, out)
+    })
+}
+
+/// Decodes an Arrow IPC stream of positional rows, handing each batch (with the number
+/// of tag columns and the field types) to `each`.
+fn decode_ipc(
+    payload: &[u8],
+    mut each: impl FnMut(&RecordBatch, usize, &[FieldType]) -> Result<(), RowsError>,
+) -> Result<(), RowsError> {
     // Arrow's decoder asserts on some malformed inputs instead of returning an error; a
     // peer's bytes must never bring the process down, so such a panic is an error here.
-    std::panic::catch_unwind(|| decode_ipc(payload)).unwrap_or_else(|_| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut decoder = StreamDecoder::new();
+        let mut buffer = Buffer::from(payload);
+        let mut decoded_rows = 0usize;
+        let mut layout: Option<(usize, Vec<FieldType>)> = None;
+        while !buffer.is_empty() {
+            let Some(batch) = decoder
+                .decode(&mut buffer)
+                .map_err(|error| RowsError(format!("decoding: {error}")))?
+            else {
+                continue;
+            };
+            let (tags, fields) = match &layout {
+                Some(layout) => layout,
+                None => layout.insert(positional_layout(&batch.schema())?),
+            };
+            decoded_rows += batch.num_rows();
+            if decoded_rows > IPC_ROWS_MAX {
+                return Err(RowsError(format!(
+                    "more than {IPC_ROWS_MAX} rows in one payload"
+                )));
+            }
+            each(&batch, *tags, fields)?;
+        }
+        decoder
+            .finish()
+            .map_err(|error| RowsError(format!("truncated stream: {error}")))?;
+        Ok(())
+    }))
+    .unwrap_or_else(|_| {
         Err(RowsError(
             "malformed Arrow IPC stream (the decoder panicked)".to_string(),
         ))
     })
-}
-
-fn decode_ipc(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
-    let mut decoder = StreamDecoder::new();
-    let mut buffer = Buffer::from(payload);
-    let mut rows = Vec::new();
-    let mut layout: Option<(usize, Vec<FieldType>)> = None;
-    while !buffer.is_empty() {
-        let Some(batch) = decoder
-            .decode(&mut buffer)
-            .map_err(|error| RowsError(format!("decoding: {error}")))?
-        else {
-            continue;
-        };
-        let (tags, fields) = match &layout {
-            Some(layout) => layout,
-            None => layout.insert(positional_layout(&batch.schema())?),
-        };
-        if rows.len() + batch.num_rows() > IPC_ROWS_MAX {
-            return Err(RowsError(format!(
-                "more than {IPC_ROWS_MAX} rows in one payload"
-            )));
-        }
-        append_rows(&batch, *tags, fields, &mut rows)?;
-    }
-    decoder
-        .finish()
-        .map_err(|error| RowsError(format!("truncated stream: {error}")))?;
-    Ok(rows)
 }
 
 /// The number of tag columns and the field types of a positional row schema.
@@ -277,60 +301,105 @@ fn positional_layout(schema: &Schema) -> Result<(usize, Vec<FieldType>), RowsErr
     Ok((time, fields))
 }
 
-fn append_rows(
+/// A batch's tag columns (checked free of nulls) and time column.
+fn key_columns(
     batch: &RecordBatch,
     tags: usize,
-    fields: &[FieldType],
-    rows: &mut Vec<Row>,
-) -> Result<(), RowsError> {
-    let column = |index: usize| batch.column(index);
+) -> Result<(Vec<&StringArray>, &arrow_array::TimestampMillisecondArray), RowsError> {
     let tag_columns: Vec<&StringArray> = (0..tags)
         .map(|index| {
-            let array = column(index).as_string::<i32>();
+            let array = batch.column(index).as_string::<i32>();
             if array.null_count() > 0 {
                 return Err(RowsError(format!("tag column {index} has nulls")));
             }
             Ok(array)
         })
         .collect::<Result<_, _>>()?;
-    let times = column(tags).as_primitive::<TimestampMillisecondType>();
+    let times = batch
+        .column(tags)
+        .as_primitive::<TimestampMillisecondType>();
     if times.null_count() > 0 {
         return Err(RowsError("the time column has nulls".to_string()));
     }
+    Ok((tag_columns, times))
+}
+
+/// Row `index`'s fields.
+fn row_fields(batch: &RecordBatch, tags: usize, fields: &[FieldType], index: usize) -> Vec<Value> {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(offset, field_type)| {
+            let array = batch.column(tags + 1 + offset);
+            if array.is_null(index) {
+                return Value::Null;
+            }
+            match field_type {
+                FieldType::Float64 => {
+                    Value::Float64(array.as_primitive::<Float64Type>().value(index))
+                }
+                FieldType::Int64 => Value::Int64(array.as_primitive::<Int64Type>().value(index)),
+                FieldType::String => {
+                    Value::String(array.as_string::<i32>().value(index).to_string())
+                }
+                FieldType::Boolean => Value::Boolean(array.as_boolean().value(index)),
+            }
+        })
+        .collect()
+}
+
+/// Row `index`'s tags, trailing empty ones left out.
+fn row_tags(tag_columns: &[&StringArray], index: usize) -> Vec<String> {
+    let mut tags: Vec<String> = tag_columns
+        .iter()
+        .map(|array| array.value(index).to_string())
+        .collect();
+    trim_empty_tags(&mut tags);
+    tags
+}
+
+fn append_rows(
+    batch: &RecordBatch,
+    tags: usize,
+    fields: &[FieldType],
+    rows: &mut Vec<Row>,
+) -> Result<(), RowsError> {
+    let (tag_columns, times) = key_columns(batch, tags)?;
     rows.reserve(batch.num_rows());
     for index in 0..batch.num_rows() {
-        let mut row_tags: Vec<String> = tag_columns
-            .iter()
-            .map(|array| array.value(index).to_string())
-            .collect();
-        trim_empty_tags(&mut row_tags);
-        let row_fields = fields
-            .iter()
-            .enumerate()
-            .map(|(offset, field_type)| {
-                let array = column(tags + 1 + offset);
-                if array.is_null(index) {
-                    return Value::Null;
-                }
-                match field_type {
-                    FieldType::Float64 => {
-                        Value::Float64(array.as_primitive::<Float64Type>().value(index))
-                    }
-                    FieldType::Int64 => {
-                        Value::Int64(array.as_primitive::<Int64Type>().value(index))
-                    }
-                    FieldType::String => {
-                        Value::String(array.as_string::<i32>().value(index).to_string())
-                    }
-                    FieldType::Boolean => Value::Boolean(array.as_boolean().value(index)),
-                }
-            })
-            .collect();
         rows.push(Row {
-            tags: row_tags,
+            tags: row_tags(&tag_columns, index),
             ts: times.value(index),
-            fields: row_fields,
+            fields: row_fields(batch, tags, fields, index),
         });
+    }
+    Ok(())
+}
+
+fn append_series(
+    batch: &RecordBatch,
+    tags: usize,
+    fields: &[FieldType],
+    out: &mut Vec<SeriesRows>,
+) -> Result<(), RowsError> {
+    let (tag_columns, times) = key_columns(batch, tags)?;
+    for index in 0..batch.num_rows() {
+        // Compared in place: a row of the current series allocates no tags.
+        let same_series =
+            out.last().is_some_and(|last| {
+                tag_columns.iter().enumerate().all(|(i, array)| {
+                    array.value(index) == last.tags.get(i).map_or("", String::as_str)
+                }) && last.tags.len() <= tag_columns.len()
+            });
+        let row = (times.value(index), row_fields(batch, tags, fields, index));
+        if same_series {
+            out.last_mut().expect("checked").rows.push(row);
+        } else {
+            out.push(SeriesRows {
+                tags: row_tags(&tag_columns, index),
+                rows: vec![row],
+            });
+        }
     }
     Ok(())
 }
@@ -380,6 +449,39 @@ mod tests {
         }
         assert_eq!(decoded[0].fields[1..], rows[0].fields[1..]);
         assert!(ipc_to_rows(&rows_to_ipc(&[]).unwrap()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn series_decoding_groups_rows_across_payloads() {
+        let row = |tags: &[&str], ts: i64| {
+            let mut row = Row {
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                ts,
+                fields: vec![Value::Float64(ts as f64)],
+            };
+            row.canonical_tags();
+            row
+        };
+        // Series a/x, then a (its second tag empty), then b/x; the second payload goes
+        // on with b/x and adds c/y.
+        let first = vec![
+            row(&["a", "x"], 1),
+            row(&["a", "x"], 2),
+            row(&["a", ""], 1),
+            row(&["b", "x"], 1),
+        ];
+        let second = vec![row(&["b", "x"], 2), row(&["c", "y"], 1)];
+        let mut series = Vec::new();
+        ipc_to_series(&rows_to_ipc(&first).unwrap(), &mut series).unwrap();
+        ipc_to_series(&rows_to_ipc(&second).unwrap(), &mut series).unwrap();
+        let all: Vec<Row> = first.into_iter().chain(second).collect();
+        assert_eq!(series, SeriesRows::group(all));
+        let counts: Vec<usize> = series.iter().map(|s| s.rows.len()).collect();
+        assert_eq!(counts, [2, 1, 2, 1]);
+        assert_eq!(series[1].tags, ["a"], "trailing empty tags are left out");
+        // Corrupt input is an error here too.
+        let payload = rows_to_ipc(&sample_rows()).unwrap();
+        assert!(ipc_to_series(&payload[..payload.len() / 2], &mut Vec::new()).is_err());
     }
 
     #[test]
