@@ -723,14 +723,9 @@ impl ShardEngine {
         if !inputs.is_empty() {
             let mut rows = Vec::new();
             for file in &inputs {
-                let key = sst_key(&self.root, id, file.file_id);
-                let bytes = self
-                    .store
-                    .get(&key)
-                    .await
-                    .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
+                let (key, bytes) = self.read_sst(id, file).await?;
                 rows.extend(
-                    sst::read(bytes.into(), &schema, cutoff, i64::MAX, |_| true)
+                    sst::read(bytes, &schema, cutoff, i64::MAX, |_| true)
                         .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
                 );
                 // Reading and decoding is the long part: let writes run in between.
