@@ -286,16 +286,29 @@ pub async fn evaluate(
         range.lookback_ms,
         &mut windows,
     )?;
+    // Every selector's scans at once: a query's latency is its slowest fetch, not the sum.
+    let selects = windows
+        .iter()
+        .map(|window| {
+            let matchers = selector_matchers(window.selector)?;
+            Ok(async move {
+                store
+                    .select(&matchers, window.from_ms, window.to_ms.saturating_add(1))
+                    .await
+            })
+        })
+        .collect::<Result<Vec<_>, QueryError>>()?;
+    let all = time::timeout(
+        deadline.saturating_duration_since(time::now()),
+        futures::future::join_all(selects),
+    )
+    .await
+    .map_err(|_| timeout_error())?;
     let mut fetched: Fetched = HashMap::with_capacity(windows.len());
-    for window in windows {
-        let matchers = selector_matchers(window.selector)?;
-        let select = store.select(&matchers, window.from_ms, window.to_ms.saturating_add(1));
-        let series = time::timeout(deadline.saturating_duration_since(time::now()), select)
-            .await
-            .map_err(|_| timeout_error())??;
+    for (window, series) in windows.iter().zip(all) {
         fetched.insert(
             eval::selector_key(window.selector),
-            series
+            series?
                 .into_iter()
                 .map(|one| FetchedSeries {
                     labels: one.labels.into(),
