@@ -35,6 +35,42 @@ pub fn selector_key(selector: &VectorSelector) -> SelectorKey {
 pub struct FetchedSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// The samples without staleness markers, when there are markers (range vectors
+    /// leave them out).
+    without_markers: Option<Vec<(i64, f64)>>,
+}
+
+impl FetchedSeries {
+    pub fn new(labels: Labels, samples: Vec<(i64, f64)>) -> FetchedSeries {
+        let without_markers = samples
+            .iter()
+            .any(|(_, value)| is_stale_marker(*value))
+            .then(|| {
+                samples
+                    .iter()
+                    .filter(|(_, value)| !is_stale_marker(*value))
+                    .copied()
+                    .collect()
+            });
+        FetchedSeries {
+            labels,
+            samples,
+            without_markers,
+        }
+    }
+
+    /// The samples a range vector takes from: all but staleness markers.
+    pub fn range_samples(&self) -> &[(i64, f64)] {
+        self.without_markers.as_deref().unwrap_or(&self.samples)
+    }
+}
+
+/// Where a range selector's windows were in each of its series at its last read time:
+/// consecutive steps move the windows forward, so they are advanced rather than searched.
+struct Cursors {
+    read: i64,
+    /// Per series: the window's first and past-the-end sample indexes.
+    at: Vec<(usize, usize)>,
 }
 
 /// Every selector's series, by selector.
@@ -161,6 +197,8 @@ pub struct Evaluator<'a> {
     limits: Limits,
     /// Samples fetched and points produced so far, for `limits.samples_max`.
     samples: Cell<usize>,
+    /// Range selectors' windows at their last read, by (selector, range).
+    cursors: RefCell<HashMap<(SelectorKey, i64), Cursors>>,
     /// Derived label sets by (what derived them, the source set's address): a series'
     /// labels without its name are computed once per query, not once per step. The
     /// source set is kept alive with its entry, so its address cannot be reused.
@@ -196,6 +234,7 @@ impl<'a> Evaluator<'a> {
             limits,
             samples: Cell::new(0),
             derived_labels: RefCell::new(HashMap::new()),
+            cursors: RefCell::new(HashMap::new()),
         };
         let fetched_samples = fetched
             .values()
@@ -403,13 +442,10 @@ impl<'a> Evaluator<'a> {
         let from = read.saturating_sub(range_ms);
         let mut out = Vec::new();
         for series in self.series(selector)? {
-            let first = series.samples.partition_point(|(ts, _)| *ts < from);
-            let last = series.samples.partition_point(|(ts, _)| *ts <= read);
-            let points: Vec<(i64, f64)> = series.samples[first..last.max(first)]
-                .iter()
-                .filter(|(_, value)| !is_stale_marker(*value))
-                .copied()
-                .collect();
+            let samples = series.range_samples();
+            let first = samples.partition_point(|(ts, _)| *ts < from);
+            let last = samples.partition_point(|(ts, _)| *ts <= read);
+            let points: Vec<(i64, f64)> = samples[first..last.max(first)].to_vec();
             if !points.is_empty() {
                 out.push(RangeSeries {
                     labels: series.labels.clone(),
@@ -419,6 +455,54 @@ impl<'a> Evaluator<'a> {
         }
         self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
         Ok(out)
+    }
+
+    /// Calls `each` with every series of `selector` that has samples in the closed window
+    /// `[read - range, read]`, and those samples (staleness markers left out), without
+    /// copying them. Windows advance from where the previous read left them when reads
+    /// move forward, as a range query's steps do.
+    pub fn for_each_window(
+        &self,
+        selector: &VectorSelector,
+        read: i64,
+        range_ms: i64,
+        mut each: impl FnMut(&Labels, &[(i64, f64)]),
+    ) -> Result<(), QueryError> {
+        let series = self.series(selector)?;
+        let from = read.saturating_sub(range_ms);
+        let mut cursors = self.cursors.borrow_mut();
+        let cursor = cursors
+            .entry((selector_key(selector), range_ms))
+            .or_insert_with(|| Cursors {
+                read: i64::MAX,
+                at: vec![(0, 0); series.len()],
+            });
+        let forward = read >= cursor.read;
+        let mut taken = 0usize;
+        for (one, at) in series.iter().zip(cursor.at.iter_mut()) {
+            let samples = one.range_samples();
+            let (mut first, mut end) = if forward {
+                *at
+            } else {
+                let first = samples.partition_point(|(ts, _)| *ts < from);
+                (first, first)
+            };
+            while first < samples.len() && samples[first].0 < from {
+                first += 1;
+            }
+            end = end.max(first);
+            while end < samples.len() && samples[end].0 <= read {
+                end += 1;
+            }
+            *at = (first, end);
+            if first < end {
+                taken += end - first;
+                each(&one.labels, &samples[first..end]);
+            }
+        }
+        cursor.read = read;
+        drop(cursors);
+        self.count_samples(taken)
     }
 
     /// A subquery evaluated at `t`: its inner expression at every multiple of its step

@@ -342,9 +342,30 @@ fn over_range(
     matrix_arg: usize,
     f: impl Fn(Window, &[(i64, f64)], i64) -> Option<f64>,
 ) -> Result<Value, QueryError> {
-    let (series, window) = range_arg(ev, args[matrix_arg], t)?;
     let keep_name = call.func.name == "last_over_time";
-    let mut out = Vec::with_capacity(series.len());
+    let mut out = Vec::new();
+    // A range selector's windows are read in place; a subquery's are computed.
+    if let Expr::MatrixSelector(matrix) = args[matrix_arg] {
+        let read = ev.read_time(&matrix.vs.at, &matrix.vs.offset, t)?;
+        let range = duration_ms(matrix.range)?;
+        let window = Window {
+            start_ms: read.saturating_sub(range),
+            end_ms: read,
+        };
+        ev.for_each_window(&matrix.vs, read, range, |labels, points| {
+            if let Some(value) = f(window, points, t) {
+                let labels = if keep_name {
+                    labels.clone()
+                } else {
+                    ev.without_name(labels)
+                };
+                out.push(Sample { labels, value });
+            }
+        })?;
+        check_unique_labels(&out)?;
+        return Ok(Value::Vector(out));
+    }
+    let (series, window) = range_arg(ev, args[matrix_arg], t)?;
     for one in series {
         if let Some(value) = f(window, &one.points, t) {
             let labels = if keep_name {

@@ -310,10 +310,7 @@ pub async fn evaluate(
             eval::selector_key(window.selector),
             series?
                 .into_iter()
-                .map(|one| FetchedSeries {
-                    labels: one.labels.into(),
-                    samples: one.samples,
-                })
+                .map(|one| FetchedSeries::new(one.labels.into(), one.samples))
                 .collect(),
         );
     }
@@ -452,14 +449,14 @@ mod tests {
             let series = data
                 .iter()
                 .filter(|one| matchers.iter().all(|m| matches(&one.labels, m)))
-                .map(|one| FetchedSeries {
-                    labels: one.labels.clone().into(),
-                    samples: one
+                .map(|one| {
+                    let samples = one
                         .samples
                         .iter()
                         .filter(|(ts, _)| (window.from_ms..=window.to_ms).contains(ts))
                         .copied()
-                        .collect(),
+                        .collect();
+                    FetchedSeries::new(one.labels.clone().into(), samples)
                 })
                 .collect();
             fetched.insert(eval::selector_key(window.selector), series);
@@ -674,6 +671,34 @@ mod tests {
         assert_eq!(times, [280_000, 300_000, 320_000]);
         let out = vector(instant(&data, "max_over_time(c_total[1m:20s])", 330_000).unwrap());
         assert_eq!(out[0].1, 18.0);
+    }
+
+    #[test]
+    fn range_windows_read_in_place_match_copied_ones_whichever_way_reads_move() {
+        // `c_total[1m]` read in place (with cursors that move forward along steps and
+        // jump back for each outer step of a subquery) against `c_total[1m:15s]`, a
+        // subquery that yields the same points (samples lie on multiples of 15 s).
+        let data = counter();
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut data_with_marker = data.clone();
+        data_with_marker[0].samples[7].1 = stale;
+        for data in [data, data_with_marker] {
+            for (in_place, copied) in [
+                (
+                    "sum_over_time(c_total[1m])",
+                    "sum_over_time(c_total[1m:15s])",
+                ),
+                (
+                    "max_over_time(sum_over_time(c_total[1m])[2m:30s])",
+                    "max_over_time(sum_over_time(c_total[1m:15s])[2m:30s])",
+                ),
+            ] {
+                let a = range(&data, in_place, 0, 10 * MIN, 45_000);
+                let b = range(&data, copied, 0, 10 * MIN, 45_000);
+                assert_eq!(a, b, "{in_place}");
+                assert!(matches!(&a, QueryValue::Matrix(s) if s[0].points.len() > 10));
+            }
+        }
     }
 
     #[test]
