@@ -11,8 +11,8 @@
 //! [`fetch_windows`]) and hands them in as [`Fetched`]. The only outside input is the
 //! clock read that enforces the query's deadline.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use metronome_core::rt::time;
@@ -541,7 +541,7 @@ pub fn check_unique_labels(samples: &[Sample]) -> Result<(), QueryError> {
     if samples.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(samples.len());
+    let mut seen = HashSet::with_capacity(samples.len());
     for sample in samples {
         if !seen.insert(&sample.labels) {
             return Err(QueryError::Execution(format!(

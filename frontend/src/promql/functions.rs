@@ -663,7 +663,7 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 /// interpolation inside the bucket the rank falls in.
 fn histogram_quantile(q: f64, input: Vec<Sample>) -> Result<Value, QueryError> {
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut index: foldhash::HashMap<Labels, usize> = foldhash::HashMapExt::new();
     for sample in input {
         let Some(upper) = label(&sample.labels, "le").and_then(parse_go_float) else {
             continue;

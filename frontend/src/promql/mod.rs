@@ -25,7 +25,7 @@ pub mod eval;
 mod functions;
 pub mod value;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
 use metronome_core::data::{MatchOp, TagMatcher};
