@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::oneshot;
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{self, IoDriver, ShardContext, ShardError, Shards, ShardsConfig};
 use metronome_core::rt::{task, time};
@@ -46,6 +46,7 @@ enum Request {
     Stats(oneshot::Sender<ShardStats>),
     Write(RegionId, Vec<Row>, Reply<u64>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
+    ScanSeries(RegionId, ScanRequest, Reply<Vec<SeriesRows>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
     ScanBatches(
         RegionId,
@@ -293,6 +294,9 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         Request::Scan(id, request, reply) => {
             let _ = reply.send(engine.scan(id, &request).await);
         }
+        Request::ScanSeries(id, request, reply) => {
+            let _ = reply.send(engine.scan_series(id, &request).await);
+        }
         Request::ScanBatches(id, request, batch_rows, reply) => {
             let _ = reply.send(engine.scan_batches(id, &request, batch_rows).await);
         }
@@ -432,6 +436,16 @@ impl DatanodeHandle {
         request: ScanRequest,
     ) -> Result<Vec<Row>, EngineError> {
         self.call(region, |reply| Request::Scan(region, request, reply))
+            .await
+    }
+
+    /// Like [`DatanodeHandle::scan`], grouped by series.
+    pub async fn scan_series(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> Result<Vec<SeriesRows>, EngineError> {
+        self.call(region, |reply| Request::ScanSeries(region, request, reply))
             .await
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use metronome_core::data::{Row, Value};
+use metronome_core::data::{Row, SeriesRows, Value};
 
 /// Memory accounting per stored row beyond its values (map nodes, keys).
 const ROW_OVERHEAD_BYTES: usize = 64;
@@ -149,6 +149,33 @@ impl Memtable {
             }
         }
         rows
+    }
+
+    /// Like [`Memtable::scan_sequenced`] without sequences, grouped by series: each
+    /// series' tags are cloned once, not once per row.
+    pub fn scan_series(
+        &self,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+        equal: &[(usize, &str)],
+    ) -> Vec<SeriesRows> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.selected(keep, equal)
+            .into_iter()
+            .filter_map(|(tags, points)| {
+                let rows: Vec<(i64, Vec<Value>)> = points
+                    .range((Bound::Included(start), Bound::Excluded(end)))
+                    .map(|(ts, (_, fields))| (*ts, fields.clone()))
+                    .collect();
+                (!rows.is_empty()).then(|| SeriesRows {
+                    tags: tags.to_vec(),
+                    rows,
+                })
+            })
+            .collect()
     }
 
     /// The series that `keep` accepts with a row in `start..end`, each with its first

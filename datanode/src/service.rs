@@ -1,7 +1,7 @@
 //! The datanode's side of [`RegionService`]: requests arrive, go to the owning shard,
 //! and engine errors leave as protocol errors.
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 use metronome_wire::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
 
 use crate::datanode::DatanodeHandle;
@@ -97,6 +97,14 @@ impl RegionService for DatanodeHandle {
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
         Box::pin(async move { Ok(DatanodeHandle::scan(self, region, request).await?) })
+    }
+
+    fn scan_series(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
+        Box::pin(async move { Ok(DatanodeHandle::scan_series(self, region, request).await?) })
     }
 
     fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {

@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use metronome_core::data::{
-    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, TagMatcher, Value,
+    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows,
+    TagMatcher, Value,
 };
 use metronome_core::rt::disk::{Disk, OpenOptions, SimDisk};
 use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice, ShardContext, ShardsConfig};
@@ -128,6 +129,72 @@ fn series_only_scans_list_each_series_once_from_memtables_and_sst_indexes() {
             tags(&[("a", "x"), ("c", "x")])
         );
         assert!(series(3000, 8000, vec![]).await.is_empty());
+    })
+}
+
+#[test]
+fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(1));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        let requests = || {
+            vec![
+                ScanRequest::all(),
+                ScanRequest {
+                    start_ms: 15,
+                    end_ms: 35,
+                    ..ScanRequest::all()
+                },
+                ScanRequest {
+                    matchers: vec![matcher("host", MatchOp::Equal, "b")],
+                    ..ScanRequest::all()
+                },
+                ScanRequest {
+                    matchers: vec![matcher("dc", MatchOp::Regex, "x|")],
+                    ..ScanRequest::all()
+                },
+            ]
+        };
+        let check = |engine: std::rc::Rc<ShardEngine>, what: &'static str| async move {
+            for request in requests() {
+                let grouped = engine.scan_series(R1, &request).await.unwrap();
+                let rows = engine.scan(R1, &request).await.unwrap();
+                assert!(!rows.is_empty(), "{what}: {request:?}");
+                assert_eq!(grouped, SeriesRows::group(rows), "{what}: {request:?}");
+            }
+        };
+        let rows = |offset: i64| {
+            vec![
+                row("a", "x", 10 + offset, 1.0),
+                row("a", "x", 20 + offset, 2.0),
+                row("b", "", 10 + offset, 3.0),
+                row("b", "y", 30 + offset, 4.0),
+            ]
+        };
+        engine.write(R1, rows(0)).await.unwrap();
+        // Only the live memtable: the grouped scan answers straight from it.
+        check(engine.clone(), "memtable").await;
+        // A field added since: rows written before read it as null.
+        engine
+            .add_field(
+                R1,
+                FieldColumn {
+                    name: "extra".into(),
+                    field_type: FieldType::Int64,
+                },
+            )
+            .await
+            .unwrap();
+        check(engine.clone(), "memtable after ALTER").await;
+        // An SST and a memtable: the merged path.
+        engine.flush_region(R1).await.unwrap().unwrap();
+        let mut later = rows(5);
+        for row in &mut later {
+            row.fields.push(Value::Int64(7));
+        }
+        engine.write(R1, later).await.unwrap();
+        check(engine.clone(), "SST and memtable").await;
     })
 }
 

@@ -9,7 +9,9 @@ use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest
 use crate::convert::{self, ConvertError};
 use crate::fb;
 use crate::frame::{self, Body};
-use crate::rows::{ipc_to_rows, ipc_to_series, rows_to_ipc, RowsError, IPC_ROWS_MAX};
+use crate::rows::{
+    ipc_to_rows, ipc_to_series, rows_to_ipc, RowView, RowsError, SeriesRow, IPC_ROWS_MAX,
+};
 use crate::rpc::{BoxFuture as RpcFuture, Dispatch, RpcClient, RpcError};
 use crate::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
 
@@ -22,7 +24,7 @@ pub const ROW_BYTES_PER_FRAME_MAX: usize = 16 * 1024 * 1024;
 const _: () = assert!(ROWS_PER_FRAME_MAX <= IPC_ROWS_MAX);
 
 /// `rows` cut into runs that each fit one frame, in order.
-fn frame_chunks(rows: &[Row]) -> Vec<&[Row]> {
+fn frame_chunks<R: RowView>(rows: &[R]) -> Vec<&[R]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -499,10 +501,14 @@ impl Dispatch for RegionServer {
                 RegionRequest::Write(region, rows) => {
                     done_or_error(service.write(region, rows).await)
                 }
-                RegionRequest::Scan(region, scan) => match service.scan(region, scan).await {
-                    Ok(rows) => scan_pages(region, &rows),
-                    Err(error) => error_reply(&error),
-                },
+                // Grouped by series: the datanode builds no `Row` per sample, and the
+                // pages repeat each series' tags from one copy.
+                RegionRequest::Scan(region, scan) => {
+                    match service.scan_series(region, scan).await {
+                        Ok(series) => scan_pages(region, &SeriesRow::all(&series)),
+                        Err(error) => error_reply(&error),
+                    }
+                }
                 RegionRequest::Close(region) => done_or_error(service.close_region(region).await),
                 RegionRequest::Open(region) => done_or_error(service.open_region(region).await),
                 RegionRequest::ShardStats => match service.shard_stats().await {
@@ -525,7 +531,7 @@ impl Dispatch for RegionServer {
 }
 
 /// A scan's rows as reply pages, each within one frame.
-fn scan_pages(region: RegionId, rows: &[Row]) -> Vec<Body> {
+fn scan_pages<R: RowView>(region: RegionId, rows: &[R]) -> Vec<Body> {
     let mut pages = Vec::new();
     for chunk in frame_chunks(rows) {
         match rows_to_ipc(chunk) {
@@ -650,7 +656,7 @@ mod tests {
     #[test]
     fn frames_are_cut_by_rows_and_by_bytes_and_keep_order() {
         assert_eq!(
-            frame_chunks(&[]).len(),
+            frame_chunks::<Row>(&[]).len(),
             1,
             "an empty write is one empty frame"
         );

@@ -48,8 +48,99 @@ pub fn row_schema(schema: &RegionSchema) -> Schema {
     Schema::new(fields)
 }
 
+/// A row's parts, wherever the row lives: a [`Row`], or one row of a [`SeriesRows`]
+/// under its series' shared tags.
+pub trait RowView {
+    /// Tag `index`; empty where the row leaves it out.
+    fn tag(&self, index: usize) -> &str;
+    fn tag_count(&self) -> usize;
+    fn ts(&self) -> i64;
+    fn fields(&self) -> &[Value];
+    /// Bytes the row takes in memory, for bounding frames.
+    fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Row>()
+            + (0..self.tag_count())
+                .map(|i| self.tag(i).len() + std::mem::size_of::<String>())
+                .sum::<usize>()
+            + self
+                .fields()
+                .iter()
+                .map(Value::estimated_bytes)
+                .sum::<usize>()
+    }
+}
+
+impl RowView for Row {
+    fn tag(&self, index: usize) -> &str {
+        Row::tag(self, index)
+    }
+    fn tag_count(&self) -> usize {
+        self.tags.len()
+    }
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+    fn fields(&self) -> &[Value] {
+        &self.fields
+    }
+}
+
+impl<R: RowView> RowView for &R {
+    fn tag(&self, index: usize) -> &str {
+        (**self).tag(index)
+    }
+    fn tag_count(&self) -> usize {
+        (**self).tag_count()
+    }
+    fn ts(&self) -> i64 {
+        (**self).ts()
+    }
+    fn fields(&self) -> &[Value] {
+        (**self).fields()
+    }
+}
+
+/// One row of a [`SeriesRows`].
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRow<'a> {
+    pub tags: &'a [String],
+    pub ts: i64,
+    pub fields: &'a [Value],
+}
+
+impl SeriesRow<'_> {
+    /// Every row of `series`, in order.
+    pub fn all(series: &[SeriesRows]) -> Vec<SeriesRow<'_>> {
+        series
+            .iter()
+            .flat_map(|one| {
+                one.rows.iter().map(|(ts, fields)| SeriesRow {
+                    tags: &one.tags,
+                    ts: *ts,
+                    fields,
+                })
+            })
+            .collect()
+    }
+}
+
+impl RowView for SeriesRow<'_> {
+    fn tag(&self, index: usize) -> &str {
+        self.tags.get(index).map_or("", String::as_str)
+    }
+    fn tag_count(&self) -> usize {
+        self.tags.len()
+    }
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+    fn fields(&self) -> &[Value] {
+        self.fields
+    }
+}
+
 /// The columns of `rows` in the row schema's order.
-pub fn row_columns(schema: &RegionSchema, rows: &[&Row]) -> Vec<ArrayRef> {
+pub fn row_columns<R: RowView>(schema: &RegionSchema, rows: &[R]) -> Vec<ArrayRef> {
     let mut columns: Vec<ArrayRef> = Vec::new();
     for tag in 0..schema.tags.len() {
         columns.push(Arc::new(StringArray::from_iter_values(
@@ -57,10 +148,10 @@ pub fn row_columns(schema: &RegionSchema, rows: &[&Row]) -> Vec<ArrayRef> {
         )));
     }
     columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-        rows.iter().map(|r| r.ts),
+        rows.iter().map(|r| r.ts()),
     )));
     for (index, field) in schema.fields.iter().enumerate() {
-        let values = rows.iter().map(|r| &r.fields[index]);
+        let values = rows.iter().map(|r| &r.fields()[index]);
         let column: ArrayRef = match field.field_type {
             FieldType::Float64 => Arc::new(
                 values
@@ -113,9 +204,8 @@ pub fn row_columns(schema: &RegionSchema, rows: &[&Row]) -> Vec<ArrayRef> {
 }
 
 /// `rows` (each shaped to `schema`) as one Arrow batch in the row schema.
-pub fn rows_to_batch(schema: &RegionSchema, rows: &[Row]) -> Result<RecordBatch, String> {
-    let refs: Vec<&Row> = rows.iter().collect();
-    RecordBatch::try_new(Arc::new(row_schema(schema)), row_columns(schema, &refs))
+pub fn rows_to_batch<R: RowView>(schema: &RegionSchema, rows: &[R]) -> Result<RecordBatch, String> {
+    RecordBatch::try_new(Arc::new(row_schema(schema)), row_columns(schema, rows))
         .map_err(|e| format!("building a scan batch: {e}"))
 }
 
@@ -135,19 +225,19 @@ pub struct RowsError(pub String);
 ///
 /// Every row must have the same number of fields, and a field column one type (nulls
 /// fit any); rows may leave trailing tags out.
-pub fn rows_to_ipc(rows: &[Row]) -> Result<Vec<u8>, RowsError> {
-    let tags = rows.iter().map(|row| row.tags.len()).max().unwrap_or(0);
-    let field_count = rows.first().map_or(0, |row| row.fields.len());
+pub fn rows_to_ipc<R: RowView>(rows: &[R]) -> Result<Vec<u8>, RowsError> {
+    let tags = rows.iter().map(|row| row.tag_count()).max().unwrap_or(0);
+    let field_count = rows.first().map_or(0, |row| row.fields().len());
     let mut field_types = vec![FieldType::Float64; field_count];
     let mut typed = vec![false; field_count];
     for (index, row) in rows.iter().enumerate() {
-        if row.fields.len() != field_count {
+        if row.fields().len() != field_count {
             return Err(RowsError(format!(
                 "row {index} has {} fields, row 0 has {field_count}",
-                row.fields.len()
+                row.fields().len()
             )));
         }
-        for (column, value) in row.fields.iter().enumerate() {
+        for (column, value) in row.fields().iter().enumerate() {
             let Some(field_type) = value_type(value) else {
                 continue;
             };
@@ -448,7 +538,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(decoded[0].fields[1..], rows[0].fields[1..]);
-        assert!(ipc_to_rows(&rows_to_ipc(&[]).unwrap()).unwrap().is_empty());
+        assert!(ipc_to_rows(&rows_to_ipc::<Row>(&[]).unwrap())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
