@@ -994,19 +994,7 @@ impl ShardEngine {
     /// Rows of a region matching the request, in (series, ts) order: the memtables and
     /// the SSTs merged, the latest write of each (series, ts) winning.
     pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
-        // Rows past the retention are gone for readers at once, whenever compaction
-        // gets to deleting them.
-        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
-        let clipped;
-        let request = if cutoff > request.start_ms {
-            clipped = ScanRequest {
-                start_ms: cutoff,
-                ..request.clone()
-            };
-            &clipped
-        } else {
-            request
-        };
+        let request = &self.retained(id, request)?;
         if request.series_only {
             return self.scan_series_only(id, request).await;
         }
@@ -1014,8 +1002,7 @@ impl ShardEngine {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let schema = region.manifest.schema.clone();
-            let filter = SeriesFilter::compile(&schema, &request.matchers)
-                .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
+            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let mut rows =
@@ -1066,6 +1053,16 @@ fn files_in_range(region: &Region, request: &ScanRequest) -> Vec<SstMeta> {
 }
 
 impl ShardEngine {
+    /// `request` without what lies past the region's retention: rows past it are gone
+    /// for readers at once, whenever compaction gets to deleting them.
+    fn retained(&self, id: RegionId, request: &ScanRequest) -> Result<ScanRequest, EngineError> {
+        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
+        Ok(ScanRequest {
+            start_ms: request.start_ms.max(cutoff),
+            ..request.clone()
+        })
+    }
+
     /// Like [`ShardEngine::scan`], grouped by series. A region whose only data in range
     /// is its live memtable answers without building a `Row` per sample (a query
     /// profile's top cost on the shards).
@@ -1075,21 +1072,14 @@ impl ShardEngine {
         request: &ScanRequest,
     ) -> Result<Vec<SeriesRows>, EngineError> {
         if !request.series_only && request.limit.is_none() {
-            let start_ms = request
-                .start_ms
-                .max(retention_cutoff(&self.regions.borrow(), id)?);
+            let clipped = self.retained(id, request)?;
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
-            let clipped = ScanRequest {
-                start_ms,
-                ..request.clone()
-            };
             if region.frozen.is_empty() && files_in_range(region, &clipped).is_empty() {
                 let schema = &region.manifest.schema;
-                let filter = SeriesFilter::compile(schema, &request.matchers)
-                    .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
+                let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
                 let series = region.memtable.scan_series(
-                    start_ms,
+                    clipped.start_ms,
                     request.end_ms,
                     |tags| filter.keeps(tags),
                     &filter.equalities(),
@@ -1132,8 +1122,7 @@ impl ShardEngine {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let schema = region.manifest.schema.clone();
-            let filter = SeriesFilter::compile(&schema, &request.matchers)
-                .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
+            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let mut series: BTreeMap<Vec<String>, i64> = BTreeMap::new();
             for memtable in
@@ -1337,6 +1326,16 @@ impl SeriesFilter {
                 _ => None,
             })
             .collect()
+    }
+
+    /// [`SeriesFilter::compile`] for a scan of `region`, its error as the engine's.
+    fn compile_for(
+        region: RegionId,
+        schema: &RegionSchema,
+        matchers: &[TagMatcher],
+    ) -> Result<SeriesFilter, EngineError> {
+        SeriesFilter::compile(schema, matchers)
+            .map_err(|reason| EngineError::InvalidScan { region, reason })
     }
 
     fn keeps(&self, tags: &[String]) -> bool {
