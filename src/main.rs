@@ -372,6 +372,7 @@ async fn serve(
         http = %http_addr,
         postgres = %pg_addr,
         startup_ms = started.elapsed().as_millis() as u64,
+        replayed_rows = datanode.recoveries.iter().map(|r| r.rows_replayed).sum::<u64>(),
         "metronome standalone ready"
     );
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -397,6 +398,12 @@ async fn serve(
         .await
         .map_err(|error| format!("the HTTP server failed: {error}"))?;
     let _ = postgres.await;
+    // Everything acknowledged is durable in the WAL already; flushing now spares the next
+    // start the replay. A failure is logged, not fatal: the WAL still holds the rows.
+    match datanode.handle().flush_all().await {
+        Ok(regions) => tracing::info!(regions, "flushed the memtables"),
+        Err(error) => tracing::error!(%error, "flush at stop failed; the WAL keeps the rows"),
+    }
     heartbeats.abort();
     for server in servers {
         server.abort();

@@ -491,4 +491,18 @@ impl DatanodeHandle {
         self.call(region, |reply| Request::Flush(region, reply))
             .await
     }
+
+    /// Flushes every region's memtable, one region at a time; returns how many regions
+    /// wrote an SST. A graceful stop calls it so that the next start replays no WAL and
+    /// the data directory holds only SSTs.
+    pub async fn flush_all(&self) -> Result<usize, EngineError> {
+        let regions: Vec<RegionId> = self.routes.lock().expect("routes").keys().copied().collect();
+        let mut flushed = 0;
+        for region in regions {
+            if self.flush(region).await?.is_some() {
+                flushed += 1;
+            }
+        }
+        Ok(flushed)
+    }
 }
