@@ -7,6 +7,12 @@
 //! depends on it.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod dashboard;
+pub mod load;
+pub mod plot;
+pub mod report;
+pub mod systems;
+
 use hdrhistogram::Histogram;
 
 /// `--target name=url` arguments as (name, url without a trailing slash).
@@ -70,6 +76,11 @@ impl LatencyRecorder {
         self.busy_ns += other.busy_ns;
     }
 
+    /// Every latency recorded, in nanoseconds.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let h = &self.histogram;
         let mut medians = self.round_medians_ns.clone();
@@ -78,6 +89,7 @@ impl LatencyRecorder {
             name: self.name.clone(),
             count: h.len(),
             p50_us: h.value_at_quantile(0.5) as f64 / 1e3,
+            p90_us: h.value_at_quantile(0.9) as f64 / 1e3,
             p99_us: h.value_at_quantile(0.99) as f64 / 1e3,
             p999_us: h.value_at_quantile(0.999) as f64 / 1e3,
             max_us: h.max() as f64 / 1e3,
@@ -99,6 +111,7 @@ pub struct LatencySummary {
     pub name: String,
     pub count: u64,
     pub p50_us: f64,
+    pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
@@ -159,6 +172,7 @@ mod tests {
         assert_eq!(f.count, 3000);
         assert!((f.p50_us - 500.0).abs() < 1.0, "{}", f.p50_us);
         assert!((f.p99_us - 990.0).abs() < 1.0, "{}", f.p99_us);
+        assert!((f.p90_us - 900.0).abs() < 1.0, "{}", f.p90_us);
         assert!((f.max_us - 1000.0).abs() < 1.0, "{}", f.max_us);
         assert!(
             (s.median_of_round_p50_us - 1001.0).abs() < 2.0,

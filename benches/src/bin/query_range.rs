@@ -19,11 +19,10 @@
 //! ```
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use metronome_benches::{markdown_table, parse_targets, LatencyRecorder};
+use metronome_benches::{dashboard, markdown_table, parse_targets, LatencyRecorder};
 use metronome_frontend::remote_write::v1;
 use prost::Message;
 
@@ -213,8 +212,7 @@ fn load(args: &Args, base: &str, end_ms: i64) {
     );
 }
 
-/// Sends one query `requests` times from `concurrency` threads; returns the latencies,
-/// the series count of the answers, and the errors.
+/// Sends one query `requests` times from `concurrency` threads over the last hour.
 fn run_round(
     args: &Args,
     base: &str,
@@ -222,62 +220,16 @@ fn run_round(
     query: &str,
     end_s: i64,
 ) -> (LatencyRecorder, usize, Vec<String>) {
-    let recorder = Arc::new(Mutex::new(LatencyRecorder::new(name)));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let series = Arc::new(Mutex::new(0usize));
-    let agent = agent();
-    let url = format!("{base}/api/v1/query_range");
-    let (start, end) = ((end_s - 3600).to_string(), end_s.to_string());
-    std::thread::scope(|scope| {
-        for thread in 0..args.concurrency {
-            let (recorder, errors, series, agent) = (
-                recorder.clone(),
-                errors.clone(),
-                series.clone(),
-                agent.clone(),
-            );
-            let (url, start, end) = (&url, &start, &end);
-            scope.spawn(move || {
-                for _ in (0..args.requests).filter(|i| i % args.concurrency == thread) {
-                    let sent = Instant::now();
-                    let response = agent
-                        .get(url)
-                        .query("query", query)
-                        .query("start", start)
-                        .query("end", end)
-                        .query("step", "15")
-                        .call();
-                    let outcome = response.map_err(|e| e.to_string()).and_then(|response| {
-                        let status = response.status().as_u16();
-                        let body = response
-                            .into_body()
-                            .read_to_string()
-                            .map_err(|e| e.to_string())?;
-                        let json: serde_json::Value =
-                            serde_json::from_str(&body).map_err(|e| e.to_string())?;
-                        if status != 200 || json["status"] != "success" {
-                            return Err(format!("HTTP {status}: {}", json["error"]));
-                        }
-                        Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
-                    });
-                    let latency = sent.elapsed();
-                    match outcome {
-                        Ok(count) => {
-                            recorder.lock().unwrap().record(latency);
-                            *series.lock().unwrap() = count;
-                        }
-                        Err(error) => errors.lock().unwrap().push(error),
-                    }
-                }
-            });
-        }
-    });
-    let mut recorder =
-        std::mem::replace(&mut *recorder.lock().unwrap(), LatencyRecorder::new(name));
-    recorder.end_round();
-    let errors = std::mem::take(&mut *errors.lock().unwrap());
-    let series = *series.lock().unwrap();
-    (recorder, series, errors)
+    let range = dashboard::Range {
+        start_s: (end_s - 3600) as f64,
+        end_s: end_s as f64,
+        step_s: 15.0,
+    };
+    let outcome = dashboard::run(base, name, query, range, args.requests, args.concurrency);
+    // Every failure counts; the first one's message stands for all.
+    let first = outcome.first_error.unwrap_or_default();
+    let errors = (0..outcome.errors).map(|_| first.clone()).collect();
+    (outcome.recorder, outcome.series.unwrap_or(0), errors)
 }
 
 fn main() {
