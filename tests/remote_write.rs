@@ -430,7 +430,11 @@ fn kill_9_during_ingest_loses_no_acknowledged_sample() {
 fn a_graceful_stop_flushes_so_the_next_start_replays_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_standalone(dir.path());
-    assert!(node.ready_line.contains("replayed_rows=0"), "{}", node.ready_line);
+    assert!(
+        node.ready_line.contains("replayed_rows=0"),
+        "{}",
+        node.ready_line
+    );
     let batch: Vec<Series> = (0..20)
         .map(|s| {
             (
@@ -439,18 +443,29 @@ fn a_graceful_stop_flushes_so_the_next_start_replays_nothing() {
             )
         })
         .collect();
-    assert_eq!(common::remote_write(node.http, &write_request(&batch)).status, 204);
+    assert_eq!(
+        common::remote_write(node.http, &write_request(&batch)).status,
+        204
+    );
     node.process.signal(libc::SIGTERM);
     assert!(node.process.0.wait().unwrap().success());
     let log: Vec<String> = node.lines.iter().collect();
     assert!(
-        log.iter().any(|line| line.contains("flushed the memtables")),
+        log.iter()
+            .any(|line| line.contains("flushed the memtables")),
         "{log:?}"
     );
 
     let node = start_standalone(dir.path());
-    assert!(node.ready_line.contains("replayed_rows=0"), "{}", node.ready_line);
+    assert!(
+        node.ready_line.contains("replayed_rows=0"),
+        "{}",
+        node.ready_line
+    );
     let samples = raw_samples(node.http, "stop_test", T0 + 5000, 10_000);
     assert_eq!(samples.len(), 20);
-    assert!(samples.iter().all(|(_, points)| points.len() == 5), "{samples:?}");
+    assert!(
+        samples.iter().all(|(_, points)| points.len() == 5),
+        "{samples:?}"
+    );
 }

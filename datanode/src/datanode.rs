@@ -493,10 +493,17 @@ impl DatanodeHandle {
     }
 
     /// Flushes every region's memtable, one region at a time; returns how many regions
-    /// wrote an SST. A graceful stop calls it so that the next start replays no WAL and
-    /// the data directory holds only SSTs.
+    /// wrote an SST. A graceful stop calls it so that the next start replays no WAL (the
+    /// current WAL segment stays on disk until later commits fill it and a purge finds
+    /// it obsolete).
     pub async fn flush_all(&self) -> Result<usize, EngineError> {
-        let regions: Vec<RegionId> = self.routes.lock().expect("routes").keys().copied().collect();
+        let regions: Vec<RegionId> = self
+            .routes
+            .lock()
+            .expect("routes")
+            .keys()
+            .copied()
+            .collect();
         let mut flushed = 0;
         for region in regions {
             if self.flush(region).await?.is_some() {
