@@ -87,9 +87,14 @@ struct Args {
     #[arg(long, default_value = "1.0")]
     metronome_protocol: Protocol,
     /// Record a `perf` profile of Metronome during its ingest rounds into the output
-    /// directory (`perf-metronome.data` and the top of `perf report`).
+    /// directory, and one of its queries (`perf-metronome-{ingest,query}.data` and the
+    /// top of `perf report` next to each).
     #[arg(long)]
     profile: bool,
+    /// The commit the binaries were built from, for the report (default: this
+    /// directory's `git rev-parse --short HEAD`).
+    #[arg(long)]
+    commit: Option<String>,
 }
 
 impl Args {
@@ -336,7 +341,7 @@ fn run(mut args: Args) -> Result<bool, String> {
                         .out
                         .canonicalize()
                         .map_err(|e| e.to_string())?
-                        .join("perf-metronome.data"),
+                        .join("perf-metronome-ingest.data"),
                 )?);
             }
             let progress = load::progress_bar(samples, name);
@@ -372,6 +377,16 @@ fn run(mut args: Args) -> Result<bool, String> {
 
     for system in &running {
         system.prepare_queries()?;
+        if args.profile && system.kind == Kind::Metronome {
+            profiler = Some(Profiler::start(
+                system.pid(),
+                &args
+                    .out
+                    .canonicalize()
+                    .map_err(|e| e.to_string())?
+                    .join("perf-metronome-query.data"),
+            )?);
+        }
     }
     let mut queries: Vec<Vec<QueryOutcome>> = running
         .iter()
@@ -419,6 +434,11 @@ fn run(mut args: Args) -> Result<bool, String> {
         eprintln!("panel {:?}: {}", panel.name, summary.join("; "));
     }
 
+    if let Some(profiler) = profiler.take() {
+        let path = profiler.finish()?;
+        eprintln!("profile of metronome's queries: {}", path.display());
+    }
+
     let mut results = Vec::new();
     for (((system, ingest), queries), (ingest_cpu, start)) in running
         .into_iter()
@@ -463,7 +483,11 @@ fn run(mut args: Args) -> Result<bool, String> {
             .collect(),
         machine: machine(&data_root),
         date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
-        commit: sh("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+        commit: args
+            .commit
+            .clone()
+            .or_else(|| sh("git", &["rev-parse", "--short", "HEAD"]))
+            .unwrap_or_else(|| "unknown".into()),
     };
     report::write(&args.out, &info, &results)?;
     println!("{}", report::markdown(&info, &results));
