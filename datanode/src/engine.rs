@@ -26,7 +26,7 @@ use crate::codec::{decode_rows, encode_rows};
 use crate::manifest::{
     manifest_path, sst_dir, sst_key, Edit, RegionManifest, EDITS_PER_CHECKPOINT,
 };
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, SeriesKey};
 use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 use metronome_wire::ShardStats;
@@ -157,6 +157,10 @@ impl Region {
         }
     }
 }
+
+/// Rows a flush or compaction encodes between two yields to the shard: one chunk's
+/// encoding (a few milliseconds) is the longest pause it imposes on the shard's writes.
+const ENCODE_CHUNK_ROWS: usize = 16 * 1024;
 
 /// `Region::checkpoint_version` after a failed edit append: the log must not be
 /// appended to again.
@@ -741,8 +745,12 @@ impl ShardEngine {
                     region.manifest.next_file_id += 1;
                     region.manifest.next_file_id - 1
                 };
-                let (bytes, meta) =
-                    sst::encode(&schema, file_id, &rows).map_err(EngineError::Io)?;
+                let mut writer = sst::SstWriter::new(&schema, file_id).map_err(EngineError::Io)?;
+                for chunk in rows.chunks(ENCODE_CHUNK_ROWS) {
+                    writer.write(chunk).map_err(EngineError::Io)?;
+                    metronome_core::rt::task::yield_now().await;
+                }
+                let (bytes, meta) = writer.finish().map_err(EngineError::Io)?;
                 self.store
                     .put(&sst_key(&self.root, id, file_id), bytes)
                     .await?;
@@ -964,16 +972,29 @@ impl ShardEngine {
         file_id: u64,
         schema: &RegionSchema,
     ) -> Result<Option<SstMeta>, EngineError> {
-        let rows = frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[]);
-        // Rows written before an ALTER ADD COLUMN lack the new fields.
-        let rows: Vec<(u64, Row)> = rows
-            .into_iter()
-            .map(|(sequence, mut row)| {
+        // In chunks, yielding between them: encoding is CPU work on the shard's only
+        // thread, and the writes that arrive meanwhile must not wait for all of it.
+        let mut writer = sst::SstWriter::new(schema, file_id).map_err(EngineError::Io)?;
+        let mut after: Option<SeriesKey> = None;
+        loop {
+            let (mut rows, last) = frozen.chunk_after(after.as_deref(), ENCODE_CHUNK_ROWS);
+            if rows.is_empty() {
+                break;
+            }
+            // Rows written before an ALTER ADD COLUMN lack the new fields.
+            for (_, row) in &mut rows {
                 row.fields.resize(schema.fields.len(), Value::Null);
-                (sequence, row)
-            })
-            .collect();
-        let (bytes, meta) = sst::encode(schema, file_id, &rows).map_err(EngineError::Io)?;
+            }
+            writer.write(&rows).map_err(EngineError::Io)?;
+            after = last;
+            metronome_core::rt::task::yield_now().await;
+        }
+        assert_eq!(
+            writer.rows(),
+            frozen.rows() as u64,
+            "a flush writes every row of the frozen memtable"
+        );
+        let (bytes, meta) = writer.finish().map_err(EngineError::Io)?;
         let key = sst_key(&self.root, id, file_id);
         self.store.put(&key, bytes).await?;
 

@@ -19,7 +19,7 @@ const ROW_OVERHEAD_BYTES: usize = 64;
 type Points = BTreeMap<i64, (u64, Vec<Value>)>;
 
 /// A series' tags, shared by the series map and its postings.
-type SeriesKey = Arc<[String]>;
+pub type SeriesKey = Arc<[String]>;
 
 #[derive(Debug, Default)]
 pub struct Memtable {
@@ -151,6 +151,39 @@ impl Memtable {
         rows
     }
 
+    /// Every row of the whole series after `after` (from the first series when `None`),
+    /// in (series, ts) order with its sequence, until at least `rows_min` rows are taken
+    /// (a series is never split); and the last series taken, the `after` of the next call
+    /// (`None` once every series was taken). A flush walks a frozen memtable this way, so
+    /// that it can yield between chunks and never copies all of it at once.
+    pub fn chunk_after(
+        &self,
+        after: Option<&[String]>,
+        rows_min: usize,
+    ) -> (Vec<(u64, Row)>, Option<SeriesKey>) {
+        assert!(rows_min > 0, "a chunk takes at least one row");
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rows = Vec::new();
+        let mut last = None;
+        for (tags, points) in self.series.range::<[String], _>((lower, Bound::Unbounded)) {
+            rows.extend(points.iter().map(|(ts, (sequence, fields))| {
+                (
+                    *sequence,
+                    Row {
+                        tags: tags.to_vec(),
+                        ts: *ts,
+                        fields: fields.clone(),
+                    },
+                )
+            }));
+            last = Some(tags.clone());
+            if rows.len() >= rows_min {
+                break;
+            }
+        }
+        (rows, last)
+    }
+
     /// Like [`Memtable::scan_sequenced`] without sequences, grouped by series: each
     /// series' tags are cloned once, not once per row.
     pub fn scan_series(
@@ -256,6 +289,43 @@ mod tests {
             ts,
             fields: vec![Value::Float64(value)],
         }
+    }
+
+    #[test]
+    fn chunks_walk_every_row_once_in_order_without_splitting_a_series() {
+        let mut memtable = Memtable::default();
+        // 30 series of 1 to 10 points, inserted out of order.
+        for i in 0..30u64 {
+            let host = format!("h{:02}", (i * 7) % 30);
+            for ts in 0..=(i % 10) as i64 {
+                memtable.insert(i, row(&host, 1000 - ts, ts as f64));
+            }
+        }
+        let all = memtable.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[]);
+        let mut walked = Vec::new();
+        let mut after: Option<SeriesKey> = None;
+        let mut chunks = 0;
+        loop {
+            let (rows, last) = memtable.chunk_after(after.as_deref(), 12);
+            if rows.is_empty() {
+                assert!(last.is_none());
+                break;
+            }
+            chunks += 1;
+            assert!(chunks <= 30, "every chunk takes at least one series");
+            // A chunk ends with a whole series: the last one is its cursor, and the
+            // next chunk starts with another series.
+            let last = last.expect("a non-empty chunk names its last series");
+            assert_eq!(rows.last().unwrap().1.tags, last.to_vec());
+            if let Some((_, next)) = walked.last() {
+                let next: &Row = next;
+                assert!(next.tags < rows[0].1.tags);
+            }
+            walked.extend(rows);
+            after = Some(last);
+        }
+        assert_eq!(walked, all);
+        assert!(chunks > 3, "{chunks} chunks");
     }
 
     #[test]

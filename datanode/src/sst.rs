@@ -103,72 +103,137 @@ fn writer_properties(schema: &RegionSchema, key_value: Vec<KeyValue>) -> WriterP
     builder.build()
 }
 
-/// Encodes `rows` (each with its write's sequence), sorted by (series, ts) and unique per
-/// (series, ts), as an SST.
+/// Encodes `rows`, sorted and unique by (series, ts), as one SST: [`SstWriter`] with a
+/// single chunk.
 pub fn encode(
     schema: &RegionSchema,
     file_id: u64,
     rows: &[(u64, Row)],
 ) -> Result<(Vec<u8>, SstMeta), String> {
-    assert!(!rows.is_empty(), "an SST holds at least one row");
-    debug_assert!(
-        rows.windows(2)
-            .all(|w| (&w[0].1.tags, w[0].1.ts) < (&w[1].1.tags, w[1].1.ts)),
-        "SST rows are sorted and unique by (series, ts)"
-    );
-    let mut series: Vec<SeriesEntry> = Vec::new();
-    for (index, (_, row)) in rows.iter().enumerate() {
-        match series.last_mut() {
-            Some(last) if last.tags == row.tags => last.rows += 1,
-            _ => series.push(SeriesEntry {
-                tags: row.tags.clone(),
-                first_row: index as u64,
-                rows: 1,
-            }),
-        }
-    }
-    let refs: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
-    let mut columns = row_columns(schema, &refs);
-    columns.push(Arc::new(UInt64Array::from_iter_values(
-        rows.iter().map(|(sequence, _)| *sequence),
-    )));
+    let mut writer = SstWriter::new(schema, file_id)?;
+    writer.write(rows)?;
+    writer.finish()
+}
 
-    let arrow_schema = Arc::new(arrow_schema(schema));
-    let batch = RecordBatch::try_new(arrow_schema.clone(), columns)
-        .map_err(|e| format!("building the SST batch: {e}"))?;
-    let key_value = vec![
-        KeyValue::new(
+/// Encodes an SST from rows that arrive in chunks, in (series, ts) order across chunks.
+/// A flush or compaction yields to its shard between chunks, so the pause it imposes on
+/// the shard's writes is one chunk's encoding, not the whole file's; and the rows of a
+/// large memtable never need to exist as one vector.
+pub struct SstWriter {
+    file_id: u64,
+    schema: RegionSchema,
+    arrow_schema: Arc<Schema>,
+    writer: ArrowWriter<Vec<u8>>,
+    series: Vec<SeriesEntry>,
+    rows: u64,
+    min_ts: i64,
+    max_ts: i64,
+    max_sequence: u64,
+    /// The last (series, ts) written, to check the order across chunks.
+    last: Option<(Vec<String>, i64)>,
+}
+
+impl SstWriter {
+    pub fn new(schema: &RegionSchema, file_id: u64) -> Result<SstWriter, String> {
+        let arrow_schema = Arc::new(arrow_schema(schema));
+        // The series index is known only at the end; it is appended to the footer then.
+        let key_value = vec![KeyValue::new(
             SCHEMA_KEY.to_string(),
             serde_json::to_string(schema).expect("schema serializes"),
-        ),
-        KeyValue::new(
+        )];
+        let writer = ArrowWriter::try_new(
+            Vec::new(),
+            arrow_schema.clone(),
+            Some(writer_properties(schema, key_value)),
+        )
+        .map_err(|e| format!("starting the SST writer: {e}"))?;
+        Ok(SstWriter {
+            file_id,
+            schema: schema.clone(),
+            arrow_schema,
+            writer,
+            series: Vec::new(),
+            rows: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            max_sequence: 0,
+            last: None,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends a chunk; its rows follow every row written before in (series, ts) order.
+    pub fn write(&mut self, rows: &[(u64, Row)]) -> Result<(), String> {
+        let Some((_, first)) = rows.first() else {
+            return Ok(());
+        };
+        assert!(
+            self.last
+                .as_ref()
+                .is_none_or(|(tags, ts)| (tags, *ts) < (&first.tags, first.ts)),
+            "SST rows are sorted and unique by (series, ts) across chunks"
+        );
+        debug_assert!(
+            rows.windows(2)
+                .all(|w| (&w[0].1.tags, w[0].1.ts) < (&w[1].1.tags, w[1].1.ts)),
+            "SST rows are sorted and unique by (series, ts)"
+        );
+        for (index, (sequence, row)) in rows.iter().enumerate() {
+            let row_number = self.rows + index as u64;
+            match self.series.last_mut() {
+                Some(last) if last.tags == row.tags => last.rows += 1,
+                _ => self.series.push(SeriesEntry {
+                    tags: row.tags.clone(),
+                    first_row: row_number,
+                    rows: 1,
+                }),
+            }
+            self.min_ts = self.min_ts.min(row.ts);
+            self.max_ts = self.max_ts.max(row.ts);
+            self.max_sequence = self.max_sequence.max(*sequence);
+        }
+        let refs: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
+        let mut columns = row_columns(&self.schema, &refs);
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|(sequence, _)| *sequence),
+        )));
+        let batch = RecordBatch::try_new(self.arrow_schema.clone(), columns)
+            .map_err(|e| format!("building the SST batch: {e}"))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| format!("writing the SST: {e}"))?;
+        self.rows += rows.len() as u64;
+        let (_, last) = rows.last().expect("not empty");
+        self.last = Some((last.tags.clone(), last.ts));
+        Ok(())
+    }
+
+    /// Closes the file: its bytes and what the manifest records of it.
+    pub fn finish(mut self) -> Result<(Vec<u8>, SstMeta), String> {
+        assert!(self.rows > 0, "an SST holds at least one row");
+        self.writer.append_key_value_metadata(KeyValue::new(
             SERIES_KEY.to_string(),
-            serde_json::to_string(&series).expect("index serializes"),
-        ),
-    ];
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(
-        &mut bytes,
-        arrow_schema,
-        Some(writer_properties(schema, key_value)),
-    )
-    .map_err(|e| format!("starting the SST writer: {e}"))?;
-    writer
-        .write(&batch)
-        .map_err(|e| format!("writing the SST: {e}"))?;
-    writer
-        .close()
-        .map_err(|e| format!("finishing the SST: {e}"))?;
-    let meta = SstMeta {
-        file_id,
-        rows: rows.len() as u64,
-        bytes: bytes.len() as u64,
-        series: series.len() as u64,
-        min_ts: rows.iter().map(|(_, r)| r.ts).min().expect("not empty"),
-        max_ts: rows.iter().map(|(_, r)| r.ts).max().expect("not empty"),
-        max_sequence: rows.iter().map(|(s, _)| *s).max().expect("not empty"),
-    };
-    Ok((bytes, meta))
+            serde_json::to_string(&self.series).expect("index serializes"),
+        ));
+        let bytes = self
+            .writer
+            .into_inner()
+            .map_err(|e| format!("finishing the SST: {e}"))?;
+        let meta = SstMeta {
+            file_id: self.file_id,
+            rows: self.rows,
+            bytes: bytes.len() as u64,
+            series: self.series.len() as u64,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            max_sequence: self.max_sequence,
+        };
+        Ok((bytes, meta))
+    }
 }
 
 /// An SST's footer: the Parquet reader, the file's schema, its series index, and the
@@ -450,6 +515,52 @@ mod tests {
         assert_eq!(meta.bytes, bytes.len() as u64);
         let read_back = read(bytes.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
         assert_eq!(read_back, rows);
+    }
+
+    #[test]
+    fn an_sst_written_in_chunks_equals_one_written_at_once() {
+        // Chunks of 7 rows split series (of 50 rows) between chunks.
+        let rows = rows(5, 50);
+        let (whole, whole_meta) = encode(&schema(), 3, &rows).unwrap();
+        let mut writer = SstWriter::new(&schema(), 3).unwrap();
+        for chunk in rows.chunks(7) {
+            writer.write(chunk).unwrap();
+        }
+        assert_eq!(writer.rows(), 250);
+        let (chunked, meta) = writer.finish().unwrap();
+        assert_eq!(meta.file_id, 3);
+        assert_eq!(meta.bytes, chunked.len() as u64);
+        assert_eq!(
+            SstMeta { bytes: 0, ..meta },
+            SstMeta {
+                bytes: 0,
+                ..whole_meta
+            }
+        );
+        let chunked = bytes::Bytes::from(chunked);
+        let read_back = read(chunked.clone(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        assert_eq!(read_back, rows);
+        // The series index covers each series once, whole, across the chunk boundaries.
+        let index = series(chunked.clone(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        assert_eq!(
+            index,
+            series(whole.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap()
+        );
+        assert_eq!(index.len(), 5);
+        let one = read(chunked, &schema(), i64::MIN, i64::MAX, |tags| {
+            tags[0] == "host-002"
+        })
+        .unwrap();
+        assert_eq!(one, rows[100..150].to_vec());
+    }
+
+    #[test]
+    #[should_panic(expected = "sorted and unique by (series, ts) across chunks")]
+    fn chunks_out_of_order_are_refused() {
+        let rows = rows(2, 10);
+        let mut writer = SstWriter::new(&schema(), 1).unwrap();
+        writer.write(&rows[10..]).unwrap();
+        let _ = writer.write(&rows[..10]);
     }
 
     #[test]

@@ -829,6 +829,41 @@ fn a_write_in_flight_during_a_flush_is_not_claimed_by_it() {
 }
 
 #[test]
+fn a_large_flush_yields_so_a_later_write_completes_before_it() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(5));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        // 200 k rows: a dozen encoding chunks.
+        for batch in 0..40 {
+            let rows: Vec<Row> = (0..5000)
+                .map(|i| row(&format!("h{:04}", i % 1000), "x", batch * 5 + i / 1000, 1.0))
+                .collect();
+            engine.write(R1, rows).await.unwrap();
+        }
+        let order = std::cell::RefCell::new(Vec::new());
+        let flush = async {
+            let meta = engine.flush_region(R1).await.unwrap().unwrap();
+            order.borrow_mut().push("flush");
+            meta
+        };
+        let write = async {
+            engine
+                .write(R1, vec![row("late", "x", 1, 2.0)])
+                .await
+                .unwrap();
+            order.borrow_mut().push("write");
+        };
+        // The flush is polled first: it has started encoding when the write arrives.
+        let (meta, ()) = futures::future::join(flush, write).await;
+        assert_eq!(meta.rows, 200_000);
+        assert_eq!(*order.borrow(), ["write", "flush"]);
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(all.len(), 200_001);
+    });
+}
+
+#[test]
 fn a_failed_flush_keeps_the_rows_and_a_later_one_succeeds() {
     on_shard(|_| async {
         let sim = SimDisk::new(22);
