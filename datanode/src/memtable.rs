@@ -21,11 +21,20 @@ type Points = BTreeMap<i64, (u64, Vec<Value>)>;
 /// A series' tags, shared by the series map and its postings.
 pub type SeriesKey = Arc<[String]>;
 
+/// A series' place in [`Memtable::series`].
+type SeriesIndex = u32;
+
 #[derive(Debug, Default)]
 pub struct Memtable {
-    series: BTreeMap<SeriesKey, Points>,
+    /// Every series with its points, in insertion order.
+    series: Vec<(SeriesKey, Points)>,
+    /// The series in tag order, for scans.
+    order: BTreeMap<SeriesKey, SeriesIndex>,
+    /// The series by their tags, for writes: hashing a series' tags once is cheaper than
+    /// comparing them with a dozen others on the way down the ordered map.
+    lookup: HashMap<SeriesKey, SeriesIndex, foldhash::fast::RandomState>,
     /// (tag index, non-empty value) → the series with that value, in insertion order.
-    postings: HashMap<(usize, String), Vec<SeriesKey>>,
+    postings: HashMap<(usize, String), Vec<SeriesIndex>>,
     bytes: usize,
     rows: usize,
     max_sequence: u64,
@@ -39,23 +48,29 @@ impl Memtable {
         let before = self.bytes;
         self.max_sequence = self.max_sequence.max(sequence);
         let value_bytes: usize = row.fields.iter().map(Value::estimated_bytes).sum();
-        let series = match self.series.get_mut(row.tags.as_slice()) {
-            Some(series) => series,
+        let slot = match self.lookup.get(row.tags.as_slice()) {
+            Some(&slot) => slot,
             None => {
+                let slot = SeriesIndex::try_from(self.series.len())
+                    .expect("a memtable holds fewer than 2^32 series");
                 let key_bytes: usize = row.tags.iter().map(|t| t.len() + ROW_OVERHEAD_BYTES).sum();
-                self.bytes += key_bytes;
+                self.bytes += key_bytes + 2 * std::mem::size_of::<SeriesKey>();
                 let key: SeriesKey = Arc::from(row.tags);
                 for (index, value) in key.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
                     let posting = self.postings.entry((index, value.clone())).or_default();
                     if posting.is_empty() {
                         self.bytes += value.len() + ROW_OVERHEAD_BYTES;
                     }
-                    posting.push(key.clone());
-                    self.bytes += std::mem::size_of::<SeriesKey>();
+                    posting.push(slot);
+                    self.bytes += std::mem::size_of::<SeriesIndex>();
                 }
-                self.series.entry(key).or_default()
+                self.order.insert(key.clone(), slot);
+                self.lookup.insert(key.clone(), slot);
+                self.series.push((key, Points::new()));
+                slot
             }
         };
+        let series = &mut self.series[slot as usize].1;
         match series.get_mut(&row.ts) {
             Some((existing, fields)) => {
                 if *existing <= sequence {
@@ -108,17 +123,27 @@ impl Memtable {
             })
             .min_by_key(|posting| posting.len());
         match shortest {
-            None => self.series.iter().filter(|(tags, _)| keep(tags)).collect(),
+            None => self
+                .order
+                .values()
+                .map(|&slot| self.entry(slot))
+                .filter(|(tags, _)| keep(tags))
+                .collect(),
             Some(posting) => {
                 let mut found: Vec<(&SeriesKey, &Points)> = posting
                     .iter()
-                    .filter(|tags| keep(tags))
-                    .filter_map(|tags| self.series.get_key_value(tags))
+                    .map(|&slot| self.entry(slot))
+                    .filter(|(tags, _)| keep(tags))
                     .collect();
                 found.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 found
             }
         }
+    }
+
+    fn entry(&self, slot: SeriesIndex) -> (&SeriesKey, &Points) {
+        let (tags, points) = &self.series[slot as usize];
+        (tags, points)
     }
 
     /// Like [`Memtable::scan`], each row with the sequence of the write that made it;
@@ -165,7 +190,12 @@ impl Memtable {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut rows = Vec::new();
         let mut last = None;
-        for (tags, points) in self.series.range::<[String], _>((lower, Bound::Unbounded)) {
+        for &slot in self
+            .order
+            .range::<[String], _>((lower, Bound::Unbounded))
+            .map(|(_, s)| s)
+        {
+            let (tags, points) = self.entry(slot);
             rows.extend(points.iter().map(|(ts, (sequence, fields))| {
                 (
                     *sequence,
@@ -247,7 +277,7 @@ impl Memtable {
         if start >= end {
             return rows;
         }
-        for (tags, points) in &self.series {
+        for (tags, points) in self.order.values().map(|&slot| self.entry(slot)) {
             if rows.len() >= limit {
                 break;
             }
@@ -270,7 +300,7 @@ impl Memtable {
 
     /// Appends a null field to every row (after the schema gained a column).
     pub fn add_null_field(&mut self) {
-        for points in self.series.values_mut() {
+        for (_, points) in &mut self.series {
             for (_, fields) in points.values_mut() {
                 fields.push(Value::Null);
                 self.bytes += Value::Null.estimated_bytes();
