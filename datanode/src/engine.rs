@@ -27,6 +27,7 @@ use crate::manifest::{
     manifest_path, sst_dir, sst_key, Edit, RegionManifest, EDITS_PER_CHECKPOINT,
 };
 use crate::memtable::{Memtable, SeriesKey};
+use crate::merge::{Merge, SortedRun};
 use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 use metronome_wire::ShardStats;
@@ -725,34 +726,47 @@ impl ShardEngine {
         }
         let mut output = None;
         if !inputs.is_empty() {
-            let mut rows = Vec::new();
+            let mut runs = Vec::with_capacity(inputs.len());
             for file in &inputs {
                 let (key, bytes) = self.read_sst(id, file).await?;
-                rows.extend(
-                    sst::read(bytes, &schema, cutoff, i64::MAX, |_| true)
-                        .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
-                );
-                // Reading and decoding is the long part: let writes run in between.
+                let reader = sst::SstReader::open(bytes, &schema, cutoff, i64::MAX, |_| true)
+                    .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+                runs.push(NamedRun { key, reader });
+            }
+            // A streaming merge, a chunk at a time with a yield after each: decoding,
+            // merging and encoding are CPU work on the shard's only thread, and writes
+            // arriving meanwhile wait at most one chunk.
+            let mut merge = Merge::new(runs);
+            let mut writer: Option<sst::SstWriter> = None;
+            loop {
+                let chunk = merge
+                    .next_chunk(ENCODE_CHUNK_ROWS)
+                    .map_err(EngineError::Io)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let writer = match &mut writer {
+                    Some(writer) => writer,
+                    None => {
+                        let file_id = {
+                            let mut regions = self.regions.borrow_mut();
+                            let region = regions
+                                .get_mut(&id)
+                                .ok_or(EngineError::RegionNotFound(id))?;
+                            region.manifest.next_file_id += 1;
+                            region.manifest.next_file_id - 1
+                        };
+                        writer
+                            .insert(sst::SstWriter::new(&schema, file_id).map_err(EngineError::Io)?)
+                    }
+                };
+                writer.write(&chunk).map_err(EngineError::Io)?;
                 metronome_core::rt::task::yield_now().await;
             }
-            let rows = merge_latest_sequenced(rows);
-            if !rows.is_empty() {
-                let file_id = {
-                    let mut regions = self.regions.borrow_mut();
-                    let region = regions
-                        .get_mut(&id)
-                        .ok_or(EngineError::RegionNotFound(id))?;
-                    region.manifest.next_file_id += 1;
-                    region.manifest.next_file_id - 1
-                };
-                let mut writer = sst::SstWriter::new(&schema, file_id).map_err(EngineError::Io)?;
-                for chunk in rows.chunks(ENCODE_CHUNK_ROWS) {
-                    writer.write(chunk).map_err(EngineError::Io)?;
-                    metronome_core::rt::task::yield_now().await;
-                }
+            if let Some(writer) = writer {
                 let (bytes, meta) = writer.finish().map_err(EngineError::Io)?;
                 self.store
-                    .put(&sst_key(&self.root, id, file_id), bytes)
+                    .put(&sst_key(&self.root, id, meta.file_id), bytes)
                     .await?;
                 output = Some(meta);
             }
@@ -1210,6 +1224,20 @@ fn retention_cutoff(
 }
 
 /// Like [`merge_latest`], keeping each surviving row's sequence.
+/// An SST being merged, named in its errors.
+struct NamedRun {
+    key: String,
+    reader: sst::SstReader,
+}
+
+impl SortedRun for NamedRun {
+    fn next_rows(&mut self) -> Result<Option<Vec<(u64, Row)>>, String> {
+        self.reader
+            .next_rows()
+            .map_err(|reason| format!("SST {}: {reason}", self.key))
+    }
+}
+
 fn merge_latest_sequenced(mut rows: Vec<(u64, Row)>) -> Vec<(u64, Row)> {
     // The rows arrive as a few sorted runs (one per memtable and SST); the stable sort
     // merges such runs in about n log(runs) comparisons, where an unstable sort spends

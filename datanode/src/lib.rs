@@ -14,6 +14,7 @@ pub mod datanode;
 pub mod engine;
 pub mod manifest;
 pub mod memtable;
+pub mod merge;
 pub mod service;
 pub mod sst;
 pub mod wal;

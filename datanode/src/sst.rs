@@ -354,67 +354,115 @@ pub fn read(
     end: i64,
     keep: impl Fn(&[String]) -> bool,
 ) -> Result<Vec<(u64, Row)>, String> {
-    let footer = read_footer(bytes, schema, start, end)?;
-    let ts_column = footer.file_schema.tags.len();
-    // Rows worth reading: those of matching series, within row groups whose time range
-    // overlaps the request.
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
-        ranges.extend(footer.ranges(entry)?);
-    }
-    let Footer {
-        builder,
-        file_schema,
-        ..
-    } = footer;
-    if ranges.is_empty() {
-        return Ok(Vec::new());
-    }
-    ranges.sort_unstable();
-    let mut selectors = Vec::new();
-    let mut position = 0u64;
-    for (from, to) in ranges {
-        if from > position {
-            selectors.push(RowSelector::skip((from - position) as usize));
-        }
-        selectors.push(RowSelector::select((to - from.max(position)) as usize));
-        position = to.max(position);
-    }
-    let reader = builder
-        .with_row_selection(RowSelection::from(selectors))
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()
-        .map_err(|e| format!("reading the SST: {e}"))?;
-
-    // Where each of the region's fields is in the file, if the file has it.
-    let field_columns: Vec<Option<(usize, FieldType)>> = schema
-        .fields
-        .iter()
-        .map(|field| {
-            file_schema
-                .fields
-                .iter()
-                .position(|f| f.name == field.name && f.field_type == field.field_type)
-                .map(|i| (ts_column + 1 + i, field.field_type))
-        })
-        .collect();
-    let sequence_column = ts_column + 1 + file_schema.fields.len();
+    let mut reader = SstReader::open(bytes, schema, start, end, keep)?;
     let mut rows = Vec::new();
-    for batch in reader {
+    while let Some(batch) = reader.next_rows()? {
+        rows.extend(batch);
+    }
+    Ok(rows)
+}
+
+/// [`read`] a batch at a time (at most `READ_BATCH_ROWS` rows), so that a compaction can
+/// merge files without decoding any of them whole.
+pub struct SstReader {
+    /// `None` when no row can match.
+    batches: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+    start: i64,
+    end: i64,
+    ts_column: usize,
+    sequence_column: usize,
+    /// Where each of the region's fields is in the file, if the file has it.
+    field_columns: Vec<Option<(usize, FieldType)>>,
+}
+
+impl SstReader {
+    pub fn open(
+        bytes: bytes::Bytes,
+        schema: &RegionSchema,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+    ) -> Result<SstReader, String> {
+        let footer = read_footer(bytes, schema, start, end)?;
+        let ts_column = footer.file_schema.tags.len();
+        // Rows worth reading: those of matching series, within row groups whose time
+        // range overlaps the request.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
+            ranges.extend(footer.ranges(entry)?);
+        }
+        let Footer {
+            builder,
+            file_schema,
+            ..
+        } = footer;
+        let field_columns: Vec<Option<(usize, FieldType)>> = schema
+            .fields
+            .iter()
+            .map(|field| {
+                file_schema
+                    .fields
+                    .iter()
+                    .position(|f| f.name == field.name && f.field_type == field.field_type)
+                    .map(|i| (ts_column + 1 + i, field.field_type))
+            })
+            .collect();
+        let sequence_column = ts_column + 1 + file_schema.fields.len();
+        let batches = if ranges.is_empty() {
+            None
+        } else {
+            ranges.sort_unstable();
+            let mut selectors = Vec::new();
+            let mut position = 0u64;
+            for (from, to) in ranges {
+                if from > position {
+                    selectors.push(RowSelector::skip((from - position) as usize));
+                }
+                selectors.push(RowSelector::select((to - from.max(position)) as usize));
+                position = to.max(position);
+            }
+            Some(
+                builder
+                    .with_row_selection(RowSelection::from(selectors))
+                    .with_batch_size(READ_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| format!("reading the SST: {e}"))?,
+            )
+        };
+        Ok(SstReader {
+            batches,
+            start,
+            end,
+            ts_column,
+            sequence_column,
+            field_columns,
+        })
+    }
+
+    /// The next batch's rows in range (possibly none), or `None` at the end of the file.
+    pub fn next_rows(&mut self) -> Result<Option<Vec<(u64, Row)>>, String> {
+        let Some(batch) = self.batches.as_mut().and_then(Iterator::next) else {
+            return Ok(None);
+        };
         let batch = batch.map_err(|e| format!("decoding the SST: {e}"))?;
+        let ts_column = self.ts_column;
         let tags: Vec<_> = (0..ts_column)
             .map(|i| batch.column(i).as_string::<i32>())
             .collect();
         let ts = batch
             .column(ts_column)
             .as_primitive::<TimestampMillisecondType>();
-        let sequences = batch.column(sequence_column).as_primitive::<UInt64Type>();
+        let sequences = batch
+            .column(self.sequence_column)
+            .as_primitive::<UInt64Type>();
+        let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let row_ts = ts.value(i);
-            if row_ts < start || row_ts >= end {
+            if row_ts < self.start || row_ts >= self.end {
                 continue;
             }
-            let fields = field_columns
+            let fields = self
+                .field_columns
                 .iter()
                 .map(|column| match column {
                     None => Value::Null,
@@ -444,8 +492,8 @@ pub fn read(
             row.canonical_tags();
             rows.push((sequences.value(i), row));
         }
+        Ok(Some(rows))
     }
-    Ok(rows)
 }
 
 #[cfg(test)]

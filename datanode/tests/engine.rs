@@ -864,6 +864,46 @@ fn a_large_flush_yields_so_a_later_write_completes_before_it() {
 }
 
 #[test]
+fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(6));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        // Four files of 50 k rows in one compaction window, the last rewriting the
+        // first's points with later writes.
+        for file in 0..4 {
+            let rows: Vec<Row> = (0..50_000)
+                .map(|i| {
+                    let ts = if file == 3 { i / 1000 } else { file * 50 + i / 1000 };
+                    row(&format!("h{:04}", i % 1000), "x", ts, file as f64)
+                })
+                .collect();
+            engine.write(R1, rows).await.unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+        }
+        let order = std::cell::RefCell::new(Vec::new());
+        let compact = async {
+            let removed = engine.compact_region(R1).await.unwrap();
+            order.borrow_mut().push("compact");
+            removed
+        };
+        let write = async {
+            engine.write(R1, vec![row("late", "x", 1, 2.0)]).await.unwrap();
+            order.borrow_mut().push("write");
+        };
+        let (removed, ()) = futures::future::join(compact, write).await;
+        assert_eq!(removed, 4);
+        assert_eq!(*order.borrow(), ["write", "compact"]);
+        assert_eq!(engine.file_count(R1).unwrap(), 1);
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(all.len(), 150_001);
+        // The later writes won where the files overlapped.
+        let first = all.iter().find(|r| r.tags[0] == "h0000" && r.ts == 0).unwrap();
+        assert_eq!(first.fields, [Value::Float64(3.0)]);
+    });
+}
+
+#[test]
 fn a_failed_flush_keeps_the_rows_and_a_later_one_succeeds() {
     on_shard(|_| async {
         let sim = SimDisk::new(22);
