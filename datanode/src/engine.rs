@@ -41,8 +41,11 @@ pub struct EngineConfig {
     pub memory_bytes_flush: usize,
     /// Compaction groups SSTs by the window of their first timestamp...
     pub compaction_window_ms: i64,
-    /// ...and merges a window's files into one once it holds this many.
+    /// ...and merges a window's files of one size tier into one once it holds this many.
     pub files_per_window_max: usize,
+    /// Files below this size form size tier 0; each tier above holds files up to 4×
+    /// larger than the one below (see [`EngineConfig::size_tier`]).
+    pub tier_base_bytes: u64,
     /// Past this many WAL segments, the shard flushes the regions that pin the oldest one,
     /// so a rarely written region cannot make the WAL grow without bound.
     pub wal_segments_max: usize,
@@ -50,6 +53,21 @@ pub struct EngineConfig {
     pub wal: WalConfig,
     /// Where SSTs live.
     pub sst_store: SstStore,
+}
+
+impl EngineConfig {
+    /// The size tier of a file of `bytes`. Compaction merges only files of one tier, so
+    /// merging a tier's files yields one of the next and a row is rewritten once per
+    /// tier it climbs (O(log n) times), not by every merge into its window.
+    pub fn size_tier(&self, bytes: u64) -> u32 {
+        let mut tier = 0;
+        let mut bound = self.tier_base_bytes.max(1);
+        while bytes >= bound {
+            tier += 1;
+            bound = bound.saturating_mul(4);
+        }
+        tier
+    }
 }
 
 /// Where a datanode keeps its SSTs (the WAL and manifests stay on the local disk).
@@ -70,6 +88,7 @@ impl Default for EngineConfig {
             memory_bytes_flush: 256 * 1024 * 1024,
             compaction_window_ms: 2 * 3600 * 1000,
             files_per_window_max: 4,
+            tier_base_bytes: 4 * 1024 * 1024,
             wal_segments_max: 16,
             wal: WalConfig::new("wal"),
             sst_store: SstStore::Local,
@@ -704,10 +723,15 @@ impl ShardEngine {
                 .filter(|f| f.max_ts < cutoff)
                 .cloned()
                 .collect();
-            let mut windows: BTreeMap<i64, Vec<SstMeta>> = BTreeMap::new();
+            // Files of one window and one size tier merge together: merging a window's
+            // big file with every new small one would rewrite it at every flush.
+            let mut windows: BTreeMap<(i64, u32), Vec<SstMeta>> = BTreeMap::new();
             for file in region.manifest.files.iter().filter(|f| f.max_ts >= cutoff) {
                 windows
-                    .entry(file.min_ts.div_euclid(window_ms))
+                    .entry((
+                        file.min_ts.div_euclid(window_ms),
+                        self.config.size_tier(file.bytes),
+                    ))
                     .or_default()
                     .push(file.clone());
             }

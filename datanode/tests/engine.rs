@@ -874,7 +874,11 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
         for file in 0..4 {
             let rows: Vec<Row> = (0..50_000)
                 .map(|i| {
-                    let ts = if file == 3 { i / 1000 } else { file * 50 + i / 1000 };
+                    let ts = if file == 3 {
+                        i / 1000
+                    } else {
+                        file * 50 + i / 1000
+                    };
                     row(&format!("h{:04}", i % 1000), "x", ts, file as f64)
                 })
                 .collect();
@@ -888,7 +892,10 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
             removed
         };
         let write = async {
-            engine.write(R1, vec![row("late", "x", 1, 2.0)]).await.unwrap();
+            engine
+                .write(R1, vec![row("late", "x", 1, 2.0)])
+                .await
+                .unwrap();
             order.borrow_mut().push("write");
         };
         let (removed, ()) = futures::future::join(compact, write).await;
@@ -898,7 +905,10 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
         let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
         assert_eq!(all.len(), 150_001);
         // The later writes won where the files overlapped.
-        let first = all.iter().find(|r| r.tags[0] == "h0000" && r.ts == 0).unwrap();
+        let first = all
+            .iter()
+            .find(|r| r.tags[0] == "h0000" && r.ts == 0)
+            .unwrap();
         assert_eq!(first.fields, [Value::Float64(3.0)]);
     });
 }
@@ -961,6 +971,54 @@ fn an_sst_no_manifest_refers_to_is_deleted_at_recovery() {
         let listed = store.list("shard-0/regions/1_1/sst").await.unwrap();
         assert_eq!(listed, ["shard-0/regions/1_1/sst/0000000000000000.parquet"]);
         assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn compaction_merges_files_of_one_size_tier_and_leaves_a_bigger_one() {
+    let disk = Disk::sim(SimDisk::new(31));
+    let config = EngineConfig {
+        files_per_window_max: 3,
+        tier_base_bytes: 1024,
+        ..EngineConfig::default()
+    };
+    on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(disk.clone(), "shard-0", config.clone())
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        // One big file, then three small ones, all in one window.
+        let big: Vec<Row> = (0..3000)
+            .map(|i| row(&format!("h{:03}", i % 300), "x", i, i as f64 * 1.37))
+            .collect();
+        engine.write(R1, big).await.unwrap();
+        let big = engine.flush_region(R1).await.unwrap().unwrap();
+        let mut small = Vec::new();
+        for round in 0..3 {
+            engine
+                .write(R1, vec![row("s", "x", 10_000 + round, 1.0)])
+                .await
+                .unwrap();
+            small.push(engine.flush_region(R1).await.unwrap().unwrap());
+        }
+        let small_tier = config.size_tier(small[0].bytes);
+        assert!(small
+            .iter()
+            .all(|f| config.size_tier(f.bytes) == small_tier));
+        assert!(
+            config.size_tier(big.bytes) > small_tier,
+            "{big:?} {small:?}"
+        );
+        let before = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(engine.compact_region(R1).await.unwrap(), 3);
+        assert_eq!(
+            engine.file_count(R1).unwrap(),
+            2,
+            "the big file stays as it is"
+        );
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap(), before);
+        // Nothing more to merge: one file per tier.
+        assert_eq!(engine.compact_region(R1).await.unwrap(), 0);
     });
 }
 
