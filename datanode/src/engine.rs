@@ -27,7 +27,7 @@ use crate::manifest::{
     manifest_path, sst_dir, sst_key, Edit, RegionManifest, EDITS_PER_CHECKPOINT,
 };
 use crate::memtable::{Memtable, SeriesKey};
-use crate::merge::{Merge, SortedRun};
+use crate::merge::{merge_series, Merge, SequencedSeries, SortedRun};
 use crate::sst::{self, SstMeta};
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 use metronome_wire::ShardStats;
@@ -1122,27 +1122,33 @@ impl ShardEngine {
         })
     }
 
-    /// Like [`ShardEngine::scan`], grouped by series. A region whose only data in range
-    /// is its live memtable answers without building a `Row` per sample (a query
-    /// profile's top cost on the shards).
+    /// Like [`ShardEngine::scan`], grouped by series, without building a `Row` per
+    /// sample (a query profile's top cost on the shards): a lone live memtable answers
+    /// with its series as they are; otherwise every memtable and SST gives its series
+    /// with sequences and [`merge_series`] merges them, comparing tags once per series.
     pub async fn scan_series(
         &self,
         id: RegionId,
         request: &ScanRequest,
     ) -> Result<Vec<SeriesRows>, EngineError> {
-        if !request.series_only && request.limit.is_none() {
-            let clipped = self.retained(id, request)?;
+        if request.series_only || request.limit.is_some() {
+            return Ok(SeriesRows::group(self.scan(id, request).await?));
+        }
+        let request = &self.retained(id, request)?;
+        let (filter, schema, mut sources, files) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
-            if region.frozen.is_empty() && files_in_range(region, &clipped).is_empty() {
-                let schema = &region.manifest.schema;
-                let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
-                let series = region.memtable.scan_series(
-                    clipped.start_ms,
-                    request.end_ms,
-                    |tags| filter.keeps(tags),
-                    &filter.equalities(),
-                );
+            let schema = region.manifest.schema.clone();
+            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
+            let keep = |tags: &[String]| filter.keeps(tags);
+            let equal = filter.equalities();
+            let files = files_in_range(region, request);
+            if region.frozen.is_empty() && files.is_empty() {
+                // Only the live memtable: its series as they are, no merge.
+                let series =
+                    region
+                        .memtable
+                        .scan_series(request.start_ms, request.end_ms, keep, &equal);
                 // An ALTER ADD COLUMN gives the memtable's rows their null field at once.
                 debug_assert!(series.iter().all(|one| {
                     one.rows
@@ -1151,8 +1157,24 @@ impl ShardEngine {
                 }));
                 return Ok(series);
             }
+            let sources: Vec<Vec<SequencedSeries>> = std::iter::once(&region.memtable)
+                .chain(region.frozen.iter().map(|m| &**m))
+                .map(|memtable| {
+                    memtable.scan_series_sequenced(request.start_ms, request.end_ms, keep, &equal)
+                })
+                .collect();
+            (filter, schema, sources, files)
+        };
+        for file in files {
+            let (key, bytes) = self.read_sst(id, &file).await?;
+            sources.push(
+                sst::read_series(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+                    filter.keeps(tags)
+                })
+                .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
+            );
         }
-        Ok(SeriesRows::group(self.scan(id, request).await?))
+        Ok(merge_series(sources, schema.fields.len()))
     }
 
     /// An SST's object key and bytes.

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use metronome_core::data::{Row, SeriesRows, Value};
 
+use crate::merge::SequencedSeries;
+
 /// Memory accounting per stored row beyond its values (map nodes, keys).
 const ROW_OVERHEAD_BYTES: usize = 64;
 
@@ -237,6 +239,30 @@ impl Memtable {
                     tags: tags.to_vec(),
                     rows,
                 })
+            })
+            .collect()
+    }
+
+    /// Like [`Memtable::scan_series`], each row with the sequence of the write that made
+    /// it, for a merge with other sources.
+    pub fn scan_series_sequenced(
+        &self,
+        start: i64,
+        end: i64,
+        keep: impl Fn(&[String]) -> bool,
+        equal: &[(usize, &str)],
+    ) -> Vec<SequencedSeries> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.selected(keep, equal)
+            .into_iter()
+            .filter_map(|(tags, points)| {
+                let rows: Vec<(i64, u64, Vec<Value>)> = points
+                    .range((Bound::Included(start), Bound::Excluded(end)))
+                    .map(|(ts, (sequence, fields))| (*ts, *sequence, fields.clone()))
+                    .collect();
+                (!rows.is_empty()).then(|| (tags.to_vec(), rows))
             })
             .collect()
     }

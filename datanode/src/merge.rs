@@ -4,9 +4,62 @@
 //! and no input is ever decoded whole.
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 
-use metronome_core::data::Row;
+use metronome_core::data::{Row, SeriesRows, Value};
+
+/// One series of a source, tags (trailing empty ones left out) once, then its rows in
+/// time order: (ts, sequence of the write, fields).
+pub type SequencedSeries = (Vec<String>, SequencedRows);
+/// Rows of one series: (ts, sequence of the write, fields), in time order.
+pub type SequencedRows = Vec<(i64, u64, Vec<Value>)>;
+
+/// Merges sources of series (memtables, SSTs) into one list in series order, each
+/// (series, ts) once with its latest write, fields padded to `field_count` with nulls
+/// (rows written before an ALTER ADD COLUMN lack the new ones). Tags are compared once per
+/// series and source, never per row.
+pub fn merge_series(sources: Vec<Vec<SequencedSeries>>, field_count: usize) -> Vec<SeriesRows> {
+    let single = sources.iter().filter(|source| !source.is_empty()).count() <= 1;
+    // Each series' rows, and whether a second source added to them.
+    let mut merged: BTreeMap<Vec<String>, (SequencedRows, bool)> = BTreeMap::new();
+    for source in sources {
+        for (tags, rows) in source {
+            match merged.entry(tags) {
+                Entry::Vacant(entry) => {
+                    entry.insert((rows, false));
+                }
+                Entry::Occupied(mut entry) => {
+                    let (existing, interleaved) = entry.get_mut();
+                    existing.extend(rows);
+                    *interleaved = true;
+                }
+            }
+        }
+    }
+    debug_assert!(!single || merged.values().all(|(_, interleaved)| !interleaved));
+    merged
+        .into_iter()
+        .map(|(tags, (mut rows, interleaved))| {
+            if interleaved {
+                // Sorted runs, one per source: a stable sort merges them cheaply; of a
+                // (ts) the highest sequence comes first and is kept.
+                rows.sort_by_key(|&(ts, sequence, _)| (ts, Reverse(sequence)));
+                rows.dedup_by_key(|(ts, _, _)| *ts);
+            }
+            SeriesRows {
+                tags,
+                rows: rows
+                    .into_iter()
+                    .map(|(ts, _, mut fields)| {
+                        fields.resize(field_count, Value::Null);
+                        (ts, fields)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
 
 /// A source of rows in (series, ts) order, each with its write's sequence, a batch at a
 /// time. A batch may be empty; `None` is the end.
@@ -98,7 +151,6 @@ impl<R: SortedRun> Merge<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_core::data::Value;
 
     /// A run that hands out its rows in batches of `batch` (and an empty batch first).
     struct Run {

@@ -19,7 +19,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType, UInt64Type};
 use arrow_array::{RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use metronome_core::data::{FieldType, RegionSchema, Row, Value};
+use metronome_core::data::{trim_empty_tags, FieldType, RegionSchema, Row, Value};
 use metronome_wire::rows::{row_columns, row_schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::ArrowWriter;
@@ -29,6 +29,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
+
+use crate::merge::SequencedSeries;
 
 pub use metronome_wire::rows::rows_to_batch;
 
@@ -441,16 +443,14 @@ impl SstReader {
 
     /// The next batch's rows in range (possibly none), or `None` at the end of the file.
     pub fn next_rows(&mut self) -> Result<Option<Vec<(u64, Row)>>, String> {
-        let Some(batch) = self.batches.as_mut().and_then(Iterator::next) else {
+        let Some(batch) = self.next_batch()? else {
             return Ok(None);
         };
-        let batch = batch.map_err(|e| format!("decoding the SST: {e}"))?;
-        let ts_column = self.ts_column;
-        let tags: Vec<_> = (0..ts_column)
+        let tags: Vec<_> = (0..self.ts_column)
             .map(|i| batch.column(i).as_string::<i32>())
             .collect();
         let ts = batch
-            .column(ts_column)
+            .column(self.ts_column)
             .as_primitive::<TimestampMillisecondType>();
         let sequences = batch
             .column(self.sequence_column)
@@ -461,39 +461,113 @@ impl SstReader {
             if row_ts < self.start || row_ts >= self.end {
                 continue;
             }
-            let fields = self
-                .field_columns
-                .iter()
-                .map(|column| match column {
-                    None => Value::Null,
-                    Some((index, _)) if batch.column(*index).is_null(i) => Value::Null,
-                    Some((index, FieldType::Float64)) => {
-                        Value::Float64(batch.column(*index).as_primitive::<Float64Type>().value(i))
-                    }
-                    Some((index, FieldType::Int64)) => {
-                        Value::Int64(batch.column(*index).as_primitive::<Int64Type>().value(i))
-                    }
-                    Some((index, FieldType::String)) => {
-                        Value::String(batch.column(*index).as_string::<i32>().value(i).to_string())
-                    }
-                    Some((index, FieldType::Boolean)) => {
-                        Value::Boolean(batch.column(*index).as_boolean().value(i))
-                    }
-                })
-                .collect();
             let mut row = Row {
                 tags: tags
                     .iter()
                     .map(|column| column.value(i).to_string())
                     .collect(),
                 ts: row_ts,
-                fields,
+                fields: self.fields(&batch, i),
             };
             row.canonical_tags();
             rows.push((sequences.value(i), row));
         }
         Ok(Some(rows))
     }
+
+    /// Decodes the next batch into `out`, grouped by series and continuing `out`'s last
+    /// series: a series' tags are allocated once, not once per row. `false` at the end of
+    /// the file.
+    pub fn next_series(&mut self, out: &mut Vec<SequencedSeries>) -> Result<bool, String> {
+        let Some(batch) = self.next_batch()? else {
+            return Ok(false);
+        };
+        let tags: Vec<_> = (0..self.ts_column)
+            .map(|i| batch.column(i).as_string::<i32>())
+            .collect();
+        let ts = batch
+            .column(self.ts_column)
+            .as_primitive::<TimestampMillisecondType>();
+        let sequences = batch
+            .column(self.sequence_column)
+            .as_primitive::<UInt64Type>();
+        for i in 0..batch.num_rows() {
+            let row_ts = ts.value(i);
+            if row_ts < self.start || row_ts >= self.end {
+                continue;
+            }
+            // The last series' tags are canonical (trailing empty values left out): a
+            // missing one compares as empty.
+            let same = out.last().is_some_and(|(last, _)| {
+                last.len() <= tags.len()
+                    && tags.iter().enumerate().all(|(j, column)| {
+                        column.value(i) == last.get(j).map_or("", String::as_str)
+                    })
+            });
+            if !same {
+                let mut series: Vec<String> = tags
+                    .iter()
+                    .map(|column| column.value(i).to_string())
+                    .collect();
+                trim_empty_tags(&mut series);
+                out.push((series, Vec::new()));
+            }
+            let fields = self.fields(&batch, i);
+            out.last_mut().expect("a series was just pushed").1.push((
+                row_ts,
+                sequences.value(i),
+                fields,
+            ));
+        }
+        Ok(true)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, String> {
+        match self.batches.as_mut().and_then(Iterator::next) {
+            None => Ok(None),
+            Some(batch) => batch
+                .map(Some)
+                .map_err(|e| format!("decoding the SST: {e}")),
+        }
+    }
+
+    /// Row `i`'s fields, shaped to the region's schema.
+    fn fields(&self, batch: &RecordBatch, i: usize) -> Vec<Value> {
+        self.field_columns
+            .iter()
+            .map(|column| match column {
+                None => Value::Null,
+                Some((index, _)) if batch.column(*index).is_null(i) => Value::Null,
+                Some((index, FieldType::Float64)) => {
+                    Value::Float64(batch.column(*index).as_primitive::<Float64Type>().value(i))
+                }
+                Some((index, FieldType::Int64)) => {
+                    Value::Int64(batch.column(*index).as_primitive::<Int64Type>().value(i))
+                }
+                Some((index, FieldType::String)) => {
+                    Value::String(batch.column(*index).as_string::<i32>().value(i).to_string())
+                }
+                Some((index, FieldType::Boolean)) => {
+                    Value::Boolean(batch.column(*index).as_boolean().value(i))
+                }
+            })
+            .collect()
+    }
+}
+
+/// [`read`] grouped by series, each row with its sequence (see
+/// [`SstReader::next_series`]).
+pub fn read_series(
+    bytes: bytes::Bytes,
+    schema: &RegionSchema,
+    start: i64,
+    end: i64,
+    keep: impl Fn(&[String]) -> bool,
+) -> Result<Vec<SequencedSeries>, String> {
+    let mut reader = SstReader::open(bytes, schema, start, end, keep)?;
+    let mut out = Vec::new();
+    while reader.next_series(&mut out)? {}
+    Ok(out)
 }
 
 #[cfg(test)]

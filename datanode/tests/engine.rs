@@ -195,6 +195,38 @@ fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
         }
         engine.write(R1, later).await.unwrap();
         check(engine.clone(), "SST and memtable").await;
+        // Later writes of points in an SST, a second SST, and a memtable overwriting both:
+        // the latest write of each point wins.
+        let overwrite = |value: f64| {
+            vec![
+                Row {
+                    fields: vec![Value::Float64(value), Value::Int64(8)],
+                    ..row("a", "x", 10, 0.0)
+                },
+                Row {
+                    fields: vec![Value::Float64(value), Value::Null],
+                    ..row("b", "y", 35, 0.0)
+                },
+            ]
+        };
+        engine.write(R1, overwrite(50.0)).await.unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine.write(R1, overwrite(60.0)).await.unwrap();
+        check(engine.clone(), "two SSTs and a memtable").await;
+        let a = engine
+            .scan_series(
+                R1,
+                &ScanRequest {
+                    matchers: vec![matcher("host", MatchOp::Equal, "a")],
+                    ..ScanRequest::all()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a[0].rows[0],
+            (10, vec![Value::Float64(60.0), Value::Int64(8)])
+        );
     })
 }
 
