@@ -102,7 +102,24 @@ pub fn percentile_curves(
         })
         .draw()
         .map_err(|e| draw_error(path, e))?;
-    for (index, (name, points)) in curves.into_iter().enumerate() {
+    draw_lines(path, &mut chart, curves, SeriesLabelPosition::UpperLeft)?;
+    root.present().map_err(|e| draw_error(path, e))
+}
+
+type Chart<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One line per system, each in its colour, and the legend.
+fn draw_lines(
+    path: &Path,
+    chart: &mut Chart<'_>,
+    lines: Vec<(&str, Vec<(f64, f64)>)>,
+    legend: SeriesLabelPosition,
+) -> Result<(), String> {
+    for (index, (name, points)) in lines.into_iter().enumerate() {
         let color = COLORS[index % COLORS.len()];
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
@@ -112,12 +129,11 @@ pub fn percentile_curves(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| draw_error(path, e))?;
-    root.present().map_err(|e| draw_error(path, e))
+        .map_err(|e| draw_error(path, e))
 }
 
 /// Samples acknowledged per second against seconds of ingest, one line per system.
@@ -151,24 +167,17 @@ pub fn throughput(path: &Path, timelines: &[(&str, &[u64])]) -> Result<(), Strin
         .y_desc("samples/s acknowledged")
         .draw()
         .map_err(|e| draw_error(path, e))?;
-    for (index, (name, timeline)) in timelines.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
-        let points = timeline
-            .iter()
-            .enumerate()
-            .map(|(second, &samples)| (second as f64 + 0.5, samples as f64));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| draw_error(path, e))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| draw_error(path, e))?;
+    let lines = timelines
+        .iter()
+        .map(|(name, timeline)| {
+            let points = timeline
+                .iter()
+                .enumerate()
+                .map(|(second, &samples)| (second as f64 + 0.5, samples as f64))
+                .collect();
+            (*name, points)
+        })
+        .collect();
+    draw_lines(path, &mut chart, lines, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(|e| draw_error(path, e))
 }

@@ -29,6 +29,7 @@ use crate::manifest::{
 use crate::memtable::{Memtable, SeriesKey};
 use crate::merge::{merge_series, Merge, SequencedSeries, SortedRun};
 use crate::sst::{self, SstMeta};
+use crate::sst_cache::SstCache;
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
 use metronome_wire::ShardStats;
 
@@ -43,6 +44,8 @@ pub struct EngineConfig {
     pub compaction_window_ms: i64,
     /// ...and merges a window's files of one size tier into one once it holds this many.
     pub files_per_window_max: usize,
+    /// Bytes of SST files a shard keeps in memory for reads.
+    pub sst_cache_bytes: usize,
     /// Files below this size form size tier 0; each tier above holds files up to 4×
     /// larger than the one below (see [`EngineConfig::size_tier`]).
     pub tier_base_bytes: u64,
@@ -89,6 +92,7 @@ impl Default for EngineConfig {
             compaction_window_ms: 2 * 3600 * 1000,
             files_per_window_max: 4,
             tier_base_bytes: 4 * 1024 * 1024,
+            sst_cache_bytes: 256 * 1024 * 1024,
             wal_segments_max: 16,
             wal: WalConfig::new("wal"),
             sst_store: SstStore::Local,
@@ -212,6 +216,7 @@ pub struct ShardEngine {
     flushes_running: Cell<usize>,
     flushes_done: Cell<u64>,
     compactions_done: Cell<u64>,
+    sst_cache: RefCell<SstCache>,
     /// Set when the shard replaces this engine: from then on it changes nothing on disk,
     /// so it cannot race the engine that replaces it.
     stopped: Cell<bool>,
@@ -375,6 +380,7 @@ impl ShardEngine {
                 }
             }
         }
+        let sst_cache_bytes = config.sst_cache_bytes;
         let engine = ShardEngine {
             disk,
             store,
@@ -387,6 +393,7 @@ impl ShardEngine {
             flushes_running: Cell::new(0),
             flushes_done: Cell::new(0),
             compactions_done: Cell::new(0),
+            sst_cache: RefCell::new(SstCache::new(sst_cache_bytes)),
             stopped: Cell::new(false),
         };
         Ok((Rc::new(engine), recovery))
@@ -789,9 +796,9 @@ impl ShardEngine {
             }
             if let Some(writer) = writer {
                 let (bytes, meta) = writer.finish().map_err(EngineError::Io)?;
-                self.store
-                    .put(&sst_key(&self.root, id, meta.file_id), bytes)
-                    .await?;
+                let key = sst_key(&self.root, id, meta.file_id);
+                self.sst_cache.borrow_mut().remove(&key);
+                self.store.put(&key, bytes).await?;
                 output = Some(meta);
             }
         }
@@ -805,7 +812,9 @@ impl ShardEngine {
         }
         for file_id in &removed {
             // Best effort: a file left behind is an orphan the next recovery deletes.
-            let _ = self.store.delete(&sst_key(&self.root, id, *file_id)).await;
+            let key = sst_key(&self.root, id, *file_id);
+            self.sst_cache.borrow_mut().remove(&key);
+            let _ = self.store.delete(&key).await;
         }
         self.compactions_done.set(self.compactions_done.get() + 1);
         tracing::debug!(region = %id, merged = inputs.len(), expired = expired.len(), "compacted");
@@ -1034,6 +1043,7 @@ impl ShardEngine {
         );
         let (bytes, meta) = writer.finish().map_err(EngineError::Io)?;
         let key = sst_key(&self.root, id, file_id);
+        self.sst_cache.borrow_mut().remove(&key);
         self.store.put(&key, bytes).await?;
 
         let edit = Edit::Flushed {
@@ -1042,6 +1052,7 @@ impl ShardEngine {
         };
         if !self.commit_edit(id, |_| Ok(edit)).await? {
             // Dropped while flushing: the file belongs to no one.
+            self.sst_cache.borrow_mut().remove(&key);
             let _ = self.store.delete(&key).await;
             return Ok(None);
         }
@@ -1184,12 +1195,19 @@ impl ShardEngine {
         file: &SstMeta,
     ) -> Result<(String, bytes::Bytes), EngineError> {
         let key = sst_key(&self.root, id, file.file_id);
-        let bytes = self
+        if let Some(bytes) = self.sst_cache.borrow_mut().get(&key) {
+            return Ok((key, bytes));
+        }
+        let bytes: bytes::Bytes = self
             .store
             .get(&key)
             .await
-            .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?;
-        Ok((key, bytes.into()))
+            .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?
+            .into();
+        self.sst_cache
+            .borrow_mut()
+            .insert(key.clone(), bytes.clone());
+        Ok((key, bytes))
     }
 
     /// A series-only scan (see [`ScanRequest::series_only`]): one row per series, with

@@ -17,4 +17,5 @@ pub mod memtable;
 pub mod merge;
 pub mod service;
 pub mod sst;
+pub mod sst_cache;
 pub mod wal;

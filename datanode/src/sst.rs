@@ -446,15 +446,7 @@ impl SstReader {
         let Some(batch) = self.next_batch()? else {
             return Ok(None);
         };
-        let tags: Vec<_> = (0..self.ts_column)
-            .map(|i| batch.column(i).as_string::<i32>())
-            .collect();
-        let ts = batch
-            .column(self.ts_column)
-            .as_primitive::<TimestampMillisecondType>();
-        let sequences = batch
-            .column(self.sequence_column)
-            .as_primitive::<UInt64Type>();
+        let (tags, ts, sequences) = self.key_columns(&batch);
         let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let row_ts = ts.value(i);
@@ -482,15 +474,7 @@ impl SstReader {
         let Some(batch) = self.next_batch()? else {
             return Ok(false);
         };
-        let tags: Vec<_> = (0..self.ts_column)
-            .map(|i| batch.column(i).as_string::<i32>())
-            .collect();
-        let ts = batch
-            .column(self.ts_column)
-            .as_primitive::<TimestampMillisecondType>();
-        let sequences = batch
-            .column(self.sequence_column)
-            .as_primitive::<UInt64Type>();
+        let (tags, ts, sequences) = self.key_columns(&batch);
         for i in 0..batch.num_rows() {
             let row_ts = ts.value(i);
             if row_ts < self.start || row_ts >= self.end {
@@ -520,6 +504,27 @@ impl SstReader {
             ));
         }
         Ok(true)
+    }
+
+    /// A batch's tag, timestamp and sequence columns.
+    fn key_columns<'b>(
+        &self,
+        batch: &'b RecordBatch,
+    ) -> (
+        Vec<&'b arrow_array::StringArray>,
+        &'b arrow_array::TimestampMillisecondArray,
+        &'b UInt64Array,
+    ) {
+        let tags = (0..self.ts_column)
+            .map(|i| batch.column(i).as_string::<i32>())
+            .collect();
+        let ts = batch
+            .column(self.ts_column)
+            .as_primitive::<TimestampMillisecondType>();
+        let sequences = batch
+            .column(self.sequence_column)
+            .as_primitive::<UInt64Type>();
+        (tags, ts, sequences)
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, String> {

@@ -569,6 +569,30 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
 }
 
 #[test]
+fn repeated_scans_and_a_recreated_region_read_their_own_ssts() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(41));
+        let engine = open(&disk).await;
+        for (incarnation, host) in [(1.0, "old"), (2.0, "new")] {
+            engine.create_region(R1, schema()).await.unwrap();
+            engine
+                .write(R1, vec![row(host, "x", 1, incarnation)])
+                .await
+                .unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+            // Read twice: the second answer comes from the cache.
+            for _ in 0..2 {
+                assert_eq!(
+                    engine.scan(R1, &ScanRequest::all()).await.unwrap(),
+                    [row(host, "x", 1, incarnation)]
+                );
+            }
+            engine.drop_region(R1).await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
     let sim = SimDisk::new(4);
     let disk = Disk::sim(sim.clone());

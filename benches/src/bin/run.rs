@@ -158,18 +158,20 @@ struct Profiler {
 }
 
 impl Profiler {
-    fn start(pid: u32, data: &Path) -> Result<Profiler, String> {
+    /// Records `pid` into `<out>/perf-metronome-<phase>.data`.
+    fn start(pid: u32, out: &Path, phase: &str) -> Result<Profiler, String> {
+        let data = out
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", out.display()))?
+            .join(format!("perf-metronome-{phase}.data"));
         let child = Command::new("perf")
             .args(["record", "-F", "499", "-p", &pid.to_string(), "-o"])
-            .arg(data)
+            .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|error| format!("cannot start perf: {error}"))?;
-        Ok(Profiler {
-            child,
-            data: data.to_path_buf(),
-        })
+        Ok(Profiler { child, data })
     }
 
     /// Stops recording and writes the top of the flat profile next to the data.
@@ -335,14 +337,7 @@ fn run(mut args: Args) -> Result<bool, String> {
             let samples: u64 = bodies.iter().map(|b| b.1).sum();
             let name = system.kind.name();
             if args.profile && system.kind == Kind::Metronome && profiler.is_none() {
-                profiler = Some(Profiler::start(
-                    system.pid(),
-                    &args
-                        .out
-                        .canonicalize()
-                        .map_err(|e| e.to_string())?
-                        .join("perf-metronome-ingest.data"),
-                )?);
+                profiler = Some(Profiler::start(system.pid(), &args.out, "ingest")?);
             }
             let progress = load::progress_bar(samples, name);
             let cpu_before = system.usage()?.cpu_seconds;
@@ -378,14 +373,7 @@ fn run(mut args: Args) -> Result<bool, String> {
     for system in &running {
         system.prepare_queries()?;
         if args.profile && system.kind == Kind::Metronome {
-            profiler = Some(Profiler::start(
-                system.pid(),
-                &args
-                    .out
-                    .canonicalize()
-                    .map_err(|e| e.to_string())?
-                    .join("perf-metronome-query.data"),
-            )?);
+            profiler = Some(Profiler::start(system.pid(), &args.out, "query")?);
         }
     }
     let mut queries: Vec<Vec<QueryOutcome>> = running
