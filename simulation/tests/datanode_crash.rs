@@ -96,7 +96,12 @@ async fn handle(slot: &Slot) -> DatanodeHandle {
 async fn writer(id: u64, slot: Slot, acknowledged: Model, attempted: Model) {
     for i in 0..ROWS_PER_WRITER {
         let region = ((id + i) % u64::from(REGIONS)) as u32;
-        let host = format!("host-{}", i % 5);
+        // Tags of very different lengths make WAL records, and so commits, of every
+        // length, so that commits end at every offset of a block (the replay once
+        // misread padding shorter than a record header, which short records never
+        // produced).
+        let padding = "-".repeat(((id * 131 + i * 977) % 3000) as usize);
+        let host = format!("host-{}{padding}", i % 5);
         let ts = (id * 1_000_000 + i) as i64;
         let value = (id * 1000 + i) as f64;
         attempted
