@@ -884,6 +884,27 @@ fn a_write_in_flight_during_a_flush_is_not_claimed_by_it() {
     });
 }
 
+/// Runs `work` with a write of R1 issued after it started (`work` is polled first) and
+/// asserts that the write completed first: `work` yields to the shard as it goes.
+async fn before_a_later_write<T>(engine: &ShardEngine, work: impl Future<Output = T>) -> T {
+    let order = std::cell::RefCell::new(Vec::new());
+    let work = async {
+        let outcome = work.await;
+        order.borrow_mut().push("work");
+        outcome
+    };
+    let write = async {
+        engine
+            .write(R1, vec![row("late", "x", 1, 2.0)])
+            .await
+            .unwrap();
+        order.borrow_mut().push("write");
+    };
+    let (outcome, ()) = futures::future::join(work, write).await;
+    assert_eq!(*order.borrow(), ["write", "work"]);
+    outcome
+}
+
 #[test]
 fn a_large_flush_yields_so_a_later_write_completes_before_it() {
     on_shard(|_| async {
@@ -897,23 +918,8 @@ fn a_large_flush_yields_so_a_later_write_completes_before_it() {
                 .collect();
             engine.write(R1, rows).await.unwrap();
         }
-        let order = std::cell::RefCell::new(Vec::new());
-        let flush = async {
-            let meta = engine.flush_region(R1).await.unwrap().unwrap();
-            order.borrow_mut().push("flush");
-            meta
-        };
-        let write = async {
-            engine
-                .write(R1, vec![row("late", "x", 1, 2.0)])
-                .await
-                .unwrap();
-            order.borrow_mut().push("write");
-        };
-        // The flush is polled first: it has started encoding when the write arrives.
-        let (meta, ()) = futures::future::join(flush, write).await;
-        assert_eq!(meta.rows, 200_000);
-        assert_eq!(*order.borrow(), ["write", "flush"]);
+        let meta = before_a_later_write(&engine, engine.flush_region(R1)).await;
+        assert_eq!(meta.unwrap().unwrap().rows, 200_000);
         let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
         assert_eq!(all.len(), 200_001);
     });
@@ -941,22 +947,8 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
             engine.write(R1, rows).await.unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
         }
-        let order = std::cell::RefCell::new(Vec::new());
-        let compact = async {
-            let removed = engine.compact_region(R1).await.unwrap();
-            order.borrow_mut().push("compact");
-            removed
-        };
-        let write = async {
-            engine
-                .write(R1, vec![row("late", "x", 1, 2.0)])
-                .await
-                .unwrap();
-            order.borrow_mut().push("write");
-        };
-        let (removed, ()) = futures::future::join(compact, write).await;
-        assert_eq!(removed, 4);
-        assert_eq!(*order.borrow(), ["write", "compact"]);
+        let removed = before_a_later_write(&engine, engine.compact_region(R1)).await;
+        assert_eq!(removed.unwrap(), 4);
         assert_eq!(engine.file_count(R1).unwrap(), 1);
         let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
         assert_eq!(all.len(), 150_001);
