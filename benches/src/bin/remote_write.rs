@@ -56,7 +56,8 @@ struct Args {
     /// Samples per target (rounded up to whole scrape ticks).
     #[arg(long, default_value_t = 4_000_000, conflicts_with = "duration_s")]
     total_samples: u64,
-    /// Send for this long per target instead of a fixed number of samples.
+    /// Run for about this long per target (building bodies included) instead of a fixed
+    /// number of samples.
     #[arg(long)]
     duration_s: Option<f64>,
     #[arg(long, default_value_t = 3)]
