@@ -759,8 +759,8 @@ impl ShardEngine {
         if !inputs.is_empty() {
             let mut runs = Vec::with_capacity(inputs.len());
             for file in &inputs {
-                let (key, bytes) = self.read_sst(id, file).await?;
-                let reader = sst::SstReader::open(bytes, &schema, cutoff, i64::MAX, |_| true)
+                let (key, parsed) = self.read_sst(id, file).await?;
+                let reader = sst::SstReader::open(&parsed, &schema, cutoff, i64::MAX, |_| true)
                     .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
                 runs.push(NamedRun { key, reader });
             }
@@ -1087,8 +1087,8 @@ impl ShardEngine {
             (filter, schema, rows, files, one_memtable)
         };
         for file in files {
-            let (key, bytes) = self.read_sst(id, &file).await?;
-            let read = sst::read(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+            let (key, parsed) = self.read_sst(id, &file).await?;
+            let read = sst::read_file(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
                 filter.keeps(tags)
             })
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
@@ -1177,9 +1177,9 @@ impl ShardEngine {
             (filter, schema, sources, files)
         };
         for file in files {
-            let (key, bytes) = self.read_sst(id, &file).await?;
+            let (key, parsed) = self.read_sst(id, &file).await?;
             sources.push(
-                sst::read_series(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+                sst::read_series(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
                     filter.keeps(tags)
                 })
                 .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
@@ -1193,10 +1193,10 @@ impl ShardEngine {
         &self,
         id: RegionId,
         file: &SstMeta,
-    ) -> Result<(String, bytes::Bytes), EngineError> {
+    ) -> Result<(String, Rc<sst::SstFile>), EngineError> {
         let key = sst_key(&self.root, id, file.file_id);
-        if let Some(bytes) = self.sst_cache.borrow_mut().get(&key) {
-            return Ok((key, bytes));
+        if let Some(parsed) = self.sst_cache.borrow_mut().get(&key) {
+            return Ok((key, parsed));
         }
         let bytes: bytes::Bytes = self
             .store
@@ -1204,10 +1204,14 @@ impl ShardEngine {
             .await
             .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?
             .into();
+        let parsed = Rc::new(
+            sst::SstFile::parse(bytes)
+                .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
+        );
         self.sst_cache
             .borrow_mut()
-            .insert(key.clone(), bytes.clone());
-        Ok((key, bytes))
+            .insert(key.clone(), parsed.clone());
+        Ok((key, parsed))
     }
 
     /// A series-only scan (see [`ScanRequest::series_only`]): one row per series, with
@@ -1237,8 +1241,8 @@ impl ShardEngine {
             (filter, schema, series, files)
         };
         for file in files {
-            let (key, bytes) = self.read_sst(id, &file).await?;
-            let found = sst::series(bytes, &schema, request.start_ms, request.end_ms, |tags| {
+            let (key, parsed) = self.read_sst(id, &file).await?;
+            let found = sst::series(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
                 filter.keeps(tags)
             })
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;

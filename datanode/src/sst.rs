@@ -21,7 +21,9 @@ use arrow_array::{RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use metronome_core::data::{trim_empty_tags, FieldType, RegionSchema, Row, Value};
 use metronome_wire::rows::{row_columns, row_schema};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -240,44 +242,77 @@ impl SstWriter {
 
 /// An SST's footer: the Parquet reader, the file's schema, its series index, and the
 /// row ranges of the row groups whose time range overlaps `start..end`.
-struct Footer {
+struct Footer<'f> {
     builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
-    file_schema: RegionSchema,
-    series: Vec<SeriesEntry>,
+    file_schema: &'f RegionSchema,
+    series: &'f [SeriesEntry],
     total_rows: u64,
     wanted_groups: Vec<(u64, u64)>,
 }
 
-fn read_footer(
+/// An SST with its footer parsed: the Parquet metadata, the file's schema and its series
+/// index. Parsing is the fixed cost of every read of a file (a selective query spent most
+/// of its time on it), so the engine caches `SstFile`s, not bytes.
+pub struct SstFile {
     bytes: bytes::Bytes,
+    metadata: ArrowReaderMetadata,
+    file_schema: RegionSchema,
+    series: Vec<SeriesEntry>,
+}
+
+impl SstFile {
+    pub fn parse(bytes: bytes::Bytes) -> Result<SstFile, String> {
+        let metadata = ArrowReaderMetadata::load(&bytes, Default::default())
+            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        let key_value = metadata
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
+        let lookup = |key: &str| {
+            key_value
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.clone())
+                .ok_or_else(|| format!("missing footer entry {key}"))
+        };
+        let file_schema: RegionSchema = serde_json::from_str(&lookup(SCHEMA_KEY)?)
+            .map_err(|e| format!("bad schema in footer: {e}"))?;
+        let series: Vec<SeriesEntry> = serde_json::from_str(&lookup(SERIES_KEY)?)
+            .map_err(|e| format!("bad series index in footer: {e}"))?;
+        Ok(SstFile {
+            bytes,
+            metadata,
+            file_schema,
+            series,
+        })
+    }
+
+    /// Memory the parsed file holds, for cache budgets: its bytes and its series index.
+    pub fn memory_bytes(&self) -> usize {
+        let index: usize = self
+            .series
+            .iter()
+            .map(|entry| 64 + entry.tags.iter().map(|t| t.len() + 24).sum::<usize>())
+            .sum();
+        self.bytes.len() + index
+    }
+}
+
+fn read_footer<'f>(
+    file: &'f SstFile,
     schema: &RegionSchema,
     start: i64,
     end: i64,
-) -> Result<Footer, String> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
-    let metadata = builder.metadata().clone();
-    let key_value = metadata
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    let lookup = |key: &str| {
-        key_value
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.clone())
-            .ok_or_else(|| format!("missing footer entry {key}"))
-    };
-    let file_schema: RegionSchema = serde_json::from_str(&lookup(SCHEMA_KEY)?)
-        .map_err(|e| format!("bad schema in footer: {e}"))?;
-    let series: Vec<SeriesEntry> = serde_json::from_str(&lookup(SERIES_KEY)?)
-        .map_err(|e| format!("bad series index in footer: {e}"))?;
+) -> Result<Footer<'f>, String> {
+    let file_schema = &file.file_schema;
     // A region only ever appends tags, so a file written before that has a prefix of
     // them; its rows have the empty value for the rest.
     if !schema.tags.starts_with(&file_schema.tags) || file_schema.time_index != schema.time_index {
         return Err("the file's tags or time index differ from the region's".to_string());
     }
+    let metadata = file.metadata.metadata();
     let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
 
     // Row groups whose time range overlaps the request.
@@ -299,15 +334,18 @@ fn read_footer(
         group_start += group_rows;
     }
     Ok(Footer {
-        builder,
+        builder: ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file.bytes.clone(),
+            file.metadata.clone(),
+        ),
         file_schema,
-        series,
+        series: &file.series,
         total_rows,
         wanted_groups,
     })
 }
 
-impl Footer {
+impl Footer<'_> {
     /// The row ranges of a series' rows inside the wanted row groups.
     fn ranges(&self, entry: &SeriesEntry) -> Result<Vec<(u64, u64)>, String> {
         let (from, to) = (entry.first_row, entry.first_row + entry.rows);
@@ -330,13 +368,13 @@ impl Footer {
 /// overlapping `start..end`, from the footer's series index alone (no sample is
 /// decoded), in series order.
 pub fn series(
-    bytes: bytes::Bytes,
+    file: &SstFile,
     schema: &RegionSchema,
     start: i64,
     end: i64,
     keep: impl Fn(&[String]) -> bool,
 ) -> Result<Vec<Vec<String>>, String> {
-    let footer = read_footer(bytes, schema, start, end)?;
+    let footer = read_footer(file, schema, start, end)?;
     let mut out = Vec::new();
     for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
         if !footer.ranges(entry)?.is_empty() {
@@ -356,7 +394,18 @@ pub fn read(
     end: i64,
     keep: impl Fn(&[String]) -> bool,
 ) -> Result<Vec<(u64, Row)>, String> {
-    let mut reader = SstReader::open(bytes, schema, start, end, keep)?;
+    read_file(&SstFile::parse(bytes)?, schema, start, end, keep)
+}
+
+/// [`read`] of a parsed file.
+pub fn read_file(
+    file: &SstFile,
+    schema: &RegionSchema,
+    start: i64,
+    end: i64,
+    keep: impl Fn(&[String]) -> bool,
+) -> Result<Vec<(u64, Row)>, String> {
+    let mut reader = SstReader::open(file, schema, start, end, keep)?;
     let mut rows = Vec::new();
     while let Some(batch) = reader.next_rows()? {
         rows.extend(batch);
@@ -379,13 +428,13 @@ pub struct SstReader {
 
 impl SstReader {
     pub fn open(
-        bytes: bytes::Bytes,
+        file: &SstFile,
         schema: &RegionSchema,
         start: i64,
         end: i64,
         keep: impl Fn(&[String]) -> bool,
     ) -> Result<SstReader, String> {
-        let footer = read_footer(bytes, schema, start, end)?;
+        let footer = read_footer(file, schema, start, end)?;
         let ts_column = footer.file_schema.tags.len();
         // Rows worth reading: those of matching series, within row groups whose time
         // range overlaps the request.
@@ -563,13 +612,13 @@ impl SstReader {
 /// [`read`] grouped by series, each row with its sequence (see
 /// [`SstReader::next_series`]).
 pub fn read_series(
-    bytes: bytes::Bytes,
+    file: &SstFile,
     schema: &RegionSchema,
     start: i64,
     end: i64,
     keep: impl Fn(&[String]) -> bool,
 ) -> Result<Vec<SequencedSeries>, String> {
-    let mut reader = SstReader::open(bytes, schema, start, end, keep)?;
+    let mut reader = SstReader::open(file, schema, start, end, keep)?;
     let mut out = Vec::new();
     while reader.next_series(&mut out)? {}
     Ok(out)
@@ -668,10 +717,21 @@ mod tests {
         let read_back = read(chunked.clone(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
         assert_eq!(read_back, rows);
         // The series index covers each series once, whole, across the chunk boundaries.
-        let index = series(chunked.clone(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        let parsed = |bytes: bytes::Bytes| SstFile::parse(bytes).unwrap();
+        let index = series(
+            &parsed(chunked.clone()),
+            &schema(),
+            i64::MIN,
+            i64::MAX,
+            |_| true,
+        )
+        .unwrap();
         assert_eq!(
             index,
-            series(whole.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap()
+            series(&parsed(whole.into()), &schema(), i64::MIN, i64::MAX, |_| {
+                true
+            })
+            .unwrap()
         );
         assert_eq!(index.len(), 5);
         let one = read(chunked, &schema(), i64::MIN, i64::MAX, |tags| {
