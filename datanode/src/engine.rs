@@ -160,6 +160,9 @@ struct Region {
     /// sequences below the lowest of them.
     in_flight: BTreeSet<u64>,
     flushing: bool,
+    /// A compaction is under way. A second one would pick the same inputs while the
+    /// first yields, and write their rows again.
+    compacting: bool,
     quarantined: Option<String>,
     /// The version of the checkpoint on disk; edits since then are in its edit log.
     checkpoint_version: u64,
@@ -176,6 +179,7 @@ impl Region {
             frozen: Vec::new(),
             in_flight: BTreeSet::new(),
             flushing: false,
+            compacting: false,
             quarantined: None,
             closing: false,
         }
@@ -718,6 +722,23 @@ impl ShardEngine {
     /// or more, and deletes files wholly past the retention. Returns the files removed.
     pub async fn compact_region(&self, id: RegionId) -> Result<usize, EngineError> {
         self.check_running()?;
+        {
+            let mut regions = self.regions.borrow_mut();
+            let region = usable_region_mut(&mut regions, id)?;
+            if region.compacting {
+                return Ok(0);
+            }
+            region.compacting = true;
+        }
+        let outcome = self.compact_region_now(id).await;
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.compacting = false;
+        }
+        outcome
+    }
+
+    /// [`ShardEngine::compact_region`] once it holds the region's compaction flag.
+    async fn compact_region_now(&self, id: RegionId) -> Result<usize, EngineError> {
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
         let window_ms = self.config.compaction_window_ms;
         let (schema, expired, inputs) = {
@@ -1345,6 +1366,7 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
         frozen: Vec::new(),
         in_flight: BTreeSet::new(),
         flushing: false,
+        compacting: false,
         closing: false,
         quarantined: Some(reason),
         checkpoint_version: 0,

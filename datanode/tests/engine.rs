@@ -962,6 +962,32 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
 }
 
 #[test]
+fn a_second_compaction_of_a_region_waits_its_turn() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(7));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        for file in 0..4 {
+            let rows: Vec<Row> = (0..40_000)
+                .map(|i| row(&format!("h{:04}", i % 1000), "x", file * 40 + i / 1000, 1.0))
+                .collect();
+            engine.write(R1, rows).await.unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+        }
+        let before = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        // The first yields between chunks; the second, started meanwhile, finds it
+        // running instead of merging the same four files again.
+        let (first, second) =
+            futures::future::join(engine.compact_region(R1), engine.compact_region(R1)).await;
+        assert_eq!((first.unwrap(), second.unwrap()), (4, 0));
+        assert_eq!(engine.file_count(R1).unwrap(), 1);
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap(), before);
+        // Once it is done, the region compacts again (nothing left to merge).
+        assert_eq!(engine.compact_region(R1).await.unwrap(), 0);
+    });
+}
+
+#[test]
 fn a_failed_flush_keeps_the_rows_and_a_later_one_succeeds() {
     on_shard(|_| async {
         let sim = SimDisk::new(22);
