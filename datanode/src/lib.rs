@@ -15,6 +15,7 @@ pub mod engine;
 pub mod manifest;
 pub mod memtable;
 pub mod merge;
+pub mod series_chunk;
 pub mod service;
 pub mod sst;
 pub mod sst_cache;

@@ -1,31 +1,36 @@
 //! SST files: a region's rows, flushed from a memtable, as Parquet. Plain code over
 //! bytes; storing and fetching the bytes is the caller's (`rt::object`).
 //!
-//! Layout: the tag columns (UTF-8, dictionary-encoded), the time index (timestamp in
-//! milliseconds, delta-encoded), the fields (floats byte-stream-split, integers
-//! delta-encoded, strings dictionary-encoded), and `__sequence`, the sequence of the write
-//! each row came from (delta-encoded; it costs little and lets every merge keep the latest
-//! write per (series, timestamp) whatever files the rows came from). zstd throughout,
-//! page-level statistics, rows sorted by (series, ts).
+//! Layout (format 2): one Parquet row per **series chunk**, up to
+//! [`CHUNK_SAMPLES_MAX`] consecutive samples of one series. Its columns are the tags
+//! (UTF-8, dictionary-encoded), `__ts_min` and `__ts_max` (the chunk's time range, with
+//! statistics, so row groups and chunks outside a query's range are skipped undecoded),
+//! `__samples`, and one blob each for the timestamps, the sequences and every field
+//! ([`series_chunk`]: pco-compressed, lossless). `__sequence` holds the sequence of the
+//! write each sample came from; it costs little and lets every merge keep the latest
+//! write per (series, timestamp) whatever files the rows came from. Chunks are sorted by
+//! (series, ts), and a series' chunks are contiguous.
 //!
-//! The footer's key-value metadata holds the file's schema and a **series index**: every
-//! series in the file with its first row and row count. Rows of a series are contiguous, so
-//! label matchers resolve to row ranges without reading data, and row groups whose time
-//! statistics miss the requested range are skipped.
+//! Format 1 stored a Parquet row per sample with Parquet's encodings (delta timestamps,
+//! byte-stream-split floats); it cost twice the bytes, and this version refuses it with
+//! an error that says so.
+//!
+//! The footer's key-value metadata holds the format, the file's schema and a **series
+//! index**: every series in the file with its first chunk and chunk count, so label
+//! matchers resolve to chunks without reading data.
 
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType, UInt64Type};
-use arrow_array::{RecordBatch, UInt64Array};
+use arrow_array::types::{Int64Type, UInt32Type};
+use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema};
 use metronome_core::data::{trim_empty_tags, FieldType, RegionSchema, Row, Value};
-use metronome_wire::rows::{row_columns, row_schema};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
@@ -33,16 +38,23 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::merge::SequencedSeries;
+use crate::series_chunk::{self, CHUNK_SAMPLES_MAX};
 
 pub use metronome_wire::rows::rows_to_batch;
 
 pub const SEQUENCE_COLUMN: &str = "__sequence";
+const TS_MIN_COLUMN: &str = "__ts_min";
+const TS_MAX_COLUMN: &str = "__ts_max";
+const SAMPLES_COLUMN: &str = "__samples";
+const TS_COLUMN: &str = "__ts";
+const FORMAT_KEY: &str = "metronome.sst_format";
+const FORMAT: &str = "2";
 const SCHEMA_KEY: &str = "metronome.schema";
 const SERIES_KEY: &str = "metronome.series";
-/// Rows per row group: the unit of time-range pruning.
-const ROW_GROUP_ROWS_MAX: usize = 64 * 1024;
-/// Rows per decoded batch when reading.
-const READ_BATCH_ROWS: usize = 8 * 1024;
+/// Chunks per row group: the unit of Parquet's statistics pruning.
+const ROW_GROUP_CHUNKS_MAX: usize = 1024;
+/// Chunks per Parquet batch, written or read.
+const BATCH_CHUNKS: usize = 64;
 
 /// What the manifest records about an SST.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,22 +68,54 @@ pub struct SstMeta {
     pub max_sequence: u64,
 }
 
-/// One series of the index: its tag values, first row and row count.
+/// One series of the index: its tag values, first chunk and chunk count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SeriesEntry {
     tags: Vec<String>,
-    first_row: u64,
-    rows: u64,
+    first_chunk: u64,
+    chunks: u64,
 }
 
-/// The schema of an SST: the row schema and `__sequence`.
+/// Where the key columns are: tags first, then these, then one column per field.
+struct Columns {
+    tags: usize,
+}
+
+impl Columns {
+    fn ts_min(&self) -> usize {
+        self.tags
+    }
+    fn ts_max(&self) -> usize {
+        self.tags + 1
+    }
+    fn samples(&self) -> usize {
+        self.tags + 2
+    }
+    fn ts(&self) -> usize {
+        self.tags + 3
+    }
+    fn sequence(&self) -> usize {
+        self.tags + 4
+    }
+    fn field(&self, index: usize) -> usize {
+        self.tags + 5 + index
+    }
+}
+
 fn arrow_schema(schema: &RegionSchema) -> Schema {
-    let mut fields: Vec<Field> = row_schema(schema)
-        .fields()
+    let mut fields: Vec<Field> = schema
+        .tags
         .iter()
-        .map(|f| f.as_ref().clone())
+        .map(|tag| Field::new(tag, DataType::Utf8, false))
         .collect();
-    fields.push(Field::new(SEQUENCE_COLUMN, DataType::UInt64, false));
+    fields.push(Field::new(TS_MIN_COLUMN, DataType::Int64, false));
+    fields.push(Field::new(TS_MAX_COLUMN, DataType::Int64, false));
+    fields.push(Field::new(SAMPLES_COLUMN, DataType::UInt32, false));
+    fields.push(Field::new(TS_COLUMN, DataType::Binary, false));
+    fields.push(Field::new(SEQUENCE_COLUMN, DataType::Binary, false));
+    for field in &schema.fields {
+        fields.push(Field::new(&field.name, DataType::Binary, false));
+    }
     Schema::new(fields)
 }
 
@@ -80,35 +124,21 @@ fn writer_properties(schema: &RegionSchema, key_value: Vec<KeyValue>) -> WriterP
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid zstd level"),
         ))
+        .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
+        .set_max_row_group_row_count(Some(ROW_GROUP_CHUNKS_MAX))
         .set_key_value_metadata(Some(key_value));
     let column = |name: &str| ColumnPath::from(name.to_string());
     for tag in &schema.tags {
         builder = builder.set_column_dictionary_enabled(column(tag), true);
     }
-    builder = builder
-        .set_column_dictionary_enabled(column(&schema.time_index), false)
-        .set_column_encoding(column(&schema.time_index), Encoding::DELTA_BINARY_PACKED)
-        .set_column_dictionary_enabled(column(SEQUENCE_COLUMN), false)
-        .set_column_encoding(column(SEQUENCE_COLUMN), Encoding::DELTA_BINARY_PACKED);
-    for field in &schema.fields {
-        builder = match field.field_type {
-            FieldType::Float64 => builder
-                .set_column_dictionary_enabled(column(&field.name), false)
-                .set_column_encoding(column(&field.name), Encoding::BYTE_STREAM_SPLIT),
-            FieldType::Int64 => builder
-                .set_column_dictionary_enabled(column(&field.name), false)
-                .set_column_encoding(column(&field.name), Encoding::DELTA_BINARY_PACKED),
-            FieldType::String => builder.set_column_dictionary_enabled(column(&field.name), true),
-            FieldType::Boolean => builder,
-        };
-    }
+    // zstd stays on for the blobs too: pco's output does not shrink further, but short
+    // chunks store their numbers plainly, and strings are plain bytes.
     builder.build()
 }
 
 /// Encodes `rows`, sorted and unique by (series, ts), as one SST: [`SstWriter`] with a
-/// single chunk.
+/// single chunk of rows.
 pub fn encode(
     schema: &RegionSchema,
     file_id: u64,
@@ -119,16 +149,40 @@ pub fn encode(
     writer.finish()
 }
 
+/// The samples of one series not yet closed into a chunk.
+struct OpenChunk {
+    tags: Vec<String>,
+    ts: Vec<i64>,
+    sequences: Vec<u64>,
+    fields: Vec<Vec<Value>>,
+}
+
+/// Closed chunks not yet handed to Parquet, column by column.
+#[derive(Default)]
+struct ClosedChunks {
+    tags: Vec<Vec<String>>,
+    ts_min: Vec<i64>,
+    ts_max: Vec<i64>,
+    samples: Vec<u32>,
+    ts: Vec<Vec<u8>>,
+    sequences: Vec<Vec<u8>>,
+    fields: Vec<Vec<Vec<u8>>>,
+}
+
 /// Encodes an SST from rows that arrive in chunks, in (series, ts) order across chunks.
 /// A flush or compaction yields to its shard between chunks, so the pause it imposes on
 /// the shard's writes is one chunk's encoding, not the whole file's; and the rows of a
-/// large memtable never need to exist as one vector.
+/// large memtable never need to exist as one vector. Memory is bounded by one series
+/// chunk and [`BATCH_CHUNKS`] closed ones.
 pub struct SstWriter {
     file_id: u64,
     schema: RegionSchema,
     arrow_schema: Arc<Schema>,
     writer: ArrowWriter<Vec<u8>>,
     series: Vec<SeriesEntry>,
+    open: OpenChunk,
+    closed: ClosedChunks,
+    chunks: u64,
     rows: u64,
     min_ts: i64,
     max_ts: i64,
@@ -141,10 +195,13 @@ impl SstWriter {
     pub fn new(schema: &RegionSchema, file_id: u64) -> Result<SstWriter, String> {
         let arrow_schema = Arc::new(arrow_schema(schema));
         // The series index is known only at the end; it is appended to the footer then.
-        let key_value = vec![KeyValue::new(
-            SCHEMA_KEY.to_string(),
-            serde_json::to_string(schema).expect("schema serializes"),
-        )];
+        let key_value = vec![
+            KeyValue::new(FORMAT_KEY.to_string(), FORMAT.to_string()),
+            KeyValue::new(
+                SCHEMA_KEY.to_string(),
+                serde_json::to_string(schema).expect("schema serializes"),
+            ),
+        ];
         let writer = ArrowWriter::try_new(
             Vec::new(),
             arrow_schema.clone(),
@@ -157,6 +214,17 @@ impl SstWriter {
             arrow_schema,
             writer,
             series: Vec::new(),
+            open: OpenChunk {
+                tags: Vec::new(),
+                ts: Vec::new(),
+                sequences: Vec::new(),
+                fields: vec![Vec::new(); schema.fields.len()],
+            },
+            closed: ClosedChunks {
+                fields: vec![Vec::new(); schema.fields.len()],
+                ..ClosedChunks::default()
+            },
+            chunks: 0,
             rows: 0,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
@@ -170,7 +238,7 @@ impl SstWriter {
         self.rows
     }
 
-    /// Appends a chunk; its rows follow every row written before in (series, ts) order.
+    /// Appends rows; they follow every row written before in (series, ts) order.
     pub fn write(&mut self, rows: &[(u64, Row)]) -> Result<(), String> {
         let Some((_, first)) = rows.first() else {
             return Ok(());
@@ -186,39 +254,117 @@ impl SstWriter {
                 .all(|w| (&w[0].1.tags, w[0].1.ts) < (&w[1].1.tags, w[1].1.ts)),
             "SST rows are sorted and unique by (series, ts)"
         );
-        for (index, (sequence, row)) in rows.iter().enumerate() {
-            let row_number = self.rows + index as u64;
-            match self.series.last_mut() {
-                Some(last) if last.tags == row.tags => last.rows += 1,
-                _ => self.series.push(SeriesEntry {
-                    tags: row.tags.clone(),
-                    first_row: row_number,
-                    rows: 1,
-                }),
+        for (sequence, row) in rows {
+            assert_eq!(row.fields.len(), self.schema.fields.len());
+            if !self.open.ts.is_empty() && self.open.tags != row.tags {
+                self.close_chunk()?;
+            }
+            if self.open.ts.is_empty() {
+                self.open.tags.clone_from(&row.tags);
+            }
+            self.open.ts.push(row.ts);
+            self.open.sequences.push(*sequence);
+            for (column, value) in self.open.fields.iter_mut().zip(&row.fields) {
+                column.push(value.clone());
+            }
+            if self.open.ts.len() == CHUNK_SAMPLES_MAX {
+                self.close_chunk()?;
             }
             self.min_ts = self.min_ts.min(row.ts);
             self.max_ts = self.max_ts.max(row.ts);
             self.max_sequence = self.max_sequence.max(*sequence);
         }
-        let refs: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
-        let mut columns = row_columns(&self.schema, &refs);
-        columns.push(Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|(sequence, _)| *sequence),
-        )));
-        let batch = RecordBatch::try_new(self.arrow_schema.clone(), columns)
-            .map_err(|e| format!("building the SST batch: {e}"))?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| format!("writing the SST: {e}"))?;
         self.rows += rows.len() as u64;
         let (_, last) = rows.last().expect("not empty");
         self.last = Some((last.tags.clone(), last.ts));
         Ok(())
     }
 
+    /// Turns the open chunk into blobs, and hands a full batch of chunks to Parquet.
+    fn close_chunk(&mut self) -> Result<(), String> {
+        let open = &mut self.open;
+        let samples = open.ts.len();
+        assert!((1..=CHUNK_SAMPLES_MAX).contains(&samples));
+        match self.series.last_mut() {
+            Some(entry) if entry.tags == open.tags => entry.chunks += 1,
+            _ => self.series.push(SeriesEntry {
+                tags: open.tags.clone(),
+                first_chunk: self.chunks,
+                chunks: 1,
+            }),
+        }
+        let closed = &mut self.closed;
+        closed.tags.push(std::mem::take(&mut open.tags));
+        closed.ts_min.push(open.ts[0]);
+        closed.ts_max.push(open.ts[samples - 1]);
+        closed.samples.push(samples as u32);
+        closed.ts.push(series_chunk::encode_timestamps(&open.ts));
+        closed
+            .sequences
+            .push(series_chunk::encode_sequences(&open.sequences));
+        for ((blobs, values), field) in closed
+            .fields
+            .iter_mut()
+            .zip(&open.fields)
+            .zip(&self.schema.fields)
+        {
+            let refs: Vec<&Value> = values.iter().collect();
+            blobs.push(series_chunk::encode_field(field.field_type, &refs));
+        }
+        open.ts.clear();
+        open.sequences.clear();
+        open.fields.iter_mut().for_each(Vec::clear);
+        self.chunks += 1;
+        if self.closed.ts.len() >= BATCH_CHUNKS {
+            self.write_closed()?;
+        }
+        Ok(())
+    }
+
+    fn write_closed(&mut self) -> Result<(), String> {
+        if self.closed.ts.is_empty() {
+            return Ok(());
+        }
+        let closed = std::mem::replace(
+            &mut self.closed,
+            ClosedChunks {
+                fields: vec![Vec::new(); self.schema.fields.len()],
+                ..ClosedChunks::default()
+            },
+        );
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for tag in 0..self.schema.tags.len() {
+            // Tags are canonical (trailing empty values left out): a missing one is empty.
+            columns.push(Arc::new(StringArray::from_iter_values(
+                closed
+                    .tags
+                    .iter()
+                    .map(|tags| tags.get(tag).map_or("", String::as_str)),
+            )));
+        }
+        columns.push(Arc::new(Int64Array::from(closed.ts_min)));
+        columns.push(Arc::new(Int64Array::from(closed.ts_max)));
+        columns.push(Arc::new(UInt32Array::from(closed.samples)));
+        let binary = |blobs: &[Vec<u8>]| -> ArrayRef {
+            Arc::new(BinaryArray::from_iter_values(blobs.iter()))
+        };
+        columns.push(binary(&closed.ts));
+        columns.push(binary(&closed.sequences));
+        for blobs in &closed.fields {
+            columns.push(binary(blobs));
+        }
+        let batch = RecordBatch::try_new(self.arrow_schema.clone(), columns)
+            .map_err(|e| format!("building the SST batch: {e}"))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| format!("writing the SST: {e}"))
+    }
+
     /// Closes the file: its bytes and what the manifest records of it.
     pub fn finish(mut self) -> Result<(Vec<u8>, SstMeta), String> {
         assert!(self.rows > 0, "an SST holds at least one row");
+        self.close_chunk()?;
+        self.write_closed()?;
         self.writer.append_key_value_metadata(KeyValue::new(
             SERIES_KEY.to_string(),
             serde_json::to_string(&self.series).expect("index serializes"),
@@ -238,16 +384,6 @@ impl SstWriter {
         };
         Ok((bytes, meta))
     }
-}
-
-/// An SST's footer: the Parquet reader, the file's schema, its series index, and the
-/// row ranges of the row groups whose time range overlaps `start..end`.
-struct Footer<'f> {
-    builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
-    file_schema: &'f RegionSchema,
-    series: &'f [SeriesEntry],
-    total_rows: u64,
-    wanted_groups: Vec<(u64, u64)>,
 }
 
 /// An SST with its footer parsed: the Parquet metadata, the file's schema and its series
@@ -275,12 +411,30 @@ impl SstFile {
                 .iter()
                 .find(|kv| kv.key == key)
                 .and_then(|kv| kv.value.clone())
-                .ok_or_else(|| format!("missing footer entry {key}"))
         };
-        let file_schema: RegionSchema = serde_json::from_str(&lookup(SCHEMA_KEY)?)
+        match lookup(FORMAT_KEY) {
+            Some(format) if format == FORMAT => {}
+            Some(format) => {
+                return Err(format!(
+                    "SST format {format}; this version reads format {FORMAT}"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "SST format 1 (a Parquet row per sample), written before format {FORMAT}; \
+                     this version does not read it"
+                ))
+            }
+        }
+        let required = |key: &str| lookup(key).ok_or_else(|| format!("missing footer entry {key}"));
+        let file_schema: RegionSchema = serde_json::from_str(&required(SCHEMA_KEY)?)
             .map_err(|e| format!("bad schema in footer: {e}"))?;
-        let series: Vec<SeriesEntry> = serde_json::from_str(&lookup(SERIES_KEY)?)
+        let series: Vec<SeriesEntry> = serde_json::from_str(&required(SERIES_KEY)?)
             .map_err(|e| format!("bad series index in footer: {e}"))?;
+        let expected = arrow_schema(&file_schema);
+        if metadata.schema().fields() != expected.fields() {
+            return Err("the file's columns do not match its schema".to_string());
+        }
         Ok(SstFile {
             bytes,
             metadata,
@@ -300,12 +454,19 @@ impl SstFile {
     }
 }
 
-fn read_footer<'f>(
-    file: &'f SstFile,
+/// An SST's footer, checked against the region's schema, with the chunk ranges of the
+/// row groups whose time range overlaps `start..end`.
+struct Footer {
+    total_chunks: u64,
+    wanted_groups: Vec<(u64, u64)>,
+}
+
+fn read_footer(
+    file: &SstFile,
     schema: &RegionSchema,
     start: i64,
     end: i64,
-) -> Result<Footer<'f>, String> {
+) -> Result<Footer, String> {
     let file_schema = &file.file_schema;
     // A region only ever appends tags, so a file written before that has a prefix of
     // them; its rows have the empty value for the rest.
@@ -313,46 +474,45 @@ fn read_footer<'f>(
         return Err("the file's tags or time index differ from the region's".to_string());
     }
     let metadata = file.metadata.metadata();
-    let total_rows = metadata.file_metadata().num_rows().max(0) as u64;
-
-    // Row groups whose time range overlaps the request.
-    let ts_column = file_schema.tags.len();
+    let total_chunks = metadata.file_metadata().num_rows().max(0) as u64;
+    let columns = Columns {
+        tags: file_schema.tags.len(),
+    };
+    let int64_stats = |stats: Option<&Statistics>| match stats {
+        Some(Statistics::Int64(stats)) => {
+            Some((stats.min_opt().copied(), stats.max_opt().copied()))
+        }
+        _ => None,
+    };
     let mut wanted_groups: Vec<(u64, u64)> = Vec::new();
     let mut group_start = 0u64;
     for group in metadata.row_groups() {
-        let group_rows = group.num_rows().max(0) as u64;
-        let overlaps = match group.column(ts_column).statistics() {
-            Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
-                (Some(min), Some(max)) => *max >= start && *min < end,
-                _ => true,
-            },
+        let group_chunks = group.num_rows().max(0) as u64;
+        let min = int64_stats(group.column(columns.ts_min()).statistics()).and_then(|s| s.0);
+        let max = int64_stats(group.column(columns.ts_max()).statistics()).and_then(|s| s.1);
+        let overlaps = match (min, max) {
+            (Some(min), Some(max)) => max >= start && min < end,
             _ => true,
         };
         if overlaps {
-            wanted_groups.push((group_start, group_start + group_rows));
+            wanted_groups.push((group_start, group_start + group_chunks));
         }
-        group_start += group_rows;
+        group_start += group_chunks;
     }
     Ok(Footer {
-        builder: ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file.bytes.clone(),
-            file.metadata.clone(),
-        ),
-        file_schema,
-        series: &file.series,
-        total_rows,
+        total_chunks,
         wanted_groups,
     })
 }
 
-impl Footer<'_> {
-    /// The row ranges of a series' rows inside the wanted row groups.
+impl Footer {
+    /// The chunk ranges of a series inside the wanted row groups.
     fn ranges(&self, entry: &SeriesEntry) -> Result<Vec<(u64, u64)>, String> {
-        let (from, to) = (entry.first_row, entry.first_row + entry.rows);
-        if to > self.total_rows {
+        let (from, to) = (entry.first_chunk, entry.first_chunk + entry.chunks);
+        if to > self.total_chunks {
             return Err(format!(
-                "series index points past the file's {} rows",
-                self.total_rows
+                "series index points past the file's {} chunks",
+                self.total_chunks
             ));
         }
         Ok(self
@@ -364,7 +524,7 @@ impl Footer<'_> {
     }
 }
 
-/// The series of an SST that `keep` accepts and that have rows in a row group
+/// The series of an SST that `keep` accepts and that have chunks in a row group
 /// overlapping `start..end`, from the footer's series index alone (no sample is
 /// decoded), in series order.
 pub fn series(
@@ -376,7 +536,7 @@ pub fn series(
 ) -> Result<Vec<Vec<String>>, String> {
     let footer = read_footer(file, schema, start, end)?;
     let mut out = Vec::new();
-    for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
+    for entry in file.series.iter().filter(|entry| keep(&entry.tags)) {
         if !footer.ranges(entry)?.is_empty() {
             out.push(entry.tags.clone());
         }
@@ -413,15 +573,20 @@ pub fn read_file(
     Ok(rows)
 }
 
-/// [`read`] a batch at a time (at most `READ_BATCH_ROWS` rows), so that a compaction can
-/// merge files without decoding any of them whole.
+/// One decoded series chunk: its canonical tags and the samples in the requested range.
+struct DecodedChunk {
+    tags: Vec<String>,
+    samples: Vec<(i64, u64, Vec<Value>)>,
+}
+
+/// [`read`] a batch of chunks at a time (at most [`BATCH_CHUNKS`]), so that a compaction
+/// can merge files without decoding any of them whole.
 pub struct SstReader {
-    /// `None` when no row can match.
+    /// `None` when no chunk can match.
     batches: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
     start: i64,
     end: i64,
-    ts_column: usize,
-    sequence_column: usize,
+    columns: Columns,
     /// Where each of the region's fields is in the file, if the file has it.
     field_columns: Vec<Option<(usize, FieldType)>>,
 }
@@ -435,18 +600,16 @@ impl SstReader {
         keep: impl Fn(&[String]) -> bool,
     ) -> Result<SstReader, String> {
         let footer = read_footer(file, schema, start, end)?;
-        let ts_column = footer.file_schema.tags.len();
-        // Rows worth reading: those of matching series, within row groups whose time
+        let file_schema = &file.file_schema;
+        let columns = Columns {
+            tags: file_schema.tags.len(),
+        };
+        // Chunks worth reading: those of matching series, within row groups whose time
         // range overlaps the request.
         let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for entry in footer.series.iter().filter(|entry| keep(&entry.tags)) {
+        for entry in file.series.iter().filter(|entry| keep(&entry.tags)) {
             ranges.extend(footer.ranges(entry)?);
         }
-        let Footer {
-            builder,
-            file_schema,
-            ..
-        } = footer;
         let field_columns: Vec<Option<(usize, FieldType)>> = schema
             .fields
             .iter()
@@ -455,10 +618,9 @@ impl SstReader {
                     .fields
                     .iter()
                     .position(|f| f.name == field.name && f.field_type == field.field_type)
-                    .map(|i| (ts_column + 1 + i, field.field_type))
+                    .map(|i| (columns.field(i), field.field_type))
             })
             .collect();
-        let sequence_column = ts_column + 1 + file_schema.fields.len();
         let batches = if ranges.is_empty() {
             None
         } else {
@@ -473,45 +635,42 @@ impl SstReader {
                 position = to.max(position);
             }
             Some(
-                builder
-                    .with_row_selection(RowSelection::from(selectors))
-                    .with_batch_size(READ_BATCH_ROWS)
-                    .build()
-                    .map_err(|e| format!("reading the SST: {e}"))?,
+                ParquetRecordBatchReaderBuilder::new_with_metadata(
+                    file.bytes.clone(),
+                    file.metadata.clone(),
+                )
+                .with_row_selection(RowSelection::from(selectors))
+                .with_batch_size(BATCH_CHUNKS)
+                .build()
+                .map_err(|e| format!("reading the SST: {e}"))?,
             )
         };
         Ok(SstReader {
             batches,
             start,
             end,
-            ts_column,
-            sequence_column,
+            columns,
             field_columns,
         })
     }
 
     /// The next batch's rows in range (possibly none), or `None` at the end of the file.
     pub fn next_rows(&mut self) -> Result<Option<Vec<(u64, Row)>>, String> {
-        let Some(batch) = self.next_batch()? else {
+        let Some(chunks) = self.next_chunks()? else {
             return Ok(None);
         };
-        let (tags, ts, sequences) = self.key_columns(&batch);
-        let mut rows = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let row_ts = ts.value(i);
-            if row_ts < self.start || row_ts >= self.end {
-                continue;
+        let mut rows = Vec::new();
+        for chunk in chunks {
+            for (ts, sequence, fields) in chunk.samples {
+                rows.push((
+                    sequence,
+                    Row {
+                        tags: chunk.tags.clone(),
+                        ts,
+                        fields,
+                    },
+                ));
             }
-            let mut row = Row {
-                tags: tags
-                    .iter()
-                    .map(|column| column.value(i).to_string())
-                    .collect(),
-                ts: row_ts,
-                fields: self.fields(&batch, i),
-            };
-            row.canonical_tags();
-            rows.push((sequences.value(i), row));
         }
         Ok(Some(rows))
     }
@@ -520,92 +679,82 @@ impl SstReader {
     /// series: a series' tags are allocated once, not once per row. `false` at the end of
     /// the file.
     pub fn next_series(&mut self, out: &mut Vec<SequencedSeries>) -> Result<bool, String> {
-        let Some(batch) = self.next_batch()? else {
+        let Some(chunks) = self.next_chunks()? else {
             return Ok(false);
         };
-        let (tags, ts, sequences) = self.key_columns(&batch);
-        for i in 0..batch.num_rows() {
-            let row_ts = ts.value(i);
-            if row_ts < self.start || row_ts >= self.end {
+        for chunk in chunks {
+            if chunk.samples.is_empty() {
                 continue;
             }
-            // The last series' tags are canonical (trailing empty values left out): a
-            // missing one compares as empty.
-            let same = out.last().is_some_and(|(last, _)| {
-                last.len() <= tags.len()
-                    && tags.iter().enumerate().all(|(j, column)| {
-                        column.value(i) == last.get(j).map_or("", String::as_str)
-                    })
-            });
-            if !same {
-                let mut series: Vec<String> = tags
-                    .iter()
-                    .map(|column| column.value(i).to_string())
-                    .collect();
-                trim_empty_tags(&mut series);
-                out.push((series, Vec::new()));
+            match out.last_mut() {
+                Some((tags, samples)) if *tags == chunk.tags => samples.extend(chunk.samples),
+                _ => out.push((chunk.tags, chunk.samples)),
             }
-            let fields = self.fields(&batch, i);
-            out.last_mut().expect("a series was just pushed").1.push((
-                row_ts,
-                sequences.value(i),
-                fields,
-            ));
         }
         Ok(true)
     }
 
-    /// A batch's tag, timestamp and sequence columns.
-    fn key_columns<'b>(
-        &self,
-        batch: &'b RecordBatch,
-    ) -> (
-        Vec<&'b arrow_array::StringArray>,
-        &'b arrow_array::TimestampMillisecondArray,
-        &'b UInt64Array,
-    ) {
-        let tags = (0..self.ts_column)
+    /// The next Parquet batch of chunks, decoded; chunks wholly outside the time range
+    /// are skipped undecoded.
+    fn next_chunks(&mut self) -> Result<Option<Vec<DecodedChunk>>, String> {
+        let batch = match self.batches.as_mut().and_then(Iterator::next) {
+            None => return Ok(None),
+            Some(batch) => batch.map_err(|e| format!("decoding the SST: {e}"))?,
+        };
+        let tags: Vec<&StringArray> = (0..self.columns.tags)
             .map(|i| batch.column(i).as_string::<i32>())
             .collect();
-        let ts = batch
-            .column(self.ts_column)
-            .as_primitive::<TimestampMillisecondType>();
-        let sequences = batch
-            .column(self.sequence_column)
-            .as_primitive::<UInt64Type>();
-        (tags, ts, sequences)
-    }
-
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, String> {
-        match self.batches.as_mut().and_then(Iterator::next) {
-            None => Ok(None),
-            Some(batch) => batch
-                .map(Some)
-                .map_err(|e| format!("decoding the SST: {e}")),
+        let int64 = |i: usize| batch.column(i).as_primitive::<Int64Type>();
+        let (ts_min, ts_max) = (int64(self.columns.ts_min()), int64(self.columns.ts_max()));
+        let samples = batch
+            .column(self.columns.samples())
+            .as_primitive::<UInt32Type>();
+        let ts_blobs = batch.column(self.columns.ts()).as_binary::<i32>();
+        let sequence_blobs = batch.column(self.columns.sequence()).as_binary::<i32>();
+        let mut chunks = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            if ts_max.value(i) < self.start || ts_min.value(i) >= self.end {
+                continue;
+            }
+            let count = samples.value(i) as usize;
+            if !(1..=CHUNK_SAMPLES_MAX).contains(&count) {
+                return Err(format!("a chunk of {count} samples"));
+            }
+            let ts = series_chunk::decode_timestamps(ts_blobs.value(i), count)?;
+            let sequences = series_chunk::decode_sequences(sequence_blobs.value(i), count)?;
+            let mut fields: Vec<std::vec::IntoIter<Value>> = Vec::new();
+            for column in &self.field_columns {
+                let values = match column {
+                    None => vec![Value::Null; count],
+                    Some((index, field_type)) => series_chunk::decode_field(
+                        *field_type,
+                        batch.column(*index).as_binary::<i32>().value(i),
+                        count,
+                    )?,
+                };
+                fields.push(values.into_iter());
+            }
+            let mut chunk_samples = Vec::new();
+            for (ts, sequence) in ts.into_iter().zip(sequences) {
+                let row_fields: Vec<Value> = fields
+                    .iter_mut()
+                    .map(|column| column.next().expect("a value per sample"))
+                    .collect();
+                if ts >= self.start && ts < self.end {
+                    chunk_samples.push((ts, sequence, row_fields));
+                }
+            }
+            let mut chunk_tags: Vec<String> = tags
+                .iter()
+                .map(|column| column.value(i).to_string())
+                .collect();
+            trim_empty_tags(&mut chunk_tags);
+            chunks.push(DecodedChunk {
+                tags: chunk_tags,
+                samples: chunk_samples,
+            });
         }
-    }
-
-    /// Row `i`'s fields, shaped to the region's schema.
-    fn fields(&self, batch: &RecordBatch, i: usize) -> Vec<Value> {
-        self.field_columns
-            .iter()
-            .map(|column| match column {
-                None => Value::Null,
-                Some((index, _)) if batch.column(*index).is_null(i) => Value::Null,
-                Some((index, FieldType::Float64)) => {
-                    Value::Float64(batch.column(*index).as_primitive::<Float64Type>().value(i))
-                }
-                Some((index, FieldType::Int64)) => {
-                    Value::Int64(batch.column(*index).as_primitive::<Int64Type>().value(i))
-                }
-                Some((index, FieldType::String)) => {
-                    Value::String(batch.column(*index).as_string::<i32>().value(i).to_string())
-                }
-                Some((index, FieldType::Boolean)) => {
-                    Value::Boolean(batch.column(*index).as_boolean().value(i))
-                }
-            })
-            .collect()
+        Ok(Some(chunks))
     }
 }
 
@@ -788,6 +937,84 @@ mod tests {
             read_back[1].1.fields,
             [Value::Float64(0.5), Value::Null, Value::Null, Value::Null]
         );
+    }
+
+    #[test]
+    fn a_long_series_spans_chunks_and_reads_back_by_time_range() {
+        let total = CHUNK_SAMPLES_MAX * 2 + 100;
+        let mut rows = rows(1, total as i64);
+        // Another series after it, so that chunk boundaries and series boundaries differ.
+        rows.extend(rows_for("host-zzz", 5));
+        let (bytes, meta) = encode(&schema(), 1, &rows).unwrap();
+        assert_eq!(meta.rows, rows.len() as u64);
+        let file = SstFile::parse(bytes.into()).unwrap();
+        assert_eq!(file.series.len(), 2);
+        assert_eq!(
+            (file.series[0].first_chunk, file.series[0].chunks),
+            (0, 3),
+            "8192 + 8192 + 100 samples"
+        );
+        assert_eq!((file.series[1].first_chunk, file.series[1].chunks), (3, 1));
+        assert_eq!(
+            read_file(&file, &schema(), i64::MIN, i64::MAX, |_| true).unwrap(),
+            rows
+        );
+        // A range that straddles the first chunk boundary.
+        let (start, end) = (8000 * 15_000, 8500 * 15_000);
+        let expected: Vec<_> = rows
+            .iter()
+            .filter(|(_, r)| (start..end).contains(&r.ts))
+            .cloned()
+            .collect();
+        assert_eq!(expected.len(), 500);
+        assert_eq!(
+            read_file(&file, &schema(), start, end, |_| true).unwrap(),
+            expected
+        );
+        // Grouped by series, the chunks of one series come back as one series.
+        let grouped = read_series(&file, &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].1.len(), total);
+    }
+
+    fn rows_for(host: &str, points: i64) -> Vec<(u64, Row)> {
+        (0..points)
+            .map(|ts| {
+                (
+                    ts as u64 + 1,
+                    Row {
+                        tags: vec![host.to_string()],
+                        ts: ts * 15_000,
+                        fields: vec![Value::Null, Value::Int64(ts), Value::Null, Value::Null],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_format_1_file_is_refused_with_an_error_that_says_so() {
+        // Format 1: a Parquet row per sample and no format entry in the footer.
+        let rows: Vec<Row> = rows(1, 3).into_iter().map(|(_, row)| row).collect();
+        let batch = rows_to_batch(&schema(), &rows).unwrap();
+        let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        let bytes = writer.into_inner().unwrap();
+        let error = SstFile::parse(bytes.into()).err().unwrap();
+        assert!(error.contains("SST format 1"), "{error}");
+    }
+
+    #[test]
+    fn a_staleness_marker_survives_the_file_bit_for_bit() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let mut rows = rows(1, 3);
+        rows[1].1.fields[0] = Value::Float64(stale);
+        let (bytes, _) = encode(&schema(), 1, &rows).unwrap();
+        let back = read(bytes.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        match back[1].1.fields[0] {
+            Value::Float64(x) => assert_eq!(x.to_bits(), stale.to_bits()),
+            ref other => panic!("{other:?}"),
+        }
     }
 
     #[test]

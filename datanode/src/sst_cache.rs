@@ -107,7 +107,10 @@ mod tests {
                     Row {
                         tags: vec!["a".into()],
                         ts,
-                        fields: vec![Value::Float64(ts as f64 * 0.37)],
+                        // Scattered values, so that a file's size grows with its rows.
+                        fields: vec![Value::Float64(
+                            (ts.wrapping_mul(2_654_435_761) % 1_000_003) as f64 / 7.0,
+                        )],
                     },
                 )
             })

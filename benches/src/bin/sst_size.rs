@@ -2,7 +2,9 @@
 //!
 //! 10k series (`--metrics` × `--instances`), one sample every 15 s for 24 h, written as
 //! SSTs of `--series-per-file` series each (one compacted day per file); the report is
-//! total file bytes / samples, and the share of each column. Two value profiles:
+//! total file bytes / samples, and the share of each column. Sequences are what the
+//! datanode assigns: one per write request, each scrape tick sending every series in
+//! requests of `--series-per-request`. Two value profiles:
 //!
 //! - `harsh`: half counters with uniformly random increments (0–19), half gauges on a
 //!   uniformly random walk (±4096 per sample); every timestamp jittered by 0–20 ms. Close
@@ -32,6 +34,8 @@ struct Args {
     samples_per_series: usize,
     #[arg(long, default_value_t = 500)]
     series_per_file: usize,
+    #[arg(long, default_value_t = 1000)]
+    series_per_request: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// `harsh` or `realistic` (see above).
@@ -76,9 +80,11 @@ fn main() -> Result<(), String> {
     let start_ms: i64 = 1_700_000_000_000;
     let (mut bytes, mut samples, mut files) = (0u64, 0u64, 0u64);
     let mut column_bytes: Vec<(String, u64)> = Vec::new();
-    for chunk in series.chunks(args.series_per_file) {
+    let requests_per_tick = series.len().div_ceil(args.series_per_request) as u64;
+    for (file, chunk) in series.chunks(args.series_per_file).enumerate() {
         let mut rows: Vec<(u64, Row)> = Vec::with_capacity(chunk.len() * args.samples_per_series);
-        for tags in chunk {
+        for (index, tags) in chunk.iter().enumerate() {
+            let request = ((file * args.series_per_file + index) / args.series_per_request) as u64;
             let harsh = args.profile == "harsh";
             let shape = if harsh {
                 if tags[0].ends_with("total") {
@@ -129,7 +135,7 @@ fn main() -> Result<(), String> {
                     }
                 }
                 rows.push((
-                    samples + rows.len() as u64 + 1,
+                    n as u64 * requests_per_tick + request + 1,
                     Row {
                         tags: tags.clone(),
                         ts: start_ms + n as i64 * 15_000 + jitter,
