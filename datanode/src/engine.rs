@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub wal: WalConfig,
     /// Where SSTs live.
     pub sst_store: SstStore,
+    /// Bytes of a remote SST store's objects the shard keeps as local files
+    /// (`<shard>/object-cache`), so a file read once is not fetched again.
+    pub object_cache_bytes: u64,
 }
 
 impl EngineConfig {
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             wal_segments_max: 16,
             wal: WalConfig::new("wal"),
             sst_store: SstStore::Local,
+            object_cache_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -364,6 +368,12 @@ impl ShardEngine {
                 let store = ObjectStore::s3(s3.clone())?;
                 store.ensure_bucket().await?;
                 store
+                    .with_read_cache(
+                        disk.clone(),
+                        root.join("object-cache"),
+                        config.object_cache_bytes,
+                    )
+                    .await?
             }
         };
         // An SST written by a flush that crashed before its manifest was stored belongs

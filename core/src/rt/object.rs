@@ -8,11 +8,17 @@
 //! and crashes included, wherever the disk is a `SimDisk`), and S3 (or any S3-compatible
 //! service) through `aws-sdk-s3`, production builds only. The SDK runs on its own small
 //! tokio runtime; each call is spawned there and its result comes back over a oneshot
-//! channel, so a monoio shard can await it like any other future. *(planned)*: a local
-//! cache for reads.
+//! channel, so a monoio shard can await it like any other future.
+//!
+//! A remote store can keep a local file cache for reads ([`ObjectStore::with_read_cache`]):
+//! objects put or fetched are kept as files on a local disk, up to a byte budget, and a
+//! `get` of a cached key never leaves the machine.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::disk::{Disk, OpenOptions};
 
@@ -20,6 +26,149 @@ use super::disk::{Disk, OpenOptions};
 #[derive(Clone)]
 pub struct ObjectStore {
     backend: Backend,
+    cache: Option<Rc<ReadCache>>,
+}
+
+/// A local file cache of a store's objects, owned by one shard (hence `Rc`, no lock).
+///
+/// Objects are immutable while they exist (an SST key is written once and deleted once),
+/// so a cached copy stays valid until its key is deleted, and deleting drops it. The cache
+/// is emptied when it is opened: a file half-written before a crash is never served, and
+/// nothing from a previous run has to be trusted. Files are written without fsync for the
+/// same reason. The oldest cached object is evicted first once the budget is exceeded;
+/// an object larger than the whole budget is not cached.
+struct ReadCache {
+    disk: Disk,
+    dir: PathBuf,
+    bytes_max: u64,
+    state: RefCell<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Each cached key's size and the stamp of its latest caching.
+    entries: HashMap<String, (u64, u64)>,
+    /// Keys in the order they were cached, with the stamp of that caching; an entry whose
+    /// stamp is not its key's latest is stale and skipped.
+    order: VecDeque<(String, u64)>,
+    stamp: u64,
+    bytes: u64,
+    /// Counts deletes, so that a fetch that raced with a delete of its key does not cache
+    /// what the delete removed.
+    deletes: u64,
+    hits: u64,
+    misses: u64,
+}
+
+/// The cache file of `key`: one flat directory, with `%` and `/` escaped, so that
+/// distinct keys never share a file.
+fn cache_file_name(key: &str) -> String {
+    key.replace('%', "%25").replace('/', "%2F")
+}
+
+impl ReadCache {
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(cache_file_name(key))
+    }
+
+    async fn read(&self, key: &str) -> Option<Vec<u8>> {
+        if !self.state.borrow().entries.contains_key(key) {
+            self.state.borrow_mut().misses += 1;
+            return None;
+        }
+        let read = async {
+            let file = self.disk.open(self.path(key), OpenOptions::read()).await?;
+            file.read_exact_at(file.len() as usize, 0).await
+        };
+        match read.await {
+            Ok(bytes) => {
+                self.state.borrow_mut().hits += 1;
+                Some(bytes)
+            }
+            Err(error) => {
+                // The remote copy is the truth; a cache that cannot read is bypassed.
+                tracing::warn!(key, %error, "object cache read failed; fetching the object");
+                self.forget(key).await;
+                self.state.borrow_mut().misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Caches `bytes` as `key`, unless a delete happened since `deletes_seen`.
+    async fn insert(&self, key: &str, bytes: &[u8], deletes_seen: u64) {
+        let size = bytes.len() as u64;
+        if size > self.bytes_max {
+            return;
+        }
+        let path = self.path(key);
+        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+        temp_name.push(".tmp");
+        let temp = path.with_file_name(temp_name);
+        let write = async {
+            let file = self
+                .disk
+                .open(&temp, OpenOptions::create().with_truncate(true))
+                .await?;
+            file.write_at(bytes.to_vec(), 0).await?;
+            drop(file);
+            self.disk.rename(&temp, &path).await
+        };
+        if let Err(error) = write.await {
+            tracing::warn!(key, %error, "object cache write failed; the object stays uncached");
+            return;
+        }
+        if self.state.borrow().deletes != deletes_seen {
+            let _ = self.disk.remove(&path).await;
+            return;
+        }
+        let evicted = {
+            let mut state = self.state.borrow_mut();
+            state.stamp += 1;
+            let stamp = state.stamp;
+            if let Some((old, _)) = state.entries.insert(key.to_string(), (size, stamp)) {
+                state.bytes -= old;
+            }
+            state.bytes += size;
+            state.order.push_back((key.to_string(), stamp));
+            let mut evicted = Vec::new();
+            while state.bytes > self.bytes_max {
+                let (oldest, stamp) = state.order.pop_front().expect("bytes belong to keys");
+                if state.entries.get(&oldest).is_some_and(|(_, s)| *s == stamp) {
+                    let (size, _) = state.entries.remove(&oldest).expect("just seen");
+                    state.bytes -= size;
+                    evicted.push(oldest);
+                }
+            }
+            // Entries of removed or re-cached keys are dropped once they dominate, so the
+            // queue stays proportional to what is cached.
+            if state.order.len() > 2 * state.entries.len() + 16 {
+                let CacheState { order, entries, .. } = &mut *state;
+                order.retain(|(key, stamp)| entries.get(key).is_some_and(|(_, s)| s == stamp));
+            }
+            evicted
+        };
+        for key in evicted {
+            let _ = self.disk.remove(self.path(&key)).await;
+        }
+    }
+
+    async fn forget(&self, key: &str) {
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            state.deletes += 1;
+            match state.entries.remove(key) {
+                Some((size, _)) => {
+                    state.bytes -= size;
+                    true
+                }
+                None => false,
+            }
+        };
+        if removed {
+            let _ = self.disk.remove(self.path(key)).await;
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -43,6 +192,7 @@ impl ObjectStore {
                 disk,
                 root: root.into(),
             },
+            cache: None,
         }
     }
 
@@ -51,6 +201,41 @@ impl ObjectStore {
     pub fn s3(config: S3Config) -> io::Result<ObjectStore> {
         Ok(ObjectStore {
             backend: Backend::S3(s3::S3Store::new(config)?),
+            cache: None,
+        })
+    }
+
+    /// This store with a local file cache for reads in `dir` on `disk`, holding up to
+    /// `bytes_max` bytes of objects. Whatever `dir` held is deleted first. The cache
+    /// belongs to this store and its clones, which must stay on one shard.
+    pub async fn with_read_cache(
+        self,
+        disk: Disk,
+        dir: impl Into<PathBuf>,
+        bytes_max: u64,
+    ) -> io::Result<ObjectStore> {
+        let dir = dir.into();
+        disk.create_dir_all(&dir).await?;
+        for name in disk.list_dir(&dir).await? {
+            disk.remove(dir.join(name)).await?;
+        }
+        Ok(ObjectStore {
+            cache: Some(Rc::new(ReadCache {
+                disk,
+                dir,
+                bytes_max,
+                state: RefCell::new(CacheState::default()),
+            })),
+            ..self
+        })
+    }
+
+    /// Reads served by the read cache and reads that went to the store, if there is a
+    /// cache.
+    pub fn read_cache_hits_misses(&self) -> Option<(u64, u64)> {
+        self.cache.as_ref().map(|cache| {
+            let state = cache.state.borrow();
+            (state.hits, state.misses)
         })
     }
 
@@ -65,6 +250,18 @@ impl ObjectStore {
 
     /// Stores `bytes` under `key`, atomically and durably.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        let Some(cache) = &self.cache else {
+            return self.put_uncached(key, bytes).await;
+        };
+        // Write-through: a new SST is read by the next query and the next compaction.
+        let deletes_seen = cache.state.borrow().deletes;
+        let copy = bytes.clone();
+        self.put_uncached(key, bytes).await?;
+        cache.insert(key, &copy, deletes_seen).await;
+        Ok(())
+    }
+
+    async fn put_uncached(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.put(key, bytes).await,
@@ -80,6 +277,19 @@ impl ObjectStore {
 
     /// The whole object.
     pub async fn get(&self, key: &str) -> io::Result<Vec<u8>> {
+        let Some(cache) = &self.cache else {
+            return self.get_uncached(key).await;
+        };
+        if let Some(bytes) = cache.read(key).await {
+            return Ok(bytes);
+        }
+        let deletes_seen = cache.state.borrow().deletes;
+        let bytes = self.get_uncached(key).await?;
+        cache.insert(key, &bytes, deletes_seen).await;
+        Ok(bytes)
+    }
+
+    async fn get_uncached(&self, key: &str) -> io::Result<Vec<u8>> {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.get(key).await,
@@ -109,6 +319,9 @@ impl ObjectStore {
 
     /// Deletes an object; deleting a missing one succeeds (as on S3).
     pub async fn delete(&self, key: &str) -> io::Result<()> {
+        if let Some(cache) = &self.cache {
+            cache.forget(key).await;
+        }
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.delete(key).await,
