@@ -85,6 +85,8 @@ pub enum SstStore {
     /// An S3 bucket or S3-compatible service.
     #[cfg(not(madsim))]
     S3(metronome_core::rt::object::S3Config),
+    /// A simulated store with injected errors and latency (tests and the simulation).
+    Sim(metronome_core::rt::object::SimObjectStore),
 }
 
 impl Default for EngineConfig {
@@ -363,6 +365,7 @@ impl ShardEngine {
         let memory = regions.values().map(|r| r.memtable.bytes()).sum();
         let store = match &config.sst_store {
             SstStore::Local => ObjectStore::local(disk.clone(), ""),
+            SstStore::Sim(sim) => ObjectStore::sim(sim.clone()),
             #[cfg(not(madsim))]
             SstStore::S3(s3) => {
                 let store = ObjectStore::s3(s3.clone())?;

@@ -3,7 +3,9 @@
 //! tearing unsynced writes and now and then failing a write or a sync.
 //! Meanwhile regions are closed and opened again at random (the datanode's half of moving
 //! a region). After every recovery, every acknowledged row must scan back exactly, and no
-//! row that was never written may appear.
+//! row that was never written may appear. SSTs live in a simulated object store (a remote
+//! service: power loss leaves it alone) that is slow and now and then fails a request,
+//! sometimes after doing it.
 #![cfg(madsim)]
 
 use std::collections::BTreeMap;
@@ -14,10 +16,11 @@ use metronome_core::data::{
     FieldColumn, FieldType, RegionId, RegionSchema, Row, ScanRequest, Value,
 };
 use metronome_core::rt::disk::SimFaults;
+use metronome_core::rt::object::{SimObjectFaults, SimObjectStore};
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::{rand, task, time};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
-use metronome_datanode::engine::{EngineConfig, EngineError};
+use metronome_datanode::engine::{EngineConfig, EngineError, SstStore};
 use metronome_datanode::wal::WalConfig;
 use metronome_simulation::node::SimNode;
 
@@ -47,7 +50,7 @@ fn schema() -> RegionSchema {
     }
 }
 
-fn config() -> DatanodeConfig {
+fn config(objects: &SimObjectStore) -> DatanodeConfig {
     DatanodeConfig {
         shards: ShardsConfig {
             count: SHARDS,
@@ -66,8 +69,16 @@ fn config() -> DatanodeConfig {
                 commit_bytes_max: 16 * 1024,
                 ..WalConfig::new("wal")
             },
+            sst_store: SstStore::Sim(objects.clone()),
             ..EngineConfig::default()
         },
+    }
+}
+
+fn object_faults() -> SimObjectFaults {
+    SimObjectFaults {
+        error_probability: 0.02,
+        latency_max: Duration::from_millis(2),
     }
 }
 
@@ -166,6 +177,9 @@ async fn open_and_scan(slot: &Slot, region: u32) -> Vec<Row> {
             Ok(Ok(rows)) => return rows,
             // Closed again by the closer in the meantime.
             Ok(Err(EngineError::RegionClosed(_))) => {}
+            // The object store failed a read; a client would retry. Any other error,
+            // a missing SST above all, is a bug.
+            Ok(Err(error)) if error.to_string().contains("injected object store error") => {}
             Ok(Err(error)) => panic!("scanning region {region} after recovery: {error}"),
             Err(_) => panic!("scanning region {region} after recovery timed out"),
         }
@@ -206,17 +220,20 @@ async fn check(slot: &Slot, acknowledged: &Model, attempted: &Model) {
 async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
     let slot: Slot = Arc::default();
     let node_slot = slot.clone();
+    let objects = SimObjectStore::new(rand::random(), object_faults());
+    let node_objects = objects.clone();
     let datanode = SimNode::start(
         "datanode",
         "10.0.2.1".parse().unwrap(),
         faults(),
         move |disk| {
             let slot = node_slot.clone();
+            let objects = node_objects.clone();
             async move {
                 // A supervisor restarts a datanode whose start failed (an injected I/O error
                 // during recovery), as systemd would.
                 let running = loop {
-                    match Datanode::start(disk.clone(), config()).await {
+                    match Datanode::start(disk.clone(), config(&objects)).await {
                         Ok(running) => break running,
                         Err(error) => {
                             tracing::warn!(%error, "datanode start failed; retrying");
@@ -287,12 +304,18 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
     assert!(closes >= 1, "regions were closed while writes ran");
 
     datanode.disk.set_faults(SimFaults::default());
+    objects.set_faults(SimObjectFaults::default());
     *slot.lock().unwrap() = None;
     datanode.power_cycle();
     check(&slot, &acknowledged, &attempted).await;
     assert_eq!(
         acknowledged.lock().unwrap().len() as u64,
         WRITERS * ROWS_PER_WRITER
+    );
+    assert!(
+        objects.stats().errors >= 1,
+        "the object store failed requests: {:?}",
+        objects.stats()
     );
     let stats = datanode.disk.stats();
     assert_eq!(stats.crashes, POWER_CYCLES as u64 + 1);

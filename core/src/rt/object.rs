@@ -22,6 +22,9 @@ use std::rc::Rc;
 
 use super::disk::{Disk, OpenOptions};
 
+mod sim;
+pub use sim::{SimObjectFaults, SimObjectStats, SimObjectStore};
+
 /// An object store.
 #[derive(Clone)]
 pub struct ObjectStore {
@@ -179,6 +182,7 @@ enum Backend {
     },
     #[cfg(not(madsim))]
     S3(s3::S3Store),
+    Sim(SimObjectStore),
 }
 
 #[cfg(not(madsim))]
@@ -203,6 +207,14 @@ impl ObjectStore {
             backend: Backend::S3(s3::S3Store::new(config)?),
             cache: None,
         })
+    }
+
+    /// A simulated store ([`SimObjectStore`]).
+    pub fn sim(store: SimObjectStore) -> ObjectStore {
+        ObjectStore {
+            backend: Backend::Sim(store),
+            cache: None,
+        }
     }
 
     /// This store with a local file cache for reads in `dir` on `disk`, holding up to
@@ -242,7 +254,7 @@ impl ObjectStore {
     /// Creates the bucket if it does not exist (local stores need nothing).
     pub async fn ensure_bucket(&self) -> io::Result<()> {
         match &self.backend {
-            Backend::Local { .. } => Ok(()),
+            Backend::Local { .. } | Backend::Sim(_) => Ok(()),
             #[cfg(not(madsim))]
             Backend::S3(store) => store.ensure_bucket().await,
         }
@@ -265,6 +277,7 @@ impl ObjectStore {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.put(key, bytes).await,
+            Backend::Sim(store) => store.put(key, bytes).await,
             Backend::Local { disk, root } => {
                 let path = root.join(key);
                 if let Some(parent) = path.parent() {
@@ -293,6 +306,7 @@ impl ObjectStore {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.get(key).await,
+            Backend::Sim(store) => store.get(key).await,
             Backend::Local { disk, root } => {
                 let file = disk.open(root.join(key), OpenOptions::read()).await?;
                 file.read_exact_at(file.len() as usize, 0).await
@@ -305,6 +319,7 @@ impl ObjectStore {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.list(prefix).await,
+            Backend::Sim(store) => store.list(prefix).await,
             Backend::Local { disk, root } => match disk.list_dir(root.join(prefix)).await {
                 Ok(names) => Ok(names
                     .into_iter()
@@ -325,6 +340,7 @@ impl ObjectStore {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.delete(key).await,
+            Backend::Sim(store) => store.delete(key).await,
             Backend::Local { disk, root } => {
                 let path = root.join(key);
                 match disk.remove(&path).await {
