@@ -14,9 +14,18 @@
 //!   noise; 95% of timestamps exactly on schedule (Prometheus snaps scrape timestamps that
 //!   are within 2 ms of it), the rest late by up to 20 ms.
 //!
+//! With `--engine-dir DIR`, the same samples go through a datanode instead (one shard, one
+//! region, on the real disk at DIR): written tick by tick in requests of
+//! `--series-per-request` series, flushed as the memtable budget says, compacted as the
+//! default configuration does, then flushed and compacted until nothing is left to merge.
+//! The report is then the bytes of the SSTs that remain: what the engine keeps on disk
+//! after compaction, not what an ideal day-long file would take.
+//!
 //! ```text
 //! cargo run --release -p metronome-benches --bin sst_size
+//! cargo run --release -p metronome-benches --bin sst_size -- --engine-dir target/sst-size
 //! ```
+#![allow(clippy::disallowed_methods)]
 
 use clap::Parser;
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
@@ -41,6 +50,10 @@ struct Args {
     /// `harsh` or `realistic` (see above).
     #[arg(long, default_value = "realistic")]
     profile: String,
+    /// Write through a datanode on this directory (emptied first) instead of encoding
+    /// files directly.
+    #[arg(long)]
+    engine_dir: Option<std::path::PathBuf>,
 }
 
 /// How one series' values evolve.
@@ -81,6 +94,8 @@ fn main() -> Result<(), String> {
     let (mut bytes, mut samples, mut files) = (0u64, 0u64, 0u64);
     let mut column_bytes: Vec<(String, u64)> = Vec::new();
     let requests_per_tick = series.len().div_ceil(args.series_per_request) as u64;
+    // For `--engine-dir`: each series' samples, in series order.
+    let mut samples_of: Vec<Vec<(i64, f64)>> = Vec::new();
     for (file, chunk) in series.chunks(args.series_per_file).enumerate() {
         let mut rows: Vec<(u64, Row)> = Vec::with_capacity(chunk.len() * args.samples_per_series);
         for (index, tags) in chunk.iter().enumerate() {
@@ -145,6 +160,19 @@ fn main() -> Result<(), String> {
             }
         }
         samples += rows.len() as u64;
+        if args.engine_dir.is_some() {
+            for run in rows.chunk_by(|a, b| a.1.tags == b.1.tags) {
+                samples_of.push(
+                    run.iter()
+                        .map(|(_, row)| match row.fields[0] {
+                            Value::Float64(v) => (row.ts, v),
+                            _ => unreachable!("values are floats"),
+                        })
+                        .collect(),
+                );
+            }
+            continue;
+        }
         let (encoded, _) = sst::encode(&schema, files, &rows)?;
         bytes += encoded.len() as u64;
         let metadata = ParquetMetaDataReader::new()
@@ -159,6 +187,9 @@ fn main() -> Result<(), String> {
             }
         }
         files += 1;
+    }
+    if let Some(dir) = &args.engine_dir {
+        return through_engine(dir, &schema, &series, &samples_of, &args);
     }
     println!(
         "## SST size, {} profile: {} series × {} samples (15 s, 24 h), {} files",
@@ -178,5 +209,91 @@ fn main() -> Result<(), String> {
     for (name, column) in column_bytes {
         println!("| {name} | {:.3} |", column as f64 / samples as f64);
     }
+    Ok(())
+}
+
+/// Writes the samples through a datanode, compacts until nothing is left to merge, and
+/// reports the bytes of the SSTs on disk.
+fn through_engine(
+    dir: &std::path::Path,
+    schema: &RegionSchema,
+    series: &[Vec<String>],
+    samples_of: &[Vec<(i64, f64)>],
+    args: &Args,
+) -> Result<(), String> {
+    use metronome_core::data::RegionId;
+    use metronome_core::rt::disk::Disk;
+    use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+    use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+    use metronome_datanode::engine::EngineConfig;
+
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let config = DatanodeConfig {
+        shards: ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            io_driver: IoDriverChoice::Auto,
+            uring_entries: 256,
+        },
+        engine: EngineConfig::default(),
+    };
+    let datanode = futures::executor::block_on(Datanode::start(Disk::real(dir), config))?;
+    let handle = datanode.handle();
+    let region = RegionId::new(1, 0);
+    let total: u64 = samples_of.iter().map(|s| s.len() as u64).sum();
+    let (files, bytes) = futures::executor::block_on(async {
+        handle
+            .create_region(region, schema.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        for tick in 0..args.samples_per_series {
+            for request in series
+                .iter()
+                .zip(samples_of)
+                .collect::<Vec<_>>()
+                .chunks(args.series_per_request)
+            {
+                let rows: Vec<Row> = request
+                    .iter()
+                    .map(|(tags, samples)| Row {
+                        tags: (*tags).clone(),
+                        ts: samples[tick].0,
+                        fields: vec![Value::Float64(samples[tick].1)],
+                    })
+                    .collect();
+                handle
+                    .write(region, rows)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        handle.flush_all().await.map_err(|e| e.to_string())?;
+        while handle.compact(region).await.map_err(|e| e.to_string())? > 0 {}
+        let mut files = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            for entry in std::fs::read_dir(&path).map_err(|e| e.to_string())? {
+                let entry = entry.map_err(|e| e.to_string())?;
+                if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+                    pending.push(entry.path());
+                } else if entry.path().extension().is_some_and(|e| e == "parquet") {
+                    files.push(entry.metadata().map_err(|e| e.to_string())?.len());
+                }
+            }
+        }
+        Ok::<_, String>((files.len(), files.iter().sum::<u64>()))
+    })?;
+    println!(
+        "## SST size through the engine, {} profile: {} series × {} samples, default \
+         compaction ({} SSTs at the end)",
+        args.profile,
+        series.len(),
+        args.samples_per_series,
+        files
+    );
+    println!();
+    println!("| samples | SST bytes | bytes/sample |\n|---:|---:|---:|");
+    println!("| {total} | {bytes} | {:.3} |", bytes as f64 / total as f64);
     Ok(())
 }
