@@ -54,6 +54,9 @@ struct Args {
     /// files directly.
     #[arg(long)]
     engine_dir: Option<std::path::PathBuf>,
+    /// With `--engine-dir`: the compaction window, in hours (default: the engine's).
+    #[arg(long)]
+    compaction_window_h: Option<i64>,
 }
 
 /// How one series' values evolve.
@@ -236,8 +239,16 @@ fn through_engine(
             io_driver: IoDriverChoice::Auto,
             uring_entries: 256,
         },
-        engine: EngineConfig::default(),
+        engine: EngineConfig {
+            compaction_window_ms: args
+                .compaction_window_h
+                .map_or(EngineConfig::default().compaction_window_ms, |h| {
+                    h * 3600 * 1000
+                }),
+            ..EngineConfig::default()
+        },
     };
+    let window_h = config.engine.compaction_window_ms / 3_600_000;
     let datanode = futures::executor::block_on(Datanode::start(Disk::real(dir), config))?;
     let handle = datanode.handle();
     let region = RegionId::new(1, 0);
@@ -285,8 +296,8 @@ fn through_engine(
         Ok::<_, String>((files.len(), files.iter().sum::<u64>()))
     })?;
     println!(
-        "## SST size through the engine, {} profile: {} series × {} samples, default \
-         compaction ({} SSTs at the end)",
+        "## SST size through the engine, {} profile: {} series × {} samples, {window_h} h \
+         compaction windows ({} SSTs at the end)",
         args.profile,
         series.len(),
         args.samples_per_series,
