@@ -19,7 +19,7 @@
 //! count, and damage is an error, not a panic.
 
 use metronome_core::data::{FieldType, Value};
-use pco::standalone::{simple_compress, simple_decompress};
+use pco::standalone::{simple_compress, simple_decompress_into};
 use pco::ChunkConfig;
 
 /// Samples per chunk at most. A chunk is decoded whole, so this bounds the work and
@@ -41,7 +41,7 @@ const CODEC_PCO: u8 = 0;
 const CODEC_PLAIN: u8 = 1;
 
 /// A number pco compresses that also has a plain little-endian form.
-trait Plain: pco::data_types::Number {
+trait Plain: pco::data_types::Number + Default {
     const BYTES: usize;
     fn put(self, out: &mut Vec<u8>);
     fn get(bytes: &[u8]) -> Self;
@@ -92,7 +92,17 @@ fn decompress<T: Plain>(blob: &[u8], count: usize, what: &str) -> Result<Vec<T>,
             plain.chunks_exact(T::BYTES).map(T::get).collect()
         }
         Some((&CODEC_PCO, compressed)) => {
-            simple_decompress(compressed).map_err(|e| format!("{what}: {e}"))?
+            // Into a buffer of the chunk's count: a damaged header claiming more numbers
+            // cannot make the decoder allocate more.
+            let mut values = vec![T::default(); count];
+            let progress = simple_decompress_into(compressed, &mut values)
+                .map_err(|e| format!("{what}: {e}"))?;
+            if progress.n_processed != count || !progress.finished {
+                return Err(format!(
+                    "{what}: the blob does not hold exactly the chunk's {count} values"
+                ));
+            }
+            values
         }
         _ => return Err(format!("{what}: not a blob of {count} numbers")),
     };

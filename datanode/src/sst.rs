@@ -363,7 +363,10 @@ impl SstWriter {
     /// Closes the file: its bytes and what the manifest records of it.
     pub fn finish(mut self) -> Result<(Vec<u8>, SstMeta), String> {
         assert!(self.rows > 0, "an SST holds at least one row");
-        self.close_chunk()?;
+        // A series that filled its last chunk exactly left nothing open.
+        if !self.open.ts.is_empty() {
+            self.close_chunk()?;
+        }
         self.write_closed()?;
         self.writer.append_key_value_metadata(KeyValue::new(
             SERIES_KEY.to_string(),
@@ -434,6 +437,24 @@ impl SstFile {
         let expected = arrow_schema(&file_schema);
         if metadata.schema().fields() != expected.fields() {
             return Err("the file's columns do not match its schema".to_string());
+        }
+        // The series index tiles the file's chunks in order: each series' chunks follow
+        // the previous series' and the last ends at the last chunk. Readers rely on it.
+        let total_chunks = metadata.metadata().file_metadata().num_rows().max(0) as u64;
+        let mut next = 0u64;
+        for entry in &series {
+            if entry.first_chunk != next || entry.chunks == 0 || entry.chunks > total_chunks {
+                return Err(format!(
+                    "series index entry at chunk {} does not follow chunk {next}",
+                    entry.first_chunk
+                ));
+            }
+            next += entry.chunks;
+        }
+        if next != total_chunks {
+            return Err(format!(
+                "series index covers {next} chunks of the file's {total_chunks}"
+            ));
         }
         Ok(SstFile {
             bytes,
@@ -975,6 +996,21 @@ mod tests {
         let grouped = read_series(&file, &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
         assert_eq!(grouped.len(), 2);
         assert_eq!(grouped[0].1.len(), total);
+    }
+
+    #[test]
+    fn a_last_series_that_fills_its_chunks_exactly_closes_cleanly() {
+        for total in [CHUNK_SAMPLES_MAX, 2 * CHUNK_SAMPLES_MAX] {
+            let rows = rows(1, total as i64);
+            let (bytes, meta) = encode(&schema(), 1, &rows).unwrap();
+            assert_eq!(meta.rows, total as u64);
+            let file = SstFile::parse(bytes.into()).unwrap();
+            assert_eq!(file.series[0].chunks as usize, total / CHUNK_SAMPLES_MAX);
+            assert_eq!(
+                read_file(&file, &schema(), i64::MIN, i64::MAX, |_| true).unwrap(),
+                rows
+            );
+        }
     }
 
     fn rows_for(host: &str, points: i64) -> Vec<(u64, Row)> {

@@ -55,6 +55,8 @@ struct CacheState {
     /// stamp is not its key's latest is stale and skipped.
     order: VecDeque<(String, u64)>,
     stamp: u64,
+    /// Numbers the temporary files of inserts.
+    temps: u64,
     bytes: u64,
     /// Counts deletes, so that a fetch that raced with a delete of its key does not cache
     /// what the delete removed.
@@ -83,10 +85,22 @@ impl ReadCache {
             let file = self.disk.open(self.path(key), OpenOptions::read()).await?;
             file.read_exact_at(file.len() as usize, 0).await
         };
+        let size = self.state.borrow().entries.get(key).map(|(size, _)| *size);
         match read.await {
-            Ok(bytes) => {
+            Ok(bytes) if Some(bytes.len() as u64) == size => {
                 self.state.borrow_mut().hits += 1;
                 Some(bytes)
+            }
+            Ok(bytes) => {
+                tracing::warn!(
+                    key,
+                    read = bytes.len(),
+                    ?size,
+                    "object cache file has the wrong size; fetching the object"
+                );
+                self.forget(key).await;
+                self.state.borrow_mut().misses += 1;
+                None
             }
             Err(error) => {
                 // The remote copy is the truth; a cache that cannot read is bypassed.
@@ -105,9 +119,15 @@ impl ReadCache {
             return;
         }
         let path = self.path(key);
-        let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-        temp_name.push(".tmp");
-        let temp = path.with_file_name(temp_name);
+        // A temporary file of its own: two inserts of one key (two queries missing on
+        // the same object) must not truncate each other's file.
+        let temp = {
+            let mut state = self.state.borrow_mut();
+            state.temps += 1;
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".{}.tmp", state.temps));
+            path.with_file_name(name)
+        };
         let write = async {
             let file = self
                 .disk
@@ -337,6 +357,16 @@ impl ObjectStore {
         if let Some(cache) = &self.cache {
             cache.forget(key).await;
         }
+        let deleted = self.delete_uncached(key).await;
+        // Again after the store's delete: a fetch that started while it ran may have
+        // found the object still there and cached it.
+        if let Some(cache) = &self.cache {
+            cache.forget(key).await;
+        }
+        deleted
+    }
+
+    async fn delete_uncached(&self, key: &str) -> io::Result<()> {
         match &self.backend {
             #[cfg(not(madsim))]
             Backend::S3(store) => store.delete(key).await,
