@@ -177,6 +177,31 @@ fn psql_tokio_postgres_and_http_run_sql_and_tables_survive_a_restart() {
             .unwrap();
         let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         assert_eq!(got, [("ann".to_string(), 2), ("bob".to_string(), 2)]);
+        // A query of some fields: the datanodes return only those, and each lands in
+        // its column.
+        client
+            .batch_execute(
+                "CREATE TABLE mem (host STRING, ts TIMESTAMP TIME INDEX, used BIGINT, \
+                 free BIGINT, note STRING, PRIMARY KEY (host)); \
+                 INSERT INTO mem VALUES ('a', 0, 1, 10, 'x'), ('b', 0, 2, 20, 'y')",
+            )
+            .await
+            .unwrap();
+        let rows = client
+            .query("SELECT note, free, host FROM mem ORDER BY host", &[])
+            .await
+            .unwrap();
+        let got: Vec<(String, i64, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x".to_string(), 10, "a".to_string()),
+                ("y".to_string(), 20, "b".to_string())
+            ]
+        );
         let error = client.query("SELEC 1", &[]).await.unwrap_err();
         assert!(error.to_string().contains("syntax") || format!("{error:?}").contains("syntax"));
     });

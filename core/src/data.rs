@@ -99,6 +99,43 @@ pub struct RegionSchema {
 }
 
 impl RegionSchema {
+    /// This schema with only the fields of `projection`, in its order (all of them for
+    /// `None`), and where each is among this schema's fields. A field this schema lacks
+    /// is `None`: it reads as null, as a field added by ALTER does for rows written
+    /// before (a table's region may not have caught up with its catalog yet). A field
+    /// named twice, or of another type than this schema's, is an error naming it.
+    pub fn project(
+        &self,
+        projection: Option<&[FieldColumn]>,
+    ) -> Result<(RegionSchema, Vec<Option<usize>>), String> {
+        let Some(columns) = projection else {
+            return Ok((self.clone(), (0..self.fields.len()).map(Some).collect()));
+        };
+        let mut indexes = Vec::with_capacity(columns.len());
+        for (position, column) in columns.iter().enumerate() {
+            if columns[..position].iter().any(|c| c.name == column.name) {
+                return Err(format!("projection names {:?} twice", column.name));
+            }
+            let index = self.fields.iter().position(|f| f.name == column.name);
+            if let Some(index) = index {
+                let field_type = self.fields[index].field_type;
+                if field_type != column.field_type {
+                    return Err(format!(
+                        "projection asks for field {:?} as {:?}; it is {field_type:?}",
+                        column.name, column.field_type
+                    ));
+                }
+            }
+            indexes.push(index);
+        }
+        let projected = RegionSchema {
+            tags: self.tags.clone(),
+            time_index: self.time_index.clone(),
+            fields: columns.to_vec(),
+        };
+        Ok((projected, indexes))
+    }
+
     /// Checks that column names are non-empty and unique.
     pub fn validate(&self) -> Result<(), String> {
         let mut names: Vec<&str> = self.tags.iter().map(String::as_str).collect();
@@ -234,7 +271,8 @@ pub struct TagMatcher {
 }
 
 /// What a region scan returns: rows with `ts` in `start_ms..end_ms` whose series match
-/// every matcher, in (series, ts) order, at most `limit` of them.
+/// every matcher, in (series, ts) order, at most `limit` of them, with the fields
+/// `projection` names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanRequest {
     pub start_ms: i64,
@@ -246,6 +284,11 @@ pub struct ScanRequest {
     /// indexes without decoding samples. A series counts when a stored file holding it
     /// overlaps the range (as a Prometheus block does) or a memtable row lies in it.
     pub series_only: bool,
+    /// The fields each row carries, in this order (see [`RegionSchema::project`]);
+    /// `None` is every field in schema order. Fields left out are not decoded from
+    /// stored files.
+    #[serde(default)]
+    pub projection: Option<Vec<FieldColumn>>,
 }
 
 impl ScanRequest {
@@ -257,6 +300,7 @@ impl ScanRequest {
             matchers: Vec::new(),
             limit: None,
             series_only: false,
+            projection: None,
         }
     }
 }
@@ -274,6 +318,41 @@ mod tests {
                 field_type: FieldType::Float64,
             }],
         }
+    }
+
+    #[test]
+    fn projections_pick_fields_by_name_in_their_order() {
+        let mut schema = schema();
+        schema.fields.push(FieldColumn {
+            name: "count".into(),
+            field_type: FieldType::Int64,
+        });
+        let column = |name: &str, field_type| FieldColumn {
+            name: name.into(),
+            field_type,
+        };
+        let (all, indexes) = schema.project(None).unwrap();
+        assert_eq!((all, indexes), (schema.clone(), vec![Some(0), Some(1)]));
+        let columns = [
+            column("count", FieldType::Int64),
+            column("later", FieldType::String),
+            column("value", FieldType::Float64),
+        ];
+        let (projected, indexes) = schema.project(Some(&columns)).unwrap();
+        assert_eq!(indexes, [Some(1), None, Some(0)]);
+        assert_eq!(projected.fields, columns);
+        assert_eq!(projected.tags, schema.tags);
+        assert!(schema.project(Some(&[])).unwrap().0.fields.is_empty());
+        let retyped = [column("value", FieldType::Int64)];
+        assert!(schema
+            .project(Some(&retyped))
+            .unwrap_err()
+            .contains("\"value\""));
+        let twice = [
+            column("count", FieldType::Int64),
+            column("count", FieldType::Int64),
+        ];
+        assert!(schema.project(Some(&twice)).unwrap_err().contains("twice"));
     }
 
     #[test]

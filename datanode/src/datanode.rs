@@ -28,6 +28,43 @@ use crate::sst::SstMeta;
 
 /// Requests queued per shard before senders wait.
 const SHARD_QUEUE_MAX: usize = 1024;
+/// Batches a scan's shard merges ahead of its reader.
+const SCAN_BATCHES_QUEUED: usize = 2;
+
+/// The batches of a scan, as its shard produces them.
+pub struct BatchStream {
+    receiver: async_channel::Receiver<Result<Option<arrow_array::RecordBatch>, EngineError>>,
+    shard: u16,
+    ended: bool,
+}
+
+impl BatchStream {
+    /// The next batch; `None` after the last. A shard that stops before the end is an
+    /// error, never a result cut short.
+    pub async fn next(&mut self) -> Option<Result<arrow_array::RecordBatch, EngineError>> {
+        if self.ended {
+            return None;
+        }
+        let next = match self.receiver.recv().await {
+            Ok(next) => next,
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "shard {} stopped before the scan's end",
+                self.shard
+            ))),
+        };
+        match next {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            Err(error) => {
+                self.ended = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatanodeConfig {
@@ -48,11 +85,12 @@ enum Request {
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
     ScanSeries(RegionId, ScanRequest, Reply<Vec<SeriesRows>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
+    /// Batches go out one at a time as the shard merges them; `None` ends the scan.
     ScanBatches(
         RegionId,
         ScanRequest,
         usize,
-        Reply<Vec<arrow_array::RecordBatch>>,
+        async_channel::Sender<Result<Option<arrow_array::RecordBatch>, EngineError>>,
     ),
     Compact(RegionId, Reply<usize>),
     SetTtl(RegionId, Option<i64>, Reply<()>),
@@ -128,16 +166,40 @@ impl Datanode {
         let mut routes = BTreeMap::new();
         let mut recoveries = Vec::new();
         let mut driver = IoDriver::Simulated;
+        let mut failure = None;
+        // Every shard reports once. All of them are awaited even after one failed: a
+        // shard still recovering when `start` returns would race the shard of the same
+        // index that the next attempt starts, over the same WAL, manifests and SSTs (it
+        // deleted a file the new one had just flushed, as an "orphan").
         for _ in 0..count {
-            let (index, shard_driver, regions, recovery) = ready
-                .recv()
-                .await
-                .map_err(|_| "a shard stopped during recovery".to_string())??;
-            for region in regions {
-                routes.insert(region, index);
+            match ready.recv().await {
+                Ok(Ok((index, shard_driver, regions, recovery))) => {
+                    for region in regions {
+                        routes.insert(region, index);
+                    }
+                    recoveries.push(recovery);
+                    driver = shard_driver;
+                }
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
+                }
+                Err(_) => {
+                    failure.get_or_insert_with(|| "a shard stopped during recovery".to_string());
+                    break;
+                }
             }
-            recoveries.push(recovery);
-            driver = shard_driver;
+        }
+        if let Some(error) = failure {
+            #[cfg(madsim)]
+            let stopped = shards.stop_and_join().await;
+            // The shards that recovered stop as soon as they are asked: nothing was
+            // routed to them.
+            #[cfg(not(madsim))]
+            let stopped = shards.stop_and_join();
+            if let Err(stop_error) = stopped {
+                tracing::error!(%stop_error, "a shard failed while stopping after a failed start");
+            }
+            return Err(error);
         }
         Ok(Datanode {
             shards,
@@ -297,8 +359,25 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         Request::ScanSeries(id, request, reply) => {
             let _ = reply.send(engine.scan_series(id, &request).await);
         }
-        Request::ScanBatches(id, request, batch_rows, reply) => {
-            let _ = reply.send(engine.scan_batches(id, &request, batch_rows).await);
+        Request::ScanBatches(id, request, batch_rows, batches) => {
+            let mut stream = match engine.scan_stream(id, &request, batch_rows).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = batches.send(Err(error)).await;
+                    return;
+                }
+            };
+            loop {
+                let next = stream.next_batch().map_err(EngineError::Io);
+                let last = !matches!(next, Ok(Some(_)));
+                // Waits while the reader is `SCAN_BATCHES_QUEUED` batches behind; stops
+                // if it went away.
+                if batches.send(next).await.is_err() || last {
+                    return;
+                }
+                // Merging is CPU work on the shard's only thread: writes go between.
+                task::yield_now().await;
+            }
         }
         Request::Flush(id, reply) => {
             let _ = reply.send(engine.flush_region(id).await);
@@ -449,17 +528,30 @@ impl DatanodeHandle {
             .await
     }
 
-    /// Scans a region into Arrow batches of at most `batch_rows` rows.
+    /// Scans a region into a stream of Arrow batches of at most `batch_rows` rows, which
+    /// the shard merges as they are taken (see [`ShardEngine::scan_stream`]).
     pub async fn scan_batches(
         &self,
         region: RegionId,
         request: ScanRequest,
         batch_rows: usize,
-    ) -> Result<Vec<arrow_array::RecordBatch>, EngineError> {
-        self.call(region, |reply| {
-            Request::ScanBatches(region, request, batch_rows.max(1), reply)
+    ) -> Result<BatchStream, EngineError> {
+        let index = self.shard_of(region);
+        let (sender, receiver) = async_channel::bounded(SCAN_BATCHES_QUEUED);
+        self.shards[usize::from(index)]
+            .send(Request::ScanBatches(
+                region,
+                request,
+                batch_rows.max(1),
+                sender,
+            ))
+            .await
+            .map_err(|_| EngineError::Unavailable(format!("shard {index} has stopped")))?;
+        Ok(BatchStream {
+            receiver,
+            shard: index,
+            ended: false,
         })
-        .await
     }
 
     /// Compacts a region now (normally every flush considers it); returns files removed.

@@ -24,10 +24,11 @@ use regex::Regex;
 
 use crate::codec::{decode_rows, encode_rows};
 use crate::manifest::{
-    manifest_path, sst_dir, sst_key, Edit, RegionManifest, EDITS_PER_CHECKPOINT,
+    sst_dir, sst_key, Edit, LoadError, ManifestStore, RegionManifest, EDITS_PER_CHECKPOINT,
 };
 use crate::memtable::{Memtable, SeriesKey};
-use crate::merge::{merge_series, Merge, SequencedSeries, SortedRun};
+use crate::merge::{merge_series, Merge, SequencedSeries};
+use crate::scan::{Run, ScanStream};
 use crate::sst::{self, SstMeta};
 use crate::sst_cache::SstCache;
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
@@ -76,7 +77,7 @@ impl EngineConfig {
     }
 }
 
-/// Where a datanode keeps its SSTs (the WAL and manifests stay on the local disk).
+/// Where a datanode keeps its SSTs and manifests (the WAL stays on the local disk).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SstStore {
     /// The data directory.
@@ -213,8 +214,8 @@ pub struct EngineRecovery {
 }
 
 pub struct ShardEngine {
-    disk: Disk,
     store: ObjectStore,
+    manifests: ManifestStore,
     root: PathBuf,
     config: EngineConfig,
     wal: Wal,
@@ -247,15 +248,35 @@ impl ShardEngine {
         let root = root.into();
         let regions_dir = root.join("regions");
         disk.create_dir_all_synced(&regions_dir).await?;
+        let store = match &config.sst_store {
+            SstStore::Local => ObjectStore::local(disk.clone(), ""),
+            SstStore::Sim(sim) => ObjectStore::sim(sim.clone()),
+            #[cfg(not(madsim))]
+            SstStore::S3(s3) => {
+                let store = ObjectStore::s3(s3.clone())?;
+                store.ensure_bucket().await?;
+                store
+                    .with_read_cache(
+                        disk.clone(),
+                        root.join("object-cache"),
+                        config.object_cache_bytes,
+                    )
+                    .await?
+            }
+        };
+        // Manifests live where the SSTs they name live.
+        let manifests = match &config.sst_store {
+            SstStore::Local => ManifestStore::Disk(disk.clone()),
+            _ => ManifestStore::Object(store.clone()),
+        };
         let mut recovery = EngineRecovery::default();
         let mut regions = BTreeMap::new();
-        for name in disk.list_dir(&regions_dir).await? {
+        for name in manifests.region_dirs(&root).await? {
             let Some(id) = parse_region_dir(&name) else {
                 tracing::warn!(dir = %regions_dir.display(), entry = %name, "ignoring an entry that is not a region");
                 continue;
             };
-            let path = manifest_path(&root, id);
-            let region = match RegionManifest::load(&disk, &path).await {
+            let region = match RegionManifest::load(&manifests, &root, id).await {
                 Ok(Some((mut manifest, edits))) if manifest.region == id => {
                     // Sequences continue above everything stored, whatever the checkpoint
                     // recorded: the flushed point and every SST's rows.
@@ -272,22 +293,26 @@ impl ShardEngine {
                     tracing::debug!(region = %id, version = manifest.version, edits, flushed = manifest.flushed_sequence, files = manifest.files.len(), "manifest loaded");
                     if edits > 0 {
                         // Fold the edit log into a fresh checkpoint.
-                        manifest.store(&disk, &root).await?;
+                        manifest.store(&manifests, &root).await?;
                     }
                     Region::new(manifest)
                 }
                 Ok(Some((manifest, _))) => quarantined_region(
                     id,
                     format!(
-                        "manifest {} names region {}",
-                        path.display(),
+                        "the manifest of region {id} names region {}",
                         manifest.region
                     ),
                 ),
                 // A region whose creation never completed (the manifest was never renamed
                 // into place) does not exist.
                 Ok(None) => continue,
-                Err(reason) => quarantined_region(id, reason),
+                Err(LoadError::Damaged(reason)) => quarantined_region(id, reason),
+                Err(LoadError::Unavailable(error)) => {
+                    return Err(EngineError::Io(format!(
+                        "loading the manifest of region {id}: {error}"
+                    )))
+                }
             };
             regions.insert(id, region);
         }
@@ -363,22 +388,6 @@ impl ShardEngine {
         recovery.rows_replayed = rows_replayed;
         recovery.wal = wal_recovery;
         let memory = regions.values().map(|r| r.memtable.bytes()).sum();
-        let store = match &config.sst_store {
-            SstStore::Local => ObjectStore::local(disk.clone(), ""),
-            SstStore::Sim(sim) => ObjectStore::sim(sim.clone()),
-            #[cfg(not(madsim))]
-            SstStore::S3(s3) => {
-                let store = ObjectStore::s3(s3.clone())?;
-                store.ensure_bucket().await?;
-                store
-                    .with_read_cache(
-                        disk.clone(),
-                        root.join("object-cache"),
-                        config.object_cache_bytes,
-                    )
-                    .await?
-            }
-        };
         // An SST written by a flush that crashed before its manifest was stored belongs
         // to no one: delete it.
         for (id, region) in &regions {
@@ -399,8 +408,8 @@ impl ShardEngine {
         }
         let sst_cache_bytes = config.sst_cache_bytes;
         let engine = ShardEngine {
-            disk,
             store,
+            manifests,
             root,
             config,
             wal,
@@ -442,7 +451,7 @@ impl ShardEngine {
             // and anything appended after them could be lost behind the hole at recovery.
             // Start over from a checkpoint at a new version, which drops the old log.
             manifest.version += 1;
-            manifest.store(&self.disk, &self.root).await?;
+            manifest.store(&self.manifests, &self.root).await?;
             checkpoint_version = manifest.version;
             if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
                 region.manifest.version = manifest.version;
@@ -452,7 +461,7 @@ impl ShardEngine {
         let edit = make(&manifest)?;
         tracing::debug!(region = %id, checkpoint_version, version = manifest.version, ?edit, "manifest edit");
         if let Err(error) = manifest
-            .append_edit(&self.disk, &self.root, checkpoint_version, &edit)
+            .append_edit(&self.manifests, &self.root, checkpoint_version, &edit)
             .await
         {
             if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
@@ -470,7 +479,7 @@ impl ShardEngine {
                 .then(|| region.manifest.clone())
         };
         if let Some(manifest) = checkpoint {
-            manifest.store(&self.disk, &self.root).await?;
+            manifest.store(&self.manifests, &self.root).await?;
             if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
                 region.checkpoint_version = manifest.version;
             }
@@ -570,7 +579,7 @@ impl ShardEngine {
                 None => RegionManifest::new(id, schema),
             }
         };
-        manifest.store(&self.disk, &self.root).await?;
+        manifest.store(&self.manifests, &self.root).await?;
         self.regions.borrow_mut().insert(id, Region::new(manifest));
         Ok(())
     }
@@ -586,7 +595,7 @@ impl ShardEngine {
                 ..region.manifest.clone()
             }
         };
-        tombstone.store(&self.disk, &self.root).await?;
+        tombstone.store(&self.manifests, &self.root).await?;
         let mut regions = self.regions.borrow_mut();
         if let Some(region) = regions.get_mut(&id) {
             self.memory_bytes.set(
@@ -671,7 +680,31 @@ impl ShardEngine {
         }
         let drained = self.drain_for_close(id).await;
         let closed = match drained {
-            Ok(()) => self.commit_edit(id, |_| Ok(Edit::Closed(true))).await,
+            // Drained: nothing in flight, nothing in memory, writes refused. Every
+            // sequence taken so far was flushed or belongs to a write that failed.
+            Ok(()) => {
+                let committed = self
+                    .commit_edit(id, |manifest| {
+                        Ok(Edit::Close {
+                            flushed_sequence: manifest.last_sequence,
+                        })
+                    })
+                    .await;
+                if committed.is_err() {
+                    // The edit may be durable although the store said otherwise (a put
+                    // that failed after storing the object, a sync error after the bytes
+                    // reached the disk). So the region stays closed, as recovery may find
+                    // it: a write accepted now would sit above the flushed point of a
+                    // closed region. Opening it again settles the doubt.
+                    if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                        if !region.manifest.dropped && !region.manifest.closed {
+                            let flushed_sequence = region.manifest.last_sequence;
+                            region.manifest.apply(&Edit::Close { flushed_sequence });
+                        }
+                    }
+                }
+                committed
+            }
             Err(error) => Err(error),
         };
         if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
@@ -796,7 +829,7 @@ impl ShardEngine {
                 let (key, parsed) = self.read_sst(id, file).await?;
                 let reader = sst::SstReader::open(&parsed, &schema, cutoff, i64::MAX, |_| true)
                     .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
-                runs.push(NamedRun { key, reader });
+                runs.push(Run::Sst { key, reader });
             }
             // A streaming merge, a chunk at a time with a yield after each: decoding,
             // merging and encoding are CPU work on the shard's only thread, and writes
@@ -1102,11 +1135,11 @@ impl ShardEngine {
         if request.series_only {
             return self.scan_series_only(id, request).await;
         }
-        let (filter, schema, mut rows, files, one_memtable) = {
+        let (filter, projection, mut rows, files, one_memtable) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
-            let schema = region.manifest.schema.clone();
-            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
+            let projection = Projection::of(id, &region.manifest.schema, request)?;
+            let filter = SeriesFilter::compile_for(id, &region.manifest.schema, &request.matchers)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let mut rows =
@@ -1116,21 +1149,25 @@ impl ShardEngine {
             for frozen in &region.frozen {
                 rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep, &equal));
             }
+            for (_, row) in rows.iter_mut() {
+                projection.apply(&mut row.fields);
+            }
             let files = files_in_range(region, request);
             let one_memtable = region.frozen.is_empty() && files.is_empty();
-            (filter, schema, rows, files, one_memtable)
+            (filter, projection, rows, files, one_memtable)
         };
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
-            let read = sst::read_file(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
-                filter.keeps(tags)
-            })
+            // Shaped to the projection by the reader, which decodes no other field.
+            let read = sst::read_file(
+                &parsed,
+                &projection.schema,
+                request.start_ms,
+                request.end_ms,
+                |tags| filter.keeps(tags),
+            )
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
             rows.extend(read);
-        }
-        for (_, row) in rows.iter_mut() {
-            // Rows from before an ALTER ADD COLUMN lack the new fields.
-            row.fields.resize(schema.fields.len(), Value::Null);
         }
         let limit = request.limit.unwrap_or(usize::MAX);
         if one_memtable {
@@ -1180,17 +1217,18 @@ impl ShardEngine {
             return Ok(SeriesRows::group(self.scan(id, request).await?));
         }
         let request = &self.retained(id, request)?;
-        let (filter, schema, mut sources, files) = {
+        let (filter, projection, mut sources, files) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
-            let schema = region.manifest.schema.clone();
-            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
+            let schema = &region.manifest.schema;
+            let projection = Projection::of(id, schema, request)?;
+            let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let files = files_in_range(region, request);
             if region.frozen.is_empty() && files.is_empty() {
                 // Only the live memtable: its series as they are, no merge.
-                let series =
+                let mut series =
                     region
                         .memtable
                         .scan_series(request.start_ms, request.end_ms, keep, &equal);
@@ -1200,26 +1238,42 @@ impl ShardEngine {
                         .iter()
                         .all(|(_, fields)| fields.len() == schema.fields.len())
                 }));
+                if !projection.identity {
+                    for one in &mut series {
+                        for (_, fields) in &mut one.rows {
+                            projection.apply(fields);
+                        }
+                    }
+                }
                 return Ok(series);
             }
-            let sources: Vec<Vec<SequencedSeries>> = std::iter::once(&region.memtable)
+            let mut sources: Vec<Vec<SequencedSeries>> = std::iter::once(&region.memtable)
                 .chain(region.frozen.iter().map(|m| &**m))
                 .map(|memtable| {
                     memtable.scan_series_sequenced(request.start_ms, request.end_ms, keep, &equal)
                 })
                 .collect();
-            (filter, schema, sources, files)
+            for (_, samples) in sources.iter_mut().flatten() {
+                for (_, _, fields) in samples {
+                    projection.apply(fields);
+                }
+            }
+            (filter, projection, sources, files)
         };
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
             sources.push(
-                sst::read_series(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
-                    filter.keeps(tags)
-                })
+                sst::read_series(
+                    &parsed,
+                    &projection.schema,
+                    request.start_ms,
+                    request.end_ms,
+                    |tags| filter.keeps(tags),
+                )
                 .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
             );
         }
-        Ok(merge_series(sources, schema.fields.len()))
+        Ok(merge_series(sources, projection.schema.fields.len()))
     }
 
     /// An SST's object key and bytes.
@@ -1259,6 +1313,7 @@ impl ShardEngine {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let schema = region.manifest.schema.clone();
+            let projection = Projection::of(id, &schema, request)?;
             let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let mut series: BTreeMap<Vec<String>, i64> = BTreeMap::new();
@@ -1272,7 +1327,7 @@ impl ShardEngine {
                 }
             }
             let files = files_in_range(region, request);
-            (filter, schema, series, files)
+            (filter, projection.schema, series, files)
         };
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
@@ -1296,20 +1351,131 @@ impl ShardEngine {
             .collect())
     }
 
-    /// Like [`ShardEngine::scan`], as Arrow batches of at most `batch_rows` rows in the
-    /// region's row schema ([`sst::row_schema`]).
+    /// Like [`ShardEngine::scan`], as a stream of Arrow batches of at most `batch_rows`
+    /// rows in the region's row schema ([`sst::row_schema`]), projected: the memtables
+    /// as they are now and the SSTs in range, merged as the batches are taken, so no
+    /// more than a batch of each SST is decoded at a time.
+    pub async fn scan_stream(
+        &self,
+        id: RegionId,
+        request: &ScanRequest,
+        batch_rows: usize,
+    ) -> Result<ScanStream, EngineError> {
+        assert!(batch_rows > 0, "batches hold at least one row");
+        let request = &self.retained(id, request)?;
+        let limit = request.limit.unwrap_or(usize::MAX);
+        if request.series_only {
+            let schema = Projection::of(id, &self.schema(id)?, request)?.schema;
+            let rows = self.scan_series_only(id, request).await?;
+            let rows = rows.into_iter().map(|row| (0, row)).collect();
+            return Ok(ScanStream::new(
+                vec![Run::Rows(Some(rows))],
+                schema,
+                batch_rows,
+                limit,
+            ));
+        }
+        // The memtables and the file list are taken in one step, so that no row flushed
+        // meanwhile is missed or read twice from different places.
+        let (filter, projection, mut runs, files) = {
+            let regions = self.regions.borrow();
+            let region = usable_region(&regions, id)?;
+            let schema = &region.manifest.schema;
+            let projection = Projection::of(id, schema, request)?;
+            let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
+            let keep = |tags: &[String]| filter.keeps(tags);
+            let equal = filter.equalities();
+            let runs: Vec<Run> = std::iter::once(&region.memtable)
+                .chain(region.frozen.iter().map(|m| &**m))
+                .map(|memtable| {
+                    let mut rows =
+                        memtable.scan_sequenced(request.start_ms, request.end_ms, keep, &equal);
+                    for (_, row) in &mut rows {
+                        projection.apply(&mut row.fields);
+                    }
+                    Run::Rows(Some(rows))
+                })
+                .collect();
+            (filter, projection, runs, files_in_range(region, request))
+        };
+        for file in files {
+            let (key, parsed) = self.read_sst(id, &file).await?;
+            let reader = sst::SstReader::open(
+                &parsed,
+                &projection.schema,
+                request.start_ms,
+                request.end_ms,
+                |tags| filter.keeps(tags),
+            )
+            .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+            runs.push(Run::Sst { key, reader });
+        }
+        Ok(ScanStream::new(runs, projection.schema, batch_rows, limit))
+    }
+
+    /// [`ShardEngine::scan_stream`], every batch of it.
     pub async fn scan_batches(
         &self,
         id: RegionId,
         request: &ScanRequest,
         batch_rows: usize,
     ) -> Result<Vec<arrow_array::RecordBatch>, EngineError> {
-        assert!(batch_rows > 0, "batches hold at least one row");
-        let rows = self.scan(id, request).await?;
-        let schema = self.schema(id)?;
-        rows.chunks(batch_rows)
-            .map(|chunk| sst::rows_to_batch(&schema, chunk).map_err(EngineError::Io))
-            .collect()
+        let mut stream = self.scan_stream(id, request, batch_rows).await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next_batch().map_err(EngineError::Io)? {
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+}
+
+/// The fields a scan returns: a projection of the region's schema.
+struct Projection {
+    /// The region's schema with only the projected fields: what SST readers decode.
+    schema: RegionSchema,
+    /// Each projected field's index among the region's fields, if the region has it.
+    indexes: Vec<Option<usize>>,
+    /// Every field, in schema order.
+    identity: bool,
+}
+
+impl Projection {
+    fn of(
+        id: RegionId,
+        schema: &RegionSchema,
+        request: &ScanRequest,
+    ) -> Result<Projection, EngineError> {
+        let (projected, indexes) = schema
+            .project(request.projection.as_deref())
+            .map_err(|reason| EngineError::InvalidScan { region: id, reason })?;
+        Ok(Projection {
+            identity: indexes.len() == schema.fields.len()
+                && indexes
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &index)| index == Some(i)),
+            schema: projected,
+            indexes,
+        })
+    }
+
+    /// Turns a memtable row's fields (all of them, or fewer if they predate an ALTER ADD
+    /// COLUMN) into the projected ones.
+    fn apply(&self, fields: &mut Vec<Value>) {
+        if self.identity {
+            fields.resize(self.indexes.len(), Value::Null);
+            return;
+        }
+        let projected = self
+            .indexes
+            .iter()
+            .map(|&index| {
+                index
+                    .and_then(|i| fields.get_mut(i))
+                    .map_or(Value::Null, |v| std::mem::replace(v, Value::Null))
+            })
+            .collect();
+        *fields = projected;
     }
 }
 
@@ -1326,20 +1492,6 @@ fn retention_cutoff(
 }
 
 /// Like [`merge_latest`], keeping each surviving row's sequence.
-/// An SST being merged, named in its errors.
-struct NamedRun {
-    key: String,
-    reader: sst::SstReader,
-}
-
-impl SortedRun for NamedRun {
-    fn next_rows(&mut self) -> Result<Option<Vec<(u64, Row)>>, String> {
-        self.reader
-            .next_rows()
-            .map_err(|reason| format!("SST {}: {reason}", self.key))
-    }
-}
-
 fn merge_latest_sequenced(mut rows: Vec<(u64, Row)>) -> Vec<(u64, Row)> {
     // The rows arrive as a few sorted runs (one per memtable and SST); the stable sort
     // merges such runs in about n log(runs) comparisons, where an unstable sort spends

@@ -1,18 +1,34 @@
 //! A region's manifest: what the region is (schema, retention), which SSTs hold its data,
 //! and how far its WAL records are already accounted for (`flushed_sequence`).
 //!
-//! On disk, in the region's directory, as a [`metronome_core::journal`]: the checkpoint
-//! `manifest` and the log `edits-<version>.log` of the edits since. Recovery loads the
-//! checkpoint and applies its log (a torn record at the end is cut off). Every
-//! [`EDITS_PER_CHECKPOINT`] edits a new checkpoint replaces the log. A checkpoint that
-//! fails its checksum or does not parse is an error naming the file: the region is
-//! quarantined, never opened from guesswork.
+//! It lives where the region's SSTs live ([`ManifestStore`]), so that the files and the
+//! list naming them are lost or kept together:
+//!
+//! - **On the local disk**, in the region's directory, as a [`metronome_core::journal`]:
+//!   the checkpoint `manifest` and the log `edits-<version>.log` of the edits since.
+//!   Recovery loads the checkpoint and applies its log (a torn record at the end is cut
+//!   off).
+//! - **In a remote object store**, as immutable objects under `<region>/manifest/`:
+//!   `<version>.checkpoint` and one `<version>.edit` per edit, `<version>` being the
+//!   manifest's version once the object applies. A put is atomic, so there is no torn
+//!   record; an edit put that failed may still have taken effect, and the engine then
+//!   moves on to a checkpoint of a higher version, which makes the doubtful edit moot.
+//!   Recovery loads the highest checkpoint and applies the edits that follow it, which
+//!   must be consecutive. Such a manifest does not depend on the node's disk: another
+//!   node can open the region from the bucket alone (its unflushed WAL records aside).
+//!
+//! Every [`EDITS_PER_CHECKPOINT`] edits a new checkpoint replaces the edits. A checkpoint
+//! or edit that fails its checksum or does not parse is an error naming the file or
+//! object: the region is quarantined, never opened from guesswork.
 
+use std::collections::BTreeSet;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use metronome_core::data::{RegionId, RegionSchema};
 use metronome_core::journal::{self, JournalLimits};
 use metronome_core::rt::disk::Disk;
+use metronome_core::rt::object::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use crate::sst::SstMeta;
@@ -54,6 +70,90 @@ pub fn edits_path(shard_root: &Path, region: RegionId, version: u64) -> PathBuf 
     journal::edits_path(&region_dir(shard_root, region), version)
 }
 
+/// Where a shard keeps its regions' manifests.
+#[derive(Clone)]
+pub enum ManifestStore {
+    /// Journals in the region directories on the local disk (SSTs in the data directory).
+    Disk(Disk),
+    /// Objects in the remote store that holds the SSTs.
+    Object(ObjectStore),
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The store could not be read (now): the open fails and may be retried.
+    Unavailable(io::Error),
+    /// What is stored is damaged, named: the region is quarantined.
+    Damaged(String),
+}
+
+/// The prefix of a region's manifest objects in an object store.
+pub fn manifest_prefix(shard_root: &Path, region: RegionId) -> String {
+    format!("{}/manifest", region_dir(shard_root, region).display())
+}
+
+/// What a manifest object is: a checkpoint or an edit, and its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ManifestObject {
+    Checkpoint(u64),
+    Edit(u64),
+}
+
+impl ManifestObject {
+    fn key(self, prefix: &str) -> String {
+        match self {
+            ManifestObject::Checkpoint(version) => format!("{prefix}/{version:020}.checkpoint"),
+            ManifestObject::Edit(version) => format!("{prefix}/{version:020}.edit"),
+        }
+    }
+
+    fn parse(prefix: &str, key: &str) -> Option<ManifestObject> {
+        let name = key.strip_prefix(prefix)?.strip_prefix('/')?;
+        if let Some(version) = name.strip_suffix(".checkpoint") {
+            return version.parse().ok().map(ManifestObject::Checkpoint);
+        }
+        name.strip_suffix(".edit")?
+            .parse()
+            .ok()
+            .map(ManifestObject::Edit)
+    }
+
+    fn version(self) -> u64 {
+        match self {
+            ManifestObject::Checkpoint(version) | ManifestObject::Edit(version) => version,
+        }
+    }
+}
+
+impl ManifestStore {
+    /// The region directory names under the shard root that may hold a manifest.
+    pub async fn region_dirs(&self, shard_root: &Path) -> io::Result<Vec<String>> {
+        let regions_dir = shard_root.join("regions");
+        match self {
+            ManifestStore::Disk(disk) => disk.list_dir(&regions_dir).await,
+            ManifestStore::Object(store) => {
+                let prefix = regions_dir.display().to_string();
+                let mut names = BTreeSet::new();
+                for key in store.list(&prefix).await? {
+                    let Some(rest) = key
+                        .strip_prefix(prefix.as_str())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                    else {
+                        continue;
+                    };
+                    // Remote stores list every key below the prefix, a local one the
+                    // directory's entries: the region's directory is the first part.
+                    if let Some(name) = rest.split('/').next().filter(|name| !name.is_empty()) {
+                        names.insert(name.to_string());
+                    }
+                }
+                Ok(names.into_iter().collect())
+            }
+        }
+    }
+}
+
 /// One change to a region's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Edit {
@@ -73,6 +173,12 @@ pub enum Edit {
     Ttl(Option<i64>),
     /// The region was closed (it stops serving, its data stays) or opened again.
     Closed(bool),
+    /// The region was drained and closed: each of its WAL records up to
+    /// `flushed_sequence` is in an SST or belongs to a write that failed. Without this, a
+    /// failed write's record that reached the disk anyway sat above the flushed point of
+    /// a closed region, and recovery quarantined the region for it (the simulation found
+    /// this).
+    Close { flushed_sequence: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +251,10 @@ impl RegionManifest {
             Edit::Schema(schema) => self.schema = schema.clone(),
             Edit::Ttl(ttl_ms) => self.ttl_ms = *ttl_ms,
             Edit::Closed(closed) => self.closed = *closed,
+            Edit::Close { flushed_sequence } => {
+                self.closed = true;
+                self.flushed_sequence = self.flushed_sequence.max(*flushed_sequence);
+            }
         }
         self.version += 1;
     }
@@ -158,37 +268,83 @@ impl RegionManifest {
     }
 
     /// Writes this manifest as the region's checkpoint, atomically and durably, and
-    /// deletes the edit logs it supersedes.
-    pub async fn store(&self, disk: &Disk, shard_root: &Path) -> std::io::Result<()> {
-        let dir = region_dir(shard_root, self.region);
-        journal::store_checkpoint(disk, &dir, "manifest", self, self.version).await
+    /// deletes the edits it supersedes.
+    pub async fn store(&self, store: &ManifestStore, shard_root: &Path) -> io::Result<()> {
+        match store {
+            ManifestStore::Disk(disk) => {
+                let dir = region_dir(shard_root, self.region);
+                journal::store_checkpoint(disk, &dir, "manifest", self, self.version).await
+            }
+            ManifestStore::Object(objects) => {
+                let prefix = manifest_prefix(shard_root, self.region);
+                let checkpoint = ManifestObject::Checkpoint(self.version);
+                objects.put(&checkpoint.key(&prefix), self.encode()).await?;
+                // What the checkpoint supersedes is ignored by recovery from now on, so
+                // a delete that fails only leaves garbage for the next checkpoint.
+                for key in objects.list(&prefix).await.unwrap_or_default() {
+                    let superseded = ManifestObject::parse(&prefix, &key).is_some_and(|object| {
+                        object.version() < self.version
+                            || object == ManifestObject::Edit(self.version)
+                    });
+                    if superseded {
+                        if let Err(error) = objects.delete(&key).await {
+                            tracing::warn!(%key, %error, "could not delete a superseded manifest object");
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// Appends `edit` to the edit log that follows the checkpoint of `checkpoint_version`
-    /// and syncs it; the caller applies the edit in memory only after this returns.
+    /// Makes `edit` durable after the checkpoint of `checkpoint_version` (appended to the
+    /// log on disk, or put as the object of the version it leads to); the caller applies
+    /// the edit in memory only after this returns.
     pub async fn append_edit(
         &self,
-        disk: &Disk,
+        store: &ManifestStore,
         shard_root: &Path,
         checkpoint_version: u64,
         edit: &Edit,
-    ) -> std::io::Result<()> {
-        let dir = region_dir(shard_root, self.region);
-        journal::append_edit(disk, &dir, checkpoint_version, edit).await
+    ) -> io::Result<()> {
+        match store {
+            ManifestStore::Disk(disk) => {
+                let dir = region_dir(shard_root, self.region);
+                journal::append_edit(disk, &dir, checkpoint_version, edit).await
+            }
+            ManifestStore::Object(objects) => {
+                let prefix = manifest_prefix(shard_root, self.region);
+                let object = ManifestObject::Edit(self.version + 1);
+                objects
+                    .put(&object.key(&prefix), journal::encode_checkpoint(edit))
+                    .await
+            }
+        }
     }
 
-    /// Loads the region whose checkpoint is at `path`: the checkpoint, then its edit log
-    /// (a torn record at the log's end is cut off). `None` if there is no checkpoint (a
-    /// region whose creation never completed); an error naming the file and the damage if
-    /// the checkpoint is unreadable.
-    pub async fn load(disk: &Disk, path: &Path) -> Result<Option<(RegionManifest, u64)>, String> {
-        let limits = JournalLimits {
-            checkpoint_bytes_max: MANIFEST_BYTES_MAX,
-            edits_bytes_max: EDITS_BYTES_MAX,
+    /// Loads the manifest of `region`: its checkpoint and the edits since (on disk, a torn
+    /// record at the log's end is cut off), and the number of those edits. `None` if there
+    /// is no checkpoint (a region whose creation never completed).
+    pub async fn load(
+        store: &ManifestStore,
+        shard_root: &Path,
+        region: RegionId,
+    ) -> Result<Option<(RegionManifest, u64)>, LoadError> {
+        let loaded = match store {
+            ManifestStore::Disk(disk) => {
+                let limits = JournalLimits {
+                    checkpoint_bytes_max: MANIFEST_BYTES_MAX,
+                    edits_bytes_max: EDITS_BYTES_MAX,
+                };
+                let path = manifest_path(shard_root, region);
+                journal::load::<RegionManifest, Edit>(disk, &path, limits, |m| m.version)
+                    .await
+                    .map_err(|error| LoadError::Damaged(format!("manifest: {error}")))?
+            }
+            ManifestStore::Object(objects) => {
+                load_objects(objects, &manifest_prefix(shard_root, region)).await?
+            }
         };
-        let loaded = journal::load::<RegionManifest, Edit>(disk, path, limits, |m| m.version)
-            .await
-            .map_err(|error| format!("manifest: {error}"))?;
         Ok(loaded.map(|(mut manifest, edits)| {
             for edit in &edits {
                 manifest.apply(edit);
@@ -196,6 +352,76 @@ impl RegionManifest {
             (manifest, edits.len() as u64)
         }))
     }
+}
+
+/// The highest checkpoint under `prefix` and the consecutive edits that follow it.
+async fn load_objects(
+    objects: &ObjectStore,
+    prefix: &str,
+) -> Result<Option<(RegionManifest, Vec<Edit>)>, LoadError> {
+    let mut listed: Vec<ManifestObject> = objects
+        .list(prefix)
+        .await
+        .map_err(LoadError::Unavailable)?
+        .iter()
+        .filter_map(|key| ManifestObject::parse(prefix, key))
+        .collect();
+    listed.sort_unstable();
+    let Some(checkpoint) = listed
+        .iter()
+        .filter_map(|object| match object {
+            ManifestObject::Checkpoint(version) => Some(*version),
+            ManifestObject::Edit(_) => None,
+        })
+        .max()
+    else {
+        return Ok(None);
+    };
+    let fetch = |object: ManifestObject| async move {
+        let key = object.key(prefix);
+        let bytes = objects.get(&key).await.map_err(LoadError::Unavailable)?;
+        if bytes.len() as u64 > MANIFEST_BYTES_MAX {
+            return Err(LoadError::Damaged(format!(
+                "manifest object {key}: {} bytes is over the limit",
+                bytes.len()
+            )));
+        }
+        Ok((key, bytes))
+    };
+    let (key, bytes) = fetch(ManifestObject::Checkpoint(checkpoint)).await?;
+    let manifest: RegionManifest = journal::decode_checkpoint(&bytes)
+        .map_err(|error| LoadError::Damaged(format!("manifest object {key}: {error}")))?;
+    if manifest.version != checkpoint {
+        return Err(LoadError::Damaged(format!(
+            "manifest object {key} holds version {}",
+            manifest.version
+        )));
+    }
+    let mut edits = Vec::new();
+    let mut next = checkpoint + 1;
+    for object in listed {
+        let ManifestObject::Edit(version) = object else {
+            continue;
+        };
+        if version < next {
+            continue;
+        }
+        if version > next {
+            // Each edit is put only once the one before it, or a checkpoint, is stored.
+            return Err(LoadError::Damaged(format!(
+                "manifest object {} follows version {} with no edit between",
+                object.key(prefix),
+                next - 1
+            )));
+        }
+        let (key, bytes) = fetch(object).await?;
+        edits.push(
+            journal::decode_checkpoint(&bytes)
+                .map_err(|error| LoadError::Damaged(format!("manifest object {key}: {error}")))?,
+        );
+        next += 1;
+    }
+    Ok(Some((manifest, edits)))
 }
 
 #[cfg(test)]

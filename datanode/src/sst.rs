@@ -1,7 +1,7 @@
 //! SST files: a region's rows, flushed from a memtable, as Parquet. Plain code over
 //! bytes; storing and fetching the bytes is the caller's (`rt::object`).
 //!
-//! Layout (format 2): one Parquet row per **series chunk**, up to
+//! Layout (format 3): one Parquet row per **series chunk**, up to
 //! [`CHUNK_SAMPLES_MAX`] consecutive samples of one series. Its columns are the tags
 //! (UTF-8, dictionary-encoded), `__ts_min` and `__ts_max` (the chunk's time range, with
 //! statistics, so row groups and chunks outside a query's range are skipped undecoded),
@@ -16,8 +16,9 @@
 //! an error that says so.
 //!
 //! The footer's key-value metadata holds the format, the file's schema and a **series
-//! index**: every series in the file with its first chunk and chunk count, so label
-//! matchers resolve to chunks without reading data.
+//! index** ([`series_index`]): every series in the file with its tags and chunk count, so
+//! label matchers resolve to chunks without reading data. Format 3 differs from format 2
+//! only there: format 2 stored the index as plain JSON, a third of a two-hour file.
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use metronome_core::data::{trim_empty_tags, FieldType, RegionSchema, Row, Value}
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::merge::SequencedSeries;
 use crate::series_chunk::{self, CHUNK_SAMPLES_MAX};
+use crate::series_index::{self, SeriesEntry};
 
 pub use metronome_wire::rows::rows_to_batch;
 
@@ -48,7 +50,7 @@ const TS_MAX_COLUMN: &str = "__ts_max";
 const SAMPLES_COLUMN: &str = "__samples";
 const TS_COLUMN: &str = "__ts";
 const FORMAT_KEY: &str = "metronome.sst_format";
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 const SCHEMA_KEY: &str = "metronome.schema";
 const SERIES_KEY: &str = "metronome.series";
 /// Chunks per row group: the unit of Parquet's statistics pruning.
@@ -66,14 +68,6 @@ pub struct SstMeta {
     pub min_ts: i64,
     pub max_ts: i64,
     pub max_sequence: u64,
-}
-
-/// One series of the index: its tag values, first chunk and chunk count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SeriesEntry {
-    tags: Vec<String>,
-    first_chunk: u64,
-    chunks: u64,
 }
 
 /// Where the key columns are: tags first, then these, then one column per field.
@@ -370,7 +364,7 @@ impl SstWriter {
         self.write_closed()?;
         self.writer.append_key_value_metadata(KeyValue::new(
             SERIES_KEY.to_string(),
-            serde_json::to_string(&self.series).expect("index serializes"),
+            series_index::encode(&self.series),
         ));
         let bytes = self
             .writer
@@ -432,30 +426,17 @@ impl SstFile {
         let required = |key: &str| lookup(key).ok_or_else(|| format!("missing footer entry {key}"));
         let file_schema: RegionSchema = serde_json::from_str(&required(SCHEMA_KEY)?)
             .map_err(|e| format!("bad schema in footer: {e}"))?;
-        let series: Vec<SeriesEntry> = serde_json::from_str(&required(SERIES_KEY)?)
-            .map_err(|e| format!("bad series index in footer: {e}"))?;
         let expected = arrow_schema(&file_schema);
         if metadata.schema().fields() != expected.fields() {
             return Err("the file's columns do not match its schema".to_string());
         }
         // The series index tiles the file's chunks in order: each series' chunks follow
-        // the previous series' and the last ends at the last chunk. Readers rely on it.
+        // the previous series' and the last ends at the last chunk. Readers rely on it,
+        // and decoding checks it.
         let total_chunks = metadata.metadata().file_metadata().num_rows().max(0) as u64;
-        let mut next = 0u64;
-        for entry in &series {
-            if entry.first_chunk != next || entry.chunks == 0 || entry.chunks > total_chunks {
-                return Err(format!(
-                    "series index entry at chunk {} does not follow chunk {next}",
-                    entry.first_chunk
-                ));
-            }
-            next += entry.chunks;
-        }
-        if next != total_chunks {
-            return Err(format!(
-                "series index covers {next} chunks of the file's {total_chunks}"
-            ));
-        }
+        let series =
+            series_index::decode(&required(SERIES_KEY)?, file_schema.tags.len(), total_chunks)
+                .map_err(|e| format!("bad series index in footer: {e}"))?;
         Ok(SstFile {
             bytes,
             metadata,
@@ -608,8 +589,10 @@ pub struct SstReader {
     start: i64,
     end: i64,
     columns: Columns,
-    /// Where each of the region's fields is in the file, if the file has it.
+    /// Where each of the requested fields is in the batches read, if the file has it.
     field_columns: Vec<Option<(usize, FieldType)>>,
+    /// Columns in the last batch read.
+    columns_read: usize,
 }
 
 impl SstReader {
@@ -631,7 +614,9 @@ impl SstReader {
         for entry in file.series.iter().filter(|entry| keep(&entry.tags)) {
             ranges.extend(footer.ranges(entry)?);
         }
-        let field_columns: Vec<Option<(usize, FieldType)>> = schema
+        // `schema` may be a projection of the region's: only its fields are read, and a
+        // field's blobs are not even decompressed unless it is asked for.
+        let file_fields: Vec<Option<usize>> = schema
             .fields
             .iter()
             .map(|field| {
@@ -639,9 +624,25 @@ impl SstReader {
                     .fields
                     .iter()
                     .position(|f| f.name == field.name && f.field_type == field.field_type)
-                    .map(|i| (columns.field(i), field.field_type))
             })
             .collect();
+        let mut read_fields: Vec<usize> = file_fields.iter().flatten().copied().collect();
+        read_fields.sort_unstable();
+        // Batches hold the key columns, then the fields read in file order.
+        let field_columns: Vec<Option<(usize, FieldType)>> = file_fields
+            .iter()
+            .zip(&schema.fields)
+            .map(|(file_field, field)| {
+                file_field.map(|i| {
+                    let rank = read_fields.binary_search(&i).expect("a field read");
+                    (columns.field(rank), field.field_type)
+                })
+            })
+            .collect();
+        let mask = ProjectionMask::roots(
+            file.metadata.metadata().file_metadata().schema_descr(),
+            (0..columns.field(0)).chain(read_fields.iter().map(|&i| columns.field(i))),
+        );
         let batches = if ranges.is_empty() {
             None
         } else {
@@ -661,6 +662,7 @@ impl SstReader {
                     file.metadata.clone(),
                 )
                 .with_row_selection(RowSelection::from(selectors))
+                .with_projection(mask)
                 .with_batch_size(BATCH_CHUNKS)
                 .build()
                 .map_err(|e| format!("reading the SST: {e}"))?,
@@ -672,7 +674,14 @@ impl SstReader {
             end,
             columns,
             field_columns,
+            columns_read: 0,
         })
+    }
+
+    /// The number of columns Parquet decoded for the last batch: the key columns and
+    /// the projected fields the file has.
+    pub fn columns_read(&self) -> usize {
+        self.columns_read
     }
 
     /// The next batch's rows in range (possibly none), or `None` at the end of the file.
@@ -722,6 +731,7 @@ impl SstReader {
             None => return Ok(None),
             Some(batch) => batch.map_err(|e| format!("decoding the SST: {e}"))?,
         };
+        self.columns_read = batch.num_columns();
         let tags: Vec<&StringArray> = (0..self.columns.tags)
             .map(|i| batch.column(i).as_string::<i32>())
             .collect();
@@ -861,6 +871,62 @@ mod tests {
         assert_eq!(meta.bytes, bytes.len() as u64);
         let read_back = read(bytes.into(), &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
         assert_eq!(read_back, rows);
+    }
+
+    #[test]
+    fn a_projection_reads_only_its_fields_in_its_order() {
+        let rows = rows(3, 300);
+        let (bytes, _) = encode(&schema(), 1, &rows).unwrap();
+        let full = schema();
+        let later = FieldColumn {
+            name: "later".into(),
+            field_type: FieldType::Float64,
+        };
+        let projected = RegionSchema {
+            fields: vec![full.fields[2].clone(), later, full.fields[0].clone()],
+            ..full.clone()
+        };
+        let read_back = read(bytes.into(), &projected, i64::MIN, i64::MAX, |_| true).unwrap();
+        let expected: Vec<(u64, Row)> = rows
+            .iter()
+            .map(|(sequence, row)| {
+                let fields = vec![row.fields[2].clone(), Value::Null, row.fields[0].clone()];
+                (
+                    *sequence,
+                    Row {
+                        fields,
+                        ..row.clone()
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(read_back, expected);
+    }
+
+    #[test]
+    fn a_projection_does_not_read_the_fields_it_leaves_out() {
+        let rows = rows(2, 200);
+        let (bytes, _) = encode(&schema(), 1, &rows).unwrap();
+        let parsed = SstFile::parse(bytes.into()).unwrap();
+        let without_s = RegionSchema {
+            fields: vec![schema().fields[0].clone(), schema().fields[3].clone()],
+            ..schema()
+        };
+        let mut reader =
+            SstReader::open(&parsed, &without_s, i64::MIN, i64::MAX, |_| true).unwrap();
+        let mut read_back = Vec::new();
+        while let Some(batch) = reader.next_rows().unwrap() {
+            for (_, row) in &batch {
+                assert_eq!(row.fields.len(), 2);
+            }
+            read_back.extend(batch);
+        }
+        assert_eq!(read_back.len(), rows.len());
+        // Parquet handed over the key columns and the two fields' blobs, nothing else.
+        assert_eq!(reader.columns_read(), 1 + 5 + 2);
+        let mut full = SstReader::open(&parsed, &schema(), i64::MIN, i64::MAX, |_| true).unwrap();
+        while full.next_rows().unwrap().is_some() {}
+        assert_eq!(full.columns_read(), 1 + 5 + 4);
     }
 
     #[test]

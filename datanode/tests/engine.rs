@@ -8,9 +8,11 @@ use metronome_core::data::{
     TagMatcher, Value,
 };
 use metronome_core::rt::disk::{Disk, OpenOptions, SimDisk};
+use metronome_core::rt::object::{ObjectStore, SimObjectFaults, SimObjectStore};
 use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice, ShardContext, ShardsConfig};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
-use metronome_datanode::engine::{EngineConfig, EngineError, ShardEngine};
+use metronome_datanode::engine::{EngineConfig, EngineError, ShardEngine, SstStore};
+use metronome_datanode::manifest;
 
 fn on_shard<T: Send + 'static, Fut: Future<Output = T> + 'static>(
     body: impl FnOnce(ShardContext) -> Fut + Send + 'static,
@@ -760,6 +762,93 @@ fn a_datanode_spreads_regions_over_its_shards_and_refuses_fewer_shards_later() {
     datanode.into_shards().stop_and_join().unwrap();
 }
 
+#[test]
+fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
+    use arrow_array::cast::AsArray;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = DatanodeConfig {
+        shards: ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            ..ShardsConfig::per_core()
+        },
+        engine: EngineConfig::default(),
+    };
+    let datanode =
+        futures::executor::block_on(Datanode::start(Disk::real(dir.path()), config)).unwrap();
+    let handle = datanode.handle();
+    futures::executor::block_on(async {
+        handle.create_region(R1, schema()).await.unwrap();
+        // Half the rows in an SST, half (and newer writes of some) in the memtable.
+        for ts in 0..500 {
+            let rows: Vec<Row> = (0..4)
+                .map(|h| row(&format!("h{h}"), "x", ts, 1.0))
+                .collect();
+            handle.write(R1, rows).await.unwrap();
+            if ts == 250 {
+                handle.flush(R1).await.unwrap();
+            }
+        }
+        handle
+            .write(R1, vec![row("h0", "x", 10, -1.0)])
+            .await
+            .unwrap();
+        let rows = handle.scan(R1, ScanRequest::all()).await.unwrap();
+        assert_eq!(rows.len(), 2000);
+
+        let mut stream = handle
+            .scan_batches(R1, ScanRequest::all(), 300)
+            .await
+            .unwrap();
+        let mut streamed = 0;
+        let mut batches = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            assert!(batch.num_rows() <= 300);
+            let values = batch
+                .column(3)
+                .as_primitive::<arrow_array::types::Float64Type>();
+            for i in 0..batch.num_rows() {
+                assert_eq!(
+                    Value::Float64(values.value(i)),
+                    rows[streamed + i].fields[0]
+                );
+            }
+            streamed += batch.num_rows();
+            batches += 1;
+        }
+        assert_eq!((streamed, batches), (2000, 7));
+        assert!(stream.next().await.is_none(), "the end stays the end");
+
+        // A reader that stops early: the shard notices and serves the next request.
+        let mut stream = handle
+            .scan_batches(R1, ScanRequest::all(), 10)
+            .await
+            .unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().num_rows(), 10);
+        drop(stream);
+        let limited = ScanRequest {
+            limit: Some(25),
+            ..ScanRequest::all()
+        };
+        let mut stream = handle.scan_batches(R1, limited, 10).await.unwrap();
+        let mut sizes = Vec::new();
+        while let Some(batch) = stream.next().await {
+            sizes.push(batch.unwrap().num_rows());
+        }
+        assert_eq!(sizes, [10, 10, 5]);
+        let missing = handle
+            .scan_batches(RegionId::new(7, 7), ScanRequest::all(), 10)
+            .await;
+        let error = match missing {
+            Ok(mut stream) => stream.next().await.unwrap().unwrap_err(),
+            Err(error) => error,
+        };
+        assert!(matches!(error, EngineError::RegionNotFound(_)), "{error}");
+    });
+    datanode.into_shards().stop_and_join().unwrap();
+}
+
 fn small_wal() -> EngineConfig {
     EngineConfig {
         wal: metronome_datanode::wal::WalConfig {
@@ -837,6 +926,7 @@ fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
             end_ms: 200,
             limit: None,
             series_only: false,
+            projection: None,
         };
         let rows = engine.scan(R1, &h3).await.unwrap();
         assert!(rows
@@ -1189,7 +1279,7 @@ fn retention_hides_expired_rows_at_once_and_compaction_deletes_their_files() {
 }
 
 #[test]
-fn ssts_can_live_in_s3() {
+fn ssts_and_manifests_can_live_in_s3() {
     let server = metronome_core::rt::object::testing::MotoServer::start();
     let config = EngineConfig {
         sst_store: metronome_datanode::engine::SstStore::S3(
@@ -1211,15 +1301,146 @@ fn ssts_can_live_in_s3() {
         }
         engine.flush_region(R1).await.unwrap().unwrap();
         drop(engine);
-        let (engine, recovery) = ShardEngine::open(disk, "shard-0", config).await.unwrap();
+        // A node with an empty disk: the region and its data come from the bucket alone.
+        let (engine, recovery) = ShardEngine::open(Disk::sim(SimDisk::new(41)), "shard-0", config)
+            .await
+            .unwrap();
         assert_eq!(
-            recovery.rows_replayed, 0,
-            "the rows come from the SST in S3"
+            (recovery.regions, recovery.rows_replayed),
+            (1, 0),
+            "the manifest and the rows come from S3"
         );
         engine.scan(R1, &ScanRequest::all()).await.unwrap()
     });
     assert_eq!(rows.len(), 100);
     assert_eq!(rows[99], row("a", "x", 99, 99.0));
+}
+
+fn sim_store_config(objects: &SimObjectStore) -> EngineConfig {
+    EngineConfig {
+        sst_store: SstStore::Sim(objects.clone()),
+        ..EngineConfig::default()
+    }
+}
+
+#[test]
+fn manifests_in_an_object_store_checkpoint_and_recover_without_the_disk() {
+    let objects = SimObjectStore::new(7, SimObjectFaults::default());
+    let config = sim_store_config(&objects);
+    on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(Disk::sim(SimDisk::new(60)), "shard-0", config.clone())
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.create_region(R2, schema()).await.unwrap();
+        // More edits than a checkpoint covers: 20 flushes, then a compaction.
+        for ts in 0..20 {
+            engine
+                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .await
+                .unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+        }
+        while engine.compact_region(R1).await.unwrap() > 0 {}
+        engine.drop_region(R2).await.unwrap();
+        let files = engine.file_count(R1).unwrap();
+        let manifest_keys = |prefix: &str| -> Vec<String> {
+            objects
+                .keys()
+                .into_iter()
+                .filter(|key| key.starts_with(prefix))
+                .collect()
+        };
+        let r1 = manifest_keys("shard-0/regions/1_1/manifest/");
+        let checkpoints: Vec<&String> = r1.iter().filter(|k| k.ends_with(".checkpoint")).collect();
+        assert_eq!(
+            checkpoints.len(),
+            1,
+            "older checkpoints are deleted: {r1:?}"
+        );
+        assert!(
+            r1.len() <= manifest::EDITS_PER_CHECKPOINT as usize + 1,
+            "edits the checkpoint covers are deleted: {r1:?}"
+        );
+        drop(engine);
+
+        // Nothing on the new disk: regions, files and the tombstone come from the store.
+        let (engine, recovery) =
+            ShardEngine::open(Disk::sim(SimDisk::new(61)), "shard-0", config.clone())
+                .await
+                .unwrap();
+        assert_eq!((recovery.regions, recovery.rows_replayed), (1, 0));
+        assert_eq!(engine.file_count(R1).unwrap(), files);
+        let rows = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(
+            rows,
+            (0..20)
+                .map(|ts| row("a", "x", ts, ts as f64))
+                .collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            engine.scan(R2, &ScanRequest::all()).await,
+            Err(EngineError::RegionNotFound(_))
+        ));
+        // Recovery folded the edits into a checkpoint; a flush puts the next edit.
+        engine.write(R1, vec![row("b", "x", 0, 0.0)]).await.unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        drop(engine);
+        let edits: Vec<String> = manifest_keys("shard-0/regions/1_1/manifest/")
+            .into_iter()
+            .filter(|key| key.ends_with(".edit"))
+            .collect();
+        assert_eq!(edits.len(), 1, "{edits:?}");
+        let edit = &edits[0];
+
+        // A damaged edit quarantines its region, naming the object.
+        let store = ObjectStore::sim(objects.clone());
+        let mut bytes = store.get(edit).await.unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        store.put(edit, bytes).await.unwrap();
+        let (engine, recovery) = ShardEngine::open(Disk::sim(SimDisk::new(63)), "shard-0", config)
+            .await
+            .unwrap();
+        assert_eq!(recovery.quarantined.len(), 1);
+        assert!(
+            recovery.quarantined[0].1.contains(edit.as_str()),
+            "{:?}",
+            recovery.quarantined
+        );
+        assert!(matches!(
+            engine.scan(R1, &ScanRequest::all()).await,
+            Err(EngineError::Quarantined { .. })
+        ));
+    });
+}
+
+#[test]
+fn a_close_whose_manifest_edit_failed_keeps_refusing_writes_until_opened() {
+    let objects = SimObjectStore::new(8, SimObjectFaults::default());
+    let config = sim_store_config(&objects);
+    on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(Disk::sim(SimDisk::new(65)), "shard-0", config)
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        // The Close edit fails; it may have been stored all the same.
+        objects.set_faults(SimObjectFaults {
+            error_probability: 1.0,
+            ..SimObjectFaults::default()
+        });
+        assert!(engine.close_region(R1).await.is_err());
+        assert!(matches!(
+            engine.write(R1, vec![row("a", "x", 2, 2.0)]).await,
+            Err(EngineError::RegionClosed(_))
+        ));
+        objects.set_faults(SimObjectFaults::default());
+        engine.open_region(R1).await.unwrap();
+        engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.unwrap();
+        assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 2);
+    });
 }
 
 #[test]
@@ -1383,6 +1604,88 @@ fn sequences_continue_above_flushed_data_after_a_restart() {
             11,
             "the write after the restart survived the next one"
         );
+    });
+}
+
+#[test]
+fn projections_return_and_decode_only_the_fields_asked_for() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(64));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        let count = FieldColumn {
+            name: "count".into(),
+            field_type: FieldType::Int64,
+        };
+        let value = schema().fields[0].clone();
+        // Rows before the ALTER (in an SST), after it (in an SST and in the memtable).
+        for ts in 0..10 {
+            engine
+                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .await
+                .unwrap();
+        }
+        engine.flush_region(R1).await.unwrap().unwrap();
+        engine.add_field(R1, count.clone()).await.unwrap();
+        for ts in 10..20 {
+            let mut counted = row("b", "x", ts, ts as f64);
+            counted.fields.push(Value::Int64(ts * 2));
+            engine.write(R1, vec![counted]).await.unwrap();
+            if ts == 14 {
+                engine.flush_region(R1).await.unwrap().unwrap();
+            }
+        }
+        let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(all.len(), 20);
+        let projected = |columns: Vec<FieldColumn>| ScanRequest {
+            projection: Some(columns),
+            ..ScanRequest::all()
+        };
+
+        let reversed = projected(vec![count.clone(), value.clone()]);
+        let rows = engine.scan(R1, &reversed).await.unwrap();
+        let expected: Vec<Row> = all
+            .iter()
+            .map(|r| Row {
+                fields: vec![r.fields[1].clone(), r.fields[0].clone()],
+                ..r.clone()
+            })
+            .collect();
+        assert_eq!(rows, expected);
+        assert_eq!(rows[0].fields, [Value::Null, Value::Float64(0.0)]);
+        assert_eq!(rows[19].fields, [Value::Int64(38), Value::Float64(19.0)]);
+        let grouped = engine.scan_series(R1, &reversed).await.unwrap();
+        assert_eq!(grouped, SeriesRows::group(expected));
+
+        // A field the region does not have (yet) reads as null; no field at all leaves
+        // the series and timestamps.
+        let missing = FieldColumn {
+            name: "later".into(),
+            field_type: FieldType::String,
+        };
+        let rows = engine.scan(R1, &projected(vec![missing])).await.unwrap();
+        assert!(rows.iter().all(|r| r.fields == [Value::Null]));
+        let rows = engine.scan(R1, &projected(Vec::new())).await.unwrap();
+        assert_eq!(rows.len(), 20);
+        assert!(rows.iter().all(|r| r.fields.is_empty()));
+
+        // The same name with another type is an error naming the field.
+        let retyped = FieldColumn {
+            name: "value".into(),
+            field_type: FieldType::Int64,
+        };
+        match engine.scan(R1, &projected(vec![retyped])).await {
+            Err(EngineError::InvalidScan { reason, .. }) => assert!(reason.contains("value")),
+            other => panic!("expected an invalid scan, got {other:?}"),
+        }
+
+        let batches = engine
+            .scan_batches(R1, &projected(vec![count.clone()]), 100)
+            .await
+            .unwrap();
+        let schema = batches[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["host", "dc", "ts", "count"]);
     });
 }
 

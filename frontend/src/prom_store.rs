@@ -304,6 +304,8 @@ impl PromStore {
             matchers: matchers.to_vec(),
             limit: None,
             series_only,
+            // A metric region's one field, the sample value.
+            projection: None,
         };
         let scans = layout
             .regions

@@ -3,7 +3,8 @@
 //! tearing unsynced writes and now and then failing a write or a sync.
 //! Meanwhile regions are closed and opened again at random (the datanode's half of moving
 //! a region). After every recovery, every acknowledged row must scan back exactly, and no
-//! row that was never written may appear. SSTs live in a simulated object store (a remote
+//! row that was never written may appear. Half the seeds keep SSTs and manifests on the
+//! datanode's disk, with its faults; the other half in a simulated object store (a remote
 //! service: power loss leaves it alone) that is slow and now and then fails a request,
 //! sometimes after doing it.
 #![cfg(madsim)]
@@ -50,7 +51,8 @@ fn schema() -> RegionSchema {
     }
 }
 
-fn config(objects: &SimObjectStore) -> DatanodeConfig {
+/// `objects`: the remote store for SSTs and manifests, if not the local disk.
+fn config(objects: Option<&SimObjectStore>) -> DatanodeConfig {
     DatanodeConfig {
         shards: ShardsConfig {
             count: SHARDS,
@@ -69,7 +71,7 @@ fn config(objects: &SimObjectStore) -> DatanodeConfig {
                 commit_bytes_max: 16 * 1024,
                 ..WalConfig::new("wal")
             },
-            sst_store: SstStore::Sim(objects.clone()),
+            sst_store: objects.map_or(SstStore::Local, |objects| SstStore::Sim(objects.clone())),
             ..EngineConfig::default()
         },
     }
@@ -221,7 +223,8 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
     let slot: Slot = Arc::default();
     let node_slot = slot.clone();
     let objects = SimObjectStore::new(rand::random(), object_faults());
-    let node_objects = objects.clone();
+    let remote = rand::gen_range(0..2) == 1;
+    let node_objects = remote.then(|| objects.clone());
     let datanode = SimNode::start(
         "datanode",
         "10.0.2.1".parse().unwrap(),
@@ -233,7 +236,7 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
                 // A supervisor restarts a datanode whose start failed (an injected I/O error
                 // during recovery), as systemd would.
                 let running = loop {
-                    match Datanode::start(disk.clone(), config(&objects)).await {
+                    match Datanode::start(disk.clone(), config(objects.as_ref())).await {
                         Ok(running) => break running,
                         Err(error) => {
                             tracing::warn!(%error, "datanode start failed; retrying");
@@ -312,11 +315,15 @@ async fn acknowledged_rows_survive_power_loss_during_concurrent_writes() {
         acknowledged.lock().unwrap().len() as u64,
         WRITERS * ROWS_PER_WRITER
     );
-    assert!(
-        objects.stats().errors >= 1,
-        "the object store failed requests: {:?}",
-        objects.stats()
-    );
+    if remote {
+        assert!(
+            objects.stats().errors >= 1,
+            "the object store failed requests: {:?}",
+            objects.stats()
+        );
+    } else {
+        assert_eq!(objects.stats().puts, 0, "the local store is used");
+    }
     let stats = datanode.disk.stats();
     assert_eq!(stats.crashes, POWER_CYCLES as u64 + 1);
     assert!(

@@ -159,6 +159,10 @@ pub fn scan<'b>(
         })
         .collect();
     let matchers = builder.create_vector(&matchers);
+    let projection = request
+        .projection
+        .as_ref()
+        .map(|columns| field_columns(builder, columns));
     fb::Scan::create(
         builder,
         &fb::ScanArgs {
@@ -168,6 +172,7 @@ pub fn scan<'b>(
             matchers: Some(matchers),
             limit: request.limit.map(|limit| limit as u64),
             series_only: request.series_only,
+            projection,
         },
     )
 }
@@ -195,6 +200,7 @@ pub fn read_scan(scan: fb::Scan<'_>) -> Result<(RegionId, ScanRequest), ConvertE
                 .limit()
                 .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
             series_only: scan.series_only(),
+            projection: scan.projection().map(read_field_columns).transpose()?,
         },
     ))
 }
@@ -263,8 +269,22 @@ mod tests {
             }],
             limit: Some(5),
             series_only: true,
+            projection: Some(vec![
+                FieldColumn {
+                    name: "value".into(),
+                    field_type: FieldType::Float64,
+                },
+                FieldColumn {
+                    name: "count".into(),
+                    field_type: FieldType::Int64,
+                },
+            ]),
         };
-        for request in [request, ScanRequest::all()] {
+        let empty_projection = ScanRequest {
+            projection: Some(Vec::new()),
+            ..ScanRequest::all()
+        };
+        for request in [request, empty_projection, ScanRequest::all()] {
             let mut builder = FlatBufferBuilder::new();
             let offset = scan(&mut builder, RegionId::new(4, 2), &request);
             builder.finish_minimal(offset);

@@ -1,4 +1,4 @@
-//! Object storage: where SSTs (and later manifests) live.
+//! Object storage: where SSTs and region manifests live.
 //!
 //! Keys are `/`-separated relative paths (`shard-0/regions/1_2/sst/7.parquet`). `put` is
 //! atomic and durable when it returns: a reader sees the whole object or none of it, as
@@ -334,7 +334,8 @@ impl ObjectStore {
         }
     }
 
-    /// Keys under `prefix` (a directory-like prefix ending without `/`), sorted.
+    /// Keys under `prefix` (a directory-like prefix ending without `/`), sorted: every
+    /// key below it in a remote store, the directory's entries in a local one.
     pub async fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         match &self.backend {
             #[cfg(not(madsim))]

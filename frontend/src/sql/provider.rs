@@ -273,6 +273,18 @@ impl TableProvider for RegionTable {
         let pushed = pushdown(filters, &schema.time_index, &schema.tags);
         let batch = match &self.table.kind {
             TableKind::Regular { .. } => {
+                // The fields the plan reads (tags and the time index come anyway): the
+                // datanodes decode no other.
+                let wanted: Vec<usize> = match projection {
+                    None => (0..schema.fields.len()).collect(),
+                    Some(columns) => (0..schema.fields.len())
+                        .filter(|&i| {
+                            columns
+                                .iter()
+                                .any(|&c| self.schema.field(c).name() == &schema.fields[i].name)
+                        })
+                        .collect(),
+                };
                 let request = ScanRequest {
                     start_ms: pushed.start_ms,
                     end_ms: pushed.end_ms,
@@ -280,6 +292,7 @@ impl TableProvider for RegionTable {
                     // Only without filters does the first N rows answer the query.
                     limit: if filters.is_empty() { limit } else { None },
                     series_only: false,
+                    projection: Some(wanted.iter().map(|&i| schema.fields[i].clone()).collect()),
                 };
                 let mut rows = self
                     .tables
@@ -287,8 +300,13 @@ impl TableProvider for RegionTable {
                     .await
                     .map_err(internal)?;
                 for row in &mut rows {
-                    // A region may still lack a field the catalog just gained.
-                    row.fields.resize(schema.fields.len(), Value::Null);
+                    // Back to the table's shape: the fields left out are null, and the
+                    // plan's projection drops them.
+                    let mut fields = vec![Value::Null; schema.fields.len()];
+                    for (value, &i) in row.fields.drain(..).zip(&wanted) {
+                        fields[i] = value;
+                    }
+                    row.fields = fields;
                 }
                 rows_to_batch(schema, &rows)
                     .and_then(|batch| {

@@ -2582,6 +2582,7 @@ impl<'a> Scan<'a> {
   pub const VT_MATCHERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 12;
   pub const VT_SERIES_ONLY: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PROJECTION: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2596,6 +2597,7 @@ impl<'a> Scan<'a> {
     if let Some(x) = args.limit { builder.add_limit(x); }
     builder.add_end_ms(args.end_ms);
     builder.add_start_ms(args.start_ms);
+    if let Some(x) = args.projection { builder.add_projection(x); }
     if let Some(x) = args.matchers { builder.add_matchers(x); }
     if let Some(x) = args.region { builder.add_region(x); }
     builder.add_series_only(args.series_only);
@@ -2646,6 +2648,14 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(Scan::VT_SERIES_ONLY, Some(false)).unwrap()}
   }
+  /// The fields each row carries, in this order; absent: every field.
+  #[inline]
+  pub fn projection(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>(Scan::VT_PROJECTION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -2660,6 +2670,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TagMatcher>>>>("matchers", Self::VT_MATCHERS, true)?
      .visit_field::<u64>("limit", Self::VT_LIMIT, false)?
      .visit_field::<bool>("series_only", Self::VT_SERIES_ONLY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("projection", Self::VT_PROJECTION, false)?
      .finish();
     Ok(())
   }
@@ -2671,6 +2682,7 @@ pub struct ScanArgs<'a> {
     pub matchers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TagMatcher<'a>>>>>,
     pub limit: Option<u64>,
     pub series_only: bool,
+    pub projection: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -2682,6 +2694,7 @@ impl<'a> Default for ScanArgs<'a> {
       matchers: None, // required field
       limit: None,
       series_only: false,
+      projection: None,
     }
   }
 }
@@ -2716,6 +2729,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<bool>(Scan::VT_SERIES_ONLY, series_only, false);
   }
   #[inline]
+  pub fn add_projection(&mut self, projection: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FieldColumn<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Scan::VT_PROJECTION, projection);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -2741,6 +2758,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("matchers", &self.matchers());
       ds.field("limit", &self.limit());
       ds.field("series_only", &self.series_only());
+      ds.field("projection", &self.projection());
       ds.finish()
   }
 }
