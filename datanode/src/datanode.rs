@@ -31,6 +31,9 @@ const SHARD_QUEUE_MAX: usize = 1024;
 /// Batches a scan's shard merges ahead of its reader.
 const SCAN_BATCHES_QUEUED: usize = 2;
 
+/// Where a shard sends a scan's batches; `None` ends the scan.
+type ScanSender = async_channel::Sender<Result<Option<arrow_array::RecordBatch>, EngineError>>;
+
 /// The batches of a scan, as its shard produces them.
 pub struct BatchStream {
     receiver: async_channel::Receiver<Result<Option<arrow_array::RecordBatch>, EngineError>>,
@@ -86,12 +89,7 @@ enum Request {
     ScanSeries(RegionId, ScanRequest, Reply<Vec<SeriesRows>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
     /// Batches go out one at a time as the shard merges them; `None` ends the scan.
-    ScanBatches(
-        RegionId,
-        ScanRequest,
-        usize,
-        async_channel::Sender<Result<Option<arrow_array::RecordBatch>, EngineError>>,
-    ),
+    ScanBatches(RegionId, ScanRequest, usize, ScanSender),
     Compact(RegionId, Reply<usize>),
     SetTtl(RegionId, Option<i64>, Reply<()>),
     Close(RegionId, Reply<()>),
@@ -253,14 +251,31 @@ async fn shard_main(
     };
     let stop = context.stop.clone();
     let mut engine = engine;
+    // The channels of the scans this shard streams. A scan task waiting for its reader
+    // to take a batch is never polled again once the shard's executor is gone, and its
+    // reader would wait forever; closing the channels tells it the shard stopped.
+    let mut scans: Vec<ScanSender> = Vec::new();
     loop {
         let next = requests.recv();
         let stopped = stop.stopped();
         futures::pin_mut!(next, stopped);
         let request = match futures::future::select(stopped, next).await {
             futures::future::Either::Right((Ok(request), _)) => request,
-            _ => return,
+            _ => {
+                for scan in &scans {
+                    scan.close();
+                }
+                // Requests still queued are answered by dropping them (their callers see
+                // the shard stopped), and later ones are refused at once.
+                requests.close();
+                while requests.try_recv().is_ok() {}
+                return;
+            }
         };
+        if let Request::ScanBatches(_, _, _, batches) = &request {
+            scans.retain(|scan| !scan.is_closed() && scan.receiver_count() > 0);
+            scans.push(batches.clone());
+        }
         if let Some(reason) = engine.wal_failure() {
             engine = match restart_engine(engine, &disk, index, &config, &reason).await {
                 Some(engine) => engine,
@@ -367,6 +382,10 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
                     return;
                 }
             };
+            // The stream owns what it reads. Holding the engine while a slow reader
+            // takes its time would hold up a restart of the shard, which waits for
+            // every user of the old engine to finish.
+            drop(engine);
             loop {
                 let next = stream.next_batch().map_err(EngineError::Io);
                 let last = !matches!(next, Ok(Some(_)));

@@ -175,11 +175,16 @@ struct Region {
     checkpoint_version: u64,
     /// A close is under way: writes are refused while the region drains and flushes.
     closing: bool,
+    /// Tells this life of the region from a later one after a drop and re-create: a
+    /// flush or compaction of the dropped incarnation that finishes late must not record
+    /// its file in the new one's manifest.
+    incarnation: u64,
 }
 
 impl Region {
-    fn new(manifest: RegionManifest) -> Region {
+    fn new(manifest: RegionManifest, incarnation: u64) -> Region {
         Region {
+            incarnation,
             checkpoint_version: manifest.version,
             manifest,
             memtable: Memtable::default(),
@@ -225,6 +230,8 @@ pub struct ShardEngine {
     /// two writes can interleave and lose one another's update.
     manifest_lock: futures::lock::Mutex<()>,
     flushes_running: Cell<usize>,
+    /// The last [`Region::incarnation`] handed out (recovered regions have 0).
+    incarnations: Cell<u64>,
     flushes_done: Cell<u64>,
     compactions_done: Cell<u64>,
     sst_cache: RefCell<SstCache>,
@@ -295,7 +302,7 @@ impl ShardEngine {
                         // Fold the edit log into a fresh checkpoint.
                         manifest.store(&manifests, &root).await?;
                     }
-                    Region::new(manifest)
+                    Region::new(manifest, 0)
                 }
                 Ok(Some((manifest, _))) => quarantined_region(
                     id,
@@ -417,6 +424,7 @@ impl ShardEngine {
             memory_bytes: Cell::new(memory),
             manifest_lock: futures::lock::Mutex::new(()),
             flushes_running: Cell::new(0),
+            incarnations: Cell::new(0),
             flushes_done: Cell::new(0),
             compactions_done: Cell::new(0),
             sst_cache: RefCell::new(SstCache::new(sst_cache_bytes)),
@@ -429,10 +437,12 @@ impl ShardEngine {
     /// applies it in memory; checkpoints every `EDITS_PER_CHECKPOINT` edits. Manifest
     /// changes are serialized, so each edit applies to the state it was made against.
     /// `make` builds the edit from the current manifest, under the lock. Returns false if
-    /// the region was dropped meanwhile.
+    /// the region was dropped meanwhile, or if `incarnation` is given and the region is no
+    /// longer that incarnation.
     async fn commit_edit(
         &self,
         id: RegionId,
+        incarnation: Option<u64>,
         make: impl FnOnce(&RegionManifest) -> Result<Edit, EngineError>,
     ) -> Result<bool, EngineError> {
         let _manifest_guard = self.manifest_lock.lock().await;
@@ -440,7 +450,7 @@ impl ShardEngine {
             .regions
             .borrow()
             .get(&id)
-            .filter(|r| !r.manifest.dropped)
+            .filter(|r| !r.manifest.dropped && incarnation.is_none_or(|i| i == r.incarnation))
         {
             Some(region) => (region.manifest.clone(), region.checkpoint_version),
             None => return Ok(false),
@@ -580,24 +590,54 @@ impl ShardEngine {
             }
         };
         manifest.store(&self.manifests, &self.root).await?;
-        self.regions.borrow_mut().insert(id, Region::new(manifest));
+        let incarnation = self.incarnations.get() + 1;
+        self.incarnations.set(incarnation);
+        self.regions
+            .borrow_mut()
+            .insert(id, Region::new(manifest, incarnation));
         Ok(())
     }
 
     /// Drops a region: its data is discarded, its manifest stays as a tombstone.
     pub async fn drop_region(&self, id: RegionId) -> Result<(), EngineError> {
+        // Under the manifest lock, so that no edit lands between the state the tombstone
+        // is made from and the tombstone.
+        let _manifest_guard = self.manifest_lock.lock().await;
+        live_region(&self.regions.borrow(), id)?;
+        // Above every version and file id stored: a quarantined region's manifest in
+        // memory is a placeholder, and a tombstone below the damaged checkpoint would
+        // lose to it at recovery.
+        let version_floor = self
+            .manifests
+            .version_floor(&self.root, id)
+            .await
+            .map_err(|e| EngineError::Io(format!("listing region {id}'s manifest: {e}")))?;
+        let file_id_floor = self.stored_file_id_floor(id).await?;
         let tombstone = {
             let regions = self.regions.borrow();
             let region = live_region(&regions, id)?;
             RegionManifest {
                 dropped: true,
                 flushed_sequence: region.manifest.last_sequence,
+                version: (region.manifest.version + 1).max(version_floor),
+                next_file_id: region.manifest.next_file_id.max(file_id_floor),
                 ..region.manifest.clone()
             }
         };
-        tombstone.store(&self.manifests, &self.root).await?;
+        if let Err(error) = tombstone.store(&self.manifests, &self.root).await {
+            // The tombstone may be stored although the store said otherwise: the region
+            // serves nothing more (a write acknowledged now could be lost to a drop that
+            // recovery finds) until a drop succeeds.
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.quarantined.get_or_insert_with(|| {
+                    format!("a drop failed and may have taken effect ({error}); drop it again")
+                });
+            }
+            return Err(error.into());
+        }
         let mut regions = self.regions.borrow_mut();
         if let Some(region) = regions.get_mut(&id) {
+            region.checkpoint_version = tombstone.version;
             self.memory_bytes.set(
                 self.memory_bytes
                     .get()
@@ -636,7 +676,7 @@ impl ShardEngine {
     ) -> Result<(), EngineError> {
         usable_region(&self.regions.borrow(), id)?;
         let added = self
-            .commit_edit(id, |manifest| {
+            .commit_edit(id, None, |manifest| {
                 let mut schema = manifest.schema.clone();
                 change(&mut schema);
                 schema.validate().map_err(EngineError::InvalidSchema)?;
@@ -657,7 +697,10 @@ impl ShardEngine {
             )));
         }
         usable_region(&self.regions.borrow(), id)?;
-        if self.commit_edit(id, |_| Ok(Edit::Ttl(ttl_ms))).await? {
+        if self
+            .commit_edit(id, None, |_| Ok(Edit::Ttl(ttl_ms)))
+            .await?
+        {
             Ok(())
         } else {
             Err(EngineError::RegionNotFound(id))
@@ -684,7 +727,7 @@ impl ShardEngine {
             // sequence taken so far was flushed or belongs to a write that failed.
             Ok(()) => {
                 let committed = self
-                    .commit_edit(id, |manifest| {
+                    .commit_edit(id, None, |manifest| {
                         Ok(Edit::Close {
                             flushed_sequence: manifest.last_sequence,
                         })
@@ -756,7 +799,10 @@ impl ShardEngine {
         if !closed {
             return Ok(());
         }
-        if self.commit_edit(id, |_| Ok(Edit::Closed(false))).await? {
+        if self
+            .commit_edit(id, None, |_| Ok(Edit::Closed(false)))
+            .await?
+        {
             tracing::info!(region = %id, "region opened");
             Ok(())
         } else {
@@ -768,16 +814,22 @@ impl ShardEngine {
     /// or more, and deletes files wholly past the retention. Returns the files removed.
     pub async fn compact_region(&self, id: RegionId) -> Result<usize, EngineError> {
         self.check_running()?;
-        {
+        let incarnation = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
             if region.compacting {
                 return Ok(0);
             }
             region.compacting = true;
-        }
+            region.incarnation
+        };
         let outcome = self.compact_region_now(id).await;
-        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+        if let Some(region) = self
+            .regions
+            .borrow_mut()
+            .get_mut(&id)
+            .filter(|r| r.incarnation == incarnation)
+        {
             region.compacting = false;
         }
         outcome
@@ -787,7 +839,7 @@ impl ShardEngine {
     async fn compact_region_now(&self, id: RegionId) -> Result<usize, EngineError> {
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
         let window_ms = self.config.compaction_window_ms;
-        let (schema, expired, inputs) = {
+        let (schema, expired, inputs, incarnation) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let expired: Vec<SstMeta> = region
@@ -817,6 +869,7 @@ impl ShardEngine {
                 region.manifest.schema.clone(),
                 expired,
                 fullest.unwrap_or_default(),
+                region.incarnation,
             )
         };
         if expired.is_empty() && inputs.is_empty() {
@@ -874,7 +927,10 @@ impl ShardEngine {
             added: output.clone(),
             removed: removed.clone(),
         };
-        if !self.commit_edit(id, |_| Ok(edit)).await? {
+        if !self
+            .commit_edit(id, Some(incarnation), |_| Ok(edit))
+            .await?
+        {
             return Ok(0);
         }
         for file_id in &removed {
@@ -886,6 +942,24 @@ impl ShardEngine {
         self.compactions_done.set(self.compactions_done.get() + 1);
         tracing::debug!(region = %id, merged = inputs.len(), expired = expired.len(), "compacted");
         Ok(removed.len())
+    }
+
+    /// One above the highest SST file id stored for the region (0 if none).
+    async fn stored_file_id_floor(&self, id: RegionId) -> Result<u64, EngineError> {
+        let listed = self
+            .store
+            .list(&sst_dir(&self.root, id).display().to_string())
+            .await
+            .map_err(|e| EngineError::Io(format!("listing region {id}'s SSTs: {e}")))?;
+        Ok(listed
+            .iter()
+            .filter_map(|key| {
+                let name = key.rsplit('/').next()?;
+                name.strip_suffix(".parquet")?.parse::<u64>().ok()
+            })
+            .map(|file_id| file_id + 1)
+            .max()
+            .unwrap_or(0))
     }
 
     pub fn file_count(&self, id: RegionId) -> Result<usize, EngineError> {
@@ -1010,7 +1084,7 @@ impl ShardEngine {
     /// segments it no longer needs are deleted. `None` if there was nothing to flush.
     pub async fn flush_region(&self, id: RegionId) -> Result<Option<SstMeta>, EngineError> {
         self.check_running()?;
-        let (frozen, flushed_sequence, file_id, schema) = {
+        let (frozen, flushed_sequence, file_id, schema, incarnation) = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
             if region.flushing || region.memtable.is_empty() {
@@ -1033,14 +1107,21 @@ impl ShardEngine {
                 flushed_sequence,
                 file_id,
                 region.manifest.schema.clone(),
+                region.incarnation,
             )
         };
         self.flushes_running.set(self.flushes_running.get() + 1);
         let outcome = self
-            .finish_flush(id, &frozen, flushed_sequence, file_id, &schema)
+            .finish_flush(id, incarnation, &frozen, flushed_sequence, file_id, &schema)
             .await;
         self.flushes_running.set(self.flushes_running.get() - 1);
-        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+        // A region dropped and created again meanwhile is another region.
+        if let Some(region) = self
+            .regions
+            .borrow_mut()
+            .get_mut(&id)
+            .filter(|r| r.incarnation == incarnation)
+        {
             region.flushing = false;
             region.frozen.retain(|m| !Rc::ptr_eq(m, &frozen));
             let released = frozen.bytes();
@@ -1081,6 +1162,7 @@ impl ShardEngine {
     async fn finish_flush(
         &self,
         id: RegionId,
+        incarnation: u64,
         frozen: &Memtable,
         flushed_sequence: u64,
         file_id: u64,
@@ -1117,7 +1199,10 @@ impl ShardEngine {
             file: meta.clone(),
             flushed_sequence,
         };
-        if !self.commit_edit(id, |_| Ok(edit)).await? {
+        if !self
+            .commit_edit(id, Some(incarnation), |_| Ok(edit))
+            .await?
+        {
             // Dropped while flushing: the file belongs to no one.
             self.sst_cache.borrow_mut().remove(&key);
             let _ = self.store.delete(&key).await;
@@ -1535,6 +1620,7 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
         closing: false,
         quarantined: Some(reason),
         checkpoint_version: 0,
+        incarnation: 0,
     }
 }
 

@@ -8,7 +8,7 @@
 //!   the checkpoint `manifest` and the log `edits-<version>.log` of the edits since.
 //!   Recovery loads the checkpoint and applies its log (a torn record at the end is cut
 //!   off).
-//! - **In a remote object store**, as immutable objects under `<region>/manifest/`:
+//! - **In a remote object store**, as objects under `<region>/manifest/`:
 //!   `<version>.checkpoint` and one `<version>.edit` per edit, `<version>` being the
 //!   manifest's version once the object applies. A put is atomic, so there is no torn
 //!   record; an edit put that failed may still have taken effect, and the engine then
@@ -127,6 +127,25 @@ impl ManifestObject {
 }
 
 impl ManifestStore {
+    /// A version above every manifest object stored for `region` (0 on the local disk,
+    /// whose one checkpoint file is replaced whatever its version).
+    pub async fn version_floor(&self, shard_root: &Path, region: RegionId) -> io::Result<u64> {
+        match self {
+            ManifestStore::Disk(_) => Ok(0),
+            ManifestStore::Object(objects) => {
+                let prefix = manifest_prefix(shard_root, region);
+                Ok(objects
+                    .list(&prefix)
+                    .await?
+                    .iter()
+                    .filter_map(|key| ManifestObject::parse(&prefix, key))
+                    .map(|object| object.version() + 1)
+                    .max()
+                    .unwrap_or(0))
+            }
+        }
+    }
+
     /// The region directory names under the shard root that may hold a manifest.
     pub async fn region_dirs(&self, shard_root: &Path) -> io::Result<Vec<String>> {
         let regions_dir = shard_root.join("regions");

@@ -3,9 +3,9 @@
 //!
 //! Plain code over the runs it is given: the engine gathers them (memtable rows, SST
 //! readers over files already fetched) and the caller decides when to yield between
-//! batches. Memory is bounded by the memtable rows in range (themselves bounded by the
-//! shard's memory budget) plus one decoded batch of series chunks per SST, whatever the
-//! size of the result.
+//! batches. Besides the SSTs' bytes (fetched whole, as every read is), memory is bounded by
+//! the memtable rows in range (themselves bounded by the shard's memory budget) plus one
+//! decoded batch of series chunks per SST, whatever the size of the result.
 
 use arrow_array::RecordBatch;
 use metronome_core::data::{RegionSchema, Row};

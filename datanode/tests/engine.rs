@@ -849,6 +849,48 @@ fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
     datanode.into_shards().stop_and_join().unwrap();
 }
 
+#[test]
+fn a_scan_stream_whose_shard_stops_ends_in_an_error_not_a_hang() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = DatanodeConfig {
+        shards: ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            ..ShardsConfig::per_core()
+        },
+        engine: EngineConfig::default(),
+    };
+    let datanode =
+        futures::executor::block_on(Datanode::start(Disk::real(dir.path()), config)).unwrap();
+    let handle = datanode.handle();
+    let mut stream = futures::executor::block_on(async {
+        handle.create_region(R1, schema()).await.unwrap();
+        let rows: Vec<Row> = (0..1000).map(|ts| row("h", "x", ts, 1.0)).collect();
+        handle.write(R1, rows).await.unwrap();
+        handle
+            .scan_batches(R1, ScanRequest::all(), 10)
+            .await
+            .unwrap()
+    });
+    // The shard streams two batches ahead and waits; then it stops.
+    datanode.into_shards().stop_and_join().unwrap();
+    let outcome = futures::executor::block_on(async {
+        let mut batches = 0;
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => batches += 1,
+                Some(Err(error)) => return (batches, Some(error)),
+                None => return (batches, None),
+            }
+        }
+    });
+    assert!(outcome.0 < 100, "the scan did not finish: {outcome:?}");
+    assert!(
+        matches!(outcome.1, Some(EngineError::Unavailable(_))),
+        "{outcome:?}"
+    );
+}
+
 fn small_wal() -> EngineConfig {
     EngineConfig {
         wal: metronome_datanode::wal::WalConfig {
@@ -1316,10 +1358,11 @@ fn ssts_and_manifests_can_live_in_s3() {
     assert_eq!(rows[99], row("a", "x", 99, 99.0));
 }
 
+/// SSTs and manifests in `objects`; small WAL segments, which a `SimDisk` keeps in memory.
 fn sim_store_config(objects: &SimObjectStore) -> EngineConfig {
     EngineConfig {
         sst_store: SstStore::Sim(objects.clone()),
-        ..EngineConfig::default()
+        ..small_wal()
     }
 }
 
@@ -1440,6 +1483,141 @@ fn a_close_whose_manifest_edit_failed_keeps_refusing_writes_until_opened() {
         engine.open_region(R1).await.unwrap();
         engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.unwrap();
         assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_quarantined_region_in_an_object_store_can_be_dropped_for_good_and_created_again() {
+    let objects = SimObjectStore::new(9, SimObjectFaults::default());
+    let config = sim_store_config(&objects);
+    on_shard(move |_| async move {
+        let store = ObjectStore::sim(objects.clone());
+        let open = |seed| {
+            let config = config.clone();
+            async move {
+                ShardEngine::open(Disk::sim(SimDisk::new(seed)), "shard-0", config)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (engine, _) = open(70).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        for ts in 0..3 {
+            engine
+                .write(R1, vec![row("old", "x", ts, 0.0)])
+                .await
+                .unwrap();
+            engine.flush_region(R1).await.unwrap().unwrap();
+        }
+        drop(engine);
+        let (engine, _) = open(71).await;
+        drop(engine);
+        let checkpoint = objects
+            .keys()
+            .into_iter()
+            .find(|key| key.ends_with(".checkpoint"))
+            .unwrap();
+        let mut bytes = store.get(&checkpoint).await.unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        store.put(&checkpoint, bytes).await.unwrap();
+
+        let (engine, recovery) = open(72).await;
+        assert_eq!(recovery.quarantined.len(), 1);
+        engine.drop_region(R1).await.unwrap();
+        drop(engine);
+        let (engine, recovery) = open(73).await;
+        assert!(
+            recovery.quarantined.is_empty(),
+            "the drop stuck: {recovery:?}"
+        );
+        assert!(matches!(
+            engine.scan(R1, &ScanRequest::all()).await,
+            Err(EngineError::RegionNotFound(_))
+        ));
+        engine.create_region(R1, schema()).await.unwrap();
+        engine
+            .write(R1, vec![row("new", "x", 0, 1.0)])
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        drop(engine);
+        let (engine, _) = open(74).await;
+        assert_eq!(
+            engine.scan(R1, &ScanRequest::all()).await.unwrap(),
+            [row("new", "x", 0, 1.0)]
+        );
+    });
+}
+
+#[test]
+fn a_drop_whose_tombstone_failed_refuses_service_until_dropped_again() {
+    let objects = SimObjectStore::new(10, SimObjectFaults::default());
+    let config = sim_store_config(&objects);
+    on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(Disk::sim(SimDisk::new(75)), "shard-0", config)
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        // The tombstone's put fails (and may have stored it).
+        objects.set_faults(SimObjectFaults {
+            error_probability: 1.0,
+            only: Some("put"),
+            ..SimObjectFaults::default()
+        });
+        assert!(engine.drop_region(R1).await.is_err());
+        assert!(matches!(
+            engine.write(R1, vec![row("a", "x", 2, 2.0)]).await,
+            Err(EngineError::Quarantined { .. })
+        ));
+        objects.set_faults(SimObjectFaults::default());
+        engine.drop_region(R1).await.unwrap();
+        assert!(matches!(
+            engine.scan(R1, &ScanRequest::all()).await,
+            Err(EngineError::RegionNotFound(_))
+        ));
+    });
+}
+
+#[test]
+fn a_flush_of_a_dropped_region_never_lands_in_its_next_incarnation() {
+    let objects = SimObjectStore::new(11, SimObjectFaults::default());
+    let config = sim_store_config(&objects);
+    on_shard(move |_| async move {
+        let (engine, _) = ShardEngine::open(Disk::sim(SimDisk::new(76)), "shard-0", config.clone())
+            .await
+            .unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        engine
+            .write(R1, vec![row("old", "x", 1, 1.0)])
+            .await
+            .unwrap();
+        // The flush freezes the memtable and yields after encoding; the region is dropped
+        // and created again before it stores the file.
+        let mut flush = Box::pin(engine.flush_region(R1));
+        futures::future::poll_fn(|cx| {
+            assert!(flush.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        engine.drop_region(R1).await.unwrap();
+        engine.create_region(R1, schema()).await.unwrap();
+        assert_eq!(flush.await.unwrap(), None, "the flush lost its region");
+        assert!(engine
+            .scan(R1, &ScanRequest::all())
+            .await
+            .unwrap()
+            .is_empty());
+        drop(engine);
+        let (engine, _) = ShardEngine::open(Disk::sim(SimDisk::new(76)), "shard-0", config)
+            .await
+            .unwrap();
+        assert!(engine
+            .scan(R1, &ScanRequest::all())
+            .await
+            .unwrap()
+            .is_empty());
     });
 }
 

@@ -81,6 +81,7 @@ fn object_faults() -> SimObjectFaults {
     SimObjectFaults {
         error_probability: 0.02,
         latency_max: Duration::from_millis(2),
+        only: None,
     }
 }
 

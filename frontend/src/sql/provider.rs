@@ -300,6 +300,14 @@ impl TableProvider for RegionTable {
                     .await
                     .map_err(internal)?;
                 for row in &mut rows {
+                    if row.fields.len() != wanted.len() {
+                        return Err(internal(format!(
+                            "a scan of {} asked for {} fields and returned rows of {}",
+                            self.table.name,
+                            wanted.len(),
+                            row.fields.len()
+                        )));
+                    }
                     // Back to the table's shape: the fields left out are null, and the
                     // plan's projection drops them.
                     let mut fields = vec![Value::Null; schema.fields.len()];

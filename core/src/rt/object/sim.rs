@@ -22,6 +22,9 @@ pub struct SimObjectFaults {
     pub error_probability: f64,
     /// Each operation waits a uniformly random time up to this.
     pub latency_max: Duration,
+    /// Only this operation fails (`"put"`, `"get"`, `"list"` or `"delete"`); `None`:
+    /// any of them.
+    pub only: Option<&'static str>,
 }
 
 /// What a [`SimObjectStore`] did, for tests to assert on.
@@ -116,7 +119,7 @@ impl SimObjectStore {
         }
         let mut state = self.lock();
         let p = state.faults.error_probability;
-        if p > 0.0 && state.rng.gen_bool(p) {
+        if p > 0.0 && state.faults.only.is_none_or(|only| only == what) && state.rng.gen_bool(p) {
             state.stats.errors += 1;
             if state.rng.gen_bool(0.5) {
                 return Ok(Outcome::FailAfter);
@@ -208,6 +211,7 @@ mod tests {
             SimObjectFaults {
                 error_probability: 1.0,
                 latency_max: Duration::ZERO,
+                only: None,
             },
         );
         let store = ObjectStore::sim(sim.clone());
