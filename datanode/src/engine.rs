@@ -1223,8 +1223,7 @@ impl ShardEngine {
         let (filter, projection, mut rows, files, one_memtable) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
-            let projection = Projection::of(id, &region.manifest.schema, request)?;
-            let filter = SeriesFilter::compile_for(id, &region.manifest.schema, &request.matchers)?;
+            let (projection, filter) = plan_scan(id, &region.manifest.schema, request)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let mut rows =
@@ -1306,8 +1305,7 @@ impl ShardEngine {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let schema = &region.manifest.schema;
-            let projection = Projection::of(id, schema, request)?;
-            let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
+            let (projection, filter) = plan_scan(id, schema, request)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let files = files_in_range(region, request);
@@ -1466,8 +1464,7 @@ impl ShardEngine {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
             let schema = &region.manifest.schema;
-            let projection = Projection::of(id, schema, request)?;
-            let filter = SeriesFilter::compile_for(id, schema, &request.matchers)?;
+            let (projection, filter) = plan_scan(id, schema, request)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
             let runs: Vec<Run> = std::iter::once(&region.memtable)
@@ -1512,6 +1509,19 @@ impl ShardEngine {
         }
         Ok(batches)
     }
+}
+
+/// What every scan compiles first against the region's schema: its projection and its
+/// label matchers.
+fn plan_scan(
+    id: RegionId,
+    schema: &RegionSchema,
+    request: &ScanRequest,
+) -> Result<(Projection, SeriesFilter), EngineError> {
+    Ok((
+        Projection::of(id, schema, request)?,
+        SeriesFilter::compile_for(id, schema, &request.matchers)?,
+    ))
 }
 
 /// The fields a scan returns: a projection of the region's schema.

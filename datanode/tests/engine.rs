@@ -762,10 +762,8 @@ fn a_datanode_spreads_regions_over_its_shards_and_refuses_fewer_shards_later() {
     datanode.into_shards().stop_and_join().unwrap();
 }
 
-#[test]
-fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
-    use arrow_array::cast::AsArray;
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+/// A datanode of one shard on a real directory.
+fn one_shard_datanode(dir: &std::path::Path) -> Datanode {
     let config = DatanodeConfig {
         shards: ShardsConfig {
             count: 1,
@@ -774,8 +772,14 @@ fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
         },
         engine: EngineConfig::default(),
     };
-    let datanode =
-        futures::executor::block_on(Datanode::start(Disk::real(dir.path()), config)).unwrap();
+    futures::executor::block_on(Datanode::start(Disk::real(dir), config)).unwrap()
+}
+
+#[test]
+fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
+    use arrow_array::cast::AsArray;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let datanode = one_shard_datanode(dir.path());
     let handle = datanode.handle();
     futures::executor::block_on(async {
         handle.create_region(R1, schema()).await.unwrap();
@@ -852,16 +856,7 @@ fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
 #[test]
 fn a_scan_stream_whose_shard_stops_ends_in_an_error_not_a_hang() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let config = DatanodeConfig {
-        shards: ShardsConfig {
-            count: 1,
-            pin_to_cores: false,
-            ..ShardsConfig::per_core()
-        },
-        engine: EngineConfig::default(),
-    };
-    let datanode =
-        futures::executor::block_on(Datanode::start(Disk::real(dir.path()), config)).unwrap();
+    let datanode = one_shard_datanode(dir.path());
     let handle = datanode.handle();
     let mut stream = futures::executor::block_on(async {
         handle.create_region(R1, schema()).await.unwrap();
