@@ -639,10 +639,15 @@ impl SstReader {
                 })
             })
             .collect();
-        let mask = ProjectionMask::roots(
-            file.metadata.metadata().file_metadata().schema_descr(),
-            (0..columns.field(0)).chain(read_fields.iter().map(|&i| columns.field(i))),
-        );
+        // Every column when every field is read: the reader's plain path.
+        let mask = if read_fields.len() == file_schema.fields.len() {
+            ProjectionMask::all()
+        } else {
+            ProjectionMask::roots(
+                file.metadata.metadata().file_metadata().schema_descr(),
+                (0..columns.field(0)).chain(read_fields.iter().map(|&i| columns.field(i))),
+            )
+        };
         let batches = if ranges.is_empty() {
             None
         } else {
