@@ -314,8 +314,14 @@ async fn serve(
         .collect();
     let regions: Arc<dyn RegionService> = Arc::new(RegionClient::new(client(DATANODE_ENDPOINT)));
     let store = Arc::new(
-        PromStore::open(DEFAULT_DATABASE, meta.clone(), regions.clone(), routes)
-            .await
+        PromStore::open(
+            DEFAULT_DATABASE,
+            meta.clone(),
+            regions.clone(),
+            routes,
+            config.ingest,
+        )
+        .await
             .map_err(|error| format!("cannot open the metric regions: {error}"))?,
     );
     let tables: Arc<TableStore> = Arc::new(

@@ -1,6 +1,7 @@
-//! A real Prometheus (Debian's package) scrapes itself and Metronome and remote-writes
-//! everything to Metronome; the same selectors then return the same series and samples
-//! from both.
+//! A real Prometheus (Debian's package) scrapes itself, Metronome and a target exposing
+//! awkward but valid label names and values, and remote-writes everything to Metronome;
+//! the same selectors then return the same series and samples from both, and Prometheus
+//! reports no sample that Metronome refused.
 //!
 //! Without a `prometheus` binary on PATH this test says so and passes, unless
 //! `METRONOME_REQUIRE_PROMETHEUS=1` (set by `.ci/run`, which installs the package).
@@ -8,6 +9,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +34,46 @@ fn raw(base: &str, selector: &str, time: f64, range_s: u32) -> Vec<(String, Vec<
     series
 }
 
+/// What the awkward target exposes: label names that are the metric columns' own names
+/// (`value`, `ts`, `__ts`, `__value`), the escape prefix, reserved and odd names, and
+/// values with quotes, backslashes, newlines and non-ASCII letters and digits.
+const AWKWARD_EXPOSITION: &str = concat!(
+    "# HELP demo_metric A metric whose labels are named like the metric columns.\n",
+    "# TYPE demo_metric gauge\n",
+    "demo_metric{value=\"a\"} 1\n",
+    "demo_metric{ts=\"b\",value=\"c\"} 2\n",
+    "demo_metric{__ts=\"t\",__value=\"v\",__label_value=\"x\"} 3\n",
+    "# TYPE demo_awkward gauge\n",
+    "demo_awkward{_=\"u\",Value=\"caps\",quote=\"say \\\"hi\\\"\",backslash=\"a\\\\b\",",
+    "newline=\"a\\nb\",unicode=\"h\u{e9}llo \u{663} \u{65e5}\u{672c}\",le=\"+Inf\",",
+    "__label_x=\"y\",job_=\"\"} 4\n",
+);
+
+/// Serves [`AWKWARD_EXPOSITION`] as Prometheus' text format on a free loopback port, for
+/// as long as the test process lives.
+fn serve_awkward_target() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // One request per connection: read its head, answer, close.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{AWKWARD_EXPOSITION}",
+                AWKWARD_EXPOSITION.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
+}
+
 #[test]
 fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
     if !prometheus_available() {
@@ -40,11 +83,13 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_standalone(&dir.path().join("metronome"));
     let prometheus_port = free_port();
+    let awkward = serve_awkward_target();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          scrape_configs:\n\
          \x20 - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prometheus_port}']}}]\n\
          \x20 - job_name: metronome\n    static_configs: [{{targets: ['{}']}}]\n\
+         \x20 - job_name: awkward\n    static_configs: [{{targets: ['{awkward}']}}]\n\
          remote_write:\n\
          \x20 - url: http://{}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s}}\n\
          \x20   metadata_config: {{send_interval: 1s}}\n",
@@ -86,12 +131,12 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
         } else {
             Vec::new()
         };
-        if up.len() == 2 && up.iter().all(|(_, points)| points.len() >= 3) {
+        if up.len() == 3 && up.iter().all(|(_, points)| points.len() >= 3) {
             break time;
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus did not scrape both targets within 60 s: {up:?}; its log:\n{}",
+            "Prometheus did not scrape all three targets within 60 s: {up:?}; its log:\n{}",
             prometheus_log()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -101,6 +146,12 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
         "scrape_samples_scraped",
         r#"prometheus_http_requests_total{handler=~"/api/v1/.*"}"#,
         "metronome_ingested_samples_total",
+        "demo_metric",
+        r#"demo_metric{value="c"}"#,
+        r#"demo_metric{__ts="t"}"#,
+        "demo_awkward",
+        r#"{__name__=~"demo_.*",unicode=~"h.llo .*"}"#,
+        r#"demo_awkward{quote="say \"hi\"",backslash="a\\b",newline="a\nb"}"#,
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
     for selector in selectors {
@@ -119,6 +170,34 @@ fn a_real_prometheus_remote_writes_and_both_answer_the_same() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+
+    // Every label went in: Prometheus drops a batch that gets a 400, and counts it.
+    let failed = raw(
+        &prometheus_base,
+        "prometheus_remote_storage_samples_failed_total",
+        unix_now(),
+        5,
+    );
+    for (_, points) in &failed {
+        assert!(
+            points.iter().all(|(_, value)| value == "0"),
+            "Prometheus failed to send samples to Metronome: {failed:?}; its log:\n{}",
+            prometheus_log()
+        );
+    }
+
+    // In SQL a label named like a metric column is `__label_<name>`; the rest keep their
+    // names, and `ts` and `value` are the sample's.
+    let sql = post(
+        &format!("{metronome_base}/v1/sql"),
+        "text/plain",
+        None,
+        b"SELECT \"__label_value\", \"__label_ts\", value FROM demo_metric \
+          WHERE \"__label_value\" = 'c' ORDER BY ts DESC LIMIT 1",
+    );
+    assert_eq!(sql.status, 200, "{}", sql.body);
+    let text = sql.body.to_string();
+    assert!(text.contains("\"c\"") && text.contains("\"b\""), "{text}");
 
     // Metadata (type, help, unit) travels in its own remote-write requests; both
     // metadata APIs agree once it has arrived.

@@ -469,3 +469,70 @@ fn a_graceful_stop_flushes_so_the_next_start_replays_nothing() {
         "{samples:?}"
     );
 }
+
+#[test]
+fn every_valid_label_name_is_stored_and_a_series_past_the_label_limit_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_standalone(dir.path());
+
+    // Labels named like the metric columns, in the regions and in SQL.
+    let awkward = labels(
+        "awkward",
+        &[
+            ("value", "v"),
+            ("ts", "t"),
+            ("__ts", "pt"),
+            ("__value", "pv"),
+            ("__label_value", "e"),
+            ("__meta_x", "m"),
+        ],
+    );
+    let reply = remote_write(node.http, &write_request(&[(awkward, vec![(T0, 1.5)])]));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let stored = raw_samples(node.http, r#"awkward{value="v",__ts="pt"}"#, T0, 60);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (metric, points) = stored.iter().next().unwrap();
+    let metric: serde_json::Value = serde_json::from_str(metric).unwrap();
+    for (name, value) in [
+        ("value", "v"),
+        ("ts", "t"),
+        ("__ts", "pt"),
+        ("__value", "pv"),
+        ("__label_value", "e"),
+        ("__meta_x", "m"),
+    ] {
+        assert_eq!(metric[name], value, "{metric}");
+    }
+    assert_eq!(points, &[(T0 as f64 / 1000.0, "1.5".to_string())]);
+    let labels_reply = get(&format!("http://{}/api/v1/labels", node.http));
+    for name in ["value", "ts", "__ts", "__label_value"] {
+        assert!(
+            labels_reply.body.contains(&format!("\"{name}\"")),
+            "{}",
+            labels_reply.body
+        );
+    }
+
+    // A series with one label more than the default limit (64) is refused with a 400
+    // that names the limit; the other series of the request are stored.
+    let mut wide = vec![("__name__", "wide".to_string())];
+    for i in 0..65 {
+        let name: &'static str = Box::leak(format!("l{i:03}").into_boxed_str());
+        wide.push((name, "x".to_string()));
+    }
+    let reply = remote_write(
+        node.http,
+        &write_request(&[
+            (labels("kept", &[("job", "a")]), vec![(T0, 2.0)]),
+            (wide, vec![(T0, 3.0)]),
+        ]),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.contains("labels_per_series_max") && reply.body.contains("64"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(raw_samples(node.http, "kept", T0, 60).len(), 1);
+    assert!(raw_samples(node.http, "wide", T0, 60).is_empty());
+}

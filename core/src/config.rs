@@ -21,7 +21,28 @@ pub struct Config {
     pub http: HttpSection,
     pub postgres: PostgresSection,
     pub query: QuerySection,
+    pub ingest: IngestSection,
     pub log: LogSection,
+}
+
+/// Bounds on what writes may make the metric regions carry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// Labels one series may have besides `__name__`. A remote-write series with more is
+    /// refused (400 naming this key) while the rest of its request is stored, as
+    /// Prometheus' own receiver does with samples it cannot take. Every label name is a
+    /// column of every metric region, so an unbounded series could make every write
+    /// slow (VictoriaMetrics and Mimir default to a few dozen).
+    pub labels_per_series_max: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            labels_per_series_max: 64,
+        }
+    }
 }
 
 /// Bounds on one PromQL query (Prometheus' `--query.max-samples` and `--query.timeout`).
@@ -101,6 +122,7 @@ impl Default for Config {
             http: HttpSection::default(),
             postgres: PostgresSection::default(),
             query: QuerySection::default(),
+            ingest: IngestSection::default(),
             log: LogSection::default(),
         }
     }

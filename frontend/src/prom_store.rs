@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
+use metronome_core::config::IngestSection;
 use metronome_core::data::{MatchOp, RegionId, Row, ScanRequest, TagMatcher, Value};
 use metronome_metasrv::catalog::{
-    Catalog, Command, MetricMetadata, MetricRegions, Route, Table, TableKind, METRIC_NAME_LABEL,
+    metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
+    TableKind, METRIC_NAME_LABEL,
 };
 use metronome_wire::{RegionError, RegionErrorKind, RegionService};
 
@@ -110,6 +112,7 @@ pub struct WriteSummary {
 
 pub struct PromStore {
     database: String,
+    limits: IngestSection,
     meta: Arc<Meta>,
     regions: Arc<dyn RegionService>,
     /// How many of the layout's tags every region has. The catalog learns new tags
@@ -127,6 +130,7 @@ impl PromStore {
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
         routes: Vec<Route>,
+        limits: IngestSection,
     ) -> Result<PromStore, StoreError> {
         let mut guard = meta.lock().await;
         guard
@@ -150,6 +154,7 @@ impl PromStore {
         drop(guard);
         Ok(PromStore {
             database: database.to_string(),
+            limits,
             meta,
             regions,
             applied_tags: AtomicUsize::new(layout.tags.len()),
@@ -157,7 +162,35 @@ impl PromStore {
     }
 
     /// Stores every sample of `series`; returns once all of them are durable.
+    /// A series with more labels than `ingest.labels_per_series_max` is refused: the
+    /// others are stored, then the error names the first refused one (Prometheus' own
+    /// receiver does the same with samples it cannot take, so a sender that drops the
+    /// request on a 400 loses only what was refused).
     pub async fn write(&self, series: &[PromSeries]) -> Result<WriteSummary, StoreError> {
+        let limit = self.limits.labels_per_series_max;
+        // `__name__` is one of a valid series' labels.
+        let too_wide = |one: &PromSeries| one.labels.len() > limit.saturating_add(1);
+        let Some((index, wide)) = series.iter().enumerate().find(|(_, one)| too_wide(one)) else {
+            return self.write_accepted(series).await;
+        };
+        let refused = series.iter().filter(|one| too_wide(one)).count();
+        let accepted: Vec<PromSeries> = series
+            .iter()
+            .filter(|one| !too_wide(one))
+            .cloned()
+            .collect();
+        let stored = self.write_accepted(&accepted).await?;
+        Err(StoreError::Invalid(format!(
+            "{refused} series refused: timeseries[{index}] of metric {:?} has {} labels \
+             besides __name__, the limit is {limit} (ingest.labels_per_series_max); the \
+             other {} series were stored",
+            wide.metric_name(),
+            wide.labels.len() - 1,
+            stored.series
+        )))
+    }
+
+    async fn write_accepted(&self, series: &[PromSeries]) -> Result<WriteSummary, StoreError> {
         let layout = self.layout_for(series).await?;
         let position: BTreeMap<&str, usize> = layout
             .tags
@@ -171,10 +204,20 @@ impl PromStore {
             if one.samples.is_empty() {
                 continue;
             }
-            let mut tags = vec![String::new(); layout.tags.len()];
-            for (name, value) in &one.labels {
-                // `layout_for` added every label to the catalog.
-                tags[position[name.as_str()]] = value.clone();
+            // A row leaves out its trailing empty tags, so a series costs what its own
+            // labels' positions reach, not every label name the database knows.
+            let columns: Vec<(usize, &String)> = one
+                .labels
+                .iter()
+                .map(|(name, value)| {
+                    // `layout_for` added every label to the catalog.
+                    (position[metric_column(name).as_ref()], value)
+                })
+                .collect();
+            let width = columns.iter().map(|(index, _)| index + 1).max().unwrap_or(0);
+            let mut tags = vec![String::new(); width];
+            for (index, value) in columns {
+                tags[index] = value.clone();
             }
             let region = series_region(&one.labels, layout.regions.len());
             for &(ts, value) in &one.samples {
@@ -202,8 +245,11 @@ impl PromStore {
             for one in series {
                 let name = one.metric_name();
                 let known = match catalog.table(&self.database, name) {
-                    Ok(table) => Some(&table.schema.tags),
-                    Err(_) => None,
+                    Ok(Table {
+                        kind: TableKind::Metric { labels, .. },
+                        ..
+                    }) => Some(labels),
+                    _ => None,
                 };
                 let labels = one
                     .labels
@@ -298,10 +344,18 @@ impl PromStore {
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         let catalog = self.meta.catalog();
         let layout = metric_regions(&catalog, &self.database)?;
+        // Matchers name labels; the regions know their columns.
+        let matchers = matchers
+            .iter()
+            .map(|matcher| TagMatcher {
+                tag: metric_column(&matcher.tag).into_owned(),
+                ..matcher.clone()
+            })
+            .collect();
         let request = ScanRequest {
             start_ms,
             end_ms,
-            matchers: matchers.to_vec(),
+            matchers,
             limit: None,
             series_only,
             // A metric region's one field, the sample value.
@@ -332,7 +386,7 @@ impl PromStore {
                     .into_iter()
                     .zip(&layout.tags)
                     .filter(|(value, _)| !value.is_empty())
-                    .map(|(value, name)| (name.clone(), value))
+                    .map(|(value, column)| (metric_label(column).to_string(), value))
                     .collect();
                 labels.sort();
                 series.entry(labels).or_default().extend(samples);
@@ -437,9 +491,12 @@ impl PromStore {
     /// Label names known to the catalog, `__name__` included, sorted.
     pub fn label_names(&self) -> Vec<String> {
         let catalog = self.meta.catalog();
-        let mut names = metric_regions(&catalog, &self.database)
+        let mut names: Vec<String> = metric_regions(&catalog, &self.database)
             .map(|layout| layout.tags)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .iter()
+            .map(|column| metric_label(column).to_string())
+            .collect();
         names.sort();
         names
     }

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metronome_core::config::IngestSection;
 use metronome_core::data::{RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
@@ -142,8 +143,14 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
         shard: 0,
     }];
     let store = Arc::new(
-        PromStore::open(DEFAULT_DATABASE, meta, regions.clone(), routes)
-            .await
+        PromStore::open(
+            DEFAULT_DATABASE,
+            meta,
+            regions.clone(),
+            routes,
+            IngestSection::default(),
+        )
+        .await
             .unwrap(),
     );
     store

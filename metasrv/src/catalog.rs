@@ -46,6 +46,7 @@ pub enum TableKind {
     },
     /// A Prometheus metric: rows in its database's physical metric regions.
     Metric {
+        /// Label names as Prometheus knows them, in the order they arrived.
         labels: Vec<String>,
         /// Type, help and unit, as remote write last reported them.
         #[serde(default)]
@@ -64,6 +65,11 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
+/// Distinct label names the metric regions of one database may hold (`__name__` not
+/// counted). Every physical region carries a tag column per name, so this bounds what
+/// one careless exporter (a label per request id, say) can make every region carry.
+pub const METRIC_LABEL_NAMES_MAX: usize = 4096;
+
 /// The longest help text kept; Prometheus' own limit on a line is far below.
 pub const METRIC_HELP_BYTES_MAX: usize = 64 * 1024;
 
@@ -73,7 +79,7 @@ pub struct Table {
     pub database: String,
     pub name: String,
     /// For a regular table, the schema of its regions. For a metric table, the logical
-    /// schema SQL sees: its labels as tags, `ts`, `value`.
+    /// schema SQL sees: its labels' columns ([`metric_column`]) as tags, `ts`, `value`.
     pub schema: RegionSchema,
     pub ttl_ms: Option<i64>,
     pub kind: TableKind,
@@ -83,7 +89,8 @@ pub struct Table {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRegions {
     pub table_id: u32,
-    /// `__name__` first, then every label name in the order it first arrived.
+    /// `__name__` first, then a column per label name, in the order each first arrived
+    /// ([`metric_column`] names them; [`metric_label`] reads them back).
     pub tags: Vec<String>,
     pub regions: Vec<(RegionId, Route)>,
 }
@@ -267,11 +274,36 @@ fn check_chars(what: &str, name: &str, extra: &str) -> Result<(), CatalogError> 
 pub const METRIC_TIME_INDEX: &str = "ts";
 pub const METRIC_VALUE: &str = "value";
 
-/// The physical metric regions' time index and value columns. Prometheus reserves label
-/// names starting with `__`, so no label can collide with these.
+/// The physical metric regions' time index and value columns.
 pub const PHYSICAL_TIME_INDEX: &str = "__ts";
 pub const PHYSICAL_VALUE: &str = "__value";
 pub const METRIC_NAME_LABEL: &str = "__name__";
+
+/// The prefix of a column that holds a label whose own name is taken (see
+/// [`metric_column`]).
+const ESCAPED_LABEL_PREFIX: &str = "__label_";
+
+/// The column that holds label `label` in the physical metric regions and in the metric's
+/// SQL table. Every label name Prometheus accepts must be storable, `value`, `ts` and
+/// `__`-prefixed ones included, so the four names the metric columns use (`ts` and
+/// `value` in SQL, `__ts` and `__value` in the regions) are stored as
+/// `__label_<name>`, and so is every label that itself starts with `__label_`. That
+/// keeps the mapping one-to-one: an escaped column always starts with `__label_`, an
+/// unescaped one never does. Every other label is its own column, so no data directory
+/// written before this rule needs migrating (those names were refused then).
+pub fn metric_column(label: &str) -> std::borrow::Cow<'_, str> {
+    let taken = [METRIC_TIME_INDEX, METRIC_VALUE, PHYSICAL_TIME_INDEX, PHYSICAL_VALUE];
+    if taken.contains(&label) || label.starts_with(ESCAPED_LABEL_PREFIX) {
+        std::borrow::Cow::Owned(format!("{ESCAPED_LABEL_PREFIX}{label}"))
+    } else {
+        std::borrow::Cow::Borrowed(label)
+    }
+}
+
+/// The label a metric column holds: the inverse of [`metric_column`].
+pub fn metric_label(column: &str) -> &str {
+    column.strip_prefix(ESCAPED_LABEL_PREFIX).unwrap_or(column)
+}
 
 impl Catalog {
     pub fn database(&self, name: &str) -> Result<&Database, CatalogError> {
@@ -520,20 +552,13 @@ impl Catalog {
             } => {
                 check_metric_name(name)?;
                 for label in labels {
+                    // Any name Prometheus accepts, `__`-prefixed ones included; only
+                    // `__name__` is not a label column (it names the table).
                     check_name("label name", label)?;
-                    if label.starts_with("__") {
+                    if label == METRIC_NAME_LABEL {
                         return Err(CatalogError::Invalid {
                             what: format!("label name {label:?} of metric {name}"),
-                            reason: "names starting with __ are reserved".to_string(),
-                        });
-                    }
-                    if label == METRIC_TIME_INDEX || label == METRIC_VALUE {
-                        return Err(CatalogError::Invalid {
-                            what: format!("label name {label:?} of metric {name}"),
-                            reason: format!(
-                                "{METRIC_TIME_INDEX:?} and {METRIC_VALUE:?} are the metric \
-                                 table's own columns"
-                            ),
+                            reason: "the metric name is not a label column".to_string(),
                         });
                     }
                 }
@@ -545,11 +570,29 @@ impl Catalog {
                         reason: "the database has no metric regions yet".to_string(),
                     });
                 };
-                for label in labels {
-                    if !metrics.tags.contains(label) {
-                        metrics.tags.push(label.clone());
+                let new_columns: Vec<String> = {
+                    let known: std::collections::HashSet<&str> =
+                        metrics.tags.iter().map(String::as_str).collect();
+                    let mut new: Vec<String> = Vec::new();
+                    for label in labels {
+                        let column = metric_column(label);
+                        if !known.contains(column.as_ref()) && !new.iter().any(|c| *c == column) {
+                            new.push(column.into_owned());
+                        }
                     }
+                    new
+                };
+                if metrics.tags.len() + new_columns.len() > METRIC_LABEL_NAMES_MAX + 1 {
+                    return Err(CatalogError::Invalid {
+                        what: format!("labels of metric {name}"),
+                        reason: format!(
+                            "they would make {} distinct label names in database {database}, \
+                             the limit is {METRIC_LABEL_NAMES_MAX}",
+                            metrics.tags.len() - 1 + new_columns.len()
+                        ),
+                    });
                 }
+                metrics.tags.extend(new_columns);
                 let mut created = false;
                 let table = db.tables.entry(name.clone()).or_insert_with(|| {
                     created = true;
@@ -581,7 +624,7 @@ impl Catalog {
                 for label in labels {
                     if !known.contains(label) {
                         known.push(label.clone());
-                        table.schema.tags.push(label.clone());
+                        table.schema.tags.push(metric_column(label).into_owned());
                     }
                 }
                 if created {
@@ -702,6 +745,57 @@ mod tests {
     }
 
     #[test]
+    fn every_valid_label_name_gets_a_column_of_its_own() {
+        let mut catalog = metrics_catalog();
+        let awkward = [
+            "value",
+            "ts",
+            "__ts",
+            "__value",
+            "__label_value",
+            "__label___label_x",
+            "__meta_x",
+            "_",
+            "job",
+        ];
+        catalog.apply(&ensure("up", &awkward)).unwrap();
+        let metrics = catalog.databases[DEFAULT_DATABASE].metrics.clone().unwrap();
+        let up = catalog.table(DEFAULT_DATABASE, "up").unwrap();
+        // Every column differs from every other and from the time and value columns, in
+        // the regions and in SQL.
+        let physical = Catalog::metric_region_schema(&metrics.tags);
+        physical.validate().unwrap();
+        up.schema.validate().unwrap();
+        assert_eq!(up.schema.tags.len(), awkward.len());
+        for (label, column) in awkward.iter().zip(&up.schema.tags) {
+            assert_eq!(metric_label(column), *label, "{column} reads back");
+            assert_eq!(metric_column(label), column.as_str());
+        }
+        // Plain names are their own columns, so older data directories need nothing.
+        assert_eq!(metric_column("job"), "job");
+        assert_eq!(metric_column("__meta_x"), "__meta_x");
+        assert_eq!(metric_column("value"), "__label_value");
+        assert_eq!(metric_column("__label_value"), "__label___label_value");
+    }
+
+    #[test]
+    fn the_metric_label_names_of_a_database_are_bounded() {
+        let mut catalog = metrics_catalog();
+        let names: Vec<String> = (0..METRIC_LABEL_NAMES_MAX).map(|i| format!("l{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        catalog.apply(&ensure("wide", &refs)).unwrap();
+        let before = catalog.clone();
+        let error = catalog.apply(&ensure("other", &["one_more"])).unwrap_err();
+        assert!(
+            error.to_string().contains(&METRIC_LABEL_NAMES_MAX.to_string()),
+            "{error}"
+        );
+        assert_eq!(catalog, before);
+        // Known names still work for new metrics.
+        catalog.apply(&ensure("other", &["l7"])).unwrap();
+    }
+
+    #[test]
     fn metric_metadata_is_checked_kept_and_a_repeat_is_a_noop() {
         let mut catalog = metrics_catalog();
         catalog.apply(&ensure("up", &["job"])).unwrap();
@@ -782,8 +876,7 @@ mod tests {
         catalog.apply(&ensure("up", &["job"])).unwrap();
         let before = catalog.clone();
         for (command, culprit) in [
-            (ensure("up", &["ok", "__reserved"]), "__reserved"),
-            (ensure("up", &["value"]), "value"),
+            (ensure("up", &["ok", "__name__"]), "__name__"),
             (ensure("bad-name", &[]), "bad-name"),
             (ensure("9lives", &[]), "9lives"),
             (ensure("up", &["1st"]), "1st"),

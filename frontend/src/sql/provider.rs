@@ -20,7 +20,7 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProvide
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 use metronome_core::data::{MatchOp, ScanRequest, TagMatcher, Value};
-use metronome_metasrv::catalog::{Catalog, Table, TableKind, METRIC_NAME_LABEL};
+use metronome_metasrv::catalog::{metric_label, Catalog, Table, TableKind, METRIC_NAME_LABEL};
 use metronome_wire::rows::{row_schema, rows_to_batch};
 
 use crate::prom_store::PromStore;
@@ -325,7 +325,15 @@ impl TableProvider for RegionTable {
                     .map_err(internal)?
             }
             TableKind::Metric { .. } => {
-                let mut matchers = pushed.matchers;
+                // The metric store takes matchers on labels, not on their columns.
+                let mut matchers: Vec<TagMatcher> = pushed
+                    .matchers
+                    .into_iter()
+                    .map(|matcher| TagMatcher {
+                        tag: metric_label(&matcher.tag).to_string(),
+                        ..matcher
+                    })
+                    .collect();
                 matchers.push(TagMatcher {
                     tag: METRIC_NAME_LABEL.to_string(),
                     op: MatchOp::Equal,
@@ -348,14 +356,15 @@ impl TableProvider for RegionTable {
     }
 }
 
-/// Series of a metric as rows of its logical table.
+/// Series of a metric as rows of its logical table, whose tags are `label_columns`.
 fn metric_batch(
     schema: &SchemaRef,
-    labels: &[String],
+    label_columns: &[String],
     series: &[crate::prom_store::SeriesSamples],
 ) -> DfResult<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(labels.len() + 2);
-    for label in labels {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(label_columns.len() + 2);
+    for column in label_columns {
+        let label = metric_label(column);
         let values = series.iter().flat_map(|one| {
             let value = one
                 .labels
