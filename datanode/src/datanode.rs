@@ -607,6 +607,11 @@ impl DatanodeHandle {
     /// wrote an SST. A graceful stop calls it so that the next start replays no WAL (the
     /// current WAL segment stays on disk until later commits fill it and a purge finds
     /// it obsolete).
+    ///
+    /// A dropped region (its tombstone keeps its route, so that a re-created one lands on
+    /// the same shard) and a closed one (flushed when it closed) hold nothing to flush and
+    /// are passed over. Any other failure does not stop the others from being flushed;
+    /// the first is returned once all were tried.
     pub async fn flush_all(&self) -> Result<usize, EngineError> {
         let regions: Vec<RegionId> = self
             .routes
@@ -616,11 +621,21 @@ impl DatanodeHandle {
             .copied()
             .collect();
         let mut flushed = 0;
+        let mut failure = None;
         for region in regions {
-            if self.flush(region).await?.is_some() {
-                flushed += 1;
+            match self.flush(region).await {
+                Ok(Some(_)) => flushed += 1,
+                Ok(None)
+                | Err(EngineError::RegionNotFound(_))
+                | Err(EngineError::RegionClosed(_)) => {}
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
             }
         }
-        Ok(flushed)
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(flushed),
+        }
     }
 }

@@ -205,6 +205,23 @@ async fn region_requests_through_the_protocol_match_direct_calls() {
     ));
     exercise(&client, &handle, 2).await;
 
+    // A graceful stop flushes every region. The dropped ones (their tombstones keep their
+    // routes) and a closed one hold nothing to flush and must not make it fail.
+    let closed = RegionId::new(3, 0);
+    handle.create_region(closed, schema()).await.unwrap();
+    handle
+        .write(closed, vec![row("c", "y", 30, 1.0)])
+        .await
+        .unwrap();
+    handle.close_region(closed).await.unwrap();
+    let live = RegionId::new(3, 1);
+    handle.create_region(live, schema()).await.unwrap();
+    handle
+        .write(live, vec![row("d", "y", 30, 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(handle.flush_all().await, Ok(1), "only the live region had rows");
+
     drop(client);
     datanode.into_shards().stop_and_join().unwrap();
 }
