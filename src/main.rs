@@ -322,7 +322,7 @@ async fn serve(
             config.ingest,
         )
         .await
-            .map_err(|error| format!("cannot open the metric regions: {error}"))?,
+        .map_err(|error| format!("cannot open the metric regions: {error}"))?,
     );
     let tables: Arc<TableStore> = Arc::new(
         TableStore::open(meta.clone(), regions.clone(), shard_count)

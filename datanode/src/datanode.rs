@@ -81,7 +81,7 @@ enum Request {
     CreateRegion(RegionId, RegionSchema, Reply<()>),
     DropRegion(RegionId, Reply<()>),
     AddField(RegionId, FieldColumn, Reply<()>),
-    AddTag(RegionId, String, Reply<()>),
+    AddTags(RegionId, Vec<String>, Reply<()>),
     Schema(RegionId, Reply<RegionSchema>),
     Stats(oneshot::Sender<ShardStats>),
     Write(RegionId, Vec<Row>, Reply<u64>),
@@ -354,8 +354,8 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         Request::Schema(id, reply) => {
             let _ = reply.send(engine.schema(id));
         }
-        Request::AddTag(id, tag, reply) => {
-            let _ = reply.send(engine.add_tag(id, tag).await);
+        Request::AddTags(id, tags, reply) => {
+            let _ = reply.send(engine.add_tags(id, tags).await);
         }
         Request::AddField(id, column, reply) => {
             let _ = reply.send(engine.add_field(id, column).await);
@@ -516,9 +516,9 @@ impl DatanodeHandle {
             .await
     }
 
-    /// Appends a tag column to a region's primary key.
-    pub async fn add_tag(&self, region: RegionId, tag: String) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::AddTag(region, tag, reply))
+    /// Appends tag columns to a region's primary key, in one schema change.
+    pub async fn add_tags(&self, region: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
+        self.call(region, |reply| Request::AddTags(region, tags, reply))
             .await
     }
 

@@ -64,8 +64,12 @@ impl RegionService for DatanodeHandle {
         })
     }
 
-    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::add_tag(self, region, tag).await?) })
+    fn add_tags(
+        &self,
+        region: RegionId,
+        tags: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        Box::pin(async move { Ok(DatanodeHandle::add_tags(self, region, tags).await?) })
     }
 
     fn add_field(

@@ -1935,8 +1935,11 @@ fn a_region_gains_tags_without_rewriting_rows_and_missing_tags_read_as_empty() {
             engine.write(R1, vec![one_tag("a", 1, 1.0)]).await.unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
             engine.write(R1, vec![one_tag("b", 2, 2.0)]).await.unwrap();
-            engine.add_tag(R1, "dc".into()).await.unwrap();
-            let duplicate = engine.add_tag(R1, "host".into()).await.unwrap_err();
+            engine.add_tags(R1, vec!["dc".into()]).await.unwrap();
+            let duplicate = engine
+                .add_tags(R1, vec!["zone".into(), "host".into()])
+                .await
+                .unwrap_err();
             assert!(
                 matches!(duplicate, EngineError::InvalidSchema(_)),
                 "{duplicate}"

@@ -89,7 +89,7 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
     };
     assert_eq!(client.scan(region, only_b).await.unwrap().len(), 1);
 
-    client.add_tag(region, "rack".into()).await.unwrap();
+    client.add_tags(region, vec!["rack".into()]).await.unwrap();
     client
         .add_field(
             region,
@@ -220,7 +220,11 @@ async fn region_requests_through_the_protocol_match_direct_calls() {
         .write(live, vec![row("d", "y", 30, 1.0)])
         .await
         .unwrap();
-    assert_eq!(handle.flush_all().await, Ok(1), "only the live region had rows");
+    assert_eq!(
+        handle.flush_all().await,
+        Ok(1),
+        "only the live region had rows"
+    );
 
     drop(client);
     datanode.into_shards().stop_and_join().unwrap();

@@ -96,8 +96,9 @@ async fn add_missing_tags(
                 schema.tags, layout.tags
             )));
         }
-        for tag in &layout.tags[schema.tags.len()..] {
-            regions.add_tag(*region, tag.clone()).await?;
+        let missing = &layout.tags[schema.tags.len()..];
+        if !missing.is_empty() {
+            regions.add_tags(*region, missing.to_vec()).await?;
         }
     }
     Ok(())
@@ -214,7 +215,11 @@ impl PromStore {
                     (position[metric_column(name).as_ref()], value)
                 })
                 .collect();
-            let width = columns.iter().map(|(index, _)| index + 1).max().unwrap_or(0);
+            let width = columns
+                .iter()
+                .map(|(index, _)| index + 1)
+                .max()
+                .unwrap_or(0);
             let mut tags = vec![String::new(); width];
             for (index, value) in columns {
                 tags[index] = value.clone();

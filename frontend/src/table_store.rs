@@ -81,8 +81,9 @@ impl TableStore {
                     table.database, table.name, table.schema
                 )));
             }
-            for tag in &table.schema.tags[schema.tags.len()..] {
-                self.regions.add_tag(*region, tag.clone()).await?;
+            let missing = &table.schema.tags[schema.tags.len()..];
+            if !missing.is_empty() {
+                self.regions.add_tags(*region, missing.to_vec()).await?;
             }
             for field in &table.schema.fields[schema.fields.len()..] {
                 self.regions.add_field(*region, field.clone()).await?;

@@ -23,11 +23,13 @@ use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::{BoxFuture, RegionError, RegionService, ShardStats};
 use tokio::sync::oneshot;
 
-/// The datanode, except that one `add_tag` can be held until the test lets it go.
+/// The datanode, except that one `add_tags` can be held until the test lets it go.
 struct HeldAddTag {
     inner: Arc<dyn RegionService>,
     /// (tells the test the call arrived, waits for the test's go-ahead)
     hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// How many tags each `add_tags` call carried, in call order.
+    added: Mutex<Vec<usize>>,
 }
 
 impl RegionService for HeldAddTag {
@@ -48,14 +50,19 @@ impl RegionService for HeldAddTag {
     ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
         self.inner.region_schema(region)
     }
-    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>> {
+    fn add_tags(
+        &self,
+        region: RegionId,
+        tags: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
         let held = self.hold.lock().unwrap().take();
+        self.added.lock().unwrap().push(tags.len());
         Box::pin(async move {
             if let Some((arrived, go)) = held {
                 arrived.send(()).unwrap();
                 go.await.unwrap();
             }
-            self.inner.add_tag(region, tag).await
+            self.inner.add_tags(region, tags).await
         })
     }
     fn add_field(
@@ -137,6 +144,7 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
     let regions = Arc::new(HeldAddTag {
         inner: Arc::new(datanode.handle()),
         hold: Mutex::new(None),
+        added: Mutex::new(Vec::new()),
     });
     let routes = vec![Route {
         datanode: 0,
@@ -151,7 +159,7 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
             IngestSection::default(),
         )
         .await
-            .unwrap(),
+        .unwrap(),
     );
     store
         .write(&[series(&[("__name__", "up"), ("job", "a")], 1000)])
@@ -200,6 +208,22 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
 
     let stored = store.series(&[], i64::MIN, i64::MAX).await.unwrap();
     assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // Many new labels in one request are one schema change per region, not one each:
+    // a region's schema change costs its column count, so one each made a request with
+    // k new labels cost O(k·n).
+    regions.added.lock().unwrap().clear();
+    let many: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("new{i:02}"), "x".to_string()))
+        .collect();
+    let mut labels: Vec<(&str, &str)> = vec![("__name__", "wide")];
+    labels.extend(many.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    store.write(&[series(&labels, 3000)]).await.unwrap();
+    assert_eq!(
+        *regions.added.lock().unwrap(),
+        [20],
+        "one call with every new tag"
+    );
     server.abort();
     drop(store);
     datanode.into_shards().stop_and_join().unwrap();

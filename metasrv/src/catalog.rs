@@ -292,7 +292,12 @@ const ESCAPED_LABEL_PREFIX: &str = "__label_";
 /// unescaped one never does. Every other label is its own column, so no data directory
 /// written before this rule needs migrating (those names were refused then).
 pub fn metric_column(label: &str) -> std::borrow::Cow<'_, str> {
-    let taken = [METRIC_TIME_INDEX, METRIC_VALUE, PHYSICAL_TIME_INDEX, PHYSICAL_VALUE];
+    let taken = [
+        METRIC_TIME_INDEX,
+        METRIC_VALUE,
+        PHYSICAL_TIME_INDEX,
+        PHYSICAL_VALUE,
+    ];
     if taken.contains(&label) || label.starts_with(ESCAPED_LABEL_PREFIX) {
         std::borrow::Cow::Owned(format!("{ESCAPED_LABEL_PREFIX}{label}"))
     } else {
@@ -781,13 +786,17 @@ mod tests {
     #[test]
     fn the_metric_label_names_of_a_database_are_bounded() {
         let mut catalog = metrics_catalog();
-        let names: Vec<String> = (0..METRIC_LABEL_NAMES_MAX).map(|i| format!("l{i}")).collect();
+        let names: Vec<String> = (0..METRIC_LABEL_NAMES_MAX)
+            .map(|i| format!("l{i}"))
+            .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         catalog.apply(&ensure("wide", &refs)).unwrap();
         let before = catalog.clone();
         let error = catalog.apply(&ensure("other", &["one_more"])).unwrap_err();
         assert!(
-            error.to_string().contains(&METRIC_LABEL_NAMES_MAX.to_string()),
+            error
+                .to_string()
+                .contains(&METRIC_LABEL_NAMES_MAX.to_string()),
             "{error}"
         );
         assert_eq!(catalog, before);

@@ -95,8 +95,12 @@ pub trait RegionService: Send + Sync + 'static {
         &self,
         region: RegionId,
     ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>>;
-    /// Appends a tag column to the region's primary key.
-    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>>;
+    /// Appends tag columns, in order, to the region's primary key, in one schema change.
+    fn add_tags(
+        &self,
+        region: RegionId,
+        tags: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), RegionError>>;
     fn add_field(
         &self,
         region: RegionId,

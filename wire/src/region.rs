@@ -196,17 +196,22 @@ impl RegionService for RegionClient {
         })
     }
 
-    fn add_tag(&self, region: RegionId, tag: String) -> BoxFuture<'_, Result<(), RegionError>> {
+    fn add_tags(
+        &self,
+        region: RegionId,
+        tags: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
         let body = frame::request_body(|builder| {
-            let tag = builder.create_string(&tag);
-            let table = fb::AddTag::create(
+            let names: Vec<_> = tags.iter().map(|tag| builder.create_string(tag)).collect();
+            let tags = builder.create_vector(&names);
+            let table = fb::AddTags::create(
                 builder,
-                &fb::AddTagArgs {
+                &fb::AddTagsArgs {
                     region: Some(&convert::region_id(region)),
-                    tag: Some(tag),
+                    tags: Some(tags),
                 },
             );
-            (fb::Request::AddTag, table.as_union_value())
+            (fb::Request::AddTags, table.as_union_value())
         });
         Box::pin(self.call_done(body))
     }
@@ -393,7 +398,7 @@ enum RegionRequest {
     Create(RegionId, RegionSchema, u16),
     Drop(RegionId),
     Schema(RegionId),
-    AddTag(RegionId, String),
+    AddTags(RegionId, Vec<String>),
     AddField(RegionId, FieldColumn),
     SetTtl(RegionId, Option<i64>),
     Write(RegionId, Vec<Row>),
@@ -424,9 +429,12 @@ fn decode(request: fb::RequestMessage<'_>) -> Result<RegionRequest, String> {
                 .expect("verified")
                 .region(),
         )),
-        fb::Request::AddTag => {
-            let table = request.body_as_add_tag().expect("verified");
-            RegionRequest::AddTag(region(table.region()), table.tag().to_string())
+        fb::Request::AddTags => {
+            let table = request.body_as_add_tags().expect("verified");
+            RegionRequest::AddTags(
+                region(table.region()),
+                table.tags().iter().map(str::to_string).collect(),
+            )
         }
         fb::Request::AddField => {
             let table = request.body_as_add_field().expect("verified");
@@ -489,8 +497,8 @@ impl Dispatch for RegionServer {
                     })],
                     Err(error) => error_reply(&error),
                 },
-                RegionRequest::AddTag(region, tag) => {
-                    done_or_error(service.add_tag(region, tag).await)
+                RegionRequest::AddTags(region, tags) => {
+                    done_or_error(service.add_tags(region, tags).await)
                 }
                 RegionRequest::AddField(region, column) => {
                     done_or_error(service.add_field(region, column).await)

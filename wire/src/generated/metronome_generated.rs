@@ -518,7 +518,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 15] = [
   Request::CreateRegion,
   Request::DropRegion,
   Request::GetRegionSchema,
-  Request::AddTag,
+  Request::AddTags,
   Request::AddField,
   Request::SetTtl,
   Request::Write,
@@ -540,7 +540,7 @@ impl Request {
   pub const CreateRegion: Self = Self(1);
   pub const DropRegion: Self = Self(2);
   pub const GetRegionSchema: Self = Self(3);
-  pub const AddTag: Self = Self(4);
+  pub const AddTags: Self = Self(4);
   pub const AddField: Self = Self(5);
   pub const SetTtl: Self = Self(6);
   pub const Write: Self = Self(7);
@@ -559,7 +559,7 @@ impl Request {
     Self::CreateRegion,
     Self::DropRegion,
     Self::GetRegionSchema,
-    Self::AddTag,
+    Self::AddTags,
     Self::AddField,
     Self::SetTtl,
     Self::Write,
@@ -578,7 +578,7 @@ impl Request {
       Self::CreateRegion => Some("CreateRegion"),
       Self::DropRegion => Some("DropRegion"),
       Self::GetRegionSchema => Some("GetRegionSchema"),
-      Self::AddTag => Some("AddTag"),
+      Self::AddTags => Some("AddTags"),
       Self::AddField => Some("AddField"),
       Self::SetTtl => Some("SetTtl"),
       Self::Write => Some("Write"),
@@ -2099,36 +2099,38 @@ impl ::core::fmt::Debug for GetRegionSchema<'_> {
       ds.finish()
   }
 }
-pub enum AddTagOffset {}
+pub enum AddTagsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-pub struct AddTag<'a> {
+/// Appends tag columns, in order, to the end of the region's primary key: one manifest
+/// edit however many, so a request that brings many new labels costs one schema change.
+pub struct AddTags<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
 
-impl<'a> ::flatbuffers::Follow<'a> for AddTag<'a> {
-  type Inner = AddTag<'a>;
+impl<'a> ::flatbuffers::Follow<'a> for AddTags<'a> {
+  type Inner = AddTags<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
 
-impl<'a> AddTag<'a> {
+impl<'a> AddTags<'a> {
   pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
-  pub const VT_TAG: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TAGS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    AddTag { _tab: table }
+    AddTags { _tab: table }
   }
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args AddTagArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<AddTag<'bldr>> {
-    let mut builder = AddTagBuilder::new(_fbb);
-    if let Some(x) = args.tag { builder.add_tag(x); }
+    args: &'args AddTagsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AddTags<'bldr>> {
+    let mut builder = AddTagsBuilder::new(_fbb);
+    if let Some(x) = args.tags { builder.add_tags(x); }
     if let Some(x) = args.region { builder.add_region(x); }
     builder.finish()
   }
@@ -2139,78 +2141,78 @@ impl<'a> AddTag<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<RegionId>(AddTag::VT_REGION, None).unwrap()}
+    unsafe { self._tab.get::<RegionId>(AddTags::VT_REGION, None).unwrap()}
   }
   #[inline]
-  pub fn tag(&self) -> &'a str {
+  pub fn tags(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AddTag::VT_TAG, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(AddTags::VT_TAGS, None).unwrap()}
   }
 }
 
-impl ::flatbuffers::Verifiable for AddTag<'_> {
+impl ::flatbuffers::Verifiable for AddTags<'_> {
   #[inline]
   fn run_verifier(
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<RegionId>("region", Self::VT_REGION, true)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("tag", Self::VT_TAG, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("tags", Self::VT_TAGS, true)?
      .finish();
     Ok(())
   }
 }
-pub struct AddTagArgs<'a> {
+pub struct AddTagsArgs<'a> {
     pub region: Option<&'a RegionId>,
-    pub tag: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub tags: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
-impl<'a> Default for AddTagArgs<'a> {
+impl<'a> Default for AddTagsArgs<'a> {
   #[inline]
   fn default() -> Self {
-    AddTagArgs {
+    AddTagsArgs {
       region: None, // required field
-      tag: None, // required field
+      tags: None, // required field
     }
   }
 }
 
-pub struct AddTagBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+pub struct AddTagsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddTagBuilder<'a, 'b, A> {
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddTagsBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_region(&mut self, region: &RegionId) {
-    self.fbb_.push_slot_always::<&RegionId>(AddTag::VT_REGION, region);
+    self.fbb_.push_slot_always::<&RegionId>(AddTags::VT_REGION, region);
   }
   #[inline]
-  pub fn add_tag(&mut self, tag: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddTag::VT_TAG, tag);
+  pub fn add_tags(&mut self, tags: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddTags::VT_TAGS, tags);
   }
   #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AddTagBuilder<'a, 'b, A> {
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AddTagsBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
-    AddTagBuilder {
+    AddTagsBuilder {
       fbb_: _fbb,
       start_: start,
     }
   }
   #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<AddTag<'a>> {
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AddTags<'a>> {
     let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, AddTag::VT_REGION,"region");
-    self.fbb_.required(o, AddTag::VT_TAG,"tag");
+    self.fbb_.required(o, AddTags::VT_REGION,"region");
+    self.fbb_.required(o, AddTags::VT_TAGS,"tags");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
 
-impl ::core::fmt::Debug for AddTag<'_> {
+impl ::core::fmt::Debug for AddTags<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("AddTag");
+    let mut ds = f.debug_struct("AddTags");
       ds.field("region", &self.region());
-      ds.field("tag", &self.tag());
+      ds.field("tags", &self.tags());
       ds.finish()
   }
 }
@@ -6461,13 +6463,13 @@ impl<'a> RequestMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_add_tag(&self) -> Option<AddTag<'a>> {
-    if self.body_type() == Request::AddTag {
+  pub fn body_as_add_tags(&self) -> Option<AddTags<'a>> {
+    if self.body_type() == Request::AddTags {
       let u = self.body();
       // Safety:
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
-      Some(unsafe { AddTag::init_from_table(u) })
+      Some(unsafe { AddTags::init_from_table(u) })
     } else {
       None
     }
@@ -6626,7 +6628,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::CreateRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateRegion>>("Request::CreateRegion", pos),
           Request::DropRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DropRegion>>("Request::DropRegion", pos),
           Request::GetRegionSchema => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetRegionSchema>>("Request::GetRegionSchema", pos),
-          Request::AddTag => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddTag>>("Request::AddTag", pos),
+          Request::AddTags => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddTags>>("Request::AddTags", pos),
           Request::AddField => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddField>>("Request::AddField", pos),
           Request::SetTtl => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetTtl>>("Request::SetTtl", pos),
           Request::Write => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Write>>("Request::Write", pos),
@@ -6713,8 +6715,8 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
-        Request::AddTag => {
-          if let Some(x) = self.body_as_add_tag() {
+        Request::AddTags => {
+          if let Some(x) = self.body_as_add_tags() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
