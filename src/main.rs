@@ -182,7 +182,15 @@ fn init_logging(filter: &str) -> Result<(), String> {
 fn prepare_data_dir(dir: &Path) -> Result<DirLock, String> {
     startup::create_dir_all(dir)
         .map_err(|error| format!("cannot create data directory {}: {error}", dir.display()))?;
-    DirLock::acquire(dir).map_err(|error| error.to_string())
+    DirLock::acquire(dir).map_err(|error| {
+        // "In use" names the directory and its lock already; any other failure is the
+        // OS's bare words, which name no path.
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            error.to_string()
+        } else {
+            format!("cannot lock {}: {error}", dir.join("LOCK").display())
+        }
+    })
 }
 
 fn standalone(args: StandaloneArgs) -> Result<(), String> {
