@@ -222,6 +222,9 @@ impl SelfMetrics {
     }
 }
 
+/// Reads one figure of a shard's.
+type Figure = fn(&ShardStats) -> u64;
+
 /// The datanode's per-shard figures as they were last read.
 #[derive(Debug)]
 struct ShardCollector {
@@ -235,7 +238,7 @@ impl Collector for ShardCollector {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let gauges: [(&str, &str, Option<Unit>, fn(&ShardStats) -> u64); 2] = [
+        let gauges: [(&str, &str, Option<Unit>, Figure); 2] = [
             (
                 "memtable",
                 "Bytes held in memtables, per shard.",
@@ -258,7 +261,7 @@ impl Collector for ShardCollector {
                 ConstGauge::new(value(figures)).encode(metric.encode_family(&labels)?)?;
             }
         }
-        let counters: [(&str, &str, fn(&ShardStats) -> u64); 3] = [
+        let counters: [(&str, &str, Figure); 3] = [
             (
                 "wal_syncs",
                 "WAL commits (one fdatasync each) since the shard started, per shard.",
