@@ -87,7 +87,13 @@ fn handler_name(path: &str) -> &'static str {
         "/api/v2/write" | "/write" => "influx_write",
         "/metrics" => "metrics",
         "/health" => "health",
-        _ if path.starts_with("/api/v1/label/") && path.ends_with("/values") => "label_values",
+        _ if path
+            .strip_prefix("/api/v1/label/")
+            .and_then(|rest| rest.strip_suffix("/values"))
+            .is_some_and(|name| !name.is_empty()) =>
+        {
+            "label_values"
+        }
         _ => "other",
     }
 }

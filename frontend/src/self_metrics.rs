@@ -613,6 +613,11 @@ mod tests {
         let metrics = SelfMetrics::default();
         metrics.set_shards(&[figures(0, 7), figures(1, 9)]);
         metrics.samples_ingested.inc_by(5);
+        // A family without members is left out of the exposition.
+        metrics
+            .http_request_seconds
+            .get_or_create(&HandlerLabels { handler: "query" })
+            .observe(0.01);
         let openmetrics = metrics.render(Format::OpenMetrics);
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         for line in [
