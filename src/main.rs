@@ -23,7 +23,7 @@ use metronome_frontend::meta::Meta;
 use metronome_frontend::pg::PgServer;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::promql::QueryLimits;
-use metronome_frontend::self_metrics::SelfMetrics;
+use metronome_frontend::self_metrics::{BuildInfo, SelfMetrics};
 use metronome_frontend::sql::SqlEngine;
 use metronome_frontend::table_store::TableStore;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
@@ -182,7 +182,15 @@ fn init_logging(filter: &str) -> Result<(), String> {
 fn prepare_data_dir(dir: &Path) -> Result<DirLock, String> {
     startup::create_dir_all(dir)
         .map_err(|error| format!("cannot create data directory {}: {error}", dir.display()))?;
-    DirLock::acquire(dir).map_err(|error| error.to_string())
+    DirLock::acquire(dir).map_err(|error| {
+        // "In use" names the directory and its lock already; any other failure is the
+        // OS's bare words, which name no path.
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            error.to_string()
+        } else {
+            format!("cannot lock {}: {error}", dir.join("LOCK").display())
+        }
+    })
 }
 
 fn standalone(args: StandaloneArgs) -> Result<(), String> {
@@ -351,7 +359,7 @@ async fn serve(
         store,
         sql: sql.clone(),
         tables,
-        metrics: SelfMetrics::default(),
+        metrics: SelfMetrics::new(build_info()),
         shard_figures: Some(shard_figures),
         query_limits: QueryLimits {
             samples_max: usize::try_from(config.query.samples_max).unwrap_or(usize::MAX),
@@ -371,6 +379,9 @@ async fn serve(
     let pg_addr = pg_listener
         .local_addr()
         .map_err(|error| format!("cannot read the PostgreSQL address: {error}"))?;
+    // Watched from before the ready line: a signal sent as soon as that line is read
+    // must stop the process gracefully, not kill it with the signal's default action.
+    let signals = shutdown_signal()?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         shards = shard_count,
@@ -394,9 +405,7 @@ async fn serve(
         stopped(),
     ));
     metronome_core::rt::task::spawn(async move {
-        if let Err(error) = shutdown_signal().await {
-            tracing::error!(%error, "cannot watch for signals; stopping");
-        }
+        signals.await;
         tracing::info!("shutting down");
         let _ = stop_sender.send(true);
     });
@@ -417,14 +426,29 @@ async fn serve(
     Ok((datanode, meta_service))
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() -> Result<(), String> {
+/// What `build.rs` recorded about this build.
+fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        revision: env!("METRONOME_BUILD_REVISION").to_string(),
+        branch: env!("METRONOME_BUILD_BRANCH").to_string(),
+        build_date: env!("METRONOME_BUILD_DATE").to_string(),
+        toolchain: env!("METRONOME_BUILD_TOOLCHAIN").to_string(),
+    }
+}
+
+/// Watches SIGINT and SIGTERM from this call on (the handlers are installed now, not when
+/// the future is first polled); the future completes on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|error| format!("cannot watch SIGINT: {error}"))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|error| format!("cannot watch SIGTERM: {error}"))?;
-    tokio::select! {
-        biased;
-        result = tokio::signal::ctrl_c() => result.map_err(|error| format!("cannot watch SIGINT: {error}")),
-        _ = terminate.recv() => Ok(()),
-    }
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

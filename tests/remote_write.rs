@@ -358,7 +358,9 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
         metrics.body
     );
     assert!(
-        metrics.body.contains("metronome_wal_syncs{shard=\"1\"}"),
+        metrics
+            .body
+            .contains("metronome_wal_syncs_total{shard=\"1\"}"),
         "{}",
         metrics.body
     );

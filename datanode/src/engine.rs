@@ -882,6 +882,7 @@ impl ShardEngine {
         if expired.is_empty() && inputs.is_empty() {
             return Ok(0);
         }
+        tracing::debug!(region = %id, merging = inputs.len(), expired = expired.len(), "compacting");
         let mut output = None;
         if !inputs.is_empty() {
             let mut runs = Vec::with_capacity(inputs.len());
@@ -1117,6 +1118,7 @@ impl ShardEngine {
                 region.incarnation,
             )
         };
+        tracing::debug!(region = %id, file_id, bytes = frozen.bytes(), flushed_sequence, "flushing a memtable");
         self.flushes_running.set(self.flushes_running.get() + 1);
         let outcome = self
             .finish_flush(id, incarnation, &frozen, flushed_sequence, file_id, &schema)

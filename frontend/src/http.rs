@@ -23,7 +23,7 @@ use serde_json::{json, Value as Json};
 use crate::prom_store::{label_matcher, PromStore, StoreError};
 use crate::promql::{self, EvalRange, QueryError, QueryLimits, QueryValue, ResultSeries};
 use crate::remote_write::{self, DecodeError, Protocol, BODY_BYTES_MAX};
-use crate::self_metrics::{HandlerLabels, RequestLabels, SelfMetrics};
+use crate::self_metrics::{Format, HandlerLabels, RequestLabels, SelfMetrics};
 use crate::sql::{SqlEngine, SqlError, SqlOutput};
 use crate::table_store::TableStore;
 
@@ -65,13 +65,161 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(catch_panics))
+        .layer(axum::middleware::from_fn_with_state(
+            frontend.clone(),
+            observe_requests,
+        ))
         .with_state(frontend)
+}
+
+/// The name a request is counted and logged under: its route's, so that the metrics'
+/// label values stay few whatever paths clients send.
+fn handler_name(path: &str) -> &'static str {
+    match path {
+        "/api/v1/write" | "/v1/prometheus/write" => "write",
+        "/api/v1/query" => "query",
+        "/api/v1/query_range" => "query_range",
+        "/api/v1/series" => "series",
+        "/api/v1/labels" => "labels",
+        "/api/v1/metadata" => "metadata",
+        "/api/v1/status/buildinfo" => "buildinfo",
+        "/v1/sql" => "sql",
+        "/api/v2/write" | "/write" => "influx_write",
+        "/metrics" => "metrics",
+        "/health" => "health",
+        _ if path
+            .strip_prefix("/api/v1/label/")
+            .and_then(|rest| rest.strip_suffix("/values"))
+            .is_some_and(|name| !name.is_empty()) =>
+        {
+            "label_values"
+        }
+        _ => "other",
+    }
+}
+
+/// The id of one request: in its log lines, its `x-request-id` response header, and (for
+/// a panic) the panic's log line, so that a client's report finds the server's side.
+#[derive(Debug, Clone, Copy)]
+struct RequestId(u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Error messages in log lines are cut to this many bytes (at a character boundary): a
+/// rejected query or statement may quote a long input back.
+const LOGGED_MESSAGE_BYTES_MAX: usize = 512;
+/// Error bodies longer than this are not read back for the log line.
+const LOGGED_BODY_BYTES_MAX: u64 = 64 << 10;
+
+/// Counts, times and logs every request, and tags it with a request id. A success is
+/// logged at `debug`; a client error (4xx) at `info` and a server error (5xx) at
+/// `error`, once each, with the message the response carries.
+async fn observe_requests(
+    State(frontend): State<Arc<Frontend>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = time::now();
+    let id = RequestId(metronome_core::rt::rand::random());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let handler = handler_name(&path);
+    request.extensions_mut().insert(id);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let latency = started.elapsed();
+    frontend
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            handler,
+            code: status.as_u16(),
+        })
+        .inc();
+    frontend
+        .metrics
+        .http_request_seconds
+        .get_or_create(&HandlerLabels { handler })
+        .observe(latency.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    // Milliseconds to the microsecond: more digits are noise in a log line.
+    let latency_ms = latency.as_micros() as f64 / 1e3;
+    if !(status.is_client_error() || status.is_server_error()) {
+        tracing::debug!(request_id = %id, %method, %path, status = status.as_u16(), latency_ms, "request");
+        return response;
+    }
+    let (response, message) = error_message(response).await;
+    if status.is_server_error() {
+        tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), latency_ms, %message, "request failed");
+    } else {
+        tracing::info!(request_id = %id, %method, %path, status = status.as_u16(), latency_ms, %message, "request rejected");
+    }
+    response
+}
+
+/// The error message an error response carries (the `error` or `message` field of a
+/// JSON body, or a plain-text body), cut for a log line; and the response, unchanged.
+async fn error_message(response: Response) -> (Response, String) {
+    use axum::body::HttpBody;
+    let (parts, body) = response.into_parts();
+    // Only a body whose size is known and small is read: the error bodies the handlers
+    // build are, and a stream must reach the client as it is.
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|size| size <= LOGGED_BODY_BYTES_MAX);
+    if !small {
+        return (Response::from_parts(parts, body), String::new());
+    }
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let message = format!("the response body could not be read: {error}");
+            return (
+                Response::from_parts(parts, axum::body::Body::empty()),
+                message,
+            );
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let message = serde_json::from_str::<Json>(&text)
+        .ok()
+        .and_then(|json| {
+            ["error", "message"]
+                .iter()
+                .find_map(|key| json.get(key)?.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| text.trim().to_string());
+    let message = truncate_at_char_boundary(&message, LOGGED_MESSAGE_BYTES_MAX);
+    (
+        Response::from_parts(parts, axum::body::Body::from(bytes)),
+        message,
+    )
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary, marked when cut.
+fn truncate_at_char_boundary(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// A bug in a handler answers 500 with a message instead of dropping the connection.
 async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures::FutureExt;
     let path = request.uri().path().to_string();
+    let request_id = request.extensions().get::<RequestId>().copied();
     match std::panic::AssertUnwindSafe(next.run(request))
         .catch_unwind()
         .await
@@ -83,7 +231,12 @@ async fn catch_panics(request: axum::extract::Request, next: axum::middleware::N
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            tracing::error!(%path, %message, "a request handler panicked");
+            match request_id {
+                Some(id) => {
+                    tracing::error!(request_id = %id, %path, %message, "a request handler panicked")
+                }
+                None => tracing::error!(%path, %message, "a request handler panicked"),
+            }
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error while serving {path}: {message}\n"),
@@ -105,18 +258,10 @@ pub async fn serve(
         .await
 }
 
-/// Counts a finished request and its latency.
-fn observe(frontend: &Frontend, handler: &'static str, started: std::time::Instant, code: u16) {
-    frontend
-        .metrics
-        .http_requests
-        .get_or_create(&RequestLabels { handler, code })
-        .inc();
-    frontend
-        .metrics
-        .http_request_seconds
-        .get_or_create(&HandlerLabels { handler })
-        .observe(started.elapsed().as_secs_f64());
+/// Counted requests once; [`observe_requests`] counts every request now. The `/v1/sql`
+/// handler (changed on another branch) still calls it, and nothing else may: remove this
+/// with that call.
+fn observe(_frontend: &Frontend, _handler: &'static str, _started: std::time::Instant, _code: u16) {
 }
 
 async fn remote_write(
@@ -124,7 +269,6 @@ async fn remote_write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let text = |name| {
         headers
             .get(name)
@@ -144,7 +288,6 @@ async fn remote_write(
                 DecodeError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 DecodeError::Invalid(_) => StatusCode::BAD_REQUEST,
             };
-            observe(&frontend, "write", started, status.as_u16());
             return (status, format!("{error}\n")).into_response();
         }
     };
@@ -156,7 +299,7 @@ async fn remote_write(
             .map(|()| summary),
         Err(error) => Err(error),
     };
-    let response = match written {
+    match written {
         Ok(summary) => {
             frontend
                 .metrics
@@ -190,14 +333,9 @@ async fn remote_write(
                 StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            if status != StatusCode::BAD_REQUEST {
-                tracing::warn!(%error, "remote write failed");
-            }
             (status, format!("{error}\n")).into_response()
         }
-    };
-    observe(&frontend, "write", started, response.status().as_u16());
-    response
+    }
 }
 
 /// Query parameters from the URL and, for a form POST, the body.
@@ -287,19 +425,12 @@ fn api_success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-/// Answers an API request from `outcome`, counting it under `handler`.
-fn api_response(
-    frontend: &Frontend,
-    handler: &'static str,
-    started: std::time::Instant,
-    outcome: Result<Json, QueryError>,
-) -> Response {
-    let response = match outcome {
+/// Answers an API request from `outcome`.
+fn api_response(outcome: Result<Json, QueryError>) -> Response {
+    match outcome {
         Ok(data) => api_success(data),
         Err(error) => api_error(&error),
-    };
-    observe(frontend, handler, started, response.status().as_u16());
-    response
+    }
 }
 
 /// A timestamp as Prometheus writes it: Unix seconds, a fraction only where needed.
@@ -379,7 +510,6 @@ async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &body);
     let outcome = async {
         let text = params
@@ -392,7 +522,7 @@ async fn query(
         ))
     }
     .await;
-    api_response(&frontend, "query", started, outcome)
+    api_response(outcome)
 }
 
 async fn query_range(
@@ -401,7 +531,6 @@ async fn query_range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &body);
     let outcome = async {
         let text = params
@@ -437,7 +566,7 @@ async fn query_range(
         Ok(json_value(promql::evaluate(&frontend.store, text, range, frontend.query_limits).await?))
     }
     .await;
-    api_response(&frontend, "query_range", started, outcome)
+    api_response(outcome)
 }
 
 /// The label sets of every series matching any `match[]` selector in the range.
@@ -465,7 +594,6 @@ async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &body);
     let outcome = async {
         let selectors = params.all("match[]");
@@ -482,7 +610,7 @@ async fn series(
         ))
     }
     .await;
-    api_response(&frontend, "series", started, outcome)
+    api_response(outcome)
 }
 
 async fn labels(
@@ -491,7 +619,6 @@ async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &body);
     let outcome = async {
         let selectors = params.all("match[]");
@@ -508,7 +635,7 @@ async fn labels(
         Ok(json!(names))
     }
     .await;
-    api_response(&frontend, "labels", started, outcome)
+    api_response(outcome)
 }
 
 async fn label_values(
@@ -517,7 +644,6 @@ async fn label_values(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &[]);
     let outcome = async {
         if !remote_write::is_valid_label_name(&name) {
@@ -558,7 +684,7 @@ async fn label_values(
         Ok(json!(values))
     }
     .await;
-    api_response(&frontend, "label_values", started, outcome)
+    api_response(outcome)
 }
 
 /// Metric metadata as remote write reported it: `metric` picks one, `limit` caps the
@@ -569,7 +695,6 @@ async fn metadata(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &[]);
     let outcome = (|| {
         let limit = match params.get("limit") {
@@ -600,31 +725,39 @@ async fn metadata(
         }
         Ok(Json::Object(data))
     })();
-    api_response(&frontend, "metadata", started, outcome)
+    api_response(outcome)
 }
 
+/// What Prometheus' `buildinfo` reports, in its field names: `goVersion` holds the Rust
+/// toolchain (Grafana shows it as the runtime's version); `buildUser` is left empty
+/// rather than recording who built the binary.
 async fn buildinfo(State(frontend): State<Arc<Frontend>>) -> Response {
+    let build = frontend.metrics.build_info();
     let data = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "revision": "",
-        "branch": "",
+        "version": build.version,
+        "revision": build.revision,
+        "branch": build.branch,
         "buildUser": "",
-        "buildDate": "",
-        "goVersion": "",
+        "buildDate": build.build_date,
+        "goVersion": build.toolchain,
     });
-    api_response(&frontend, "buildinfo", time::now(), Ok(data))
+    api_response(Ok(data))
 }
 
-async fn self_metrics(State(frontend): State<Arc<Frontend>>) -> Response {
+/// `/metrics` in the format the scraper's `Accept` header prefers: OpenMetrics 1.0 or
+/// Prometheus' text format 0.0.4.
+async fn self_metrics(State(frontend): State<Arc<Frontend>>, headers: HeaderMap) -> Response {
     if let Some(source) = &frontend.shard_figures {
         frontend.metrics.set_shards(&source().await);
     }
+    let format = Format::negotiate(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok()),
+    );
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        frontend.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        frontend.metrics.render(format),
     )
         .into_response()
 }
@@ -637,7 +770,6 @@ async fn influx_write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = time::now();
     let params = Params::parse(raw.as_deref(), &headers, &[]);
     let invalid = |message: String| {
         (
@@ -646,7 +778,7 @@ async fn influx_write(
         )
             .into_response()
     };
-    let response = match (
+    match (
         crate::line_protocol::Precision::parse(params.get("precision")),
         std::str::from_utf8(&body),
     ) {
@@ -679,14 +811,7 @@ async fn influx_write(
                     .into_response(),
             }
         }
-    };
-    observe(
-        &frontend,
-        "influx_write",
-        started,
-        response.status().as_u16(),
-    );
-    response
+    }
 }
 
 /// `POST /v1/sql` (form field or query parameter `sql`, or the statement as a
@@ -824,5 +949,24 @@ mod tests {
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(json_time(1_000), json!(1));
         assert_eq!(json_time(1_500), json!(1.5));
+    }
+
+    #[test]
+    fn requests_are_counted_under_their_routes_names() {
+        assert_eq!(handler_name("/api/v1/write"), "write");
+        assert_eq!(handler_name("/v1/prometheus/write"), "write");
+        assert_eq!(handler_name("/api/v1/label/job/values"), "label_values");
+        assert_eq!(handler_name("/api/v1/label/values"), "other");
+        assert_eq!(handler_name("/metrics"), "metrics");
+        // Whatever a client sends, the label's values stay few.
+        assert_eq!(handler_name("/wp-admin/x"), "other");
+    }
+
+    #[test]
+    fn logged_messages_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_at_char_boundary("short", 10), "short");
+        assert_eq!(truncate_at_char_boundary("abcdef", 3), "abc…");
+        // "é" is two bytes: a cut inside it moves back before it.
+        assert_eq!(truncate_at_char_boundary("aéb", 2), "a…");
     }
 }

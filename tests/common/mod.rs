@@ -280,3 +280,109 @@ pub fn prometheus_available() -> bool {
     eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
     false
 }
+
+/// Like [`start_standalone`], with more flags (`--log debug`, ...) after the defaults.
+pub fn start_standalone_with(data_dir: &Path, extra: &[&str]) -> Standalone {
+    start_standalone_logged(data_dir, extra).0
+}
+
+/// Like [`start_standalone_with`]; also returns the log lines before the ready line.
+pub fn start_standalone_logged(data_dir: &Path, extra: &[&str]) -> (Standalone, Vec<String>) {
+    let mut child = metronome()
+        .args([
+            "standalone",
+            "--shards",
+            "2",
+            "--pin-to-cores",
+            "false",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--postgres-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let process = Running(child);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no ready line within 60 s; the log: {seen:#?}"));
+        if line.contains("metronome standalone ready") {
+            let address = |key: &str| -> SocketAddr {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(key))
+                    .unwrap_or_else(|| panic!("the ready line names {key}: {line}"))
+                    .parse()
+                    .unwrap()
+            };
+            let node = Standalone {
+                process,
+                lines,
+                http: address("http="),
+                postgres: address("postgres="),
+                ready_line: line,
+            };
+            return (node, seen);
+        }
+        seen.push(line);
+    }
+}
+
+/// Reads log lines until one satisfies `wanted` or 30 s pass; returns every line read,
+/// the wanted one last, or panics naming what it waited for.
+pub fn read_log_until(
+    lines: &mpsc::Receiver<String>,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let done = wanted(&line);
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no log line {what} within 30 s; read: {seen:#?}"),
+        }
+    }
+}
+
+/// Whether `promtool` (Debian's `prometheus` package) is on PATH; like
+/// [`prometheus_available`], a test without it says so and passes unless
+/// `METRONOME_REQUIRE_PROMETHEUS=1`.
+pub fn promtool_available() -> bool {
+    let which = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .unwrap();
+    if which.status.success() {
+        return true;
+    }
+    let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "promtool is not installed (apt-get install prometheus)"
+    );
+    eprintln!("SKIPPED: no promtool binary; install Debian's prometheus package");
+    false
+}

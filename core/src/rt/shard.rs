@@ -163,12 +163,19 @@ pub struct Shards {
 /// Starts `config.count` shards, each running `main(context)` to completion.
 ///
 /// `main` is called on the shard's own thread, so the future it returns need not be `Send`.
+///
+/// A process may start several sets of shards (the datanode's, the catalog's), each
+/// numbered from 0; each shard's start is logged with the crate that started its set
+/// (`runtime=datanode`, `runtime=metasrv`), taken from the caller's location.
+#[track_caller]
 pub fn start<F, Fut>(config: &ShardsConfig, main: F) -> Result<Shards, ShardError>
 where
     F: Fn(ShardContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     assert!(config.count >= 1, "at least one shard is required");
+    #[cfg(not(madsim))]
+    let owner = runtime_name(std::panic::Location::caller());
     let (stop_sender, stop_receiver) = async_channel::bounded::<()>(1);
     let main = Arc::new(main);
     let mut shards = Shards {
@@ -195,7 +202,7 @@ where
         }
         #[cfg(not(madsim))]
         {
-            let handle = production::spawn_shard(config.clone(), context, main.clone());
+            let handle = production::spawn_shard(config.clone(), context, main.clone(), owner);
             match handle {
                 Ok(handle) => shards.threads.push((ShardId(index), handle)),
                 Err(source) => {
@@ -247,9 +254,23 @@ impl Shards {
     }
 }
 
+/// The name of the crate whose source `caller` is in: the first directory of its path in
+/// the workspace (`metasrv/src/service.rs` is `metasrv`; the root crate's `src/main.rs`
+/// is `metronome`). A path outside the workspace is named whole.
+#[cfg(not(madsim))]
+fn runtime_name(caller: &'static std::panic::Location<'static>) -> &'static str {
+    let file = caller.file();
+    match file.split_once('/') {
+        Some(("src" | "tests" | "benches", _)) => "metronome",
+        Some((first, _)) if !first.is_empty() => first,
+        _ => file,
+    }
+}
+
 /// Runs `main` on one shard with the given driver, waits for it, and returns its output.
 /// For tests, benchmarks and tools that need the shard context for a single job.
 #[cfg(not(madsim))]
+#[track_caller]
 pub fn run_on_one_shard<T, F, Fut>(io_driver: IoDriverChoice, main: F) -> Result<T, ShardError>
 where
     T: Send + 'static,
@@ -298,6 +319,7 @@ mod production {
         config: ShardsConfig,
         mut context: ShardContext,
         main: Arc<F>,
+        owner: &'static str,
     ) -> io::Result<std::thread::JoinHandle<Result<(), ShardError>>>
     where
         F: Fn(ShardContext) -> Fut + Send + Sync + 'static,
@@ -324,12 +346,12 @@ mod production {
                     match runtime {
                         FusionRuntime::Uring(mut runtime) => {
                             context.driver = IoDriver::IoUring;
-                            announce(&context);
+                            announce(&context, owner);
                             runtime.block_on(main(context));
                         }
                         FusionRuntime::Legacy(mut runtime) => {
                             context.driver = IoDriver::Epoll;
-                            announce(&context);
+                            announce(&context, owner);
                             runtime.block_on(main(context));
                         }
                     }
@@ -341,7 +363,7 @@ mod production {
                         .build()
                         .map_err(start_error)?;
                     context.driver = IoDriver::IoUring;
-                    announce(&context);
+                    announce(&context, owner);
                     runtime.block_on(main(context));
                 }
                 IoDriverChoice::Epoll => {
@@ -350,7 +372,7 @@ mod production {
                         .build()
                         .map_err(start_error)?;
                     context.driver = IoDriver::Epoll;
-                    announce(&context);
+                    announce(&context, owner);
                     runtime.block_on(main(context));
                 }
             }
@@ -358,8 +380,8 @@ mod production {
         })
     }
 
-    fn announce(context: &ShardContext) {
-        tracing::info!(shard = %context.id, driver = %context.driver, "shard started");
+    fn announce(context: &ShardContext, owner: &str) {
+        tracing::info!(runtime = %owner, shard = %context.id, driver = %context.driver, "shard started");
     }
 }
 

@@ -77,34 +77,60 @@ impl RealDisk {
     }
 
     pub(super) fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(self.full(path))
+        let full = self.full(path);
+        std::fs::create_dir_all(&full).map_err(|error| naming("create directory", &full, error))
     }
 
     pub(super) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(self.full(from), self.full(to))
+        let (from, to) = (self.full(from), self.full(to));
+        std::fs::rename(&from, &to).map_err(|error| {
+            let op = format!("rename to {}", to.display());
+            naming(&op, &from, error)
+        })
     }
 
     pub(super) fn remove(&self, path: &Path) -> io::Result<()> {
         let full = self.full(path);
-        if std::fs::symlink_metadata(&full)?.is_dir() {
-            std::fs::remove_dir(full)
+        let metadata =
+            std::fs::symlink_metadata(&full).map_err(|error| naming("remove", &full, error))?;
+        if metadata.is_dir() {
+            std::fs::remove_dir(&full)
         } else {
-            std::fs::remove_file(full)
+            std::fs::remove_file(&full)
         }
+        .map_err(|error| naming("remove", &full, error))
     }
 
     pub(super) fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let full = self.full(dir);
+        let list = |error| naming("list directory", &full, error);
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(self.full(dir))? {
-            let name = entry?.file_name();
+        for entry in std::fs::read_dir(&full).map_err(list)? {
+            let name = entry.map_err(list)?.file_name();
             names.push(name.to_string_lossy().into_owned());
         }
         Ok(names)
     }
 
     pub(super) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(self.full(dir))?.sync_all()
+        let full = self.full(dir);
+        std::fs::File::open(&full)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|error| naming("sync directory", &full, error))
     }
+}
+
+/// `error` of `op` on `path`, with the path in its message (the OS's own names none: a
+/// bare "Not a directory" leaves an operator guessing which) and its kind and OS code
+/// kept.
+fn naming(op: &str, path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        super::DiskError {
+            message: format!("{op} {}: {error}", path.display()),
+            os_code: error.raw_os_error(),
+        },
+    )
 }
 
 impl RealFile {
