@@ -823,8 +823,11 @@ mod tests {
         assert_eq!(selected(&data, r#"probe{v=~"x{,2}|a{"}"#), ["a{", "x{,2}"]);
         assert_eq!(selected(&data, r"probe{v=~`\Qa.b\E`}"), ["a.b"]);
         // `.` does not match a newline in 2.42.
-        assert_eq!(selected(&data, r#"probe{v=~"a.b"}"#), ["a.b"]);
-        assert_eq!(selected(&data, r#"probe{v=~"(?s)a.b"}"#), ["a\nb", "a.b"]);
+        assert_eq!(selected(&data, r#"probe{v=~"a.b"}"#), ["a.b", r"a\b"]);
+        assert_eq!(
+            selected(&data, r#"probe{v=~"(?s)a.b"}"#),
+            ["a\nb", "a.b", r"a\b"]
+        );
         // label_replace reads the same syntax.
         let replaced = vector(
             instant(
