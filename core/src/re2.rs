@@ -152,14 +152,10 @@ impl Parser {
     }
 
     fn rest_starts_with(&self, prefix: &str) -> bool {
-        let mut i = self.pos;
-        for c in prefix.chars() {
-            if self.chars.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        prefix
+            .chars()
+            .enumerate()
+            .all(|(i, c)| self.chars.get(self.pos + i) == Some(&c))
     }
 
     /// Alternatives up to a `)` or the end; `depth` counts the enclosing groups.
@@ -238,8 +234,7 @@ impl Parser {
                         items.push(Node::Literal('{'));
                     }
                     Some((min, max)) => {
-                        if min < 0
-                            || min > MAX_REPEAT
+                        if !(0..=MAX_REPEAT).contains(&min)
                             || max > MAX_REPEAT
                             || (max >= 0 && min > max)
                         {
