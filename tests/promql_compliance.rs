@@ -354,8 +354,20 @@ fn data_set() -> Vec<Series> {
         let pairs = [("instance", instance), ("version", version)];
         all.push((labels("demo_info", &pairs), samples));
     }
+
+    // Label values where Go's regexes and the regex crate's defaults disagree: digits and
+    // letters outside ASCII, a backslash, braces that are no repetition, a newline.
+    for text in REGEX_PROBES {
+        let samples = times().map(|(_, t)| (ms(t), 1.0)).collect();
+        all.push((labels("demo_regex_probe", &[("text", text)]), samples));
+    }
     all
 }
+
+/// The `text` values of `demo_regex_probe`.
+const REGEX_PROBES: [&str; 11] = [
+    "12", "\u{663}", "\u{e9}", "e", "A", "a\\b", "x{,2}", "a{", "x{2,1", "a\nb", "a.b",
+];
 
 /// The data set cut into remote-write bodies of [`CHUNK`] seconds each, in time order:
 /// Prometheus rejects a sample older than the series' latest one.

@@ -8,6 +8,8 @@
 //!   simulated disk.
 //! - [`config`], the process configuration shared by the binary and the components;
 //! - [`data`], the data model: region ids, schemas, rows and values.
+//! - [`re2`], label regular expressions in Go's syntax, as Prometheus reads them,
+//!   translated for the `regex` crate (every label regex is compiled through it);
 //! - [`journal`], the on-disk format of a checkpointed state machine (region manifests,
 //!   the catalog): checksummed checkpoints plus an edit log, through `rt::disk`.
 //!
@@ -18,4 +20,5 @@
 pub mod config;
 pub mod data;
 pub mod journal;
+pub mod re2;
 pub mod rt;

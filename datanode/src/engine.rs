@@ -18,6 +18,7 @@ use std::time::Duration;
 use metronome_core::data::{
     FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher, Value,
 };
+use metronome_core::re2;
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::object::ObjectStore;
 use regex::Regex;
@@ -1704,8 +1705,10 @@ impl SeriesFilter {
         let mut conditions = Vec::with_capacity(matchers.len());
         for matcher in matchers {
             let index = schema.tags.iter().position(|tag| *tag == matcher.tag);
+            // Label regexes are Prometheus' (Go's syntax, anchored as Prometheus
+            // anchors them), whichever front end sent them.
             let anchored = || {
-                Regex::new(&format!("^(?:{})$", matcher.value)).map_err(|error| {
+                re2::compile_anchored(&matcher.value).map_err(|error| {
                     format!(
                         "invalid regular expression {:?} for tag {:?}: {error}",
                         matcher.value, matcher.tag

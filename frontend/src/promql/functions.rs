@@ -70,9 +70,9 @@ pub fn evaluate(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, QueryError
         "sinh" => simple(ev, &args, t, f64::sinh),
         "cosh" => simple(ev, &args, t, f64::cosh),
         "tanh" => simple(ev, &args, t, f64::tanh),
-        "asinh" => simple(ev, &args, t, f64::asinh),
-        "acosh" => simple(ev, &args, t, f64::acosh),
-        "atanh" => simple(ev, &args, t, f64::atanh),
+        "asinh" => simple(ev, &args, t, go_asinh),
+        "acosh" => simple(ev, &args, t, go_acosh),
+        "atanh" => simple(ev, &args, t, go_atanh),
         "deg" => simple(ev, &args, t, |v| v * 180.0 / std::f64::consts::PI),
         "rad" => simple(ev, &args, t, |v| v * std::f64::consts::PI / 180.0),
         "sgn" => simple(ev, &args, t, |v| {
@@ -162,13 +162,15 @@ pub fn evaluate(ev: &Evaluator, call: &Call, t: i64) -> Result<Value, QueryError
             // Prometheus checks the factors where it smooths a series, so only a query
             // that has a series to smooth fails.
             let smoothed_any = std::cell::Cell::new(false);
-            let valid = smoothing > 0.0 && smoothing < 1.0 && trend > 0.0 && trend < 1.0;
+            // Written as 2.42's range checks are, so that a NaN factor passes them (every
+            // comparison with NaN is false) and smooths into NaN.
+            let invalid = smoothing <= 0.0 || smoothing >= 1.0 || trend <= 0.0 || trend >= 1.0;
             let out = over_range(ev, call, &args, t, 0, |_, points, _| {
                 smoothed_any.set(true);
-                if valid {
-                    holt_winters(points, smoothing, trend)
-                } else {
+                if invalid {
                     None
+                } else {
+                    holt_winters(points, smoothing, trend)
                 }
             })?;
             if smoothed_any.get() && (smoothing <= 0.0 || smoothing >= 1.0) {
@@ -739,7 +741,7 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     }
     let mut rank = q * observations;
     let searchable = coalesced.len() - 1;
-    let b = coalesced[..searchable].partition_point(|(_, count)| *count < rank);
+    let b = go_search(searchable, |i| coalesced[i].1 >= rank);
     if b == searchable {
         return coalesced[coalesced.len() - 2].0;
     }
@@ -756,12 +758,102 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     bucket_start + (bucket_end - bucket_start) * (rank / count)
 }
 
+/// Go's `sort.Search`: the first index in `0..n` where `f` holds, assuming it holds from
+/// some index on. When it does not (a NaN count makes every comparison false), the
+/// answer depends on where the bisection looks; this looks where Go's does, so the answer
+/// is Go's (the standard library's `partition_point` bisects differently).
+fn go_search(n: usize, f: impl Fn(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0, n);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if f(middle) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
+}
+
+/// Go's `math.Asinh`: for |x| > 2^28 it is ln|x| + ln 2, which stays finite up to
+/// `f64::MAX` where the standard library's formula overflows to infinity.
+fn go_asinh(x: f64) -> f64 {
+    const NEAR_ZERO: f64 = 1.0 / (1u64 << 28) as f64;
+    const LARGE: f64 = (1u64 << 28) as f64;
+    if x.is_nan() || x.is_infinite() {
+        return x;
+    }
+    // Go negates only below zero, so -0 stays -0 through the small-argument case.
+    let a = if x < 0.0 { -x } else { x };
+    let result = if a > LARGE {
+        a.ln() + std::f64::consts::LN_2
+    } else if a > 2.0 {
+        (2.0 * a + 1.0 / ((a * a + 1.0).sqrt() + a)).ln()
+    } else if a < NEAR_ZERO {
+        a
+    } else {
+        (a + a * a / (1.0 + (1.0 + a * a).sqrt())).ln_1p()
+    };
+    if x < 0.0 {
+        -result
+    } else {
+        result
+    }
+}
+
+/// Go's `math.Acosh`, with the same large-argument formula as [`go_asinh`].
+fn go_acosh(x: f64) -> f64 {
+    const LARGE: f64 = (1u64 << 28) as f64;
+    if x < 1.0 || x.is_nan() {
+        f64::NAN
+    } else if x == 1.0 {
+        0.0
+    } else if x >= LARGE {
+        x.ln() + std::f64::consts::LN_2
+    } else if x > 2.0 {
+        (2.0 * x - 1.0 / (x + (x * x - 1.0).sqrt())).ln()
+    } else {
+        let t = x - 1.0;
+        (t + (2.0 * t + t * t).sqrt()).ln_1p()
+    }
+}
+
+/// Go's `math.Atanh`, case for case.
+fn go_atanh(x: f64) -> f64 {
+    const NEAR_ZERO: f64 = 1.0 / (1u64 << 28) as f64;
+    if !(-1.0..=1.0).contains(&x) {
+        // NaN included.
+        return f64::NAN;
+    }
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    if x == -1.0 {
+        return f64::NEG_INFINITY;
+    }
+    let a = if x < 0.0 { -x } else { x };
+    let result = if a < NEAR_ZERO {
+        a
+    } else if a < 0.5 {
+        let doubled = a + a;
+        0.5 * (doubled + doubled * a / (1.0 - a)).ln_1p()
+    } else {
+        0.5 * ((a + a) / (1.0 - a)).ln_1p()
+    };
+    if x < 0.0 {
+        -result
+    } else {
+        result
+    }
+}
+
 fn label_replace(ev: &Evaluator, args: &[&Expr], t: i64) -> Result<Value, QueryError> {
     let destination = string_arg(args[1])?;
     let replacement = string_arg(args[2])?;
     let source = string_arg(args[3])?;
     let pattern = string_arg(args[4])?;
-    let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
+    // Go's syntax, anchored as Prometheus anchors it (see `metronome_core::re2`).
+    let regex = metronome_core::re2::compile_anchored(pattern).map_err(|_| {
         QueryError::Execution(format!(
             "invalid regular expression in label_replace(): {pattern}"
         ))
@@ -914,6 +1006,72 @@ mod tests {
         let line: Vec<(i64, f64)> = (0..10).map(|i| (i * SEC, 2.0 * i as f64)).collect();
         let smoothed = holt_winters(&line, 0.5, 0.5).unwrap();
         assert!((smoothed - 18.0).abs() < 1e-9, "{smoothed}");
+    }
+
+    #[test]
+    fn a_nan_count_steers_the_bucket_search_as_in_go() {
+        // Go's sort.Search probes the NaN bucket first, finds its test false and goes
+        // right, to the +Inf side of it: rank 15 lands in (0.5, 1], whose start count is
+        // the NaN. A bisection that went left would answer 0.175 from (0.1, 0.25].
+        let mut buckets = [
+            (0.1, 10.0),
+            (0.25, 20.0),
+            (0.5, f64::NAN),
+            (1.0, 40.0),
+            (f64::INFINITY, 50.0),
+        ];
+        assert!(bucket_quantile(0.3, &mut buckets.clone()).is_nan());
+        // Rank 35 goes right of the NaN too, into the bucket that starts at its count.
+        assert!(bucket_quantile(0.7, &mut buckets.clone()).is_nan());
+        // Rank 45 is past every count: the last finite bound.
+        assert_eq!(bucket_quantile(0.9, &mut buckets), 1.0);
+        // Where Go first probes a number and then the NaN, it still goes right of it.
+        let mut buckets = [
+            (0.1, f64::NAN),
+            (0.25, 20.0),
+            (0.5, 30.0),
+            (1.0, 40.0),
+            (f64::INFINITY, 50.0),
+        ];
+        assert!(bucket_quantile(0.3, &mut buckets).is_nan());
+        assert_eq!(go_search(5, |i| i >= 3), 3);
+        assert_eq!(go_search(0, |_| true), 0);
+    }
+
+    #[test]
+    fn inverse_hyperbolic_functions_follow_go_at_the_extremes() {
+        // ln(MAX) + ln 2, where the standard library overflows to +Inf.
+        let at_max = f64::MAX.ln() + std::f64::consts::LN_2;
+        assert_eq!(go_asinh(f64::MAX), at_max);
+        assert_eq!(go_asinh(-f64::MAX), -at_max);
+        assert_eq!(go_acosh(f64::MAX), at_max);
+        assert_eq!(go_asinh(f64::INFINITY), f64::INFINITY);
+        assert_eq!(go_acosh(f64::INFINITY), f64::INFINITY);
+        assert!(go_asinh(f64::NAN).is_nan() && go_acosh(0.5).is_nan());
+        assert_eq!(go_acosh(1.0), 0.0);
+        assert_eq!(go_atanh(1.0), f64::INFINITY);
+        assert_eq!(go_atanh(-1.0), f64::NEG_INFINITY);
+        assert!(go_atanh(1.5).is_nan() && go_atanh(f64::NAN).is_nan());
+        assert!(go_asinh(-0.0).is_sign_negative() && go_atanh(-0.0).is_sign_negative());
+        // Ordinary arguments agree with the textbook definitions.
+        for x in [-3.5, -1.0, -1e-9, 0.3, 1.7, 2.5, 1e5, 1e9] {
+            let expected = (x + (x * x + 1.0f64).sqrt()).ln();
+            assert!(
+                (go_asinh(x) - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+                "{x}"
+            );
+        }
+        for x in [1.5, 2.0, 3.0, 1e5, 1e9] {
+            let expected = (x + (x * x - 1.0f64).sqrt()).ln();
+            assert!((go_acosh(x) - expected).abs() <= 1e-12 * expected, "{x}");
+        }
+        for x in [-0.9f64, -0.2, 0.4, 0.6, 0.999] {
+            let expected = 0.5 * ((1.0 + x) / (1.0 - x)).ln();
+            assert!(
+                (go_atanh(x) - expected).abs() <= 1e-9 * expected.abs(),
+                "{x}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod aggregate;
 mod binary;
 pub mod eval;
 mod functions;
+mod quoting;
 pub mod value;
 
 use foldhash::{HashMap, HashMapExt};
@@ -196,7 +197,9 @@ fn check_depth(text: &str) -> Result<(), String> {
 
 /// Parses PromQL as Prometheus 2.42 does. `promql-parser` follows Prometheus 3, which
 /// renamed `holt_winters` to `double_exponential_smoothing`; 2.42's name is registered
-/// once, with 2.42's signature.
+/// once, with 2.42's signature. Backtick strings and label regexes go through
+/// [`quoting`], so that they mean what they mean in Prometheus (raw text; Go's regex
+/// syntax).
 fn parse(text: &str) -> Result<Expr, String> {
     static HOLT_WINTERS: std::sync::Once = std::sync::Once::new();
     HOLT_WINTERS.call_once(|| {
@@ -211,7 +214,10 @@ fn parse(text: &str) -> Result<Expr, String> {
         )]);
     });
     check_depth(text)?;
-    parser::parse(text)
+    let prepared = quoting::prepare(text)?;
+    let mut expr = parser::parse(&prepared.text)?;
+    quoting::restore(&mut expr, &prepared);
+    Ok(expr)
 }
 
 /// Parses a query into a selector's label matchers (for `/api/v1/series` and friends);
@@ -415,7 +421,7 @@ mod tests {
 
     fn matches(labels: &[(String, String)], matcher: &TagMatcher) -> bool {
         let value = value::label(labels, &matcher.tag).unwrap_or("");
-        let regex = || regex::Regex::new(&format!("^(?:{})$", matcher.value)).unwrap();
+        let regex = || metronome_core::re2::compile_anchored(&matcher.value).unwrap();
         match matcher.op {
             MatchOp::Equal => value == matcher.value,
             MatchOp::NotEqual => value != matcher.value,
@@ -778,5 +784,91 @@ mod tests {
         let error = instant(&data, "sort_by_label(c_total)", MIN).unwrap_err();
         assert!(matches!(error, QueryError::BadData(_)), "not in 2.42");
         assert!(parse_series_selector("sum(up)").is_err());
+    }
+
+    /// One `probe` series per label value, each at 1.
+    fn probes(values: &[&str]) -> Vec<SeriesSamples> {
+        values
+            .iter()
+            .map(|value| SeriesSamples {
+                labels: labels(&[("__name__", "probe"), ("v", value)]),
+                samples: vec![(0, 1.0)],
+            })
+            .collect()
+    }
+
+    /// The `v` labels of the series `query` selects at 0, sorted.
+    fn selected(data: &[SeriesSamples], query: &str) -> Vec<String> {
+        let mut out: Vec<String> = vector(instant(data, query, 0).unwrap())
+            .into_iter()
+            .map(|(labels, _)| value::label(&labels, "v").unwrap_or("").to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn label_regexes_are_go_regexes() {
+        let data = probes(&["12", "٣", "é", "e", r"a\b", "x{,2}", "a{", "a\nb", "a.b"]);
+        // `\d` and `\w` are ASCII; a backtick string is raw.
+        assert_eq!(selected(&data, r"probe{v=~`\d+`}"), ["12"]);
+        assert_eq!(selected(&data, r#"probe{v=~"\\w"}"#), ["e"]);
+        assert_eq!(
+            selected(&data, r"probe{v!~`[\w.{},\\]*`}"),
+            ["a\nb", "é", "٣"]
+        );
+        // A backslash is literal in a backtick string and escapes in a Go regex.
+        assert_eq!(selected(&data, r"probe{v=~`a\\b`}"), [r"a\b"]);
+        // Malformed repetitions are text; `\Q…\E` quotes.
+        assert_eq!(selected(&data, r#"probe{v=~"x{,2}|a{"}"#), ["a{", "x{,2}"]);
+        assert_eq!(selected(&data, r"probe{v=~`\Qa.b\E`}"), ["a.b"]);
+        // `.` does not match a newline in 2.42.
+        assert_eq!(selected(&data, r#"probe{v=~"a.b"}"#), ["a.b", r"a\b"]);
+        assert_eq!(
+            selected(&data, r#"probe{v=~"(?s)a.b"}"#),
+            ["a\nb", "a.b", r"a\b"]
+        );
+        // label_replace reads the same syntax.
+        let replaced = vector(
+            instant(
+                &data,
+                r#"label_replace(probe{v=~"\\Qa{\\E"}, "w", "$1", "v", "(\\w)\\{")"#,
+                0,
+            )
+            .unwrap(),
+        );
+        assert_eq!(value::label(&replaced[0].0, "w"), Some("a"));
+        // A pattern Go refuses is a parse error, one it accepts is not.
+        let refused = instant(&data, r#"probe{v=~"a**"}"#, 0).unwrap_err();
+        assert!(matches!(refused, QueryError::BadData(_)), "{refused:?}");
+        assert!(instant(&data, r#"probe{v=~"\\101"}"#, 0).is_ok());
+    }
+
+    #[test]
+    fn float_extremes_and_nan_parameters_follow_go() {
+        let data = vec![SeriesSamples {
+            labels: labels(&[("__name__", "x")]),
+            samples: vec![(0, f64::MAX), (MIN, f64::NAN)],
+        }];
+        let at = |query: &str, t: i64| vector(instant(&data, query, t).unwrap())[0].1;
+        let expected = f64::MAX.ln() + std::f64::consts::LN_2;
+        assert_eq!(at("asinh(x)", 0), expected);
+        assert_eq!(at("acosh(x)", 0), expected);
+        assert_eq!(at("asinh(-x)", 0), -expected);
+        // Go's math.Min and math.Max: an infinity in their direction beats NaN.
+        assert_eq!(at("clamp_max(x, -Inf)", MIN), f64::NEG_INFINITY);
+        assert_eq!(at("clamp_min(x, +Inf)", MIN), f64::INFINITY);
+        assert_eq!(at("clamp(x, +Inf, +Inf)", MIN), f64::INFINITY);
+        assert!(at("clamp(x, -Inf, +Inf)", MIN).is_nan());
+        // A NaN factor passes 2.42's range checks and smooths into NaN.
+        let data = counter();
+        for query in [
+            "holt_winters(c_total[5m], NaN, 0.5)",
+            "holt_winters(c_total[5m], 0.5, NaN)",
+        ] {
+            let smoothed = vector(instant(&data, query, 10 * MIN).unwrap());
+            assert_eq!(smoothed.len(), 1, "{query}");
+            assert!(smoothed[0].1.is_nan(), "{query}");
+        }
     }
 }

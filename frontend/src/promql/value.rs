@@ -122,9 +122,12 @@ pub fn format_labels(labels: &[(String, String)]) -> String {
 pub use crate::http::format_value as format_float;
 pub use crate::remote_write::is_valid_label_name;
 
-/// Go's `math.Max`: NaN if either is NaN (Rust's `f64::max` ignores NaN).
+/// Go's `math.Max`: +Inf if either is +Inf, even against NaN; else NaN if either is NaN
+/// (Rust's `f64::max` ignores NaN); +0 over -0.
 pub fn go_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
+    if a == f64::INFINITY || b == f64::INFINITY {
+        f64::INFINITY
+    } else if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == 0.0 && b == 0.0 {
         if a.is_sign_negative() {
@@ -139,9 +142,12 @@ pub fn go_max(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Go's `math.Min`: NaN if either is NaN.
+/// Go's `math.Min`: -Inf if either is -Inf, even against NaN; else NaN if either is NaN;
+/// -0 under +0.
 pub fn go_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
+    if a == f64::NEG_INFINITY || b == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == 0.0 && b == 0.0 {
         if a.is_sign_negative() {
@@ -202,6 +208,15 @@ mod tests {
         assert!(go_min(f64::NAN, 1.0).is_nan());
         assert_eq!(go_max(1.0, 2.0), 2.0);
         assert_eq!(go_min(1.0, 2.0), 1.0);
+        // An infinity in the direction sought wins over NaN, as in Go.
+        assert_eq!(go_max(f64::NAN, f64::INFINITY), f64::INFINITY);
+        assert_eq!(go_max(f64::INFINITY, f64::NAN), f64::INFINITY);
+        assert_eq!(go_min(f64::NAN, f64::NEG_INFINITY), f64::NEG_INFINITY);
+        assert_eq!(go_min(f64::NEG_INFINITY, f64::NAN), f64::NEG_INFINITY);
+        assert!(go_max(f64::NAN, f64::NEG_INFINITY).is_nan());
+        assert!(go_min(f64::INFINITY, f64::NAN).is_nan());
+        assert!(go_max(-0.0, 0.0).is_sign_positive() && go_max(0.0, -0.0).is_sign_positive());
+        assert!(go_min(-0.0, 0.0).is_sign_negative() && go_min(0.0, -0.0).is_sign_negative());
         assert_eq!(format_float(1e21), "1000000000000000000000");
         assert_eq!(format_float(0.1), "0.1");
         assert_eq!(format_float(f64::INFINITY), "+Inf");
