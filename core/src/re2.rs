@@ -65,6 +65,15 @@ pub fn compile_anchored(pattern: &str) -> Result<Regex, Re2Error> {
     compile(&format!("^(?:{pattern})$"))
 }
 
+/// Compiles a label matcher's regex as Prometheus 2.42's `NewFastRegexMatcher` does: the
+/// pattern must parse on its own as well as anchored (`e)|(A` is refused although
+/// `^(?:e)|(A)$` would parse), then it matches anchored. `label_replace` checks only the
+/// anchored form ([`compile_anchored`]).
+pub fn compile_matcher(pattern: &str) -> Result<Regex, Re2Error> {
+    translate(pattern)?;
+    compile_anchored(pattern)
+}
+
 /// Compiles a Go pattern as it stands (unanchored).
 pub fn compile(pattern: &str) -> Result<Regex, Re2Error> {
     let translated = translate(pattern)?;
@@ -1021,6 +1030,15 @@ const GO_SCRIPTS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matcher_must_parse_on_its_own_too() {
+        // Anchored, the parentheses balance; alone they do not, and 2.42 refuses it.
+        assert!(compile_anchored("e)|(A").is_ok());
+        let error = compile_matcher("e)|(A").unwrap_err().to_string();
+        assert!(error.contains("unexpected )"), "{error}");
+        assert!(compile_matcher("e|A").unwrap().is_match("A"));
+    }
 
     /// Whether the anchored Go pattern matches `text`, as Go's `regexp` answers.
     fn matches(pattern: &str, text: &str) -> bool {

@@ -1708,7 +1708,7 @@ impl SeriesFilter {
             // Label regexes are Prometheus' (Go's syntax, anchored as Prometheus
             // anchors them), whichever front end sent them.
             let anchored = || {
-                re2::compile_anchored(&matcher.value).map_err(|error| {
+                re2::compile_matcher(&matcher.value).map_err(|error| {
                     format!(
                         "invalid regular expression {:?} for tag {:?}: {error}",
                         matcher.value, matcher.tag

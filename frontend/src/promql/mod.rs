@@ -421,7 +421,7 @@ mod tests {
 
     fn matches(labels: &[(String, String)], matcher: &TagMatcher) -> bool {
         let value = value::label(labels, &matcher.tag).unwrap_or("");
-        let regex = || metronome_core::re2::compile_anchored(&matcher.value).unwrap();
+        let regex = || metronome_core::re2::compile_matcher(&matcher.value).unwrap();
         match matcher.op {
             MatchOp::Equal => value == matcher.value,
             MatchOp::NotEqual => value != matcher.value,

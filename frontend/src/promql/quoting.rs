@@ -66,7 +66,7 @@ pub(super) fn prepare(text: &str) -> Result<Prepared, String> {
                     .flatten();
                 match value {
                     Some(pattern) => {
-                        let regex = re2::compile_anchored(&pattern).map_err(|error| {
+                        let regex = re2::compile_matcher(&pattern).map_err(|error| {
                             format!("invalid regular expression {pattern:?}: {error}")
                         })?;
                         // The parser refuses a selector whose matchers all match the
