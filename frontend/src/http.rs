@@ -848,7 +848,7 @@ async fn sql(
             }
             Err(error) => {
                 let status = match error {
-                    SqlError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    SqlError::Invalid(_) | SqlError::Rejected { .. } => StatusCode::BAD_REQUEST,
                     SqlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
                     SqlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     SqlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -863,6 +863,15 @@ async fn sql(
 
 fn sql_output_json(output: SqlOutput) -> Json {
     match output {
+        SqlOutput::Done {
+            rows,
+            expired: Some(expired),
+            ..
+        } => json!({
+            "affectedrows": rows,
+            "expired_rows": expired.rows,
+            "warning": expired.message,
+        }),
         SqlOutput::Done { rows, .. } => json!({"affectedrows": rows}),
         SqlOutput::Rows { schema, batches } => {
             let columns: Vec<Json> = schema

@@ -1,12 +1,18 @@
 //! The PostgreSQL wire protocol (pgwire): the simple and the extended query protocol over
 //! [`SqlEngine`], so psql, tokio-postgres and psycopg work.
 //!
-//! Errors are ErrorResponses with a SQLSTATE: `42000` for a wrong statement, `0A000` for
-//! an unsupported one, `53000` for overload, `XX000` for internal failures. There is no
+//! Errors are ErrorResponses with a SQLSTATE: `42000` for a wrong statement, PostgreSQL's
+//! own code for a mistake it has one for (class 22 for values: `22012` division by zero,
+//! `22003` numeric overflow, `22008` a timestamp out of range, …; `25000` for a ROLLBACK
+//! that cannot undo; `26000` for DEALLOCATE of an unknown statement), `0A000` for an
+//! unsupported statement, `53000` for overload, `XX000` for internal failures; bytes that
+//! are no valid message get a FATAL `08P01` (or `0A000` for an unknown protocol version)
+//! before the connection closes ([`connection`]). Each connection has a
+//! [`Session`](crate::sql::Session) for its transaction block. There is no
 //! authentication yet: bind the port to a trusted network (the default is loopback).
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -18,7 +24,7 @@ use arrow_schema::{DataType, Schema, TimeUnit};
 use async_trait::async_trait;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::Statement;
-use futures::{stream, Sink};
+use futures::{stream, Sink, SinkExt};
 use metronome_core::rt::task;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -31,10 +37,11 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::sql::insert::{columns, ColumnRole};
-use crate::sql::{Parsed, SqlEngine, SqlError, SqlOutput};
+use crate::sql::{is_all, Parsed, Session, SqlEngine, SqlError, SqlOutput};
 
 pub struct PgHandler {
     sql: Arc<SqlEngine>,
@@ -94,7 +101,7 @@ pub async fn serve(
             Ok((socket, _)) => {
                 let server = server.clone();
                 task::spawn(async move {
-                    if let Err(error) = pgwire::tokio::process_socket(socket, None, server).await {
+                    if let Err(error) = connection::process(socket, server).await {
                         tracing::debug!(%error, "PostgreSQL connection ended with an error");
                     }
                 });
@@ -104,9 +111,12 @@ pub async fn serve(
     }
 }
 
+mod connection;
+
 fn pg_error(error: SqlError) -> PgWireError {
     let code = match &error {
         SqlError::Invalid(_) => "42000",
+        SqlError::Rejected { sqlstate, .. } => sqlstate,
         SqlError::Unsupported(_) => "0A000",
         SqlError::Unavailable(_) => "53000",
         SqlError::Internal(_) => "XX000",
@@ -269,7 +279,7 @@ fn schema_for_wire(schema: &Schema) -> Schema {
 
 fn response(output: SqlOutput, format: &Format) -> PgWireResult<Response> {
     match output {
-        SqlOutput::Done { tag, rows } => {
+        SqlOutput::Done { tag, rows, .. } => {
             let tag = match tag {
                 "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(rows),
                 "BEGIN" => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
@@ -301,7 +311,7 @@ fn response(output: SqlOutput, format: &Format) -> PgWireResult<Response> {
 
 #[async_trait]
 impl SimpleQueryHandler for PgHandler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -314,9 +324,20 @@ impl SimpleQueryHandler for PgHandler {
         let parsed = self.sql.parse(query).map_err(pg_error)?;
         let mut responses = Vec::with_capacity(parsed.len());
         for statement in parsed {
-            match self.sql.execute_parsed(statement, &[]).await {
-                Ok(output) => responses.push(response(output, &Format::UnifiedText)?),
+            let is_rollback = matches!(statement.statement, Statement::Rollback { .. });
+            match self.execute(client, statement, &[]).await {
+                Ok(output) => {
+                    notice(client, &output).await?;
+                    responses.push(response(output, &Format::UnifiedText)?)
+                }
                 Err(error) => {
+                    // A refused ROLLBACK has still ended the block (its writes stand):
+                    // complete it, so that the session is idle again as it truly is,
+                    // then say why it undid nothing. PostgreSQL's COMMIT that fails
+                    // likewise ends the block with an error.
+                    if is_rollback && matches!(error, SqlError::Rejected { .. }) {
+                        responses.push(Response::TransactionEnd(Tag::new("ROLLBACK")));
+                    }
                     // Statements before the failing one have taken effect, as in PostgreSQL's
                     // implicit per-statement transactions.
                     let PgWireError::UserError(info) = pg_error(error) else {
@@ -329,6 +350,79 @@ impl SimpleQueryHandler for PgHandler {
         }
         Ok(responses)
     }
+}
+
+impl PgHandler {
+    /// Runs one statement in the connection's [`Session`]; `DEALLOCATE` also drops the
+    /// prepared statement it names from the connection's store.
+    async fn execute<C>(
+        &self,
+        client: &C,
+        parsed: Parsed,
+        params: &[ScalarValue],
+    ) -> Result<SqlOutput, SqlError>
+    where
+        C: ClientInfo + ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        if let Statement::Deallocate { name, .. } = &parsed.statement {
+            // pgwire's store can drop one statement by name but cannot list them, so
+            // `DEALLOCATE ALL` drops nothing; a statement parsed again under a name
+            // replaces the old one, so nothing a driver does goes wrong by it.
+            if !is_all(name) {
+                let store = client.portal_store();
+                if store.get_statement(&name.value).is_none() {
+                    return Err(SqlError::Rejected {
+                        sqlstate: "26000",
+                        message: format!("prepared statement \"{}\" does not exist", name.value),
+                    });
+                }
+                store.rm_statement(&name.value);
+            }
+        }
+        let session = client
+            .session_extensions()
+            .get_or_insert_with(|| Mutex::new(Session::default()));
+        let control = lock(&session).before(&parsed.statement)?;
+        let output = self.sql.execute_parsed(parsed, params).await?;
+        lock(&session).after(control, &output);
+        Ok(output)
+    }
+}
+
+/// Sends a NOTICE (a WARNING) for what the client should know of `output`: rows an
+/// INSERT wrote that its table's TTL had already expired. It goes out ahead of the
+/// statement's own response, as PostgreSQL's notices do.
+async fn notice<C>(client: &mut C, output: &SqlOutput) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if let SqlOutput::Done {
+        expired: Some(expired),
+        ..
+    } = output
+    {
+        let info = ErrorInfo::new(
+            "WARNING".to_string(),
+            "01000".to_string(),
+            expired.message.clone(),
+        );
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                info,
+            )))
+            .await?;
+    }
+    Ok(())
+}
+
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    // A session is only touched by its own connection's task, between awaits; a panic
+    // while it was held leaves nothing half-changed worth refusing service for.
+    session
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The one statement of an extended-protocol query.
@@ -498,7 +592,7 @@ impl ExtendedQueryHandler for PgHandler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -525,10 +619,10 @@ impl ExtendedQueryHandler for PgHandler {
             params.push(parameter(portal, index, &declared)?);
         }
         let output = self
-            .sql
-            .execute_parsed(parsed, &params)
+            .execute(&*client, parsed, &params)
             .await
             .map_err(pg_error)?;
+        notice(client, &output).await?;
         response(output, &portal.result_column_format)
     }
 }

@@ -1,5 +1,6 @@
-//! `INSERT INTO t [(columns)] VALUES (…), (…)`: literal rows (and `$n` parameters of the
-//! extended query protocol) turned into region rows.
+//! `INSERT INTO t [(columns)] VALUES (…), (…)`: rows of literals, `$n` parameters of the
+//! extended query protocol and constant expressions (evaluated by DataFusion) turned into
+//! region rows.
 
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryOperator, Value};
@@ -83,7 +84,15 @@ enum Literal {
     Boolean(bool),
 }
 
-fn literal(expr: &Expr, params: &[ScalarValue]) -> Result<Literal, SqlError> {
+/// Evaluates a constant expression of an INSERT that is not a plain literal (`now()`,
+/// `1 + 1`, `CAST(…)`, `to_timestamp(…)`); see [`super::SqlEngine`].
+pub type Evaluate<'a> = dyn FnMut(&Expr) -> Result<ScalarValue, SqlError> + 'a;
+
+fn literal(
+    expr: &Expr,
+    params: &[ScalarValue],
+    evaluate: &mut Evaluate,
+) -> Result<Literal, SqlError> {
     match expr {
         Expr::Value(value) => match &value.value {
             Value::Null => Ok(Literal::Null),
@@ -107,17 +116,21 @@ fn literal(expr: &Expr, params: &[ScalarValue]) -> Result<Literal, SqlError> {
             }
             other => Err(SqlError::Invalid(format!("unsupported value {other}"))),
         },
+        // A negative number stays the text it is, so that an integer keeps every digit.
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
-            expr,
-        } => match literal(expr, params)? {
-            Literal::Number(number) => Ok(Literal::Number(format!("-{number}"))),
-            _ => Err(SqlError::Invalid(format!("cannot negate {expr}"))),
-        },
-        Expr::Cast { expr, .. } | Expr::Nested(expr) => literal(expr, params),
-        other => Err(SqlError::Invalid(format!(
-            "INSERT takes literal values; {other} is an expression"
-        ))),
+            expr: inner,
+        } if matches!(inner.as_ref(), Expr::Value(value) if matches!(value.value, Value::Number(..))) => {
+            match literal(inner, params, evaluate)? {
+                Literal::Number(number) => Ok(Literal::Number(format!("-{number}"))),
+                _ => Err(SqlError::Invalid(format!("cannot negate {inner}"))),
+            }
+        }
+        // A parameter with a cast (`$1::timestamp`) takes the column's type anyway.
+        Expr::Cast { expr: inner, .. } | Expr::Nested(inner) if matches!(inner.as_ref(), Expr::Value(value) if matches!(value.value, Value::Placeholder(_))) => {
+            literal(inner, params, evaluate)
+        }
+        other => Ok(scalar_literal(&evaluate(other)?)),
     }
 }
 
@@ -165,7 +178,12 @@ pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
 }
 
 /// The rows an INSERT carries, shaped to the table's schema.
-pub fn rows(insert: &Insert, table: &Table, params: &[ScalarValue]) -> Result<Vec<Row>, SqlError> {
+pub fn rows(
+    insert: &Insert,
+    table: &Table,
+    params: &[ScalarValue],
+    evaluate: &mut Evaluate,
+) -> Result<Vec<Row>, SqlError> {
     let schema = &table.schema;
     let all = columns(table);
     let targets: Vec<(String, ColumnRole)> = if insert.columns.is_empty() {
@@ -224,7 +242,7 @@ pub fn rows(insert: &Insert, table: &Table, params: &[ScalarValue]) -> Result<Ve
         let mut ts = None;
         let mut fields = vec![FieldValue::Null; schema.fields.len()];
         for ((column, role), expr) in targets.iter().zip(exprs) {
-            let value = literal(expr, params)?;
+            let value = literal(expr, params, evaluate)?;
             let wrong = |expected: &str| {
                 SqlError::Invalid(format!(
                     "row {}, column {column:?}: expected {expected}, got {expr}",
@@ -316,7 +334,16 @@ mod tests {
         let Statement::Insert(insert) = &statements[0] else {
             panic!("not an insert")
         };
-        rows(insert, &table(), params)
+        rows(insert, &table(), params, &mut |expr| {
+            // What DataFusion would make of the constant expressions these tests use.
+            Ok(match expr.to_string().as_str() {
+                "1 + 1" => ScalarValue::Int64(Some(2)),
+                "now()" => ScalarValue::TimestampNanosecond(Some(7_000_000), None),
+                other => {
+                    return Err(SqlError::Invalid(format!("{other} is not constant")));
+                }
+            })
+        })
     }
 
     #[test]

@@ -4,23 +4,36 @@
 //! DDL (`CREATE TABLE`, `DROP TABLE`), `INSERT … VALUES`, `SHOW TABLES` and `DESCRIBE`
 //! are executed here against the catalog and the regions; queries are planned and run by
 //! DataFusion over [`provider::DatabaseSchema`]. Session statements that drivers send on
-//! connect (`SET …`, `BEGIN`, `COMMIT`) are accepted and change nothing.
+//! their own (`SET`, `RESET`, `SHOW`, `DISCARD`, `DEALLOCATE`) are accepted and change
+//! nothing here (pgwire drops a deallocated prepared statement); `BEGIN`, `COMMIT` and
+//! `ROLLBACK` follow a [`Session`], which tells the truth about the absence of
+//! transactions.
 
 pub mod ddl;
 pub mod insert;
+pub mod limits;
 pub mod provider;
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use datafusion::execution::context::{SessionConfig, SessionContext};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{
+    DiscardObject, Expr as SqlExpr, ExprWithAlias, Ident, ObjectType, Statement,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+
+use metronome_core::rt::time;
 
 use crate::meta::Meta;
 use crate::prom_store::{PromStore, StoreError};
@@ -35,6 +48,15 @@ pub enum SqlError {
     /// The statement is wrong (syntax, unknown table or column, bad value).
     #[error("{0}")]
     Invalid(String),
+    /// The statement is the client's mistake, of a kind PostgreSQL gives its own
+    /// SQLSTATE: a value out of range or undefined (division by zero, an overflow, a
+    /// timestamp out of range), or a `ROLLBACK` that cannot undo what it should. HTTP
+    /// answers 400 as for [`SqlError::Invalid`]; pgwire answers `sqlstate`.
+    #[error("{message}")]
+    Rejected {
+        sqlstate: &'static str,
+        message: String,
+    },
     /// The statement is valid but not supported yet.
     #[error("{0}")]
     Unsupported(String),
@@ -58,13 +80,99 @@ impl From<StoreError> for SqlError {
 impl From<datafusion::error::DataFusionError> for SqlError {
     fn from(error: datafusion::error::DataFusionError) -> SqlError {
         use datafusion::error::DataFusionError as E;
-        let message = error.to_string();
         // DataFusion wraps errors in context and diagnostics; the root says what it is.
-        match error.find_root() {
+        let root = error.find_root();
+        if let Some(sqlstate) = data_exception(root) {
+            // The root alone: the context around it ("Optimizer rule … failed") tells
+            // how DataFusion came upon the value, which the client has no use for.
+            let message = match root {
+                E::ArrowError(arrow, _) => match arrow.as_ref() {
+                    ArrowError::DivideByZero => "division by zero".to_string(),
+                    other => other.to_string(),
+                },
+                other => other.strip_backtrace(),
+            };
+            return SqlError::Rejected { sqlstate, message };
+        }
+        let message = error.to_string();
+        match root {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) => SqlError::Invalid(message),
             E::NotImplemented(_) => SqlError::Unsupported(message),
             _ => SqlError::Internal(message),
         }
+    }
+}
+
+/// PostgreSQL's SQLSTATEs for the data exceptions (class 22) a query can raise.
+pub mod sqlstate {
+    pub const DATA_EXCEPTION: &str = "22000";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_TRANSACTION_STATE: &str = "25000";
+}
+
+/// The SQLSTATE of an error in the values a statement computes, which is the client's
+/// mistake (class 22), or `None` for every other error. Arrow says what went wrong in
+/// its error kinds where it can (division by zero, overflow) and in words otherwise
+/// (casts, parses, the range of a timestamp), so the words decide the rest.
+fn data_exception(root: &datafusion::error::DataFusionError) -> Option<&'static str> {
+    use datafusion::error::DataFusionError as E;
+    match root {
+        E::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::DivideByZero => Some(sqlstate::DIVISION_BY_ZERO),
+            ArrowError::ArithmeticOverflow(_) => Some(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE),
+            ArrowError::CastError(message)
+            | ArrowError::ParseError(message)
+            | ArrowError::ComputeError(message) => {
+                Some(data_exception_in_words(message, sqlstate::DATA_EXCEPTION))
+            }
+            ArrowError::InvalidArgumentError(message) => Some(data_exception_in_words(
+                message,
+                sqlstate::INVALID_PARAMETER_VALUE,
+            )),
+            _ => None,
+        },
+        // DataFusion raises errors of evaluation (a cast, a function's argument) as
+        // execution errors; its own faults are internal errors.
+        E::Execution(message) => Some(data_exception_in_words(
+            message,
+            sqlstate::INVALID_PARAMETER_VALUE,
+        )),
+        _ => None,
+    }
+}
+
+fn data_exception_in_words(message: &str, otherwise: &'static str) -> &'static str {
+    let message = message.to_lowercase();
+    let any = |words: &[&str]| words.iter().any(|word| message.contains(word));
+    let temporal = any(&["timestamp", "date", "time", "interval"]);
+    if any(&["divide by zero", "division by zero"]) {
+        sqlstate::DIVISION_BY_ZERO
+    } else if any(&[
+        "overflow",
+        "out of range",
+        "too large",
+        "have to be between",
+        "exceeds the representable",
+        "can't cast value",
+    ]) {
+        if temporal {
+            sqlstate::DATETIME_FIELD_OVERFLOW
+        } else {
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+        }
+    } else if any(&["cast", "pars"]) {
+        if temporal {
+            sqlstate::INVALID_DATETIME_FORMAT
+        } else {
+            sqlstate::INVALID_TEXT_REPRESENTATION
+        }
+    } else {
+        otherwise
     }
 }
 
@@ -77,7 +185,69 @@ pub enum SqlOutput {
     },
     /// A statement without rows: its command tag (`INSERT`, `CREATE TABLE`, …) and the
     /// number of rows it affected.
-    Done { tag: &'static str, rows: usize },
+    Done {
+        tag: &'static str,
+        rows: usize,
+        /// Rows an INSERT wrote that its table's TTL had already expired.
+        expired: Option<Expired>,
+    },
+}
+
+impl SqlOutput {
+    fn done(tag: &'static str, rows: usize) -> SqlOutput {
+        SqlOutput::Done {
+            tag,
+            rows,
+            expired: None,
+        }
+    }
+}
+
+/// Rows an INSERT wrote (and counts in its tag, as PostgreSQL counts the rows it
+/// accepted) that were already older than the table's TTL: the region keeps them only
+/// until its next compaction, and no query ever sees them. The client is told: over
+/// HTTP in the response, over pgwire in a NOTICE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub rows: usize,
+    pub message: String,
+}
+
+/// The rows of `rows` that `ttl_ms` has expired at `now_ms`, as a region's scans leave
+/// them out: those older than `now - ttl`.
+fn expired(
+    table: &str,
+    ttl_ms: Option<i64>,
+    rows: &[metronome_core::data::Row],
+    now_ms: i64,
+) -> Option<Expired> {
+    let ttl = ttl_ms?;
+    let cutoff = now_ms.saturating_sub(ttl);
+    let count = rows.iter().filter(|row| row.ts < cutoff).count();
+    (count > 0).then(|| Expired {
+        rows: count,
+        message: format!(
+            "{count} of the {} rows written are older than the TTL of table {table} ({}) \
+             and will not be visible to queries",
+            rows.len(),
+            ttl_text(ttl),
+        ),
+    })
+}
+
+/// A TTL as `WITH (ttl = …)` would write it: `30d`, `12h`, or milliseconds.
+fn ttl_text(ms: i64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 pub struct SqlEngine {
@@ -116,6 +286,7 @@ impl SqlEngine {
                 sql.len()
             )));
         }
+        limits::check(sql)?;
         let (text, extensions) = ddl::strip_extensions(sql)?;
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, &text)
             .map_err(|error| SqlError::Invalid(format!("syntax error: {error}")))?;
@@ -135,13 +306,28 @@ impl SqlEngine {
             .collect())
     }
 
-    /// Runs every statement of `sql` in order; stops at the first error.
+    /// Runs every statement of `sql` in order; stops at the first error. The statements
+    /// share one [`Session`], as those of one query string over pgwire do.
     pub async fn execute(&self, sql: &str) -> Result<Vec<SqlOutput>, SqlError> {
+        let mut session = Session::default();
         let mut outputs = Vec::new();
         for parsed in self.parse(sql)? {
-            outputs.push(self.execute_parsed(parsed, &[]).await?);
+            outputs.push(self.execute_in(&mut session, parsed, &[]).await?);
         }
         Ok(outputs)
+    }
+
+    /// Runs one parsed statement in `session`, which follows its transaction block.
+    pub async fn execute_in(
+        &self,
+        session: &mut Session,
+        parsed: Parsed,
+        params: &[ScalarValue],
+    ) -> Result<SqlOutput, SqlError> {
+        let control = session.before(&parsed.statement)?;
+        let output = self.execute_parsed(parsed, params).await?;
+        session.after(control, &output);
+        Ok(output)
     }
 
     fn context(&self) -> SessionContext {
@@ -207,10 +393,7 @@ impl SqlEngine {
             Statement::CreateTable(create) => {
                 let definition = ddl::table_definition(create, &parsed.extensions)?;
                 self.tables.create_table(database, definition).await?;
-                Ok(SqlOutput::Done {
-                    tag: "CREATE TABLE",
-                    rows: 0,
-                })
+                Ok(SqlOutput::done("CREATE TABLE", 0))
             }
             Statement::Insert(insert) => {
                 let name = insert::target(insert)?;
@@ -218,11 +401,18 @@ impl SqlEngine {
                 let table = catalog
                     .table(database, &name)
                     .map_err(|error| SqlError::Invalid(error.to_string()))?;
-                let rows = insert::rows(insert, table, params)?;
+                let now_ms = time::unix_time_ms();
+                let mut state = None;
+                let rows = insert::rows(insert, table, params, &mut |expr| {
+                    let state = state.get_or_insert_with(|| self.context().state());
+                    evaluate_constant(state, expr, now_ms)
+                })?;
+                let expired = expired(&name, table.ttl_ms, &rows, now_ms);
                 let count = self.tables.write(table, rows).await?;
                 Ok(SqlOutput::Done {
                     tag: "INSERT",
                     rows: count,
+                    expired,
                 })
             }
             Statement::Drop {
@@ -238,10 +428,7 @@ impl SqlEngine {
                     };
                     self.tables.drop_table(database, &name, *if_exists).await?;
                 }
-                Ok(SqlOutput::Done {
-                    tag: "DROP TABLE",
-                    rows: 0,
-                })
+                Ok(SqlOutput::done("DROP TABLE", 0))
             }
             Statement::ShowTables { .. } => {
                 let catalog = self.meta.catalog();
@@ -276,34 +463,275 @@ impl SqlEngine {
                 Ok(describe(table))
             }
             Statement::Set(_)
+            | Statement::Reset(_)
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
-            | Statement::Rollback { .. } => Ok(SqlOutput::Done {
-                tag: session_tag(&parsed.statement),
-                rows: 0,
-            }),
+            | Statement::Rollback { .. } => Ok(SqlOutput::done(session_tag(&parsed.statement), 0)),
+            Statement::ShowVariable { variable } => show(variable, database),
             other => Err(SqlError::Unsupported(format!(
                 "this statement is not supported: {}",
-                first_words(&other.to_string())
+                excerpt(&other.to_string())
             ))),
         }
     }
 }
 
+/// Evaluates a constant expression of an INSERT with DataFusion, as `SELECT expr`
+/// would, with `now()` at `now_ms`.
+fn evaluate_constant(
+    state: &SessionState,
+    expr: &SqlExpr,
+    now_ms: i64,
+) -> Result<ScalarValue, SqlError> {
+    let schema = Arc::new(DFSchema::empty());
+    let logical = state.create_logical_expr_from_sql_expr(
+        ExprWithAlias {
+            expr: expr.clone(),
+            alias: None,
+        },
+        &schema,
+    )?;
+    // The simplifier folds constants, `now()` among them, into one literal.
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(schema.clone())
+            .with_config_options(state.config_options().clone())
+            .with_query_execution_start_time(chrono::DateTime::from_timestamp_millis(now_ms))
+            .build(),
+    );
+    let simplified = simplifier.simplify(simplifier.coerce(logical, &schema)?)?;
+    if let datafusion::logical_expr::Expr::Literal(value, _) = simplified {
+        return Ok(value);
+    }
+    // What the simplifier left (an expression it cannot fold, or one whose evaluation
+    // fails, such as `1 / 0`) is evaluated once over a batch of one row.
+    let physical = state.create_physical_expr(simplified, &schema)?;
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        Vec::new(),
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .map_err(|error| SqlError::Internal(error.to_string()))?;
+    match physical.evaluate(&one_row)? {
+        ColumnarValue::Scalar(value) => Ok(value),
+        ColumnarValue::Array(array) => Ok(ScalarValue::try_from_array(&array, 0)?),
+    }
+}
+
+/// The command tag of a session statement, as PostgreSQL's.
 fn session_tag(statement: &Statement) -> &'static str {
     match statement {
         Statement::Set(_) => "SET",
+        Statement::Reset(_) => "RESET",
+        Statement::Discard { object_type } => match object_type {
+            DiscardObject::ALL => "DISCARD ALL",
+            DiscardObject::PLANS => "DISCARD PLANS",
+            DiscardObject::SEQUENCES => "DISCARD SEQUENCES",
+            DiscardObject::TEMP => "DISCARD TEMP",
+        },
+        Statement::Deallocate { name, .. } if is_all(name) => "DEALLOCATE ALL",
+        Statement::Deallocate { .. } => "DEALLOCATE",
         Statement::StartTransaction { .. } => "BEGIN",
         Statement::Commit { .. } => "COMMIT",
         _ => "ROLLBACK",
     }
 }
 
-fn first_words(text: &str) -> String {
-    text.split_whitespace()
-        .take(4)
+/// Whether `DEALLOCATE name` names every prepared statement (`DEALLOCATE ALL`).
+pub fn is_all(name: &Ident) -> bool {
+    name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")
+}
+
+/// `SHOW name`: the session settings drivers and tools ask for on their own, with the
+/// values Metronome behaves by. Anything else is unknown, as in PostgreSQL.
+fn show(variable: &[Ident], database: &str) -> Result<SqlOutput, SqlError> {
+    let name = variable
+        .iter()
+        .map(|part| part.value.to_lowercase())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    let value = match name.as_str() {
+        // Every statement takes effect on its own when it runs (see [`Session`]): no
+        // statement sees another's uncommitted writes.
+        "transaction_isolation" | "transaction isolation level" => "read committed",
+        "default_transaction_isolation" => "read committed",
+        "transaction_read_only" | "default_transaction_read_only" => "off",
+        "standard_conforming_strings" | "integer_datetimes" => "on",
+        "server_encoding" | "client_encoding" => "UTF8",
+        "datestyle" => "ISO, MDY",
+        "timezone" => "UTC",
+        "intervalstyle" => "postgres",
+        "server_version" => "16.0",
+        "server_version_num" => "160000",
+        "search_path" => database,
+        "max_identifier_length" => "63",
+        _ => {
+            return Err(SqlError::Rejected {
+                sqlstate: "42704",
+                message: format!("unrecognized configuration parameter \"{name}\""),
+            })
+        }
+    };
+    let column = match name.as_str() {
+        "transaction isolation level" => "transaction_isolation".to_string(),
+        other => other.to_string(),
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value])) as ArrayRef],
+    )
+    .map_err(|error| SqlError::Internal(error.to_string()))?;
+    Ok(SqlOutput::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// What a statement does to the transaction block, for [`Session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Begin,
+    End,
+    Other,
+}
+
+/// One client's session: its transaction block, for one pgwire connection or one HTTP
+/// request.
+///
+/// Metronome has no transactions: every statement takes effect when it runs, inside a
+/// block or not, as if each were committed on its own. `BEGIN` and `COMMIT` are
+/// accepted so that drivers, which send them on their own, work; since a `COMMIT` only
+/// confirms what has already happened, it is always true. A `ROLLBACK` is true only if
+/// nothing was written since `BEGIN`: it then succeeds, and otherwise it is refused with
+/// SQLSTATE 25000 and a message saying what was written and cannot be undone, rather
+/// than letting the client believe its writes are gone. Either way the block ends.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// While a block is open: what was written since `BEGIN`.
+    block: Option<Written>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    rows: usize,
+    /// Tables created or dropped.
+    tables: usize,
+}
+
+impl Session {
+    /// Whether a transaction block is open.
+    pub fn in_block(&self) -> bool {
+        self.block.is_some()
+    }
+
+    /// Called before `statement` runs: refuses a `ROLLBACK` that cannot undo the
+    /// block's writes (and ends the block, whose writes stand).
+    pub fn before(&mut self, statement: &Statement) -> Result<Control, SqlError> {
+        match statement {
+            Statement::StartTransaction { .. } => Ok(Control::Begin),
+            Statement::Commit { .. } => Ok(Control::End),
+            Statement::Rollback { .. } => match self.block.take() {
+                Some(written) if written.rows > 0 || written.tables > 0 => {
+                    let mut what = Vec::new();
+                    if written.rows > 0 {
+                        what.push(format!(
+                            "{} {} written",
+                            written.rows,
+                            if written.rows == 1 { "row" } else { "rows" }
+                        ));
+                    }
+                    if written.tables > 0 {
+                        what.push(format!(
+                            "{} {} created or dropped",
+                            written.tables,
+                            if written.tables == 1 {
+                                "table"
+                            } else {
+                                "tables"
+                            }
+                        ));
+                    }
+                    Err(SqlError::Rejected {
+                        sqlstate: sqlstate::INVALID_TRANSACTION_STATE,
+                        message: format!(
+                            "ROLLBACK cannot undo the {} since BEGIN: Metronome has no \
+                             transactions, and every statement took effect when it ran; \
+                             the transaction block is closed",
+                            what.join(" and ")
+                        ),
+                    })
+                }
+                _ => Ok(Control::End),
+            },
+            _ => Ok(Control::Other),
+        }
+    }
+
+    /// Called after a statement ran with `output`.
+    pub fn after(&mut self, control: Control, output: &SqlOutput) {
+        match control {
+            Control::Begin => {
+                self.block.get_or_insert_with(Written::default);
+            }
+            Control::End => self.block = None,
+            Control::Other => {
+                if let (Some(written), SqlOutput::Done { tag, rows, .. }) =
+                    (&mut self.block, output)
+                {
+                    match *tag {
+                        "INSERT" => written.rows += rows,
+                        "CREATE TABLE" | "DROP TABLE" => written.tables += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How much of a statement an error message quotes.
+const EXCERPT_CHARS: usize = 80;
+
+/// The start of a statement for an error message: whole tokens up to about
+/// [`EXCERPT_CHARS`] characters, and ` …` where the rest is left out, so that a string
+/// literal or a name is never shown cut in two.
+pub fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() <= EXCERPT_CHARS {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut chars = 0;
+    match Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() {
+        Ok(tokens) => {
+            for token in tokens {
+                let token = token.to_string();
+                let length = token.chars().count();
+                // A first token longer than the limit is still shown whole.
+                if chars + length > EXCERPT_CHARS && chars > 0 {
+                    break;
+                }
+                out.push_str(&token);
+                chars += length;
+            }
+        }
+        // Text that does not tokenize is cut between words.
+        Err(_) => {
+            for word in text.split_whitespace() {
+                let length = word.chars().count() + 1;
+                if chars + length > EXCERPT_CHARS && chars > 0 {
+                    break;
+                }
+                out.push_str(word);
+                out.push(' ');
+                chars += length;
+            }
+        }
+    }
+    format!("{} …", out.trim_end())
 }
 
 /// `DESCRIBE t`: one row per column with its type and role.
@@ -341,5 +769,155 @@ fn describe(table: &metronome_metasrv::catalog::Table) -> SqlOutput {
     SqlOutput::Rows {
         schema: out,
         batches: vec![batch],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn run(session: &mut Session, sql: &str, output: SqlOutput) -> Result<(), SqlError> {
+        let control = session.before(&statement(sql))?;
+        session.after(control, &output);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rollback_after_writes_is_refused_and_ends_the_block() {
+        let mut session = Session::default();
+        run(&mut session, "BEGIN", SqlOutput::done("BEGIN", 0)).unwrap();
+        assert!(session.in_block());
+        run(&mut session, "SELECT 1", SqlOutput::done("SELECT", 0)).unwrap();
+        // Nothing written: the ROLLBACK is true.
+        run(&mut session, "ROLLBACK", SqlOutput::done("ROLLBACK", 0)).unwrap();
+        assert!(!session.in_block());
+
+        run(&mut session, "BEGIN", SqlOutput::done("BEGIN", 0)).unwrap();
+        let insert = "INSERT INTO t VALUES (1)";
+        run(&mut session, insert, SqlOutput::done("INSERT", 2)).unwrap();
+        run(&mut session, insert, SqlOutput::done("INSERT", 1)).unwrap();
+        let error = run(&mut session, "ROLLBACK", SqlOutput::done("ROLLBACK", 0)).unwrap_err();
+        let SqlError::Rejected { sqlstate, message } = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(*sqlstate, "25000");
+        assert!(message.contains("3 rows written since BEGIN"), "{message}");
+        assert!(!session.in_block());
+        // Outside a block, writes are nobody's to roll back.
+        run(&mut session, insert, SqlOutput::done("INSERT", 1)).unwrap();
+        run(&mut session, "ROLLBACK", SqlOutput::done("ROLLBACK", 0)).unwrap();
+        // COMMIT is always true.
+        run(&mut session, "BEGIN", SqlOutput::done("BEGIN", 0)).unwrap();
+        run(&mut session, insert, SqlOutput::done("INSERT", 1)).unwrap();
+        run(&mut session, "COMMIT", SqlOutput::done("COMMIT", 0)).unwrap();
+        assert!(!session.in_block());
+    }
+
+    #[test]
+    fn excerpts_end_between_tokens() {
+        assert_eq!(
+            excerpt("  CREATE VIEW v AS SELECT 1 "),
+            "CREATE VIEW v AS SELECT 1"
+        );
+        let long = format!(
+            "CREATE VIEW v AS SELECT 'a string literal that is long', {} FROM t",
+            "column_name, ".repeat(10)
+        );
+        let short = excerpt(&long);
+        assert!(short.ends_with(" …"), "{short}");
+        assert!(short.chars().count() <= EXCERPT_CHARS + 2, "{short}");
+        assert!(short.contains("'a string literal that is long'"), "{short}");
+        assert!(long.starts_with(short.trim_end_matches(" …")), "{short}");
+        // A cut never splits a quoted literal, even one past the limit.
+        let literal = format!("SELECT '{}' AS x", "y".repeat(100));
+        let short = excerpt(&literal);
+        assert_eq!(short, "SELECT …");
+    }
+
+    #[test]
+    fn rows_past_the_ttl_are_counted() {
+        let row = |ts| metronome_core::data::Row {
+            tags: Vec::new(),
+            ts,
+            fields: Vec::new(),
+        };
+        let day = 86_400_000;
+        let rows = [row(0), row(50 * day), row(99 * day)];
+        assert_eq!(expired("t", None, &rows, 100 * day), None);
+        let found = expired("t", Some(30 * day), &rows, 100 * day).unwrap();
+        assert_eq!(found.rows, 2);
+        assert!(
+            found.message.contains("TTL of table t (30d)"),
+            "{}",
+            found.message
+        );
+        assert_eq!(expired("t", Some(day), &rows[2..], 100 * day), None);
+    }
+
+    #[test]
+    fn show_answers_what_drivers_ask_and_refuses_the_unknown() {
+        let Statement::ShowVariable { variable } = statement("SHOW TRANSACTION ISOLATION LEVEL")
+        else {
+            panic!()
+        };
+        let SqlOutput::Rows { schema, batches } = show(&variable, "public").unwrap() else {
+            panic!()
+        };
+        assert_eq!(schema.field(0).name(), "transaction_isolation");
+        assert_eq!(
+            batches[0].column(0).as_ref(),
+            &StringArray::from(vec!["read committed"]) as &dyn arrow_array::Array
+        );
+        let Statement::ShowVariable { variable } = statement("SHOW no_such_thing") else {
+            panic!()
+        };
+        assert!(matches!(
+            show(&variable, "public"),
+            Err(SqlError::Rejected {
+                sqlstate: "42704",
+                ..
+            })
+        ));
+    }
+
+    /// What a query's error becomes, run by a plain DataFusion context.
+    async fn error_of(sql: &str) -> SqlError {
+        let context = SessionContext::new();
+        let result = match context.sql(sql).await {
+            Ok(frame) => frame.collect().await.map(drop),
+            Err(error) => Err(error),
+        };
+        SqlError::from(result.expect_err(sql))
+    }
+
+    #[tokio::test]
+    async fn mistakes_in_values_are_the_clients_with_their_sqlstate() {
+        for (sql, expected) in [
+            ("SELECT 1/0", "22012"),
+            ("SELECT -9223372036854775808 / -1", "22003"),
+            ("SELECT CAST(300 AS TINYINT)", "22003"),
+            ("SELECT CAST('abc' AS INT)", "22P02"),
+            ("SELECT TIMESTAMP '2263-01-01 00:00:00'", "22008"),
+            ("SELECT to_timestamp(99999999999999)", "22008"),
+            ("SELECT TIMESTAMP '2024-13-01 00:00:00'", "22007"),
+            ("SELECT 1 LIMIT 18446744073709551615", "22003"),
+        ] {
+            match error_of(sql).await {
+                SqlError::Rejected { sqlstate, message } => {
+                    assert_eq!(sqlstate, expected, "{sql}: {message}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            error_of("SELECT nope").await,
+            SqlError::Invalid(_)
+        ));
     }
 }
