@@ -258,12 +258,6 @@ pub async fn serve(
         .await
 }
 
-/// Counted requests once; [`observe_requests`] counts every request now. The `/v1/sql`
-/// handler (changed on another branch) still calls it, and nothing else may: remove this
-/// with that call.
-fn observe(_frontend: &Frontend, _handler: &'static str, _started: std::time::Instant, _code: u16) {
-}
-
 async fn remote_write(
     State(frontend): State<Arc<Frontend>>,
     headers: HeaderMap,
@@ -833,7 +827,7 @@ async fn sql(
         None if is_text => std::str::from_utf8(&body).ok().map(str::to_string),
         None => None,
     };
-    let response = match text {
+    match text {
         None => (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({"error": "missing parameter \"sql\""})),
@@ -856,9 +850,7 @@ async fn sql(
                 (status, axum::Json(json!({"error": error.to_string()}))).into_response()
             }
         },
-    };
-    observe(&frontend, "sql", started, response.status().as_u16());
-    response
+    }
 }
 
 fn sql_output_json(output: SqlOutput) -> Json {

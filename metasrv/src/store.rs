@@ -173,7 +173,7 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let refused = store.execute(ensure("m0", "__x")).await.unwrap_err();
+            let refused = store.execute(ensure("m0", "1bad")).await.unwrap_err();
             assert!(matches!(refused, StoreError::Refused(_)));
             let expected = store.catalog().clone();
             assert!(store.checkpoint_version > 0, "a checkpoint was written");
