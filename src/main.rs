@@ -24,7 +24,7 @@ use metronome_frontend::pg::PgServer;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::promql::QueryLimits;
 use metronome_frontend::self_metrics::{BuildInfo, SelfMetrics};
-use metronome_frontend::sql::SqlEngine;
+use metronome_frontend::sql::{SqlEngine, SqlLimits};
 use metronome_frontend::table_store::TableStore;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
 use metronome_metasrv::client::MetaClient;
@@ -342,6 +342,13 @@ async fn serve(
         meta.clone(),
         tables.clone(),
         store.clone(),
+        SqlLimits {
+            timeout: Duration::from_millis(config.query.timeout_ms),
+            memory_bytes_max: usize::try_from(config.query.sql_memory_bytes_max)
+                .unwrap_or(usize::MAX),
+            result_bytes_max: usize::try_from(config.query.sql_result_bytes_max)
+                .unwrap_or(usize::MAX),
+        },
     ));
     let shard_figures: ShardFiguresSource = {
         let regions = regions.clone();

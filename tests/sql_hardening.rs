@@ -538,3 +538,49 @@ fn insert_takes_constant_expressions_and_errors_quote_whole_tokens() {
     );
     assert!(error.ends_with(" …"), "{error}");
 }
+
+#[test]
+fn a_runaway_query_is_stopped_by_its_limits_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("metronome.toml");
+    std::fs::write(
+        &config,
+        "[query]\ntimeout_ms = 3000\nsql_result_bytes_max = 1000000\n",
+    )
+    .unwrap();
+    let node = start_standalone_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let reply = sql(
+        &node,
+        "CREATE TABLE t (k STRING, ts TIMESTAMP TIME INDEX, v DOUBLE, PRIMARY KEY (k))",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let values: Vec<String> = (0..200).map(|i| format!("('k{i}', now(), {i})")).collect();
+    let reply = sql(
+        &node,
+        &format!("INSERT INTO t VALUES {}", values.join(", ")),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // A three-way cartesian product (8 M rows) stops at the result's byte limit.
+    let reply = sql(&node, "SELECT * FROM t a, t b, t c");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.contains("sql_result_bytes_max"),
+        "{}",
+        reply.body
+    );
+    assert_serving(&node);
+
+    // A recursive CTE without an end stops at the deadline.
+    let reply = sql(
+        &node,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+         SELECT count(*) FROM r",
+    );
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(reply.body.contains("timeout_ms"), "{}", reply.body);
+    assert_serving(&node);
+}

@@ -52,8 +52,13 @@ pub struct QuerySection {
     /// Samples a query may fetch plus points it may compute; beyond, it fails with
     /// Prometheus' "too many samples" error instead of exhausting memory.
     pub samples_max: u64,
-    /// How long a query may run before it fails with Prometheus' timeout error.
+    /// How long a query (PromQL or SQL) may run before it fails with a timeout error.
     pub timeout_ms: u64,
+    /// Memory the operators of all running SQL queries may hold together (DataFusion's
+    /// memory pool: sorts, joins, aggregations); a query that needs more fails.
+    pub sql_memory_bytes_max: u64,
+    /// Bytes of Arrow data one SQL query's result may hold; a larger result fails.
+    pub sql_result_bytes_max: u64,
 }
 
 impl Default for QuerySection {
@@ -61,6 +66,8 @@ impl Default for QuerySection {
         QuerySection {
             samples_max: 50_000_000,
             timeout_ms: 120_000,
+            sql_memory_bytes_max: 1 << 30,
+            sql_result_bytes_max: 256 << 20,
         }
     }
 }

@@ -51,55 +51,7 @@ pub struct Standalone {
 /// Starts `metronome standalone` with 2 shards on `data_dir`, the HTTP API on a free
 /// port, and waits for its ready line.
 pub fn start_standalone(data_dir: &Path) -> Standalone {
-    let mut child = metronome()
-        .args([
-            "standalone",
-            "--shards",
-            "2",
-            "--pin-to-cores",
-            "false",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let process = Running(child);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("metronome standalone logs a ready line within 60 s");
-        if line.contains("ready") {
-            let address = |key: &str| -> SocketAddr {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(key))
-                    .unwrap_or_else(|| panic!("the ready line names {key}: {line}"))
-                    .parse()
-                    .unwrap()
-            };
-            return Standalone {
-                process,
-                lines,
-                http: address("http="),
-                postgres: address("postgres="),
-                ready_line: line,
-            };
-        }
-    }
+    start_standalone_with(data_dir, &[])
 }
 
 impl Drop for Standalone {

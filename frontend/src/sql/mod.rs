@@ -97,15 +97,21 @@ impl From<datafusion::error::DataFusionError> for SqlError {
         let message = error.to_string();
         match root {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) => SqlError::Invalid(message),
+            // The memory pool refused an operator: the query wants more than the SQL
+            // memory budget (`query.sql_memory_bytes_max`), now or with others running.
+            E::ResourcesExhausted(_) => SqlError::Unavailable(message),
             E::NotImplemented(_) => SqlError::Unsupported(message),
             _ => SqlError::Internal(message),
         }
     }
 }
 
-/// PostgreSQL's SQLSTATEs for the data exceptions (class 22) a query can raise.
+/// PostgreSQL's SQLSTATEs for the client's mistakes a query can raise (mostly class 22,
+/// data exceptions).
 pub mod sqlstate {
     pub const DATA_EXCEPTION: &str = "22000";
+    /// A result or statement past one of Metronome's limits (PostgreSQL's class 54).
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
@@ -250,11 +256,37 @@ fn ttl_text(ms: i64) -> String {
     format!("{ms}ms")
 }
 
+/// Bounds on every SQL query, so one statement cannot take the frontend down (a cross
+/// join of three tables used to pin both of its threads until SIGKILL).
+#[derive(Debug, Clone, Copy)]
+pub struct SqlLimits {
+    /// How long a query may run; past it, it fails (and its work is dropped).
+    pub timeout: std::time::Duration,
+    /// Memory DataFusion's operators may hold, all SQL queries together (its memory
+    /// pool: sorts, joins' build sides, aggregations).
+    pub memory_bytes_max: usize,
+    /// Bytes of Arrow data a query's result may hold; past it, it fails.
+    pub result_bytes_max: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            timeout: std::time::Duration::from_secs(120),
+            memory_bytes_max: 1 << 30,
+            result_bytes_max: 256 << 20,
+        }
+    }
+}
+
 pub struct SqlEngine {
     database: String,
     meta: Arc<Meta>,
     tables: Arc<TableStore>,
     prom: Arc<PromStore>,
+    limits: SqlLimits,
+    /// One runtime for every query, so that the memory pool bounds them all together.
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 /// A statement parsed, with what `CREATE TABLE` said beyond standard SQL (see [`ddl`]).
@@ -269,12 +301,27 @@ impl SqlEngine {
         meta: Arc<Meta>,
         tables: Arc<TableStore>,
         prom: Arc<PromStore>,
+        limits: SqlLimits,
     ) -> SqlEngine {
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.memory_bytes_max)))
+            // No spilling: DataFusion would write its temporary files with std::fs,
+            // past `rt`. A query over the memory budget fails instead.
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .expect("a runtime without a disk manager builds");
         SqlEngine {
             database: database.to_string(),
             meta,
             tables,
             prom,
+            limits,
+            runtime,
         }
     }
 
@@ -334,7 +381,7 @@ impl SqlEngine {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("metronome", &self.database)
             .with_information_schema(true);
-        let context = SessionContext::new_with_config(config);
+        let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
         let schema = Arc::new(provider::DatabaseSchema {
             database: self.database.clone(),
@@ -350,6 +397,56 @@ impl SqlEngine {
         .expect("a memory catalog accepts schemas");
         context.register_catalog("metronome", catalog);
         context
+    }
+
+    /// Runs a query to its end within [`SqlLimits`]: its deadline and its result's size.
+    /// The task yields between batches, so a query that computes without waiting (a
+    /// cross join over memtables) neither starves `/health`, writes and other queries on
+    /// its thread nor outlives its deadline or its client (dropping the future, as a
+    /// closed connection does, stops it at the next batch).
+    async fn collect_bounded(
+        &self,
+        frame: datafusion::dataframe::DataFrame,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        use futures::StreamExt;
+        let started = metronome_core::rt::time::now();
+        let timeout = self.limits.timeout;
+        let deadline_passed = || {
+            SqlError::Unavailable(format!(
+                "the query ran longer than {} ms (query.timeout_ms)",
+                timeout.as_millis()
+            ))
+        };
+        let mut stream = metronome_core::rt::time::timeout(timeout, frame.execute_stream())
+            .await
+            .map_err(|_| deadline_passed())??;
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let next = metronome_core::rt::time::timeout(remaining, stream.next())
+                .await
+                .map_err(|_| deadline_passed())?;
+            let Some(batch) = next else { break };
+            let batch = batch?;
+            bytes = bytes.saturating_add(batch.get_array_memory_size());
+            if bytes > self.limits.result_bytes_max {
+                return Err(SqlError::Rejected {
+                    sqlstate: sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    message: format!(
+                        "the result holds more than {} bytes (query.sql_result_bytes_max); \
+                         narrow it with WHERE, LIMIT or an aggregation",
+                        self.limits.result_bytes_max
+                    ),
+                });
+            }
+            batches.push(batch);
+            if started.elapsed() > timeout {
+                return Err(deadline_passed());
+            }
+            metronome_core::rt::task::yield_now().await;
+        }
+        Ok(batches)
     }
 
     /// A table of this engine's database, as the catalog has it now.
@@ -387,7 +484,7 @@ impl SqlEngine {
                 let context = self.context();
                 let frame = context.execute_logical_plan(plan).await?;
                 let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame.collect().await?;
+                let batches = self.collect_bounded(frame).await?;
                 Ok(SqlOutput::Rows { schema, batches })
             }
             Statement::CreateTable(create) => {
