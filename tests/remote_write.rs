@@ -478,31 +478,22 @@ fn every_valid_label_name_is_stored_and_a_series_past_the_label_limit_is_refused
     let node = start_standalone(dir.path());
 
     // Labels named like the metric columns, in the regions and in SQL.
-    let awkward = labels(
-        "awkward",
-        &[
-            ("value", "v"),
-            ("ts", "t"),
-            ("__ts", "pt"),
-            ("__value", "pv"),
-            ("__label_value", "e"),
-            ("__meta_x", "m"),
-        ],
-    );
-    let reply = remote_write(node.http, &write_request(&[(awkward, vec![(T0, 1.5)])]));
-    assert_eq!(reply.status, 204, "{}", reply.body);
-    let stored = raw_samples(node.http, r#"awkward{value="v",__ts="pt"}"#, T0, 60);
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    let (metric, points) = stored.iter().next().unwrap();
-    let metric: serde_json::Value = serde_json::from_str(metric).unwrap();
-    for (name, value) in [
+    const AWKWARD: [(&str, &str); 6] = [
         ("value", "v"),
         ("ts", "t"),
         ("__ts", "pt"),
         ("__value", "pv"),
         ("__label_value", "e"),
         ("__meta_x", "m"),
-    ] {
+    ];
+    let awkward = labels("awkward", &AWKWARD);
+    let reply = remote_write(node.http, &write_request(&[(awkward, vec![(T0, 1.5)])]));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let stored = raw_samples(node.http, r#"awkward{value="v",__ts="pt"}"#, T0, 60);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (metric, points) = stored.iter().next().unwrap();
+    let metric: serde_json::Value = serde_json::from_str(metric).unwrap();
+    for (name, value) in AWKWARD {
         assert_eq!(metric[name], value, "{metric}");
     }
     assert_eq!(points, &[(T0 as f64 / 1000.0, "1.5".to_string())]);

@@ -217,8 +217,14 @@ pub fn free_port() -> u16 {
 /// Whether Debian's `prometheus` is on PATH. Without it a test says so and passes,
 /// unless `METRONOME_REQUIRE_PROMETHEUS=1` (set by `.ci/run`, which installs it).
 pub fn prometheus_available() -> bool {
+    prometheus_tool_available("prometheus")
+}
+
+/// Whether `tool` of Debian's `prometheus` package is on PATH; see
+/// [`prometheus_available`].
+fn prometheus_tool_available(tool: &str) -> bool {
     let which = Command::new("sh")
-        .args(["-c", "command -v prometheus"])
+        .args(["-c", &format!("command -v {tool}")])
         .output()
         .unwrap();
     if which.status.success() {
@@ -227,9 +233,9 @@ pub fn prometheus_available() -> bool {
     let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
     assert!(
         !required,
-        "prometheus is not installed (apt-get install prometheus)"
+        "{tool} is not installed (apt-get install prometheus)"
     );
-    eprintln!("SKIPPED: no prometheus binary; install Debian's prometheus package");
+    eprintln!("SKIPPED: no {tool} binary; install Debian's prometheus package");
     false
 }
 
@@ -323,18 +329,5 @@ pub fn read_log_until(
 /// [`prometheus_available`], a test without it says so and passes unless
 /// `METRONOME_REQUIRE_PROMETHEUS=1`.
 pub fn promtool_available() -> bool {
-    let which = Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .output()
-        .unwrap();
-    if which.status.success() {
-        return true;
-    }
-    let required = std::env::var("METRONOME_REQUIRE_PROMETHEUS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "promtool is not installed (apt-get install prometheus)"
-    );
-    eprintln!("SKIPPED: no promtool binary; install Debian's prometheus package");
-    false
+    prometheus_tool_available("promtool")
 }
