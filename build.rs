@@ -1,5 +1,5 @@
 //! Records what is built for `/api/v1/status/buildinfo` and `metronome_build_info`: the
-//! git commit and branch, the build date and the compiler (`METRONOME_BUILD_*`, read by
+//! git commit and branch, the commit's date and the compiler (`METRONOME_BUILD_*`, read by
 //! `src/main.rs` with `env!`). Outside a git checkout (a source tarball) the git fields
 //! are `unknown`.
 //!
@@ -7,12 +7,11 @@
 //! `HEAD` or the branch it names moves: a commit rebuilds `src/main.rs` and relinks,
 //! nothing else.
 // A build script runs on the build machine, outside the runtime the project's rules are
-// for: it runs `git` and `rustc` and reads the clock directly.
+// for: it runs `git`, `date` and `rustc` directly. It reads no clock.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -20,6 +19,8 @@ fn main() {
     let git = |args: &[&str]| -> Option<String> {
         let output = Command::new("git")
             .args(args)
+            // Commit dates in UTC, whatever the build machine's zone.
+            .env("TZ", "UTC")
             .current_dir(&manifest_dir)
             .output()
             .ok()?;
@@ -54,7 +55,7 @@ fn main() {
         "cargo:rustc-env=METRONOME_BUILD_TOOLCHAIN={}",
         toolchain.unwrap_or_else(unknown)
     );
-    println!("cargo:rustc-env=METRONOME_BUILD_DATE={}", build_date());
+    println!("cargo:rustc-env=METRONOME_BUILD_DATE={}", build_date(&git));
 }
 
 /// Reruns this script when `HEAD` changes (a checkout) or the branch it names moves (a
@@ -93,43 +94,33 @@ fn watch_head(manifest_dir: &Path, git: &dyn Fn(&[&str]) -> Option<String>) {
     }
 }
 
-/// Now, or `SOURCE_DATE_EPOCH` for a reproducible build, as RFC 3339 in UTC.
-fn build_date() -> String {
+/// The build's date, reproducibly: `SOURCE_DATE_EPOCH` when set, else the date of the
+/// commit being built (the same commit builds the same binary, and the script reads no
+/// clock), as RFC 3339 in UTC; `unknown` outside a git checkout.
+fn build_date(git: &dyn Fn(&[&str]) -> Option<String>) -> String {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+    let from_epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
-        .and_then(|text| text.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs())
+        .filter(|text| text.parse::<u64>().is_ok())
+        .and_then(|seconds| {
+            let output = Command::new("date")
+                .args(["-u", "-d", &format!("@{seconds}"), &format!("+{FORMAT}")])
+                .output()
+                .ok()?;
+            let text = String::from_utf8(output.stdout).ok()?;
+            output.status.success().then(|| text.trim().to_string())
         });
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    from_epoch
+        .or_else(|| {
+            git(&[
+                "-c",
+                "log.showSignature=false",
+                "log",
+                "-1",
+                "--format=%cd",
+                &format!("--date=format-local:{FORMAT}"),
+            ])
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
