@@ -298,11 +298,17 @@ pub fn metric_column(label: &str) -> std::borrow::Cow<'_, str> {
         PHYSICAL_TIME_INDEX,
         PHYSICAL_VALUE,
     ];
-    if taken.contains(&label) || label.starts_with(ESCAPED_LABEL_PREFIX) {
+    let column = if taken.contains(&label) || label.starts_with(ESCAPED_LABEL_PREFIX) {
         std::borrow::Cow::Owned(format!("{ESCAPED_LABEL_PREFIX}{label}"))
     } else {
         std::borrow::Cow::Borrowed(label)
-    }
+    };
+    debug_assert_eq!(metric_label(&column), label, "the mapping reads back");
+    debug_assert!(
+        !taken.contains(&column.as_ref()),
+        "no column is a metric column"
+    );
+    column
 }
 
 /// The label a metric column holds: the inverse of [`metric_column`].
@@ -598,6 +604,16 @@ impl Catalog {
                     });
                 }
                 metrics.tags.extend(new_columns);
+                assert!(metrics.tags.len() <= METRIC_LABEL_NAMES_MAX + 1);
+                debug_assert!(
+                    metrics
+                        .tags
+                        .iter()
+                        .collect::<std::collections::HashSet<_>>()
+                        .len()
+                        == metrics.tags.len(),
+                    "a label's column is added once"
+                );
                 let mut created = false;
                 let table = db.tables.entry(name.clone()).or_insert_with(|| {
                     created = true;
