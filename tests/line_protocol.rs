@@ -36,7 +36,8 @@ fn lines_create_and_widen_tables_and_bad_lines_are_refused_whole() {
          weather,city=rome temp=15.0 1700000000000\n",
     );
     assert_eq!(reply.status, 204, "{}", reply.body);
-    // A new tag and a new field widen the table; v1 with second precision.
+    // A new tag and a new field widen the table; v1 with second precision. The table
+    // keeps nanoseconds, as InfluxDB does, whatever precision each write uses.
     let reply = write(
         "/write?db=public&precision=s",
         "weather,city=oslo,station=s1 temp=4.0,note=\"windy\" 1700000060",
@@ -48,9 +49,16 @@ fn lines_create_and_widen_tables_and_bad_lines_are_refused_whole() {
             "SELECT city, station, ts, temp, humid, note FROM weather ORDER BY ts, city"
         ),
         serde_json::json!([
-            ["oslo", "", 1_700_000_000_000i64, 3.5, 80, null],
-            ["rome", "", 1_700_000_000_000i64, 15.0, null, null],
-            ["oslo", "s1", 1_700_000_060_000i64, 4.0, null, "windy"],
+            ["oslo", "", 1_700_000_000_000_000_000i64, 3.5, 80, null],
+            ["rome", "", 1_700_000_000_000_000_000i64, 15.0, null, null],
+            [
+                "oslo",
+                "s1",
+                1_700_000_060_000_000_000i64,
+                4.0,
+                null,
+                "windy"
+            ],
         ])
     );
 

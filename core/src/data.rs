@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::time_unit::TimeUnit;
+
 /// A region: partition `number` of table `table`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RegionId {
@@ -90,11 +92,15 @@ pub struct FieldColumn {
     pub field_type: FieldType,
 }
 
-/// The columns of a region: tags (the primary key, in order), the time index, fields.
+/// The columns of a region: tags (the primary key, in order), the time index and its
+/// unit, fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionSchema {
     pub tags: Vec<String>,
     pub time_index: String,
+    /// The unit of every `ts` of the region's rows, scans and files.
+    #[serde(default)]
+    pub time_unit: TimeUnit,
     pub fields: Vec<FieldColumn>,
 }
 
@@ -131,6 +137,7 @@ impl RegionSchema {
         let projected = RegionSchema {
             tags: self.tags.clone(),
             time_index: self.time_index.clone(),
+            time_unit: self.time_unit,
             fields: columns.to_vec(),
         };
         Ok((projected, indexes))
@@ -180,7 +187,8 @@ impl RegionSchema {
     }
 }
 
-/// One row: its series (tag values in schema order), timestamp in milliseconds, fields.
+/// One row: its series (tag values in schema order), timestamp in its region's
+/// [`TimeUnit`], fields.
 ///
 /// Trailing tags may be left out: a missing tag has the empty value, as a label a
 /// Prometheus series lacks does. That is what lets a region gain tag columns without
@@ -270,13 +278,13 @@ pub struct TagMatcher {
     pub value: String,
 }
 
-/// What a region scan returns: rows with `ts` in `start_ms..end_ms` whose series match
-/// every matcher, in (series, ts) order, at most `limit` of them, with the fields
-/// `projection` names.
+/// What a region scan returns: rows with `ts` in `start..end` (in the region's
+/// [`TimeUnit`]) whose series match every matcher, in (series, ts) order, at most `limit`
+/// of them, with the fields `projection` names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanRequest {
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start: i64,
+    pub end: i64,
     pub matchers: Vec<TagMatcher>,
     pub limit: Option<usize>,
     /// One row per matching series instead of its samples (fields null, `ts` within the
@@ -295,8 +303,8 @@ impl ScanRequest {
     /// Every row.
     pub fn all() -> ScanRequest {
         ScanRequest {
-            start_ms: i64::MIN,
-            end_ms: i64::MAX,
+            start: i64::MIN,
+            end: i64::MAX,
             matchers: Vec::new(),
             limit: None,
             series_only: false,
@@ -313,6 +321,7 @@ mod tests {
         RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![FieldColumn {
                 name: "value".into(),
                 field_type: FieldType::Float64,

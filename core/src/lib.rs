@@ -7,7 +7,8 @@
 //!   deterministic simulator, together with [`rt::disk::SimDisk`], our crash-faithful
 //!   simulated disk.
 //! - [`config`], the process configuration shared by the binary and the components;
-//! - [`data`], the data model: region ids, schemas, rows and values.
+//! - [`data`], the data model: region ids, schemas, rows and values, and [`time_unit`],
+//!   the unit of a table's timestamps with the only conversions between units;
 //! - [`re2`], label regular expressions in Go's syntax, as Prometheus reads them,
 //!   translated for the `regex` crate (every label regex is compiled through it);
 //! - [`journal`], the on-disk format of a checkpointed state machine (region manifests,
@@ -22,3 +23,4 @@ pub mod data;
 pub mod journal;
 pub mod re2;
 pub mod rt;
+pub mod time_unit;

@@ -16,7 +16,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use metronome_core::data::{
-    FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher, Value,
+    FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher,
+    TimeUnit, Value,
 };
 use metronome_core::re2;
 use metronome_core::rt::disk::Disk;
@@ -846,10 +847,17 @@ impl ShardEngine {
     /// [`ShardEngine::compact_region`] once it holds the region's compaction flag.
     async fn compact_region_now(&self, id: RegionId) -> Result<usize, EngineError> {
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
-        let window_ms = self.config.compaction_window_ms;
         let (schema, expired, inputs, incarnation) = {
             let regions = self.regions.borrow();
             let region = usable_region(&regions, id)?;
+            // The window in the region's unit: a nanosecond region's files are windowed by
+            // the same two hours as a millisecond one's.
+            let window = TimeUnit::Millisecond
+                .convert_floor(
+                    self.config.compaction_window_ms,
+                    region.manifest.schema.time_unit,
+                )
+                .max(1);
             let expired: Vec<SstMeta> = region
                 .manifest
                 .files
@@ -863,7 +871,7 @@ impl ShardEngine {
             for file in region.manifest.files.iter().filter(|f| f.max_ts >= cutoff) {
                 windows
                     .entry((
-                        file.min_ts.div_euclid(window_ms),
+                        file.min_ts.div_euclid(window),
                         self.config.size_tier(file.bytes),
                     ))
                     .or_default()
@@ -1236,12 +1244,11 @@ impl ShardEngine {
             let (projection, filter) = plan_scan(id, &region.manifest.schema, request)?;
             let keep = |tags: &[String]| filter.keeps(tags);
             let equal = filter.equalities();
-            let mut rows =
-                region
-                    .memtable
-                    .scan_sequenced(request.start_ms, request.end_ms, keep, &equal);
+            let mut rows = region
+                .memtable
+                .scan_sequenced(request.start, request.end, keep, &equal);
             for frozen in &region.frozen {
-                rows.extend(frozen.scan_sequenced(request.start_ms, request.end_ms, keep, &equal));
+                rows.extend(frozen.scan_sequenced(request.start, request.end, keep, &equal));
             }
             for (_, row) in rows.iter_mut() {
                 projection.apply(&mut row.fields);
@@ -1256,8 +1263,8 @@ impl ShardEngine {
             let read = sst::read_file(
                 &parsed,
                 &projection.schema,
-                request.start_ms,
-                request.end_ms,
+                request.start,
+                request.end,
                 |tags| filter.keeps(tags),
             )
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
@@ -1282,7 +1289,7 @@ fn files_in_range(region: &Region, request: &ScanRequest) -> Vec<SstMeta> {
         .manifest
         .files
         .iter()
-        .filter(|f| f.max_ts >= request.start_ms && f.min_ts < request.end_ms)
+        .filter(|f| f.max_ts >= request.start && f.min_ts < request.end)
         .cloned()
         .collect()
 }
@@ -1293,7 +1300,7 @@ impl ShardEngine {
     fn retained(&self, id: RegionId, request: &ScanRequest) -> Result<ScanRequest, EngineError> {
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
         Ok(ScanRequest {
-            start_ms: request.start_ms.max(cutoff),
+            start: request.start.max(cutoff),
             ..request.clone()
         })
     }
@@ -1324,7 +1331,7 @@ impl ShardEngine {
                 let mut series =
                     region
                         .memtable
-                        .scan_series(request.start_ms, request.end_ms, keep, &equal);
+                        .scan_series(request.start, request.end, keep, &equal);
                 // An ALTER ADD COLUMN gives the memtable's rows their null field at once.
                 debug_assert!(series.iter().all(|one| {
                     one.rows
@@ -1343,7 +1350,7 @@ impl ShardEngine {
             let mut sources: Vec<Vec<SequencedSeries>> = std::iter::once(&region.memtable)
                 .chain(region.frozen.iter().map(|m| &**m))
                 .map(|memtable| {
-                    memtable.scan_series_sequenced(request.start_ms, request.end_ms, keep, &equal)
+                    memtable.scan_series_sequenced(request.start, request.end, keep, &equal)
                 })
                 .collect();
             for (_, samples) in sources.iter_mut().flatten() {
@@ -1359,8 +1366,8 @@ impl ShardEngine {
                 sst::read_series(
                     &parsed,
                     &projection.schema,
-                    request.start_ms,
-                    request.end_ms,
+                    request.start,
+                    request.end,
                     |tags| filter.keeps(tags),
                 )
                 .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
@@ -1414,7 +1421,7 @@ impl ShardEngine {
                 std::iter::once(&region.memtable).chain(region.frozen.iter().map(|m| &**m))
             {
                 let equal = filter.equalities();
-                for (tags, ts) in memtable.series(request.start_ms, request.end_ms, keep, &equal) {
+                for (tags, ts) in memtable.series(request.start, request.end, keep, &equal) {
                     let first = series.entry(tags).or_insert(ts);
                     *first = (*first).min(ts);
                 }
@@ -1424,11 +1431,11 @@ impl ShardEngine {
         };
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
-            let found = sst::series(&parsed, &schema, request.start_ms, request.end_ms, |tags| {
+            let found = sst::series(&parsed, &schema, request.start, request.end, |tags| {
                 filter.keeps(tags)
             })
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
-            let ts = file.min_ts.max(request.start_ms);
+            let ts = file.min_ts.max(request.start);
             for tags in found {
                 series.entry(tags).or_insert(ts);
             }
@@ -1481,7 +1488,7 @@ impl ShardEngine {
                 .chain(region.frozen.iter().map(|m| &**m))
                 .map(|memtable| {
                     let mut rows =
-                        memtable.scan_sequenced(request.start_ms, request.end_ms, keep, &equal);
+                        memtable.scan_sequenced(request.start, request.end, keep, &equal);
                     for (_, row) in &mut rows {
                         projection.apply(&mut row.fields);
                     }
@@ -1495,8 +1502,8 @@ impl ShardEngine {
             let reader = sst::SstReader::open(
                 &parsed,
                 &projection.schema,
-                request.start_ms,
-                request.end_ms,
+                request.start,
+                request.end,
                 |tags| filter.keeps(tags),
             )
             .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
@@ -1584,14 +1591,18 @@ impl Projection {
     }
 }
 
-/// The oldest timestamp the region still keeps.
+/// The oldest timestamp the region still keeps, in its unit (rounded down: a row is
+/// never hidden before its TTL has passed).
 fn retention_cutoff(
     regions: &BTreeMap<RegionId, Region>,
     id: RegionId,
 ) -> Result<i64, EngineError> {
     let region = live_region(regions, id)?;
     Ok(match region.manifest.ttl_ms {
-        Some(ttl) => metronome_core::rt::time::unix_time_ms().saturating_sub(ttl),
+        Some(ttl) => {
+            let cutoff_ms = metronome_core::rt::time::unix_time_ms().saturating_sub(ttl);
+            TimeUnit::Millisecond.convert_floor(cutoff_ms, region.manifest.schema.time_unit)
+        }
         None => i64::MIN,
     })
 }
@@ -1628,6 +1639,7 @@ fn quarantined_region(id: RegionId, reason: String) -> Region {
                 RegionSchema {
                     tags: Vec::new(),
                     time_index: "ts".to_string(),
+                    time_unit: TimeUnit::Millisecond,
                     fields: Vec::new(),
                 },
             )

@@ -446,7 +446,7 @@ async fn load_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_core::data::{FieldColumn, FieldType};
+    use metronome_core::data::{FieldColumn, FieldType, TimeUnit};
 
     #[test]
     fn manifests_round_trip_and_damage_is_named() {
@@ -455,6 +455,7 @@ mod tests {
             schema: RegionSchema {
                 tags: vec!["host".into()],
                 time_index: "ts".into(),
+                time_unit: TimeUnit::Millisecond,
                 fields: vec![FieldColumn {
                     name: "v".into(),
                     field_type: FieldType::Float64,

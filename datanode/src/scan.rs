@@ -81,12 +81,13 @@ impl ScanStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_core::data::{FieldColumn, FieldType, Value};
+    use metronome_core::data::{FieldColumn, FieldType, TimeUnit, Value};
 
     fn schema() -> RegionSchema {
         RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![FieldColumn {
                 name: "v".into(),
                 field_type: FieldType::Float64,

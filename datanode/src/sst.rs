@@ -472,8 +472,13 @@ fn read_footer(
     let file_schema = &file.file_schema;
     // A region only ever appends tags, so a file written before that has a prefix of
     // them; its rows have the empty value for the rest.
-    if !schema.tags.starts_with(&file_schema.tags) || file_schema.time_index != schema.time_index {
-        return Err("the file's tags or time index differ from the region's".to_string());
+    if !schema.tags.starts_with(&file_schema.tags)
+        || file_schema.time_index != schema.time_index
+        || file_schema.time_unit != schema.time_unit
+    {
+        return Err(
+            "the file's tags, time index or time unit differ from the region's".to_string(),
+        );
     }
     let metadata = file.metadata.metadata();
     let total_chunks = metadata.file_metadata().num_rows().max(0) as u64;
@@ -812,12 +817,13 @@ pub fn read_series(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_core::data::FieldColumn;
+    use metronome_core::data::{FieldColumn, TimeUnit};
 
     fn schema() -> RegionSchema {
         RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![
                 FieldColumn {
                     name: "v".into(),

@@ -88,13 +88,14 @@ impl SstCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 
     /// A parsed SST of `rows` rows of one series.
     fn file(rows: i64) -> Rc<SstFile> {
         let schema = RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![FieldColumn {
                 name: "v".into(),
                 field_type: FieldType::Float64,

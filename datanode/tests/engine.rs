@@ -5,7 +5,7 @@ use std::future::Future;
 
 use metronome_core::data::{
     FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows,
-    TagMatcher, Value,
+    TagMatcher, TimeUnit, Value,
 };
 use metronome_core::rt::disk::{Disk, OpenOptions, SimDisk};
 use metronome_core::rt::object::{ObjectStore, SimObjectFaults, SimObjectStore};
@@ -24,6 +24,7 @@ fn schema() -> RegionSchema {
     RegionSchema {
         tags: vec!["host".into(), "dc".into()],
         time_index: "ts".into(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "value".into(),
             field_type: FieldType::Float64,
@@ -91,8 +92,8 @@ fn series_only_scans_list_each_series_once_from_memtables_and_sst_indexes() {
             let engine = engine.clone();
             async move {
                 let request = ScanRequest {
-                    start_ms,
-                    end_ms,
+                    start: start_ms,
+                    end: end_ms,
                     matchers,
                     series_only: true,
                     ..ScanRequest::all()
@@ -144,8 +145,8 @@ fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
             vec![
                 ScanRequest::all(),
                 ScanRequest {
-                    start_ms: 15,
-                    end_ms: 35,
+                    start: 15,
+                    end: 35,
                     ..ScanRequest::all()
                 },
                 ScanRequest {
@@ -323,8 +324,8 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
             0
         );
         let ranged = ScanRequest {
-            start_ms: 2,
-            end_ms: 5,
+            start: 2,
+            end: 5,
             ..ScanRequest::all()
         };
         assert_eq!(
@@ -559,8 +560,8 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
             .await
             .unwrap();
         let five = ScanRequest {
-            start_ms: 5,
-            end_ms: 6,
+            start: 5,
+            end: 6,
             ..ScanRequest::all()
         };
         assert_eq!(
@@ -959,8 +960,8 @@ fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
         assert_eq!(all[0], row("h0", "x", 0, 3.0));
         let h3 = ScanRequest {
             matchers: vec![matcher("host", MatchOp::Equal, "h3")],
-            start_ms: 100,
-            end_ms: 200,
+            start: 100,
+            end: 200,
             limit: None,
             series_only: false,
             projection: None,
@@ -1313,6 +1314,65 @@ fn retention_hides_expired_rows_at_once_and_compaction_deletes_their_files() {
         assert_eq!(engine.file_count(R1).unwrap(), 1);
         assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 1);
     });
+}
+
+#[test]
+fn a_nanosecond_region_keeps_its_unit_through_retention_and_restart() {
+    let disk = Disk::sim(SimDisk::new(32));
+    let nanos = RegionSchema {
+        time_unit: TimeUnit::Nanosecond,
+        ..schema()
+    };
+    let first = disk.clone();
+    let now_ns = on_shard(move |_| async move {
+        let engine = open(&first).await;
+        engine.create_region(R1, nanos).await.unwrap();
+        let now_ns = metronome_core::rt::time::unix_time_ms() * 1_000_000;
+        let hour_ns = 3_600_000_000_000;
+        engine
+            .write(R1, vec![row("old", "x", now_ns - 3 * hour_ns, 1.0)])
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        // Two rows half a microsecond apart are two rows.
+        engine
+            .write(
+                R1,
+                vec![
+                    row("new", "x", now_ns, 2.0),
+                    row("new", "x", now_ns + 500, 3.0),
+                ],
+            )
+            .await
+            .unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        // The TTL is in milliseconds, the region's rows in nanoseconds: the cutoff is
+        // compared in the region's unit.
+        engine.set_ttl(R1, Some(2 * 3_600_000)).await.unwrap();
+        let rows = engine.scan(R1, &ScanRequest::all()).await.unwrap();
+        assert_eq!(
+            rows,
+            [
+                row("new", "x", now_ns, 2.0),
+                row("new", "x", now_ns + 500, 3.0)
+            ],
+            "the expired row is hidden, the recent ones kept apart"
+        );
+        assert_eq!(
+            engine.compact_region(R1).await.unwrap(),
+            1,
+            "the wholly expired file is deleted"
+        );
+        now_ns
+    });
+    let rows = on_shard(move |_| async move {
+        let engine = open(&disk).await;
+        assert_eq!(engine.schema(R1).unwrap().time_unit, TimeUnit::Nanosecond);
+        engine.scan(R1, &ScanRequest::all()).await.unwrap()
+    });
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].ts - rows[0].ts, 500, "the unit survives a restart");
+    assert_eq!(rows[0].ts, now_ns);
 }
 
 #[test]

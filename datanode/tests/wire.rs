@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metronome_core::data::{
     FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows,
-    TagMatcher, Value,
+    TagMatcher, TimeUnit, Value,
 };
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, InProcNetwork, Listener};
@@ -24,6 +24,7 @@ fn schema() -> RegionSchema {
     RegionSchema {
         tags: vec!["host".into(), "dc".into()],
         time_index: "ts".into(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "value".into(),
             field_type: FieldType::Float64,

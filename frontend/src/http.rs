@@ -784,7 +784,7 @@ async fn influx_write(
                 metronome_metasrv::catalog::DEFAULT_DATABASE,
                 text,
                 precision,
-                time::unix_time_ms(),
+                time::unix_time_ns(),
             )
             .await;
             match outcome {
@@ -889,11 +889,15 @@ fn sql_output_json(output: SqlOutput) -> Json {
     }
 }
 
-/// One value as JSON: numbers and booleans as such, timestamps as Unix milliseconds,
-/// everything else as Arrow displays it.
+/// One value as JSON: numbers and booleans as such, timestamps as integers since the
+/// Unix epoch in their column's unit (the column's `data_type` names it), everything else
+/// as Arrow displays it.
 fn json_cell(column: &dyn arrow_array::Array, row: usize) -> Json {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+    use arrow_array::types::{
+        Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampNanosecondType, TimestampSecondType,
+    };
     use arrow_schema::{DataType, TimeUnit};
     if column.is_null(row) {
         return Json::Null;
@@ -906,9 +910,12 @@ fn json_cell(column: &dyn arrow_array::Array, row: usize) -> Json {
             serde_json::Number::from_f64(value)
                 .map_or_else(|| json!(format_value(value)), Json::Number)
         }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            json!(column.as_primitive::<TimestampMillisecondType>().value(row))
-        }
+        DataType::Timestamp(unit, _) => json!(match unit {
+            TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(row),
+            TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(row),
+            TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(row),
+            TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(row),
+        }),
         DataType::Utf8 => json!(column.as_string::<i32>().value(row)),
         _ => json!(
             datafusion::arrow::util::display::array_value_to_string(column, row)

@@ -7,7 +7,8 @@
 //! `/health`), its own metrics ([`self_metrics`]), and its view of the catalog
 //! ([`meta`]); regular tables on their own regions ([`table_store`]) written by InfluxDB
 //! line protocol ([`line_protocol`]) and SQL ([`sql`], DataFusion for queries) over HTTP
-//! and the PostgreSQL wire protocol ([`pg`]). Still to come: the full PromQL engine.
+//! and the PostgreSQL wire protocol ([`pg`]), whose timestamps both bring to their
+//! table's unit ([`precision`]). Still to come: the full PromQL engine.
 //!
 //! It must not: store data; import `datanode` (they meet through
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
@@ -17,6 +18,7 @@ pub mod http;
 pub mod line_protocol;
 pub mod meta;
 pub mod pg;
+pub mod precision;
 pub mod prom_store;
 pub mod promql;
 pub mod remote_write;

@@ -2,6 +2,11 @@
 //! regular table (tags → tag columns, fields → field columns, the timestamp → `ts`),
 //! created on first write and widened when new tags or fields arrive.
 //!
+//! Tables created here keep nanoseconds, as InfluxDB does, whatever the `precision=` of
+//! the write that creates them: every precision converts to nanoseconds exactly. A table
+//! created by SQL keeps its declared unit: timestamps are rounded down to it, and a body
+//! in which that makes two points of a series one is refused ([`crate::precision`]).
+//!
 //! Parsing is `influxdb-line-protocol`'s. A body is all or nothing as far as validation
 //! goes: every line is parsed and checked before any row is written, and the first bad
 //! line is named by its number.
@@ -9,9 +14,10 @@
 use std::collections::BTreeMap;
 
 use influxdb_line_protocol::{parse_lines, FieldValue as LineValue, ParsedLine};
-use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 use metronome_metasrv::catalog::{check_name, TableKind};
 
+use crate::precision::{first_merged, round_to, unit_name};
 use crate::prom_store::StoreError;
 use crate::table_store::{NewTable, TableStore};
 
@@ -49,21 +55,28 @@ impl Precision {
         })
     }
 
-    /// A timestamp of this precision in milliseconds (rounded down), if it fits.
-    fn to_ms(self, value: i64) -> Option<i64> {
-        match self {
-            Precision::Nanoseconds => Some(value.div_euclid(1_000_000)),
-            Precision::Microseconds => Some(value.div_euclid(1_000)),
-            Precision::Milliseconds => Some(value),
-            Precision::Seconds => value.checked_mul(1_000),
-            Precision::Minutes => value.checked_mul(60_000),
-            Precision::Hours => value.checked_mul(3_600_000),
-        }
+    /// A timestamp of this precision in nanoseconds, if it fits (years 1677 to 2262).
+    fn to_ns(self, value: i64) -> Option<i64> {
+        let factor: i64 = match self {
+            Precision::Nanoseconds => 1,
+            Precision::Microseconds => 1_000,
+            Precision::Milliseconds => 1_000_000,
+            Precision::Seconds => 1_000_000_000,
+            Precision::Minutes => 60_000_000_000,
+            Precision::Hours => 3_600_000_000_000,
+        };
+        value.checked_mul(factor)
     }
 }
 
-/// One line: tag values by name, timestamp in ms, field values by name.
-type Point = (BTreeMap<String, String>, i64, BTreeMap<String, Value>);
+/// One line: its number, tag values by name, timestamp in nanoseconds, field values by
+/// name.
+struct Point {
+    line: usize,
+    tags: BTreeMap<String, String>,
+    ts_ns: i64,
+    fields: BTreeMap<String, Value>,
+}
 
 /// One measurement's lines, checked.
 struct Measurement {
@@ -99,7 +112,7 @@ fn field_value(value: &LineValue<'_>, line: usize, name: &str) -> Result<Value, 
 fn parse(
     body: &str,
     precision: Precision,
-    now_ms: i64,
+    now_ns: i64,
 ) -> Result<BTreeMap<String, Measurement>, StoreError> {
     let mut measurements: BTreeMap<String, Measurement> = BTreeMap::new();
     for (index, parsed) in parse_lines(body).enumerate() {
@@ -109,10 +122,13 @@ fn parse(
         let table = parsed.series.measurement.to_string();
         check_name("measurement", &table)
             .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
-        let ts = match parsed.timestamp {
-            None => now_ms,
-            Some(value) => precision.to_ms(value).ok_or_else(|| {
-                StoreError::Invalid(format!("line {line}: timestamp {value} is out of range"))
+        let ts_ns = match parsed.timestamp {
+            None => now_ns,
+            Some(value) => precision.to_ns(value).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "line {line}: timestamp {value} is out of range (nanoseconds from 1677 \
+                     to 2262)"
+                ))
             })?,
         };
         let entry = measurements
@@ -159,18 +175,24 @@ fn parse(
             }
             fields.insert(key.clone(), field_value(value, line, &key)?);
         }
-        entry.points.push((tags, ts, fields));
+        entry.points.push(Point {
+            line,
+            tags,
+            ts_ns,
+            fields,
+        });
     }
     Ok(measurements)
 }
 
 /// Writes a line-protocol body to `database`; returns the number of points stored.
+/// Lines without a timestamp are at `now_ns`.
 pub async fn write(
     tables: &TableStore,
     database: &str,
     body: &str,
     precision: Precision,
-    now_ms: i64,
+    now_ns: i64,
 ) -> Result<usize, StoreError> {
     if body.len() > BODY_BYTES_MAX {
         return Err(StoreError::Invalid(format!(
@@ -178,7 +200,7 @@ pub async fn write(
             body.len()
         )));
     }
-    let measurements = parse(body, precision, now_ms)?;
+    let measurements = parse(body, precision, now_ns)?;
     // Every table first, so that a schema conflict refuses the body before any write.
     let mut tables_now = Vec::new();
     for (name, measurement) in &measurements {
@@ -192,6 +214,7 @@ pub async fn write(
                 let schema = RegionSchema {
                     tags,
                     time_index: TIME_INDEX.to_string(),
+                    time_unit: TimeUnit::Nanosecond,
                     fields,
                 };
                 tables
@@ -258,26 +281,50 @@ pub async fn write(
         };
         tables_now.push(table);
     }
-    let mut written = 0;
-    for (table, measurement) in tables_now.iter().zip(measurements.into_values()) {
+    // Every timestamp in its table's unit before any write, so that a body is refused
+    // whole rather than stored in part.
+    let mut batches = Vec::with_capacity(tables_now.len());
+    for (table, (name, measurement)) in tables_now.iter().zip(measurements) {
         let schema = &table.schema;
-        let rows = measurement
-            .points
-            .into_iter()
-            .map(|(mut tags, ts, mut fields)| Row {
+        let unit = schema.time_unit;
+        let mut rows = Vec::with_capacity(measurement.points.len());
+        let mut written_ns = Vec::with_capacity(measurement.points.len());
+        let mut lines = Vec::with_capacity(measurement.points.len());
+        for mut point in measurement.points {
+            let ts = round_to(unit, i128::from(point.ts_ns))
+                .map_err(|error| StoreError::Invalid(format!("line {}: {error}", point.line)))?;
+            written_ns.push(i128::from(point.ts_ns));
+            lines.push(point.line);
+            rows.push(Row {
                 tags: schema
                     .tags
                     .iter()
-                    .map(|tag| tags.remove(tag).unwrap_or_default())
+                    .map(|tag| point.tags.remove(tag).unwrap_or_default())
                     .collect(),
                 ts,
                 fields: schema
                     .fields
                     .iter()
-                    .map(|field| fields.remove(&field.name).unwrap_or(Value::Null))
+                    .map(|field| point.fields.remove(&field.name).unwrap_or(Value::Null))
                     .collect(),
-            })
-            .collect();
+            });
+        }
+        if let Some((first, second)) = first_merged(&rows, &written_ns) {
+            return Err(StoreError::Invalid(format!(
+                "lines {} and {} are one point of table {name} at its precision, {}: their \
+                 timestamps {} ns and {} ns differ by less; create the table with a finer \
+                 TIMESTAMP (line protocol creates TIMESTAMP(9) tables)",
+                lines[first],
+                lines[second],
+                unit_name(unit),
+                written_ns[first],
+                written_ns[second],
+            )));
+        }
+        batches.push((table, rows));
+    }
+    let mut written = 0;
+    for (table, rows) in batches {
         written += tables.write(table, rows).await?;
     }
     Ok(written)
@@ -308,13 +355,15 @@ mod tests {
                 ("up", FieldType::Boolean)
             ]
         );
-        assert_eq!(cpu.points[1].1, 1_700_000_001_000);
+        assert_eq!(cpu.points[1].ts_ns, 1_700_000_001_000_000_000);
         assert_eq!(
-            parsed["mem"].points[0].1, 42,
+            parsed["mem"].points[0].ts_ns, 42,
             "a line without a timestamp is now"
         );
         let seconds = parse("m v=1 1700000000", Precision::Seconds, 0).unwrap();
-        assert_eq!(seconds["m"].points[0].1, 1_700_000_000_000);
+        assert_eq!(seconds["m"].points[0].ts_ns, 1_700_000_000_000_000_000);
+        let micros = parse("m v=1 -3", Precision::Microseconds, 0).unwrap();
+        assert_eq!(micros["m"].points[0].ts_ns, -3_000);
     }
 
     #[test]

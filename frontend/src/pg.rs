@@ -16,14 +16,15 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType,
-    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
 };
-use arrow_array::{Array, RecordBatch};
+use arrow_array::Array;
 use arrow_schema::{DataType, Schema, TimeUnit};
 use async_trait::async_trait;
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Statement, Value as SqlValue};
 use futures::{stream, Sink, SinkExt};
 use metronome_core::rt::task;
 use pgwire::api::portal::{Format, Portal};
@@ -161,16 +162,40 @@ fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
 }
 
 /// A timestamp as PostgreSQL writes one in text: `2024-01-01 00:00:00`, with a fraction
-/// only where there is one, and without trailing zeros.
+/// only where there is one, and without trailing zeros. A nanosecond table's fraction
+/// has up to nine digits (PostgreSQL's own stop at six).
 fn timestamp_text(time: chrono::NaiveDateTime) -> String {
     let mut text = time.format("%Y-%m-%d %H:%M:%S").to_string();
-    let micros = time.and_utc().timestamp_subsec_micros();
-    if micros != 0 {
-        let fraction = format!("{micros:06}");
+    let nanos = time.and_utc().timestamp_subsec_nanos();
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
         text.push('.');
         text.push_str(fraction.trim_end_matches('0'));
     }
     text
+}
+
+/// Row `row` of a time column of any unit, as a date and time (`None` past chrono's
+/// range).
+fn naive_time(column: &dyn Array, unit: TimeUnit, row: usize) -> Option<chrono::NaiveDateTime> {
+    let (value, per_second) = match unit {
+        TimeUnit::Second => (column.as_primitive::<TimestampSecondType>().value(row), 1),
+        TimeUnit::Millisecond => (
+            column.as_primitive::<TimestampMillisecondType>().value(row),
+            1_000,
+        ),
+        TimeUnit::Microsecond => (
+            column.as_primitive::<TimestampMicrosecondType>().value(row),
+            1_000_000,
+        ),
+        TimeUnit::Nanosecond => (
+            column.as_primitive::<TimestampNanosecondType>().value(row),
+            1_000_000_000,
+        ),
+    };
+    let nanos = value.rem_euclid(per_second) * (1_000_000_000 / per_second);
+    chrono::DateTime::from_timestamp(value.div_euclid(per_second), nanos as u32)
+        .map(|time| time.naive_utc())
 }
 
 /// Encodes one value of `column` at `row` into the row being built.
@@ -205,16 +230,15 @@ fn encode_value(
         ),
         DataType::Float32 => encoder.encode_field(&column.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => encoder.encode_field(&column.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(TimeUnit::Millisecond, None) => {
-            let ms = column.as_primitive::<TimestampMillisecondType>().value(row);
-            match chrono::DateTime::from_timestamp_millis(ms) {
-                Some(time) if field.format() == FieldFormat::Text => {
-                    encoder.encode_field(&timestamp_text(time.naive_utc()))
-                }
-                Some(time) => encoder.encode_field(&time.naive_utc()),
-                None => encoder.encode_field(&None::<i64>),
+        // In binary, PostgreSQL's format: microseconds (a nanosecond table's last three
+        // digits travel only in text).
+        DataType::Timestamp(unit, None) => match naive_time(column, *unit, row) {
+            Some(time) if field.format() == FieldFormat::Text => {
+                encoder.encode_field(&timestamp_text(time))
             }
-        }
+            Some(time) => encoder.encode_field(&time),
+            None => encoder.encode_field(&None::<i64>),
+        },
         DataType::Utf8 => encoder.encode_field(&column.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => encoder.encode_field(&column.as_string::<i64>().value(row)),
         DataType::Utf8View => encoder.encode_field(&column.as_string_view().value(row)),
@@ -231,52 +255,6 @@ fn arrow_cast_display(column: &dyn Array, row: usize) -> String {
         .unwrap_or_else(|error| format!("<{error}>"))
 }
 
-/// A timestamp column in milliseconds, whatever unit DataFusion produced.
-fn normalize_batch(batch: &RecordBatch) -> PgWireResult<RecordBatch> {
-    let needs_cast = |dt: &DataType| matches!(dt, DataType::Timestamp(unit, None) if *unit != TimeUnit::Millisecond);
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| needs_cast(f.data_type()))
-    {
-        return Ok(batch.clone());
-    }
-    let target = DataType::Timestamp(TimeUnit::Millisecond, None);
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    let mut schema_fields = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if needs_cast(field.data_type()) {
-            columns.push(
-                datafusion::arrow::compute::cast(column, &target)
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?,
-            );
-            schema_fields.push(field.as_ref().clone().with_data_type(target.clone()));
-        } else {
-            columns.push(column.clone());
-            schema_fields.push(field.as_ref().clone());
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))
-}
-
-fn schema_for_wire(schema: &Schema) -> Schema {
-    Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Timestamp(_, None) => f
-                    .as_ref()
-                    .clone()
-                    .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, None)),
-                _ => f.as_ref().clone(),
-            })
-            .collect::<Vec<_>>(),
-    )
-}
-
 fn response(output: SqlOutput, format: &Format) -> PgWireResult<Response> {
     match output {
         SqlOutput::Done { tag, rows, .. } => {
@@ -289,11 +267,10 @@ fn response(output: SqlOutput, format: &Format) -> PgWireResult<Response> {
             Ok(Response::Execution(tag))
         }
         SqlOutput::Rows { schema, batches } => {
-            let header = Arc::new(fields(&schema_for_wire(&schema), format));
+            let header = Arc::new(fields(&schema, format));
             let mut rows: Vec<PgWireResult<DataRow>> = Vec::new();
             let mut encoder = DataRowEncoder::new(header.clone());
             for batch in &batches {
-                let batch = normalize_batch(batch)?;
                 for row in 0..batch.num_rows() {
                     for (field, column) in header.iter().zip(batch.columns()) {
                         encode_value(&mut encoder, field, column.as_ref(), row)?;
@@ -457,7 +434,7 @@ async fn describe(
                 })
                 .collect();
             params.sort_by_key(|(index, _)| *index);
-            let schema = schema_for_wire(plan.schema().as_arrow());
+            let schema = plan.schema().as_arrow().clone();
             Ok((
                 params.into_iter().map(|(_, t)| t).collect(),
                 fields(&schema, format),
@@ -482,28 +459,53 @@ async fn describe(
                     })
                     .collect()
             };
-            let mut params = Vec::new();
-            let text = parsed.statement.to_string();
-            let count = (1..=65535)
-                .take_while(|n| text.contains(&format!("${n}")))
-                .count();
-            for index in 0..count {
-                let role = targets.get(index % targets.len().max(1)).copied();
-                params.push(match role {
-                    Some(ColumnRole::Tag(_)) => Type::VARCHAR,
-                    Some(ColumnRole::TimeIndex) => Type::TIMESTAMP,
-                    Some(ColumnRole::Field(_, field_type)) => match field_type {
-                        metronome_core::data::FieldType::Float64 => Type::FLOAT8,
-                        metronome_core::data::FieldType::Int64 => Type::INT8,
-                        metronome_core::data::FieldType::String => Type::VARCHAR,
-                        metronome_core::data::FieldType::Boolean => Type::BOOL,
-                    },
-                    None => Type::UNKNOWN,
-                });
+            // Each `$n` takes the type of the column whose value it is, wherever it
+            // stands among literals; one that fills no column is of unknown type.
+            let mut types: std::collections::BTreeMap<usize, Type> = Default::default();
+            if let Some(source) = &insert.source {
+                if let SetExpr::Values(values) = source.body.as_ref() {
+                    for row in &values.rows {
+                        for (expr, role) in row.content.iter().zip(&targets) {
+                            if let Some(n) = placeholder(expr) {
+                                types.entry(n).or_insert_with(|| column_type(*role));
+                            }
+                        }
+                    }
+                }
             }
+            let count = types.keys().next_back().copied().unwrap_or(0);
+            let params: Vec<Type> = (1..=count)
+                .map(|n| types.get(&n).cloned().unwrap_or(Type::UNKNOWN))
+                .collect();
             Ok((params, Vec::new()))
         }
         _ => Ok((Vec::new(), Vec::new())),
+    }
+}
+
+/// The number `n` of a `$n` parameter standing for a whole value (perhaps with a cast).
+fn placeholder(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            SqlValue::Placeholder(name) => name.strip_prefix('$')?.parse().ok(),
+            _ => None,
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => placeholder(expr),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL type of a value for a column of `role`.
+fn column_type(role: ColumnRole) -> Type {
+    match role {
+        ColumnRole::Tag(_) => Type::VARCHAR,
+        ColumnRole::TimeIndex => Type::TIMESTAMP,
+        ColumnRole::Field(_, field_type) => match field_type {
+            metronome_core::data::FieldType::Float64 => Type::FLOAT8,
+            metronome_core::data::FieldType::Int64 => Type::INT8,
+            metronome_core::data::FieldType::String => Type::VARCHAR,
+            metronome_core::data::FieldType::Boolean => Type::BOOL,
+        },
     }
 }
 
@@ -516,16 +518,17 @@ fn parameter(portal: &Portal<String>, index: usize, pg: &Type) -> PgWireResult<S
         Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(index, pg)?),
         Type::FLOAT4 => ScalarValue::Float64(portal.parameter::<f32>(index, pg)?.map(f64::from)),
         Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(index, pg)?),
-        Type::TIMESTAMP => ScalarValue::TimestampMillisecond(
+        // PostgreSQL's timestamps are microseconds; the table's unit is applied at INSERT.
+        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
             portal
                 .parameter::<chrono::NaiveDateTime>(index, pg)?
-                .map(|time| time.and_utc().timestamp_millis()),
+                .map(|time| time.and_utc().timestamp_micros()),
             None,
         ),
-        Type::TIMESTAMPTZ => ScalarValue::TimestampMillisecond(
+        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
             portal
                 .parameter::<chrono::DateTime<chrono::FixedOffset>>(index, pg)?
-                .map(|time| time.timestamp_millis()),
+                .map(|time| time.timestamp_micros()),
             None,
         ),
         _ => ScalarValue::Utf8(portal.parameter::<String>(index, pg)?),

@@ -358,8 +358,8 @@ impl PromStore {
             })
             .collect();
         let request = ScanRequest {
-            start_ms,
-            end_ms,
+            start: start_ms,
+            end: end_ms,
             matchers,
             limit: None,
             series_only,

@@ -297,6 +297,7 @@ fn series_region(tags: &[String], regions: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metronome_core::data::TimeUnit;
 
     fn table(partition_columns: &[&str]) -> Table {
         Table {
@@ -306,6 +307,7 @@ mod tests {
             schema: RegionSchema {
                 tags: vec!["host".into(), "dc".into()],
                 time_index: "ts".into(),
+                time_unit: TimeUnit::Millisecond,
                 fields: Vec::new(),
             },
             ttl_ms: None,

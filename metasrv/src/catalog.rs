@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema};
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 /// The database every client writes to unless it names another.
@@ -338,6 +338,7 @@ impl Catalog {
         RegionSchema {
             tags: tags.to_vec(),
             time_index: PHYSICAL_TIME_INDEX.to_string(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![FieldColumn {
                 name: PHYSICAL_VALUE.to_string(),
                 field_type: metronome_core::data::FieldType::Float64,
@@ -624,6 +625,7 @@ impl Catalog {
                         schema: RegionSchema {
                             tags: Vec::new(),
                             time_index: METRIC_TIME_INDEX.to_string(),
+                            time_unit: TimeUnit::Millisecond,
                             fields: vec![FieldColumn {
                                 name: METRIC_VALUE.to_string(),
                                 field_type: metronome_core::data::FieldType::Float64,
@@ -935,6 +937,7 @@ mod tests {
             schema: RegionSchema {
                 tags: vec!["host".into()],
                 time_index: "ts".into(),
+                time_unit: TimeUnit::Millisecond,
                 fields: vec![FieldColumn {
                     name: "cpu".into(),
                     field_type: FieldType::Float64,

@@ -511,7 +511,7 @@ fn read_tables(
 mod tests {
     use super::*;
     use crate::catalog::DEFAULT_DATABASE;
-    use metronome_core::data::{FieldColumn, FieldType, RegionSchema};
+    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, TimeUnit};
 
     fn commands() -> Vec<Command> {
         let to = vec![
@@ -541,6 +541,7 @@ mod tests {
                 schema: RegionSchema {
                     tags: vec!["host".into()],
                     time_index: "ts".into(),
+                    time_unit: TimeUnit::Millisecond,
                     fields: vec![FieldColumn {
                         name: "usage".into(),
                         field_type: FieldType::Float64,

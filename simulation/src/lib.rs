@@ -27,10 +27,11 @@ pub mod node;
 #[cfg(madsim)]
 #[ctor::ctor]
 fn initialize_process_random_state() {
-    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
     let schema = RegionSchema {
         tags: vec!["t".to_string()],
         time_index: "ts".to_string(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "v".to_string(),
             field_type: FieldType::String,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metronome_core::data::{
-    FieldColumn, FieldType, RegionId, RegionSchema, Row, ScanRequest, Value,
+    FieldColumn, FieldType, RegionId, RegionSchema, Row, ScanRequest, TimeUnit, Value,
 };
 use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::object::{SimObjectFaults, SimObjectStore};
@@ -44,6 +44,7 @@ fn schema() -> RegionSchema {
     RegionSchema {
         tags: vec!["host".into()],
         time_index: "ts".into(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "value".into(),
             field_type: FieldType::Float64,

@@ -331,3 +331,85 @@ pub fn read_log_until(
 pub fn promtool_available() -> bool {
     prometheus_tool_available("promtool")
 }
+
+/// Runs statements through psql, each as its own `-c`, on one connection; returns
+/// (success, stdout, stderr), or `None` without psql (unless CI requires it).
+pub fn psql(port: u16, statements: &[&str]) -> Option<(bool, String, String)> {
+    let have = Command::new("sh")
+        .args(["-c", "command -v psql"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        let required = std::env::var("METRONOME_REQUIRE_PSQL").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "psql is not installed (apt-get install postgresql-client)"
+        );
+        eprintln!("psql is not installed: skipping its part (apt-get install postgresql-client)");
+        return None;
+    }
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "metronome", "-d", "public"])
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .env("PGCONNECT_TIMEOUT", "10");
+    for statement in statements {
+        command.args(["-c", statement]);
+    }
+    let output = command.output().expect("psql runs");
+    Some((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    ))
+}
+
+/// Runs `test` with a tokio-postgres client of `node`, and the notices the server sent
+/// it, in the order they came.
+pub fn with_client<F, Fut>(node: &Standalone, test: F)
+where
+    F: FnOnce(tokio_postgres::Client, mpsc::Receiver<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let pg = node.postgres.port();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, mut connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={pg} user=metronome dbname=public"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        let (sender, notices) = mpsc::channel();
+        // A notice comes ahead of its statement's response on the connection, so it is
+        // in the channel by the time the statement's future completes.
+        tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                std::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                    let _ = sender.send(notice.message().to_string());
+                }
+            }
+        });
+        test(client, notices).await;
+    });
+}
+
+pub fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .code()
+        .map(|code| code.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error:?}"))
+}
+
+pub fn error_message(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| error.to_string())
+}

@@ -6,7 +6,7 @@
 
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use metronome_core::data::{
-    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, ScanRequest, TagMatcher,
+    FieldColumn, FieldType, MatchOp, RegionId, RegionSchema, ScanRequest, TagMatcher, TimeUnit,
 };
 
 use crate::fb;
@@ -104,6 +104,7 @@ pub fn region_schema<'b>(
         &fb::RegionSchemaArgs {
             tags: Some(tags),
             time_index: Some(time_index),
+            time_unit: time_unit(schema.time_unit),
             fields: Some(fields),
         },
     )
@@ -113,7 +114,27 @@ pub fn read_region_schema(schema: fb::RegionSchema<'_>) -> Result<RegionSchema, 
     Ok(RegionSchema {
         tags: read_strings(schema.tags()),
         time_index: schema.time_index().to_string(),
+        time_unit: read_time_unit(schema.time_unit())?,
         fields: read_field_columns(schema.fields())?,
+    })
+}
+
+fn time_unit(unit: TimeUnit) -> fb::TimeUnit {
+    match unit {
+        TimeUnit::Second => fb::TimeUnit::Second,
+        TimeUnit::Millisecond => fb::TimeUnit::Millisecond,
+        TimeUnit::Microsecond => fb::TimeUnit::Microsecond,
+        TimeUnit::Nanosecond => fb::TimeUnit::Nanosecond,
+    }
+}
+
+fn read_time_unit(unit: fb::TimeUnit) -> Result<TimeUnit, ConvertError> {
+    Ok(match unit {
+        fb::TimeUnit::Second => TimeUnit::Second,
+        fb::TimeUnit::Millisecond => TimeUnit::Millisecond,
+        fb::TimeUnit::Microsecond => TimeUnit::Microsecond,
+        fb::TimeUnit::Nanosecond => TimeUnit::Nanosecond,
+        other => return Err(ConvertError(format!("unknown time unit {}", other.0))),
     })
 }
 
@@ -167,8 +188,8 @@ pub fn scan<'b>(
         builder,
         &fb::ScanArgs {
             region: Some(&region_id(region)),
-            start_ms: request.start_ms,
-            end_ms: request.end_ms,
+            start: request.start,
+            end: request.end,
             matchers: Some(matchers),
             limit: request.limit.map(|limit| limit as u64),
             series_only: request.series_only,
@@ -192,8 +213,8 @@ pub fn read_scan(scan: fb::Scan<'_>) -> Result<(RegionId, ScanRequest), ConvertE
     Ok((
         read_region_id(scan.region()),
         ScanRequest {
-            start_ms: scan.start_ms(),
-            end_ms: scan.end_ms(),
+            start: scan.start(),
+            end: scan.end(),
             matchers,
             // A limit past what this machine can address is no limit at all.
             limit: scan
@@ -238,6 +259,7 @@ mod tests {
         RegionSchema {
             tags: vec!["host".into(), "dc".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Microsecond,
             fields: vec![
                 FieldColumn {
                     name: "value".into(),
@@ -260,8 +282,8 @@ mod tests {
         assert_eq!(read_region_schema(table).unwrap(), schema());
 
         let request = ScanRequest {
-            start_ms: -3,
-            end_ms: 99,
+            start: -3,
+            end: 99,
             matchers: vec![TagMatcher {
                 tag: "host".into(),
                 op: MatchOp::NotRegex,

@@ -565,7 +565,7 @@ fn scan_pages<R: RowView>(region: RegionId, rows: &[R]) -> Vec<Body> {
 mod tests {
     use super::*;
     use crate::frame::{FrameKind, Header};
-    use metronome_core::data::{FieldType, MatchOp, TagMatcher, Value};
+    use metronome_core::data::{FieldType, MatchOp, TagMatcher, TimeUnit, Value};
     use rand::{Rng, SeedableRng};
 
     /// Valid frames of the requests with the most structure.
@@ -573,6 +573,7 @@ mod tests {
         let schema = RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![FieldColumn {
                 name: "value".into(),
                 field_type: FieldType::Float64,

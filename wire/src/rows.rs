@@ -7,14 +7,15 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+    TimestampSecondArray,
 };
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, TimeUnit as ArrowTimeUnit};
 use metronome_core::data::{
-    trim_empty_tags, FieldColumn, FieldType, RegionSchema, Row, SeriesRows, Value,
+    trim_empty_tags, FieldColumn, FieldType, RegionSchema, Row, SeriesRows, TimeUnit, Value,
 };
 
 pub fn field_data_type(field_type: FieldType) -> DataType {
@@ -26,7 +27,28 @@ pub fn field_data_type(field_type: FieldType) -> DataType {
     }
 }
 
-/// The Arrow schema of a region's rows as scans return them: tags, time index, fields.
+/// Arrow's name for a time unit.
+pub fn arrow_time_unit(unit: TimeUnit) -> ArrowTimeUnit {
+    match unit {
+        TimeUnit::Second => ArrowTimeUnit::Second,
+        TimeUnit::Millisecond => ArrowTimeUnit::Millisecond,
+        TimeUnit::Microsecond => ArrowTimeUnit::Microsecond,
+        TimeUnit::Nanosecond => ArrowTimeUnit::Nanosecond,
+    }
+}
+
+/// A time-index column: `values` in `unit`, without a time zone.
+pub fn timestamp_array(unit: TimeUnit, values: Vec<i64>) -> ArrayRef {
+    match unit {
+        TimeUnit::Second => Arc::new(TimestampSecondArray::from(values)),
+        TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(values)),
+        TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::from(values)),
+        TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(values)),
+    }
+}
+
+/// The Arrow schema of a region's rows as scans return them: tags, time index (in the
+/// region's unit), fields.
 pub fn row_schema(schema: &RegionSchema) -> Schema {
     let mut fields: Vec<Field> = schema
         .tags
@@ -35,7 +57,7 @@ pub fn row_schema(schema: &RegionSchema) -> Schema {
         .collect();
     fields.push(Field::new(
         &schema.time_index,
-        DataType::Timestamp(TimeUnit::Millisecond, None),
+        DataType::Timestamp(arrow_time_unit(schema.time_unit), None),
         false,
     ));
     for field in &schema.fields {
@@ -147,9 +169,10 @@ pub fn row_columns<R: RowView>(schema: &RegionSchema, rows: &[R]) -> Vec<ArrayRe
             rows.iter().map(|r| r.tag(tag)),
         )));
     }
-    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
-        rows.iter().map(|r| r.ts()),
-    )));
+    columns.push(timestamp_array(
+        schema.time_unit,
+        rows.iter().map(|r| r.ts()).collect(),
+    ));
     for (index, field) in schema.fields.iter().enumerate() {
         let values = rows.iter().map(|r| &r.fields()[index]);
         let column: ArrayRef = match field.field_type {
@@ -252,9 +275,13 @@ pub fn rows_to_ipc<R: RowView>(rows: &[R]) -> Result<Vec<u8>, RowsError> {
             }
         }
     }
+    // The stream carries a region's `ts` integers as they are: the transport does not
+    // know the region, so the column's Arrow unit is nominal and the reader, who asked
+    // that region, reads the integers in the region's unit.
     let schema = RegionSchema {
         tags: (0..tags).map(|i| format!("tag_{i}")).collect(),
         time_index: "ts".to_string(),
+        time_unit: TimeUnit::Millisecond,
         fields: field_types
             .iter()
             .enumerate()
@@ -359,7 +386,7 @@ fn positional_layout(schema: &Schema) -> Result<(usize, Vec<FieldType>), RowsErr
         .position(|field| matches!(field.data_type(), DataType::Timestamp(_, _)))
         .ok_or_else(|| RowsError("no timestamp column".to_string()))?;
     let time_field = &schema.fields()[time];
-    if time_field.data_type() != &DataType::Timestamp(TimeUnit::Millisecond, None) {
+    if time_field.data_type() != &DataType::Timestamp(ArrowTimeUnit::Millisecond, None) {
         return Err(RowsError(format!(
             "time column {:?} is {}, expected milliseconds without a time zone",
             time_field.name(),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use clap::Parser;
 use futures::stream::{FuturesUnordered, StreamExt};
 use metronome_benches::{markdown_table, LatencyRecorder};
-use metronome_core::data::{FieldColumn, FieldType, RegionId, RegionSchema, Row, Value};
+use metronome_core::data::{FieldColumn, FieldType, RegionId, RegionSchema, Row, TimeUnit, Value};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
@@ -41,6 +41,7 @@ fn schema() -> RegionSchema {
     RegionSchema {
         tags: vec!["__name__".into(), "instance".into(), "job".into()],
         time_index: "ts".into(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "value".into(),
             field_type: FieldType::Float64,

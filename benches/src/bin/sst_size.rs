@@ -28,7 +28,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use clap::Parser;
-use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, Value};
+use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 use metronome_core::rt::rand::{seeded, Rng};
 use metronome_datanode::sst;
 use parquet::file::metadata::ParquetMetaDataReader;
@@ -73,6 +73,7 @@ fn main() -> Result<(), String> {
     let schema = RegionSchema {
         tags: vec!["__name__".into(), "instance".into(), "job".into()],
         time_index: "ts".into(),
+        time_unit: TimeUnit::Millisecond,
         fields: vec![FieldColumn {
             name: "value".into(),
             field_type: FieldType::Float64,

@@ -33,6 +33,15 @@ pub fn unix_time_ms() -> i64 {
     }
 }
 
+/// Nanoseconds since the Unix epoch by the wall clock, saturating past 2262 and before
+/// 1677 (an `i64` of nanoseconds holds no more).
+pub fn unix_time_ns() -> i64 {
+    match system_time().duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
 /// The deadline of a [`timeout`] or [`timeout_local`] passed before the future completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("deadline of {0:?} elapsed")]

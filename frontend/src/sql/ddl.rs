@@ -9,12 +9,12 @@
 //! before the statement is parsed.
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, Expr, Ident, SqlOption,
-    TableConstraint, Value,
+    ColumnDef, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlDataType, Expr, Ident,
+    SqlOption, TableConstraint, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use metronome_core::data::{FieldColumn, FieldType, RegionSchema};
+use metronome_core::data::{FieldColumn, FieldType, RegionSchema, TimeUnit};
 use metronome_metasrv::catalog::REGIONS_PER_TABLE_MAX;
 
 use super::SqlError;
@@ -195,22 +195,52 @@ pub fn strip_extensions(sql: &str) -> Result<(String, Extensions), SqlError> {
     ))
 }
 
-fn field_type(column: &ColumnDef) -> Result<Option<FieldType>, SqlError> {
+/// A column's type: a field's, or a timestamp's unit.
+enum ColumnType {
+    Field(FieldType),
+    Time(TimeUnit),
+}
+
+/// `TIMESTAMP(p)` is kept in the coarsest unit that holds `p` fractional digits (0, 3,
+/// 6, 9); a bare `TIMESTAMP` in milliseconds, Prometheus' unit and GreptimeDB's default.
+fn column_type(column: &ColumnDef) -> Result<ColumnType, SqlError> {
+    let name = normalize(&column.name);
+    let precision = |digits: Option<u64>| match digits {
+        None => Ok(ColumnType::Time(TimeUnit::Millisecond)),
+        Some(digits) => TimeUnit::for_precision_digits(digits)
+            .map(ColumnType::Time)
+            .ok_or_else(|| {
+                SqlError::Invalid(format!(
+                    "column {name:?} is {}: a timestamp keeps at most 9 fractional digits \
+                     (nanoseconds)",
+                    column.data_type
+                ))
+            }),
+    };
+    match &column.data_type {
+        SqlDataType::Timestamp(digits, _) | SqlDataType::Datetime(digits) => {
+            return precision(*digits)
+        }
+        SqlDataType::TimestampNtz(digits) => return precision(*digits),
+        _ => {}
+    }
     let text = column.data_type.to_string().to_uppercase();
     let base = text.split('(').next().unwrap_or("").trim();
-    Ok(Some(match base {
+    Ok(ColumnType::Field(match base {
         "STRING" | "TEXT" | "VARCHAR" | "CHAR" | "CHARACTER VARYING" => FieldType::String,
         "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT64" | "FLOAT8" | "REAL" | "FLOAT4"
         | "FLOAT32" => FieldType::Float64,
         "BIGINT" | "INT" | "INTEGER" | "INT64" | "INT8" | "INT4" | "INT32" | "SMALLINT"
         | "INT2" | "TINYINT" => FieldType::Int64,
         "BOOLEAN" | "BOOL" => FieldType::Boolean,
-        "TIMESTAMP" | "TIMESTAMP_MS" | "TIMESTAMPTZ" => return Ok(None),
+        "TIMESTAMP_S" => return Ok(ColumnType::Time(TimeUnit::Second)),
+        "TIMESTAMP_MS" => return Ok(ColumnType::Time(TimeUnit::Millisecond)),
+        "TIMESTAMP_US" => return Ok(ColumnType::Time(TimeUnit::Microsecond)),
+        "TIMESTAMP_NS" => return Ok(ColumnType::Time(TimeUnit::Nanosecond)),
         _ => {
             return Err(SqlError::Invalid(format!(
-                "column {:?} has type {text}, which is not supported: use STRING, DOUBLE, \
-                 BIGINT, BOOLEAN or TIMESTAMP",
-                normalize(&column.name)
+                "column {name:?} has type {text}, which is not supported: use STRING, DOUBLE, \
+                 BIGINT, BOOLEAN or TIMESTAMP[(0|3|6|9)]"
             )))
         }
     }))
@@ -284,50 +314,50 @@ pub fn table_definition(
     }
     let mut tags = Vec::new();
     let mut fields = Vec::new();
-    let mut saw_time_index = false;
+    let mut time_unit = None;
     let mut column_order = Vec::new();
     for column in &create.columns {
         let column_name = normalize(&column.name);
         column_order.push(column_name.clone());
-        let column_type = field_type(column)?;
+        let column_type = column_type(column)?;
         let in_key = primary_key.contains(&column_name)
             || column
                 .options
                 .iter()
                 .any(|option| matches!(option.option, ColumnOption::PrimaryKey(_)));
         if column_name == time_index {
-            if column_type.is_some() {
+            let ColumnType::Time(unit) = column_type else {
                 return Err(SqlError::Invalid(format!(
                     "the TIME INDEX column {column_name:?} must be a TIMESTAMP"
                 )));
-            }
-            saw_time_index = true;
+            };
+            time_unit = Some(unit);
             continue;
         }
+        let ColumnType::Field(column_type) = column_type else {
+            return Err(SqlError::Invalid(format!(
+                "column {column_name:?} is a TIMESTAMP but not the TIME INDEX; store \
+                 other times as BIGINT milliseconds"
+            )));
+        };
         match column_type {
-            None => {
-                return Err(SqlError::Invalid(format!(
-                    "column {column_name:?} is a TIMESTAMP but not the TIME INDEX; store \
-                     other times as BIGINT milliseconds"
-                )))
-            }
-            Some(FieldType::String) if in_key => tags.push(column_name),
-            Some(other) if in_key => {
+            FieldType::String if in_key => tags.push(column_name),
+            other if in_key => {
                 return Err(SqlError::Invalid(format!(
                     "primary key column {column_name:?} is {other:?}; tag columns are STRING"
                 )))
             }
-            Some(field_type) => fields.push(FieldColumn {
+            field_type => fields.push(FieldColumn {
                 name: column_name,
                 field_type,
             }),
         }
     }
-    if !saw_time_index {
+    let Some(time_unit) = time_unit else {
         return Err(SqlError::Invalid(format!(
             "the TIME INDEX column {time_index:?} is not among the columns"
         )));
-    }
+    };
     for key in &primary_key {
         if !tags.contains(key) {
             return Err(SqlError::Invalid(format!(
@@ -414,6 +444,7 @@ pub fn table_definition(
         schema: RegionSchema {
             tags,
             time_index,
+            time_unit,
             fields,
         },
         ttl_ms,
@@ -483,9 +514,33 @@ mod tests {
         assert_eq!(inline.name, "cpu");
         assert_eq!(inline.schema.tags, ["dc", "host"]);
         assert_eq!(inline.schema.time_index, "ts");
+        assert_eq!(inline.schema.time_unit, TimeUnit::Millisecond);
         assert_eq!(inline.ttl_ms, Some(7 * 86_400_000));
         assert_eq!(inline.partitions, 4);
         assert!(inline.if_not_exists && !constraint.if_not_exists);
+    }
+
+    #[test]
+    fn a_timestamp_keeps_the_precision_it_declares() {
+        for (declared, unit) in [
+            ("TIMESTAMP", TimeUnit::Millisecond),
+            ("TIMESTAMP(0)", TimeUnit::Second),
+            ("TIMESTAMP(3)", TimeUnit::Millisecond),
+            ("TIMESTAMP(6)", TimeUnit::Microsecond),
+            ("TIMESTAMP(9)", TimeUnit::Nanosecond),
+            ("TIMESTAMP(4)", TimeUnit::Microsecond),
+            ("TIMESTAMP(6) WITHOUT TIME ZONE", TimeUnit::Microsecond),
+            ("TIMESTAMP_NS", TimeUnit::Nanosecond),
+            ("TIMESTAMP_S", TimeUnit::Second),
+        ] {
+            let table = define(&format!("CREATE TABLE t (ts {declared} TIME INDEX)"))
+                .unwrap_or_else(|error| panic!("{declared}: {error}"));
+            assert_eq!(table.schema.time_unit, unit, "{declared}");
+        }
+        let error = define("CREATE TABLE t (ts TIMESTAMP(12) TIME INDEX)")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at most 9"), "{error}");
     }
 
     #[test]

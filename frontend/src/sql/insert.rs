@@ -1,11 +1,19 @@
 //! `INSERT INTO t [(columns)] VALUES (…), (…)`: rows of literals, `$n` parameters of the
 //! extended query protocol and constant expressions (evaluated by DataFusion) turned into
 //! region rows.
+//!
+//! The time index takes a timestamp (text such as `'2024-01-01 00:00:00.000500'`, a
+//! `TIMESTAMP` value or parameter) rounded down to the table's unit, or an integer in
+//! the table's unit. An INSERT in which rounding makes two rows of a series one is
+//! refused ([`crate::precision`]); one that gives a (series, ts) twice keeps the last
+//! and counts one row.
 
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryOperator, Value};
-use metronome_core::data::{FieldType, Row, Value as FieldValue};
+use metronome_core::data::{FieldType, Row, TimeUnit, Value as FieldValue};
 use metronome_metasrv::catalog::{Table, TableKind};
+
+use crate::precision::{first_merged, round_to, series, unit_name};
 
 use super::ddl::normalize;
 use super::SqlError;
@@ -82,6 +90,7 @@ enum Literal {
     Number(String),
     Text(String),
     Boolean(bool),
+    Timestamp(i64, TimeUnit),
 }
 
 /// Evaluates a constant expression of an INSERT that is not a plain literal (`now()`,
@@ -143,38 +152,56 @@ fn scalar_literal(value: &ScalarValue) -> Literal {
         ScalarValue::Utf8(Some(v))
         | ScalarValue::LargeUtf8(Some(v))
         | ScalarValue::Utf8View(Some(v)) => Literal::Text(v.clone()),
-        ScalarValue::TimestampMillisecond(Some(v), _) => Literal::Number(v.to_string()),
-        ScalarValue::TimestampMicrosecond(Some(v), _) => Literal::Number((v / 1000).to_string()),
-        ScalarValue::TimestampNanosecond(Some(v), _) => {
-            Literal::Number((v / 1_000_000).to_string())
+        ScalarValue::TimestampSecond(Some(v), _) => Literal::Timestamp(*v, TimeUnit::Second),
+        ScalarValue::TimestampMillisecond(Some(v), _) => {
+            Literal::Timestamp(*v, TimeUnit::Millisecond)
         }
-        ScalarValue::TimestampSecond(Some(v), _) => Literal::Number((v * 1000).to_string()),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => {
+            Literal::Timestamp(*v, TimeUnit::Microsecond)
+        }
+        ScalarValue::TimestampNanosecond(Some(v), _) => {
+            Literal::Timestamp(*v, TimeUnit::Nanosecond)
+        }
         other => Literal::Number(other.to_string()),
     }
 }
 
-/// A timestamp as INSERT takes it: integer milliseconds, or text in RFC 3339 or
-/// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
-pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Some(ms);
-    }
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(time.timestamp_millis());
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S",
-    ] {
-        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Some(time.and_utc().timestamp_millis());
+/// A timestamp written as text, in nanoseconds since the epoch (exact, whatever its
+/// range): RFC 3339, or `YYYY-MM-DD[ HH:MM:SS[.fffffffff]]` in UTC.
+fn parse_timestamp_ns(text: &str) -> Option<i128> {
+    let time = if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        time.naive_utc()
+    } else {
+        let formats = [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S",
+        ];
+        match formats
+            .iter()
+            .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        {
+            Some(time) => time,
+            None => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()?
+                .and_hms_opt(0, 0, 0)?,
         }
+    };
+    let time = time.and_utc();
+    Some(i128::from(time.timestamp()) * 1_000_000_000 + i128::from(time.timestamp_subsec_nanos()))
+}
+
+/// A time-index value as written, in nanoseconds: an integer is in the table's `unit`.
+fn written_ns(value: &Literal, unit: TimeUnit) -> Option<i128> {
+    match value {
+        Literal::Number(text) | Literal::Text(text) => match text.parse::<i64>() {
+            Ok(integer) => Some(unit.to_ns(integer)),
+            Err(_) if matches!(value, Literal::Text(_)) => parse_timestamp_ns(text),
+            Err(_) => None,
+        },
+        Literal::Timestamp(value, unit) => Some(unit.to_ns(*value)),
+        Literal::Null | Literal::Boolean(_) => None,
     }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .map(|time| time.and_utc().timestamp_millis())
 }
 
 /// The rows an INSERT carries, shaped to the table's schema.
@@ -227,7 +254,9 @@ pub fn rows(
             values.rows.len()
         )));
     }
+    let unit = schema.time_unit;
     let mut out = Vec::with_capacity(values.rows.len());
+    let mut written = Vec::with_capacity(values.rows.len());
     for (row_index, row) in values.rows.iter().enumerate() {
         let exprs = &row.content;
         if exprs.len() != targets.len() {
@@ -239,7 +268,7 @@ pub fn rows(
             )));
         }
         let mut tags = vec![String::new(); schema.tags.len()];
-        let mut ts = None;
+        let mut ts: Option<(i128, i64)> = None;
         let mut fields = vec![FieldValue::Null; schema.fields.len()];
         for ((column, role), expr) in targets.iter().zip(exprs) {
             let value = literal(expr, params, evaluate)?;
@@ -254,10 +283,15 @@ pub fn rows(
                 (ColumnRole::Tag(_), Literal::Null) => {}
                 (ColumnRole::Tag(i), Literal::Number(text)) => tags[i] = text,
                 (ColumnRole::Tag(_), _) => return Err(wrong("a string")),
-                (ColumnRole::TimeIndex, Literal::Number(text) | Literal::Text(text)) => {
-                    ts = Some(parse_timestamp_ms(&text).ok_or_else(|| wrong("a timestamp"))?)
+                (ColumnRole::TimeIndex, Literal::Null) => {}
+                (ColumnRole::TimeIndex, value) => {
+                    let ns = written_ns(&value, unit).ok_or_else(|| wrong("a timestamp"))?;
+                    let rounded = round_to(unit, ns).map_err(|error| SqlError::Rejected {
+                        sqlstate: "22008",
+                        message: format!("row {}, column {column:?}: {error}", row_index + 1),
+                    })?;
+                    ts = Some((ns, rounded));
                 }
-                (ColumnRole::TimeIndex, _) => return Err(wrong("a timestamp")),
                 (ColumnRole::Field(_, _), Literal::Null) => {}
                 (ColumnRole::Field(i, FieldType::Float64), Literal::Number(text)) => {
                     fields[i] = FieldValue::Float64(text.parse().map_err(|_| wrong("a number"))?)
@@ -276,16 +310,50 @@ pub fn rows(
                 }
             }
         }
-        let ts = ts.ok_or_else(|| {
+        let (ns, ts) = ts.ok_or_else(|| {
             SqlError::Invalid(format!(
                 "row {}: the time index {:?} must not be NULL",
                 row_index + 1,
                 schema.time_index
             ))
         })?;
+        written.push(ns);
         out.push(Row { tags, ts, fields });
     }
-    Ok(out)
+    if let Some((first, second)) = first_merged(&out, &written) {
+        return Err(SqlError::Rejected {
+            sqlstate: "22000",
+            message: format!(
+                "rows {} and {} are one row of table {} at its precision, {}: their \
+                 timestamps differ by less; declare the time index with a finer TIMESTAMP(p)",
+                first + 1,
+                second + 1,
+                table.name,
+                unit_name(unit),
+            ),
+        });
+    }
+    Ok(last_of_each_key(out))
+}
+
+/// The rows with the last of each (series, ts) the INSERT gives more than once: the
+/// region would keep only that one, and the INSERT counts what is kept.
+fn last_of_each_key(rows: Vec<Row>) -> Vec<Row> {
+    let mut last: std::collections::HashMap<(&[String], i64), usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        last.insert((series(&row.tags), row.ts), index);
+    }
+    if last.len() == rows.len() {
+        return rows;
+    }
+    let keep: Vec<bool> = (0..rows.len())
+        .map(|index| last[&(series(&rows[index].tags), rows[index].ts)] == index)
+        .collect();
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .collect()
 }
 
 #[cfg(test)]
@@ -316,6 +384,7 @@ mod tests {
         RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
             fields: vec![
                 FieldColumn {
                     name: "usage".into(),

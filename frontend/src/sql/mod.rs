@@ -219,16 +219,18 @@ pub struct Expired {
     pub message: String,
 }
 
-/// The rows of `rows` that `ttl_ms` has expired at `now_ms`, as a region's scans leave
-/// them out: those older than `now - ttl`.
+/// The rows of `rows` (timestamps in `unit`) that `ttl_ms` has expired at `now_ms`, as a
+/// region's scans leave them out: those older than `now - ttl`.
 fn expired(
     table: &str,
     ttl_ms: Option<i64>,
+    unit: metronome_core::data::TimeUnit,
     rows: &[metronome_core::data::Row],
     now_ms: i64,
 ) -> Option<Expired> {
     let ttl = ttl_ms?;
-    let cutoff = now_ms.saturating_sub(ttl);
+    let cutoff =
+        metronome_core::data::TimeUnit::Millisecond.convert_floor(now_ms.saturating_sub(ttl), unit);
     let count = rows.iter().filter(|row| row.ts < cutoff).count();
     (count > 0).then(|| Expired {
         rows: count,
@@ -504,7 +506,7 @@ impl SqlEngine {
                     let state = state.get_or_insert_with(|| self.context().state());
                     evaluate_constant(state, expr, now_ms)
                 })?;
-                let expired = expired(&name, table.ttl_ms, &rows, now_ms);
+                let expired = expired(&name, table.ttl_ms, table.schema.time_unit, &rows, now_ms);
                 let count = self.tables.write(table, rows).await?;
                 Ok(SqlOutput::Done {
                     tag: "INSERT",
@@ -944,17 +946,39 @@ mod tests {
             ts,
             fields: Vec::new(),
         };
+        use metronome_core::data::TimeUnit;
+        let ms = TimeUnit::Millisecond;
         let day = 86_400_000;
         let rows = [row(0), row(50 * day), row(99 * day)];
-        assert_eq!(expired("t", None, &rows, 100 * day), None);
-        let found = expired("t", Some(30 * day), &rows, 100 * day).unwrap();
+        assert_eq!(expired("t", None, ms, &rows, 100 * day), None);
+        let found = expired("t", Some(30 * day), ms, &rows, 100 * day).unwrap();
         assert_eq!(found.rows, 2);
         assert!(
             found.message.contains("TTL of table t (30d)"),
             "{}",
             found.message
         );
-        assert_eq!(expired("t", Some(day), &rows[2..], 100 * day), None);
+        assert_eq!(expired("t", Some(day), ms, &rows[2..], 100 * day), None);
+        // A microsecond table's rows are compared in microseconds.
+        let micros: Vec<_> = rows.iter().map(|r| row(r.ts * 1_000)).collect();
+        let found = expired(
+            "t",
+            Some(30 * day),
+            TimeUnit::Microsecond,
+            &micros,
+            100 * day,
+        );
+        assert_eq!(found.map(|f| f.rows), Some(2));
+        assert_eq!(
+            expired(
+                "t",
+                Some(day),
+                TimeUnit::Microsecond,
+                &micros[2..],
+                100 * day
+            ),
+            None
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! range, tag conditions and (when nothing else filters) the limit pushed down.
 //!
 //! Pushed-down filters are reported as `Inexact`: regions return a superset (a time range
-//! widened to whole milliseconds, say) and DataFusion applies the filter again, so a
+//! widened to whole steps of the table's time unit, say) and DataFusion applies the filter again, so a
 //! condition we do not understand can never change an answer.
 
 use std::fmt;
@@ -19,7 +19,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
-use metronome_core::data::{MatchOp, ScanRequest, TagMatcher, Value};
+use metronome_core::data::{MatchOp, ScanRequest, TagMatcher, TimeUnit as DataTimeUnit, Value};
 use metronome_metasrv::catalog::{metric_label, Catalog, Table, TableKind, METRIC_NAME_LABEL};
 use metronome_wire::rows::{row_schema, rows_to_batch};
 
@@ -77,6 +77,11 @@ pub fn sql_schema(table: &Table) -> Schema {
                 .expect("the permutation names columns of the row schema")
         }
         TableKind::Metric { .. } => {
+            assert_eq!(
+                table.schema.time_unit,
+                DataTimeUnit::Millisecond,
+                "metrics are in Prometheus' unit"
+            );
             let mut fields: Vec<Field> = table
                 .schema
                 .tags
@@ -136,11 +141,12 @@ impl fmt::Debug for RegionTable {
     }
 }
 
-/// What a scan asks of the regions, from the filters DataFusion offers.
+/// What a scan asks of the regions, from the filters DataFusion offers; the time range
+/// in the table's unit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pushdown {
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start: i64,
+    pub end: i64,
     pub matchers: Vec<TagMatcher>,
 }
 
@@ -154,15 +160,17 @@ fn column_and_literal(expr: &BinaryExpr) -> Option<(&str, Operator, &ScalarValue
     }
 }
 
-/// A timestamp literal in milliseconds, rounded down.
-fn timestamp_ms(value: &ScalarValue) -> Option<i64> {
-    match value {
-        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1000),
-        ScalarValue::TimestampMillisecond(Some(v), _) => Some(*v),
-        ScalarValue::TimestampMicrosecond(Some(v), _) => Some(v.div_euclid(1000)),
-        ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000_000)),
-        _ => None,
-    }
+/// A timestamp literal in `unit`, rounded down (saturating: a bound past the unit's
+/// range is no narrower than the range).
+fn timestamp_in(value: &ScalarValue, unit: DataTimeUnit) -> Option<i64> {
+    let (value, literal_unit) = match value {
+        ScalarValue::TimestampSecond(Some(v), _) => (*v, DataTimeUnit::Second),
+        ScalarValue::TimestampMillisecond(Some(v), _) => (*v, DataTimeUnit::Millisecond),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, DataTimeUnit::Microsecond),
+        ScalarValue::TimestampNanosecond(Some(v), _) => (*v, DataTimeUnit::Nanosecond),
+        _ => return None,
+    };
+    Some(literal_unit.convert_floor(value, unit))
 }
 
 fn text(value: &ScalarValue) -> Option<&str> {
@@ -174,17 +182,23 @@ fn text(value: &ScalarValue) -> Option<&str> {
     }
 }
 
-/// Narrows a scan with the filters it understands: comparisons of the time index with a
-/// timestamp, and (in)equality of a tag with a string. Others are left to DataFusion.
-pub fn pushdown(filters: &[Expr], time_index: &str, tags: &[String]) -> Pushdown {
+/// Narrows a scan with the filters it understands: comparisons of the time index (whose
+/// unit is `unit`) with a timestamp, and (in)equality of a tag with a string. Others are
+/// left to DataFusion.
+pub fn pushdown(
+    filters: &[Expr],
+    time_index: &str,
+    unit: DataTimeUnit,
+    tags: &[String],
+) -> Pushdown {
     let mut out = Pushdown {
-        start_ms: i64::MIN,
-        end_ms: i64::MAX,
+        start: i64::MIN,
+        end: i64::MAX,
         matchers: Vec::new(),
     };
     let mut narrow = |start: i64, end: i64| {
-        out.start_ms = out.start_ms.max(start);
-        out.end_ms = out.end_ms.min(end);
+        out.start = out.start.max(start);
+        out.end = out.end.min(end);
     };
     let mut matchers = Vec::new();
     for filter in filters {
@@ -194,14 +208,14 @@ pub fn pushdown(filters: &[Expr], time_index: &str, tags: &[String]) -> Pushdown
                     continue;
                 };
                 if column == time_index {
-                    let Some(ms) = timestamp_ms(value) else {
+                    let Some(at) = timestamp_in(value, unit) else {
                         continue;
                     };
-                    // Widened to whole milliseconds: the filter is applied again above.
+                    // Widened to whole steps of the unit: the filter is applied again above.
                     match op {
-                        Operator::Eq => narrow(ms, ms.saturating_add(1)),
-                        Operator::Gt | Operator::GtEq => narrow(ms, i64::MAX),
-                        Operator::Lt | Operator::LtEq => narrow(i64::MIN, ms.saturating_add(1)),
+                        Operator::Eq => narrow(at, at.saturating_add(1)),
+                        Operator::Gt | Operator::GtEq => narrow(at, i64::MAX),
+                        Operator::Lt | Operator::LtEq => narrow(i64::MIN, at.saturating_add(1)),
                         _ => {}
                     }
                 } else if tags.iter().any(|tag| tag == column) {
@@ -228,7 +242,9 @@ pub fn pushdown(filters: &[Expr], time_index: &str, tags: &[String]) -> Pushdown
                     (expr.as_ref(), low.as_ref(), high.as_ref())
                 {
                     if column.name == time_index {
-                        if let (Some(low), Some(high)) = (timestamp_ms(low), timestamp_ms(high)) {
+                        if let (Some(low), Some(high)) =
+                            (timestamp_in(low, unit), timestamp_in(high, unit))
+                        {
                             narrow(low, high.saturating_add(1));
                         }
                     }
@@ -270,7 +286,7 @@ impl TableProvider for RegionTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = &self.table.schema;
-        let pushed = pushdown(filters, &schema.time_index, &schema.tags);
+        let pushed = pushdown(filters, &schema.time_index, schema.time_unit, &schema.tags);
         let batch = match &self.table.kind {
             TableKind::Regular { .. } => {
                 // The fields the plan reads (tags and the time index come anyway): the
@@ -286,8 +302,8 @@ impl TableProvider for RegionTable {
                         .collect(),
                 };
                 let request = ScanRequest {
-                    start_ms: pushed.start_ms,
-                    end_ms: pushed.end_ms,
+                    start: pushed.start,
+                    end: pushed.end,
                     matchers: pushed.matchers,
                     // Only without filters does the first N rows answer the query.
                     limit: if filters.is_empty() { limit } else { None },
@@ -341,7 +357,7 @@ impl TableProvider for RegionTable {
                 });
                 let series = self
                     .prom
-                    .select(&matchers, pushed.start_ms, pushed.end_ms)
+                    .select(&matchers, pushed.start, pushed.end)
                     .await
                     .map_err(internal)?;
                 metric_batch(&self.schema, &schema.tags, &series)?
@@ -406,16 +422,19 @@ mod tests {
             col("usage").gt(lit(1.0)),
             col("ts").between(ts(0), ts(3000)),
         ];
-        let pushed = pushdown(&filters, "ts", &["host".into(), "dc".into()]);
-        assert_eq!((pushed.start_ms, pushed.end_ms), (1000, 3001));
+        let tags = ["host".into(), "dc".into()];
+        let pushed = pushdown(&filters, "ts", DataTimeUnit::Millisecond, &tags);
+        assert_eq!((pushed.start, pushed.end), (1000, 3001));
         assert_eq!(pushed.matchers.len(), 2);
         assert_eq!(pushed.matchers[0].tag, "host");
         assert_eq!(pushed.matchers[1].op, MatchOp::NotEqual);
-        let nanos = pushdown(
-            &[col("ts").lt(lit(ScalarValue::TimestampNanosecond(Some(1_500_000), None)))],
-            "ts",
-            &[],
-        );
-        assert_eq!(nanos.end_ms, 2, "widened to the whole millisecond");
+        let nanos = [col("ts").lt(lit(ScalarValue::TimestampNanosecond(Some(1_500_000), None)))];
+        let in_ms = pushdown(&nanos, "ts", DataTimeUnit::Millisecond, &[]);
+        assert_eq!(in_ms.end, 2, "widened to the whole millisecond");
+        let in_us = pushdown(&nanos, "ts", DataTimeUnit::Microsecond, &[]);
+        assert_eq!(in_us.end, 1_501, "in a microsecond table, microseconds");
+        let seconds = [col("ts").gt_eq(lit(ScalarValue::TimestampSecond(Some(2), None)))];
+        let in_ns = pushdown(&seconds, "ts", DataTimeUnit::Nanosecond, &[]);
+        assert_eq!(in_ns.start, 2_000_000_000);
     }
 }

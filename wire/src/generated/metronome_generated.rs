@@ -109,6 +109,100 @@ impl<'a> ::flatbuffers::Verifiable for FieldType {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for FieldType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_TIME_UNIT: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_TIME_UNIT: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_TIME_UNIT: [TimeUnit; 4] = [
+  TimeUnit::Millisecond,
+  TimeUnit::Second,
+  TimeUnit::Microsecond,
+  TimeUnit::Nanosecond,
+];
+
+/// The unit of a region's timestamps (core::time_unit). Millisecond is 0, so a schema
+/// sent without it is in milliseconds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct TimeUnit(pub u8);
+#[allow(non_upper_case_globals)]
+impl TimeUnit {
+  pub const Millisecond: Self = Self(0);
+  pub const Second: Self = Self(1);
+  pub const Microsecond: Self = Self(2);
+  pub const Nanosecond: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Millisecond,
+    Self::Second,
+    Self::Microsecond,
+    Self::Nanosecond,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Millisecond => Some("Millisecond"),
+      Self::Second => Some("Second"),
+      Self::Microsecond => Some("Microsecond"),
+      Self::Nanosecond => Some("Nanosecond"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for TimeUnit {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for TimeUnit {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for TimeUnit {
+    type Output = TimeUnit;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for TimeUnit {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for TimeUnit {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for TimeUnit {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_MATCH_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_MATCH_OP: u8 = 3;
@@ -1526,7 +1620,8 @@ impl<'a> ::flatbuffers::Follow<'a> for RegionSchema<'a> {
 impl<'a> RegionSchema<'a> {
   pub const VT_TAGS: ::flatbuffers::VOffsetT = 4;
   pub const VT_TIME_INDEX: ::flatbuffers::VOffsetT = 6;
-  pub const VT_FIELDS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TIME_UNIT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FIELDS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1541,6 +1636,7 @@ impl<'a> RegionSchema<'a> {
     if let Some(x) = args.fields { builder.add_fields(x); }
     if let Some(x) = args.time_index { builder.add_time_index(x); }
     if let Some(x) = args.tags { builder.add_tags(x); }
+    builder.add_time_unit(args.time_unit);
     builder.finish()
   }
 
@@ -1560,6 +1656,13 @@ impl<'a> RegionSchema<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegionSchema::VT_TIME_INDEX, None).unwrap()}
   }
   #[inline]
+  pub fn time_unit(&self) -> TimeUnit {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TimeUnit>(RegionSchema::VT_TIME_UNIT, Some(TimeUnit::Millisecond)).unwrap()}
+  }
+  #[inline]
   pub fn fields(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>> {
     // Safety:
     // Created from valid Table for this object
@@ -1576,6 +1679,7 @@ impl ::flatbuffers::Verifiable for RegionSchema<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("tags", Self::VT_TAGS, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("time_index", Self::VT_TIME_INDEX, true)?
+     .visit_field::<TimeUnit>("time_unit", Self::VT_TIME_UNIT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("fields", Self::VT_FIELDS, true)?
      .finish();
     Ok(())
@@ -1584,6 +1688,7 @@ impl ::flatbuffers::Verifiable for RegionSchema<'_> {
 pub struct RegionSchemaArgs<'a> {
     pub tags: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub time_index: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub time_unit: TimeUnit,
     pub fields: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
 }
 impl<'a> Default for RegionSchemaArgs<'a> {
@@ -1592,6 +1697,7 @@ impl<'a> Default for RegionSchemaArgs<'a> {
     RegionSchemaArgs {
       tags: None, // required field
       time_index: None, // required field
+      time_unit: TimeUnit::Millisecond,
       fields: None, // required field
     }
   }
@@ -1609,6 +1715,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionSchemaBuilder<'a, 'b, A
   #[inline]
   pub fn add_time_index(&mut self, time_index: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionSchema::VT_TIME_INDEX, time_index);
+  }
+  #[inline]
+  pub fn add_time_unit(&mut self, time_unit: TimeUnit) {
+    self.fbb_.push_slot::<TimeUnit>(RegionSchema::VT_TIME_UNIT, time_unit, TimeUnit::Millisecond);
   }
   #[inline]
   pub fn add_fields(&mut self, fields: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FieldColumn<'b >>>>) {
@@ -1637,6 +1747,7 @@ impl ::core::fmt::Debug for RegionSchema<'_> {
     let mut ds = f.debug_struct("RegionSchema");
       ds.field("tags", &self.tags());
       ds.field("time_index", &self.time_index());
+      ds.field("time_unit", &self.time_unit());
       ds.field("fields", &self.fields());
       ds.finish()
   }
@@ -2579,8 +2690,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Scan<'a> {
 
 impl<'a> Scan<'a> {
   pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
-  pub const VT_START_MS: ::flatbuffers::VOffsetT = 6;
-  pub const VT_END_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_START: ::flatbuffers::VOffsetT = 6;
+  pub const VT_END: ::flatbuffers::VOffsetT = 8;
   pub const VT_MATCHERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 12;
   pub const VT_SERIES_ONLY: ::flatbuffers::VOffsetT = 14;
@@ -2597,8 +2708,8 @@ impl<'a> Scan<'a> {
   ) -> ::flatbuffers::WIPOffset<Scan<'bldr>> {
     let mut builder = ScanBuilder::new(_fbb);
     if let Some(x) = args.limit { builder.add_limit(x); }
-    builder.add_end_ms(args.end_ms);
-    builder.add_start_ms(args.start_ms);
+    builder.add_end(args.end);
+    builder.add_start(args.start);
     if let Some(x) = args.projection { builder.add_projection(x); }
     if let Some(x) = args.matchers { builder.add_matchers(x); }
     if let Some(x) = args.region { builder.add_region(x); }
@@ -2614,19 +2725,20 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<RegionId>(Scan::VT_REGION, None).unwrap()}
   }
+  /// The time range, in the region's unit.
   #[inline]
-  pub fn start_ms(&self) -> i64 {
+  pub fn start(&self) -> i64 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(Scan::VT_START_MS, Some(0)).unwrap()}
+    unsafe { self._tab.get::<i64>(Scan::VT_START, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn end_ms(&self) -> i64 {
+  pub fn end(&self) -> i64 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(Scan::VT_END_MS, Some(0)).unwrap()}
+    unsafe { self._tab.get::<i64>(Scan::VT_END, Some(0)).unwrap()}
   }
   #[inline]
   pub fn matchers(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TagMatcher<'a>>> {
@@ -2667,8 +2779,8 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<RegionId>("region", Self::VT_REGION, true)?
-     .visit_field::<i64>("start_ms", Self::VT_START_MS, false)?
-     .visit_field::<i64>("end_ms", Self::VT_END_MS, false)?
+     .visit_field::<i64>("start", Self::VT_START, false)?
+     .visit_field::<i64>("end", Self::VT_END, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TagMatcher>>>>("matchers", Self::VT_MATCHERS, true)?
      .visit_field::<u64>("limit", Self::VT_LIMIT, false)?
      .visit_field::<bool>("series_only", Self::VT_SERIES_ONLY, false)?
@@ -2679,8 +2791,8 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
 }
 pub struct ScanArgs<'a> {
     pub region: Option<&'a RegionId>,
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start: i64,
+    pub end: i64,
     pub matchers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TagMatcher<'a>>>>>,
     pub limit: Option<u64>,
     pub series_only: bool,
@@ -2691,8 +2803,8 @@ impl<'a> Default for ScanArgs<'a> {
   fn default() -> Self {
     ScanArgs {
       region: None, // required field
-      start_ms: 0,
-      end_ms: 0,
+      start: 0,
+      end: 0,
       matchers: None, // required field
       limit: None,
       series_only: false,
@@ -2711,12 +2823,12 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<&RegionId>(Scan::VT_REGION, region);
   }
   #[inline]
-  pub fn add_start_ms(&mut self, start_ms: i64) {
-    self.fbb_.push_slot::<i64>(Scan::VT_START_MS, start_ms, 0);
+  pub fn add_start(&mut self, start: i64) {
+    self.fbb_.push_slot::<i64>(Scan::VT_START, start, 0);
   }
   #[inline]
-  pub fn add_end_ms(&mut self, end_ms: i64) {
-    self.fbb_.push_slot::<i64>(Scan::VT_END_MS, end_ms, 0);
+  pub fn add_end(&mut self, end: i64) {
+    self.fbb_.push_slot::<i64>(Scan::VT_END, end, 0);
   }
   #[inline]
   pub fn add_matchers(&mut self, matchers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<TagMatcher<'b >>>>) {
@@ -2755,8 +2867,8 @@ impl ::core::fmt::Debug for Scan<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Scan");
       ds.field("region", &self.region());
-      ds.field("start_ms", &self.start_ms());
-      ds.field("end_ms", &self.end_ms());
+      ds.field("start", &self.start());
+      ds.field("end", &self.end());
       ds.field("matchers", &self.matchers());
       ds.field("limit", &self.limit());
       ds.field("series_only", &self.series_only());
