@@ -233,9 +233,16 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
         .into_shards()
         .stop_and_join()
         .map_err(|error| error.to_string())?;
+    // The frontend's tasks are cancelled here rather than when `runtime` goes out of
+    // scope, so that nothing waits after the last log line, and a blocking task (a
+    // resolver, a file read) holds the exit up by a second at most.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping process waits for the frontend runtime's blocking tasks.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The datanode's and the metasrv's names on the process's in-process network. In
 /// standalone every request between components is a protocol frame on this network;

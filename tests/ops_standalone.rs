@@ -81,6 +81,30 @@ fn by_default_rejections_are_logged_once_and_successes_not_at_all() {
 }
 
 #[test]
+fn by_default_a_rejected_statement_over_pgwire_is_logged_with_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_standalone(dir.path());
+    with_client(&node, |client, _| async move {
+        let error = client
+            .simple_query("SELECT * FROM no_such_table")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&error), "42000", "{error:?}");
+    });
+    let seen = read_log_until(&node.lines, "for the rejected statement", |line| {
+        line.contains("statement rejected")
+    });
+    let line = seen.last().unwrap();
+    assert!(line.contains("INFO"), "{line}");
+    assert_eq!(field(line, "sqlstate"), Some("42000"), "{line}");
+    assert!(line.contains("no_such_table"), "the message: {line}");
+    assert!(
+        line.contains("connection=") && line.contains("peer=127.0.0.1:"),
+        "the connection's span names it: {line}"
+    );
+}
+
+#[test]
 fn every_shard_is_announced_once_and_the_stop_is_the_last_word() {
     let dir = tempfile::tempdir().unwrap();
     let (mut node, mut log) = start_standalone_logged(dir.path(), &[]);

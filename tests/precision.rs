@@ -79,6 +79,24 @@ fn line_protocol_keeps_nanoseconds_and_a_coarser_table_refuses_what_it_would_mer
     );
     assert_eq!(rows, serde_json::json!([[2.0]]));
 
+    // Points of one series at one time are one point, field by field, as in InfluxDB.
+    let reply = write_lines(
+        &node,
+        "/api/v2/write?bucket=public",
+        "merged,host=a x=1 100\nmerged,host=a y=2 100\nmerged,host=a x=3 100",
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let (rows, _) = query(&node, "SELECT ts, x, y FROM merged");
+    assert_eq!(rows, serde_json::json!([[100, 3.0, 2.0]]));
+    // The end of every time range is no timestamp: refused, not stored unreadable.
+    let reply = write_lines(
+        &node,
+        "/api/v2/write?bucket=public",
+        "merged,host=a x=1 9223372036854775807",
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("2262-04-11"), "{}", reply.body);
+
     // A table SQL created in milliseconds: two points 0.5 ms apart would be one row.
     let reply = sql(
         &node,

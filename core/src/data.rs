@@ -278,6 +278,10 @@ pub struct TagMatcher {
     pub value: String,
 }
 
+/// The exclusive end of every time range (`ScanRequest::all` reads up to it): no new row
+/// may have this timestamp, or no scan would return it.
+pub const TS_END: i64 = i64::MAX;
+
 /// What a region scan returns: rows with `ts` in `start..end` (in the region's
 /// [`TimeUnit`]) whose series match every matcher, in (series, ts) order, at most `limit`
 /// of them, with the fields `projection` names.
@@ -304,7 +308,7 @@ impl ScanRequest {
     pub fn all() -> ScanRequest {
         ScanRequest {
             start: i64::MIN,
-            end: i64::MAX,
+            end: TS_END,
             matchers: Vec::new(),
             limit: None,
             series_only: false,

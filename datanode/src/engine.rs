@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use metronome_core::data::{
     FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher,
-    TimeUnit, Value,
+    TimeUnit, Value, TS_END,
 };
 use metronome_core::re2;
 use metronome_core::rt::disk::Disk;
@@ -1002,13 +1002,16 @@ impl ShardEngine {
                 return Err(EngineError::RegionClosed(id));
             }
             for (index, row) in rows.iter().enumerate() {
-                region.manifest.schema.check_row(row).map_err(|reason| {
-                    EngineError::InvalidRow {
+                region
+                    .manifest
+                    .schema
+                    .check_row(row)
+                    .and_then(|()| check_new_ts(row.ts))
+                    .map_err(|reason| EngineError::InvalidRow {
                         region: id,
                         row: index,
                         reason,
-                    }
-                })?;
+                    })?;
             }
             rows.iter_mut().for_each(Row::canonical_tags);
             let limit = self.config.memory_bytes_max;
@@ -1281,6 +1284,19 @@ impl ShardEngine {
         }
         Ok(merge_latest(rows, limit))
     }
+}
+
+/// A new row's timestamp must lie before [`TS_END`]: every range ends there, exclusive,
+/// so a row at it could be written but never read. (Replay does not check: a row written
+/// before this rule stays where it is rather than quarantining its region.)
+fn check_new_ts(ts: i64) -> Result<(), String> {
+    if ts == TS_END {
+        return Err(format!(
+            "timestamp {ts} is the end of every time range; the latest is {}",
+            TS_END - 1
+        ));
+    }
+    Ok(())
 }
 
 /// The region's SSTs whose time range overlaps the request's.

@@ -115,7 +115,7 @@ fn decompress<T: Plain>(blob: &[u8], count: usize, what: &str) -> Result<Vec<T>,
     Ok(values)
 }
 
-/// Timestamps (milliseconds) of a chunk.
+/// Timestamps (in the region's unit) of a chunk.
 pub fn encode_timestamps(ts: &[i64]) -> Vec<u8> {
     assert!(ts.len() <= CHUNK_SAMPLES_MAX);
     compress(ts)

@@ -196,19 +196,20 @@ async fn error_message(response: Response) -> (Response, String) {
                 .find_map(|key| json.get(key)?.as_str().map(str::to_string))
         })
         .unwrap_or_else(|| text.trim().to_string());
-    let message = truncate_at_char_boundary(&message, LOGGED_MESSAGE_BYTES_MAX);
+    let message = logged_message(&message);
     (
         Response::from_parts(parts, axum::body::Body::from(bytes)),
         message,
     )
 }
 
-/// `text` cut to at most `max` bytes, at a character boundary, marked when cut.
-fn truncate_at_char_boundary(text: &str, max: usize) -> String {
-    if text.len() <= max {
+/// An error message as a log line carries it: cut to [`LOGGED_MESSAGE_BYTES_MAX`] bytes at
+/// a character boundary, marked when cut.
+pub(crate) fn logged_message(text: &str) -> String {
+    if text.len() <= LOGGED_MESSAGE_BYTES_MAX {
         return text.to_string();
     }
-    let mut end = max;
+    let mut end = LOGGED_MESSAGE_BYTES_MAX;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -972,9 +973,17 @@ mod tests {
 
     #[test]
     fn logged_messages_are_cut_at_a_character_boundary() {
-        assert_eq!(truncate_at_char_boundary("short", 10), "short");
-        assert_eq!(truncate_at_char_boundary("abcdef", 3), "abc…");
+        assert_eq!(logged_message("short"), "short");
+        let long = "a".repeat(LOGGED_MESSAGE_BYTES_MAX + 1);
+        assert_eq!(
+            logged_message(&long),
+            format!("{}…", &long[..LOGGED_MESSAGE_BYTES_MAX])
+        );
         // "é" is two bytes: a cut inside it moves back before it.
-        assert_eq!(truncate_at_char_boundary("aéb", 2), "a…");
+        let accented = format!("{}é", &long[..LOGGED_MESSAGE_BYTES_MAX - 1]);
+        assert_eq!(
+            logged_message(&accented),
+            format!("{}…", &long[..LOGGED_MESSAGE_BYTES_MAX - 1])
+        );
     }
 }

@@ -17,7 +17,7 @@ use influxdb_line_protocol::{parse_lines, FieldValue as LineValue, ParsedLine};
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 use metronome_metasrv::catalog::{check_name, TableKind};
 
-use crate::precision::{first_merged, round_to, unit_name};
+use crate::precision::{first_merged, merged_message, round_to};
 use crate::prom_store::StoreError;
 use crate::table_store::{NewTable, TableStore};
 
@@ -185,7 +185,29 @@ fn parse(
     Ok(measurements)
 }
 
-/// Writes a line-protocol body to `database`; returns the number of points stored.
+/// The points with those of one series at one time merged into the first, field by
+/// field, the later value winning (as InfluxDB merges them); the merged point keeps the
+/// first's line.
+fn merge_same_points(points: Vec<Point>) -> Vec<Point> {
+    let mut first: std::collections::HashMap<(BTreeMap<String, String>, i64), usize> =
+        std::collections::HashMap::with_capacity(points.len());
+    let mut out: Vec<Point> = Vec::with_capacity(points.len());
+    for point in points {
+        match first.entry((point.tags.clone(), point.ts_ns)) {
+            std::collections::hash_map::Entry::Occupied(at) => {
+                out[*at.get()].fields.extend(point.fields);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(out.len());
+                out.push(point);
+            }
+        }
+    }
+    out
+}
+
+/// Writes a line-protocol body to `database`; returns the number of points stored (points
+/// of one series at one time count once).
 /// Lines without a timestamp are at `now_ns`.
 pub async fn write(
     tables: &TableStore,
@@ -290,7 +312,7 @@ pub async fn write(
         let mut rows = Vec::with_capacity(measurement.points.len());
         let mut written_ns = Vec::with_capacity(measurement.points.len());
         let mut lines = Vec::with_capacity(measurement.points.len());
-        for mut point in measurement.points {
+        for mut point in merge_same_points(measurement.points) {
             let ts = round_to(unit, i128::from(point.ts_ns))
                 .map_err(|error| StoreError::Invalid(format!("line {}: {error}", point.line)))?;
             written_ns.push(i128::from(point.ts_ns));
@@ -310,13 +332,10 @@ pub async fn write(
             });
         }
         if let Some((first, second)) = first_merged(&rows, &written_ns) {
-            return Err(StoreError::Invalid(format!(
-                "lines {} and {} are one point of table {name} at its precision, {}: their \
-                 timestamps {} ns and {} ns differ by less; create the table with a finer \
-                 TIMESTAMP (line protocol creates TIMESTAMP(9) tables)",
-                lines[first],
-                lines[second],
-                unit_name(unit),
+            return Err(StoreError::Invalid(merged_message(
+                &format!("lines {} and {}", lines[first], lines[second]),
+                &name,
+                unit,
                 written_ns[first],
                 written_ns[second],
             )));
@@ -364,6 +383,42 @@ mod tests {
         assert_eq!(seconds["m"].points[0].ts_ns, 1_700_000_000_000_000_000);
         let micros = parse("m v=1 -3", Precision::Microseconds, 0).unwrap();
         assert_eq!(micros["m"].points[0].ts_ns, -3_000);
+    }
+
+    #[test]
+    fn points_of_one_series_at_one_time_merge_field_by_field() {
+        let parsed = parse(
+            "m,host=a x=1 100\nm,host=b x=5 100\nm,host=a y=2 100\nm,host=a x=3 100\nm,host=a x=4 101",
+            Precision::Nanoseconds,
+            0,
+        )
+        .unwrap();
+        let points = merge_same_points(parsed.into_values().next().unwrap().points);
+        type Summary<'a> = (usize, &'a str, i64, Vec<(&'a str, &'a Value)>);
+        let summary: Vec<Summary<'_>> = points
+            .iter()
+            .map(|p| {
+                (
+                    p.line,
+                    p.tags["host"].as_str(),
+                    p.ts_ns,
+                    p.fields.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    1,
+                    "a",
+                    100,
+                    vec![("x", &Value::Float64(3.0)), ("y", &Value::Float64(2.0))]
+                ),
+                (2, "b", 100, vec![("x", &Value::Float64(5.0))]),
+                (5, "a", 101, vec![("x", &Value::Float64(4.0))]),
+            ]
+        );
     }
 
     #[test]

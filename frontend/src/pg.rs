@@ -40,6 +40,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
+use tracing::Instrument;
 
 use crate::sql::insert::{columns, ColumnRole};
 use crate::sql::{is_all, Parsed, Session, SqlEngine, SqlError, SqlOutput};
@@ -99,13 +100,20 @@ pub async fn serve(
             }
         };
         match accepted {
-            Ok((socket, _)) => {
+            Ok((socket, peer)) => {
                 let server = server.clone();
-                task::spawn(async move {
-                    if let Err(error) = connection::process(socket, server).await {
-                        tracing::debug!(%error, "PostgreSQL connection ended with an error");
+                // Every line a connection logs names it, so that one client's errors can
+                // be found together.
+                let id = format!("{:016x}", metronome_core::rt::rand::random::<u64>());
+                let span = tracing::info_span!("pg", connection = %id, %peer);
+                task::spawn(
+                    async move {
+                        if let Err(error) = connection::process(socket, server).await {
+                            tracing::debug!(%error, "PostgreSQL connection ended with an error");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
             Err(error) => tracing::warn!(%error, "cannot accept a PostgreSQL connection"),
         }
@@ -122,6 +130,19 @@ fn pg_error(error: SqlError) -> PgWireError {
         SqlError::Unavailable(_) => "53000",
         SqlError::Internal(_) => "XX000",
     };
+    // Once per error the client is sent, in the connection's span (its id and peer), as
+    // HTTP logs its rejections: the client's mistakes at INFO, Metronome's faults at
+    // ERROR.
+    let message = crate::http::logged_message(&error.to_string());
+    match &error {
+        SqlError::Internal(_) => {
+            tracing::error!(sqlstate = %code, error = %message, "statement failed")
+        }
+        SqlError::Unavailable(_) => {
+            tracing::warn!(sqlstate = %code, error = %message, "statement failed")
+        }
+        _ => tracing::info!(sqlstate = %code, error = %message, "statement rejected"),
+    }
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
         code.to_string(),
@@ -509,6 +530,17 @@ fn column_type(role: ColumnRole) -> Type {
     }
 }
 
+/// A timestamp parameter in nanoseconds, or microseconds past the years nanoseconds hold.
+fn timestamp_parameter(time: Option<chrono::DateTime<chrono::Utc>>) -> ScalarValue {
+    match time {
+        None => ScalarValue::TimestampNanosecond(None, None),
+        Some(time) => match time.timestamp_nanos_opt() {
+            Some(ns) => ScalarValue::TimestampNanosecond(Some(ns), None),
+            None => ScalarValue::TimestampMicrosecond(Some(time.timestamp_micros()), None),
+        },
+    }
+}
+
 /// Decodes the bound parameter `index` of `portal` into a value DataFusion understands.
 fn parameter(portal: &Portal<String>, index: usize, pg: &Type) -> PgWireResult<ScalarValue> {
     Ok(match *pg {
@@ -518,18 +550,17 @@ fn parameter(portal: &Portal<String>, index: usize, pg: &Type) -> PgWireResult<S
         Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(index, pg)?),
         Type::FLOAT4 => ScalarValue::Float64(portal.parameter::<f32>(index, pg)?.map(f64::from)),
         Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(index, pg)?),
-        // PostgreSQL's timestamps are microseconds; the table's unit is applied at INSERT.
-        Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+        // The table's unit is applied at INSERT; a parameter keeps what it carries (text
+        // may carry nanoseconds, binary is PostgreSQL's microseconds).
+        Type::TIMESTAMP => timestamp_parameter(
             portal
                 .parameter::<chrono::NaiveDateTime>(index, pg)?
-                .map(|time| time.and_utc().timestamp_micros()),
-            None,
+                .map(|time| time.and_utc()),
         ),
-        Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+        Type::TIMESTAMPTZ => timestamp_parameter(
             portal
                 .parameter::<chrono::DateTime<chrono::FixedOffset>>(index, pg)?
-                .map(|time| time.timestamp_micros()),
-            None,
+                .map(|time| time.to_utc()),
         ),
         _ => ScalarValue::Utf8(portal.parameter::<String>(index, pg)?),
     })

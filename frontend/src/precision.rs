@@ -10,17 +10,36 @@
 
 use std::collections::HashMap;
 
-use metronome_core::data::{Row, TimeUnit};
+use metronome_core::data::{Row, TimeUnit, TS_END};
 
 /// `written_ns` in `unit`, rounded down; an error naming the range for what an `i64` of
 /// the unit cannot hold.
 pub fn round_to(unit: TimeUnit, written_ns: i128) -> Result<i64, String> {
-    unit.from_ns_floor(written_ns).ok_or_else(|| {
-        format!(
-            "timestamp {written_ns} ns is out of the range of a table in {}",
-            unit_name(unit)
-        )
-    })
+    unit.from_ns_floor(written_ns)
+        .filter(|&ts| ts != TS_END)
+        .ok_or_else(|| {
+            let (start, end) = match unit {
+                TimeUnit::Nanosecond => ("1677-09-21", "2262-04-11"),
+                _ => ("292 billion years BC", "292 billion years AD"),
+            };
+            format!(
+                "timestamp {} is out of the range of a table in {} (from {start} to {end})",
+                written_text(written_ns),
+                unit_name(unit)
+            )
+        })
+}
+
+/// A written timestamp as a message shows it: a date and time where chrono has one,
+/// otherwise nanoseconds.
+pub fn written_text(written_ns: i128) -> String {
+    let seconds = written_ns.div_euclid(1_000_000_000);
+    let nanos = written_ns.rem_euclid(1_000_000_000) as u32;
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, nanos))
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        .unwrap_or_else(|| format!("{written_ns} ns"))
 }
 
 /// The unit as an error message names it: `milliseconds (TIMESTAMP(3))`.
@@ -32,6 +51,31 @@ pub fn unit_name(unit: TimeUnit) -> String {
         TimeUnit::Nanosecond => "nanoseconds",
     };
     format!("{name} (TIMESTAMP({}))", unit.precision_digits())
+}
+
+/// Why a write was refused: `which` ("rows 1 and 2", "lines 3 and 4") of `table` are one
+/// row at its unit.
+pub fn merged_message(
+    which: &str,
+    table: &str,
+    unit: TimeUnit,
+    first_ns: i128,
+    second_ns: i128,
+) -> String {
+    let step = match unit {
+        TimeUnit::Second => "one second",
+        TimeUnit::Millisecond => "one millisecond",
+        TimeUnit::Microsecond => "one microsecond",
+        TimeUnit::Nanosecond => "one nanosecond",
+    };
+    format!(
+        "{which} are one series at {} and {}, less than {step} apart: table {table} keeps \
+         {}, so they would be one row. Round the timestamps before writing, or write to a \
+         table with a finer time index (TIMESTAMP(6), TIMESTAMP(9))",
+        written_text(first_ns),
+        written_text(second_ns),
+        unit_name(unit),
+    )
 }
 
 /// The first two rows (by index, in order) of one series whose written timestamps differ
@@ -87,6 +131,19 @@ mod tests {
         assert_eq!(ms, [1, 1, 1, 1]);
         let rows = [row("a", 1), row("b", 1), row("a", 1), row("b", 1)];
         assert_eq!(first_merged(&rows, &written), Some((1, 3)));
+        let message = merged_message(
+            "rows 2 and 4",
+            "t",
+            TimeUnit::Millisecond,
+            1_500_000,
+            1_700_000,
+        );
+        assert!(
+            message.contains("1970-01-01 00:00:00.001500")
+                && message.contains("less than one millisecond apart")
+                && message.contains("milliseconds (TIMESTAMP(3))"),
+            "{message}"
+        );
         // The same written time twice is a replacement, not a merge; other series and
         // trailing empty tags do not matter.
         let rows = [row("a", 1), row("b", 1), row("a", 1)];
@@ -105,5 +162,11 @@ mod tests {
         assert_eq!(round_to(TimeUnit::Second, year_3000_ns), Ok(32_503_680_000));
         let error = round_to(TimeUnit::Nanosecond, year_3000_ns).unwrap_err();
         assert!(error.contains("nanoseconds (TIMESTAMP(9))"), "{error}");
+        assert!(error.contains("3000-01-01 00:00:00"), "{error}");
+        assert!(error.contains("2262-04-11"), "{error}");
+        // The end of every range is no timestamp a row may have.
+        let end = TimeUnit::Nanosecond.to_ns(TS_END);
+        assert!(round_to(TimeUnit::Nanosecond, end).is_err());
+        assert_eq!(round_to(TimeUnit::Nanosecond, end - 1), Ok(TS_END - 1));
     }
 }

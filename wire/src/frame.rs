@@ -22,8 +22,9 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, VerifierOptions, WIPOffset}
 use crate::fb;
 
 pub const MAGIC: [u8; 4] = *b"MTRN";
-/// The version this build speaks. A peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The version this build speaks. A peer with another version is refused. Version 2:
+/// a region's schema has a time unit, and a scan's range is in it.
+pub const PROTOCOL_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 16;
 const FLAG_LAST: u8 = 1;
 
@@ -266,10 +267,10 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(decode_header(&bad), Err(FrameError::Magic(_))));
         let mut bad = frame.to_vec();
-        bad[4] = 2;
+        bad[4] = 1;
         let error = decode_header(&bad).unwrap_err();
-        assert_eq!(error, FrameError::Version(2));
-        assert!(error.to_string().contains("version 2"), "{error}");
+        assert_eq!(error, FrameError::Version(1));
+        assert!(error.to_string().contains("version 1"), "{error}");
         let mut bad = frame.to_vec();
         bad[6] = 9;
         assert_eq!(decode_header(&bad), Err(FrameError::Kind(9)));

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryO
 use metronome_core::data::{FieldType, Row, TimeUnit, Value as FieldValue};
 use metronome_metasrv::catalog::{Table, TableKind};
 
-use crate::precision::{first_merged, round_to, series, unit_name};
+use crate::precision::{first_merged, merged_message, round_to, series};
 
 use super::ddl::normalize;
 use super::SqlError;
@@ -323,13 +323,12 @@ pub fn rows(
     if let Some((first, second)) = first_merged(&out, &written) {
         return Err(SqlError::Rejected {
             sqlstate: "22000",
-            message: format!(
-                "rows {} and {} are one row of table {} at its precision, {}: their \
-                 timestamps differ by less; declare the time index with a finer TIMESTAMP(p)",
-                first + 1,
-                second + 1,
-                table.name,
-                unit_name(unit),
+            message: merged_message(
+                &format!("rows {} and {}", first + 1, second + 1),
+                &table.name,
+                unit,
+                written[first],
+                written[second],
             ),
         });
     }

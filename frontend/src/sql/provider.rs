@@ -77,17 +77,14 @@ pub fn sql_schema(table: &Table) -> Schema {
                 .expect("the permutation names columns of the row schema")
         }
         TableKind::Metric { .. } => {
-            assert_eq!(
-                table.schema.time_unit,
-                DataTimeUnit::Millisecond,
-                "metrics are in Prometheus' unit"
-            );
             let mut fields: Vec<Field> = table
                 .schema
                 .tags
                 .iter()
                 .map(|tag| Field::new(tag, DataType::Utf8, false))
                 .collect();
+            // Metric samples are Prometheus' milliseconds, whatever the physical regions
+            // would allow (`PromStore` reads and writes milliseconds).
             fields.push(Field::new(
                 &table.schema.time_index,
                 DataType::Timestamp(TimeUnit::Millisecond, None),

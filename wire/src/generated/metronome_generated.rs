@@ -1620,8 +1620,8 @@ impl<'a> ::flatbuffers::Follow<'a> for RegionSchema<'a> {
 impl<'a> RegionSchema<'a> {
   pub const VT_TAGS: ::flatbuffers::VOffsetT = 4;
   pub const VT_TIME_INDEX: ::flatbuffers::VOffsetT = 6;
-  pub const VT_TIME_UNIT: ::flatbuffers::VOffsetT = 8;
-  pub const VT_FIELDS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FIELDS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TIME_UNIT: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1656,18 +1656,19 @@ impl<'a> RegionSchema<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegionSchema::VT_TIME_INDEX, None).unwrap()}
   }
   #[inline]
-  pub fn time_unit(&self) -> TimeUnit {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<TimeUnit>(RegionSchema::VT_TIME_UNIT, Some(TimeUnit::Millisecond)).unwrap()}
-  }
-  #[inline]
   pub fn fields(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>(RegionSchema::VT_FIELDS, None).unwrap()}
+  }
+  /// Last, as every field added to a table must be: a field's place is its identity.
+  #[inline]
+  pub fn time_unit(&self) -> TimeUnit {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TimeUnit>(RegionSchema::VT_TIME_UNIT, Some(TimeUnit::Millisecond)).unwrap()}
   }
 }
 
@@ -1679,8 +1680,8 @@ impl ::flatbuffers::Verifiable for RegionSchema<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("tags", Self::VT_TAGS, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("time_index", Self::VT_TIME_INDEX, true)?
-     .visit_field::<TimeUnit>("time_unit", Self::VT_TIME_UNIT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("fields", Self::VT_FIELDS, true)?
+     .visit_field::<TimeUnit>("time_unit", Self::VT_TIME_UNIT, false)?
      .finish();
     Ok(())
   }
@@ -1688,8 +1689,8 @@ impl ::flatbuffers::Verifiable for RegionSchema<'_> {
 pub struct RegionSchemaArgs<'a> {
     pub tags: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub time_index: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub time_unit: TimeUnit,
     pub fields: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
+    pub time_unit: TimeUnit,
 }
 impl<'a> Default for RegionSchemaArgs<'a> {
   #[inline]
@@ -1697,8 +1698,8 @@ impl<'a> Default for RegionSchemaArgs<'a> {
     RegionSchemaArgs {
       tags: None, // required field
       time_index: None, // required field
-      time_unit: TimeUnit::Millisecond,
       fields: None, // required field
+      time_unit: TimeUnit::Millisecond,
     }
   }
 }
@@ -1717,12 +1718,12 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionSchemaBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionSchema::VT_TIME_INDEX, time_index);
   }
   #[inline]
-  pub fn add_time_unit(&mut self, time_unit: TimeUnit) {
-    self.fbb_.push_slot::<TimeUnit>(RegionSchema::VT_TIME_UNIT, time_unit, TimeUnit::Millisecond);
-  }
-  #[inline]
   pub fn add_fields(&mut self, fields: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FieldColumn<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionSchema::VT_FIELDS, fields);
+  }
+  #[inline]
+  pub fn add_time_unit(&mut self, time_unit: TimeUnit) {
+    self.fbb_.push_slot::<TimeUnit>(RegionSchema::VT_TIME_UNIT, time_unit, TimeUnit::Millisecond);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionSchemaBuilder<'a, 'b, A> {
@@ -1747,8 +1748,8 @@ impl ::core::fmt::Debug for RegionSchema<'_> {
     let mut ds = f.debug_struct("RegionSchema");
       ds.field("tags", &self.tags());
       ds.field("time_index", &self.time_index());
-      ds.field("time_unit", &self.time_unit());
       ds.field("fields", &self.fields());
+      ds.field("time_unit", &self.time_unit());
       ds.finish()
   }
 }
