@@ -23,6 +23,7 @@ use metronome_frontend::meta::Meta;
 use metronome_frontend::pg::PgServer;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::promql::QueryLimits;
+use metronome_frontend::router::RegionRouter;
 use metronome_frontend::self_metrics::{BuildInfo, SelfMetrics};
 use metronome_frontend::sql::{SqlEngine, SqlLimits};
 use metronome_frontend::table_store::TableStore;
@@ -327,7 +328,12 @@ async fn serve(
             shard: (number % u32::from(shard_count)) as u16,
         })
         .collect();
-    let regions: Arc<dyn RegionService> = Arc::new(RegionClient::new(client(DATANODE_ENDPOINT)));
+    // One datanode in standalone: datanode 0, the id every route names.
+    let datanode_0: Arc<dyn RegionService> = Arc::new(RegionClient::new(client(DATANODE_ENDPOINT)));
+    let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(
+        meta.clone(),
+        std::collections::BTreeMap::from([(0, datanode_0)]),
+    ));
     let store = Arc::new(
         PromStore::open(
             DEFAULT_DATABASE,

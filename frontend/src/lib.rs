@@ -22,6 +22,7 @@ pub mod precision;
 pub mod prom_store;
 pub mod promql;
 pub mod remote_write;
+pub mod router;
 pub mod self_metrics;
 pub mod sql;
 pub mod table_store;

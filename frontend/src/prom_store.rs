@@ -26,6 +26,7 @@ use metronome_wire::{RegionError, RegionErrorKind, RegionService};
 
 use crate::meta::Meta;
 use crate::remote_write::PromSeries;
+use crate::router::partition;
 use metronome_metasrv::client::MetaError;
 
 /// Rows sent to a region in one write; a request with more is split.
@@ -529,17 +530,14 @@ pub async fn write_all(
     Ok(())
 }
 
-/// The region a series goes to: a stable hash of its sorted labels. xxh3 is specified
-/// and seedless here, so a series maps to the same region in every version.
+/// The region a series goes to: the partition of its sorted labels, name and value each.
 fn series_region(labels: &[(String, String)], regions: usize) -> usize {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for (name, value) in labels {
-        hasher.update(name.as_bytes());
-        hasher.update(&[0xff]);
-        hasher.update(value.as_bytes());
-        hasher.update(&[0xff]);
-    }
-    (hasher.digest() % regions as u64) as usize
+    partition(
+        labels
+            .iter()
+            .flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]),
+        regions,
+    )
 }
 
 fn metric_regions(catalog: &Catalog, database: &str) -> Result<MetricRegions, StoreError> {

@@ -15,7 +15,9 @@ use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
 use metronome_wire::RegionService;
 
 use crate::meta::Meta;
+use crate::precision::series;
 use crate::prom_store::{write_all, StoreError};
+use crate::router::partition;
 
 pub struct TableStore {
     meta: Arc<Meta>,
@@ -271,27 +273,13 @@ fn partition_tags(table: &Table) -> Option<Vec<usize>> {
 
 /// The region of a row by its partition columns' values (a missing tag is empty).
 fn partition_region(row: &Row, tags: &[usize], regions: usize) -> usize {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for &tag in tags {
-        hasher.update(row.tag(tag).as_bytes());
-        hasher.update(&[0xff]);
-    }
-    (hasher.digest() % regions as u64) as usize
+    partition(tags.iter().map(|&tag| row.tag(tag).as_bytes()), regions)
 }
 
 /// The region of a series: a stable hash of its tag values (trailing empty ones left
 /// out, so adding a tag column moves no series).
 fn series_region(tags: &[String], regions: usize) -> usize {
-    let mut trimmed = tags.len();
-    while trimmed > 0 && tags[trimmed - 1].is_empty() {
-        trimmed -= 1;
-    }
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for tag in &tags[..trimmed] {
-        hasher.update(tag.as_bytes());
-        hasher.update(&[0xff]);
-    }
-    (hasher.digest() % regions as u64) as usize
+    partition(series(tags).iter().map(|tag| tag.as_bytes()), regions)
 }
 
 #[cfg(test)]
