@@ -7,6 +7,8 @@
 //!   deterministic simulator, together with [`rt::disk::SimDisk`], our crash-faithful
 //!   simulated disk.
 //! - [`config`], the process configuration shared by the binary and the components;
+//! - [`error`], the one classification of failures, and what each kind means to a
+//!   client (retry, HTTP status, SQLSTATE);
 //! - [`data`], the data model: region ids, schemas, rows and values, and [`time_unit`],
 //!   the unit of a table's timestamps with the only conversions between units;
 //! - [`re2`], label regular expressions in Go's syntax, as Prometheus reads them,
@@ -20,6 +22,7 @@
 
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod journal;
 pub mod re2;
 pub mod rt;

@@ -19,6 +19,7 @@ use metronome_core::data::{
     FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher,
     TimeUnit, Value, TS_END,
 };
+use metronome_core::error::ErrorKind;
 use metronome_core::re2;
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::object::ObjectStore;
@@ -138,19 +139,51 @@ pub enum EngineError {
     Wal(#[from] WalError),
     #[error("storage error: {0}")]
     Io(String),
+    /// A stored file failed its checks (it does not parse, or its contents do not
+    /// decode): retrying reads the same bytes.
+    #[error("corrupt {file}: {reason}")]
+    Corrupt { file: String, reason: String },
     #[error("the datanode is unavailable: {0}")]
     Unavailable(String),
 }
 
 impl EngineError {
-    /// Whether the client should retry the same request later (HTTP 429/503).
+    /// The kind of failure, as every layer above sees it: the engine's one mapping.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::RegionNotFound(_) => ErrorKind::NotFound,
+            // A closed region is not served here: a client with a route to it should
+            // learn where it is now.
+            EngineError::RegionClosed(_) => ErrorKind::WrongRoute,
+            EngineError::Quarantined { .. } => ErrorKind::Quarantined,
+            EngineError::RegionExists(_)
+            | EngineError::InvalidRow { .. }
+            | EngineError::InvalidSchema(_)
+            | EngineError::InvalidScan { .. }
+            | EngineError::Wal(WalError::TooLarge { .. }) => ErrorKind::Invalid,
+            EngineError::Overloaded { .. } | EngineError::Wal(WalError::Overloaded { .. }) => {
+                ErrorKind::Overloaded
+            }
+            // A failed WAL makes the shard restart; the same request succeeds afterwards.
+            EngineError::Unavailable(_) | EngineError::Wal(WalError::Failed(_)) => {
+                ErrorKind::Unavailable
+            }
+            EngineError::Corrupt { .. } => ErrorKind::Corrupt,
+            EngineError::Wal(WalError::Io(_)) | EngineError::Io(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the client should retry the same request later.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Overloaded { .. }
-                | EngineError::Wal(WalError::Overloaded { .. })
-                | EngineError::Unavailable(_)
-        )
+        self.kind().is_retryable()
+    }
+}
+
+/// An SST's bytes that failed their checks.
+fn corrupt_sst(key: &str) -> impl FnOnce(String) -> EngineError + '_ {
+    move |reason| EngineError::Corrupt {
+        file: format!("SST {key}"),
+        reason,
     }
 }
 
@@ -898,7 +931,7 @@ impl ShardEngine {
             for file in &inputs {
                 let (key, parsed) = self.read_sst(id, file).await?;
                 let reader = sst::SstReader::open(&parsed, &schema, cutoff, i64::MAX, |_| true)
-                    .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+                    .map_err(corrupt_sst(&key))?;
                 runs.push(Run::Sst { key, reader });
             }
             // A streaming merge, a chunk at a time with a yield after each: decoding,
@@ -1270,7 +1303,7 @@ impl ShardEngine {
                 request.end,
                 |tags| filter.keeps(tags),
             )
-            .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+            .map_err(corrupt_sst(&key))?;
             rows.extend(read);
         }
         let limit = request.limit.unwrap_or(usize::MAX);
@@ -1386,7 +1419,7 @@ impl ShardEngine {
                     request.end,
                     |tags| filter.keeps(tags),
                 )
-                .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
+                .map_err(corrupt_sst(&key))?,
             );
         }
         Ok(merge_series(sources, projection.schema.fields.len()))
@@ -1408,10 +1441,7 @@ impl ShardEngine {
             .await
             .map_err(|error| EngineError::Io(format!("reading {key}: {error}")))?
             .into();
-        let parsed = Rc::new(
-            sst::SstFile::parse(bytes)
-                .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?,
-        );
+        let parsed = Rc::new(sst::SstFile::parse(bytes).map_err(corrupt_sst(&key))?);
         self.sst_cache
             .borrow_mut()
             .insert(key.clone(), parsed.clone());
@@ -1450,7 +1480,7 @@ impl ShardEngine {
             let found = sst::series(&parsed, &schema, request.start, request.end, |tags| {
                 filter.keeps(tags)
             })
-            .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+            .map_err(corrupt_sst(&key))?;
             let ts = file.min_ts.max(request.start);
             for tags in found {
                 series.entry(tags).or_insert(ts);
@@ -1522,7 +1552,7 @@ impl ShardEngine {
                 request.end,
                 |tags| filter.keeps(tags),
             )
-            .map_err(|reason| EngineError::Io(format!("SST {key}: {reason}")))?;
+            .map_err(corrupt_sst(&key))?;
             runs.push(Run::Sst { key, reader });
         }
         Ok(ScanStream::new(runs, projection.schema, batch_rows, limit))

@@ -2,35 +2,14 @@
 //! and engine errors leave as protocol errors.
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
-use metronome_wire::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
+use metronome_wire::{BoxFuture, RegionError, RegionService, ShardStats};
 
 use crate::datanode::DatanodeHandle;
 use crate::engine::EngineError;
-use crate::wal::WalError;
 
 impl From<EngineError> for RegionError {
     fn from(error: EngineError) -> RegionError {
-        let kind = match &error {
-            // A closed region is not served here, which is what a client needs to know.
-            EngineError::RegionNotFound(_) | EngineError::RegionClosed(_) => {
-                RegionErrorKind::NotFound
-            }
-            EngineError::Quarantined { .. } => RegionErrorKind::Quarantined,
-            EngineError::RegionExists(_)
-            | EngineError::InvalidRow { .. }
-            | EngineError::InvalidSchema(_)
-            | EngineError::InvalidScan { .. }
-            | EngineError::Wal(WalError::TooLarge { .. }) => RegionErrorKind::InvalidRequest,
-            EngineError::Overloaded { .. } | EngineError::Wal(WalError::Overloaded { .. }) => {
-                RegionErrorKind::Overloaded
-            }
-            // A failed WAL makes the shard restart; the same request succeeds afterwards.
-            EngineError::Unavailable(_) | EngineError::Wal(WalError::Failed(_)) => {
-                RegionErrorKind::Unavailable
-            }
-            EngineError::Wal(WalError::Io(_)) | EngineError::Io(_) => RegionErrorKind::Internal,
-        };
-        RegionError::new(kind, error.to_string())
+        RegionError::new(error.kind(), error.to_string())
     }
 }
 

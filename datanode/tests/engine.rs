@@ -1376,6 +1376,38 @@ fn a_nanosecond_region_keeps_its_unit_through_retention_and_restart() {
 }
 
 #[test]
+fn a_damaged_sst_is_reported_as_corrupt_not_as_an_io_failure() {
+    on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(33));
+        let engine = open(&disk).await;
+        engine.create_region(R1, schema()).await.unwrap();
+        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine.flush_region(R1).await.unwrap().unwrap();
+        drop(engine);
+        // Every SST of the region overwritten with bytes that are no Parquet file.
+        let dir = manifest::sst_dir(std::path::Path::new("shard-0"), R1);
+        let ssts: Vec<String> = disk
+            .list_dir(&dir)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|name| name.ends_with(".parquet"))
+            .collect();
+        assert_eq!(ssts.len(), 1, "{ssts:?}");
+        disk.write_atomic(dir.join(&ssts[0]), b"not parquet at all".to_vec())
+            .await
+            .unwrap();
+
+        let engine = open(&disk).await;
+        let error = engine.scan(R1, &ScanRequest::all()).await.unwrap_err();
+        assert!(matches!(error, EngineError::Corrupt { .. }), "{error:?}");
+        assert_eq!(error.kind(), metronome_core::error::ErrorKind::Corrupt);
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains(&ssts[0]), "{error}");
+    });
+}
+
+#[test]
 fn ssts_and_manifests_can_live_in_s3() {
     let server = metronome_core::rt::object::testing::MotoServer::start();
     let config = EngineConfig {

@@ -18,7 +18,7 @@ use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
 use metronome_datanode::engine::EngineConfig;
 use metronome_wire::region::{RegionClient, RegionServer, ROWS_PER_FRAME_MAX};
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{RegionErrorKind, RegionService};
+use metronome_wire::{ErrorKind, RegionService};
 
 fn schema() -> RegionSchema {
     RegionSchema {
@@ -112,7 +112,7 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         .write(missing, vec![row("a", "x", 1, 1.0)])
         .await
         .unwrap_err();
-    assert_eq!(error.kind, RegionErrorKind::NotFound, "{error}");
+    assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
     assert!(error.message.contains(&missing.to_string()), "{error}");
     let wrong_type = Row {
         tags: vec!["a".into()],
@@ -120,7 +120,7 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         fields: vec![Value::Int64(1), Value::Null],
     };
     let error = client.write(region, vec![wrong_type]).await.unwrap_err();
-    assert_eq!(error.kind, RegionErrorKind::InvalidRequest, "{error}");
+    assert_eq!(error.kind, ErrorKind::Invalid, "{error}");
     assert!(error.message.contains("value"), "{error}");
 
     // More rows than one frame carries, both ways.
@@ -148,7 +148,7 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
     // A closed region keeps its rows and serves them again once opened.
     client.close_region(big).await.unwrap();
     let error = client.scan(big, ScanRequest::all()).await.unwrap_err();
-    assert_eq!(error.kind, RegionErrorKind::NotFound, "{error}");
+    assert_eq!(error.kind, ErrorKind::WrongRoute, "{error}");
     assert!(error.message.contains("closed"), "{error}");
     client.open_region(big).await.unwrap();
     assert_eq!(

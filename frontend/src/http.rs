@@ -20,11 +20,13 @@ use metronome_core::data::MatchOp;
 use metronome_core::rt::time;
 use serde_json::{json, Value as Json};
 
-use crate::prom_store::{label_matcher, PromStore, StoreError};
+use metronome_core::error::ErrorKind;
+
+use crate::prom_store::{label_matcher, PromStore};
 use crate::promql::{self, EvalRange, QueryError, QueryLimits, QueryValue, ResultSeries};
 use crate::remote_write::{self, DecodeError, Protocol, BODY_BYTES_MAX};
 use crate::self_metrics::{Format, HandlerLabels, RequestLabels, SelfMetrics};
-use crate::sql::{SqlEngine, SqlError, SqlOutput};
+use crate::sql::{SqlEngine, SqlOutput};
 use crate::table_store::TableStore;
 
 /// Reads the datanode's figures for `/metrics`.
@@ -216,6 +218,11 @@ pub(crate) fn logged_message(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
+/// An HTTP status from its number (`ErrorKind::http_status` and friends give valid ones).
+fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// A bug in a handler answers 500 with a message instead of dropping the connection.
 async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures::FutureExt;
@@ -323,11 +330,7 @@ async fn remote_write(
             response
         }
         Err(error) => {
-            let status = match error {
-                StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = status_code(error.kind.http_status());
             (status, format!("{error}\n")).into_response()
         }
     }
@@ -793,17 +796,16 @@ async fn influx_write(
                     frontend.metrics.samples_ingested.inc_by(points as u64);
                     StatusCode::NO_CONTENT.into_response()
                 }
-                Err(StoreError::Invalid(message)) => invalid(message),
-                Err(StoreError::Unavailable(message)) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({"code": "unavailable", "message": message})),
-                )
-                    .into_response(),
-                Err(StoreError::Internal(message)) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    axum::Json(json!({"code": "internal error", "message": message})),
-                )
-                    .into_response(),
+                Err(error) => {
+                    // InfluxDB's error codes.
+                    let code = match error.kind {
+                        ErrorKind::Invalid => "invalid",
+                        kind if kind.is_retryable() => "unavailable",
+                        _ => "internal error",
+                    };
+                    let body = json!({"code": code, "message": error.message});
+                    (status_code(error.kind.http_status()), axum::Json(body)).into_response()
+                }
             }
         }
     }
@@ -842,12 +844,7 @@ async fn sql(
                     .into_response()
             }
             Err(error) => {
-                let status = match error {
-                    SqlError::Invalid(_) | SqlError::Rejected { .. } => StatusCode::BAD_REQUEST,
-                    SqlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-                    SqlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    SqlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
+                let status = status_code(error.http_status());
                 (status, axum::Json(json!({"error": error.to_string()}))).into_response()
             }
         },

@@ -2,13 +2,15 @@
 //!
 //! This crate owns the client protocols and what they need: Prometheus remote write 1.0
 //! and 2.0 ([`remote_write`]), the metric layout that maps Prometheus series onto shared
-//! physical regions ([`prom_store`]), PromQL evaluation ([`promql`]; selectors today),
-//! the HTTP API ([`http`]: remote write, the Prometheus query API, `/metrics`,
-//! `/health`), its own metrics ([`self_metrics`]), and its view of the catalog
-//! ([`meta`]); regular tables on their own regions ([`table_store`]) written by InfluxDB
-//! line protocol ([`line_protocol`]) and SQL ([`sql`], DataFusion for queries) over HTTP
-//! and the PostgreSQL wire protocol ([`pg`]), whose timestamps both bring to their
-//! table's unit ([`precision`]). Still to come: the full PromQL engine.
+//! physical regions ([`prom_store`]), the PromQL engine ([`promql`]: Prometheus 2.42's
+//! operators, aggregations, functions and subqueries), the HTTP API ([`http`]: remote
+//! write, the Prometheus query API, `/metrics`, `/health`), its own metrics
+//! ([`self_metrics`]), and its view of the catalog ([`meta`]); regular tables on their
+//! own regions ([`table_store`]) written by InfluxDB line protocol ([`line_protocol`])
+//! and SQL ([`sql`], DataFusion for queries) over HTTP and the PostgreSQL wire protocol
+//! ([`pg`]), whose timestamps both bring to their table's unit ([`precision`]); and
+//! [`router`], the one `RegionService` the stores use, which sends each region's
+//! requests to the datanode its route names and owns the partition hash.
 //!
 //! It must not: store data; import `datanode` (they meet through
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without

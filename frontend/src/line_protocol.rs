@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 
 use influxdb_line_protocol::{parse_lines, FieldValue as LineValue, ParsedLine};
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
+use metronome_core::error::Error;
 use metronome_metasrv::catalog::{check_name, TableKind};
 
 use crate::precision::{first_merged, merged_message, round_to};
-use crate::prom_store::StoreError;
+
 use crate::table_store::{NewTable, TableStore};
 
 /// The time index column of tables created by line protocol.
@@ -94,11 +95,11 @@ fn field_type(value: &LineValue<'_>) -> FieldType {
     }
 }
 
-fn field_value(value: &LineValue<'_>, line: usize, name: &str) -> Result<Value, StoreError> {
+fn field_value(value: &LineValue<'_>, line: usize, name: &str) -> Result<Value, Error> {
     Ok(match value {
         LineValue::I64(v) => Value::Int64(*v),
         LineValue::U64(v) => Value::Int64(i64::try_from(*v).map_err(|_| {
-            StoreError::Invalid(format!(
+            Error::invalid(format!(
                 "line {line}: field {name:?} = {v}u does not fit a signed 64-bit integer"
             ))
         })?),
@@ -113,19 +114,19 @@ fn parse(
     body: &str,
     precision: Precision,
     now_ns: i64,
-) -> Result<BTreeMap<String, Measurement>, StoreError> {
+) -> Result<BTreeMap<String, Measurement>, Error> {
     let mut measurements: BTreeMap<String, Measurement> = BTreeMap::new();
     for (index, parsed) in parse_lines(body).enumerate() {
         let line = index + 1;
         let parsed: ParsedLine<'_> =
-            parsed.map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+            parsed.map_err(|error| Error::invalid(format!("line {line}: {error}")))?;
         let table = parsed.series.measurement.to_string();
         check_name("measurement", &table)
-            .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+            .map_err(|error| Error::invalid(format!("line {line}: {error}")))?;
         let ts_ns = match parsed.timestamp {
             None => now_ns,
             Some(value) => precision.to_ns(value).ok_or_else(|| {
-                StoreError::Invalid(format!(
+                Error::invalid(format!(
                     "line {line}: timestamp {value} is out of range (nanoseconds from 1677 \
                      to 2262)"
                 ))
@@ -142,7 +143,7 @@ fn parse(
         for (key, value) in parsed.series.tag_set.iter().flatten() {
             let key = key.to_string();
             check_name("tag", &key)
-                .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+                .map_err(|error| Error::invalid(format!("line {line}: {error}")))?;
             if !entry.tags.contains(&key) {
                 entry.tags.push(key.clone());
             }
@@ -152,16 +153,16 @@ fn parse(
         for (key, value) in &parsed.field_set {
             let key = key.to_string();
             check_name("field", &key)
-                .map_err(|error| StoreError::Invalid(format!("line {line}: {error}")))?;
+                .map_err(|error| Error::invalid(format!("line {line}: {error}")))?;
             if tags.contains_key(&key) || key == TIME_INDEX {
-                return Err(StoreError::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "line {line}: field {key:?} collides with a tag or the time index"
                 )));
             }
             let wanted = field_type(value);
             match entry.fields.iter().find(|f| f.name == key) {
                 Some(existing) if existing.field_type != wanted => {
-                    return Err(StoreError::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "line {line}: field {key:?} of {table} is {:?} in this body, the line \
                          has {wanted:?}",
                         existing.field_type
@@ -215,9 +216,9 @@ pub async fn write(
     body: &str,
     precision: Precision,
     now_ns: i64,
-) -> Result<usize, StoreError> {
+) -> Result<usize, Error> {
     if body.len() > BODY_BYTES_MAX {
-        return Err(StoreError::Invalid(format!(
+        return Err(Error::invalid(format!(
             "the body has {} bytes, the limit is {BODY_BYTES_MAX}",
             body.len()
         )));
@@ -254,18 +255,18 @@ pub async fn write(
                     )
                     .await?;
                 tables.table(database, name).ok_or_else(|| {
-                    StoreError::Internal(format!("table {name} vanished after its creation"))
+                    Error::internal(format!("table {name} vanished after its creation"))
                 })?
             }
             Some(table) => table,
         };
         if !matches!(table.kind, TableKind::Regular { .. }) {
-            return Err(StoreError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{name} is a Prometheus metric; line protocol cannot write to it"
             )));
         }
         if table.schema.time_index != TIME_INDEX {
-            return Err(StoreError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "table {name} has time index {:?}; line protocol writes {TIME_INDEX:?}",
                 table.schema.time_index
             )));
@@ -281,7 +282,7 @@ pub async fn write(
         for field in &measurement.fields {
             match table.schema.fields.iter().find(|f| f.name == field.name) {
                 Some(existing) if existing.field_type != field.field_type => {
-                    return Err(StoreError::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "field {:?} of table {name} is {:?}; the body writes {:?}",
                         field.name, existing.field_type, field.field_type
                     )))
@@ -298,7 +299,7 @@ pub async fn write(
                 .add_columns(database, name, new_tags, new_fields)
                 .await?;
             tables.table(database, name).ok_or_else(|| {
-                StoreError::Internal(format!("table {name} vanished while adding columns"))
+                Error::internal(format!("table {name} vanished while adding columns"))
             })?
         };
         tables_now.push(table);
@@ -314,7 +315,7 @@ pub async fn write(
         let mut lines = Vec::with_capacity(measurement.points.len());
         for mut point in merge_same_points(measurement.points) {
             let ts = round_to(unit, i128::from(point.ts_ns))
-                .map_err(|error| StoreError::Invalid(format!("line {}: {error}", point.line)))?;
+                .map_err(|error| Error::invalid(format!("line {}: {error}", point.line)))?;
             written_ns.push(i128::from(point.ts_ns));
             lines.push(point.line);
             rows.push(Row {
@@ -332,7 +333,7 @@ pub async fn write(
             });
         }
         if let Some((first, second)) = first_merged(&rows, &written_ns) {
-            return Err(StoreError::Invalid(merged_message(
+            return Err(Error::invalid(merged_message(
                 &format!("lines {} and {}", lines[first], lines[second]),
                 &name,
                 unit,

@@ -123,25 +123,18 @@ pub async fn serve(
 mod connection;
 
 fn pg_error(error: SqlError) -> PgWireError {
-    let code = match &error {
-        SqlError::Invalid(_) => "42000",
-        SqlError::Rejected { sqlstate, .. } => sqlstate,
-        SqlError::Unsupported(_) => "0A000",
-        SqlError::Unavailable(_) => "53000",
-        SqlError::Internal(_) => "XX000",
-    };
+    let code = error.sqlstate();
     // Once per error the client is sent, in the connection's span (its id and peer), as
-    // HTTP logs its rejections: the client's mistakes at INFO, Metronome's faults at
-    // ERROR.
+    // HTTP logs its rejections: the client's mistakes at INFO, retryable states at
+    // WARN, Metronome's faults at ERROR.
     let message = crate::http::logged_message(&error.to_string());
-    match &error {
-        SqlError::Internal(_) => {
-            tracing::error!(sqlstate = %code, error = %message, "statement failed")
-        }
-        SqlError::Unavailable(_) => {
-            tracing::warn!(sqlstate = %code, error = %message, "statement failed")
-        }
-        _ => tracing::info!(sqlstate = %code, error = %message, "statement rejected"),
+    let kind = error.kind();
+    if kind.http_status() >= 500 && !kind.is_retryable() {
+        tracing::error!(sqlstate = %code, error = %message, "statement failed");
+    } else if kind.is_retryable() || kind.http_status() >= 500 {
+        tracing::warn!(sqlstate = %code, error = %message, "statement failed");
+    } else {
+        tracing::info!(sqlstate = %code, error = %message, "statement rejected");
     }
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),

@@ -18,57 +18,19 @@ use std::sync::Arc;
 use futures::future::join_all;
 use metronome_core::config::IngestSection;
 use metronome_core::data::{MatchOp, RegionId, Row, ScanRequest, TagMatcher, Value};
+use metronome_core::error::Error;
 use metronome_metasrv::catalog::{
     metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
     TableKind, METRIC_NAME_LABEL,
 };
-use metronome_wire::{RegionError, RegionErrorKind, RegionService};
+use metronome_wire::RegionService;
 
 use crate::meta::Meta;
 use crate::remote_write::PromSeries;
 use crate::router::partition;
-use metronome_metasrv::client::MetaError;
 
 /// Rows sent to a region in one write; a request with more is split.
 const WRITE_ROWS_MAX: usize = 8192;
-
-/// Why a write or a query failed, mapped to HTTP statuses by the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The data is not acceptable (400).
-    #[error("{0}")]
-    Invalid(String),
-    /// Retry later (503; Prometheus retries).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Something broke on our side (500).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<RegionError> for StoreError {
-    fn from(error: RegionError) -> StoreError {
-        match error.kind {
-            RegionErrorKind::InvalidRequest => StoreError::Invalid(error.message),
-            RegionErrorKind::Overloaded | RegionErrorKind::Unavailable => {
-                StoreError::Unavailable(error.message)
-            }
-            RegionErrorKind::NotFound
-            | RegionErrorKind::Quarantined
-            | RegionErrorKind::Internal => StoreError::Internal(error.message),
-        }
-    }
-}
-
-impl From<MetaError> for StoreError {
-    fn from(error: MetaError) -> StoreError {
-        match error {
-            MetaError::Refused(message) => StoreError::Invalid(message),
-            MetaError::Unavailable(message) => StoreError::Unavailable(message),
-            MetaError::Internal(message) => StoreError::Internal(message),
-        }
-    }
-}
 
 /// A series' labels, sorted by name.
 pub type Labels = Vec<(String, String)>;
@@ -84,15 +46,15 @@ pub struct SeriesSamples {
 async fn add_missing_tags(
     regions: &dyn RegionService,
     layout: &MetricRegions,
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     for (region, _) in &layout.regions {
         let Some(schema) = regions.region_schema(*region).await? else {
-            return Err(StoreError::Internal(format!(
+            return Err(Error::internal(format!(
                 "metric region {region} does not exist"
             )));
         };
         if !layout.tags.starts_with(&schema.tags) {
-            return Err(StoreError::Internal(format!(
+            return Err(Error::internal(format!(
                 "metric region {region} has tags {:?}, which do not follow the catalog's {:?}",
                 schema.tags, layout.tags
             )));
@@ -133,7 +95,7 @@ impl PromStore {
         regions: Arc<dyn RegionService>,
         routes: Vec<Route>,
         limits: IngestSection,
-    ) -> Result<PromStore, StoreError> {
+    ) -> Result<PromStore, Error> {
         let mut guard = meta.lock().await;
         guard
             .execute(Command::CreateMetricRegions {
@@ -168,7 +130,7 @@ impl PromStore {
     /// others are stored, then the error names the first refused one (Prometheus' own
     /// receiver does the same with samples it cannot take, so a sender that drops the
     /// request on a 400 loses only what was refused).
-    pub async fn write(&self, series: &[PromSeries]) -> Result<WriteSummary, StoreError> {
+    pub async fn write(&self, series: &[PromSeries]) -> Result<WriteSummary, Error> {
         let limit = self.limits.labels_per_series_max;
         // `__name__` is one of a valid series' labels.
         let too_wide = |one: &PromSeries| one.labels.len() > limit.saturating_add(1);
@@ -182,7 +144,7 @@ impl PromStore {
             .cloned()
             .collect();
         let stored = self.write_accepted(&accepted).await?;
-        Err(StoreError::Invalid(format!(
+        Err(Error::invalid(format!(
             "{refused} series refused: timeseries[{index}] of metric {:?} has {} labels \
              besides __name__, the limit is {limit} (ingest.labels_per_series_max); the \
              other {} series were stored",
@@ -192,7 +154,7 @@ impl PromStore {
         )))
     }
 
-    async fn write_accepted(&self, series: &[PromSeries]) -> Result<WriteSummary, StoreError> {
+    async fn write_accepted(&self, series: &[PromSeries]) -> Result<WriteSummary, Error> {
         let layout = self.layout_for(series).await?;
         let position: BTreeMap<&str, usize> = layout
             .tags
@@ -245,8 +207,8 @@ impl PromStore {
     }
 
     /// The physical layout, after making sure it knows every metric and label in `series`.
-    async fn layout_for(&self, series: &[PromSeries]) -> Result<MetricRegions, StoreError> {
-        let missing = |catalog: &Catalog| -> Result<Vec<Command>, StoreError> {
+    async fn layout_for(&self, series: &[PromSeries]) -> Result<MetricRegions, Error> {
+        let missing = |catalog: &Catalog| -> Result<Vec<Command>, Error> {
             let mut commands: BTreeMap<&str, Vec<String>> = BTreeMap::new();
             for one in series {
                 let name = one.metric_name();
@@ -319,7 +281,7 @@ impl PromStore {
         matchers: &[TagMatcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<SeriesSamples>, StoreError> {
+    ) -> Result<Vec<SeriesSamples>, Error> {
         self.scan(matchers, start_ms, end_ms, false).await
     }
 
@@ -332,7 +294,7 @@ impl PromStore {
         matchers: &[TagMatcher],
         start_ms: i64,
         end_ms: i64,
-    ) -> Result<Vec<Labels>, StoreError> {
+    ) -> Result<Vec<Labels>, Error> {
         Ok(self
             .scan(matchers, start_ms, end_ms, true)
             .await?
@@ -347,7 +309,7 @@ impl PromStore {
         start_ms: i64,
         end_ms: i64,
         series_only: bool,
-    ) -> Result<Vec<SeriesSamples>, StoreError> {
+    ) -> Result<Vec<SeriesSamples>, Error> {
         let catalog = self.meta.catalog();
         let layout = metric_regions(&catalog, &self.database)?;
         // Matchers name labels; the regions know their columns.
@@ -428,10 +390,7 @@ impl PromStore {
 
     /// Records metric metadata that differs from what the catalog holds, creating the
     /// metric's table if remote write reports metadata before samples.
-    pub async fn set_metadata(
-        &self,
-        metadata: &[(String, MetricMetadata)],
-    ) -> Result<(), StoreError> {
+    pub async fn set_metadata(&self, metadata: &[(String, MetricMetadata)]) -> Result<(), Error> {
         let changed = |catalog: &Catalog, name: &str, metadata: &MetricMetadata| {
             !matches!(
                 catalog.table(&self.database, name),
@@ -515,7 +474,7 @@ impl PromStore {
 pub async fn write_all(
     regions: &dyn RegionService,
     batches: impl IntoIterator<Item = (RegionId, Vec<Row>)>,
-) -> Result<(), StoreError> {
+) -> Result<(), Error> {
     let mut writes = Vec::new();
     for (region, mut rows) in batches {
         while !rows.is_empty() {
@@ -540,13 +499,13 @@ fn series_region(labels: &[(String, String)], regions: usize) -> usize {
     )
 }
 
-fn metric_regions(catalog: &Catalog, database: &str) -> Result<MetricRegions, StoreError> {
+fn metric_regions(catalog: &Catalog, database: &str) -> Result<MetricRegions, Error> {
     catalog
         .database(database)
-        .map_err(|error| StoreError::Invalid(error.to_string()))?
+        .map_err(|error| Error::invalid(error.to_string()))?
         .metrics
         .clone()
-        .ok_or_else(|| StoreError::Internal(format!("database {database} has no metric regions")))
+        .ok_or_else(|| Error::internal(format!("database {database} has no metric regions")))
 }
 
 /// A matcher for a label; an equality on `__name__` for a metric.

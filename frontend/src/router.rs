@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 use metronome_metasrv::catalog::{Catalog, Route, TableKind};
-use metronome_wire::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
+use metronome_wire::{BoxFuture, ErrorKind, RegionError, RegionService, ShardStats};
 
 use crate::meta::Meta;
 
@@ -87,7 +87,7 @@ impl RegionRouter {
         routes.extend(catalog_routes(&catalog));
         routes.get(&region).copied().ok_or_else(|| {
             RegionError::new(
-                RegionErrorKind::NotFound,
+                ErrorKind::NotFound,
                 format!("region {region} has no route in the catalog"),
             )
         })
@@ -101,7 +101,7 @@ impl RegionRouter {
             .map(|client| client.as_ref())
             .ok_or_else(|| {
                 RegionError::new(
-                    RegionErrorKind::Unavailable,
+                    ErrorKind::Unavailable,
                     format!(
                         "region {region} is on datanode {}, which this frontend cannot reach",
                         route.datanode

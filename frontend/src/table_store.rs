@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
+use metronome_core::error::Error;
 use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
 use metronome_wire::RegionService;
 
 use crate::meta::Meta;
 use crate::precision::series;
-use crate::prom_store::{write_all, StoreError};
+use crate::prom_store::write_all;
 use crate::router::partition;
 
 pub struct TableStore {
@@ -39,7 +40,7 @@ impl TableStore {
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
         shard_count: u16,
-    ) -> Result<TableStore, StoreError> {
+    ) -> Result<TableStore, Error> {
         let store = TableStore {
             meta,
             regions,
@@ -60,7 +61,7 @@ impl TableStore {
     }
 
     /// Creates missing regions and adds columns a crash kept from reaching them.
-    async fn reconcile(&self, table: &Table) -> Result<(), StoreError> {
+    async fn reconcile(&self, table: &Table) -> Result<(), Error> {
         for (region, route) in table_regions(table) {
             let schema = match self.regions.region_schema(*region).await? {
                 Some(schema) => schema,
@@ -77,7 +78,7 @@ impl TableStore {
             if !table.schema.tags.starts_with(&schema.tags)
                 || !table.schema.fields.starts_with(&schema.fields)
             {
-                return Err(StoreError::Internal(format!(
+                return Err(Error::internal(format!(
                     "region {region} of table {}.{} has columns {schema:?}, which do not \
                      follow the catalog's {:?}",
                     table.database, table.name, table.schema
@@ -96,7 +97,7 @@ impl TableStore {
 
     /// Creates a table with `table.partitions` regions spread over the shards. Returns
     /// whether it was created (false: it existed and `if_not_exists` was set).
-    pub async fn create_table(&self, database: &str, table: NewTable) -> Result<bool, StoreError> {
+    pub async fn create_table(&self, database: &str, table: NewTable) -> Result<bool, Error> {
         let NewTable {
             name,
             schema,
@@ -130,7 +131,7 @@ impl TableStore {
         let catalog = guard.catalog();
         let table = catalog
             .table(database, name)
-            .map_err(|error| StoreError::Internal(error.to_string()))?;
+            .map_err(|error| Error::internal(error.to_string()))?;
         self.reconcile(table).await?;
         Ok(!existed)
     }
@@ -141,15 +142,15 @@ impl TableStore {
         database: &str,
         name: &str,
         if_exists: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, Error> {
         let mut guard = self.meta.lock().await;
         let table = match guard.catalog().table(database, name) {
             Ok(table) => table.clone(),
             Err(_) if if_exists => return Ok(false),
-            Err(error) => return Err(StoreError::Invalid(error.to_string())),
+            Err(error) => return Err(Error::invalid(error.to_string())),
         };
         if matches!(table.kind, TableKind::Metric { .. }) {
-            return Err(StoreError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{database}.{name} is a Prometheus metric; its series live in shared regions \
                  and cannot be dropped one metric at a time yet"
             )));
@@ -174,7 +175,7 @@ impl TableStore {
         name: &str,
         tags: Vec<String>,
         fields: Vec<FieldColumn>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         let mut guard = self.meta.lock().await;
         guard
             .execute(Command::AddColumns {
@@ -187,16 +188,16 @@ impl TableStore {
         let catalog = guard.catalog();
         let table = catalog
             .table(database, name)
-            .map_err(|error| StoreError::Internal(error.to_string()))?;
+            .map_err(|error| Error::internal(error.to_string()))?;
         self.reconcile(table).await
     }
 
     /// Writes rows (in the table's column order) to the table's regions; returns once
     /// every region acknowledged.
-    pub async fn write(&self, table: &Table, rows: Vec<Row>) -> Result<usize, StoreError> {
+    pub async fn write(&self, table: &Table, rows: Vec<Row>) -> Result<usize, Error> {
         let regions = table_regions(table);
         if regions.is_empty() {
-            return Err(StoreError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{}.{} is a Prometheus metric: write it with remote write",
                 table.database, table.name
             )));
@@ -219,7 +220,7 @@ impl TableStore {
     }
 
     /// Scans every region of the table.
-    pub async fn scan(&self, table: &Table, request: &ScanRequest) -> Result<Vec<Row>, StoreError> {
+    pub async fn scan(&self, table: &Table, request: &ScanRequest) -> Result<Vec<Row>, Error> {
         let scans = table_regions(table)
             .iter()
             .map(|(region, _)| self.regions.scan(*region, request.clone()));

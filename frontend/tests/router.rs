@@ -23,7 +23,7 @@ use metronome_metasrv::catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_metasrv::client::MetaClient;
 use metronome_metasrv::service::MetaService;
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{RegionErrorKind, RegionService};
+use metronome_wire::{ErrorKind, RegionService};
 
 async fn datanode(dir: &std::path::Path) -> Datanode {
     Datanode::start(
@@ -155,13 +155,13 @@ async fn each_region_is_served_by_the_datanode_its_route_names() {
     // no client for is unavailable.
     let stranger = RegionId::new(table.id + 100, 0);
     let error = router.scan(stranger, ScanRequest::all()).await.unwrap_err();
-    assert_eq!(error.kind, RegionErrorKind::NotFound, "{error}");
+    assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
     let lonely = RegionRouter::new(meta.clone(), BTreeMap::from([(0, handles[0].clone())]));
     let error = lonely
         .scan(regions[1], ScanRequest::all())
         .await
         .unwrap_err();
-    assert_eq!(error.kind, RegionErrorKind::Unavailable, "{error}");
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     assert!(error.message.contains("datanode 1"), "{error}");
 
     // Dropping the table drops each region where it lives, after the catalog forgot it.

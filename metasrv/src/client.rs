@@ -23,6 +23,17 @@ pub enum MetaError {
     Internal(String),
 }
 
+impl From<MetaError> for metronome_core::error::Error {
+    fn from(error: MetaError) -> metronome_core::error::Error {
+        use metronome_core::error::{Error, ErrorKind};
+        match error {
+            MetaError::Refused(message) => Error::new(ErrorKind::Invalid, message),
+            MetaError::Unavailable(message) => Error::new(ErrorKind::Unavailable, message),
+            MetaError::Internal(message) => Error::new(ErrorKind::Internal, message),
+        }
+    }
+}
+
 impl From<RpcError> for MetaError {
     fn from(error: RpcError) -> MetaError {
         match error {

@@ -10,7 +10,7 @@ use metronome_core::data::{
 };
 
 use crate::fb;
-use crate::{RegionError, RegionErrorKind};
+use crate::{ErrorKind, RegionError};
 
 /// A value read from a message that this build cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,27 +226,34 @@ pub fn read_scan(scan: fb::Scan<'_>) -> Result<(RegionId, ScanRequest), ConvertE
     ))
 }
 
-pub fn error_kind(kind: RegionErrorKind) -> fb::ErrorKind {
+/// An error's kind on the wire.
+pub fn error_kind(kind: ErrorKind) -> fb::ErrorKind {
     match kind {
-        RegionErrorKind::InvalidRequest => fb::ErrorKind::InvalidRequest,
-        RegionErrorKind::NotFound => fb::ErrorKind::NotFound,
-        RegionErrorKind::Quarantined => fb::ErrorKind::Quarantined,
-        RegionErrorKind::Overloaded => fb::ErrorKind::Overloaded,
-        RegionErrorKind::Unavailable => fb::ErrorKind::Unavailable,
-        RegionErrorKind::Internal => fb::ErrorKind::Internal,
+        ErrorKind::Invalid => fb::ErrorKind::InvalidRequest,
+        ErrorKind::NotFound => fb::ErrorKind::NotFound,
+        ErrorKind::WrongRoute => fb::ErrorKind::WrongRoute,
+        ErrorKind::Quarantined => fb::ErrorKind::Quarantined,
+        ErrorKind::Overloaded => fb::ErrorKind::Overloaded,
+        ErrorKind::Unavailable => fb::ErrorKind::Unavailable,
+        ErrorKind::Timeout => fb::ErrorKind::Timeout,
+        ErrorKind::Corrupt => fb::ErrorKind::Corrupt,
+        ErrorKind::Internal => fb::ErrorKind::Internal,
     }
 }
 
-/// An error reply as a region error. Kinds a region never sends (and unknown ones)
-/// become `Internal`, keeping the peer's message.
-pub fn read_region_error(error: fb::Error<'_>) -> RegionError {
+/// An error reply as an error. A kind this build does not know becomes `Internal`,
+/// keeping the peer's message.
+pub fn read_error(error: fb::Error<'_>) -> RegionError {
     let kind = match error.kind() {
-        fb::ErrorKind::InvalidRequest | fb::ErrorKind::Refused => RegionErrorKind::InvalidRequest,
-        fb::ErrorKind::NotFound => RegionErrorKind::NotFound,
-        fb::ErrorKind::Quarantined => RegionErrorKind::Quarantined,
-        fb::ErrorKind::Overloaded => RegionErrorKind::Overloaded,
-        fb::ErrorKind::Unavailable => RegionErrorKind::Unavailable,
-        _ => RegionErrorKind::Internal,
+        fb::ErrorKind::InvalidRequest | fb::ErrorKind::Refused => ErrorKind::Invalid,
+        fb::ErrorKind::NotFound => ErrorKind::NotFound,
+        fb::ErrorKind::WrongRoute => ErrorKind::WrongRoute,
+        fb::ErrorKind::Quarantined => ErrorKind::Quarantined,
+        fb::ErrorKind::Overloaded => ErrorKind::Overloaded,
+        fb::ErrorKind::Unavailable => ErrorKind::Unavailable,
+        fb::ErrorKind::Timeout => ErrorKind::Timeout,
+        fb::ErrorKind::Corrupt => ErrorKind::Corrupt,
+        _ => ErrorKind::Internal,
     };
     RegionError::new(kind, error.message())
 }
@@ -254,6 +261,24 @@ pub fn read_region_error(error: fb::Error<'_>) -> RegionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_crosses_the_wire_unchanged() {
+        for kind in ErrorKind::ALL {
+            let mut builder = FlatBufferBuilder::new();
+            let message = builder.create_string("what and where");
+            let table = fb::Error::create(
+                &mut builder,
+                &fb::ErrorArgs {
+                    kind: error_kind(kind),
+                    message: Some(message),
+                },
+            );
+            builder.finish_minimal(table);
+            let read = flatbuffers::root::<fb::Error>(builder.finished_data()).unwrap();
+            assert_eq!(read_error(read), RegionError::new(kind, "what and where"));
+        }
+    }
 
     fn schema() -> RegionSchema {
         RegionSchema {

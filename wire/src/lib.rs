@@ -20,47 +20,9 @@ use std::pin::Pin;
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 
-/// What kind of failure a [`RegionError`] is; it decides how a client reacts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegionErrorKind {
-    /// The request is wrong (bad row, bad schema, bad matcher): do not retry.
-    InvalidRequest,
-    /// The region does not exist (or not on this shard).
-    NotFound,
-    /// The region is quarantined after damage on disk.
-    Quarantined,
-    /// Too much unflushed data: retry later (HTTP 429/503).
-    Overloaded,
-    /// The datanode or shard is down or restarting: retry later.
-    Unavailable,
-    /// Storage failed.
-    Internal,
-}
-
-/// A failed region request: its kind and a message naming what and where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct RegionError {
-    pub kind: RegionErrorKind,
-    pub message: String,
-}
-
-impl RegionError {
-    pub fn new(kind: RegionErrorKind, message: impl Into<String>) -> RegionError {
-        RegionError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// Whether the same request may succeed later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            RegionErrorKind::Overloaded | RegionErrorKind::Unavailable
-        )
-    }
-}
+/// A failed region request: its kind and a message naming what and where (the one
+/// error of every layer, `metronome_core::error::Error`).
+pub use metronome_core::error::{Error as RegionError, ErrorKind};
 
 /// A shard's figures for monitoring, as a datanode reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use crate::rows::{
     ipc_to_rows, ipc_to_series, rows_to_ipc, RowView, RowsError, SeriesRow, IPC_ROWS_MAX,
 };
 use crate::rpc::{BoxFuture as RpcFuture, Dispatch, RpcClient, RpcError};
-use crate::{BoxFuture, RegionError, RegionErrorKind, RegionService, ShardStats};
+use crate::{BoxFuture, ErrorKind, RegionError, RegionService, ShardStats};
 
 /// Rows per Write frame, and per page of a scan's reply.
 pub const ROWS_PER_FRAME_MAX: usize = 65_536;
@@ -48,17 +48,15 @@ fn frame_chunks<R: RowView>(rows: &[R]) -> Vec<&[R]> {
 impl From<RpcError> for RegionError {
     fn from(error: RpcError) -> RegionError {
         match error {
-            RpcError::Unavailable(message) => {
-                RegionError::new(RegionErrorKind::Unavailable, message)
-            }
-            RpcError::Protocol(message) => RegionError::new(RegionErrorKind::Internal, message),
+            RpcError::Unavailable(message) => RegionError::new(ErrorKind::Unavailable, message),
+            RpcError::Protocol(message) => RegionError::new(ErrorKind::Internal, message),
         }
     }
 }
 
 fn protocol(peer: &str, what: impl std::fmt::Display) -> RegionError {
     RegionError::new(
-        RegionErrorKind::Internal,
+        ErrorKind::Internal,
         format!("bad reply from {peer}: {what}"),
     )
 }
@@ -99,7 +97,7 @@ impl RegionClient {
         self.rpc
             .call_one(request, |reply| {
                 if let Some(error) = reply.body_as_error() {
-                    return Ok(Err(convert::read_region_error(error)));
+                    return Ok(Err(convert::read_error(error)));
                 }
                 let kind = reply.body_type();
                 Ok(read(reply)
@@ -137,7 +135,7 @@ impl RegionClient {
                     each(page.rows().bytes()).map_err(|error| protocol(peer, error))?;
                 }
                 fb::Reply::Error => {
-                    return Err(convert::read_region_error(
+                    return Err(convert::read_error(
                         reply.body_as_error().expect("verified"),
                     ))
                 }
@@ -259,10 +257,7 @@ impl RegionService for RegionClient {
             // still wins, as it does in one write.
             for chunk in frame_chunks(&rows) {
                 let payload = rows_to_ipc(chunk).map_err(|error| {
-                    RegionError::new(
-                        RegionErrorKind::InvalidRequest,
-                        format!("region {region}: {error}"),
-                    )
+                    RegionError::new(ErrorKind::Invalid, format!("region {region}: {error}"))
                 })?;
                 let body = frame::request_body(|builder| {
                     let rows = builder.create_vector(&payload);

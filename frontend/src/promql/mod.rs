@@ -34,7 +34,9 @@ use metronome_core::rt::time;
 use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::{self, Expr, VectorSelector};
 
-use crate::prom_store::{PromStore, StoreError};
+use metronome_core::error::{Error, ErrorKind};
+
+use crate::prom_store::PromStore;
 use crate::remote_write::STALE_NAN_BITS;
 use eval::{Evaluator, Fetched, FetchedSeries, Limits};
 use value::Value;
@@ -71,12 +73,14 @@ pub enum QueryError {
     Timeout(String),
 }
 
-impl From<StoreError> for QueryError {
-    fn from(error: StoreError) -> QueryError {
-        match error {
-            StoreError::Invalid(message) => QueryError::BadData(message),
-            StoreError::Unavailable(message) => QueryError::Unavailable(message),
-            StoreError::Internal(message) => QueryError::Internal(message),
+impl From<Error> for QueryError {
+    /// Prometheus' error type for a failure of the store beneath.
+    fn from(error: Error) -> QueryError {
+        match error.kind {
+            ErrorKind::Invalid => QueryError::BadData(error.message),
+            ErrorKind::Timeout => QueryError::Timeout(error.message),
+            kind if kind.is_retryable() => QueryError::Unavailable(error.message),
+            _ => QueryError::Internal(error.message),
         }
     }
 }

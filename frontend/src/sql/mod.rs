@@ -36,7 +36,9 @@ use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 use metronome_core::rt::time;
 
 use crate::meta::Meta;
-use crate::prom_store::{PromStore, StoreError};
+use metronome_core::error::{Error, ErrorKind};
+
+use crate::prom_store::PromStore;
 use crate::table_store::TableStore;
 
 /// SQL text longer than this is refused before parsing.
@@ -60,19 +62,52 @@ pub enum SqlError {
     /// The statement is valid but not supported yet.
     #[error("{0}")]
     Unsupported(String),
-    /// Retry later.
+    /// Anything else, by the kind every layer shares (a region unavailable, a
+    /// deadline passed, a fault of ours).
     #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    Failed(Error),
 }
 
-impl From<StoreError> for SqlError {
-    fn from(error: StoreError) -> SqlError {
-        match error {
-            StoreError::Invalid(message) => SqlError::Invalid(message),
-            StoreError::Unavailable(message) => SqlError::Unavailable(message),
-            StoreError::Internal(message) => SqlError::Internal(message),
+impl SqlError {
+    /// A fault of Metronome's own.
+    pub fn internal(message: impl Into<String>) -> SqlError {
+        SqlError::Failed(Error::internal(message))
+    }
+
+    /// The kind of failure, from which the HTTP status and the SQLSTATE follow.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SqlError::Invalid(_) | SqlError::Rejected { .. } | SqlError::Unsupported(_) => {
+                ErrorKind::Invalid
+            }
+            SqlError::Failed(error) => error.kind,
+        }
+    }
+
+    /// The SQLSTATE of its ErrorResponse: the statement's own where it has one,
+    /// otherwise its kind's.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SqlError::Rejected { sqlstate, .. } => sqlstate,
+            SqlError::Unsupported(_) => "0A000",
+            other => other.kind().sqlstate(),
+        }
+    }
+
+    /// The HTTP status that answers it.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            SqlError::Unsupported(_) => 501,
+            other => other.kind().http_status(),
+        }
+    }
+}
+
+impl From<Error> for SqlError {
+    fn from(error: Error) -> SqlError {
+        match error.kind {
+            ErrorKind::Invalid => SqlError::Invalid(error.message),
+            _ => SqlError::Failed(error),
         }
     }
 }
@@ -99,9 +134,11 @@ impl From<datafusion::error::DataFusionError> for SqlError {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) => SqlError::Invalid(message),
             // The memory pool refused an operator: the query wants more than the SQL
             // memory budget (`query.sql_memory_bytes_max`), now or with others running.
-            E::ResourcesExhausted(_) => SqlError::Unavailable(message),
+            E::ResourcesExhausted(_) => {
+                SqlError::Failed(Error::new(ErrorKind::Overloaded, message))
+            }
             E::NotImplemented(_) => SqlError::Unsupported(message),
-            _ => SqlError::Internal(message),
+            _ => SqlError::internal(message),
         }
     }
 }
@@ -414,9 +451,12 @@ impl SqlEngine {
         let started = metronome_core::rt::time::now();
         let timeout = self.limits.timeout;
         let deadline_passed = || {
-            SqlError::Unavailable(format!(
-                "the query ran longer than {} ms (query.timeout_ms)",
-                timeout.as_millis()
+            SqlError::Failed(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the query ran longer than {} ms (query.timeout_ms)",
+                    timeout.as_millis()
+                ),
             ))
         };
         let mut stream = metronome_core::rt::time::timeout(timeout, frame.execute_stream())
@@ -544,7 +584,7 @@ impl SqlEngine {
                     schema.clone(),
                     vec![Arc::new(StringArray::from(names)) as ArrayRef],
                 )
-                .map_err(|error| SqlError::Internal(error.to_string()))?;
+                .map_err(|error| SqlError::internal(error.to_string()))?;
                 Ok(SqlOutput::Rows {
                     schema,
                     batches: vec![batch],
@@ -612,7 +652,7 @@ fn evaluate_constant(
         Vec::new(),
         &RecordBatchOptions::new().with_row_count(Some(1)),
     )
-    .map_err(|error| SqlError::Internal(error.to_string()))?;
+    .map_err(|error| SqlError::internal(error.to_string()))?;
     match physical.evaluate(&one_row)? {
         ColumnarValue::Scalar(value) => Ok(value),
         ColumnarValue::Array(array) => Ok(ScalarValue::try_from_array(&array, 0)?),
@@ -682,7 +722,7 @@ fn show(variable: &[Ident], database: &str) -> Result<SqlOutput, SqlError> {
         schema.clone(),
         vec![Arc::new(StringArray::from(vec![value])) as ArrayRef],
     )
-    .map_err(|error| SqlError::Internal(error.to_string()))?;
+    .map_err(|error| SqlError::internal(error.to_string()))?;
     Ok(SqlOutput::Rows {
         schema,
         batches: vec![batch],

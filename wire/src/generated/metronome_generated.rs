@@ -412,10 +412,10 @@ pub struct CatalogCommandUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_KIND: u8 = 6;
+pub const ENUM_MAX_ERROR_KIND: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 7] = [
+pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 10] = [
   ErrorKind::InvalidRequest,
   ErrorKind::NotFound,
   ErrorKind::Quarantined,
@@ -423,8 +423,12 @@ pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 7] = [
   ErrorKind::Unavailable,
   ErrorKind::Internal,
   ErrorKind::Refused,
+  ErrorKind::WrongRoute,
+  ErrorKind::Timeout,
+  ErrorKind::Corrupt,
 ];
 
+/// metronome_core::error::ErrorKind, which says what each means to a client.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ErrorKind(pub u8);
@@ -439,11 +443,16 @@ impl ErrorKind {
   /// Retry later.
   pub const Unavailable: Self = Self(4);
   pub const Internal: Self = Self(5);
-  /// The catalog refused a command (it names what and why).
+  /// The catalog refused a command (it names what and why): an invalid request.
   pub const Refused: Self = Self(6);
+  /// The node does not serve what the request names now: refresh the route, retry.
+  pub const WrongRoute: Self = Self(7);
+  pub const Timeout: Self = Self(8);
+  /// Stored data failed its checks.
+  pub const Corrupt: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::InvalidRequest,
     Self::NotFound,
@@ -452,6 +461,9 @@ impl ErrorKind {
     Self::Unavailable,
     Self::Internal,
     Self::Refused,
+    Self::WrongRoute,
+    Self::Timeout,
+    Self::Corrupt,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -463,6 +475,9 @@ impl ErrorKind {
       Self::Unavailable => Some("Unavailable"),
       Self::Internal => Some("Internal"),
       Self::Refused => Some("Refused"),
+      Self::WrongRoute => Some("WrongRoute"),
+      Self::Timeout => Some("Timeout"),
+      Self::Corrupt => Some("Corrupt"),
       _ => None,
     }
   }
