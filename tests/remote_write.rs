@@ -158,7 +158,7 @@ fn samples_written_with_v1_and_v2_read_back_and_bad_requests_are_named() {
     );
 
     // A staleness marker ends a series at once, instead of after the 5-minute lookback.
-    let stale = f64::from_bits(metronome_frontend::remote_write::STALE_NAN_BITS);
+    let stale = f64::from_bits(metronome_frontend::prom_model::STALE_NAN_BITS);
     let body = write_request(&[(
         labels("gone", &[("job", "x")]),
         vec![(T0, 1.0), (T0 + 30_000, stale)],

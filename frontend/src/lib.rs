@@ -1,7 +1,9 @@
 //! The frontend: Metronome's stateless access layer.
 //!
 //! This crate owns the client protocols and what they need: Prometheus remote write 1.0
-//! and 2.0 ([`remote_write`]), the metric layout that maps Prometheus series onto shared
+//! and 2.0 ([`remote_write`]), Prometheus' naming rules and stale marker
+//! ([`prom_model`], shared by ingest and PromQL, which imports neither `http` nor
+//! `remote_write`), the metric layout that maps Prometheus series onto shared
 //! physical regions ([`prom_store`]), the PromQL engine ([`promql`]: Prometheus 2.42's
 //! operators, aggregations, functions and subqueries), the HTTP API ([`http`]: remote
 //! write, the Prometheus query API, `/metrics`, `/health`), its own metrics
@@ -21,6 +23,7 @@ pub mod line_protocol;
 pub mod meta;
 pub mod pg;
 pub mod precision;
+pub mod prom_model;
 pub mod prom_store;
 pub mod promql;
 pub mod remote_write;

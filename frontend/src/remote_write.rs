@@ -8,6 +8,8 @@
 use metronome_metasrv::catalog::{MetricMetadata, METRIC_HELP_BYTES_MAX};
 use prost::Message;
 
+use crate::prom_model::{is_valid_label_name, is_valid_metric_name};
+
 /// Compressed bodies larger than this are refused before decompression.
 pub const BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Decompressed bodies larger than this are refused before allocation (Prometheus sends a
@@ -15,9 +17,6 @@ pub const BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
 pub const DECODED_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The longest label name or value accepted.
 const LABEL_BYTES_MAX: usize = 64 * 1024;
-
-/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// One series of a request: labels sorted by name (with `__name__`), and its samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,24 +277,6 @@ fn decode_v2(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         series: out,
         metadata: last_per_metric(metadata),
     })
-}
-
-/// A label name Prometheus accepts: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// Checks one series as Prometheus' own receiver does: label names valid, sorted and

@@ -36,8 +36,8 @@ use promql_parser::parser::{self, Expr, VectorSelector};
 
 use metronome_core::error::{Error, ErrorKind};
 
+use crate::prom_model::STALE_NAN_BITS;
 use crate::prom_store::PromStore;
-use crate::remote_write::STALE_NAN_BITS;
 use eval::{Evaluator, Fetched, FetchedSeries, Limits};
 use value::Value;
 

@@ -119,8 +119,20 @@ pub fn format_labels(labels: &[(String, String)]) -> String {
     out
 }
 
-pub use crate::http::format_value as format_float;
-pub use crate::remote_write::is_valid_label_name;
+/// A sample value as Prometheus writes it (Go's `FormatFloat(v, 'f', -1, 64)`).
+pub fn format_float(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_string()
+    } else if value == f64::INFINITY {
+        "+Inf".to_string()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{value}")
+    }
+}
+
+pub use crate::prom_model::is_valid_label_name;
 
 /// Go's `math.Max`: +Inf if either is +Inf, even against NaN; else NaN if either is NaN
 /// (Rust's `f64::max` ignores NaN); +0 over -0.
