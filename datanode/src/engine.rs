@@ -1055,6 +1055,11 @@ impl ShardEngine {
                 });
             }
             let sequence = region.manifest.last_sequence + 1;
+            assert!(
+                sequence > region.manifest.flushed_sequence,
+                "region {id}: a write's sequence {sequence} stays above the flushed {}",
+                region.manifest.flushed_sequence
+            );
             let durable = self.wal.enqueue(id, sequence, encode_rows(&rows))?;
             region.manifest.last_sequence = sequence;
             region.in_flight.insert(sequence);

@@ -249,19 +249,35 @@ impl RegionManifest {
         }
     }
 
-    /// Applies one edit (and counts it in `version`).
+    /// Applies one edit (and counts it in `version`). Asserts what an edit may assume
+    /// of the state (a compaction removes files the region has) and what every edit
+    /// leaves true (file ids unique and below `next_file_id`, each file's time range in
+    /// order).
     pub fn apply(&mut self, edit: &Edit) {
         match edit {
             Edit::Flushed {
                 file,
                 flushed_sequence,
             } => {
+                assert!(
+                    self.files.iter().all(|f| f.file_id != file.file_id),
+                    "region {}: flushed file {} is already listed",
+                    self.region,
+                    file.file_id
+                );
                 self.files.push(file.clone());
                 self.flushed_sequence = self.flushed_sequence.max(*flushed_sequence);
                 self.next_file_id = self.next_file_id.max(file.file_id + 1);
             }
             Edit::Compacted { added, removed } => {
+                let before = self.files.len();
                 self.files.retain(|f| !removed.contains(&f.file_id));
+                assert_eq!(
+                    before - self.files.len(),
+                    removed.len(),
+                    "region {}: a compaction removes files the region has, each once",
+                    self.region
+                );
                 if let Some(file) = added {
                     self.next_file_id = self.next_file_id.max(file.file_id + 1);
                     self.files.push(file.clone());
@@ -276,6 +292,29 @@ impl RegionManifest {
             }
         }
         self.version += 1;
+        let mut ids: Vec<u64> = Vec::with_capacity(self.files.len());
+        for file in &self.files {
+            assert!(
+                file.file_id < self.next_file_id,
+                "region {}: file {} is not below next_file_id {}",
+                self.region,
+                file.file_id,
+                self.next_file_id
+            );
+            assert!(
+                file.rows == 0 || file.min_ts <= file.max_ts,
+                "region {}: file {} has its time range reversed",
+                self.region,
+                file.file_id
+            );
+            ids.push(file.file_id);
+        }
+        ids.sort_unstable();
+        assert!(
+            ids.windows(2).all(|pair| pair[0] != pair[1]),
+            "region {}: a file is listed twice",
+            self.region
+        );
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -891,6 +891,7 @@ fn small_wal() -> EngineConfig {
     EngineConfig {
         wal: metronome_datanode::wal::WalConfig {
             segment_bytes: 32 * 1024,
+            commit_bytes_max: 8 * 1024,
             ..metronome_datanode::wal::WalConfig::new("wal")
         },
         ..EngineConfig::default()

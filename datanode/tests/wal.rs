@@ -21,6 +21,7 @@ fn on_shard<T: Send + 'static, Fut: Future<Output = T> + 'static>(
 fn config() -> WalConfig {
     WalConfig {
         segment_bytes: 64 * 1024,
+        commit_bytes_max: 16 * 1024,
         ..WalConfig::new("shard-0/wal")
     }
 }
@@ -323,6 +324,20 @@ fn appends_beyond_the_queue_bound_are_refused_as_overloaded() {
         }),
         Err(WalError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn a_commit_bound_that_does_not_fit_a_segment_is_refused() {
+    let error = on_shard(|_| async {
+        let disk = Disk::sim(SimDisk::new(9));
+        let config = WalConfig {
+            commit_bytes_max: 64 * 1024,
+            ..config()
+        };
+        Wal::open(disk, config, |_, _| {}).await.err()
+    });
+    let error = error.expect("a commit of 64 KiB plus padding cannot fit a 64 KiB segment");
+    assert!(error.to_string().contains("commit_bytes_max"), "{error}");
 }
 
 #[test]

@@ -351,8 +351,51 @@ impl Catalog {
         let mut next = self.clone();
         next.apply_in_place(command)?;
         next.version += 1;
+        assert_eq!(next.version, self.version + 1, "one command, one version");
+        assert!(
+            next.next_table_id >= self.next_table_id,
+            "table ids are never reused"
+        );
+        #[cfg(debug_assertions)]
+        next.check_invariants();
         *self = next;
         Ok(())
+    }
+
+    /// Asserts what every command leaves true (whole-catalog, so debug builds only: the
+    /// tests and the simulation): table ids are unique and below `next_table_id`; a
+    /// regular table's regions are its id's, numbered from 0; the metric regions are
+    /// their physical table's, and their tags start with `__name__`.
+    #[cfg(debug_assertions)]
+    fn check_invariants(&self) {
+        let mut ids = std::collections::BTreeSet::new();
+        for database in self.databases.values() {
+            if let Some(metrics) = &database.metrics {
+                assert!(
+                    ids.insert(metrics.table_id),
+                    "table id {} twice",
+                    metrics.table_id
+                );
+                assert!(metrics.table_id < self.next_table_id);
+                assert_eq!(
+                    metrics.tags.first().map(String::as_str),
+                    Some(METRIC_NAME_LABEL)
+                );
+                for (number, (region, _)) in metrics.regions.iter().enumerate() {
+                    assert_eq!(*region, RegionId::new(metrics.table_id, number as u32));
+                }
+            }
+            for table in database.tables.values() {
+                if let TableKind::Regular { regions, .. } = &table.kind {
+                    assert!(ids.insert(table.id), "table id {} twice", table.id);
+                    assert!(table.id < self.next_table_id, "table {} id", table.name);
+                    assert!(!regions.is_empty(), "table {} has regions", table.name);
+                    for (number, (region, _)) in regions.iter().enumerate() {
+                        assert_eq!(*region, RegionId::new(table.id, number as u32));
+                    }
+                }
+            }
+        }
     }
 
     /// Whether `command` would change nothing (so it need not be logged).

@@ -70,6 +70,15 @@ impl WalConfig {
                 "commit_bytes_max must be positive and at most queue_bytes_max".to_string(),
             );
         }
+        // A commit of records up to `commit_bytes_max`, padded to a block, must fit a
+        // fresh segment, or the writer would write past a segment's end.
+        if self.commit_bytes_max as u64 + BLOCK_BYTES as u64 > self.segment_bytes {
+            return Err(format!(
+                "commit_bytes_max = {} must leave a block ({BLOCK_BYTES} bytes) of a \
+                 segment_bytes = {} segment",
+                self.commit_bytes_max, self.segment_bytes
+            ));
+        }
         Ok(())
     }
 
@@ -147,6 +156,8 @@ struct Shared {
     /// Segments by first commit; the last one is being written.
     segments: RefCell<BTreeMap<u64, SegmentInfo>>,
     stats: Cell<WalStats>,
+    /// Each region's last queued sequence in this run, to assert their order.
+    last_sequences: RefCell<BTreeMap<RegionId, u64>>,
 }
 
 /// A shard's WAL. Cheap to clone; all clones feed the same writer task.
@@ -292,6 +303,7 @@ impl Wal {
             failed: RefCell::new(None),
             segments: RefCell::new(segments),
             stats: Cell::new(WalStats::default()),
+            last_sequences: RefCell::new(BTreeMap::new()),
         });
         let writer = Writer::start(shared.clone(), next_commit).await?;
         task::spawn_local(writer.run(woken));
@@ -333,6 +345,16 @@ impl Wal {
         if queued_bytes + payload.len() > shared.config.queue_bytes_max {
             return Err(WalError::Overloaded { queued_bytes });
         }
+        // A region's records reach the log in the order of their sequences: the engine
+        // takes a sequence and queues its record in one synchronous step.
+        let mut last = shared.last_sequences.borrow_mut();
+        let previous = last.entry(region).or_insert(0);
+        assert!(
+            sequence > *previous,
+            "region {region}: sequence {sequence} queued after {previous}"
+        );
+        *previous = sequence;
+        drop(last);
         let (done, outcome) = oneshot::channel();
         shared
             .queued_bytes
@@ -480,9 +502,16 @@ impl Writer {
             bytes += len;
             batch.push(queue.pop_front().expect("front exists"));
         }
-        self.shared
-            .queued_bytes
-            .set(self.shared.queued_bytes.get() - bytes);
+        let queued = self.shared.queued_bytes.get();
+        assert!(
+            queued >= bytes,
+            "the queue's byte count covers what it held"
+        );
+        self.shared.queued_bytes.set(queued - bytes);
+        assert!(
+            !batch.is_empty() || queue.is_empty(),
+            "a batch takes at least one record"
+        );
         batch
     }
 
@@ -505,6 +534,14 @@ impl Writer {
             );
         }
         pad_to_block(&mut bytes);
+        assert!(
+            bytes.len().is_multiple_of(BLOCK_BYTES),
+            "a commit is whole blocks"
+        );
+        assert!(
+            self.offset.is_multiple_of(BLOCK_BYTES as u64),
+            "a commit starts at a block"
+        );
         if self.offset + bytes.len() as u64 > self.shared.config.segment_bytes {
             let (file, direct) = create_segment(&self.shared, commit).await?;
             self.file = file;
@@ -512,6 +549,10 @@ impl Writer {
             self.offset = 0;
         }
         let len = bytes.len() as u64;
+        assert!(
+            self.offset + len <= self.shared.config.segment_bytes,
+            "commit {commit} of {len} bytes fits its segment (validate bounds a commit)"
+        );
         let started = time::now();
         if self.direct {
             self.file
