@@ -1,0 +1,272 @@
+//! A region's lifecycle: create, drop, alter (tags, fields, TTL), close and open.
+
+use super::*;
+
+impl ShardEngine {
+    /// Creates a region. Creating an existing region with the same schema succeeds (so a
+    /// retried request is harmless); a dropped region's id may be reused.
+    pub async fn create_region(
+        &self,
+        id: RegionId,
+        schema: RegionSchema,
+    ) -> Result<(), EngineError> {
+        schema.validate().map_err(EngineError::InvalidSchema)?;
+        let manifest = {
+            let regions = self.regions.borrow();
+            match regions.get(&id) {
+                Some(existing) if existing.manifest.closed && !existing.manifest.dropped => {
+                    return Err(EngineError::RegionClosed(id));
+                }
+                Some(existing) if !existing.manifest.dropped => {
+                    return if existing.manifest.schema == schema {
+                        Ok(())
+                    } else {
+                        Err(EngineError::RegionExists(id))
+                    };
+                }
+                // Sequences continue past the old incarnation, whose WAL records are then
+                // below `flushed_sequence` and never replayed into the new one.
+                Some(tombstone) => RegionManifest {
+                    region: id,
+                    schema,
+                    flushed_sequence: tombstone.manifest.last_sequence,
+                    last_sequence: tombstone.manifest.last_sequence,
+                    dropped: false,
+                    files: Vec::new(),
+                    next_file_id: tombstone.manifest.next_file_id,
+                    ttl_ms: None,
+                    // Past the tombstone's, so its edit logs are superseded.
+                    version: tombstone.manifest.version + 1,
+                    closed: false,
+                },
+                None => RegionManifest::new(id, schema),
+            }
+        };
+        manifest.store(&self.manifests, &self.root).await?;
+        let incarnation = self.incarnations.get() + 1;
+        self.incarnations.set(incarnation);
+        self.regions
+            .borrow_mut()
+            .insert(id, Region::new(manifest, incarnation));
+        Ok(())
+    }
+
+    /// Drops a region: its data is discarded, its manifest stays as a tombstone.
+    pub async fn drop_region(&self, id: RegionId) -> Result<(), EngineError> {
+        // Under the manifest lock, so that no edit lands between the state the tombstone
+        // is made from and the tombstone.
+        let _manifest_guard = self.manifest_lock.lock().await;
+        live_region(&self.regions.borrow(), id)?;
+        // Above every version and file id stored: a quarantined region's manifest in
+        // memory is a placeholder, and a tombstone below the damaged checkpoint would
+        // lose to it at recovery.
+        let version_floor = self
+            .manifests
+            .version_floor(&self.root, id)
+            .await
+            .map_err(|e| EngineError::Io(format!("listing region {id}'s manifest: {e}")))?;
+        let file_id_floor = self.stored_file_id_floor(id).await?;
+        let tombstone = {
+            let regions = self.regions.borrow();
+            let region = live_region(&regions, id)?;
+            RegionManifest {
+                dropped: true,
+                flushed_sequence: region.manifest.last_sequence,
+                version: (region.manifest.version + 1).max(version_floor),
+                next_file_id: region.manifest.next_file_id.max(file_id_floor),
+                ..region.manifest.clone()
+            }
+        };
+        if let Err(error) = tombstone.store(&self.manifests, &self.root).await {
+            // The tombstone may be stored although the store said otherwise: the region
+            // serves nothing more (a write acknowledged now could be lost to a drop that
+            // recovery finds) until a drop succeeds.
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.quarantined.get_or_insert_with(|| {
+                    format!("a drop failed and may have taken effect ({error}); drop it again")
+                });
+            }
+            return Err(error.into());
+        }
+        let mut regions = self.regions.borrow_mut();
+        if let Some(region) = regions.get_mut(&id) {
+            region.checkpoint_version = tombstone.version;
+            self.memory_bytes.set(
+                self.memory_bytes
+                    .get()
+                    .saturating_sub(region.memtable.bytes()),
+            );
+            region.manifest = tombstone;
+            region.memtable = Memtable::default();
+            region.quarantined = None;
+        }
+        Ok(())
+    }
+
+    /// Adds a field column; existing rows read it as null.
+    pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
+        self.alter_schema(id, |schema| schema.fields.push(column))
+            .await?;
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            // A frozen memtable being flushed keeps its rows' old shape; the flush pads
+            // them, and reads fill the new field with nulls.
+            region.memtable.add_null_field();
+        }
+        Ok(())
+    }
+
+    /// Adds tag columns, in order, at the end of the primary key; existing series have
+    /// the empty value for them, so no stored row changes and series keep their order.
+    /// One manifest edit however many tags: a request that brings k new labels costs one
+    /// schema change of the region's n columns, not k of them (O(n + k), not O(n·k)).
+    pub async fn add_tags(&self, id: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
+        if tags.is_empty() {
+            usable_region(&self.regions.borrow(), id)?;
+            return Ok(());
+        }
+        self.alter_schema(id, |schema| schema.tags.extend(tags))
+            .await
+    }
+
+    /// Commits the schema `change` makes to the region's current one, if it is valid.
+    pub(super) async fn alter_schema(
+        &self,
+        id: RegionId,
+        change: impl FnOnce(&mut RegionSchema),
+    ) -> Result<(), EngineError> {
+        usable_region(&self.regions.borrow(), id)?;
+        let added = self
+            .commit_edit(id, None, |manifest| {
+                let mut schema = manifest.schema.clone();
+                change(&mut schema);
+                schema.validate().map_err(EngineError::InvalidSchema)?;
+                Ok(Edit::Schema(schema))
+            })
+            .await?;
+        if !added {
+            return Err(EngineError::RegionNotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Sets (or clears) the region's retention.
+    pub async fn set_ttl(&self, id: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
+        if ttl_ms.is_some_and(|ttl| ttl <= 0) {
+            return Err(EngineError::InvalidSchema(format!(
+                "a TTL must be positive, got {ttl_ms:?} ms"
+            )));
+        }
+        usable_region(&self.regions.borrow(), id)?;
+        if self
+            .commit_edit(id, None, |_| Ok(Edit::Ttl(ttl_ms)))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(EngineError::RegionNotFound(id))
+        }
+    }
+
+    /// Closes a region: refuses new writes, waits for those in flight, flushes its
+    /// memtable completely, and records the close in its manifest. Its data stays on
+    /// disk; it serves nothing (and is not replayed at recovery) until it is opened again.
+    /// Closing a closed region succeeds.
+    pub async fn close_region(&self, id: RegionId) -> Result<(), EngineError> {
+        self.check_running()?;
+        {
+            let mut regions = self.regions.borrow_mut();
+            let region = match usable_region_mut(&mut regions, id) {
+                Err(EngineError::RegionClosed(_)) => return Ok(()),
+                other => other?,
+            };
+            region.closing = true;
+        }
+        let drained = self.drain_for_close(id).await;
+        let closed = match drained {
+            // Drained: nothing in flight, nothing in memory, writes refused. Every
+            // sequence taken so far was flushed or belongs to a write that failed.
+            Ok(()) => {
+                let committed = self
+                    .commit_edit(id, None, |manifest| {
+                        Ok(Edit::Close {
+                            flushed_sequence: manifest.last_sequence,
+                        })
+                    })
+                    .await;
+                if committed.is_err() {
+                    // The edit may be durable although the store said otherwise (a put
+                    // that failed after storing the object, a sync error after the bytes
+                    // reached the disk). So the region stays closed, as recovery may find
+                    // it: a write accepted now would sit above the flushed point of a
+                    // closed region. Opening it again settles the doubt.
+                    if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                        if !region.manifest.dropped && !region.manifest.closed {
+                            let flushed_sequence = region.manifest.last_sequence;
+                            region.manifest.apply(&Edit::Close { flushed_sequence });
+                        }
+                    }
+                }
+                committed
+            }
+            Err(error) => Err(error),
+        };
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.closing = false;
+        }
+        match closed? {
+            true => {
+                tracing::info!(region = %id, "region closed");
+                Ok(())
+            }
+            false => Err(EngineError::RegionNotFound(id)),
+        }
+    }
+
+    /// Waits until a closing region has no write in flight, no flush running and nothing
+    /// in memory, flushing what is there; bounded by [`CLOSE_DRAIN_MS_MAX`].
+    pub(super) async fn drain_for_close(&self, id: RegionId) -> Result<(), EngineError> {
+        let started = metronome_core::rt::time::now();
+        loop {
+            let flush_now = {
+                let regions = self.regions.borrow();
+                let region = usable_region(&regions, id)?;
+                let drained = region.in_flight.is_empty()
+                    && !region.flushing
+                    && region.memtable.is_empty()
+                    && region.frozen.is_empty();
+                if drained {
+                    return Ok(());
+                }
+                region.in_flight.is_empty() && !region.flushing && !region.memtable.is_empty()
+            };
+            if flush_now {
+                self.flush_region(id).await?;
+                continue;
+            }
+            if started.elapsed() > Duration::from_millis(CLOSE_DRAIN_MS_MAX) {
+                return Err(EngineError::Unavailable(format!(
+                    "region {id} did not drain within {CLOSE_DRAIN_MS_MAX} ms to close; retry"
+                )));
+            }
+            metronome_core::rt::time::sleep_local(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Opens a closed region again; opening an open region succeeds.
+    pub async fn open_region(&self, id: RegionId) -> Result<(), EngineError> {
+        self.check_running()?;
+        let closed = live_region(&self.regions.borrow(), id)?.manifest.closed;
+        if !closed {
+            return Ok(());
+        }
+        if self
+            .commit_edit(id, None, |_| Ok(Edit::Closed(false)))
+            .await?
+        {
+            tracing::info!(region = %id, "region opened");
+            Ok(())
+        } else {
+            Err(EngineError::RegionNotFound(id))
+        }
+    }
+}

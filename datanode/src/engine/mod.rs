@@ -1,0 +1,493 @@
+//! One shard's region engine: the regions it owns, its WAL, its memory budget.
+//!
+//! A write is validated, appended to the WAL (its sequence taken and its record queued in
+//! one synchronous step, so a region's records reach the log in sequence order), awaited
+//! until durable, applied to the memtable, and only then acknowledged.
+//!
+//! Recovery loads every region's manifest, then replays the WAL into the memtables.
+//! Damage quarantines regions instead of stopping the shard: a region whose manifest is
+//! unreadable, or whose WAL records were corrupted before the tail, refuses reads and
+//! writes with an error that names the file and offset, and the shard serves the rest.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use metronome_core::data::{
+    FieldColumn, MatchOp, RegionId, RegionSchema, Row, ScanRequest, SeriesRows, TagMatcher,
+    TimeUnit, Value, TS_END,
+};
+use metronome_core::error::ErrorKind;
+use metronome_core::re2;
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::object::ObjectStore;
+use regex::Regex;
+
+use crate::codec::{decode_rows, encode_rows};
+use crate::manifest::{
+    sst_dir, sst_key, Edit, LoadError, ManifestStore, RegionManifest, EDITS_PER_CHECKPOINT,
+};
+use crate::memtable::{Memtable, SeriesKey};
+use crate::merge::{merge_series, Merge, SequencedSeries};
+use crate::scan::{Run, ScanStream};
+use crate::sst::{self, SstMeta};
+use crate::sst_cache::SstCache;
+use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
+use metronome_wire::ShardStats;
+
+mod compaction;
+mod config;
+mod error;
+mod flush;
+mod lifecycle;
+mod read;
+mod region;
+
+pub use config::{EngineConfig, SstStore};
+use error::corrupt_sst;
+pub use error::EngineError;
+use read::*;
+use region::*;
+
+/// Rows a flush or compaction encodes between two yields to the shard: one chunk's
+/// encoding (a few milliseconds) is the longest pause it imposes on the shard's writes.
+const ENCODE_CHUNK_ROWS: usize = 16 * 1024;
+
+/// `Region::checkpoint_version` after a failed edit append: the log must not be
+/// appended to again.
+const LOG_ABANDONED: u64 = u64::MAX;
+
+/// How long a close waits for a region's writes in flight and flushes to finish.
+const CLOSE_DRAIN_MS_MAX: u64 = 30_000;
+
+/// What recovery did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineRecovery {
+    pub regions: usize,
+    pub rows_replayed: u64,
+    pub quarantined: Vec<(RegionId, String)>,
+    pub wal: WalRecovery,
+}
+
+pub struct ShardEngine {
+    store: ObjectStore,
+    manifests: ManifestStore,
+    root: PathBuf,
+    config: EngineConfig,
+    wal: Wal,
+    regions: RefCell<BTreeMap<RegionId, Region>>,
+    memory_bytes: Cell<usize>,
+    /// Serializes manifest writes: each stores the current state with its change, so no
+    /// two writes can interleave and lose one another's update.
+    manifest_lock: futures::lock::Mutex<()>,
+    flushes_running: Cell<usize>,
+    /// The last [`Region::incarnation`] handed out (recovered regions have 0).
+    incarnations: Cell<u64>,
+    flushes_done: Cell<u64>,
+    compactions_done: Cell<u64>,
+    sst_cache: RefCell<SstCache>,
+    /// Set when the shard replaces this engine: from then on it changes nothing on disk,
+    /// so it cannot race the engine that replaces it.
+    stopped: Cell<bool>,
+}
+
+fn parse_region_dir(name: &str) -> Option<RegionId> {
+    let (table, number) = name.split_once('_')?;
+    Some(RegionId::new(table.parse().ok()?, number.parse().ok()?))
+}
+
+impl ShardEngine {
+    /// Recovers the shard rooted at `root` (relative to the disk root).
+    pub async fn open(
+        disk: Disk,
+        root: impl Into<PathBuf>,
+        config: EngineConfig,
+    ) -> Result<(Rc<ShardEngine>, EngineRecovery), EngineError> {
+        let root = root.into();
+        let regions_dir = root.join("regions");
+        disk.create_dir_all_synced(&regions_dir).await?;
+        let store = match &config.sst_store {
+            SstStore::Local => ObjectStore::local(disk.clone(), ""),
+            SstStore::Sim(sim) => ObjectStore::sim(sim.clone()),
+            #[cfg(not(madsim))]
+            SstStore::S3(s3) => {
+                let store = ObjectStore::s3(s3.clone())?;
+                store.ensure_bucket().await?;
+                store
+                    .with_read_cache(
+                        disk.clone(),
+                        root.join("object-cache"),
+                        config.object_cache_bytes,
+                    )
+                    .await?
+            }
+        };
+        // Manifests live where the SSTs they name live.
+        let manifests = match &config.sst_store {
+            SstStore::Local => ManifestStore::Disk(disk.clone()),
+            _ => ManifestStore::Object(store.clone()),
+        };
+        let mut recovery = EngineRecovery::default();
+        let mut regions = BTreeMap::new();
+        for name in manifests.region_dirs(&root).await? {
+            let Some(id) = parse_region_dir(&name) else {
+                tracing::warn!(dir = %regions_dir.display(), entry = %name, "ignoring an entry that is not a region");
+                continue;
+            };
+            let region = match RegionManifest::load(&manifests, &root, id).await {
+                Ok(Some((mut manifest, edits))) if manifest.region == id => {
+                    // Sequences continue above everything stored, whatever the checkpoint
+                    // recorded: the flushed point and every SST's rows.
+                    let stored = manifest
+                        .files
+                        .iter()
+                        .map(|f| f.max_sequence)
+                        .max()
+                        .unwrap_or(0);
+                    manifest.last_sequence = manifest
+                        .last_sequence
+                        .max(manifest.flushed_sequence)
+                        .max(stored);
+                    tracing::debug!(region = %id, version = manifest.version, edits, flushed = manifest.flushed_sequence, files = manifest.files.len(), "manifest loaded");
+                    if edits > 0 {
+                        // Fold the edit log into a fresh checkpoint.
+                        manifest.store(&manifests, &root).await?;
+                    }
+                    Region::new(manifest, 0)
+                }
+                Ok(Some((manifest, _))) => quarantined_region(
+                    id,
+                    format!(
+                        "the manifest of region {id} names region {}",
+                        manifest.region
+                    ),
+                ),
+                // A region whose creation never completed (the manifest was never renamed
+                // into place) does not exist.
+                Ok(None) => continue,
+                Err(LoadError::Damaged(reason)) => quarantined_region(id, reason),
+                Err(LoadError::Unavailable(error)) => {
+                    return Err(EngineError::Io(format!(
+                        "loading the manifest of region {id}: {error}"
+                    )))
+                }
+            };
+            regions.insert(id, region);
+        }
+
+        let mut wal_config = config.wal.clone();
+        wal_config.dir = root.join(&config.wal.dir);
+        let mut rows_replayed = 0u64;
+        let (wal, wal_recovery) = Wal::open(disk.clone(), wal_config, |header, payload| {
+            let Some(region) = regions.get_mut(&header.region) else { return };
+            // Sequences continue above every record ever logged, replayed or not.
+            region.manifest.last_sequence = region.manifest.last_sequence.max(header.sequence);
+            if region.quarantined.is_some() || region.manifest.dropped || header.sequence <= region.manifest.flushed_sequence {
+                return;
+            }
+            if region.manifest.closed {
+                // A region is flushed completely before it closes and refuses writes
+                // while closing: a record above its flushed point breaks that rule, and
+                // skipping it would lose it silently.
+                region.quarantined = Some(format!("WAL record (sequence {}) is above the flushed sequence {} of the closed region", header.sequence, region.manifest.flushed_sequence));
+                return;
+            }
+            match decode_rows(payload) {
+                Ok(rows) => {
+                    for (index, mut row) in rows.into_iter().enumerate() {
+                        // Records written before an ALTER ADD COLUMN lack the new fields.
+                        while row.fields.len() < region.manifest.schema.fields.len() {
+                            row.fields.push(Value::Null);
+                        }
+                        if let Err(reason) = region.manifest.schema.check_row(&row) {
+                            region.quarantined = Some(format!("WAL record (sequence {}) row {index} does not fit the schema: {reason}", header.sequence));
+                            return;
+                        }
+                        region.memtable.insert(header.sequence, row);
+                        rows_replayed += 1;
+                    }
+                }
+                Err(error) => {
+                    region.quarantined = Some(format!("WAL record (sequence {}) does not decode: {error}", header.sequence));
+                }
+            }
+        })
+        .await?;
+
+        for (path, corruption) in &wal_recovery.corruptions {
+            let reason = format!(
+                "WAL corruption in {} at offset {}",
+                path.display(),
+                corruption.offset
+            );
+            match corruption.region {
+                Some(id) => {
+                    if let Some(region) = regions.get_mut(&id) {
+                        region.quarantined.get_or_insert(reason);
+                    }
+                }
+                // The damaged header hides whose record it was: every region may be hurt.
+                None => {
+                    for region in regions.values_mut().filter(|r| !r.manifest.dropped) {
+                        region
+                            .quarantined
+                            .get_or_insert(format!("{reason} (the record's region is unreadable)"));
+                    }
+                }
+            }
+        }
+        for (id, region) in &regions {
+            if let Some(reason) = &region.quarantined {
+                tracing::error!(region = %id, %reason, "region quarantined");
+                recovery.quarantined.push((*id, reason.clone()));
+            }
+        }
+        recovery.regions = regions.values().filter(|r| !r.manifest.dropped).count();
+        recovery.rows_replayed = rows_replayed;
+        recovery.wal = wal_recovery;
+        let memory = regions.values().map(|r| r.memtable.bytes()).sum();
+        // An SST written by a flush that crashed before its manifest was stored belongs
+        // to no one: delete it.
+        for (id, region) in &regions {
+            let listed = store
+                .list(&sst_dir(&root, *id).display().to_string())
+                .await?;
+            for key in listed {
+                let known = region
+                    .manifest
+                    .files
+                    .iter()
+                    .any(|f| sst_key(&root, *id, f.file_id) == key);
+                if !known && region.quarantined.is_none() {
+                    tracing::info!(%key, "deleting an SST no manifest refers to");
+                    store.delete(&key).await?;
+                }
+            }
+        }
+        let sst_cache_bytes = config.sst_cache_bytes;
+        let engine = ShardEngine {
+            store,
+            manifests,
+            root,
+            config,
+            wal,
+            regions: RefCell::new(regions),
+            memory_bytes: Cell::new(memory),
+            manifest_lock: futures::lock::Mutex::new(()),
+            flushes_running: Cell::new(0),
+            incarnations: Cell::new(0),
+            flushes_done: Cell::new(0),
+            compactions_done: Cell::new(0),
+            sst_cache: RefCell::new(SstCache::new(sst_cache_bytes)),
+            stopped: Cell::new(false),
+        };
+        Ok((Rc::new(engine), recovery))
+    }
+
+    /// Makes `edit` to a live region's manifest durable (appended to its edit log), then
+    /// applies it in memory; checkpoints every `EDITS_PER_CHECKPOINT` edits. Manifest
+    /// changes are serialized, so each edit applies to the state it was made against.
+    /// `make` builds the edit from the current manifest, under the lock. Returns false if
+    /// the region was dropped meanwhile, or if `incarnation` is given and the region is no
+    /// longer that incarnation.
+    async fn commit_edit(
+        &self,
+        id: RegionId,
+        incarnation: Option<u64>,
+        make: impl FnOnce(&RegionManifest) -> Result<Edit, EngineError>,
+    ) -> Result<bool, EngineError> {
+        let _manifest_guard = self.manifest_lock.lock().await;
+        let before = match self
+            .regions
+            .borrow()
+            .get(&id)
+            .filter(|r| !r.manifest.dropped && incarnation.is_none_or(|i| i == r.incarnation))
+        {
+            Some(region) => (region.manifest.clone(), region.checkpoint_version),
+            None => return Ok(false),
+        };
+        let (mut manifest, mut checkpoint_version) = before;
+        if checkpoint_version == LOG_ABANDONED {
+            // An earlier append failed: its bytes may be in the page cache but not on disk,
+            // and anything appended after them could be lost behind the hole at recovery.
+            // Start over from a checkpoint at a new version, which drops the old log.
+            manifest.version += 1;
+            manifest.store(&self.manifests, &self.root).await?;
+            checkpoint_version = manifest.version;
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.manifest.version = manifest.version;
+                region.checkpoint_version = checkpoint_version;
+            }
+        }
+        let edit = make(&manifest)?;
+        tracing::debug!(region = %id, checkpoint_version, version = manifest.version, ?edit, "manifest edit");
+        if let Err(error) = manifest
+            .append_edit(&self.manifests, &self.root, checkpoint_version, &edit)
+            .await
+        {
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.checkpoint_version = LOG_ABANDONED;
+            }
+            return Err(error.into());
+        }
+        let checkpoint = {
+            let mut regions = self.regions.borrow_mut();
+            let Some(region) = regions.get_mut(&id) else {
+                return Ok(true);
+            };
+            region.manifest.apply(&edit);
+            (region.manifest.version - region.checkpoint_version >= EDITS_PER_CHECKPOINT)
+                .then(|| region.manifest.clone())
+        };
+        if let Some(manifest) = checkpoint {
+            manifest.store(&self.manifests, &self.root).await?;
+            if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+                region.checkpoint_version = manifest.version;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops every change to disk this engine would make (manifest edits, flushes,
+    /// compactions, WAL purges, region creation and removal); reads still work.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+    }
+
+    fn check_running(&self) -> Result<(), EngineError> {
+        if self.stopped.get() {
+            return Err(EngineError::Unavailable(
+                "the shard is restarting".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every region this shard holds, dropped ones (tombstones) included.
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        self.regions.borrow().keys().copied().collect()
+    }
+
+    /// The shard's figures for monitoring.
+    pub fn stats(&self, shard: u16) -> ShardStats {
+        let wal = self.wal.stats();
+        ShardStats {
+            shard,
+            memtable_bytes: self.memory_bytes.get() as u64,
+            wal_commits: wal.commits,
+            wal_commit_micros_total: wal.commit_micros_total,
+            flushes: self.flushes_done.get(),
+            compactions: self.compactions_done.get(),
+            // Regions this shard serves: not dropped, not closed.
+            regions: self
+                .regions
+                .borrow()
+                .values()
+                .filter(|r| !r.manifest.dropped && !r.manifest.closed)
+                .count() as u64,
+        }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes.get()
+    }
+
+    /// Why the shard's WAL stopped, if it did: the engine must be reopened from disk.
+    pub fn wal_failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
+    pub fn file_count(&self, id: RegionId) -> Result<usize, EngineError> {
+        Ok(live_region(&self.regions.borrow(), id)?
+            .manifest
+            .files
+            .len())
+    }
+
+    pub fn schema(&self, id: RegionId) -> Result<RegionSchema, EngineError> {
+        Ok(live_region(&self.regions.borrow(), id)?
+            .manifest
+            .schema
+            .clone())
+    }
+
+    /// Writes rows to a region; returns the write's sequence once it is durable.
+    pub async fn write(&self, id: RegionId, mut rows: Vec<Row>) -> Result<u64, EngineError> {
+        let (sequence, durable) = {
+            let mut regions = self.regions.borrow_mut();
+            let region = usable_region_mut(&mut regions, id)?;
+            if region.closing {
+                return Err(EngineError::RegionClosed(id));
+            }
+            for (index, row) in rows.iter().enumerate() {
+                region
+                    .manifest
+                    .schema
+                    .check_row(row)
+                    .and_then(|()| check_new_ts(row.ts))
+                    .map_err(|reason| EngineError::InvalidRow {
+                        region: id,
+                        row: index,
+                        reason,
+                    })?;
+            }
+            rows.iter_mut().for_each(Row::canonical_tags);
+            let limit = self.config.memory_bytes_max;
+            if self.memory_bytes.get() >= limit {
+                return Err(EngineError::Overloaded {
+                    memory_bytes: self.memory_bytes.get(),
+                    limit,
+                });
+            }
+            let sequence = region.manifest.last_sequence + 1;
+            assert!(
+                sequence > region.manifest.flushed_sequence,
+                "region {id}: a write's sequence {sequence} stays above the flushed {}",
+                region.manifest.flushed_sequence
+            );
+            let durable = self.wal.enqueue(id, sequence, encode_rows(&rows))?;
+            region.manifest.last_sequence = sequence;
+            region.in_flight.insert(sequence);
+            (sequence, durable)
+        };
+        let outcome = durable
+            .await
+            .unwrap_or_else(|_| Err(WalError::Failed("the WAL writer stopped".to_string())));
+        let mut regions = self.regions.borrow_mut();
+        let Some(region) = regions.get_mut(&id) else {
+            outcome?;
+            return Ok(sequence);
+        };
+        region.in_flight.remove(&sequence);
+        outcome?;
+        // A region dropped while the write was in flight has nothing to apply it to.
+        if !region.manifest.dropped {
+            let mut grown = 0isize;
+            for row in rows {
+                grown += region.memtable.insert(sequence, row);
+            }
+            self.memory_bytes
+                .set((self.memory_bytes.get() as isize + grown) as usize);
+        }
+        Ok(sequence)
+    }
+}
+
+/// A new row's timestamp must lie before [`TS_END`]: every range ends there, exclusive,
+/// so a row at it could be written but never read. (Replay does not check: a row written
+/// before this rule stays where it is rather than quarantining its region.)
+fn check_new_ts(ts: i64) -> Result<(), String> {
+    if ts == TS_END {
+        return Err(format!(
+            "timestamp {ts} is the end of every time range; the latest is {}",
+            TS_END - 1
+        ));
+    }
+    Ok(())
+}
