@@ -32,7 +32,7 @@ use metronome_metasrv::client::MetaClient;
 use metronome_metasrv::service::MetaService;
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::RegionService;
+use metronome_wire::{RegionService, RegionServiceExt};
 
 /// mimalloc instead of glibc's allocator: ingest allocates and frees many small rows on
 /// every thread, and glibc's arenas spent half the CPU of a remote-write benchmark in

@@ -21,7 +21,7 @@ use metronome_core::rt::shard::{self, IoDriver, ShardContext, ShardError, Shards
 use metronome_core::rt::{task, time};
 use std::time::Duration;
 
-use metronome_wire::ShardStats;
+use metronome_wire::{RegionReply, RegionRequest, ShardStats};
 
 use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
 use crate::sst::SstMeta;
@@ -77,23 +77,15 @@ pub struct DatanodeConfig {
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// What a shard is asked: a region request as the protocol carries it, or one of the
+/// datanode's own (flushes, compactions, streamed and row scans).
 enum Request {
-    CreateRegion(RegionId, RegionSchema, Reply<()>),
-    DropRegion(RegionId, Reply<()>),
-    AddField(RegionId, FieldColumn, Reply<()>),
-    AddTags(RegionId, Vec<String>, Reply<()>),
-    Schema(RegionId, Reply<RegionSchema>),
-    Stats(oneshot::Sender<ShardStats>),
-    Write(RegionId, Vec<Row>, Reply<u64>),
+    Region(RegionRequest, Reply<RegionReply>),
     Scan(RegionId, ScanRequest, Reply<Vec<Row>>),
-    ScanSeries(RegionId, ScanRequest, Reply<Vec<SeriesRows>>),
     Flush(RegionId, Reply<Option<SstMeta>>),
     /// Batches go out one at a time as the shard merges them; `None` ends the scan.
     ScanBatches(RegionId, ScanRequest, usize, ScanSender),
     Compact(RegionId, Reply<usize>),
-    SetTtl(RegionId, Option<i64>, Reply<()>),
-    Close(RegionId, Reply<()>),
-    Open(RegionId, Reply<()>),
 }
 
 /// A shard that finished recovery, or why it could not.
@@ -342,27 +334,10 @@ async fn restart_engine(
 
 async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
     match request {
-        Request::CreateRegion(id, schema, reply) => {
-            let _ = reply.send(engine.create_region(id, schema).await);
-        }
-        Request::DropRegion(id, reply) => {
-            let _ = reply.send(engine.drop_region(id).await);
-        }
-        Request::Stats(reply) => {
-            let _ = reply.send(engine.stats(index));
-        }
-        Request::Schema(id, reply) => {
-            let _ = reply.send(engine.schema(id));
-        }
-        Request::AddTags(id, tags, reply) => {
-            let _ = reply.send(engine.add_tags(id, tags).await);
-        }
-        Request::AddField(id, column, reply) => {
-            let _ = reply.send(engine.add_field(id, column).await);
-        }
-        Request::Write(id, rows, reply) => {
-            let _ = reply.send(engine.write(id, rows).await);
-            if engine.wants_flush() {
+        Request::Region(request, reply) => {
+            let write = matches!(request, RegionRequest::Write { .. });
+            let _ = reply.send(crate::service::handle(&engine, index, request).await);
+            if write && engine.wants_flush() {
                 if let Err(error) = engine.flush_for_pressure().await {
                     tracing::error!(%error, "flush failed; the rows stay in memory and in the WAL");
                 }
@@ -370,9 +345,6 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         }
         Request::Scan(id, request, reply) => {
             let _ = reply.send(engine.scan(id, &request).await);
-        }
-        Request::ScanSeries(id, request, reply) => {
-            let _ = reply.send(engine.scan_series(id, &request).await);
         }
         Request::ScanBatches(id, request, batch_rows, batches) => {
             let mut stream = match engine.scan_stream(id, &request, batch_rows).await {
@@ -403,15 +375,6 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         }
         Request::Compact(id, reply) => {
             let _ = reply.send(engine.compact_region(id).await);
-        }
-        Request::SetTtl(id, ttl_ms, reply) => {
-            let _ = reply.send(engine.set_ttl(id, ttl_ms).await);
-        }
-        Request::Close(id, reply) => {
-            let _ = reply.send(engine.close_region(id).await);
-        }
-        Request::Open(id, reply) => {
-            let _ = reply.send(engine.open_region(id).await);
         }
     }
 }
@@ -449,13 +412,66 @@ impl DatanodeHandle {
         })
     }
 
+    /// Sends a region request to the shard that owns its region (`Create`: the shard
+    /// it names, unless the region already lives on another; `ShardStats`: every shard,
+    /// leaving out one that does not answer).
+    pub async fn region_call(&self, request: RegionRequest) -> Result<RegionReply, EngineError> {
+        let Some(region) = request.region() else {
+            let mut all = Vec::with_capacity(self.shards.len());
+            for index in 0..self.shard_count() {
+                if let Ok(RegionReply::ShardStats(stats)) =
+                    self.on_shard(index, RegionRequest::ShardStats).await
+                {
+                    all.extend(stats);
+                }
+            }
+            return Ok(RegionReply::ShardStats(all));
+        };
+        let index = match &request {
+            RegionRequest::Create { shard, .. } => {
+                let mut routes = self.routes.lock().expect("routes");
+                *routes.entry(region).or_insert(shard % self.shard_count())
+            }
+            _ => self.shard_of(region),
+        };
+        self.on_shard(index, request).await
+    }
+
+    async fn on_shard(
+        &self,
+        index: u16,
+        request: RegionRequest,
+    ) -> Result<RegionReply, EngineError> {
+        let (reply, outcome) = oneshot::channel();
+        self.shards[usize::from(index)]
+            .send(Request::Region(request, reply))
+            .await
+            .map_err(|_| EngineError::Unavailable(format!("shard {index} has stopped")))?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(EngineError::Unavailable(format!(
+                "shard {index} stopped before answering"
+            )))
+        })
+    }
+
+    /// Sends a request whose success is `Done`.
+    async fn region_done(&self, request: RegionRequest) -> Result<(), EngineError> {
+        match self.region_call(request).await? {
+            RegionReply::Done => Ok(()),
+            other => Err(EngineError::Unavailable(format!(
+                "a shard answered {other:?} where it should have said done"
+            ))),
+        }
+    }
+
+    /// Creates a region on the shard its id hashes to.
     pub async fn create_region(
         &self,
         region: RegionId,
         schema: RegionSchema,
     ) -> Result<(), EngineError> {
-        let index = self.shard_of(region);
-        self.create_region_on(region, schema, index).await
+        let shard = self.shard_of(region);
+        self.create_region_on(region, schema, shard).await
     }
 
     /// Creates a region on shard `index`, unless it already lives on another.
@@ -466,25 +482,16 @@ impl DatanodeHandle {
         index: u16,
     ) -> Result<(), EngineError> {
         assert!(index < self.shard_count(), "shard {index} does not exist");
-        let index = {
-            let mut routes = self.routes.lock().expect("routes");
-            *routes.entry(region).or_insert(index)
-        };
-        let (reply, outcome) = oneshot::channel();
-        self.shards[usize::from(index)]
-            .send(Request::CreateRegion(region, schema, reply))
-            .await
-            .map_err(|_| EngineError::Unavailable(format!("shard {index} has stopped")))?;
-        outcome.await.unwrap_or_else(|_| {
-            Err(EngineError::Unavailable(format!(
-                "shard {index} stopped before answering"
-            )))
+        self.region_done(RegionRequest::Create {
+            region,
+            schema,
+            shard: index,
         })
+        .await
     }
 
     pub async fn drop_region(&self, region: RegionId) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::DropRegion(region, reply))
-            .await
+        self.region_done(RegionRequest::Drop { region }).await
     }
 
     pub async fn add_field(
@@ -492,39 +499,35 @@ impl DatanodeHandle {
         region: RegionId,
         column: FieldColumn,
     ) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::AddField(region, column, reply))
+        self.region_done(RegionRequest::AddField { region, column })
             .await
     }
 
     /// Every shard's figures; a shard that does not answer is left out.
     pub async fn stats(&self) -> Vec<ShardStats> {
-        let mut all = Vec::with_capacity(self.shards.len());
-        for sender in self.shards.iter() {
-            let (reply, outcome) = oneshot::channel();
-            if sender.send(Request::Stats(reply)).await.is_ok() {
-                if let Ok(stats) = outcome.await {
-                    all.push(stats);
-                }
-            }
+        match self.region_call(RegionRequest::ShardStats).await {
+            Ok(RegionReply::ShardStats(stats)) => stats,
+            _ => Vec::new(),
         }
-        all
     }
 
     /// A region's current schema.
     pub async fn schema(&self, region: RegionId) -> Result<RegionSchema, EngineError> {
-        self.call(region, |reply| Request::Schema(region, reply))
-            .await
+        match self.region_call(RegionRequest::Schema { region }).await? {
+            RegionReply::Schema(Some(schema)) => Ok(schema),
+            _ => Err(EngineError::RegionNotFound(region)),
+        }
     }
 
     /// Appends tag columns to a region's primary key, in one schema change.
     pub async fn add_tags(&self, region: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::AddTags(region, tags, reply))
+        self.region_done(RegionRequest::AddTags { region, tags })
             .await
     }
 
     /// Writes rows; returns once they are durable.
-    pub async fn write(&self, region: RegionId, rows: Vec<Row>) -> Result<u64, EngineError> {
-        self.call(region, |reply| Request::Write(region, rows, reply))
+    pub async fn write(&self, region: RegionId, rows: Vec<Row>) -> Result<(), EngineError> {
+        self.region_done(RegionRequest::Write { region, rows })
             .await
     }
 
@@ -543,8 +546,15 @@ impl DatanodeHandle {
         region: RegionId,
         request: ScanRequest,
     ) -> Result<Vec<SeriesRows>, EngineError> {
-        self.call(region, |reply| Request::ScanSeries(region, request, reply))
-            .await
+        match self
+            .region_call(RegionRequest::Scan { region, request })
+            .await?
+        {
+            RegionReply::Series(series) => Ok(series),
+            other => Err(EngineError::Unavailable(format!(
+                "a shard answered a scan with {other:?}"
+            ))),
+        }
     }
 
     /// Scans a region into a stream of Arrow batches of at most `batch_rows` rows, which
@@ -581,20 +591,18 @@ impl DatanodeHandle {
 
     /// Sets a region's retention (`None`: keep everything).
     pub async fn set_ttl(&self, region: RegionId, ttl_ms: Option<i64>) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::SetTtl(region, ttl_ms, reply))
+        self.region_done(RegionRequest::SetTtl { region, ttl_ms })
             .await
     }
 
     /// Closes a region: it drains, flushes, and serves nothing until opened again.
     pub async fn close_region(&self, region: RegionId) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::Close(region, reply))
-            .await
+        self.region_done(RegionRequest::Close { region }).await
     }
 
     /// Opens a closed region again.
     pub async fn open_region(&self, region: RegionId) -> Result<(), EngineError> {
-        self.call(region, |reply| Request::Open(region, reply))
-            .await
+        self.region_done(RegionRequest::Open { region }).await
     }
 
     /// Flushes a region's memtable to an SST now (normally memory pressure decides).

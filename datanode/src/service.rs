@@ -1,11 +1,14 @@
-//! The datanode's side of [`RegionService`]: requests arrive, go to the owning shard,
-//! and engine errors leave as protocol errors.
+//! The datanode's side of [`RegionService`]: a [`RegionRequest`] travels unchanged from
+//! the wire decoder (or an in-process caller) to the shard that owns its region, where
+//! [`handle`] answers it from the engine; engine errors leave as protocol errors.
+//!
+//! A new region RPC is one arm here, besides its variant in `wire::region_request` and
+//! its table in the schema.
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
-use metronome_wire::{BoxFuture, RegionError, RegionService, ShardStats};
+use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
 
 use crate::datanode::DatanodeHandle;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, ShardEngine};
 
 impl From<EngineError> for RegionError {
     fn from(error: EngineError) -> RegionError {
@@ -14,91 +17,58 @@ impl From<EngineError> for RegionError {
 }
 
 impl RegionService for DatanodeHandle {
-    fn create_region(
-        &self,
-        region: RegionId,
-        schema: RegionSchema,
-        shard: u16,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move {
-            let shard = shard % self.shard_count();
-            Ok(DatanodeHandle::create_region_on(self, region, schema, shard).await?)
-        })
+    fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
+        Box::pin(async move { Ok(self.region_call(request).await?) })
     }
+}
 
-    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::drop_region(self, region).await?) })
-    }
-
-    fn region_schema(
-        &self,
-        region: RegionId,
-    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
-        Box::pin(async move {
-            match DatanodeHandle::schema(self, region).await {
-                Ok(schema) => Ok(Some(schema)),
-                Err(EngineError::RegionNotFound(_)) => Ok(None),
-                Err(error) => Err(error.into()),
-            }
-        })
-    }
-
-    fn add_tags(
-        &self,
-        region: RegionId,
-        tags: Vec<String>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::add_tags(self, region, tags).await?) })
-    }
-
-    fn add_field(
-        &self,
-        region: RegionId,
-        column: FieldColumn,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::add_field(self, region, column).await?) })
-    }
-
-    fn set_ttl(
-        &self,
-        region: RegionId,
-        ttl_ms: Option<i64>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::set_ttl(self, region, ttl_ms).await?) })
-    }
-
-    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move {
-            DatanodeHandle::write(self, region, rows).await?;
-            Ok(())
-        })
-    }
-
-    fn scan(
-        &self,
-        region: RegionId,
-        request: ScanRequest,
-    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::scan(self, region, request).await?) })
-    }
-
-    fn scan_series(
-        &self,
-        region: RegionId,
-        request: ScanRequest,
-    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::scan_series(self, region, request).await?) })
-    }
-
-    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::close_region(self, region).await?) })
-    }
-
-    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::open_region(self, region).await?) })
-    }
-
-    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
-        Box::pin(async move { Ok(DatanodeHandle::stats(self).await) })
-    }
+/// Answers a region request on shard `shard`, whose engine is `engine`.
+pub(crate) async fn handle(
+    engine: &ShardEngine,
+    shard: u16,
+    request: RegionRequest,
+) -> Result<RegionReply, EngineError> {
+    Ok(match request {
+        RegionRequest::Create { region, schema, .. } => {
+            engine.create_region(region, schema).await?;
+            RegionReply::Done
+        }
+        RegionRequest::Drop { region } => {
+            engine.drop_region(region).await?;
+            RegionReply::Done
+        }
+        RegionRequest::Schema { region } => match engine.schema(region) {
+            Ok(schema) => RegionReply::Schema(Some(schema)),
+            Err(EngineError::RegionNotFound(_)) => RegionReply::Schema(None),
+            Err(error) => return Err(error),
+        },
+        RegionRequest::AddTags { region, tags } => {
+            engine.add_tags(region, tags).await?;
+            RegionReply::Done
+        }
+        RegionRequest::AddField { region, column } => {
+            engine.add_field(region, column).await?;
+            RegionReply::Done
+        }
+        RegionRequest::SetTtl { region, ttl_ms } => {
+            engine.set_ttl(region, ttl_ms).await?;
+            RegionReply::Done
+        }
+        RegionRequest::Write { region, rows } => {
+            engine.write(region, rows).await?;
+            RegionReply::Done
+        }
+        RegionRequest::Scan { region, request } => {
+            RegionReply::Series(engine.scan_series(region, &request).await?)
+        }
+        RegionRequest::Close { region } => {
+            engine.close_region(region).await?;
+            RegionReply::Done
+        }
+        RegionRequest::Open { region } => {
+            engine.open_region(region).await?;
+            RegionReply::Done
+        }
+        RegionRequest::ShardStats => RegionReply::ShardStats(vec![engine.stats(shard)]),
+    })
 }

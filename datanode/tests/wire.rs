@@ -18,7 +18,7 @@ use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
 use metronome_datanode::engine::EngineConfig;
 use metronome_wire::region::{RegionClient, RegionServer, ROWS_PER_FRAME_MAX};
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{ErrorKind, RegionService};
+use metronome_wire::{ErrorKind, RegionServiceExt};
 
 fn schema() -> RegionSchema {
     RegionSchema {

@@ -23,7 +23,7 @@ use metronome_metasrv::catalog::{
     metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
     TableKind, METRIC_NAME_LABEL,
 };
-use metronome_wire::RegionService;
+use metronome_wire::{RegionService, RegionServiceExt};
 
 use crate::meta::Meta;
 use crate::remote_write::PromSeries;

@@ -18,9 +18,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
+use metronome_core::data::RegionId;
 use metronome_metasrv::catalog::{Catalog, Route, TableKind};
-use metronome_wire::{BoxFuture, ErrorKind, RegionError, RegionService, ShardStats};
+use metronome_wire::{
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+};
 
 use crate::meta::Meta;
 
@@ -111,100 +113,26 @@ impl RegionRouter {
     }
 }
 
-/// Runs `call` on the datanode of `region` (an error if there is none).
-macro_rules! routed {
-    ($router:expr, $region:expr, |$client:ident| $call:expr) => {{
-        let router = $router;
-        let region = $region;
-        Box::pin(async move {
-            let $client = router.datanode(region)?;
-            $call.await
-        })
-    }};
-}
-
 impl RegionService for RegionRouter {
-    fn create_region(
-        &self,
-        region: RegionId,
-        schema: RegionSchema,
-        shard: u16,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client
-            .create_region(region, schema, shard))
-    }
-
-    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.drop_region(region))
-    }
-
-    fn region_schema(
-        &self,
-        region: RegionId,
-    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
-        routed!(self, region, |client| client.region_schema(region))
-    }
-
-    fn add_tags(
-        &self,
-        region: RegionId,
-        tags: Vec<String>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.add_tags(region, tags))
-    }
-
-    fn add_field(
-        &self,
-        region: RegionId,
-        column: FieldColumn,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.add_field(region, column))
-    }
-
-    fn set_ttl(
-        &self,
-        region: RegionId,
-        ttl_ms: Option<i64>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.set_ttl(region, ttl_ms))
-    }
-
-    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.write(region, rows))
-    }
-
-    fn scan(
-        &self,
-        region: RegionId,
-        request: ScanRequest,
-    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
-        routed!(self, region, |client| client.scan(region, request))
-    }
-
-    fn scan_series(
-        &self,
-        region: RegionId,
-        request: ScanRequest,
-    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
-        routed!(self, region, |client| client.scan_series(region, request))
-    }
-
-    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.close_region(region))
-    }
-
-    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        routed!(self, region, |client| client.open_region(region))
-    }
-
-    /// Every datanode's shards, datanode by datanode.
-    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
+    fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
         Box::pin(async move {
-            let mut stats = Vec::new();
-            for client in self.datanodes.values() {
-                stats.extend(client.shard_stats().await?);
+            if let Some(region) = request.region() {
+                return self.datanode(region)?.call(request).await;
             }
-            Ok(stats)
+            // A request of no region (shard figures) is every datanode's, together.
+            let mut all = Vec::new();
+            for client in self.datanodes.values() {
+                match client.call(request.clone()).await? {
+                    RegionReply::ShardStats(stats) => all.extend(stats),
+                    other => {
+                        return Err(RegionError::new(
+                            ErrorKind::Internal,
+                            format!("{request:?} was answered with {other:?}"),
+                        ))
+                    }
+                }
+            }
+            Ok(RegionReply::ShardStats(all))
         })
     }
 }

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::error::Error;
 use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
-use metronome_wire::RegionService;
+use metronome_wire::{RegionService, RegionServiceExt};
 
 use crate::meta::Meta;
 use crate::precision::series;

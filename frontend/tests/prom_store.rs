@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metronome_core::config::IngestSection;
-use metronome_core::data::{RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::shard::ShardsConfig;
@@ -20,7 +19,7 @@ use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
 use metronome_metasrv::client::MetaClient;
 use metronome_metasrv::service::MetaService;
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{BoxFuture, RegionError, RegionService, ShardStats};
+use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
 use tokio::sync::oneshot;
 
 /// The datanode, except that one `add_tags` can be held until the test lets it go.
@@ -33,70 +32,21 @@ struct HeldAddTag {
 }
 
 impl RegionService for HeldAddTag {
-    fn create_region(
-        &self,
-        region: RegionId,
-        schema: RegionSchema,
-        shard: u16,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.create_region(region, schema, shard)
-    }
-    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.drop_region(region)
-    }
-    fn region_schema(
-        &self,
-        region: RegionId,
-    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
-        self.inner.region_schema(region)
-    }
-    fn add_tags(
-        &self,
-        region: RegionId,
-        tags: Vec<String>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        let held = self.hold.lock().unwrap().take();
-        self.added.lock().unwrap().push(tags.len());
+    fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
+        let held = match &request {
+            RegionRequest::AddTags { tags, .. } => {
+                self.added.lock().unwrap().push(tags.len());
+                self.hold.lock().unwrap().take()
+            }
+            _ => None,
+        };
         Box::pin(async move {
             if let Some((arrived, go)) = held {
                 arrived.send(()).unwrap();
                 go.await.unwrap();
             }
-            self.inner.add_tags(region, tags).await
+            self.inner.call(request).await
         })
-    }
-    fn add_field(
-        &self,
-        region: RegionId,
-        field: metronome_core::data::FieldColumn,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.add_field(region, field)
-    }
-    fn set_ttl(
-        &self,
-        region: RegionId,
-        ttl_ms: Option<i64>,
-    ) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.set_ttl(region, ttl_ms)
-    }
-    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.write(region, rows)
-    }
-    fn scan(
-        &self,
-        region: RegionId,
-        request: ScanRequest,
-    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
-        self.inner.scan(region, request)
-    }
-    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.close_region(region)
-    }
-    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.inner.open_region(region)
-    }
-    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
-        self.inner.shard_stats()
     }
 }
 

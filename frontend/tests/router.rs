@@ -23,7 +23,7 @@ use metronome_metasrv::catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_metasrv::client::MetaClient;
 use metronome_metasrv::service::MetaService;
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{ErrorKind, RegionService};
+use metronome_wire::{ErrorKind, RegionService, RegionServiceExt};
 
 async fn datanode(dir: &std::path::Path) -> Datanode {
     Datanode::start(

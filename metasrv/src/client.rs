@@ -3,7 +3,7 @@
 
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
-use metronome_wire::region::shard_stats;
+use metronome_wire::region_request::shard_stats;
 use metronome_wire::rpc::{RpcClient, RpcError};
 use metronome_wire::ShardStats;
 

@@ -18,7 +18,7 @@ use metronome_core::rt::shard::{self, IoDriverChoice, Shards, ShardsConfig};
 use metronome_core::rt::time;
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
-use metronome_wire::region::read_shard_stats;
+use metronome_wire::region_request::read_shard_stats;
 use metronome_wire::rpc::{BoxFuture, Dispatch};
 use metronome_wire::ShardStats;
 

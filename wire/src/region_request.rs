@@ -1,0 +1,469 @@
+//! Every request a frontend makes of a datanode's regions and every reply: one enum each,
+//! carried unchanged from the frontend's store to the datanode's shard, their FlatBuffers
+//! form, and the typed helpers ([`RegionServiceExt`]) over [`RegionService::call`].
+//!
+//! A new region RPC is a variant of [`RegionRequest`] (and its encoding and decoding,
+//! both in this file), a table in `schema/metronome.fbs`, and an arm in the datanode's
+//! handler (`datanode/src/service.rs`). The transport (`region.rs`) knows no RPC by name,
+//! except that it cuts a write's rows into frames and gathers a scan's pages.
+
+use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
+
+use crate::convert::{self, ConvertError};
+use crate::fb;
+use crate::frame::{self, Body};
+use crate::rows::{ipc_to_rows, rows_to_ipc};
+use crate::{BoxFuture, ErrorKind, RegionError, RegionService, ShardStats};
+
+/// The body of a request whose table holds only the region's id.
+macro_rules! region_only {
+    ($table:ident, $args:ident, $region:expr) => {
+        frame::request_body(|builder| {
+            let args = fb::$args {
+                region: Some(&convert::region_id($region)),
+            };
+            let table = fb::$table::create(builder, &args);
+            (fb::Request::$table, table.as_union_value())
+        })
+    };
+}
+
+/// A request to a datanode's regions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegionRequest {
+    /// Creates a region on `shard` (modulo the datanode's shard count); succeeds if it
+    /// already exists with this schema, wherever it is.
+    Create {
+        region: RegionId,
+        schema: RegionSchema,
+        shard: u16,
+    },
+    Drop {
+        region: RegionId,
+    },
+    /// The region's schema (`None`: no such region).
+    Schema {
+        region: RegionId,
+    },
+    /// Appends tag columns, in order, to the region's primary key, in one schema change.
+    AddTags {
+        region: RegionId,
+        tags: Vec<String>,
+    },
+    AddField {
+        region: RegionId,
+        column: FieldColumn,
+    },
+    SetTtl {
+        region: RegionId,
+        ttl_ms: Option<i64>,
+    },
+    /// Writes rows; answered once they are durable.
+    Write {
+        region: RegionId,
+        rows: Vec<Row>,
+    },
+    /// The region's rows matching `request`, grouped by series, in (series, ts) order.
+    Scan {
+        region: RegionId,
+        request: ScanRequest,
+    },
+    /// Closes a region: it finishes the writes in flight, flushes everything, and serves
+    /// nothing (requests get `WrongRoute`) until opened again; its data stays.
+    Close {
+        region: RegionId,
+    },
+    /// Opens a closed region again.
+    Open {
+        region: RegionId,
+    },
+    /// Every shard's figures, for monitoring.
+    ShardStats,
+}
+
+/// A reply to a [`RegionRequest`] that succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegionReply {
+    Done,
+    Schema(Option<RegionSchema>),
+    Series(Vec<SeriesRows>),
+    ShardStats(Vec<ShardStats>),
+}
+
+impl RegionRequest {
+    /// The region it names, if it names one.
+    pub fn region(&self) -> Option<RegionId> {
+        match self {
+            RegionRequest::Create { region, .. }
+            | RegionRequest::Drop { region }
+            | RegionRequest::Schema { region }
+            | RegionRequest::AddTags { region, .. }
+            | RegionRequest::AddField { region, .. }
+            | RegionRequest::SetTtl { region, .. }
+            | RegionRequest::Write { region, .. }
+            | RegionRequest::Scan { region, .. }
+            | RegionRequest::Close { region }
+            | RegionRequest::Open { region } => Some(*region),
+            RegionRequest::ShardStats => None,
+        }
+    }
+
+    /// The request as one frame's body. A write's rows go as one Arrow IPC payload: the
+    /// client cuts big writes into requests that each fit a frame first.
+    pub(crate) fn encode(&self) -> Result<Body, RegionError> {
+        Ok(match self {
+            RegionRequest::Create {
+                region,
+                schema,
+                shard,
+            } => frame::request_body(|builder| {
+                let schema = convert::region_schema(builder, schema);
+                let args = fb::CreateRegionArgs {
+                    region: Some(&convert::region_id(*region)),
+                    schema: Some(schema),
+                    shard: *shard,
+                };
+                let table = fb::CreateRegion::create(builder, &args);
+                (fb::Request::CreateRegion, table.as_union_value())
+            }),
+            RegionRequest::Drop { region } => region_only!(DropRegion, DropRegionArgs, *region),
+            RegionRequest::Schema { region } => {
+                region_only!(GetRegionSchema, GetRegionSchemaArgs, *region)
+            }
+            RegionRequest::AddTags { region, tags } => frame::request_body(|builder| {
+                let names: Vec<_> = tags.iter().map(|tag| builder.create_string(tag)).collect();
+                let tags = builder.create_vector(&names);
+                let args = fb::AddTagsArgs {
+                    region: Some(&convert::region_id(*region)),
+                    tags: Some(tags),
+                };
+                let table = fb::AddTags::create(builder, &args);
+                (fb::Request::AddTags, table.as_union_value())
+            }),
+            RegionRequest::AddField { region, column } => frame::request_body(|builder| {
+                let column = convert::field_column(builder, column);
+                let args = fb::AddFieldArgs {
+                    region: Some(&convert::region_id(*region)),
+                    column: Some(column),
+                };
+                let table = fb::AddField::create(builder, &args);
+                (fb::Request::AddField, table.as_union_value())
+            }),
+            RegionRequest::SetTtl { region, ttl_ms } => frame::request_body(|builder| {
+                let args = fb::SetTtlArgs {
+                    region: Some(&convert::region_id(*region)),
+                    ttl_ms: *ttl_ms,
+                };
+                let table = fb::SetTtl::create(builder, &args);
+                (fb::Request::SetTtl, table.as_union_value())
+            }),
+            RegionRequest::Write { region, rows } => {
+                let payload = rows_to_ipc(rows).map_err(|error| {
+                    RegionError::new(ErrorKind::Invalid, format!("region {region}: {error}"))
+                })?;
+                frame::request_body(|builder| {
+                    let rows = builder.create_vector(&payload);
+                    let args = fb::WriteArgs {
+                        region: Some(&convert::region_id(*region)),
+                        rows: Some(rows),
+                    };
+                    let table = fb::Write::create(builder, &args);
+                    (fb::Request::Write, table.as_union_value())
+                })
+            }
+            RegionRequest::Scan { region, request } => frame::request_body(|builder| {
+                let table = convert::scan(builder, *region, request);
+                (fb::Request::Scan, table.as_union_value())
+            }),
+            RegionRequest::Close { region } => region_only!(CloseRegion, CloseRegionArgs, *region),
+            RegionRequest::Open { region } => region_only!(OpenRegion, OpenRegionArgs, *region),
+            RegionRequest::ShardStats => frame::request_body(|builder| {
+                let table = fb::GetShardStats::create(builder, &fb::GetShardStatsArgs {});
+                (fb::Request::GetShardStats, table.as_union_value())
+            }),
+        })
+    }
+
+    /// A verified request message as a request; what this build cannot accept is an
+    /// error naming it.
+    pub(crate) fn decode(request: fb::RequestMessage<'_>) -> Result<RegionRequest, String> {
+        let convert = |error: ConvertError| error.0;
+        let region = convert::read_region_id;
+        Ok(match request.body_type() {
+            fb::Request::CreateRegion => {
+                let table = request.body_as_create_region().expect("verified");
+                RegionRequest::Create {
+                    region: region(table.region()),
+                    schema: convert::read_region_schema(table.schema()).map_err(convert)?,
+                    shard: table.shard(),
+                }
+            }
+            fb::Request::DropRegion => RegionRequest::Drop {
+                region: region(request.body_as_drop_region().expect("verified").region()),
+            },
+            fb::Request::GetRegionSchema => RegionRequest::Schema {
+                region: region(
+                    request
+                        .body_as_get_region_schema()
+                        .expect("verified")
+                        .region(),
+                ),
+            },
+            fb::Request::AddTags => {
+                let table = request.body_as_add_tags().expect("verified");
+                RegionRequest::AddTags {
+                    region: region(table.region()),
+                    tags: table.tags().iter().map(str::to_string).collect(),
+                }
+            }
+            fb::Request::AddField => {
+                let table = request.body_as_add_field().expect("verified");
+                RegionRequest::AddField {
+                    region: region(table.region()),
+                    column: convert::read_field_column(table.column()).map_err(convert)?,
+                }
+            }
+            fb::Request::SetTtl => {
+                let table = request.body_as_set_ttl().expect("verified");
+                RegionRequest::SetTtl {
+                    region: region(table.region()),
+                    ttl_ms: table.ttl_ms(),
+                }
+            }
+            fb::Request::Write => {
+                let table = request.body_as_write().expect("verified");
+                let id = region(table.region());
+                let rows = ipc_to_rows(table.rows().bytes())
+                    .map_err(|error| format!("write to region {id}: {error}"))?;
+                RegionRequest::Write { region: id, rows }
+            }
+            fb::Request::Scan => {
+                let (id, scan) = convert::read_scan(request.body_as_scan().expect("verified"))
+                    .map_err(convert)?;
+                RegionRequest::Scan {
+                    region: id,
+                    request: scan,
+                }
+            }
+            fb::Request::GetShardStats => RegionRequest::ShardStats,
+            fb::Request::CloseRegion => RegionRequest::Close {
+                region: region(request.body_as_close_region().expect("verified").region()),
+            },
+            fb::Request::OpenRegion => RegionRequest::Open {
+                region: region(request.body_as_open_region().expect("verified").region()),
+            },
+            other => return Err(format!("a datanode does not serve {other:?} requests")),
+        })
+    }
+}
+
+impl RegionReply {
+    /// The reply as one frame's body, except `Series`, which the server sends as pages
+    /// (`region.rs`).
+    pub(crate) fn encode(&self) -> Body {
+        match self {
+            RegionReply::Done => frame::done_body(),
+            RegionReply::Schema(schema) => frame::reply_body(|builder| {
+                let schema = schema
+                    .as_ref()
+                    .map(|schema| convert::region_schema(builder, schema));
+                let table =
+                    fb::RegionSchemaReply::create(builder, &fb::RegionSchemaReplyArgs { schema });
+                (fb::Reply::RegionSchemaReply, table.as_union_value())
+            }),
+            RegionReply::ShardStats(stats) => frame::reply_body(|builder| {
+                let stats: Vec<fb::ShardStats> = stats.iter().map(shard_stats).collect();
+                let shards = builder.create_vector(&stats);
+                let args = fb::ShardStatsReplyArgs {
+                    shards: Some(shards),
+                };
+                let table = fb::ShardStatsReply::create(builder, &args);
+                (fb::Reply::ShardStatsReply, table.as_union_value())
+            }),
+            RegionReply::Series(_) => unreachable!("a scan's reply is sent as pages"),
+        }
+    }
+
+    /// A one-frame reply (not a scan page, not an error) as a reply; `None` for a kind
+    /// this is not.
+    pub(crate) fn decode(reply: fb::ReplyMessage<'_>) -> Option<Result<RegionReply, ConvertError>> {
+        Some(Ok(match reply.body_type() {
+            fb::Reply::Done => RegionReply::Done,
+            fb::Reply::RegionSchemaReply => {
+                let table = reply.body_as_region_schema_reply().expect("verified");
+                match table.schema().map(convert::read_region_schema).transpose() {
+                    Ok(schema) => RegionReply::Schema(schema),
+                    Err(error) => return Some(Err(error)),
+                }
+            }
+            fb::Reply::ShardStatsReply => {
+                let table = reply.body_as_shard_stats_reply().expect("verified");
+                RegionReply::ShardStats(table.shards().iter().map(read_shard_stats).collect())
+            }
+            _ => return None,
+        }))
+    }
+}
+
+pub fn shard_stats(stats: &ShardStats) -> fb::ShardStats {
+    fb::ShardStats::new(
+        stats.shard,
+        stats.memtable_bytes,
+        stats.wal_commits,
+        stats.wal_commit_micros_total,
+        stats.flushes,
+        stats.compactions,
+        stats.regions,
+    )
+}
+
+pub fn read_shard_stats(stats: &fb::ShardStats) -> ShardStats {
+    ShardStats {
+        shard: stats.shard(),
+        memtable_bytes: stats.memtable_bytes(),
+        wal_commits: stats.wal_commits(),
+        wal_commit_micros_total: stats.wal_commit_micros_total(),
+        flushes: stats.flushes(),
+        compactions: stats.compactions(),
+        regions: stats.regions(),
+    }
+}
+
+/// A reply of another kind than the request's.
+fn unexpected(what: &str, reply: &RegionReply) -> RegionError {
+    let kind = match reply {
+        RegionReply::Done => "Done",
+        RegionReply::Schema(_) => "Schema",
+        RegionReply::Series(_) => "Series",
+        RegionReply::ShardStats(_) => "ShardStats",
+    };
+    RegionError::new(
+        ErrorKind::Internal,
+        format!("a {what} request was answered with {kind}"),
+    )
+}
+
+/// Typed requests over [`RegionService::call`], for every service.
+pub trait RegionServiceExt: RegionService {
+    /// Sends `request`, expecting `Done`.
+    fn call_done(&self, request: RegionRequest) -> BoxFuture<'_, Result<(), RegionError>> {
+        Box::pin(async move {
+            match self.call(request).await? {
+                RegionReply::Done => Ok(()),
+                other => Err(unexpected("region", &other)),
+            }
+        })
+    }
+
+    fn create_region(
+        &self,
+        region: RegionId,
+        schema: RegionSchema,
+        shard: u16,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Create {
+            region,
+            schema,
+            shard,
+        })
+    }
+
+    fn drop_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Drop { region })
+    }
+
+    fn region_schema(
+        &self,
+        region: RegionId,
+    ) -> BoxFuture<'_, Result<Option<RegionSchema>, RegionError>> {
+        Box::pin(async move {
+            match self.call(RegionRequest::Schema { region }).await? {
+                RegionReply::Schema(schema) => Ok(schema),
+                other => Err(unexpected("schema", &other)),
+            }
+        })
+    }
+
+    fn add_tags(
+        &self,
+        region: RegionId,
+        tags: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::AddTags { region, tags })
+    }
+
+    fn add_field(
+        &self,
+        region: RegionId,
+        column: FieldColumn,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::AddField { region, column })
+    }
+
+    fn set_ttl(
+        &self,
+        region: RegionId,
+        ttl_ms: Option<i64>,
+    ) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::SetTtl { region, ttl_ms })
+    }
+
+    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Write { region, rows })
+    }
+
+    /// The region's rows matching `request`, grouped by series.
+    fn scan_series(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
+        Box::pin(async move {
+            match self.call(RegionRequest::Scan { region, request }).await? {
+                RegionReply::Series(series) => Ok(series),
+                other => Err(unexpected("scan", &other)),
+            }
+        })
+    }
+
+    /// Like [`RegionServiceExt::scan_series`], as rows (trailing empty tags left out).
+    fn scan(
+        &self,
+        region: RegionId,
+        request: ScanRequest,
+    ) -> BoxFuture<'_, Result<Vec<Row>, RegionError>> {
+        Box::pin(async move {
+            let series = self.scan_series(region, request).await?;
+            let mut rows = Vec::with_capacity(series.iter().map(|s| s.rows.len()).sum());
+            for one in series {
+                for (ts, fields) in one.rows {
+                    rows.push(Row {
+                        tags: one.tags.clone(),
+                        ts,
+                        fields,
+                    });
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn close_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Close { region })
+    }
+
+    fn open_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Open { region })
+    }
+
+    fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
+        Box::pin(async move {
+            match self.call(RegionRequest::ShardStats).await? {
+                RegionReply::ShardStats(stats) => Ok(stats),
+                other => Err(unexpected("shard stats", &other)),
+            }
+        })
+    }
+}
+
+impl<T: RegionService + ?Sized> RegionServiceExt for T {}
