@@ -77,6 +77,7 @@ pub enum RegionRequest {
     Open {
         region: RegionId,
     },
+
     /// Every shard's figures, for monitoring.
     ShardStats,
 }
@@ -467,3 +468,81 @@ pub trait RegionServiceExt: RegionService {
 }
 
 impl<T: RegionService + ?Sized> RegionServiceExt for T {}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use metronome_core::data::{FieldType, MatchOp, TagMatcher, TimeUnit, Value};
+
+    /// One request of every kind, with structure where it has any.
+    pub(crate) fn sample_requests() -> Vec<RegionRequest> {
+        let schema = RegionSchema {
+            tags: vec!["host".into()],
+            time_index: "ts".into(),
+            time_unit: TimeUnit::Nanosecond,
+            fields: vec![FieldColumn {
+                name: "value".into(),
+                field_type: FieldType::Float64,
+            }],
+        };
+        let region = RegionId::new(3, 1);
+        let scan = ScanRequest {
+            matchers: vec![TagMatcher {
+                tag: "host".into(),
+                op: MatchOp::Regex,
+                value: "a|b".into(),
+            }],
+            limit: Some(3),
+            ..ScanRequest::all()
+        };
+        vec![
+            RegionRequest::Create {
+                region,
+                schema: schema.clone(),
+                shard: 1,
+            },
+            RegionRequest::Write {
+                region,
+                rows: vec![row(5, 3), row(6, 0)],
+            },
+            RegionRequest::Scan {
+                region,
+                request: scan,
+            },
+            RegionRequest::Drop { region },
+            RegionRequest::Schema { region },
+            RegionRequest::AddTags {
+                region,
+                tags: vec!["dc".into(), "rack".into()],
+            },
+            RegionRequest::AddField {
+                region,
+                column: schema.fields[0].clone(),
+            },
+            RegionRequest::SetTtl {
+                region,
+                ttl_ms: Some(60_000),
+            },
+            RegionRequest::Close { region },
+            RegionRequest::Open { region },
+            RegionRequest::ShardStats,
+        ]
+    }
+
+    #[test]
+    fn every_request_crosses_the_wire_unchanged() {
+        for request in sample_requests() {
+            let frame = crate::region::tests::frame_of(&request);
+            let decoded = RegionRequest::decode(frame::verify_request(&frame).unwrap());
+            assert_eq!(decoded.as_ref(), Ok(&request));
+        }
+    }
+
+    fn row(ts: i64, text_len: usize) -> Row {
+        Row {
+            tags: vec!["a".into()],
+            ts,
+            fields: vec![Value::String("x".repeat(text_len))],
+        }
+    }
+}
