@@ -69,6 +69,10 @@ pub(crate) async fn handle(
             engine.open_region(region).await?;
             RegionReply::Done
         }
+        RegionRequest::Flush { region } => {
+            engine.flush_region(region).await?;
+            RegionReply::Done
+        }
         RegionRequest::ShardStats => RegionReply::ShardStats(vec![engine.stats(shard)]),
     })
 }

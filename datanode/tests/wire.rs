@@ -145,6 +145,14 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         "{stats:?}"
     );
 
+    // A flush over the protocol writes the region's memtable to an SST.
+    let flushes =
+        |stats: &[metronome_wire::ShardStats]| stats.iter().map(|s| s.flushes).sum::<u64>();
+    client.flush_region(big).await.unwrap();
+    let after = client.shard_stats().await.unwrap();
+    assert_eq!(flushes(&after), flushes(&stats) + 1, "{after:?}");
+    assert_eq!(client.scan(big, ScanRequest::all()).await.unwrap(), scanned);
+
     // A closed region keeps its rows and serves them again once opened.
     client.close_region(big).await.unwrap();
     let error = client.scan(big, ScanRequest::all()).await.unwrap_err();

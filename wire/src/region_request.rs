@@ -77,7 +77,10 @@ pub enum RegionRequest {
     Open {
         region: RegionId,
     },
-
+    /// Flushes the region's memtable to an SST now; done once it is stored.
+    Flush {
+        region: RegionId,
+    },
     /// Every shard's figures, for monitoring.
     ShardStats,
 }
@@ -104,7 +107,8 @@ impl RegionRequest {
             | RegionRequest::Write { region, .. }
             | RegionRequest::Scan { region, .. }
             | RegionRequest::Close { region }
-            | RegionRequest::Open { region } => Some(*region),
+            | RegionRequest::Open { region }
+            | RegionRequest::Flush { region } => Some(*region),
             RegionRequest::ShardStats => None,
         }
     }
@@ -178,6 +182,9 @@ impl RegionRequest {
             }),
             RegionRequest::Close { region } => region_only!(CloseRegion, CloseRegionArgs, *region),
             RegionRequest::Open { region } => region_only!(OpenRegion, OpenRegionArgs, *region),
+            RegionRequest::Flush { region } => {
+                region_only!(FlushRegion, FlushRegionArgs, *region)
+            }
             RegionRequest::ShardStats => frame::request_body(|builder| {
                 let table = fb::GetShardStats::create(builder, &fb::GetShardStatsArgs {});
                 (fb::Request::GetShardStats, table.as_union_value())
@@ -252,6 +259,9 @@ impl RegionRequest {
             },
             fb::Request::OpenRegion => RegionRequest::Open {
                 region: region(request.body_as_open_region().expect("verified").region()),
+            },
+            fb::Request::FlushRegion => RegionRequest::Flush {
+                region: region(request.body_as_flush_region().expect("verified").region()),
             },
             other => return Err(format!("a datanode does not serve {other:?} requests")),
         })
@@ -457,6 +467,10 @@ pub trait RegionServiceExt: RegionService {
         self.call_done(RegionRequest::Open { region })
     }
 
+    fn flush_region(&self, region: RegionId) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Flush { region })
+    }
+
     fn shard_stats(&self) -> BoxFuture<'_, Result<Vec<ShardStats>, RegionError>> {
         Box::pin(async move {
             match self.call(RegionRequest::ShardStats).await? {
@@ -525,6 +539,7 @@ pub(crate) mod tests {
             },
             RegionRequest::Close { region },
             RegionRequest::Open { region },
+            RegionRequest::Flush { region },
             RegionRequest::ShardStats,
         ]
     }

@@ -619,10 +619,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for TableKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 14;
+pub const ENUM_MAX_REQUEST: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 15] = [
+pub const ENUM_VALUES_REQUEST: [Request; 16] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -638,6 +638,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 15] = [
   Request::GetCatalog,
   Request::CloseRegion,
   Request::OpenRegion,
+  Request::FlushRegion,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -660,9 +661,10 @@ impl Request {
   pub const GetCatalog: Self = Self(12);
   pub const CloseRegion: Self = Self(13);
   pub const OpenRegion: Self = Self(14);
+  pub const FlushRegion: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -679,6 +681,7 @@ impl Request {
     Self::GetCatalog,
     Self::CloseRegion,
     Self::OpenRegion,
+    Self::FlushRegion,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -698,6 +701,7 @@ impl Request {
       Self::GetCatalog => Some("GetCatalog"),
       Self::CloseRegion => Some("CloseRegion"),
       Self::OpenRegion => Some("OpenRegion"),
+      Self::FlushRegion => Some("FlushRegion"),
       _ => None,
     }
   }
@@ -3160,6 +3164,104 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OpenRegionBuilder<'a, 'b, A> 
 impl ::core::fmt::Debug for OpenRegion<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("OpenRegion");
+      ds.field("region", &self.region());
+      ds.finish()
+  }
+}
+pub enum FlushRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Flushes a region's memtable to an SST now (a region about to move, an operator).
+pub struct FlushRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FlushRegion<'a> {
+  type Inner = FlushRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FlushRegion<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FlushRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FlushRegionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FlushRegion<'bldr>> {
+    let mut builder = FlushRegionBuilder::new(_fbb);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(FlushRegion::VT_REGION, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FlushRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FlushRegionArgs<'a> {
+    pub region: Option<&'a RegionId>,
+}
+impl<'a> Default for FlushRegionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FlushRegionArgs {
+      region: None, // required field
+    }
+  }
+}
+
+pub struct FlushRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FlushRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(FlushRegion::VT_REGION, region);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FlushRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FlushRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FlushRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, FlushRegion::VT_REGION,"region");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FlushRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FlushRegion");
       ds.field("region", &self.region());
       ds.finish()
   }
@@ -6743,6 +6845,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_flush_region(&self) -> Option<FlushRegion<'a>> {
+    if self.body_type() == Request::FlushRegion {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { FlushRegion::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -6767,6 +6883,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::GetCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetCatalog>>("Request::GetCatalog", pos),
           Request::CloseRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CloseRegion>>("Request::CloseRegion", pos),
           Request::OpenRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OpenRegion>>("Request::OpenRegion", pos),
+          Request::FlushRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FlushRegion>>("Request::FlushRegion", pos),
           _ => Ok(()),
         }
      })?
@@ -6915,6 +7032,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::OpenRegion => {
           if let Some(x) = self.body_as_open_region() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::FlushRegion => {
+          if let Some(x) = self.body_as_flush_region() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
