@@ -267,7 +267,8 @@ async fn serve(
         disk.clone(),
         DatanodeConfig {
             shards: shards_config,
-            engine: EngineConfig::default(),
+            engine: EngineConfig::from_section(&config.storage)
+                .map_err(|message| format!("invalid configuration: {message}"))?,
         },
     )
     .await?;

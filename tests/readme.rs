@@ -57,3 +57,23 @@ fn the_readme_sql_example_shows_the_row_it_inserted() {
         "the example's SELECT shows the inserted row: {last}"
     );
 }
+
+#[test]
+fn the_readme_configuration_is_one_metronome_accepts_with_its_defaults() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n")
+        .expect("README shows a configuration")
+        + 8;
+    let end = start + readme[start..].find("```").expect("a closing fence");
+    let config = metronome_core::config::Config::from_toml(&readme[start..end], "README.md")
+        .unwrap_or_else(|error| panic!("{error}"));
+    // The numbers it shows are the defaults (its paths and S3 bucket are examples).
+    let defaults = metronome_core::config::Config::default();
+    let mut storage = config.storage.clone();
+    storage.s3 = defaults.storage.s3.clone();
+    assert_eq!(storage, defaults.storage);
+    assert_eq!(config.query, defaults.query);
+    assert_eq!(config.ingest, defaults.ingest);
+    assert_eq!(config.shards, defaults.shards);
+}

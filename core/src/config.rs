@@ -23,6 +23,72 @@ pub struct Config {
     pub query: QuerySection,
     pub ingest: IngestSection,
     pub log: LogSection,
+    pub storage: StorageSection,
+}
+
+/// Where a datanode keeps its files and how much memory its shards use (per shard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Where SSTs and region manifests live: `local` (the data directory) or `s3` (the
+    /// `[storage.s3]` bucket). The WAL is always on the local disk.
+    pub store: StoreKind,
+    /// Per shard: writes are refused as overloaded (retryable) while its memtables hold
+    /// more than this...
+    pub memory_bytes_max: u64,
+    /// ...and past this, the shard flushes its largest memtable.
+    pub memory_bytes_flush: u64,
+    /// Compaction merges files of one time window of this length (and one size tier)...
+    pub compaction_window_ms: u64,
+    /// ...once the window holds this many.
+    pub files_per_window_max: usize,
+    /// Per shard: bytes of SSTs kept in memory for reads.
+    pub sst_cache_bytes: u64,
+    /// Per shard, with `store = "s3"`: bytes of fetched objects kept as local files.
+    pub object_cache_bytes: u64,
+    pub s3: S3Section,
+}
+
+/// Where SSTs and manifests live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3 bucket or S3-compatible service (MinIO, Ceph).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    pub bucket: String,
+    /// Keys are stored under `<prefix>/`; empty for the bucket root.
+    pub prefix: String,
+    pub region: String,
+    /// A custom endpoint (`http://127.0.0.1:9000`); empty for AWS.
+    pub endpoint: String,
+    /// Empty: the `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` environment variables,
+    /// which keep the secret out of the file.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Address buckets as `endpoint/bucket` (MinIO and most S3-compatible services).
+    pub force_path_style: bool,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            store: StoreKind::Local,
+            memory_bytes_max: 512 << 20,
+            memory_bytes_flush: 256 << 20,
+            compaction_window_ms: 2 * 3600 * 1000,
+            files_per_window_max: 4,
+            sst_cache_bytes: 256 << 20,
+            object_cache_bytes: 4 << 30,
+            s3: S3Section::default(),
+        }
+    }
 }
 
 /// Bounds on what writes may make the metric regions carry.
@@ -131,6 +197,7 @@ impl Default for Config {
             query: QuerySection::default(),
             ingest: IngestSection::default(),
             log: LogSection::default(),
+            storage: StorageSection::default(),
         }
     }
 }
@@ -192,6 +259,29 @@ impl Config {
         if self.query.samples_max == 0 || self.query.timeout_ms == 0 {
             return Err("query.samples_max and query.timeout_ms must be positive".to_string());
         }
+        let storage = &self.storage;
+        if storage.memory_bytes_flush == 0 || storage.memory_bytes_flush > storage.memory_bytes_max
+        {
+            return Err(format!(
+                "storage.memory_bytes_flush = {} must be positive and at most \
+                 storage.memory_bytes_max = {}",
+                storage.memory_bytes_flush, storage.memory_bytes_max
+            ));
+        }
+        if storage.compaction_window_ms == 0 || storage.files_per_window_max < 2 {
+            return Err(
+                "storage.compaction_window_ms must be positive and storage.files_per_window_max \
+                 at least 2"
+                    .to_string(),
+            );
+        }
+        if storage.store == StoreKind::S3
+            && (storage.s3.bucket.is_empty() || storage.s3.region.is_empty())
+        {
+            return Err(
+                "storage.store = \"s3\" needs storage.s3.bucket and storage.s3.region".to_string(),
+            );
+        }
         Ok(())
     }
 
@@ -237,5 +327,17 @@ mod tests {
 
         let error = Config::from_toml("[shards]\nuring_entries = 1000\n", "x.toml").unwrap_err();
         assert!(error.to_string().contains("uring_entries"), "{error}");
+
+        let error = Config::from_toml("[storage]\nstore = \"s3\"\n", "x.toml").unwrap_err();
+        assert!(error.to_string().contains("storage.s3.bucket"), "{error}");
+        let error = Config::from_toml("[storage]\nmemory_bytes_flush = 0\n", "x.toml").unwrap_err();
+        assert!(error.to_string().contains("memory_bytes_flush"), "{error}");
+        let s3 = Config::from_toml(
+            "[storage]\nstore = \"s3\"\n[storage.s3]\nbucket = \"b\"\nregion = \"r\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(s3.storage.store, StoreKind::S3);
+        assert_eq!(s3.storage.s3.bucket, "b");
     }
 }

@@ -58,6 +58,54 @@ pub enum SstStore {
     Sim(metronome_core::rt::object::SimObjectStore),
 }
 
+impl EngineConfig {
+    /// A shard engine configured by `[storage]`; S3 credentials left empty there come
+    /// from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub fn from_section(
+        storage: &metronome_core::config::StorageSection,
+    ) -> Result<EngineConfig, String> {
+        use metronome_core::config::StoreKind;
+        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        let sst_store = match storage.store {
+            StoreKind::Local => SstStore::Local,
+            #[cfg(not(madsim))]
+            StoreKind::S3 => {
+                let s3 = &storage.s3;
+                let from_env =
+                    |value: &str, name: &str| -> Result<String, String> {
+                        if !value.is_empty() {
+                            return Ok(value.to_string());
+                        }
+                        std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                        format!("storage.s3 needs credentials: set them in the file or in {name}")
+                    })
+                    };
+                SstStore::S3(metronome_core::rt::object::S3Config {
+                    bucket: s3.bucket.clone(),
+                    prefix: s3.prefix.clone(),
+                    region: s3.region.clone(),
+                    endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
+                    access_key_id: from_env(&s3.access_key_id, "AWS_ACCESS_KEY_ID")?,
+                    secret_access_key: from_env(&s3.secret_access_key, "AWS_SECRET_ACCESS_KEY")?,
+                    force_path_style: s3.force_path_style,
+                })
+            }
+            #[cfg(madsim)]
+            StoreKind::S3 => return Err("S3 is not available in the simulation".to_string()),
+        };
+        Ok(EngineConfig {
+            memory_bytes_max: bytes(storage.memory_bytes_max),
+            memory_bytes_flush: bytes(storage.memory_bytes_flush),
+            compaction_window_ms: i64::try_from(storage.compaction_window_ms).unwrap_or(i64::MAX),
+            files_per_window_max: storage.files_per_window_max,
+            sst_cache_bytes: bytes(storage.sst_cache_bytes),
+            object_cache_bytes: storage.object_cache_bytes,
+            sst_store,
+            ..EngineConfig::default()
+        })
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
