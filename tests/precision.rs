@@ -8,15 +8,6 @@ mod common;
 
 use common::*;
 
-fn sql(node: &Standalone, text: &str) -> Reply {
-    post(
-        &format!("http://{}/v1/sql", node.http),
-        "text/plain",
-        None,
-        text.as_bytes(),
-    )
-}
-
 /// The rows of a query that must succeed, and its columns' data types.
 fn query(node: &Standalone, text: &str) -> (serde_json::Value, Vec<String>) {
     let reply = sql(node, text);

@@ -12,15 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn sql(node: &Standalone, text: &str) -> Reply {
-    post(
-        &format!("http://{}/v1/sql", node.http),
-        "text/plain",
-        None,
-        text.as_bytes(),
-    )
-}
-
 /// The server still answers HTTP and SQL.
 fn assert_serving(node: &Standalone) {
     assert_eq!(get(&format!("http://{}/health", node.http)).status, 200);

@@ -11,13 +11,9 @@ use std::path::Path;
 use common::*;
 use metronome_core::rt::object::testing::MotoServer;
 
-fn sql(node: &Standalone, text: &str) -> serde_json::Value {
-    let reply = post(
-        &format!("http://{}/v1/sql", node.http),
-        "text/plain",
-        None,
-        text.as_bytes(),
-    );
+/// The output of SQL that must succeed.
+fn sql_ok(node: &Standalone, text: &str) -> serde_json::Value {
+    let reply = sql(node, text);
     assert_eq!(reply.status, 200, "{text}: {}", reply.body);
     reply.json()
 }
@@ -55,7 +51,7 @@ fn with_store_s3_the_ssts_live_in_the_bucket_and_survive_a_restart() {
     let config_arg = config.to_str().unwrap();
 
     let mut node = start_standalone_with(&data, &["--config", config_arg]);
-    sql(
+    sql_ok(
         &node,
         "CREATE TABLE cpu (host STRING PRIMARY KEY, ts TIMESTAMP TIME INDEX, usage DOUBLE); \
          INSERT INTO cpu VALUES ('a', 1000, 0.5), ('b', 2000, 0.7)",
@@ -89,7 +85,7 @@ fn with_store_s3_the_ssts_live_in_the_bucket_and_survive_a_restart() {
     }
 
     let node = start_standalone_with(&data, &["--config", config_arg]);
-    let rows = sql(&node, "SELECT host, usage FROM cpu ORDER BY host");
+    let rows = sql_ok(&node, "SELECT host, usage FROM cpu ORDER BY host");
     assert_eq!(
         rows["output"][0]["records"]["rows"],
         serde_json::json!([["a", 0.5], ["b", 0.7]])

@@ -2,23 +2,15 @@
 //! arrival in the regions' schemas.
 #![cfg(not(madsim))]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use metronome_core::config::IngestSection;
-use metronome_core::rt::disk::Disk;
-use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
-use metronome_core::rt::shard::ShardsConfig;
 use metronome_core::rt::task;
-use metronome_datanode::datanode::{Datanode, DatanodeConfig};
-use metronome_datanode::engine::EngineConfig;
-use metronome_frontend::meta::Meta;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::remote_write::PromSeries;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
-use metronome_metasrv::client::MetaClient;
-use metronome_metasrv::service::MetaService;
-use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
 use tokio::sync::oneshot;
 
@@ -63,34 +55,8 @@ fn series(labels: &[(&str, &str)], ts: i64) -> PromSeries {
 #[tokio::test(flavor = "current_thread")]
 async fn a_write_waits_for_new_labels_to_reach_the_regions() {
     let dir = tempfile::tempdir().unwrap();
-    let datanode = Datanode::start(
-        Disk::real(dir.path()),
-        DatanodeConfig {
-            shards: ShardsConfig {
-                count: 1,
-                pin_to_cores: false,
-                ..ShardsConfig::per_core()
-            },
-            engine: EngineConfig::default(),
-        },
-    )
-    .await
-    .unwrap();
-    let meta_service = Arc::new(
-        MetaService::start(Disk::real(dir.path()), "meta")
-            .await
-            .unwrap(),
-    );
-    let network = InProcNetwork::new();
-    let limits = FrameLimits::default();
-    let listener = Listener::from(network.listen("metasrv", limits).unwrap());
-    let server = task::spawn(rpc::serve(listener, meta_service, limits));
-    let client = RpcClient::new(
-        "inproc://metasrv",
-        rpc::inproc_connector(network.clone(), "metasrv", limits),
-        Duration::from_secs(60),
-    );
-    let meta = Arc::new(Meta::connect(MetaClient::new(client)).await.unwrap());
+    let datanode = common::datanode(dir.path()).await;
+    let (meta, server) = common::meta(dir.path()).await;
     let regions = Arc::new(HeldAddTag {
         inner: Arc::new(datanode.handle()),
         hold: Mutex::new(None),

@@ -3,66 +3,27 @@
 //! each region's own datanode.
 #![cfg(not(madsim))]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use metronome_core::data::{
     FieldColumn, FieldType, RegionId, RegionSchema, Row, ScanRequest, TimeUnit, Value,
 };
-use metronome_core::rt::disk::Disk;
-use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
-use metronome_core::rt::shard::ShardsConfig;
-use metronome_core::rt::task;
-use metronome_datanode::datanode::{Datanode, DatanodeConfig};
-use metronome_datanode::engine::EngineConfig;
-use metronome_frontend::meta::Meta;
 use metronome_frontend::router::RegionRouter;
 use metronome_frontend::table_store::TableStore;
 use metronome_metasrv::catalog::{Command, Route, DEFAULT_DATABASE};
-use metronome_metasrv::client::MetaClient;
-use metronome_metasrv::service::MetaService;
-use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::{ErrorKind, RegionService, RegionServiceExt};
-
-async fn datanode(dir: &std::path::Path) -> Datanode {
-    Datanode::start(
-        Disk::real(dir),
-        DatanodeConfig {
-            shards: ShardsConfig {
-                count: 1,
-                pin_to_cores: false,
-                ..ShardsConfig::per_core()
-            },
-            engine: EngineConfig::default(),
-        },
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_region_is_served_by_the_datanode_its_route_names() {
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let nodes = [
-        datanode(dirs[0].path()).await,
-        datanode(dirs[1].path()).await,
+        common::datanode(dirs[0].path()).await,
+        common::datanode(dirs[1].path()).await,
     ];
-    let meta_service = Arc::new(
-        MetaService::start(Disk::real(dirs[2].path()), "meta")
-            .await
-            .unwrap(),
-    );
-    let network = InProcNetwork::new();
-    let limits = FrameLimits::default();
-    let listener = Listener::from(network.listen("metasrv", limits).unwrap());
-    let server = task::spawn(rpc::serve(listener, meta_service, limits));
-    let client = RpcClient::new(
-        "inproc://metasrv",
-        rpc::inproc_connector(network.clone(), "metasrv", limits),
-        Duration::from_secs(60),
-    );
-    let meta = Arc::new(Meta::connect(MetaClient::new(client)).await.unwrap());
+    let (meta, server) = common::meta(dirs[2].path()).await;
 
     // A table of four regions, two on each datanode (placement is the catalog's).
     let schema = RegionSchema {

@@ -413,3 +413,13 @@ pub fn error_message(error: &tokio_postgres::Error) -> String {
         .map(|db| db.message().to_string())
         .unwrap_or_else(|| error.to_string())
 }
+
+/// Runs SQL over `POST /v1/sql` (one or more statements as a `text/plain` body).
+pub fn sql(node: &Standalone, text: &str) -> Reply {
+    post(
+        &format!("http://{}/v1/sql", node.http),
+        "text/plain",
+        None,
+        text.as_bytes(),
+    )
+}
