@@ -18,7 +18,8 @@ mod write;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -130,34 +131,65 @@ pub async fn serve(
         .await
 }
 
-/// Query parameters from the URL and, for a form POST, the body.
-struct Params(Vec<(String, String)>);
+/// A request's parameters, the one extractor of the query APIs: those of the URL and, for
+/// a form POST, of the body; the body and its content type stay at hand for a handler
+/// that reads the body otherwise (`/v1/sql`'s `text/plain`).
+struct Params {
+    pairs: Vec<(String, String)>,
+    content_type: Option<String>,
+    body: Bytes,
+}
 
-impl Params {
-    fn parse(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
-        let mut pairs: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect();
-        let is_form = headers
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Params, Response> {
+        let query = request.uri().query().map(str::to_string);
+        let content_type = request
+            .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form {
-            pairs.extend(form_urlencoded::parse(body).into_owned());
+            .map(str::to_string);
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut params = Params::from_query(query.as_deref());
+        if content_type
+            .as_deref()
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+        {
+            params
+                .pairs
+                .extend(form_urlencoded::parse(&body).into_owned());
         }
-        Params(pairs)
+        params.content_type = content_type;
+        params.body = body;
+        Ok(params)
+    }
+}
+
+impl Params {
+    /// The URL's parameters only: for a body that is no form whatever its content type
+    /// says (line protocol sent with `curl --data-binary`).
+    fn from_query(query: Option<&str>) -> Params {
+        Params {
+            pairs: form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+            content_type: None,
+            body: Bytes::new(),
+        }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .find(|(name, _)| name == key)
             .map(|(_, value)| value.as_str())
     }
 
     fn all(&self, key: &str) -> Vec<&str> {
-        self.0
+        self.pairs
             .iter()
             .filter(|(name, _)| name == key)
             .map(|(_, value)| value.as_str())

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use metronome_core::data::MatchOp;
 use metronome_core::rt::time;
@@ -131,13 +130,7 @@ fn lookback(params: &Params) -> Result<i64, QueryError> {
     }
 }
 
-pub(super) async fn query(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &body);
+pub(super) async fn query(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let outcome = async {
         let text = params
             .get("query")
@@ -152,13 +145,7 @@ pub(super) async fn query(
     api_response(outcome)
 }
 
-pub(super) async fn query_range(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &body);
+pub(super) async fn query_range(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let outcome = async {
         let text = params
             .get("query")
@@ -215,13 +202,7 @@ pub(super) async fn matching_series(
     Ok(all.into_iter().collect())
 }
 
-pub(super) async fn series(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &body);
+pub(super) async fn series(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let outcome = async {
         let selectors = params.all("match[]");
         if selectors.is_empty() {
@@ -240,13 +221,7 @@ pub(super) async fn series(
     api_response(outcome)
 }
 
-pub(super) async fn labels(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &body);
+pub(super) async fn labels(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let outcome = async {
         let selectors = params.all("match[]");
         if selectors.is_empty() {
@@ -268,10 +243,8 @@ pub(super) async fn labels(
 pub(super) async fn label_values(
     State(frontend): State<Arc<Frontend>>,
     Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    params: Params,
 ) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &[]);
     let outcome = async {
         if !is_valid_label_name(&name) {
             return Err(QueryError::BadData(format!("invalid label name: {name:?}")));
@@ -317,12 +290,7 @@ pub(super) async fn label_values(
 /// Metric metadata as remote write reported it: `metric` picks one, `limit` caps the
 /// number of metrics (Prometheus' `limit_per_metric` is moot: one entry is kept per
 /// metric).
-pub(super) async fn metadata(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &[]);
+pub(super) async fn metadata(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let outcome = (|| {
         let limit = match params.get("limit") {
             None | Some("") => None,

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use metronome_core::rt::time;
 use serde_json::{json, Value as Json};
@@ -15,21 +14,15 @@ use crate::sql::SqlOutput;
 
 /// `POST /v1/sql` (form field or query parameter `sql`, or the statement as a
 /// `text/plain` body): every statement's output as JSON.
-pub(super) async fn sql(
-    State(frontend): State<Arc<Frontend>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(super) async fn sql(State(frontend): State<Arc<Frontend>>, params: Params) -> Response {
     let started = time::now();
-    let params = Params::parse(raw.as_deref(), &headers, &body);
-    let is_text = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let is_text = params
+        .content_type
+        .as_deref()
         .is_some_and(|v| v.starts_with("text/plain"));
     let text = match params.get("sql") {
         Some(text) => Some(text.to_string()),
-        None if is_text => std::str::from_utf8(&body).ok().map(str::to_string),
+        None if is_text => std::str::from_utf8(&params.body).ok().map(str::to_string),
         None => None,
     };
     match text {

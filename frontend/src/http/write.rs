@@ -89,10 +89,9 @@ pub(super) async fn remote_write(
 pub(super) async fn influx_write(
     State(frontend): State<Arc<Frontend>>,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = Params::parse(raw.as_deref(), &headers, &[]);
+    let params = Params::from_query(raw.as_deref());
     let invalid = |message: String| {
         (
             StatusCode::BAD_REQUEST,
