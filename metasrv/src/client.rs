@@ -87,14 +87,7 @@ impl MetaClient {
     /// the command changed nothing).
     pub async fn execute(&self, command: &Command) -> Result<u64, MetaError> {
         let request = frame::request_body(|builder| {
-            let (command_type, command) = codec::command(builder, command);
-            let table = fb::ExecuteCatalogCommand::create(
-                builder,
-                &fb::ExecuteCatalogCommandArgs {
-                    command_type,
-                    command: Some(command),
-                },
-            );
+            let table = codec::command(builder, command);
             (fb::Request::ExecuteCatalogCommand, table.as_union_value())
         });
         self.call(request, |reply| {

@@ -174,7 +174,7 @@ fn decode(request: fb::RequestMessage<'_>) -> Result<MetaRequest, String> {
     Ok(match request.body_type() {
         fb::Request::ExecuteCatalogCommand => MetaRequest::Execute(
             codec::read_command(request.body_as_execute_catalog_command().expect("verified"))
-                .map_err(|error| error.0)?,
+                .map_err(|error| error.to_string())?,
         ),
         fb::Request::GetCatalog => MetaRequest::Catalog,
         fb::Request::Heartbeat => {

@@ -23,8 +23,9 @@ use crate::fb;
 
 pub const MAGIC: [u8; 4] = *b"MTRN";
 /// The version this build speaks. A peer with another version is refused. Version 2:
-/// a region's schema has a time unit, and a scan's range is in it.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// a region's schema has a time unit, and a scan's range is in it. Version 3: catalog
+/// commands and the catalog travel in the catalog's JSON, not as mirrored tables.
+pub const PROTOCOL_VERSION: u16 = 3;
 pub const HEADER_LEN: usize = 16;
 const FLAG_LAST: u8 = 1;
 
@@ -267,10 +268,10 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(decode_header(&bad), Err(FrameError::Magic(_))));
         let mut bad = frame.to_vec();
-        bad[4] = 1;
+        bad[4] = 2;
         let error = decode_header(&bad).unwrap_err();
-        assert_eq!(error, FrameError::Version(1));
-        assert!(error.to_string().contains("version 1"), "{error}");
+        assert_eq!(error, FrameError::Version(2));
+        assert!(error.to_string().contains("version 2"), "{error}");
         let mut bad = frame.to_vec();
         bad[6] = 9;
         assert_eq!(decode_header(&bad), Err(FrameError::Kind(9)));
