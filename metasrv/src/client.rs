@@ -2,13 +2,11 @@
 //! over the protocol.
 
 use metronome_wire::fb;
-use metronome_wire::frame::{self, Body};
-use metronome_wire::region_request::shard_stats;
 use metronome_wire::rpc::{RpcClient, RpcError};
 use metronome_wire::ShardStats;
 
 use crate::catalog::{Catalog, Command};
-use crate::codec;
+use crate::request::{MetaReply, MetaRequest};
 
 /// Why a metasrv request did not take effect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,78 +59,62 @@ impl MetaClient {
         MetaClient { rpc }
     }
 
-    fn unexpected(&self, reply: fb::Reply) -> MetaError {
+    /// Sends a request and reads its reply: an `Error` becomes its error.
+    pub async fn call(&self, request: &MetaRequest) -> Result<MetaReply, MetaError> {
+        let peer = self.rpc.peer();
+        self.rpc
+            .call_one(request.encode(), |reply| {
+                if let Some(error) = reply.body_as_error() {
+                    return Ok(Err(read_error(error)));
+                }
+                let kind = reply.body_type();
+                Ok(match MetaReply::decode(reply) {
+                    Some(Ok(reply)) => Ok(reply),
+                    Some(Err(error)) => Err(MetaError::Internal(format!(
+                        "bad reply from {peer}: {error}"
+                    ))),
+                    None => Err(MetaError::Internal(format!(
+                        "bad reply from {peer}: unexpected {kind:?}"
+                    ))),
+                })
+            })
+            .await?
+    }
+
+    fn unexpected(&self, reply: &MetaReply) -> MetaError {
         MetaError::Internal(format!(
             "bad reply from {}: unexpected {reply:?}",
             self.rpc.peer()
         ))
     }
 
-    async fn call<T>(
-        &self,
-        request: Body,
-        read: impl FnOnce(fb::ReplyMessage<'_>) -> Result<T, MetaError>,
-    ) -> Result<T, MetaError> {
-        self.rpc
-            .call_one(request, |reply| {
-                if let Some(error) = reply.body_as_error() {
-                    return Ok(Err(read_error(error)));
-                }
-                Ok(read(reply))
-            })
-            .await?
-    }
-
     /// Executes a command durably; returns the catalog's version after it (unchanged if
     /// the command changed nothing).
     pub async fn execute(&self, command: &Command) -> Result<u64, MetaError> {
-        let request = frame::request_body(|builder| {
-            let table = codec::command(builder, command);
-            (fb::Request::ExecuteCatalogCommand, table.as_union_value())
-        });
-        self.call(request, |reply| {
-            match reply.body_as_catalog_command_reply() {
-                Some(done) => Ok(done.version()),
-                None => Err(self.unexpected(reply.body_type())),
-            }
-        })
-        .await
+        match self.call(&MetaRequest::Execute(command.clone())).await? {
+            MetaReply::Executed { version } => Ok(version),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     /// The whole catalog.
     pub async fn catalog(&self) -> Result<Catalog, MetaError> {
-        let request = frame::request_body(|builder| {
-            let table = fb::GetCatalog::create(builder, &fb::GetCatalogArgs {});
-            (fb::Request::GetCatalog, table.as_union_value())
-        });
-        self.call(request, |reply| match reply.body_as_catalog() {
-            Some(catalog) => codec::read_catalog(catalog).map_err(|error| {
-                MetaError::Internal(format!("bad catalog from {}: {error}", self.rpc.peer()))
-            }),
-            None => Err(self.unexpected(reply.body_type())),
-        })
-        .await
+        match self.call(&MetaRequest::Catalog).await? {
+            MetaReply::Catalog(catalog) => Ok(catalog),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
     /// version the metasrv has reached.
     pub async fn heartbeat(&self, datanode: u64, shards: &[ShardStats]) -> Result<u64, MetaError> {
-        let request = frame::request_body(|builder| {
-            let stats: Vec<fb::ShardStats> = shards.iter().map(shard_stats).collect();
-            let shards = builder.create_vector(&stats);
-            let table = fb::Heartbeat::create(
-                builder,
-                &fb::HeartbeatArgs {
-                    datanode,
-                    shards: Some(shards),
-                },
-            );
-            (fb::Request::Heartbeat, table.as_union_value())
-        });
-        self.call(request, |reply| match reply.body_as_heartbeat_reply() {
-            Some(ack) => Ok(ack.catalog_version()),
-            None => Err(self.unexpected(reply.body_type())),
-        })
-        .await
+        let request = MetaRequest::Heartbeat {
+            datanode,
+            shards: shards.to_vec(),
+        };
+        match self.call(&request).await? {
+            MetaReply::Heartbeat { catalog_version } => Ok(catalog_version),
+            other => Err(self.unexpected(&other)),
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! This crate owns the catalog ([`catalog`]: databases, tables, schemas, regions and their
 //! routes) as a state machine; its durable single-replica store ([`store`]) on
 //! `metronome_core::rt::disk`; the service that serves it over the protocol
-//! ([`service`], with datanode heartbeats) and its client ([`client`]); and the
-//! catalog's FlatBuffers conversion ([`codec`]). Still to come with the cluster work:
+//! ([`service`], with datanode heartbeats) and its client ([`client`]); and its one
+//! request and one reply type with their wire form ([`request`]). Still to come with the cluster work:
 //! replication with openraft, leases, placement, and the failover and migration
 //! procedures.
 //!
@@ -13,6 +13,6 @@
 
 pub mod catalog;
 pub mod client;
-pub mod codec;
+pub mod request;
 pub mod service;
 pub mod store;

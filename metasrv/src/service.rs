@@ -18,12 +18,11 @@ use metronome_core::rt::shard::{self, IoDriverChoice, Shards, ShardsConfig};
 use metronome_core::rt::time;
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
-use metronome_wire::region_request::read_shard_stats;
 use metronome_wire::rpc::{BoxFuture, Dispatch};
 use metronome_wire::ShardStats;
 
 use crate::catalog::{Catalog, Command};
-use crate::codec;
+use crate::request::{MetaReply, MetaRequest};
 use crate::store::{CatalogStore, StoreError};
 
 /// Commands queued before callers wait.
@@ -156,78 +155,40 @@ fn store_error(error: &StoreError) -> Body {
     frame::error_body(kind, &error.to_string())
 }
 
-fn catalog_reply(catalog: &Catalog) -> Body {
-    frame::reply_body(|builder| {
-        let table = codec::catalog(builder, catalog);
-        (fb::Reply::Catalog, table.as_union_value())
-    })
-}
-
-/// A request, decoded into owned values before anything is awaited.
-enum MetaRequest {
-    Execute(Command),
-    Catalog,
-    Heartbeat(u64, Vec<ShardStats>),
-}
-
-fn decode(request: fb::RequestMessage<'_>) -> Result<MetaRequest, String> {
-    Ok(match request.body_type() {
-        fb::Request::ExecuteCatalogCommand => MetaRequest::Execute(
-            codec::read_command(request.body_as_execute_catalog_command().expect("verified"))
-                .map_err(|error| error.to_string())?,
-        ),
-        fb::Request::GetCatalog => MetaRequest::Catalog,
-        fb::Request::Heartbeat => {
-            let heartbeat = request.body_as_heartbeat().expect("verified");
-            MetaRequest::Heartbeat(
-                heartbeat.datanode(),
-                heartbeat.shards().iter().map(read_shard_stats).collect(),
-            )
-        }
-        other => return Err(format!("the metasrv does not serve {other:?} requests")),
-    })
+impl MetaService {
+    /// Answers one request: the service's one handler, an arm per request.
+    pub async fn handle(&self, request: MetaRequest) -> Result<MetaReply, Body> {
+        Ok(match request {
+            MetaRequest::Execute(command) => {
+                let catalog = self.execute(command).await.map_err(|e| store_error(&e))?;
+                MetaReply::Executed {
+                    version: catalog.version,
+                }
+            }
+            MetaRequest::Catalog => MetaReply::Catalog(Catalog::clone(&self.catalog())),
+            MetaRequest::Heartbeat { datanode, shards } => {
+                self.heartbeat(datanode, shards)
+                    .map_err(|error| frame::error_body(fb::ErrorKind::InvalidRequest, &error))?;
+                MetaReply::Heartbeat {
+                    catalog_version: self.catalog().version,
+                }
+            }
+        })
+    }
 }
 
 impl Dispatch for MetaService {
     fn dispatch<'a>(&'a self, request: fb::RequestMessage<'a>) -> BoxFuture<'a, Vec<Body>> {
-        let decoded = decode(request);
+        let decoded = MetaRequest::decode(request);
         Box::pin(async move {
-            let request = match decoded {
-                Ok(request) => request,
-                Err(error) => {
-                    return vec![frame::error_body(fb::ErrorKind::InvalidRequest, &error)]
-                }
+            let reply = match decoded {
+                Ok(request) => self.handle(request).await,
+                Err(error) => Err(frame::error_body(fb::ErrorKind::InvalidRequest, &error)),
             };
-            let body = match request {
-                MetaRequest::Execute(command) => match self.execute(command).await {
-                    Ok(catalog) => frame::reply_body(|builder| {
-                        let table = fb::CatalogCommandReply::create(
-                            builder,
-                            &fb::CatalogCommandReplyArgs {
-                                version: catalog.version,
-                            },
-                        );
-                        (fb::Reply::CatalogCommandReply, table.as_union_value())
-                    }),
-                    Err(error) => store_error(&error),
-                },
-                MetaRequest::Catalog => catalog_reply(&self.catalog()),
-                MetaRequest::Heartbeat(datanode, shards) => {
-                    match self.heartbeat(datanode, shards) {
-                        Ok(()) => frame::reply_body(|builder| {
-                            let table = fb::HeartbeatReply::create(
-                                builder,
-                                &fb::HeartbeatReplyArgs {
-                                    catalog_version: self.catalog().version,
-                                },
-                            );
-                            (fb::Reply::HeartbeatReply, table.as_union_value())
-                        }),
-                        Err(error) => frame::error_body(fb::ErrorKind::InvalidRequest, &error),
-                    }
-                }
-            };
-            vec![body]
+            vec![match reply {
+                Ok(reply) => reply.encode(),
+                Err(error) => error,
+            }]
         })
     }
 }

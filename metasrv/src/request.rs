@@ -1,0 +1,287 @@
+//! Every request to the metasrv and every reply: one enum each, carried from the client
+//! to the service's handler (`service.rs`), and their wire form. Catalog commands and the
+//! catalog travel in their one serialized form, the JSON the catalog's journal stores
+//! (`metronome_core::journal`): nothing here mirrors a catalog type, so a new command or
+//! field is a change to `catalog.rs` alone. A new metasrv RPC is a variant here (with its
+//! encoding and decoding), a table in the schema and an arm in `MetaService::handle`.
+//!
+//! Decoding is of untrusted bytes: a malformed or unknown command is an error naming what
+//! is wrong (serde_json bounds nesting), never a panic.
+
+use metronome_wire::fb;
+use metronome_wire::frame::{self, Body};
+use metronome_wire::region_request::{read_shard_stats, shard_stats};
+use metronome_wire::ShardStats;
+
+use crate::catalog::{Catalog, Command};
+
+/// A request to the metasrv.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaRequest {
+    /// Applies a catalog command durably.
+    Execute(Command),
+    /// The whole catalog.
+    Catalog,
+    /// A datanode's periodic report that it is alive, with its shards' figures.
+    Heartbeat {
+        datanode: u64,
+        shards: Vec<ShardStats>,
+    },
+}
+
+/// A reply to a [`MetaRequest`] that succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaReply {
+    /// The catalog's version after the command (unchanged if it changed nothing).
+    Executed {
+        version: u64,
+    },
+    Catalog(Catalog),
+    /// The catalog version the metasrv has reached.
+    Heartbeat {
+        catalog_version: u64,
+    },
+}
+
+impl MetaRequest {
+    pub fn encode(&self) -> Body {
+        frame::request_body(|builder| match self {
+            MetaRequest::Execute(command) => {
+                let json = serde_json::to_vec(command).expect("a catalog command serializes");
+                let command_json = Some(builder.create_vector(&json));
+                let args = fb::ExecuteCatalogCommandArgs { command_json };
+                let table = fb::ExecuteCatalogCommand::create(builder, &args);
+                (fb::Request::ExecuteCatalogCommand, table.as_union_value())
+            }
+            MetaRequest::Catalog => {
+                let table = fb::GetCatalog::create(builder, &fb::GetCatalogArgs {});
+                (fb::Request::GetCatalog, table.as_union_value())
+            }
+            MetaRequest::Heartbeat { datanode, shards } => {
+                let stats: Vec<fb::ShardStats> = shards.iter().map(shard_stats).collect();
+                let shards = builder.create_vector(&stats);
+                let args = fb::HeartbeatArgs {
+                    datanode: *datanode,
+                    shards: Some(shards),
+                };
+                let table = fb::Heartbeat::create(builder, &args);
+                (fb::Request::Heartbeat, table.as_union_value())
+            }
+        })
+    }
+
+    /// A verified request message as a request; what this build cannot accept is an
+    /// error naming it.
+    pub fn decode(request: fb::RequestMessage<'_>) -> Result<MetaRequest, String> {
+        Ok(match request.body_type() {
+            fb::Request::ExecuteCatalogCommand => {
+                let table = request.body_as_execute_catalog_command().expect("verified");
+                MetaRequest::Execute(
+                    serde_json::from_slice(table.command_json().bytes())
+                        .map_err(|error| format!("invalid catalog command: {error}"))?,
+                )
+            }
+            fb::Request::GetCatalog => MetaRequest::Catalog,
+            fb::Request::Heartbeat => {
+                let heartbeat = request.body_as_heartbeat().expect("verified");
+                MetaRequest::Heartbeat {
+                    datanode: heartbeat.datanode(),
+                    shards: heartbeat.shards().iter().map(read_shard_stats).collect(),
+                }
+            }
+            other => return Err(format!("the metasrv does not serve {other:?} requests")),
+        })
+    }
+}
+
+impl MetaReply {
+    pub fn encode(&self) -> Body {
+        frame::reply_body(|builder| match self {
+            MetaReply::Executed { version } => {
+                let args = fb::CatalogCommandReplyArgs { version: *version };
+                let table = fb::CatalogCommandReply::create(builder, &args);
+                (fb::Reply::CatalogCommandReply, table.as_union_value())
+            }
+            MetaReply::Catalog(catalog) => {
+                let json = serde_json::to_vec(catalog).expect("the catalog serializes");
+                let catalog_json = Some(builder.create_vector(&json));
+                let table = fb::Catalog::create(builder, &fb::CatalogArgs { catalog_json });
+                (fb::Reply::Catalog, table.as_union_value())
+            }
+            MetaReply::Heartbeat { catalog_version } => {
+                let args = fb::HeartbeatReplyArgs {
+                    catalog_version: *catalog_version,
+                };
+                let table = fb::HeartbeatReply::create(builder, &args);
+                (fb::Reply::HeartbeatReply, table.as_union_value())
+            }
+        })
+    }
+
+    /// A verified reply (not an error) as a reply; `None` for a kind this is not.
+    pub fn decode(reply: fb::ReplyMessage<'_>) -> Option<Result<MetaReply, String>> {
+        Some(Ok(match reply.body_type() {
+            fb::Reply::CatalogCommandReply => MetaReply::Executed {
+                version: reply.body_as_catalog_command_reply()?.version(),
+            },
+            fb::Reply::Catalog => {
+                let table = reply.body_as_catalog()?;
+                match serde_json::from_slice(table.catalog_json().bytes()) {
+                    Ok(catalog) => MetaReply::Catalog(catalog),
+                    Err(error) => return Some(Err(format!("invalid catalog: {error}"))),
+                }
+            }
+            fb::Reply::HeartbeatReply => MetaReply::Heartbeat {
+                catalog_version: reply.body_as_heartbeat_reply()?.catalog_version(),
+            },
+            _ => return None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{MetricMetadata, Route, DEFAULT_DATABASE};
+    use metronome_core::data::{FieldColumn, FieldType, RegionSchema, TimeUnit};
+    use metronome_wire::frame::{FrameKind, Header};
+
+    fn commands() -> Vec<Command> {
+        let to = vec![
+            Route {
+                datanode: 0,
+                shard: 1,
+            },
+            Route {
+                datanode: 7,
+                shard: 0,
+            },
+        ];
+        vec![
+            Command::CreateDatabase { name: "ops".into() },
+            Command::CreateMetricRegions {
+                database: DEFAULT_DATABASE.into(),
+                routes: to.clone(),
+            },
+            Command::EnsureMetric {
+                database: DEFAULT_DATABASE.into(),
+                name: "up".into(),
+                labels: vec!["instance".into(), "job".into()],
+            },
+            Command::CreateTable {
+                database: "ops".into(),
+                name: "cpu".into(),
+                schema: RegionSchema {
+                    tags: vec!["host".into()],
+                    time_index: "ts".into(),
+                    time_unit: TimeUnit::Millisecond,
+                    fields: vec![FieldColumn {
+                        name: "usage".into(),
+                        field_type: FieldType::Float64,
+                    }],
+                },
+                ttl_ms: Some(86_400_000),
+                routes: to,
+                if_not_exists: true,
+                partition_columns: vec!["host".into()],
+                column_order: vec!["ts".into(), "host".into(), "usage".into()],
+            },
+            Command::AddColumns {
+                database: "ops".into(),
+                name: "cpu".into(),
+                tags: vec!["dc".into()],
+                fields: vec![FieldColumn {
+                    name: "note".into(),
+                    field_type: FieldType::String,
+                }],
+            },
+            Command::DropTable {
+                database: "ops".into(),
+                name: "gone".into(),
+                if_exists: true,
+            },
+            Command::SetMetricMetadata {
+                database: DEFAULT_DATABASE.into(),
+                name: "up".into(),
+                metadata: MetricMetadata {
+                    metric_type: "gauge".into(),
+                    help: "Whether the target is up.".into(),
+                    unit: String::new(),
+                },
+            },
+            Command::Batch(vec![
+                Command::EnsureMetric {
+                    database: DEFAULT_DATABASE.into(),
+                    name: "http_requests_total".into(),
+                    labels: vec!["code".into()],
+                },
+                Command::CreateDatabase {
+                    name: "ops2".into(),
+                },
+            ]),
+        ]
+    }
+
+    fn header(kind: FrameKind) -> Header {
+        Header {
+            kind,
+            request_id: 1,
+            last: true,
+        }
+    }
+
+    fn round_trip(request: &MetaRequest) -> Result<MetaRequest, String> {
+        let frame = request.encode().into_frame(header(FrameKind::Request));
+        MetaRequest::decode(frame::verify_request(&frame).unwrap())
+    }
+
+    fn reply_round_trip(reply: &MetaReply) -> MetaReply {
+        let frame = reply.encode().into_frame(header(FrameKind::Reply));
+        MetaReply::decode(frame::verify_reply(&frame).unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_and_replies_and_the_catalog_they_build_round_trip() {
+        let mut state = Catalog::default();
+        for original in commands() {
+            let decoded = round_trip(&MetaRequest::Execute(original.clone())).unwrap();
+            assert_eq!(decoded, MetaRequest::Execute(original.clone()));
+            state.apply(&original).unwrap();
+        }
+        assert!(state.table("ops", "cpu").is_ok() && state.table("public", "up").is_ok());
+        let heartbeat = MetaRequest::Heartbeat {
+            datanode: 7,
+            shards: vec![ShardStats {
+                shard: 1,
+                flushes: 3,
+                ..ShardStats::default()
+            }],
+        };
+        for request in [MetaRequest::Catalog, heartbeat] {
+            assert_eq!(round_trip(&request), Ok(request));
+        }
+        for reply in [
+            MetaReply::Catalog(state.clone()),
+            MetaReply::Executed { version: 9 },
+            MetaReply::Heartbeat { catalog_version: 4 },
+        ] {
+            assert_eq!(reply_round_trip(&reply), reply);
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_no_command_are_an_error_naming_it() {
+        let body = frame::request_body(|builder| {
+            let command_json = Some(builder.create_vector(b"{\"DropEverything\": {}}"));
+            let args = fb::ExecuteCatalogCommandArgs { command_json };
+            let table = fb::ExecuteCatalogCommand::create(builder, &args);
+            (fb::Request::ExecuteCatalogCommand, table.as_union_value())
+        });
+        let frame = body.into_frame(header(FrameKind::Request));
+        let error = MetaRequest::decode(frame::verify_request(&frame).unwrap()).unwrap_err();
+        assert!(error.contains("invalid catalog command"), "{error}");
+        assert!(error.contains("DropEverything"), "{error}");
+    }
+}
