@@ -1,121 +1,16 @@
-//! Label regular expressions as Prometheus 2.42 reads them: Go's `regexp/syntax` (RE2
-//! with Perl extensions, as `regexp.Compile` parses it), translated to the `regex`
-//! crate's syntax.
-//!
-//! The two dialects look alike but differ in ways a query can see, so no label regex may
-//! reach `regex::Regex::new` untranslated. [`translate`] parses a pattern exactly as Go
-//! 1.19's parser does (the Go Debian built its Prometheus 2.42 with), refuses what Go
-//! refuses, and writes what Go accepts so that the `regex` crate matches the same
-//! strings:
-//! - `\d`, `\s`, `\w` and `\b` are ASCII-only in Go (`\s` is `[\t\n\f\r ]`, without
-//!   `\v`); the `regex` crate's are Unicode. They are spelled out as ASCII classes, and
-//!   `\b`/`\B` become `(?-u:\b)`/`(?-u:\B)`.
-//! - `\Q…\E` quotes literal text (to the end of the pattern without `\E`); the `regex`
-//!   crate has no such syntax, so the text is written escaped.
-//! - A `{` that does not start a well-formed repetition (`{,2}`, `a{`, `x{2,1`, `a{01}`)
-//!   is a literal in Go; it is written escaped. Counts above 1000, and nested counts
-//!   whose product exceeds 1000, are errors as in Go.
-//! - Stacked repetition operators (`a**`, `a{2}{3}`) are errors in Go; the `regex`
-//!   crate would accept them.
-//! - Inside a bracket class, `[`, `&&`, `--` and `~~` are literal text in Go but nested
-//!   classes and set operations in the `regex` crate; every literal there is escaped.
-//! - Octal escapes (`\101`), `(?P<1>…)` capture names, flag groups such as `(?)` or
-//!   `(?ii)`, and `\p{C}` (which in Go leaves out unassigned code points) are rewritten
-//!   into equivalents; `(?<name>…)` (Go 1.22), `\pL`-style names Go does not know, and
-//!   flags Go does not have (`x`, `u`, `R`) are errors, as in Go 1.19.
-//!
-//! Semantics that already agree are kept: `.` does not match `\n` unless `(?s)` (2.42
-//! adds no flags; Prometheus 3 does), `^`/`$` match only at the ends of the text unless
-//! `(?m)`, `(?i)` folds case with Unicode simple folding, POSIX classes are ASCII.
-//!
-//! Prometheus anchors a label regex by compiling `^(?:` + pattern + `)$` as one Go
-//! pattern; [`compile_anchored`] does the same, so that even a pattern such as `a)|(b`
-//! means here what it means there.
+//! Parsing a pattern as Go's `regexp/syntax` does: the parser and the nodes it builds.
 
-use std::fmt;
-
-use regex::{Regex, RegexBuilder};
-
-/// A pattern Go's `regexp.Compile` refuses (or, in theory, one the `regex` crate cannot
-/// hold), with Go's wording.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Re2Error {
-    message: String,
-}
-
-impl Re2Error {
-    fn new(code: &str, expr: impl AsRef<str>) -> Re2Error {
-        Re2Error {
-            message: format!("error parsing regexp: {code}: `{}`", expr.as_ref()),
-        }
-    }
-}
-
-impl fmt::Display for Re2Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Re2Error {}
-
-/// Compiles `pattern` fully anchored, as Prometheus 2.42 compiles a label matcher's or
-/// `label_replace`'s regex.
-pub fn compile_anchored(pattern: &str) -> Result<Regex, Re2Error> {
-    compile(&format!("^(?:{pattern})$"))
-}
-
-/// Compiles a label matcher's regex as Prometheus 2.42's `NewFastRegexMatcher` does: the
-/// pattern must parse on its own as well as anchored (`e)|(A` is refused although
-/// `^(?:e)|(A)$` would parse), then it matches anchored. `label_replace` checks only the
-/// anchored form ([`compile_anchored`]).
-pub fn compile_matcher(pattern: &str) -> Result<Regex, Re2Error> {
-    translate(pattern)?;
-    compile_anchored(pattern)
-}
-
-/// Compiles a Go pattern as it stands (unanchored).
-pub fn compile(pattern: &str) -> Result<Regex, Re2Error> {
-    let translated = translate(pattern)?;
-    RegexBuilder::new(&translated)
-        // Go allows 1000 levels of nesting; the translation adds at most one level per
-        // repetition.
-        .nest_limit(2 * MAX_NESTING as u32 + 8)
-        // Go accepts `\pL{1000}`, which compiles to a few megabytes.
-        .size_limit(64 << 20)
-        .build()
-        .map_err(|error| Re2Error {
-            message: format!("error parsing regexp: {error}"),
-        })
-}
-
-/// Translates a pattern in Go's syntax into the `regex` crate's, or says why Go refuses
-/// it.
-pub fn translate(pattern: &str) -> Result<String, Re2Error> {
-    let mut parser = Parser {
-        chars: pattern.chars().collect(),
-        pos: 0,
-        names: Vec::new(),
-    };
-    let top = parser.alternation(0)?;
-    if parser.pos < parser.chars.len() {
-        // Only an unmatched `)` stops the top-level alternation early.
-        return Err(Re2Error::new("unexpected )", pattern));
-    }
-    let mut out = String::with_capacity(pattern.len() + 16);
-    emit_alternation(&top, &mut out);
-    Ok(out)
-}
+use super::*;
 
 /// Go's limit on repetition counts, and on their product when repetitions nest.
-const MAX_REPEAT: i64 = 1000;
+pub(super) const MAX_REPEAT: i64 = 1000;
 /// Go's limit on nesting depth (`maxHeight`).
-const MAX_NESTING: usize = 1000;
+pub(super) const MAX_NESTING: usize = 1000;
 
 /// One element of a concatenation, already in the `regex` crate's terms where that is
 /// a plain string.
 #[derive(Debug)]
-enum Node {
+pub(super) enum Node {
     Literal(char),
     /// A class or `.`, as `regex` syntax.
     Class(String),
@@ -137,30 +32,30 @@ enum Node {
     },
 }
 
-struct Parser {
-    chars: Vec<char>,
-    pos: usize,
+pub(super) struct Parser {
+    pub(super) chars: Vec<char>,
+    pub(super) pos: usize,
     /// The capture names seen so far.
-    names: Vec<String>,
+    pub(super) names: Vec<String>,
 }
 
 impl Parser {
-    fn peek(&self) -> Option<char> {
+    pub(super) fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
 
-    fn peek_at(&self, offset: usize) -> Option<char> {
+    pub(super) fn peek_at(&self, offset: usize) -> Option<char> {
         self.chars.get(self.pos + offset).copied()
     }
 
     /// The source text from `from` to the current position, for error messages.
-    fn text(&self, from: usize) -> String {
+    pub(super) fn text(&self, from: usize) -> String {
         self.chars[from..self.pos.min(self.chars.len())]
             .iter()
             .collect()
     }
 
-    fn rest_starts_with(&self, prefix: &str) -> bool {
+    pub(super) fn rest_starts_with(&self, prefix: &str) -> bool {
         prefix
             .chars()
             .enumerate()
@@ -168,7 +63,7 @@ impl Parser {
     }
 
     /// Alternatives up to a `)` or the end; `depth` counts the enclosing groups.
-    fn alternation(&mut self, depth: usize) -> Result<Vec<Vec<Node>>, Re2Error> {
+    pub(super) fn alternation(&mut self, depth: usize) -> Result<Vec<Vec<Node>>, Re2Error> {
         let mut alternatives = vec![self.concatenation(depth)?];
         while self.peek() == Some('|') {
             self.pos += 1;
@@ -177,7 +72,7 @@ impl Parser {
         Ok(alternatives)
     }
 
-    fn concatenation(&mut self, depth: usize) -> Result<Vec<Node>, Re2Error> {
+    pub(super) fn concatenation(&mut self, depth: usize) -> Result<Vec<Node>, Re2Error> {
         let mut items: Vec<Node> = Vec::new();
         // Go refuses a repetition operator right after another (`a**`, `a+?+`), but
         // not after a flag group in between (`a*(?i)*` repeats `a*`).
@@ -274,7 +169,7 @@ impl Parser {
     }
 
     /// Applies a repetition operator to the last item, as Go's `parser.repeat` does.
-    fn repeat(
+    pub(super) fn repeat(
         &self,
         items: &mut [Node],
         op: String,
@@ -316,7 +211,7 @@ impl Parser {
     /// Parses `{min}`, `{min,}` or `{min,max}` at the current position as Go's
     /// `parseRepeat` does: `None` (and the position unspecified) when it is not one; a
     /// count too large for Go is returned as -1.
-    fn repeat_counts(&mut self) -> Option<(i64, i64)> {
+    pub(super) fn repeat_counts(&mut self) -> Option<(i64, i64)> {
         self.pos += 1;
         let min = self.integer()?;
         let max;
@@ -349,7 +244,7 @@ impl Parser {
     }
 
     /// Decimal digits without a leading zero (Go's `parseInt`); -1 when above 10^8.
-    fn integer(&mut self) -> Option<i64> {
+    pub(super) fn integer(&mut self) -> Option<i64> {
         let first = self.peek().filter(char::is_ascii_digit)?;
         if first == '0' && self.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
             return None;
@@ -369,7 +264,7 @@ impl Parser {
     }
 
     /// After `(`: a flag change, or the opening of a group (Go's `parsePerlFlags`).
-    fn group_opening(&mut self) -> Result<GroupOpening, Re2Error> {
+    pub(super) fn group_opening(&mut self) -> Result<GroupOpening, Re2Error> {
         let start = self.pos;
         self.pos += 1;
         if self.peek() != Some('?') {
@@ -449,7 +344,7 @@ impl Parser {
     }
 
     /// A backslash outside a class.
-    fn escape(&mut self, items: &mut Vec<Node>) -> Result<(), Re2Error> {
+    pub(super) fn escape(&mut self, items: &mut Vec<Node>) -> Result<(), Re2Error> {
         let start = self.pos;
         match self.peek_at(1) {
             Some('A') => {
@@ -504,7 +399,7 @@ impl Parser {
     }
 
     /// `\d`, `\s`, `\w` and their negations, ASCII as in Go.
-    fn perl_class(&mut self) -> Option<&'static str> {
+    pub(super) fn perl_class(&mut self) -> Option<&'static str> {
         if self.peek() != Some('\\') {
             return None;
         }
@@ -523,7 +418,7 @@ impl Parser {
 
     /// `\pL`, `\p{Greek}`, `\P{^Greek}` with the names Go 1.19 knows (Go's
     /// `parseUnicodeClass`).
-    fn unicode_class(&mut self) -> Result<Option<String>, Re2Error> {
+    pub(super) fn unicode_class(&mut self) -> Result<Option<String>, Re2Error> {
         if self.peek() != Some('\\') || !matches!(self.peek_at(1), Some('p' | 'P')) {
             return Ok(None);
         }
@@ -578,7 +473,7 @@ impl Parser {
     }
 
     /// A character escape (Go's `parseEscape`); the position is on the backslash.
-    fn escaped_char(&mut self) -> Result<char, Re2Error> {
+    pub(super) fn escaped_char(&mut self) -> Result<char, Re2Error> {
         let start = self.pos;
         self.pos += 1;
         let Some(c) = self.peek() else {
@@ -649,7 +544,7 @@ impl Parser {
     }
 
     /// A bracket class, written as a `regex` class (Go's `parseClass`).
-    fn class(&mut self) -> Result<String, Re2Error> {
+    pub(super) fn class(&mut self) -> Result<String, Re2Error> {
         let start = self.pos;
         self.pos += 1;
         let mut out = String::from("[");
@@ -727,7 +622,7 @@ impl Parser {
     }
 
     /// One character of a class, possibly escaped (Go's `parseClassChar`).
-    fn class_char(&mut self, class_start: usize) -> Result<char, Re2Error> {
+    pub(super) fn class_char(&mut self, class_start: usize) -> Result<char, Re2Error> {
         match self.peek() {
             None => Err(Re2Error::new(
                 "missing closing ]",
@@ -742,14 +637,14 @@ impl Parser {
     }
 }
 
-enum GroupOpening {
+pub(super) enum GroupOpening {
     /// A flag change (empty when it changes nothing, as `(?)` does).
     Flags(String),
     Group(String),
 }
 
 /// Go's `repeatIsValid`: nested counts may not multiply beyond `n`.
-fn repeat_is_valid(node: &Node, mut n: i64) -> bool {
+pub(super) fn repeat_is_valid(node: &Node, mut n: i64) -> bool {
     match node {
         Node::Repeat { sub, counts, .. } => {
             if let Some((min, max)) = *counts {
@@ -778,7 +673,7 @@ fn repeat_is_valid(node: &Node, mut n: i64) -> bool {
 }
 
 /// The characters the `regex` crate treats as syntax outside a class.
-fn is_meta(c: char) -> bool {
+pub(super) fn is_meta(c: char) -> bool {
     matches!(
         c,
         '\\' | '.'
@@ -799,443 +694,4 @@ fn is_meta(c: char) -> bool {
             | '-'
             | '~'
     )
-}
-
-fn push_literal(out: &mut String, c: char) {
-    if is_meta(c) {
-        out.push('\\');
-    }
-    out.push(c);
-}
-
-/// Inside a class every meta character is escaped too: `[`, `&&`, `--` and `~~` are
-/// syntax there in the `regex` crate and plain text in Go.
-fn push_class_char(out: &mut String, c: char) {
-    push_literal(out, c);
-}
-
-fn emit_alternation(alternatives: &[Vec<Node>], out: &mut String) {
-    for (index, items) in alternatives.iter().enumerate() {
-        if index > 0 {
-            out.push('|');
-        }
-        for item in items {
-            emit(item, out);
-        }
-    }
-}
-
-fn emit(node: &Node, out: &mut String) {
-    match node {
-        Node::Literal(c) => push_literal(out, *c),
-        Node::Class(class) => out.push_str(class),
-        Node::Assertion(assertion) => out.push_str(assertion),
-        Node::Flags(flags) => out.push_str(flags),
-        Node::Group { open, alternatives } => {
-            out.push_str(open);
-            emit_alternation(alternatives, out);
-            out.push(')');
-        }
-        Node::Repeat { sub, op, .. } => {
-            // Only a single atom takes an operator directly; an assertion such as
-            // `(?-u:\b)` or another repetition is wrapped.
-            if matches!(
-                **sub,
-                Node::Literal(_) | Node::Class(_) | Node::Group { .. }
-            ) {
-                emit(sub, out);
-            } else {
-                out.push_str("(?:");
-                emit(sub, out);
-                out.push(')');
-            }
-            out.push_str(op);
-        }
-    }
-}
-
-/// The names inside `[:…:]` Go knows, each also valid negated (`[:^alpha:]`).
-const POSIX_CLASSES: &[&str] = &[
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
-];
-
-/// Go 1.19's `unicode.Categories`.
-const GO_CATEGORIES: &[&str] = &[
-    "Cc", "Cf", "Co", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N", "Nd", "Nl",
-    "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So", "Z", "Zl",
-    "Zp", "Zs",
-];
-
-/// Go 1.19's `unicode.Scripts` (Unicode 13.0).
-const GO_SCRIPTS: &[&str] = &[
-    "Adlam",
-    "Ahom",
-    "Anatolian_Hieroglyphs",
-    "Arabic",
-    "Armenian",
-    "Avestan",
-    "Balinese",
-    "Bamum",
-    "Bassa_Vah",
-    "Batak",
-    "Bengali",
-    "Bhaiksuki",
-    "Bopomofo",
-    "Brahmi",
-    "Braille",
-    "Buginese",
-    "Buhid",
-    "Canadian_Aboriginal",
-    "Carian",
-    "Caucasian_Albanian",
-    "Chakma",
-    "Cham",
-    "Cherokee",
-    "Chorasmian",
-    "Common",
-    "Coptic",
-    "Cuneiform",
-    "Cypriot",
-    "Cyrillic",
-    "Deseret",
-    "Devanagari",
-    "Dives_Akuru",
-    "Dogra",
-    "Duployan",
-    "Egyptian_Hieroglyphs",
-    "Elbasan",
-    "Elymaic",
-    "Ethiopic",
-    "Georgian",
-    "Glagolitic",
-    "Gothic",
-    "Grantha",
-    "Greek",
-    "Gujarati",
-    "Gunjala_Gondi",
-    "Gurmukhi",
-    "Han",
-    "Hangul",
-    "Hanifi_Rohingya",
-    "Hanunoo",
-    "Hatran",
-    "Hebrew",
-    "Hiragana",
-    "Imperial_Aramaic",
-    "Inherited",
-    "Inscriptional_Pahlavi",
-    "Inscriptional_Parthian",
-    "Javanese",
-    "Kaithi",
-    "Kannada",
-    "Katakana",
-    "Kayah_Li",
-    "Kharoshthi",
-    "Khitan_Small_Script",
-    "Khmer",
-    "Khojki",
-    "Khudawadi",
-    "Lao",
-    "Latin",
-    "Lepcha",
-    "Limbu",
-    "Linear_A",
-    "Linear_B",
-    "Lisu",
-    "Lycian",
-    "Lydian",
-    "Mahajani",
-    "Makasar",
-    "Malayalam",
-    "Mandaic",
-    "Manichaean",
-    "Marchen",
-    "Masaram_Gondi",
-    "Medefaidrin",
-    "Meetei_Mayek",
-    "Mende_Kikakui",
-    "Meroitic_Cursive",
-    "Meroitic_Hieroglyphs",
-    "Miao",
-    "Modi",
-    "Mongolian",
-    "Mro",
-    "Multani",
-    "Myanmar",
-    "Nabataean",
-    "Nandinagari",
-    "New_Tai_Lue",
-    "Newa",
-    "Nko",
-    "Nushu",
-    "Nyiakeng_Puachue_Hmong",
-    "Ogham",
-    "Ol_Chiki",
-    "Old_Hungarian",
-    "Old_Italic",
-    "Old_North_Arabian",
-    "Old_Permic",
-    "Old_Persian",
-    "Old_Sogdian",
-    "Old_South_Arabian",
-    "Old_Turkic",
-    "Oriya",
-    "Osage",
-    "Osmanya",
-    "Pahawh_Hmong",
-    "Palmyrene",
-    "Pau_Cin_Hau",
-    "Phags_Pa",
-    "Phoenician",
-    "Psalter_Pahlavi",
-    "Rejang",
-    "Runic",
-    "Samaritan",
-    "Saurashtra",
-    "Sharada",
-    "Shavian",
-    "Siddham",
-    "SignWriting",
-    "Sinhala",
-    "Sogdian",
-    "Sora_Sompeng",
-    "Soyombo",
-    "Sundanese",
-    "Syloti_Nagri",
-    "Syriac",
-    "Tagalog",
-    "Tagbanwa",
-    "Tai_Le",
-    "Tai_Tham",
-    "Tai_Viet",
-    "Takri",
-    "Tamil",
-    "Tangut",
-    "Telugu",
-    "Thaana",
-    "Thai",
-    "Tibetan",
-    "Tifinagh",
-    "Tirhuta",
-    "Ugaritic",
-    "Vai",
-    "Wancho",
-    "Warang_Citi",
-    "Yezidi",
-    "Yi",
-    "Zanabazar_Square",
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_matcher_must_parse_on_its_own_too() {
-        // Anchored, the parentheses balance; alone they do not, and 2.42 refuses it.
-        assert!(compile_anchored("e)|(A").is_ok());
-        let error = compile_matcher("e)|(A").unwrap_err().to_string();
-        assert!(error.contains("unexpected )"), "{error}");
-        assert!(compile_matcher("e|A").unwrap().is_match("A"));
-    }
-
-    /// Whether the anchored Go pattern matches `text`, as Go's `regexp` answers.
-    fn matches(pattern: &str, text: &str) -> bool {
-        compile_anchored(pattern)
-            .unwrap_or_else(|error| panic!("{pattern:?} should compile: {error}"))
-            .is_match(text)
-    }
-
-    fn refused(pattern: &str) -> bool {
-        compile_anchored(pattern).is_err()
-    }
-
-    #[test]
-    fn perl_classes_and_word_boundaries_are_ascii() {
-        assert!(matches(r"\d+", "0123456789"));
-        assert!(!matches(r"\d", "٣"), "Arabic-Indic three is no \\d in Go");
-        assert!(matches(r"\D", "٣"));
-        assert!(!matches(r"\w+", "é"));
-        assert!(matches(r"\w+", "az_AZ09"));
-        assert!(matches(r"\W", "é"));
-        assert!(matches(r"\s", " ") && matches(r"\s", "\t") && matches(r"\s", "\n"));
-        assert!(!matches(r"\s", "\u{A0}"), "no-break space is no \\s in Go");
-        assert!(
-            !matches(r"\s", "\x0B"),
-            "Go's \\s leaves out the vertical tab"
-        );
-        assert!(matches(r"\S", "\x0B"));
-        // Inside classes too, negated or not.
-        assert!(!matches(r"[\d]", "٣"));
-        assert!(matches(r"[^\d]", "٣"));
-        assert!(matches(r"[\D]", "٣"));
-        assert!(!matches(r"[^\D]", "٣"));
-        assert!(matches(r"[\w-]+", "a-b"));
-        assert!(!matches(r"[\w]", "é"));
-        // `é` is no ASCII word character, so there is a boundary before `x`.
-        assert!(matches(r".*\bx", "éx"));
-        assert!(!matches(r".*\Bx", "éx"));
-        assert!(matches(r"a\b", "a"));
-        // POSIX classes are ASCII in both dialects.
-        assert!(!matches(r"[[:alpha:]]", "é"));
-        assert!(matches(r"[[:^digit:]]", "a"));
-        // Case folding still applies to an ASCII class, Unicode-wide as in Go.
-        assert!(matches(r"(?i)\w", "\u{212A}"), "Kelvin sign folds to k");
-    }
-
-    #[test]
-    fn backslash_q_quotes_literal_text() {
-        assert!(matches(r"\Qa.b\E", "a.b"));
-        assert!(!matches(r"\Qa.b\E", "axb"));
-        assert!(
-            matches(r"\Q(*)\E+", "(*)))"),
-            "the operator applies to the last rune"
-        );
-        assert!(matches(r"x\Q\E", "x"));
-        assert!(matches(r"\Q\d{2}\E", r"\d{2}"));
-        // Without `\E` the quote runs to the end: in Prometheus' anchored form it swallows
-        // the closing `)$`, and Go refuses the pattern.
-        assert!(refused(r"\Qa.b"));
-        assert!(compile(r"\Qa.b").unwrap().is_match("xa.b"));
-    }
-
-    #[test]
-    fn a_malformed_repetition_is_literal_text() {
-        assert!(matches(r"x{,2}", "x{,2}"));
-        assert!(!matches(r"x{,2}", "xx"));
-        assert!(matches(r"a{", "a{"));
-        assert!(matches(r"x{2,1", "x{2,1"));
-        assert!(
-            matches(r"a{01}", "a{01}"),
-            "Go refuses leading zeros in counts"
-        );
-        assert!(matches(r"a{}", "a{}"));
-        assert!(matches(r"a{x}", "a{x}"));
-        assert!(matches(r"a{2}", "aa"));
-        assert!(matches(r"a{2,}", "aaaa"));
-        assert!(matches(r"a{1,3}?", "aaa"));
-        assert!(matches(r"a{0}", ""));
-        assert!(matches(r"a\{2}", "a{2}"));
-        assert!(matches(r"a{2}{", "aa{"));
-    }
-
-    #[test]
-    fn what_go_refuses_is_refused() {
-        for pattern in [
-            r"x{2,1}",
-            r"a{1001}",
-            r"a{100000000000}",
-            r"(a{100}){11}",
-            r"a{2}{3}",
-            r"a**",
-            r"a*?*",
-            r"a+*",
-            r"*a",
-            r"a|*",
-            r"(*)",
-            r"{2}",
-            r"(",
-            r")",
-            r"a)",
-            r"[a",
-            r"[z-a]",
-            r"[[:foo:]]",
-            r"\1",
-            r"\8",
-            r"\Z",
-            r"\C",
-            r"\e",
-            r"\é",
-            r"[\b]",
-            r"\p{greek}",
-            r"\p{Letter}",
-            r"\pX",
-            r"(?<name>x)",
-            r"(?P<>x)",
-            r"(?P<a-b>x)",
-            r"(?x)a",
-            r"(?i-)a",
-            r"(?--i)a",
-            r"(?=a)",
-            r"x\",
-        ] {
-            assert!(refused(pattern), "Go refuses {pattern:?}");
-        }
-    }
-
-    #[test]
-    fn go_syntax_the_regex_crate_spells_differently_is_accepted() {
-        assert!(matches(r"\101\x42\x{43}", "ABC"));
-        assert!(matches(r"\0", "\0"));
-        assert!(matches(r"\_\<\>", "_<>"));
-        assert!(matches(r"[a&&b]+", "a&b"), "`&&` is no intersection in Go");
-        assert!(matches(r"[ab-]+", "a-b"));
-        assert!(refused(r"[a--b]"), "in Go a range from `a` down to `-`");
-        assert!(matches(r"[a~~b]+", "~"));
-        assert!(matches(r"[[a]+", "[a"));
-        assert!(matches(r"[]a]+", "]a"));
-        assert!(matches(r"[^]a]", "b"));
-        assert!(matches(r"[a-]+", "-a"));
-        assert!(matches(r"[\d-z]+", "1-z"));
-        assert!(
-            matches(r"[[:alpha]", "["),
-            "without `:]` the `[` is a literal"
-        );
-        assert!(matches(r"(?P<1>x)", "x"));
-        assert!(matches(r"(?P<a>x)(?P<a>y)", "xy"));
-        assert!(matches(r"(?)a", "a"));
-        assert!(matches(r"(?ii)a", "A"));
-        assert!(!matches(r"(?i-i)a", "A"));
-        assert!(matches(r"(?i:a)(?-i)b", "Ab"));
-        assert!(matches(r"a*(?i)*", "aa"), "the flag group is no operand");
-        assert!(matches(r"^*a", "a"));
-        assert!(matches(r"\b+a", "a"));
-        assert!(matches(r"()*", ""));
-        assert!(matches(r"#& ~", "#& ~"));
-        assert!(matches(r"\pL\p{Greek}\PL\p{^L}", "éα11"));
-        assert!(matches(r"\p{Any}", "\n"));
-        // Go's `C` has no unassigned code points.
-        assert!(!matches(r"\p{C}", "\u{0378}"));
-        assert!(matches(r"\p{C}", "\u{E000}"));
-        assert!(!matches(r"\p{Cs}", "a"));
-        assert!(matches(r"\P{Cs}", "a"));
-    }
-
-    #[test]
-    fn anchoring_and_newlines_follow_prometheus_2_42() {
-        // `.` does not match a newline (Prometheus 3 adds `(?s)`; 2.42 does not).
-        assert!(!matches(r".*", "a\nb"));
-        assert!(matches(r"(?s).*", "a\nb"));
-        assert!(matches(r"a\nb", "a\nb"));
-        assert!(matches(r"[^x]", "\n"));
-        // `$` is the end of the text, not of a line.
-        assert!(!matches(r"a", "a\n"));
-        assert!(matches(r"(?m)a$\n?", "a\n"));
-        // The pattern is spliced into `^(?:…)$` as text, as Prometheus does.
-        assert!(matches(r"a)|(b", "ax"));
-        assert!(matches(r"a)|(b", "xb"));
-        assert!(!matches(r"a)|(b", "xa"));
-        assert!(matches(r"a|b", "b"));
-        assert!(!matches(r"a|b", "ab"));
-    }
-
-    #[test]
-    fn translations_read_as_expected() {
-        let cases = [
-            (r"\d", "[0-9]"),
-            (r"a.b", "a.b"),
-            (r"\Q.\E", r"\."),
-            (r"x{,2}", r"x\{,2\}"),
-            (r"[a&&b]", r"[a\&\&b]"),
-            (r"(?P<n>x)", "(?P<n>x)"),
-            (r"(?is-m:x)", "(?is-m:x)"),
-            (r"\b", r"(?-u:\b)"),
-            (r"\b*", r"(?:(?-u:\b))*"),
-            (r"a{2,3}?", "a{2,3}?"),
-        ];
-        for (go, rust) in cases {
-            assert_eq!(translate(go).unwrap(), rust, "translating {go:?}");
-        }
-    }
 }
