@@ -58,7 +58,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every component in one process with one local data directory.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// Run a frontend (cluster mode; not yet available).
     Frontend,
     /// Run a datanode (cluster mode; not yet available).
@@ -99,6 +99,12 @@ struct StandaloneArgs {
     /// Log filter, e.g. `info` or `debug,monoio=warn` [default: info].
     #[arg(long, env = "METRONOME_LOG")]
     log: Option<String>,
+    /// The S3 access key of `[storage.s3]`.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// The S3 secret key of `[storage.s3]` (kept out of files and of `--help`).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -107,7 +113,7 @@ struct StandaloneArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Standalone(args) => match standalone(args) {
+        Command::Standalone(args) => match standalone(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("metronome: {message}");
@@ -161,6 +167,12 @@ fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
     if let Some(log) = &args.log {
         config.log.filter = log.clone();
     }
+    if let Some(key) = &args.s3_access_key_id {
+        config.storage.s3.access_key_id = key.clone();
+    }
+    if let Some(secret) = &args.s3_secret_access_key {
+        config.storage.s3.secret_access_key = secret.clone();
+    }
     config
         .validate()
         .map_err(|message| format!("invalid configuration: {message}"))?;
@@ -197,9 +209,14 @@ fn prepare_data_dir(dir: &Path) -> Result<DirLock, String> {
 fn standalone(args: StandaloneArgs) -> Result<(), String> {
     let config = effective_config(&args)?;
     if args.print_config {
+        // The effective configuration, but never the secret: it is printed only as set.
+        let mut shown = config.clone();
+        if !shown.storage.s3.secret_access_key.is_empty() {
+            shown.storage.s3.secret_access_key = "<set>".to_string();
+        }
         print!(
             "{}",
-            toml::to_string(&config).map_err(|error| error.to_string())?
+            toml::to_string(&shown).map_err(|error| error.to_string())?
         );
         return Ok(());
     }

@@ -96,22 +96,53 @@ fn with_store_s3_the_ssts_live_in_the_bucket_and_survive_a_restart() {
 fn a_storage_section_that_cannot_work_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("metronome.toml");
+    for (section, expected) in [
+        ("[storage.s3]\nregion = \"x\"\n", "storage.s3.bucket"),
+        // Credentials neither in the file nor in the environment.
+        (
+            "[storage.s3]\nregion = \"x\"\nbucket = \"b\"\n",
+            "AWS_ACCESS_KEY_ID",
+        ),
+    ] {
+        std::fs::write(&config, format!("[storage]\nstore = \"s3\"\n{section}")).unwrap();
+        let output = metronome()
+            .args(["standalone", "--config", config.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{section}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{section}: {stderr}");
+    }
+}
+
+#[test]
+fn s3_credentials_come_from_the_environment_over_the_file_and_the_secret_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("metronome.toml");
     std::fs::write(
         &config,
-        "[storage]\nstore = \"s3\"\n[storage.s3]\nregion = \"x\"\n",
+        "[storage.s3]\naccess_key_id = \"from-file\"\nsecret_access_key = \"file-secret\"\n",
     )
     .unwrap();
     let output = metronome()
-        .args([
-            "standalone",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
+        .args(["standalone", "--print-config", "--config"])
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", "from-env")
+        .env("AWS_SECRET_ACCESS_KEY", "env-secret")
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("storage.s3.bucket"), "{stderr}");
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("access_key_id = \"from-env\""),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("secret\"") && printed.contains("secret_access_key = \"<set>\""),
+        "{printed}"
+    );
 }

@@ -68,8 +68,9 @@ pub struct S3Section {
     pub region: String,
     /// A custom endpoint (`http://127.0.0.1:9000`); empty for AWS.
     pub endpoint: String,
-    /// Empty: the `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` environment variables,
-    /// which keep the secret out of the file.
+    /// The binary takes them from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` too
+    /// (which override the file, as every environment variable does), keeping the
+    /// secret out of the file.
     pub access_key_id: String,
     pub secret_access_key: String,
     /// Address buckets as `endpoint/bucket` (MinIO and most S3-compatible services).

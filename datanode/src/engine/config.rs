@@ -59,8 +59,8 @@ pub enum SstStore {
 }
 
 impl EngineConfig {
-    /// A shard engine configured by `[storage]`; S3 credentials left empty there come
-    /// from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    /// A shard engine configured by `[storage]` (the binary fills its S3 credentials from
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` when the environment has them).
     pub fn from_section(
         storage: &metronome_core::config::StorageSection,
     ) -> Result<EngineConfig, String> {
@@ -71,22 +71,19 @@ impl EngineConfig {
             #[cfg(not(madsim))]
             StoreKind::S3 => {
                 let s3 = &storage.s3;
-                let from_env =
-                    |value: &str, name: &str| -> Result<String, String> {
-                        if !value.is_empty() {
-                            return Ok(value.to_string());
-                        }
-                        std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                        format!("storage.s3 needs credentials: set them in the file or in {name}")
-                    })
-                    };
+                if s3.access_key_id.is_empty() || s3.secret_access_key.is_empty() {
+                    return Err("storage.s3 needs credentials: access_key_id and \
+                                secret_access_key in the file, or AWS_ACCESS_KEY_ID and \
+                                AWS_SECRET_ACCESS_KEY in the environment"
+                        .to_string());
+                }
                 SstStore::S3(metronome_core::rt::object::S3Config {
                     bucket: s3.bucket.clone(),
                     prefix: s3.prefix.clone(),
                     region: s3.region.clone(),
                     endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
-                    access_key_id: from_env(&s3.access_key_id, "AWS_ACCESS_KEY_ID")?,
-                    secret_access_key: from_env(&s3.secret_access_key, "AWS_SECRET_ACCESS_KEY")?,
+                    access_key_id: s3.access_key_id.clone(),
+                    secret_access_key: s3.secret_access_key.clone(),
                     force_path_style: s3.force_path_style,
                 })
             }
