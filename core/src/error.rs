@@ -14,7 +14,9 @@ use std::fmt;
 pub enum ErrorKind {
     /// The request is wrong (a bad row, schema, matcher or statement): do not retry it.
     Invalid,
-    /// What the request names (a region, a table) does not exist.
+    /// What the request names (a region) does not exist where its route says it is.
+    /// A table a statement names that does not exist is `Invalid`, the client's
+    /// mistake; this is the cluster's inconsistency, which a client cannot fix.
     NotFound,
     /// The node asked does not serve what the request names now (a closed region, one
     /// that moved, a follower asked for what its leader does): refresh the route and
@@ -63,7 +65,9 @@ impl ErrorKind {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorKind::Invalid => 400,
-            ErrorKind::NotFound => 404,
+            // Never a 4xx: Prometheus drops a batch answered with one, and the client
+            // did nothing wrong.
+            ErrorKind::NotFound => 500,
             ErrorKind::WrongRoute
             | ErrorKind::Overloaded
             | ErrorKind::Unavailable
@@ -77,7 +81,7 @@ impl ErrorKind {
     pub fn sqlstate(self) -> &'static str {
         match self {
             ErrorKind::Invalid => "42000",
-            ErrorKind::NotFound => "42P01",
+            ErrorKind::NotFound => "XX000",
             ErrorKind::Overloaded => "53000",
             ErrorKind::WrongRoute | ErrorKind::Unavailable => "57P03",
             ErrorKind::Timeout => "57014",
@@ -148,12 +152,14 @@ mod tests {
             }
             let sqlstate = kind.sqlstate();
             assert_eq!(sqlstate.len(), 5, "{kind:?}");
-            // Class 42 is the client's mistake, as 400 and 404 are.
+            // Class 42 is the client's mistake, as 400 is; no other 4xx is answered,
+            // since Prometheus drops a remote-write batch answered with one.
             assert_eq!(
                 sqlstate.starts_with("42"),
-                matches!(status, 400 | 404),
+                status == 400,
                 "{kind:?}: {sqlstate} vs {status}"
             );
+            assert!(status == 400 || status >= 500, "{kind:?}: {status}");
         }
     }
 }

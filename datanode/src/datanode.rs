@@ -458,7 +458,7 @@ impl DatanodeHandle {
     async fn region_done(&self, request: RegionRequest) -> Result<(), EngineError> {
         match self.region_call(request).await? {
             RegionReply::Done => Ok(()),
-            other => Err(EngineError::Unavailable(format!(
+            other => Err(EngineError::Internal(format!(
                 "a shard answered {other:?} where it should have said done"
             ))),
         }
@@ -551,7 +551,7 @@ impl DatanodeHandle {
             .await?
         {
             RegionReply::Series(series) => Ok(series),
-            other => Err(EngineError::Unavailable(format!(
+            other => Err(EngineError::Internal(format!(
                 "a shard answered a scan with {other:?}"
             ))),
         }

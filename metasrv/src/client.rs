@@ -4,6 +4,7 @@
 use metronome_wire::fb;
 use metronome_wire::rpc::{RpcClient, RpcError};
 use metronome_wire::ShardStats;
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, Command};
 use crate::request::{MetaReply, MetaRequest};
@@ -100,7 +101,7 @@ impl MetaClient {
     /// The whole catalog.
     pub async fn catalog(&self) -> Result<Catalog, MetaError> {
         match self.call(&MetaRequest::Catalog).await? {
-            MetaReply::Catalog(catalog) => Ok(catalog),
+            MetaReply::Catalog(catalog) => Ok(Arc::unwrap_or_clone(catalog)),
             other => Err(self.unexpected(&other)),
         }
     }

@@ -8,6 +8,8 @@
 //! Decoding is of untrusted bytes: a malformed or unknown command is an error naming what
 //! is wrong (serde_json bounds nesting), never a panic.
 
+use std::sync::Arc;
+
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
 use metronome_wire::region_request::{read_shard_stats, shard_stats};
@@ -33,14 +35,11 @@ pub enum MetaRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaReply {
     /// The catalog's version after the command (unchanged if it changed nothing).
-    Executed {
-        version: u64,
-    },
-    Catalog(Catalog),
+    Executed { version: u64 },
+    /// Shared: the service answers with its snapshot, not a copy of it.
+    Catalog(Arc<Catalog>),
     /// The catalog version the metasrv has reached.
-    Heartbeat {
-        catalog_version: u64,
-    },
+    Heartbeat { catalog_version: u64 },
 }
 
 impl MetaRequest {
@@ -127,7 +126,7 @@ impl MetaReply {
             fb::Reply::Catalog => {
                 let table = reply.body_as_catalog()?;
                 match serde_json::from_slice(table.catalog_json().bytes()) {
-                    Ok(catalog) => MetaReply::Catalog(catalog),
+                    Ok(catalog) => MetaReply::Catalog(Arc::new(catalog)),
                     Err(error) => return Some(Err(format!("invalid catalog: {error}"))),
                 }
             }
@@ -263,7 +262,7 @@ mod tests {
             assert_eq!(round_trip(&request), Ok(request));
         }
         for reply in [
-            MetaReply::Catalog(state.clone()),
+            MetaReply::Catalog(Arc::new(state.clone())),
             MetaReply::Executed { version: 9 },
             MetaReply::Heartbeat { catalog_version: 4 },
         ] {

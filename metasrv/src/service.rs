@@ -165,7 +165,7 @@ impl MetaService {
                     version: catalog.version,
                 }
             }
-            MetaRequest::Catalog => MetaReply::Catalog(Catalog::clone(&self.catalog())),
+            MetaRequest::Catalog => MetaReply::Catalog(self.catalog()),
             MetaRequest::Heartbeat { datanode, shards } => {
                 self.heartbeat(datanode, shards)
                     .map_err(|error| frame::error_body(fb::ErrorKind::InvalidRequest, &error))?;

@@ -9,6 +9,7 @@ use metronome_core::data::{RegionId, SeriesRows};
 use crate::convert;
 use crate::fb;
 use crate::frame::{self, Body};
+use crate::region_request::encode_write;
 use crate::rows::{ipc_to_series, rows_to_ipc, RowView, SeriesRow, IPC_ROWS_MAX};
 use crate::rpc::{BoxFuture as RpcFuture, Dispatch, RpcClient, RpcError};
 use crate::{BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService};
@@ -71,9 +72,9 @@ impl RegionClient {
 
     /// Sends one frame's request and reads its reply: an `Error` becomes its error, a
     /// scan's pages become one `Series`.
-    async fn send(&self, request: &RegionRequest) -> Result<RegionReply, RegionError> {
+    async fn send(&self, request: Body) -> Result<RegionReply, RegionError> {
         let peer = self.rpc.peer();
-        let frames = self.rpc.call(request.encode()?).await?;
+        let frames = self.rpc.call(request).await?;
         let mut series: Option<Vec<SeriesRows>> = None;
         let mut single = None;
         for frame in &frames {
@@ -114,11 +115,7 @@ impl RegionService for RegionClient {
                 // still wins, as it does in one write.
                 RegionRequest::Write { region, rows } => {
                     for chunk in frame_chunks(&rows) {
-                        let part = RegionRequest::Write {
-                            region,
-                            rows: chunk.to_vec(),
-                        };
-                        match self.send(&part).await? {
+                        match self.send(encode_write(region, chunk)?).await? {
                             RegionReply::Done => {}
                             other => {
                                 return Err(protocol(
@@ -130,7 +127,7 @@ impl RegionService for RegionClient {
                     }
                     Ok(RegionReply::Done)
                 }
-                request => self.send(&request).await,
+                request => self.send(request.encode()?).await,
             }
         })
     }

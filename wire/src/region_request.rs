@@ -162,20 +162,7 @@ impl RegionRequest {
                 let table = fb::SetTtl::create(builder, &args);
                 (fb::Request::SetTtl, table.as_union_value())
             }),
-            RegionRequest::Write { region, rows } => {
-                let payload = rows_to_ipc(rows).map_err(|error| {
-                    RegionError::new(ErrorKind::Invalid, format!("region {region}: {error}"))
-                })?;
-                frame::request_body(|builder| {
-                    let rows = builder.create_vector(&payload);
-                    let args = fb::WriteArgs {
-                        region: Some(&convert::region_id(*region)),
-                        rows: Some(rows),
-                    };
-                    let table = fb::Write::create(builder, &args);
-                    (fb::Request::Write, table.as_union_value())
-                })
-            }
+            RegionRequest::Write { region, rows } => encode_write(*region, rows)?,
             RegionRequest::Scan { region, request } => frame::request_body(|builder| {
                 let table = convert::scan(builder, *region, request);
                 (fb::Request::Scan, table.as_union_value())
@@ -266,6 +253,23 @@ impl RegionRequest {
             other => return Err(format!("a datanode does not serve {other:?} requests")),
         })
     }
+}
+
+/// A write of `rows` (one frame's worth) to `region`: the client encodes each frame of a
+/// big write from its slice of rows, without copying them into a request of their own.
+pub(crate) fn encode_write(region: RegionId, rows: &[Row]) -> Result<Body, RegionError> {
+    let payload = rows_to_ipc(rows).map_err(|error| {
+        RegionError::new(ErrorKind::Invalid, format!("region {region}: {error}"))
+    })?;
+    Ok(frame::request_body(|builder| {
+        let rows = builder.create_vector(&payload);
+        let args = fb::WriteArgs {
+            region: Some(&convert::region_id(region)),
+            rows: Some(rows),
+        };
+        let table = fb::Write::create(builder, &args);
+        (fb::Request::Write, table.as_union_value())
+    }))
 }
 
 impl RegionReply {

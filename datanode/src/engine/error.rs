@@ -38,6 +38,9 @@ pub enum EngineError {
     Corrupt { file: String, reason: String },
     #[error("the datanode is unavailable: {0}")]
     Unavailable(String),
+    /// A fault of the datanode's own (a shard answering a request with another's reply).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl EngineError {
@@ -62,7 +65,9 @@ impl EngineError {
                 ErrorKind::Unavailable
             }
             EngineError::Corrupt { .. } => ErrorKind::Corrupt,
-            EngineError::Wal(WalError::Io(_)) | EngineError::Io(_) => ErrorKind::Internal,
+            EngineError::Wal(WalError::Io(_)) | EngineError::Io(_) | EngineError::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 
