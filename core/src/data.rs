@@ -168,14 +168,19 @@ impl RegionSchema {
                 self.tags.len()
             ));
         }
-        if row.fields.len() != self.fields.len() {
+        self.check_fields(&row.fields)
+    }
+
+    /// Checks one row's fields against the schema; the error names the field at fault.
+    pub fn check_fields(&self, fields: &[Value]) -> Result<(), String> {
+        if fields.len() != self.fields.len() {
             return Err(format!(
                 "has {} field values, the schema has {} fields",
-                row.fields.len(),
+                fields.len(),
                 self.fields.len()
             ));
         }
-        for (value, column) in row.fields.iter().zip(&self.fields) {
+        for (value, column) in fields.iter().zip(&self.fields) {
             if !value.fits(column.field_type) {
                 return Err(format!(
                     "field {:?} is {:?}, got {value:?}",

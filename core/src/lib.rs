@@ -10,7 +10,8 @@
 //! - [`error`], the one classification of failures, and what each kind means to a
 //!   client (retry, HTTP status, SQLSTATE);
 //! - [`data`], the data model: region ids, schemas, rows and values, and [`time_unit`],
-//!   the unit of a table's timestamps with the only conversions between units;
+//!   the unit of a table's timestamps with the only conversions between units, and
+//!   [`write_batch`], the one form of a write from the frontend's decoders to a memtable;
 //! - [`re2`], label regular expressions in Go's syntax, as Prometheus reads them,
 //!   translated for the `regex` crate (every label regex is compiled through it);
 //! - [`journal`], the on-disk format of a checkpointed state machine (region manifests,
@@ -27,3 +28,4 @@ pub mod journal;
 pub mod re2;
 pub mod rt;
 pub mod time_unit;
+pub mod write_batch;

@@ -19,6 +19,7 @@ use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{self, IoDriver, ShardContext, ShardError, Shards, ShardsConfig};
 use metronome_core::rt::{task, time};
+use metronome_core::write_batch::WriteBatch;
 use std::time::Duration;
 
 use metronome_wire::{RegionReply, RegionRequest, ShardStats};
@@ -525,10 +526,14 @@ impl DatanodeHandle {
             .await
     }
 
-    /// Writes rows; returns once they are durable.
-    pub async fn write(&self, region: RegionId, rows: Vec<Row>) -> Result<(), EngineError> {
-        self.region_done(RegionRequest::Write { region, rows })
-            .await
+    /// Writes a batch; returns once it is durable.
+    pub async fn write(&self, region: RegionId, batch: WriteBatch) -> Result<(), EngineError> {
+        self.region_done(RegionRequest::Write {
+            region,
+            batch,
+            encoded: None,
+        })
+        .await
     }
 
     pub async fn scan(

@@ -9,7 +9,6 @@
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
 //! through `wire`).
 
-pub mod codec;
 pub mod datanode;
 pub mod engine;
 pub mod manifest;

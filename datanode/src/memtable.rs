@@ -10,7 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashTable;
 use metronome_core::data::{Row, SeriesRows, Value};
+use metronome_core::write_batch::SeriesWrite;
 
 use crate::merge::SequencedSeries;
 
@@ -32,9 +36,10 @@ pub struct Memtable {
     series: Vec<(SeriesKey, Points)>,
     /// The series in tag order, for scans.
     order: BTreeMap<SeriesKey, SeriesIndex>,
-    /// The series by their tags, for writes: hashing a series' tags once is cheaper than
-    /// comparing them with a dozen others on the way down the ordered map.
-    lookup: HashMap<SeriesKey, SeriesIndex, foldhash::fast::RandomState>,
+    /// The series by the hash of the tags they have ([`series_hash`]), for writes:
+    /// hashing a series' tags once is cheaper than comparing them with a dozen others on
+    /// the way down the ordered map.
+    lookup: HashTable<SeriesIndex>,
     /// (tag index, non-empty value) → the series with that value, in insertion order.
     postings: HashMap<(usize, String), Vec<SeriesIndex>>,
     bytes: usize,
@@ -42,53 +47,132 @@ pub struct Memtable {
     max_sequence: u64,
 }
 
+/// The hash of a series by the tags it has, (position, value) with the value not empty,
+/// so that positional and sparse forms of one series hash alike.
+fn series_hash<'a>(tags: impl Iterator<Item = (usize, &'a str)>) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    for (index, value) in tags {
+        hasher.write_usize(index);
+        hasher.write(value.as_bytes());
+        hasher.write_u8(0xff);
+    }
+    hasher.finish()
+}
+
+/// Whether the positional `key` is the series of sparse `tags`.
+fn same_series(key: &[String], tags: &[(u32, String)]) -> bool {
+    let mut sparse = tags.iter();
+    for (index, value) in key.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+        match sparse.next() {
+            Some((position, expected)) if *position as usize == index && expected == value => {}
+            _ => return false,
+        }
+    }
+    sparse.next().is_none()
+}
+
 impl Memtable {
-    /// Inserts `row` written by `sequence`, unless a later write already holds its place.
-    /// Rows of one write share its sequence, and of those the last one inserted wins, as
-    /// if each row were its own write. Returns the change in accounted bytes.
+    /// Inserts `row` written by `sequence`, unless a later write already holds its place
+    /// (see [`Memtable::insert_series`]).
     pub fn insert(&mut self, sequence: u64, row: Row) -> isize {
+        let tags = SeriesWrite::sparse_tags(&row.tags);
+        self.insert_series(sequence, &tags, vec![(row.ts, row.fields)])
+    }
+
+    /// Inserts the rows of one series (its tags as [`SeriesWrite::tags`] gives them)
+    /// written by `sequence`, each unless a later write already holds its place. Rows of
+    /// one write share its sequence, and of those the last one inserted wins, as if each
+    /// row were its own write. Returns the change in accounted bytes.
+    ///
+    /// Finding an existing series costs its own tags only: the lookup hashes and compares
+    /// the tags the series has, never the empty ones before them.
+    pub fn insert_series(
+        &mut self,
+        sequence: u64,
+        tags: &[(u32, String)],
+        rows: Vec<(i64, Vec<Value>)>,
+    ) -> isize {
+        debug_assert!(
+            tags.windows(2).all(|pair| pair[0].0 < pair[1].0)
+                && tags.iter().all(|(_, value)| !value.is_empty()),
+            "a series' tags are by increasing position and not empty"
+        );
         let before = self.bytes;
         self.max_sequence = self.max_sequence.max(sequence);
-        let value_bytes: usize = row.fields.iter().map(Value::estimated_bytes).sum();
-        let slot = match self.lookup.get(row.tags.as_slice()) {
-            Some(&slot) => slot,
-            None => {
-                let slot = SeriesIndex::try_from(self.series.len())
-                    .expect("a memtable holds fewer than 2^32 series");
-                let key_bytes: usize = row.tags.iter().map(|t| t.len() + ROW_OVERHEAD_BYTES).sum();
-                self.bytes += key_bytes + 2 * std::mem::size_of::<SeriesKey>();
-                let key: SeriesKey = Arc::from(row.tags);
-                for (index, value) in key.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
-                    let posting = self.postings.entry((index, value.clone())).or_default();
-                    if posting.is_empty() {
-                        self.bytes += value.len() + ROW_OVERHEAD_BYTES;
-                    }
-                    posting.push(slot);
-                    self.bytes += std::mem::size_of::<SeriesIndex>();
-                }
-                self.order.insert(key.clone(), slot);
-                self.lookup.insert(key.clone(), slot);
-                self.series.push((key, Points::new()));
-                slot
-            }
+        let hash = series_hash(
+            tags.iter()
+                .map(|(index, value)| (*index as usize, value.as_str())),
+        );
+        let series = &self.series;
+        let found = self
+            .lookup
+            .find(hash, |slot| same_series(&series[*slot as usize].0, tags))
+            .copied();
+        let slot = match found {
+            Some(slot) => slot,
+            None => self.add_series(hash, tags),
         };
-        let series = &mut self.series[slot as usize].1;
-        match series.get_mut(&row.ts) {
-            Some((existing, fields)) => {
-                if *existing <= sequence {
-                    let old: usize = fields.iter().map(Value::estimated_bytes).sum();
-                    *existing = sequence;
-                    *fields = row.fields;
-                    self.bytes = self.bytes - old + value_bytes;
+        for (ts, fields) in rows {
+            let value_bytes: usize = fields.iter().map(Value::estimated_bytes).sum();
+            let points = &mut self.series[slot as usize].1;
+            match points.get_mut(&ts) {
+                Some((existing, old)) => {
+                    if *existing <= sequence {
+                        let old_bytes: usize = old.iter().map(Value::estimated_bytes).sum();
+                        *existing = sequence;
+                        *old = fields;
+                        self.bytes = self.bytes - old_bytes + value_bytes;
+                    }
                 }
-            }
-            None => {
-                series.insert(row.ts, (sequence, row.fields));
-                self.bytes += value_bytes + ROW_OVERHEAD_BYTES;
-                self.rows += 1;
+                None => {
+                    points.insert(ts, (sequence, fields));
+                    self.bytes += value_bytes + ROW_OVERHEAD_BYTES;
+                    self.rows += 1;
+                }
             }
         }
         self.bytes as isize - before as isize
+    }
+
+    /// A new series of `tags` (hashing to `hash`), with no points yet.
+    fn add_series(&mut self, hash: u64, tags: &[(u32, String)]) -> SeriesIndex {
+        let slot = SeriesIndex::try_from(self.series.len())
+            .expect("a memtable holds fewer than 2^32 series");
+        let width = tags.last().map_or(0, |(index, _)| *index as usize + 1);
+        let mut positional = vec![String::new(); width];
+        for (index, value) in tags {
+            positional[*index as usize] = value.clone();
+        }
+        let key_bytes: usize = positional
+            .iter()
+            .map(|t| t.len() + ROW_OVERHEAD_BYTES)
+            .sum();
+        self.bytes += key_bytes + 2 * std::mem::size_of::<SeriesKey>();
+        let key: SeriesKey = Arc::from(positional);
+        for (index, value) in tags {
+            let posting = self
+                .postings
+                .entry((*index as usize, value.clone()))
+                .or_default();
+            if posting.is_empty() {
+                self.bytes += value.len() + ROW_OVERHEAD_BYTES;
+            }
+            posting.push(slot);
+            self.bytes += std::mem::size_of::<SeriesIndex>();
+        }
+        self.order.insert(key.clone(), slot);
+        let series = &self.series;
+        self.lookup.insert_unique(hash, slot, |slot| {
+            let key = &series[*slot as usize].0;
+            series_hash(
+                key.iter()
+                    .enumerate()
+                    .filter(|(_, value)| !value.is_empty())
+                    .map(|(index, value)| (index, value.as_str())),
+            )
+        });
+        self.series.push((key, Points::new()));
+        slot
     }
 
     pub fn bytes(&self) -> usize {

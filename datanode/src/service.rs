@@ -54,8 +54,12 @@ pub(crate) async fn handle(
             engine.set_ttl(region, ttl_ms).await?;
             RegionReply::Done
         }
-        RegionRequest::Write { region, rows } => {
-            engine.write(region, rows).await?;
+        RegionRequest::Write {
+            region,
+            batch,
+            encoded,
+        } => {
+            engine.write(region, batch, encoded).await?;
             RegionReply::Done
         }
         RegionRequest::Scan { region, request } => {

@@ -10,6 +10,7 @@ use metronome_core::data::{
 use metronome_core::rt::disk::{Disk, OpenOptions, SimDisk};
 use metronome_core::rt::object::{ObjectStore, SimObjectFaults, SimObjectStore};
 use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice, ShardContext, ShardsConfig};
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::{EngineConfig, EngineError, ShardEngine, SstStore};
 use metronome_datanode::manifest;
@@ -75,17 +76,22 @@ fn series_only_scans_list_each_series_once_from_memtables_and_sst_indexes() {
         engine
             .write(
                 R1,
-                vec![
+                WriteBatch::from_rows(vec![
                     row("a", "x", 1000, 1.0),
                     row("a", "x", 2000, 2.0),
                     row("b", "y", 1500, 3.0),
-                ],
+                ]),
+                None,
             )
             .await
             .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         engine
-            .write(R1, vec![row("a", "x", 9000, 4.0), row("c", "x", 9500, 5.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("a", "x", 9000, 4.0), row("c", "x", 9500, 5.0)]),
+                None,
+            )
             .await
             .unwrap();
         let series = |start_ms: i64, end_ms: i64, matchers: Vec<TagMatcher>| {
@@ -175,7 +181,10 @@ fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
                 row("b", "y", 30 + offset, 4.0),
             ]
         };
-        engine.write(R1, rows(0)).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(rows(0)), None)
+            .await
+            .unwrap();
         // Only the live memtable: the grouped scan answers straight from it.
         check(engine.clone(), "memtable").await;
         // A field added since: rows written before read it as null.
@@ -196,7 +205,10 @@ fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
         for row in &mut later {
             row.fields.push(Value::Int64(7));
         }
-        engine.write(R1, later).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(later), None)
+            .await
+            .unwrap();
         check(engine.clone(), "SST and memtable").await;
         // Later writes of points in an SST, a second SST, and a memtable overwriting both:
         // the latest write of each point wins.
@@ -212,9 +224,15 @@ fn series_grouped_scans_group_exactly_the_rows_of_a_scan() {
                 },
             ]
         };
-        engine.write(R1, overwrite(50.0)).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(overwrite(50.0)), None)
+            .await
+            .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
-        engine.write(R1, overwrite(60.0)).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(overwrite(60.0)), None)
+            .await
+            .unwrap();
         check(engine.clone(), "two SSTs and a memtable").await;
         let a = engine
             .scan_series(
@@ -242,15 +260,19 @@ fn scans_return_matching_rows_in_series_then_time_order_with_later_writes_winnin
         engine
             .write(
                 R1,
-                vec![
+                WriteBatch::from_rows(vec![
                     row("b", "x", 2, 1.0),
                     row("a", "y", 5, 2.0),
                     row("a", "x", 1, 3.0),
-                ],
+                ]),
+                None,
             )
             .await
             .unwrap();
-        engine.write(R1, vec![row("b", "x", 2, 9.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("b", "x", 2, 9.0)]), None)
+            .await
+            .unwrap();
 
         let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
         assert_eq!(
@@ -358,11 +380,15 @@ fn bad_writes_are_refused_with_the_row_and_column_named() {
         let mut bad = row("a", "x", 1, 1.0);
         bad.fields = vec![Value::String("oops".into())];
         let error = engine
-            .write(R1, vec![row("a", "x", 0, 0.0), bad])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("a", "x", 0, 0.0), bad]),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(
-            matches!(&error, EngineError::InvalidRow { row: 1, reason, .. } if reason.contains("value")),
+            matches!(&error, EngineError::InvalidWrite { fault, .. } if fault.row == Some(1) && fault.reason.contains("value")),
             "{error}"
         );
         assert!(
@@ -374,7 +400,7 @@ fn bad_writes_are_refused_with_the_row_and_column_named() {
             "a refused write applies nothing"
         );
         assert!(matches!(
-            engine.write(R2, vec![]).await,
+            engine.write(R2, WriteBatch::from_rows(vec![]), None).await,
             Err(EngineError::RegionNotFound(R2))
         ));
         let error = engine
@@ -411,7 +437,13 @@ fn a_closed_region_keeps_every_acknowledged_row_serves_nothing_and_stays_closed_
             let write = |ts: i64| {
                 let engine = engine.clone();
                 metronome_core::rt::task::spawn_local(async move {
-                    engine.write(R1, vec![row("a", "x", ts, ts as f64)]).await
+                    engine
+                        .write(
+                            R1,
+                            WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                            None,
+                        )
+                        .await
                 })
             };
             let mut writers: Vec<_> = (0..10).map(write).collect();
@@ -439,7 +471,13 @@ fn a_closed_region_keeps_every_acknowledged_row_serves_nothing_and_stays_closed_
                 "writes during the close are refused"
             );
             engine.close_region(R1).await.unwrap();
-            let refused = engine.write(R1, vec![row("a", "x", 99, 0.0)]).await;
+            let refused = engine
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", 99, 0.0)]),
+                    None,
+                )
+                .await;
             assert!(
                 matches!(refused, Err(EngineError::RegionClosed(_))),
                 "{refused:?}"
@@ -452,7 +490,10 @@ fn a_closed_region_keeps_every_acknowledged_row_serves_nothing_and_stays_closed_
                 engine.create_region(R1, schema()).await,
                 Err(EngineError::RegionClosed(_))
             ));
-            engine.write(R2, vec![row("b", "y", 1, 1.0)]).await.unwrap();
+            engine
+                .write(R2, WriteBatch::from_rows(vec![row("b", "y", 1, 1.0)]), None)
+                .await
+                .unwrap();
             sim.crash();
             acknowledged
         }
@@ -486,7 +527,11 @@ fn a_closed_region_keeps_every_acknowledged_row_serves_nothing_and_stays_closed_
             assert_eq!(row.fields, [Value::Float64(row.ts as f64)]);
         }
         engine
-            .write(R1, vec![row("a", "x", 99, 9.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("a", "x", 99, 9.0)]),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -508,11 +553,18 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
             engine.create_region(R2, schema()).await.unwrap();
             for ts in 0..100 {
                 engine
-                    .write(R1, vec![row("a", "x", ts, ts as f64)])
+                    .write(
+                        R1,
+                        WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                        None,
+                    )
                     .await
                     .unwrap();
             }
-            engine.write(R2, vec![row("z", "y", 7, 7.0)]).await.unwrap();
+            engine
+                .write(R2, WriteBatch::from_rows(vec![row("z", "y", 7, 7.0)]), None)
+                .await
+                .unwrap();
             engine
                 .add_field(
                     R2,
@@ -526,10 +578,11 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
             engine
                 .write(
                     R2,
-                    vec![Row {
+                    WriteBatch::from_rows(vec![Row {
                         fields: vec![Value::Float64(8.0), Value::Int64(8)],
                         ..row("z", "y", 8, 0.0)
-                    }],
+                    }]),
+                    None,
                 )
                 .await
                 .unwrap();
@@ -556,7 +609,11 @@ fn regions_recover_their_schema_and_acknowledged_rows_after_a_crash() {
         assert_eq!(engine.schema(R2).unwrap().fields.len(), 2);
         // Sequences continue after recovery: a new write still replaces an old one.
         engine
-            .write(R1, vec![row("a", "x", 5, -1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("a", "x", 5, -1.0)]),
+                None,
+            )
             .await
             .unwrap();
         let five = ScanRequest {
@@ -579,7 +636,11 @@ fn repeated_scans_and_a_recreated_region_read_their_own_ssts() {
         for (incarnation, host) in [(1.0, "old"), (2.0, "new")] {
             engine.create_region(R1, schema()).await.unwrap();
             engine
-                .write(R1, vec![row(host, "x", 1, incarnation)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row(host, "x", 1, incarnation)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
@@ -605,7 +666,11 @@ fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
             let engine = open(&disk).await;
             engine.create_region(R1, schema()).await.unwrap();
             engine
-                .write(R1, vec![row("old", "x", 1, 1.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("old", "x", 1, 1.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.drop_region(R1).await.unwrap();
@@ -624,7 +689,11 @@ fn a_dropped_region_stays_dropped_and_a_new_one_with_its_id_starts_empty() {
         assert_eq!(recovery.regions, 0);
         engine.create_region(R1, schema()).await.unwrap();
         engine
-            .write(R1, vec![row("new", "x", 2, 2.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("new", "x", 2, 2.0)]),
+                None,
+            )
             .await
             .unwrap();
         drop(engine);
@@ -648,8 +717,14 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
             let engine = open(&disk).await;
             engine.create_region(R1, schema()).await.unwrap();
             engine.create_region(R2, schema()).await.unwrap();
-            engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
-            engine.write(R2, vec![row("b", "x", 1, 1.0)]).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+                .await
+                .unwrap();
+            engine
+                .write(R2, WriteBatch::from_rows(vec![row("b", "x", 1, 1.0)]), None)
+                .await
+                .unwrap();
             // Rot one payload byte of R1's record (the first commit of the only segment).
             let segment = disk.list_dir("shard-0/wal").await.unwrap()[0].clone();
             let file = disk
@@ -674,7 +749,10 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
                 && message.contains("offset 0"),
             "{message}"
         );
-        assert!(engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.is_err());
+        assert!(engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 2, 2.0)]), None)
+            .await
+            .is_err());
         assert_eq!(
             engine.scan(R2, &ScanRequest::all()).await.unwrap().len(),
             1,
@@ -695,7 +773,14 @@ fn a_full_memory_budget_refuses_writes_as_retryable() {
         engine.create_region(R1, schema()).await.unwrap();
         let mut refused = None;
         for ts in 0..1000 {
-            if let Err(error) = engine.write(R1, vec![row("a", "x", ts, 0.0)]).await {
+            if let Err(error) = engine
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, 0.0)]),
+                    None,
+                )
+                .await
+            {
                 refused = Some(error);
                 break;
             }
@@ -728,7 +813,10 @@ fn a_datanode_spreads_regions_over_its_shards_and_refuses_fewer_shards_later() {
         for &region in &regions {
             handle.create_region(region, schema()).await.unwrap();
             handle
-                .write(region, vec![row("h", "d", i64::from(region.number), 1.0)])
+                .write(
+                    region,
+                    WriteBatch::from_rows(vec![row("h", "d", i64::from(region.number), 1.0)]),
+                )
                 .await
                 .unwrap();
         }
@@ -789,13 +877,13 @@ fn a_datanode_streams_scan_batches_and_stops_when_the_reader_goes_away() {
             let rows: Vec<Row> = (0..4)
                 .map(|h| row(&format!("h{h}"), "x", ts, 1.0))
                 .collect();
-            handle.write(R1, rows).await.unwrap();
+            handle.write(R1, WriteBatch::from_rows(rows)).await.unwrap();
             if ts == 250 {
                 handle.flush(R1).await.unwrap();
             }
         }
         handle
-            .write(R1, vec![row("h0", "x", 10, -1.0)])
+            .write(R1, WriteBatch::from_rows(vec![row("h0", "x", 10, -1.0)]))
             .await
             .unwrap();
         let rows = handle.scan(R1, ScanRequest::all()).await.unwrap();
@@ -862,7 +950,7 @@ fn a_scan_stream_whose_shard_stops_ends_in_an_error_not_a_hang() {
     let mut stream = futures::executor::block_on(async {
         handle.create_region(R1, schema()).await.unwrap();
         let rows: Vec<Row> = (0..1000).map(|ts| row("h", "x", ts, 1.0)).collect();
-        handle.write(R1, rows).await.unwrap();
+        handle.write(R1, WriteBatch::from_rows(rows)).await.unwrap();
         handle
             .scan_batches(R1, ScanRequest::all(), 10)
             .await
@@ -911,7 +999,11 @@ fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
             engine.create_region(R1, schema()).await.unwrap();
             for ts in 0..300 {
                 engine
-                    .write(R1, vec![row(&format!("h{}", ts % 7), "x", ts, 1.0)])
+                    .write(
+                        R1,
+                        WriteBatch::from_rows(vec![row(&format!("h{}", ts % 7), "x", ts, 1.0)]),
+                        None,
+                    )
                     .await
                     .unwrap();
             }
@@ -924,12 +1016,20 @@ fn flushed_rows_merge_with_the_memtable_survive_restart_and_free_the_wal() {
             assert_eq!(engine.memory_bytes(), 0, "the flushed memtable is freed");
             // Newer writes replace flushed rows; a second flush stacks another file.
             engine
-                .write(R1, vec![row("h0", "x", 0, 2.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("h0", "x", 0, 2.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
             engine
-                .write(R1, vec![row("h0", "x", 0, 3.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("h0", "x", 0, 3.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             let all = engine.scan(R1, &ScanRequest::all()).await.unwrap();
@@ -984,11 +1084,14 @@ fn a_write_in_flight_during_a_flush_is_not_claimed_by_it() {
         move |_| async move {
             let engine = open(&disk).await;
             engine.create_region(R1, schema()).await.unwrap();
-            engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+                .await
+                .unwrap();
             // A write whose WAL commit has not completed when the flush freezes: polled
             // once, it takes its sequence and queues its record, then waits for the commit,
             // which the WAL writer cannot make before this task yields.
-            let write = engine.write(R1, vec![row("b", "x", 2, 2.0)]);
+            let write = engine.write(R1, WriteBatch::from_rows(vec![row("b", "x", 2, 2.0)]), None);
             let mut write = std::pin::pin!(write);
             let waker = futures::task::noop_waker();
             let polled = write
@@ -1024,7 +1127,11 @@ async fn before_a_later_write<T>(engine: &ShardEngine, work: impl Future<Output 
     };
     let write = async {
         engine
-            .write(R1, vec![row("late", "x", 1, 2.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("late", "x", 1, 2.0)]),
+                None,
+            )
             .await
             .unwrap();
         order.borrow_mut().push("write");
@@ -1045,7 +1152,10 @@ fn a_large_flush_yields_so_a_later_write_completes_before_it() {
             let rows: Vec<Row> = (0..5000)
                 .map(|i| row(&format!("h{:04}", i % 1000), "x", batch * 5 + i / 1000, 1.0))
                 .collect();
-            engine.write(R1, rows).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(rows), None)
+                .await
+                .unwrap();
         }
         let meta = before_a_later_write(&engine, engine.flush_region(R1)).await;
         assert_eq!(meta.unwrap().unwrap().rows, 200_000);
@@ -1073,7 +1183,10 @@ fn a_large_compaction_yields_so_a_later_write_completes_before_it() {
                     row(&format!("h{:04}", i % 1000), "x", ts, file as f64)
                 })
                 .collect();
-            engine.write(R1, rows).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(rows), None)
+                .await
+                .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
         }
         let removed = before_a_later_write(&engine, engine.compact_region(R1)).await;
@@ -1100,7 +1213,10 @@ fn a_second_compaction_of_a_region_waits_its_turn() {
             let rows: Vec<Row> = (0..40_000)
                 .map(|i| row(&format!("h{:04}", i % 1000), "x", file * 40 + i / 1000, 1.0))
                 .collect();
-            engine.write(R1, rows).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(rows), None)
+                .await
+                .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
         }
         let before = engine.scan(R1, &ScanRequest::all()).await.unwrap();
@@ -1125,7 +1241,11 @@ fn a_failed_flush_keeps_the_rows_and_a_later_one_succeeds() {
         engine.create_region(R1, schema()).await.unwrap();
         for ts in 0..50 {
             engine
-                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                    None,
+                )
                 .await
                 .unwrap();
         }
@@ -1159,7 +1279,10 @@ fn an_sst_no_manifest_refers_to_is_deleted_at_recovery() {
     on_shard(move |_| async move {
         let engine = open(&disk).await;
         engine.create_region(R1, schema()).await.unwrap();
-        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+            .await
+            .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         drop(engine);
         let store = metronome_core::rt::object::ObjectStore::local(disk.clone(), "");
@@ -1194,12 +1317,19 @@ fn compaction_merges_files_of_one_size_tier_and_leaves_a_bigger_one() {
         let big: Vec<Row> = (0..3000)
             .map(|i| row(&format!("h{:03}", i % 300), "x", i, i as f64 * 1.37))
             .collect();
-        engine.write(R1, big).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(big), None)
+            .await
+            .unwrap();
         let big = engine.flush_region(R1).await.unwrap().unwrap();
         let mut small = Vec::new();
         for round in 0..3 {
             engine
-                .write(R1, vec![row("s", "x", 10_000 + round, 1.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("s", "x", 10_000 + round, 1.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             small.push(engine.flush_region(R1).await.unwrap().unwrap());
@@ -1242,7 +1372,11 @@ fn compaction_merges_a_windows_files_keeping_the_latest_writes() {
                 // Each round rewrites half of the previous round's points.
                 if round == 0 || ts % 2 == 0 {
                     engine
-                        .write(R1, vec![row("a", "x", ts, f64::from(round))])
+                        .write(
+                            R1,
+                            WriteBatch::from_rows(vec![row("a", "x", ts, f64::from(round))]),
+                            None,
+                        )
                         .await
                         .unwrap();
                 }
@@ -1285,12 +1419,20 @@ fn retention_hides_expired_rows_at_once_and_compaction_deletes_their_files() {
         let now = metronome_core::rt::time::unix_time_ms();
         let hour = 3_600_000;
         engine
-            .write(R1, vec![row("old", "x", now - 3 * hour, 1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("old", "x", now - 3 * hour, 1.0)]),
+                None,
+            )
             .await
             .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         engine
-            .write(R1, vec![row("new", "x", now, 2.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("new", "x", now, 2.0)]),
+                None,
+            )
             .await
             .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
@@ -1331,7 +1473,11 @@ fn a_nanosecond_region_keeps_its_unit_through_retention_and_restart() {
         let now_ns = metronome_core::rt::time::unix_time_ms() * 1_000_000;
         let hour_ns = 3_600_000_000_000;
         engine
-            .write(R1, vec![row("old", "x", now_ns - 3 * hour_ns, 1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("old", "x", now_ns - 3 * hour_ns, 1.0)]),
+                None,
+            )
             .await
             .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
@@ -1339,10 +1485,11 @@ fn a_nanosecond_region_keeps_its_unit_through_retention_and_restart() {
         engine
             .write(
                 R1,
-                vec![
+                WriteBatch::from_rows(vec![
                     row("new", "x", now_ns, 2.0),
                     row("new", "x", now_ns + 500, 3.0),
-                ],
+                ]),
+                None,
             )
             .await
             .unwrap();
@@ -1382,7 +1529,10 @@ fn a_damaged_sst_is_reported_as_corrupt_not_as_an_io_failure() {
         let disk = Disk::sim(SimDisk::new(33));
         let engine = open(&disk).await;
         engine.create_region(R1, schema()).await.unwrap();
-        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+            .await
+            .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         drop(engine);
         // Every SST of the region overwritten with bytes that are no Parquet file.
@@ -1425,7 +1575,11 @@ fn ssts_and_manifests_can_live_in_s3() {
         engine.create_region(R1, schema()).await.unwrap();
         for ts in 0..100 {
             engine
-                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                    None,
+                )
                 .await
                 .unwrap();
         }
@@ -1467,7 +1621,11 @@ fn manifests_in_an_object_store_checkpoint_and_recover_without_the_disk() {
         // More edits than a checkpoint covers: 20 flushes, then a compaction.
         for ts in 0..20 {
             engine
-                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
@@ -1514,7 +1672,10 @@ fn manifests_in_an_object_store_checkpoint_and_recover_without_the_disk() {
             Err(EngineError::RegionNotFound(_))
         ));
         // Recovery folded the edits into a checkpoint; a flush puts the next edit.
-        engine.write(R1, vec![row("b", "x", 0, 0.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("b", "x", 0, 0.0)]), None)
+            .await
+            .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         drop(engine);
         let edits: Vec<String> = manifest_keys("shard-0/regions/1_1/manifest/")
@@ -1555,7 +1716,10 @@ fn a_close_whose_manifest_edit_failed_keeps_refusing_writes_until_opened() {
             .await
             .unwrap();
         engine.create_region(R1, schema()).await.unwrap();
-        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+            .await
+            .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
         // The Close edit fails; it may have been stored all the same.
         objects.set_faults(SimObjectFaults {
@@ -1564,12 +1728,17 @@ fn a_close_whose_manifest_edit_failed_keeps_refusing_writes_until_opened() {
         });
         assert!(engine.close_region(R1).await.is_err());
         assert!(matches!(
-            engine.write(R1, vec![row("a", "x", 2, 2.0)]).await,
+            engine
+                .write(R1, WriteBatch::from_rows(vec![row("a", "x", 2, 2.0)]), None)
+                .await,
             Err(EngineError::RegionClosed(_))
         ));
         objects.set_faults(SimObjectFaults::default());
         engine.open_region(R1).await.unwrap();
-        engine.write(R1, vec![row("a", "x", 2, 2.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 2, 2.0)]), None)
+            .await
+            .unwrap();
         assert_eq!(engine.scan(R1, &ScanRequest::all()).await.unwrap().len(), 2);
     });
 }
@@ -1592,7 +1761,11 @@ fn a_quarantined_region_in_an_object_store_can_be_dropped_for_good_and_created_a
         engine.create_region(R1, schema()).await.unwrap();
         for ts in 0..3 {
             engine
-                .write(R1, vec![row("old", "x", ts, 0.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("old", "x", ts, 0.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
@@ -1625,7 +1798,11 @@ fn a_quarantined_region_in_an_object_store_can_be_dropped_for_good_and_created_a
         ));
         engine.create_region(R1, schema()).await.unwrap();
         engine
-            .write(R1, vec![row("new", "x", 0, 1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("new", "x", 0, 1.0)]),
+                None,
+            )
             .await
             .unwrap();
         engine.flush_region(R1).await.unwrap().unwrap();
@@ -1647,7 +1824,10 @@ fn a_drop_whose_tombstone_failed_refuses_service_until_dropped_again() {
             .await
             .unwrap();
         engine.create_region(R1, schema()).await.unwrap();
-        engine.write(R1, vec![row("a", "x", 1, 1.0)]).await.unwrap();
+        engine
+            .write(R1, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]), None)
+            .await
+            .unwrap();
         // The tombstone's put fails (and may have stored it).
         objects.set_faults(SimObjectFaults {
             error_probability: 1.0,
@@ -1656,7 +1836,9 @@ fn a_drop_whose_tombstone_failed_refuses_service_until_dropped_again() {
         });
         assert!(engine.drop_region(R1).await.is_err());
         assert!(matches!(
-            engine.write(R1, vec![row("a", "x", 2, 2.0)]).await,
+            engine
+                .write(R1, WriteBatch::from_rows(vec![row("a", "x", 2, 2.0)]), None)
+                .await,
             Err(EngineError::Quarantined { .. })
         ));
         objects.set_faults(SimObjectFaults::default());
@@ -1678,7 +1860,11 @@ fn a_flush_of_a_dropped_region_never_lands_in_its_next_incarnation() {
             .unwrap();
         engine.create_region(R1, schema()).await.unwrap();
         engine
-            .write(R1, vec![row("old", "x", 1, 1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("old", "x", 1, 1.0)]),
+                None,
+            )
             .await
             .unwrap();
         // The flush freezes the memtable and yields after encoding; the region is dropped
@@ -1724,7 +1910,11 @@ fn a_rarely_written_region_cannot_make_the_wal_grow_without_bound() {
         engine.create_region(R2, schema()).await.unwrap();
         // R1 writes once and never again; R2 writes a lot.
         engine
-            .write(R1, vec![row("quiet", "x", 0, 0.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("quiet", "x", 0, 0.0)]),
+                None,
+            )
             .await
             .unwrap();
         let mut segments_max = 0;
@@ -1732,7 +1922,10 @@ fn a_rarely_written_region_cannot_make_the_wal_grow_without_bound() {
             let rows: Vec<Row> = (0..20)
                 .map(|i| row(&format!("busy-{i}"), "x", ts, 1.0))
                 .collect();
-            engine.write(R2, rows).await.unwrap();
+            engine
+                .write(R2, WriteBatch::from_rows(rows), None)
+                .await
+                .unwrap();
             if engine.wants_flush() {
                 engine.flush_for_pressure().await.unwrap();
             }
@@ -1762,7 +1955,11 @@ fn manifest_edits_are_logged_replayed_after_a_crash_and_checkpointed() {
         engine.create_region(R1, schema()).await.unwrap();
         for ts in 0..5 {
             engine
-                .write(R1, vec![row("a", "x", ts, 0.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, 0.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
@@ -1790,7 +1987,11 @@ fn manifest_edits_are_logged_replayed_after_a_crash_and_checkpointed() {
         // Recovery folded the log into a checkpoint; edits continue from there.
         for ts in 5..30 {
             engine
-                .write(R1, vec![row("a", "x", ts, 0.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, 0.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
@@ -1830,7 +2031,11 @@ fn sequences_continue_above_flushed_data_after_a_restart() {
         let mut last = 0;
         for ts in 0..10 {
             last = engine
-                .write(R1, vec![row("a", "x", ts, 0.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, 0.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
         }
@@ -1841,7 +2046,10 @@ fn sequences_continue_above_flushed_data_after_a_restart() {
             let rows: Vec<Row> = (0..10)
                 .map(|i| row(&format!("b{i}"), "x", ts, 0.0))
                 .collect();
-            engine.write(R2, rows).await.unwrap();
+            engine
+                .write(R2, WriteBatch::from_rows(rows), None)
+                .await
+                .unwrap();
         }
         engine.flush_region(R2).await.unwrap().unwrap();
         drop(engine);
@@ -1855,7 +2063,11 @@ fn sequences_continue_above_flushed_data_after_a_restart() {
             recovery.wal.records
         );
         let next = engine
-            .write(R1, vec![row("a", "x", 100, 1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("a", "x", 100, 1.0)]),
+                None,
+            )
             .await
             .unwrap();
         assert!(next > last, "sequence {next} must continue above {last}");
@@ -1887,7 +2099,11 @@ fn projections_return_and_decode_only_the_fields_asked_for() {
         // Rows before the ALTER (in an SST), after it (in an SST and in the memtable).
         for ts in 0..10 {
             engine
-                .write(R1, vec![row("a", "x", ts, ts as f64)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "x", ts, ts as f64)]),
+                    None,
+                )
                 .await
                 .unwrap();
         }
@@ -1896,7 +2112,10 @@ fn projections_return_and_decode_only_the_fields_asked_for() {
         for ts in 10..20 {
             let mut counted = row("b", "x", ts, ts as f64);
             counted.fields.push(Value::Int64(ts * 2));
-            engine.write(R1, vec![counted]).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(vec![counted]), None)
+                .await
+                .unwrap();
             if ts == 14 {
                 engine.flush_region(R1).await.unwrap().unwrap();
             }
@@ -1965,13 +2184,21 @@ fn scans_come_back_as_arrow_batches_matching_the_rows() {
         engine.create_region(R1, schema()).await.unwrap();
         for ts in 0..25 {
             engine
-                .write(R1, vec![row(&format!("h{}", ts % 3), "x", ts, ts as f64)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row(&format!("h{}", ts % 3), "x", ts, ts as f64)]),
+                    None,
+                )
                 .await
                 .unwrap();
         }
         engine.flush_region(R1).await.unwrap().unwrap();
         engine
-            .write(R1, vec![row("h0", "x", 0, -1.0)])
+            .write(
+                R1,
+                WriteBatch::from_rows(vec![row("h0", "x", 0, -1.0)]),
+                None,
+            )
             .await
             .unwrap();
         let rows = engine.scan(R1, &ScanRequest::all()).await.unwrap();
@@ -2025,9 +2252,15 @@ fn a_region_gains_tags_without_rewriting_rows_and_missing_tags_read_as_empty() {
             schema.tags.truncate(1);
             engine.create_region(R1, schema).await.unwrap();
             // One row in an SST written before the tag existed, one in the memtable.
-            engine.write(R1, vec![one_tag("a", 1, 1.0)]).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(vec![one_tag("a", 1, 1.0)]), None)
+                .await
+                .unwrap();
             engine.flush_region(R1).await.unwrap().unwrap();
-            engine.write(R1, vec![one_tag("b", 2, 2.0)]).await.unwrap();
+            engine
+                .write(R1, WriteBatch::from_rows(vec![one_tag("b", 2, 2.0)]), None)
+                .await
+                .unwrap();
             engine.add_tags(R1, vec!["dc".into()]).await.unwrap();
             let duplicate = engine
                 .add_tags(R1, vec!["zone".into(), "host".into()])
@@ -2039,7 +2272,11 @@ fn a_region_gains_tags_without_rewriting_rows_and_missing_tags_read_as_empty() {
             );
             // Written with an explicit empty value: the same series as "a" without it.
             engine
-                .write(R1, vec![row("a", "", 1, 10.0), row("a", "x", 3, 3.0)])
+                .write(
+                    R1,
+                    WriteBatch::from_rows(vec![row("a", "", 1, 10.0), row("a", "x", 3, 3.0)]),
+                    None,
+                )
                 .await
                 .unwrap();
             sim.crash();

@@ -14,6 +14,7 @@ use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::shard::ShardsConfig;
 use metronome_core::rt::task;
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
 use metronome_datanode::engine::EngineConfig;
 use metronome_wire::region::{RegionClient, RegionServer, ROWS_PER_FRAME_MAX};
@@ -55,7 +56,10 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         row("a", "x", 20, 2.0),
         row("a", "x", 10, 3.0),
     ];
-    client.write(region, rows).await.unwrap();
+    client
+        .write(region, WriteBatch::from_rows(rows))
+        .await
+        .unwrap();
     let through_wire = client.scan(region, ScanRequest::all()).await.unwrap();
     let directly = direct.scan(region, ScanRequest::all()).await.unwrap();
     assert_eq!(through_wire.len(), 3, "{through_wire:?}");
@@ -109,7 +113,7 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
 
     let missing = RegionId::new(table, 77);
     let error = client
-        .write(missing, vec![row("a", "x", 1, 1.0)])
+        .write(missing, WriteBatch::from_rows(vec![row("a", "x", 1, 1.0)]))
         .await
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
@@ -119,7 +123,10 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         ts: 1,
         fields: vec![Value::Int64(1), Value::Null],
     };
-    let error = client.write(region, vec![wrong_type]).await.unwrap_err();
+    let error = client
+        .write(region, WriteBatch::from_rows(vec![wrong_type]))
+        .await
+        .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Invalid, "{error}");
     assert!(error.message.contains("value"), "{error}");
 
@@ -133,7 +140,10 @@ async fn exercise(client: &RegionClient, direct: &DatanodeHandle, table: u32) {
         .collect();
     let big = RegionId::new(table, 1);
     client.create_region(big, widened, 0).await.unwrap();
-    client.write(big, many.clone()).await.unwrap();
+    client
+        .write(big, WriteBatch::from_rows(many.clone()))
+        .await
+        .unwrap();
     let scanned = client.scan(big, ScanRequest::all()).await.unwrap();
     assert_eq!(scanned.len(), many.len());
     assert_eq!(scanned, direct.scan(big, ScanRequest::all()).await.unwrap());
@@ -219,14 +229,14 @@ async fn region_requests_through_the_protocol_match_direct_calls() {
     let closed = RegionId::new(3, 0);
     handle.create_region(closed, schema()).await.unwrap();
     handle
-        .write(closed, vec![row("c", "y", 30, 1.0)])
+        .write(closed, WriteBatch::from_rows(vec![row("c", "y", 30, 1.0)]))
         .await
         .unwrap();
     handle.close_region(closed).await.unwrap();
     let live = RegionId::new(3, 1);
     handle.create_region(live, schema()).await.unwrap();
     handle
-        .write(live, vec![row("d", "y", 30, 1.0)])
+        .write(live, WriteBatch::from_rows(vec![row("d", "y", 30, 1.0)]))
         .await
         .unwrap();
     assert_eq!(

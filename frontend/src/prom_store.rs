@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use metronome_core::config::IngestSection;
-use metronome_core::data::{MatchOp, RegionId, Row, ScanRequest, TagMatcher, Value};
+use metronome_core::data::{MatchOp, RegionId, ScanRequest, TagMatcher, Value};
 use metronome_core::error::Error;
+use metronome_core::write_batch::{SeriesWrite, WriteBatch};
 use metronome_metasrv::catalog::{
     metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
     TableKind, METRIC_NAME_LABEL,
@@ -156,45 +157,40 @@ impl PromStore {
 
     async fn write_accepted(&self, series: &[PromSeries]) -> Result<WriteSummary, Error> {
         let layout = self.layout_for(series).await?;
-        let position: BTreeMap<&str, usize> = layout
+        let position: BTreeMap<&str, u32> = layout
             .tags
             .iter()
             .enumerate()
-            .map(|(index, tag)| (tag.as_str(), index))
+            .map(|(index, tag)| {
+                (
+                    tag.as_str(),
+                    u32::try_from(index).expect("fewer than 2^32 tags"),
+                )
+            })
             .collect();
-        let mut per_region: Vec<Vec<Row>> = vec![Vec::new(); layout.regions.len()];
+        let mut per_region: Vec<WriteBatch> = vec![WriteBatch::default(); layout.regions.len()];
         let mut summary = WriteSummary::default();
         for one in series {
             if one.samples.is_empty() {
                 continue;
             }
-            // A row leaves out its trailing empty tags, so a series costs what its own
-            // labels' positions reach, not every label name the database knows.
-            let columns: Vec<(usize, &String)> = one
+            // The series' own labels once, by their positions among the layout's tags:
+            // what a series costs never depends on how many label names other metrics
+            // have. (`layout_for` added every label to the catalog.)
+            let mut tags: Vec<(u32, String)> = one
                 .labels
                 .iter()
-                .map(|(name, value)| {
-                    // `layout_for` added every label to the catalog.
-                    (position[metric_column(name).as_ref()], value)
-                })
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (position[metric_column(name).as_ref()], value.clone()))
                 .collect();
-            let width = columns
+            tags.sort_unstable_by_key(|(index, _)| *index);
+            let rows = one
+                .samples
                 .iter()
-                .map(|(index, _)| index + 1)
-                .max()
-                .unwrap_or(0);
-            let mut tags = vec![String::new(); width];
-            for (index, value) in columns {
-                tags[index] = value.clone();
-            }
+                .map(|&(ts, value)| (ts, vec![Value::Float64(value)]))
+                .collect();
             let region = series_region(&one.labels, layout.regions.len());
-            for &(ts, value) in &one.samples {
-                per_region[region].push(Row {
-                    tags: tags.clone(),
-                    ts,
-                    fields: vec![Value::Float64(value)],
-                });
-            }
+            per_region[region].series.push(SeriesWrite { tags, rows });
             summary.series += 1;
             summary.samples += one.samples.len();
         }
@@ -473,14 +469,12 @@ impl PromStore {
 /// rows, which replace themselves.
 pub async fn write_all(
     regions: &dyn RegionService,
-    batches: impl IntoIterator<Item = (RegionId, Vec<Row>)>,
+    batches: impl IntoIterator<Item = (RegionId, WriteBatch)>,
 ) -> Result<(), Error> {
     let mut writes = Vec::new();
-    for (region, mut rows) in batches {
-        while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(WRITE_ROWS_MAX));
-            writes.push(regions.write(region, rows));
-            rows = rest;
+    for (region, batch) in batches {
+        for part in batch.split(WRITE_ROWS_MAX) {
+            writes.push(regions.write(region, part));
         }
     }
     for outcome in join_all(writes).await {

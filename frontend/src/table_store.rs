@@ -19,6 +19,7 @@ use crate::meta::Meta;
 use crate::precision::series;
 use crate::prom_store::write_all;
 use crate::router::partition;
+use metronome_core::write_batch::WriteBatch;
 
 pub struct TableStore {
     meta: Arc<Meta>,
@@ -214,7 +215,7 @@ impl TableStore {
         }
         let batches = per_region
             .into_iter()
-            .map(|(index, rows)| (regions[index].0, rows));
+            .map(|(index, rows)| (regions[index].0, WriteBatch::from_rows(rows)));
         write_all(self.regions.as_ref(), batches).await?;
         Ok(count)
     }

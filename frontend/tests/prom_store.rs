@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use metronome_core::config::IngestSection;
 use metronome_core::rt::task;
+use metronome_core::write_batch::WriteBatch;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::remote_write::PromSeries;
 use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
@@ -21,6 +22,8 @@ struct HeldAddTag {
     hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
     /// How many tags each `add_tags` call carried, in call order.
     added: Mutex<Vec<usize>>,
+    /// Every write's batch, in call order.
+    writes: Mutex<Vec<WriteBatch>>,
 }
 
 impl RegionService for HeldAddTag {
@@ -29,6 +32,10 @@ impl RegionService for HeldAddTag {
             RegionRequest::AddTags { tags, .. } => {
                 self.added.lock().unwrap().push(tags.len());
                 self.hold.lock().unwrap().take()
+            }
+            RegionRequest::Write { batch, .. } => {
+                self.writes.lock().unwrap().push(batch.clone());
+                None
             }
             _ => None,
         };
@@ -61,6 +68,7 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
         inner: Arc::new(datanode.handle()),
         hold: Mutex::new(None),
         added: Mutex::new(Vec::new()),
+        writes: Mutex::new(Vec::new()),
     });
     let routes = vec![Route {
         datanode: 0,
@@ -140,6 +148,85 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
         [20],
         "one call with every new tag"
     );
+    server.abort();
+    drop(store);
+    datanode.into_shards().stop_and_join().unwrap();
+}
+
+/// A series' write carries its own labels only, however many label names other metrics
+/// have given the shared metric regions: one metric of 4,000 labels makes no other
+/// write bigger.
+#[tokio::test(flavor = "current_thread")]
+async fn a_series_carries_only_its_own_labels_whatever_other_metrics_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let datanode = common::datanode(dir.path()).await;
+    let (meta, server) = common::meta(dir.path()).await;
+    let regions = Arc::new(HeldAddTag {
+        inner: Arc::new(datanode.handle()),
+        hold: Mutex::new(None),
+        added: Mutex::new(Vec::new()),
+        writes: Mutex::new(Vec::new()),
+    });
+    let routes = vec![Route {
+        datanode: 0,
+        shard: 0,
+    }];
+    let limits = IngestSection {
+        labels_per_series_max: 4000,
+    };
+    let store = PromStore::open(DEFAULT_DATABASE, meta, regions.clone(), routes, limits)
+        .await
+        .unwrap();
+    let wide: Vec<(String, String)> = (0..4000)
+        .map(|i| (format!("l{i:04}"), "v".to_string()))
+        .collect();
+    let mut labels: Vec<(&str, &str)> = vec![("__name__", "wide")];
+    labels.extend(wide.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    store.write(&[series(&labels, 1000)]).await.unwrap();
+
+    // `job` comes after the 4,000 labels in the regions' tags.
+    regions.writes.lock().unwrap().clear();
+    store
+        .write(&[series(&[("__name__", "up"), ("job", "a")], 1000)])
+        .await
+        .unwrap();
+    let writes = regions.writes.lock().unwrap().clone();
+    assert_eq!(writes.len(), 1);
+    let sent = &writes[0].series;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].tags,
+        vec![(0, "up".to_string()), (4001, "a".to_string())],
+        "the name and job, at their positions, and nothing else"
+    );
+    let bytes = metronome_wire::write_batch::encode(&writes[0]).unwrap();
+    assert!(
+        bytes.len() < 64,
+        "{} bytes on the wire and in the WAL",
+        bytes.len()
+    );
+
+    let stored = store
+        .select(
+            &[metronome_frontend::prom_store::label_matcher(
+                "__name__",
+                metronome_core::data::MatchOp::Equal,
+                "up",
+            )],
+            i64::MIN,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].labels,
+        vec![
+            ("__name__".to_string(), "up".to_string()),
+            ("job".to_string(), "a".to_string())
+        ]
+    );
+    assert_eq!(stored[0].samples, vec![(1000, 1.0)]);
     server.abort();
     drop(store);
     datanode.into_shards().stop_and_join().unwrap();

@@ -20,6 +20,7 @@ use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::object::{SimObjectFaults, SimObjectStore};
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::{rand, task, time};
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
 use metronome_datanode::engine::{EngineConfig, EngineError, SstStore};
 use metronome_datanode::wal::WalConfig;
@@ -133,7 +134,10 @@ async fn writer(id: u64, slot: Slot, acknowledged: Model, attempted: Model) {
             attempts += 1;
             assert!(attempts < ATTEMPTS_MAX, "writer {id} is stuck on row {i}");
             let datanode = handle(&slot).await;
-            let write = datanode.write(RegionId::new(1, region), vec![row.clone()]);
+            let write = datanode.write(
+                RegionId::new(1, region),
+                WriteBatch::from_rows(vec![row.clone()]),
+            );
             let outcome = time::timeout(REQUEST_TIMEOUT, write)
                 .await
                 .unwrap_or_else(|_| Err(EngineError::Unavailable("timed out".into())));

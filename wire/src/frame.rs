@@ -25,7 +25,7 @@ pub const MAGIC: [u8; 4] = *b"MTRN";
 /// The version this build speaks. A peer with another version is refused. Version 2:
 /// a region's schema has a time unit, and a scan's range is in it. Version 3: catalog
 /// commands and the catalog travel in the catalog's JSON, not as mirrored tables.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 pub const HEADER_LEN: usize = 16;
 const FLAG_LAST: u8 = 1;
 

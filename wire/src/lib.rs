@@ -3,7 +3,9 @@
 //! - [`fb`]: the FlatBuffers messages, generated from `schema/metronome.fbs` by
 //!   `codegen.sh` (committed; CI checks that they are current).
 //! - [`frame`]: the frame header (magic, version, request id) and verified decoding.
-//! - [`rows`]: row data as Arrow IPC, the one payload that is not a FlatBuffer.
+//! - [`write_batch`]: a write's series as protobuf, the one form of a write on the
+//!   network and in the datanode's WAL; [`rows`]: scan replies as Arrow IPC. These two
+//!   are the payloads that are not FlatBuffers.
 //! - [`convert`]: the data model to and from its tables.
 //! - [`rpc`]: a client that multiplexes requests over one connection and a server loop,
 //!   over any `metronome_core::rt::net` transport (TCP, in-process, simulated).
@@ -54,6 +56,7 @@ pub mod region;
 pub mod region_request;
 pub mod rows;
 pub mod rpc;
+pub mod write_batch;
 
 #[allow(
     clippy::all,

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use metronome_core::data::{RegionId, SeriesRows};
+use metronome_core::data::{RegionId, SeriesRows, Value};
+use metronome_core::write_batch::WriteBatch;
 
 use crate::convert;
 use crate::fb;
@@ -12,6 +13,7 @@ use crate::frame::{self, Body};
 use crate::region_request::encode_write;
 use crate::rows::{ipc_to_series, rows_to_ipc, RowView, SeriesRow, IPC_ROWS_MAX};
 use crate::rpc::{BoxFuture as RpcFuture, Dispatch, RpcClient, RpcError};
+use crate::write_batch::SeriesPiece;
 use crate::{BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService};
 
 /// Rows per Write frame, and per page of a scan's reply.
@@ -22,7 +24,52 @@ pub const ROW_BYTES_PER_FRAME_MAX: usize = 16 * 1024 * 1024;
 
 const _: () = assert!(ROWS_PER_FRAME_MAX <= IPC_ROWS_MAX);
 
-/// `rows` cut into runs that each fit one frame, in order.
+/// A write's series cut into frames' worth of pieces, in order: a frame holds at most
+/// [`ROWS_PER_FRAME_MAX`] rows and about [`ROW_BYTES_PER_FRAME_MAX`] bytes, so a long
+/// series is split across frames (each piece repeats its tags). An empty write is one
+/// empty frame.
+fn write_frames(batch: &WriteBatch) -> Vec<Vec<SeriesPiece<'_>>> {
+    let mut frames = vec![Vec::new()];
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    for series in &batch.series {
+        let tag_bytes: usize = series.tags.iter().map(|(_, value)| value.len() + 8).sum();
+        let mut start = 0;
+        for (index, (_, fields)) in series.rows.iter().enumerate() {
+            let mut row_bytes = 16 + fields.iter().map(Value::estimated_bytes).sum::<usize>();
+            if index == start {
+                row_bytes += tag_bytes;
+            }
+            if rows > 0
+                && (rows == ROWS_PER_FRAME_MAX || bytes + row_bytes > ROW_BYTES_PER_FRAME_MAX)
+            {
+                let frame = frames.last_mut().expect("one frame at least");
+                if index > start {
+                    frame.push(SeriesPiece {
+                        tags: &series.tags,
+                        rows: &series.rows[start..index],
+                    });
+                    row_bytes += tag_bytes;
+                }
+                frames.push(Vec::new());
+                (rows, bytes, start) = (0, 0, index);
+            }
+            rows += 1;
+            bytes += row_bytes;
+        }
+        if start < series.rows.len() {
+            frames
+                .last_mut()
+                .expect("one frame at least")
+                .push(SeriesPiece {
+                    tags: &series.tags,
+                    rows: &series.rows[start..],
+                });
+        }
+    }
+    frames
+}
+
+/// A scan's `rows` cut into runs that each fit one frame, in order.
 fn frame_chunks<R: RowView>(rows: &[R]) -> Vec<&[R]> {
     let mut chunks = Vec::new();
     let mut start = 0;
@@ -113,9 +160,9 @@ impl RegionService for RegionClient {
             match request {
                 // Frames go one after another, so a later row of the same (series, ts)
                 // still wins, as it does in one write.
-                RegionRequest::Write { region, rows } => {
-                    for chunk in frame_chunks(&rows) {
-                        match self.send(encode_write(region, chunk)?).await? {
+                RegionRequest::Write { region, batch, .. } => {
+                    for pieces in write_frames(&batch) {
+                        match self.send(encode_write(region, &pieces)?).await? {
                             RegionReply::Done => {}
                             other => {
                                 return Err(protocol(
@@ -273,5 +320,63 @@ pub(crate) mod tests {
         // A row bigger than the budget still goes, alone.
         let huge = vec![row(0, 1), row(1, ROW_BYTES_PER_FRAME_MAX), row(2, 1)];
         assert_eq!(frame_chunks(&huge).len(), 3);
+    }
+
+    /// The rows of `frames`, in order, with each piece's first tag value.
+    fn frame_rows(frames: &[Vec<SeriesPiece<'_>>]) -> Vec<(String, i64)> {
+        frames
+            .iter()
+            .flatten()
+            .flat_map(|piece| {
+                piece
+                    .rows
+                    .iter()
+                    .map(|(ts, _)| (piece.tags[0].1.clone(), *ts))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_are_cut_into_frames_by_rows_and_bytes_and_keep_order() {
+        assert_eq!(write_frames(&WriteBatch::default()).len(), 1);
+        // Two series: a long one, split across frames, then a short one.
+        let mut rows: Vec<Row> = (0..ROWS_PER_FRAME_MAX as i64 * 2 + 1)
+            .map(|ts| row(ts, 0))
+            .collect();
+        rows.extend((0..3).map(|ts| Row {
+            tags: vec!["b".into()],
+            ..row(ts, 0)
+        }));
+        let batch = WriteBatch::from_rows(rows.clone());
+        let frames = write_frames(&batch);
+        let counts: Vec<usize> = frames
+            .iter()
+            .map(|frame| frame.iter().map(|piece| piece.rows.len()).sum())
+            .collect();
+        assert_eq!(counts, vec![ROWS_PER_FRAME_MAX, ROWS_PER_FRAME_MAX, 4]);
+        assert_eq!(
+            frames[2].len(),
+            2,
+            "the last frame ends one series, holds the other"
+        );
+        let expected: Vec<(String, i64)> = rows.iter().map(|r| (r.tags[0].clone(), r.ts)).collect();
+        assert_eq!(frame_rows(&frames), expected);
+
+        let big = WriteBatch::from_rows((0..40).map(|ts| row(ts, 1024 * 1024)).collect());
+        let frames = write_frames(&big);
+        assert!(frames.len() >= 3, "{}", frames.len());
+        for frame in &frames {
+            let bytes: usize = frame
+                .iter()
+                .flat_map(|piece| piece.rows.iter())
+                .map(|(_, fields)| fields.iter().map(Value::estimated_bytes).sum::<usize>())
+                .sum();
+            assert!(bytes <= ROW_BYTES_PER_FRAME_MAX, "{bytes}");
+        }
+        assert_eq!(frame_rows(&frames).len(), 40);
+        // A row bigger than the budget still goes, alone.
+        let huge =
+            WriteBatch::from_rows(vec![row(0, 1), row(1, ROW_BYTES_PER_FRAME_MAX), row(2, 1)]);
+        assert_eq!(write_frames(&huge).len(), 3);
     }
 }

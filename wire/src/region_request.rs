@@ -8,11 +8,12 @@
 //! except that it cuts a write's rows into frames and gathers a scan's pages.
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
+use metronome_core::write_batch::WriteBatch;
 
 use crate::convert::{self, ConvertError};
 use crate::fb;
 use crate::frame::{self, Body};
-use crate::rows::{ipc_to_rows, rows_to_ipc};
+use crate::write_batch::{self, SeriesPiece};
 use crate::{BoxFuture, ErrorKind, RegionError, RegionService, ShardStats};
 
 /// The body of a request whose table holds only the region's id.
@@ -58,10 +59,13 @@ pub enum RegionRequest {
         region: RegionId,
         ttl_ms: Option<i64>,
     },
-    /// Writes rows; answered once they are durable.
+    /// Writes a batch; answered once it is durable.
     Write {
         region: RegionId,
-        rows: Vec<Row>,
+        batch: WriteBatch,
+        /// The batch's bytes as a datanode received them ([`write_batch`]), which it
+        /// logs in its WAL as they are; `None` in-process, where the WAL encodes it.
+        encoded: Option<Vec<u8>>,
     },
     /// The region's rows matching `request`, grouped by series, in (series, ts) order.
     Scan {
@@ -113,8 +117,8 @@ impl RegionRequest {
         }
     }
 
-    /// The request as one frame's body. A write's rows go as one Arrow IPC payload: the
-    /// client cuts big writes into requests that each fit a frame first.
+    /// The request as one frame's body. A write goes as one batch payload: the client
+    /// cuts big writes into frames first (`region.rs`).
     pub(crate) fn encode(&self) -> Result<Body, RegionError> {
         Ok(match self {
             RegionRequest::Create {
@@ -162,7 +166,10 @@ impl RegionRequest {
                 let table = fb::SetTtl::create(builder, &args);
                 (fb::Request::SetTtl, table.as_union_value())
             }),
-            RegionRequest::Write { region, rows } => encode_write(*region, rows)?,
+            RegionRequest::Write { region, batch, .. } => {
+                let pieces: Vec<_> = batch.series.iter().map(SeriesPiece::whole).collect();
+                encode_write(*region, &pieces)?
+            }
             RegionRequest::Scan { region, request } => frame::request_body(|builder| {
                 let table = convert::scan(builder, *region, request);
                 (fb::Request::Scan, table.as_union_value())
@@ -228,9 +235,14 @@ impl RegionRequest {
             fb::Request::Write => {
                 let table = request.body_as_write().expect("verified");
                 let id = region(table.region());
-                let rows = ipc_to_rows(table.rows().bytes())
+                let bytes = table.batch().bytes();
+                let batch = write_batch::decode(bytes)
                     .map_err(|error| format!("write to region {id}: {error}"))?;
-                RegionRequest::Write { region: id, rows }
+                RegionRequest::Write {
+                    region: id,
+                    batch,
+                    encoded: Some(bytes.to_vec()),
+                }
             }
             fb::Request::Scan => {
                 let (id, scan) = convert::read_scan(request.body_as_scan().expect("verified"))
@@ -255,17 +267,20 @@ impl RegionRequest {
     }
 }
 
-/// A write of `rows` (one frame's worth) to `region`: the client encodes each frame of a
-/// big write from its slice of rows, without copying them into a request of their own.
-pub(crate) fn encode_write(region: RegionId, rows: &[Row]) -> Result<Body, RegionError> {
-    let payload = rows_to_ipc(rows).map_err(|error| {
+/// A write of `pieces` (one frame's worth) to `region`: the client encodes each frame of
+/// a big write from its pieces of series, without copying them into a batch of their own.
+pub(crate) fn encode_write(
+    region: RegionId,
+    pieces: &[SeriesPiece<'_>],
+) -> Result<Body, RegionError> {
+    let payload = write_batch::encode_pieces(pieces).map_err(|error| {
         RegionError::new(ErrorKind::Invalid, format!("region {region}: {error}"))
     })?;
     Ok(frame::request_body(|builder| {
-        let rows = builder.create_vector(&payload);
+        let batch = builder.create_vector(&payload);
         let args = fb::WriteArgs {
             region: Some(&convert::region_id(region)),
-            rows: Some(rows),
+            batch: Some(batch),
         };
         let table = fb::Write::create(builder, &args);
         (fb::Request::Write, table.as_union_value())
@@ -423,8 +438,12 @@ pub trait RegionServiceExt: RegionService {
         self.call_done(RegionRequest::SetTtl { region, ttl_ms })
     }
 
-    fn write(&self, region: RegionId, rows: Vec<Row>) -> BoxFuture<'_, Result<(), RegionError>> {
-        self.call_done(RegionRequest::Write { region, rows })
+    fn write(&self, region: RegionId, batch: WriteBatch) -> BoxFuture<'_, Result<(), RegionError>> {
+        self.call_done(RegionRequest::Write {
+            region,
+            batch,
+            encoded: None,
+        })
     }
 
     /// The region's rows matching `request`, grouped by series.
@@ -521,7 +540,8 @@ pub(crate) mod tests {
             },
             RegionRequest::Write {
                 region,
-                rows: vec![row(5, 3), row(6, 0)],
+                batch: WriteBatch::from_rows(vec![row(5, 3), row(6, 0)]),
+                encoded: None,
             },
             RegionRequest::Scan {
                 region,
@@ -552,7 +572,11 @@ pub(crate) mod tests {
     fn every_request_crosses_the_wire_unchanged() {
         for request in sample_requests() {
             let frame = crate::region::tests::frame_of(&request);
-            let decoded = RegionRequest::decode(frame::verify_request(&frame).unwrap());
+            let mut decoded = RegionRequest::decode(frame::verify_request(&frame).unwrap());
+            // A datanode keeps a write's bytes as received, to log them as they are.
+            if let Ok(RegionRequest::Write { batch, encoded, .. }) = &mut decoded {
+                assert_eq!(encoded.take(), Some(write_batch::encode(batch).unwrap()));
+            }
             assert_eq!(decoded.as_ref(), Ok(&request));
         }
     }

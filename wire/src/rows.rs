@@ -314,20 +314,11 @@ fn value_type(value: &Value) -> Option<FieldType> {
 }
 
 /// The rows of an Arrow IPC stream written by [`rows_to_ipc`] (or any stream of the same
-/// shape: non-null UTF-8 tags, one millisecond timestamp, typed fields). Tags come back
-/// without trailing empty values. Anything else is an error naming what is wrong; at
-/// most [`IPC_ROWS_MAX`] rows are accepted.
-pub fn ipc_to_rows(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
-    let mut rows = Vec::new();
-    decode_ipc(payload, |batch, tags, fields| {
-        append_rows(batch, tags, fields, &mut rows)
-    })?;
-    Ok(rows)
-}
-
-/// Like [`ipc_to_rows`], each series' rows grouped under its tags (rows in (series, ts)
-/// order, as scans send them); appends to `out`, continuing its last series if the
-/// payload starts with more of it.
+/// shape: non-null UTF-8 tags, one millisecond timestamp, typed fields), each series'
+/// rows grouped under its tags (rows in (series, ts) order, as scans send them); appends
+/// to `out`, continuing its last series if the payload starts with more of it. Tags come
+/// back without trailing empty values. Anything else is an error naming what is wrong;
+/// at most [`IPC_ROWS_MAX`] rows are accepted.
 pub fn ipc_to_series(payload: &[u8], out: &mut Vec<SeriesRows>) -> Result<(), RowsError> {
     decode_ipc(payload, |batch, tags, fields| {
         append_series(batch, tags, fields, out)
@@ -475,24 +466,6 @@ fn row_tags(tag_columns: &[&StringArray], index: usize) -> Vec<String> {
     tags
 }
 
-fn append_rows(
-    batch: &RecordBatch,
-    tags: usize,
-    fields: &[FieldType],
-    rows: &mut Vec<Row>,
-) -> Result<(), RowsError> {
-    let (tag_columns, times) = key_columns(batch, tags)?;
-    rows.reserve(batch.num_rows());
-    for index in 0..batch.num_rows() {
-        rows.push(Row {
-            tags: row_tags(&tag_columns, index),
-            ts: times.value(index),
-            fields: row_fields(batch, tags, fields, index),
-        });
-    }
-    Ok(())
-}
-
 fn append_series(
     batch: &RecordBatch,
     tags: usize,
@@ -550,6 +523,23 @@ mod tests {
                 ],
             },
         ]
+    }
+
+    /// The rows of `payload`, series by series.
+    fn ipc_to_rows(payload: &[u8]) -> Result<Vec<Row>, RowsError> {
+        let mut series = Vec::new();
+        ipc_to_series(payload, &mut series)?;
+        Ok(series
+            .into_iter()
+            .flat_map(|one| {
+                let tags = one.tags;
+                one.rows.into_iter().map(move |(ts, fields)| Row {
+                    tags: tags.clone(),
+                    ts,
+                    fields,
+                })
+            })
+            .collect())
     }
 
     #[test]

@@ -18,6 +18,7 @@ use metronome_benches::{markdown_table, LatencyRecorder};
 use metronome_core::data::{FieldColumn, FieldType, RegionId, RegionSchema, Row, TimeUnit, Value};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 
@@ -101,7 +102,10 @@ fn main() -> Result<(), String> {
                     let region = RegionId::new(1, (sent as u32) % args.regions);
                     in_flight.push(async move {
                         let began = Instant::now();
-                        handle.write(region, rows).await.expect("write");
+                        handle
+                            .write(region, WriteBatch::from_rows(rows))
+                            .await
+                            .expect("write");
                         began.elapsed()
                     });
                     sent += 1;

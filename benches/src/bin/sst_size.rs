@@ -30,6 +30,7 @@
 use clap::Parser;
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 use metronome_core::rt::rand::{seeded, Rng};
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::sst;
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -275,7 +276,7 @@ fn through_engine(
                     })
                     .collect();
                 handle
-                    .write(region, rows)
+                    .write(region, WriteBatch::from_rows(rows))
                     .await
                     .map_err(|e| e.to_string())?;
             }

@@ -22,8 +22,9 @@ use metronome_core::data::{RegionId, Row, Value};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{self, IoDriverChoice, ShardsConfig};
 use metronome_core::rt::task;
-use metronome_datanode::codec::encode_rows;
+use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::wal::{Wal, WalConfig};
+use metronome_wire::write_batch;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -57,7 +58,7 @@ fn payload(rows: usize) -> Vec<u8> {
             fields: vec![Value::Float64(1000.0 + i as f64)],
         })
         .collect();
-    encode_rows(&rows)
+    write_batch::encode(&WriteBatch::from_rows(rows)).expect("rows of one shape")
 }
 
 /// Appends `appends` records from `writers` concurrent tasks; returns wall seconds.

@@ -14,12 +14,8 @@ pub enum EngineError {
     RegionClosed(RegionId),
     #[error("region {region} is quarantined: {reason}")]
     Quarantined { region: RegionId, reason: String },
-    #[error("invalid write to region {region}, row {row}: {reason}")]
-    InvalidRow {
-        region: RegionId,
-        row: usize,
-        reason: String,
-    },
+    #[error("invalid write to region {region}, {fault}")]
+    InvalidWrite { region: RegionId, fault: BatchFault },
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
     #[error("invalid scan of region {region}: {reason}")]
@@ -53,7 +49,7 @@ impl EngineError {
             EngineError::RegionClosed(_) => ErrorKind::WrongRoute,
             EngineError::Quarantined { .. } => ErrorKind::Quarantined,
             EngineError::RegionExists(_)
-            | EngineError::InvalidRow { .. }
+            | EngineError::InvalidWrite { .. }
             | EngineError::InvalidSchema(_)
             | EngineError::InvalidScan { .. }
             | EngineError::Wal(WalError::TooLarge { .. }) => ErrorKind::Invalid,

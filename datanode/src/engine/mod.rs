@@ -25,7 +25,6 @@ use metronome_core::rt::disk::Disk;
 use metronome_core::rt::object::ObjectStore;
 use regex::Regex;
 
-use crate::codec::{decode_rows, encode_rows};
 use crate::manifest::{
     sst_dir, sst_key, Edit, LoadError, ManifestStore, RegionManifest, EDITS_PER_CHECKPOINT,
 };
@@ -35,6 +34,8 @@ use crate::scan::{Run, ScanStream};
 use crate::sst::{self, SstMeta};
 use crate::sst_cache::SstCache;
 use crate::wal::{Wal, WalConfig, WalError, WalRecovery};
+use metronome_core::write_batch::{BatchFault, WriteBatch};
+use metronome_wire::write_batch;
 use metronome_wire::ShardStats;
 
 mod compaction;
@@ -194,19 +195,22 @@ impl ShardEngine {
                 region.quarantined = Some(format!("WAL record (sequence {}) is above the flushed sequence {} of the closed region", header.sequence, region.manifest.flushed_sequence));
                 return;
             }
-            match decode_rows(payload) {
-                Ok(rows) => {
-                    for (index, mut row) in rows.into_iter().enumerate() {
-                        // Records written before an ALTER ADD COLUMN lack the new fields.
-                        while row.fields.len() < region.manifest.schema.fields.len() {
-                            row.fields.push(Value::Null);
+            match write_batch::decode(payload) {
+                Ok(mut batch) => {
+                    // Records written before an ALTER ADD COLUMN lack the new fields.
+                    let width = region.manifest.schema.fields.len();
+                    for (_, fields) in batch.series.iter_mut().flat_map(|one| one.rows.iter_mut()) {
+                        while fields.len() < width {
+                            fields.push(Value::Null);
                         }
-                        if let Err(reason) = region.manifest.schema.check_row(&row) {
-                            region.quarantined = Some(format!("WAL record (sequence {}) row {index} does not fit the schema: {reason}", header.sequence));
-                            return;
-                        }
-                        region.memtable.insert(header.sequence, row);
-                        rows_replayed += 1;
+                    }
+                    if let Err(fault) = batch.check(&region.manifest.schema) {
+                        region.quarantined = Some(format!("WAL record (sequence {}) does not fit the schema: {fault}", header.sequence));
+                        return;
+                    }
+                    rows_replayed += batch.rows() as u64;
+                    for series in batch.series {
+                        region.memtable.insert_series(header.sequence, &series.tags, series.rows);
                     }
                 }
                 Err(error) => {
@@ -417,27 +421,35 @@ impl ShardEngine {
             .clone())
     }
 
-    /// Writes rows to a region; returns the write's sequence once it is durable.
-    pub async fn write(&self, id: RegionId, mut rows: Vec<Row>) -> Result<u64, EngineError> {
+    /// Writes a batch to a region; returns the write's sequence once it is durable.
+    /// `encoded` is the batch's bytes as received (`metronome_wire::write_batch`), logged
+    /// as they are; without them the batch is encoded here, once.
+    pub async fn write(
+        &self,
+        id: RegionId,
+        batch: WriteBatch,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<u64, EngineError> {
         let (sequence, durable) = {
             let mut regions = self.regions.borrow_mut();
             let region = usable_region_mut(&mut regions, id)?;
             if region.closing {
                 return Err(EngineError::RegionClosed(id));
             }
-            for (index, row) in rows.iter().enumerate() {
-                region
-                    .manifest
-                    .schema
-                    .check_row(row)
-                    .and_then(|()| check_new_ts(row.ts))
-                    .map_err(|reason| EngineError::InvalidRow {
-                        region: id,
-                        row: index,
-                        reason,
-                    })?;
+            let invalid = |fault| EngineError::InvalidWrite { region: id, fault };
+            batch.check(&region.manifest.schema).map_err(invalid)?;
+            for (series, one) in batch.series.iter().enumerate() {
+                if let Some(row) = one.rows.iter().position(|(ts, _)| *ts == TS_END) {
+                    return Err(invalid(BatchFault {
+                        series,
+                        row: Some(row),
+                        reason: format!(
+                            "timestamp {TS_END} is the end of every time range; the latest is {}",
+                            TS_END - 1
+                        ),
+                    }));
+                }
             }
-            rows.iter_mut().for_each(Row::canonical_tags);
             let limit = self.config.memory_bytes_max;
             if self.memory_bytes.get() >= limit {
                 return Err(EngineError::Overloaded {
@@ -445,13 +457,23 @@ impl ShardEngine {
                     limit,
                 });
             }
+            let payload = match encoded {
+                Some(bytes) => bytes,
+                None => write_batch::encode(&batch).map_err(|error| {
+                    invalid(BatchFault {
+                        series: 0,
+                        row: None,
+                        reason: error.0,
+                    })
+                })?,
+            };
             let sequence = region.manifest.last_sequence + 1;
             assert!(
                 sequence > region.manifest.flushed_sequence,
                 "region {id}: a write's sequence {sequence} stays above the flushed {}",
                 region.manifest.flushed_sequence
             );
-            let durable = self.wal.enqueue(id, sequence, encode_rows(&rows))?;
+            let durable = self.wal.enqueue(id, sequence, payload)?;
             region.manifest.last_sequence = sequence;
             region.in_flight.insert(sequence);
             (sequence, durable)
@@ -469,25 +491,14 @@ impl ShardEngine {
         // A region dropped while the write was in flight has nothing to apply it to.
         if !region.manifest.dropped {
             let mut grown = 0isize;
-            for row in rows {
-                grown += region.memtable.insert(sequence, row);
+            for series in batch.series {
+                grown += region
+                    .memtable
+                    .insert_series(sequence, &series.tags, series.rows);
             }
             self.memory_bytes
                 .set((self.memory_bytes.get() as isize + grown) as usize);
         }
         Ok(sequence)
     }
-}
-
-/// A new row's timestamp must lie before [`TS_END`]: every range ends there, exclusive,
-/// so a row at it could be written but never read. (Replay does not check: a row written
-/// before this rule stays where it is rather than quarantining its region.)
-fn check_new_ts(ts: i64) -> Result<(), String> {
-    if ts == TS_END {
-        return Err(format!(
-            "timestamp {ts} is the end of every time range; the latest is {}",
-            TS_END - 1
-        ));
-    }
-    Ok(())
 }

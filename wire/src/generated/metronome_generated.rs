@@ -2395,7 +2395,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Write<'a> {
 
 impl<'a> Write<'a> {
   pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
-  pub const VT_ROWS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BATCH: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2407,7 +2407,7 @@ impl<'a> Write<'a> {
     args: &'args WriteArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Write<'bldr>> {
     let mut builder = WriteBuilder::new(_fbb);
-    if let Some(x) = args.rows { builder.add_rows(x); }
+    if let Some(x) = args.batch { builder.add_batch(x); }
     if let Some(x) = args.region { builder.add_region(x); }
     builder.finish()
   }
@@ -2420,13 +2420,13 @@ impl<'a> Write<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<RegionId>(Write::VT_REGION, None).unwrap()}
   }
-  /// The rows as an Arrow IPC stream (wire/src/rows.rs).
+  /// The write batch (wire/src/write_batch.rs), in the form the datanode logs in its WAL.
   #[inline]
-  pub fn rows(&self) -> ::flatbuffers::Vector<'a, u8> {
+  pub fn batch(&self) -> ::flatbuffers::Vector<'a, u8> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Write::VT_ROWS, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Write::VT_BATCH, None).unwrap()}
   }
 }
 
@@ -2437,21 +2437,21 @@ impl ::flatbuffers::Verifiable for Write<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<RegionId>("region", Self::VT_REGION, true)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("rows", Self::VT_ROWS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("batch", Self::VT_BATCH, true)?
      .finish();
     Ok(())
   }
 }
 pub struct WriteArgs<'a> {
     pub region: Option<&'a RegionId>,
-    pub rows: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub batch: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for WriteArgs<'a> {
   #[inline]
   fn default() -> Self {
     WriteArgs {
       region: None, // required field
-      rows: None, // required field
+      batch: None, // required field
     }
   }
 }
@@ -2466,8 +2466,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WriteBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<&RegionId>(Write::VT_REGION, region);
   }
   #[inline]
-  pub fn add_rows(&mut self, rows: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Write::VT_ROWS, rows);
+  pub fn add_batch(&mut self, batch: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Write::VT_BATCH, batch);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WriteBuilder<'a, 'b, A> {
@@ -2481,7 +2481,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WriteBuilder<'a, 'b, A> {
   pub fn finish(self) -> ::flatbuffers::WIPOffset<Write<'a>> {
     let o = self.fbb_.end_table(self.start_);
     self.fbb_.required(o, Write::VT_REGION,"region");
-    self.fbb_.required(o, Write::VT_ROWS,"rows");
+    self.fbb_.required(o, Write::VT_BATCH,"batch");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
@@ -2490,7 +2490,7 @@ impl ::core::fmt::Debug for Write<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Write");
       ds.field("region", &self.region());
-      ds.field("rows", &self.rows());
+      ds.field("batch", &self.batch());
       ds.finish()
   }
 }
