@@ -19,6 +19,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Metronome,
+    /// Metronome built from another commit (`run --baseline-bin`), to measure a change
+    /// before and after in one run.
+    MetronomeBaseline,
     Prometheus,
     VictoriaMetrics,
 }
@@ -28,10 +31,12 @@ impl std::str::FromStr for Kind {
     fn from_str(text: &str) -> Result<Kind, String> {
         match text {
             "metronome" => Ok(Kind::Metronome),
+            "metronome-baseline" => Ok(Kind::MetronomeBaseline),
             "prometheus" => Ok(Kind::Prometheus),
             "victoria-metrics" | "victoriametrics" | "vm" => Ok(Kind::VictoriaMetrics),
             other => Err(format!(
-                "unknown system {other:?}: use metronome, prometheus or victoria-metrics"
+                "unknown system {other:?}: use metronome, metronome-baseline, prometheus \
+                 or victoria-metrics"
             )),
         }
     }
@@ -41,15 +46,21 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Metronome => "metronome",
+            Kind::MetronomeBaseline => "metronome-baseline",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
     }
 
+    /// Whether this is Metronome (of this build or the baseline's).
+    pub fn is_metronome(self) -> bool {
+        matches!(self, Kind::Metronome | Kind::MetronomeBaseline)
+    }
+
     /// The binary's name on PATH (Debian's packages for the peers).
     pub fn default_binary(self) -> &'static str {
         match self {
-            Kind::Metronome => "metronome",
+            Kind::Metronome | Kind::MetronomeBaseline => "metronome",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -57,13 +68,15 @@ impl Kind {
 
     /// Whether a remote-write acknowledgement means the samples were fsynced.
     pub fn acks_after_fsync(self) -> bool {
-        matches!(self, Kind::Metronome)
+        self.is_metronome()
     }
 
     /// What an acknowledgement promises, in one line for the report.
     pub fn durability(self) -> &'static str {
         match self {
-            Kind::Metronome => "acknowledged after the WAL's fdatasync (group commit)",
+            Kind::Metronome | Kind::MetronomeBaseline => {
+                "acknowledged after the WAL's fdatasync (group commit)"
+            }
             Kind::Prometheus => {
                 "acknowledged after the WAL write to the page cache; fsync only when a \
                  WAL segment is closed"
@@ -78,7 +91,7 @@ impl Kind {
     /// How the report's disk figure was reached.
     pub fn flush_method(self) -> &'static str {
         match self {
-            Kind::Metronome => {
+            Kind::Metronome | Kind::MetronomeBaseline => {
                 "graceful stop (flushes every memtable to SSTs); the SSTs and manifests, \
                  not the obsolete WAL"
             }
@@ -204,7 +217,7 @@ impl System {
         let port = free_port()?;
         let mut command = Command::new(binary);
         match kind {
-            Kind::Metronome => {
+            Kind::Metronome | Kind::MetronomeBaseline => {
                 // Port 0: the ready line names the port it got.
                 command
                     .args(["standalone", "--http-addr", "127.0.0.1:0"])
@@ -279,7 +292,7 @@ impl System {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("{} exited at start: {status}", self.kind.name()));
             }
-            if self.kind == Kind::Metronome {
+            if self.kind.is_metronome() {
                 match metronome_http(&self.log) {
                     Some(http) => self.base = format!("http://{http}"),
                     None => {
@@ -290,7 +303,7 @@ impl System {
             }
             let path = match self.kind {
                 Kind::Prometheus => "/-/ready",
-                Kind::Metronome | Kind::VictoriaMetrics => "/health",
+                Kind::Metronome | Kind::MetronomeBaseline | Kind::VictoriaMetrics => "/health",
             };
             if let Ok(response) = agent.get(format!("{}{path}", self.base)).call() {
                 if response.status().is_success() {
@@ -351,7 +364,7 @@ impl System {
             Ok(body)
         };
         match self.kind {
-            Kind::Metronome => Ok(self.data_dir.clone()),
+            Kind::Metronome | Kind::MetronomeBaseline => Ok(self.data_dir.clone()),
             Kind::Prometheus => {
                 let body = call("POST", "/api/v1/admin/tsdb/snapshot?skip_head=false")?;
                 let json: serde_json::Value =
@@ -417,7 +430,7 @@ impl Drop for System {
 /// snapshot holds none; VictoriaMetrics has none).
 pub fn data_bytes(kind: Kind, settled: &Path) -> u64 {
     match kind {
-        Kind::Metronome => disk_bytes_except(settled, &["wal"]),
+        Kind::Metronome | Kind::MetronomeBaseline => disk_bytes_except(settled, &["wal"]),
         Kind::Prometheus | Kind::VictoriaMetrics => disk_bytes(settled),
     }
 }
@@ -442,7 +455,7 @@ fn version(kind: Kind, binary: &Path) -> String {
         _ => "--version",
     };
     let package = match kind {
-        Kind::Metronome => None,
+        Kind::Metronome | Kind::MetronomeBaseline => None,
         Kind::Prometheus => Some("prometheus"),
         Kind::VictoriaMetrics => Some("victoria-metrics"),
     };

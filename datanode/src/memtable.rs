@@ -97,6 +97,9 @@ impl Memtable {
                 && tags.iter().all(|(_, value)| !value.is_empty()),
             "a series' tags are by increasing position and not empty"
         );
+        if rows.is_empty() {
+            return 0;
+        }
         let before = self.bytes;
         self.max_sequence = self.max_sequence.max(sequence);
         let hash = series_hash(

@@ -38,6 +38,11 @@ struct Args {
     /// against a release build).
     #[arg(long)]
     metronome_bin: Option<PathBuf>,
+    /// The `metronome` binary of another commit, run as system `metronome-baseline`
+    /// (`--systems metronome,metronome-baseline`): a change measured before and after in
+    /// one run, the report's ratios being this build's over the baseline's.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     #[arg(long, default_value = "prometheus")]
     prometheus_bin: PathBuf,
     #[arg(long, default_value = "victoria-metrics")]
@@ -209,9 +214,13 @@ fn run(mut args: Args) -> Result<bool, String> {
             .map_err(|e| e.to_string())?
             .with_file_name("metronome"),
     };
+    if args.systems.contains(&Kind::MetronomeBaseline) && args.baseline_bin.is_none() {
+        return Err("system metronome-baseline needs --baseline-bin".into());
+    }
     let binary = |kind: Kind| -> PathBuf {
         match kind {
             Kind::Metronome => metronome_bin.clone(),
+            Kind::MetronomeBaseline => args.baseline_bin.clone().expect("checked above"),
             Kind::Prometheus => args.prometheus_bin.clone(),
             Kind::VictoriaMetrics => args.victoria_metrics_bin.clone(),
         }
@@ -323,7 +332,7 @@ fn run(mut args: Args) -> Result<bool, String> {
             let index = (round + offset) % running.len();
             let system = &running[index];
             let mut target_workload = workload.clone();
-            if system.kind == Kind::Metronome {
+            if system.kind.is_metronome() {
                 target_workload.protocol = args.metronome_protocol;
             }
             let bodies = match target_workload.protocol {
