@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
-use metronome_core::data::{Row, SeriesRows, Value};
+use metronome_core::data::{Row, Value};
 use metronome_core::write_batch::SeriesWrite;
 
 use crate::merge::SequencedSeries;
@@ -303,35 +303,8 @@ impl Memtable {
         (rows, last)
     }
 
-    /// Like [`Memtable::scan_sequenced`] without sequences, grouped by series: each
-    /// series' tags are cloned once, not once per row.
-    pub fn scan_series(
-        &self,
-        start: i64,
-        end: i64,
-        keep: impl Fn(&[String]) -> bool,
-        equal: &[(usize, &str)],
-    ) -> Vec<SeriesRows> {
-        if start >= end {
-            return Vec::new();
-        }
-        self.selected(keep, equal)
-            .into_iter()
-            .filter_map(|(tags, points)| {
-                let rows: Vec<(i64, Vec<Value>)> = points
-                    .range((Bound::Included(start), Bound::Excluded(end)))
-                    .map(|(ts, (_, fields))| (*ts, fields.clone()))
-                    .collect();
-                (!rows.is_empty()).then(|| SeriesRows {
-                    tags: tags.to_vec(),
-                    rows,
-                })
-            })
-            .collect()
-    }
-
-    /// Like [`Memtable::scan_series`], each row with the sequence of the write that made
-    /// it, for a merge with other sources.
+    /// Like [`Memtable::scan_sequenced`], grouped by series: each series' tags are
+    /// cloned once, not once per row.
     pub fn scan_series_sequenced(
         &self,
         start: i64,

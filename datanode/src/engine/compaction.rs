@@ -48,7 +48,7 @@ impl ShardEngine {
         self.check_running()?;
         let incarnation = {
             let mut regions = self.regions.borrow_mut();
-            let region = usable_region_mut(&mut regions, id)?;
+            let region = region_mut(&mut regions, id, Need::Serving)?;
             if region.compacting {
                 return Ok(0);
             }
@@ -72,7 +72,7 @@ impl ShardEngine {
         let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
         let (schema, expired, inputs, incarnation) = {
             let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
+            let region = region(&regions, id, Need::Serving)?;
             // The window in the region's unit: a nanosecond region's files are windowed by
             // the same two hours as a millisecond one's.
             let window = TimeUnit::Millisecond

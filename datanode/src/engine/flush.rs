@@ -21,10 +21,7 @@ impl ShardEngine {
                 .into_iter()
                 .filter(|(id, max)| {
                     regions.get(id).is_some_and(|r| {
-                        !r.manifest.dropped
-                            && !r.manifest.closed
-                            && r.quarantined.is_none()
-                            && r.manifest.flushed_sequence < *max
+                        r.check(*id, Need::Serving).is_ok() && r.manifest.flushed_sequence < *max
                     })
                 })
                 .map(|(id, _)| id)
@@ -33,12 +30,7 @@ impl ShardEngine {
             self.regions
                 .borrow()
                 .iter()
-                .filter(|(_, r)| {
-                    !r.manifest.dropped
-                        && !r.manifest.closed
-                        && r.quarantined.is_none()
-                        && !r.flushing
-                })
+                .filter(|(id, r)| r.check(**id, Need::Serving).is_ok() && !r.flushing)
                 .max_by_key(|(_, r)| r.memtable.bytes())
                 .map(|(id, _)| *id)
                 .into_iter()
@@ -60,7 +52,7 @@ impl ShardEngine {
         self.check_running()?;
         let (frozen, flushed_sequence, file_id, schema, incarnation) = {
             let mut regions = self.regions.borrow_mut();
-            let region = usable_region_mut(&mut regions, id)?;
+            let region = region_mut(&mut regions, id, Need::Serving)?;
             if region.flushing || region.memtable.is_empty() {
                 return Ok(None);
             }
@@ -105,7 +97,7 @@ impl ShardEngine {
                     .memory_bytes
                     .set(self.memory_bytes.get().saturating_sub(released)),
                 // The rows stay in memory (and in the WAL): put them back.
-                Err(_) if !region.manifest.dropped => {
+                Err(_) if region.state() != &RegionState::Dropped => {
                     let before = region.memtable.bytes();
                     for (sequence, row) in frozen.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[])
                     {

@@ -14,10 +14,10 @@ impl ShardEngine {
         let manifest = {
             let regions = self.regions.borrow();
             match regions.get(&id) {
-                Some(existing) if existing.manifest.closed && !existing.manifest.dropped => {
+                Some(existing) if existing.state() == &RegionState::Closed => {
                     return Err(EngineError::RegionClosed(id));
                 }
-                Some(existing) if !existing.manifest.dropped => {
+                Some(existing) if existing.state() != &RegionState::Dropped => {
                     return if existing.manifest.schema == schema {
                         Ok(())
                     } else {
@@ -56,7 +56,7 @@ impl ShardEngine {
         // Under the manifest lock, so that no edit lands between the state the tombstone
         // is made from and the tombstone.
         let _manifest_guard = self.manifest_lock.lock().await;
-        live_region(&self.regions.borrow(), id)?;
+        region(&self.regions.borrow(), id, Need::Exists)?;
         // Above every version and file id stored: a quarantined region's manifest in
         // memory is a placeholder, and a tombstone below the damaged checkpoint would
         // lose to it at recovery.
@@ -68,7 +68,7 @@ impl ShardEngine {
         let file_id_floor = self.stored_file_id_floor(id).await?;
         let tombstone = {
             let regions = self.regions.borrow();
-            let region = live_region(&regions, id)?;
+            let region = region(&regions, id, Need::Exists)?;
             RegionManifest {
                 dropped: true,
                 flushed_sequence: region.manifest.last_sequence,
@@ -82,7 +82,7 @@ impl ShardEngine {
             // serves nothing more (a write acknowledged now could be lost to a drop that
             // recovery finds) until a drop succeeds.
             if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
-                region.quarantined.get_or_insert_with(|| {
+                region.quarantine(|| {
                     format!("a drop failed and may have taken effect ({error}); drop it again")
                 });
             }
@@ -90,15 +90,12 @@ impl ShardEngine {
         }
         let mut regions = self.regions.borrow_mut();
         if let Some(region) = regions.get_mut(&id) {
-            region.checkpoint_version = tombstone.version;
             self.memory_bytes.set(
                 self.memory_bytes
                     .get()
                     .saturating_sub(region.memtable.bytes()),
             );
-            region.manifest = tombstone;
-            region.memtable = Memtable::default();
-            region.quarantined = None;
+            region.drop_to(tombstone);
         }
         Ok(())
     }
@@ -121,7 +118,7 @@ impl ShardEngine {
     /// schema change of the region's n columns, not k of them (O(n + k), not O(n·k)).
     pub async fn add_tags(&self, id: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
         if tags.is_empty() {
-            usable_region(&self.regions.borrow(), id)?;
+            region(&self.regions.borrow(), id, Need::Serving)?;
             return Ok(());
         }
         self.alter_schema(id, |schema| schema.tags.extend(tags))
@@ -134,7 +131,7 @@ impl ShardEngine {
         id: RegionId,
         change: impl FnOnce(&mut RegionSchema),
     ) -> Result<(), EngineError> {
-        usable_region(&self.regions.borrow(), id)?;
+        region(&self.regions.borrow(), id, Need::Serving)?;
         let added = self
             .commit_edit(id, None, |manifest| {
                 let mut schema = manifest.schema.clone();
@@ -156,7 +153,7 @@ impl ShardEngine {
                 "a TTL must be positive, got {ttl_ms:?} ms"
             )));
         }
-        usable_region(&self.regions.borrow(), id)?;
+        region(&self.regions.borrow(), id, Need::Serving)?;
         if self
             .commit_edit(id, None, |_| Ok(Edit::Ttl(ttl_ms)))
             .await?
@@ -175,11 +172,16 @@ impl ShardEngine {
         self.check_running()?;
         {
             let mut regions = self.regions.borrow_mut();
-            let region = match usable_region_mut(&mut regions, id) {
+            let region = match region_mut(&mut regions, id, Need::Serving) {
                 Err(EngineError::RegionClosed(_)) => return Ok(()),
                 other => other?,
             };
-            region.closing = true;
+            if region.state() == &RegionState::Closing {
+                return Err(EngineError::Unavailable(format!(
+                    "region {id} is already closing; retry to learn when it is closed"
+                )));
+            }
+            region.enter(RegionState::Closing);
         }
         let drained = self.drain_for_close(id).await;
         let closed = match drained {
@@ -200,9 +202,9 @@ impl ShardEngine {
                     // it: a write accepted now would sit above the flushed point of a
                     // closed region. Opening it again settles the doubt.
                     if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
-                        if !region.manifest.dropped && !region.manifest.closed {
+                        if region.state() == &RegionState::Closing {
                             let flushed_sequence = region.manifest.last_sequence;
-                            region.manifest.apply(&Edit::Close { flushed_sequence });
+                            region.apply(&Edit::Close { flushed_sequence });
                         }
                     }
                 }
@@ -210,8 +212,11 @@ impl ShardEngine {
             }
             Err(error) => Err(error),
         };
+        // A close that did not get as far as its edit leaves the region open.
         if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
-            region.closing = false;
+            if region.state() == &RegionState::Closing {
+                region.enter(RegionState::Open);
+            }
         }
         match closed? {
             true => {
@@ -229,7 +234,7 @@ impl ShardEngine {
         loop {
             let flush_now = {
                 let regions = self.regions.borrow();
-                let region = usable_region(&regions, id)?;
+                let region = region(&regions, id, Need::Serving)?;
                 let drained = region.in_flight.is_empty()
                     && !region.flushing
                     && region.memtable.is_empty()
@@ -255,7 +260,9 @@ impl ShardEngine {
     /// Opens a closed region again; opening an open region succeeds.
     pub async fn open_region(&self, id: RegionId) -> Result<(), EngineError> {
         self.check_running()?;
-        let closed = live_region(&self.regions.borrow(), id)?.manifest.closed;
+        let closed = region(&self.regions.borrow(), id, Need::Exists)?
+            .manifest
+            .closed;
         if !closed {
             return Ok(());
         }

@@ -44,12 +44,14 @@ mod error;
 mod flush;
 mod lifecycle;
 mod read;
+mod recovery;
 mod region;
 
 pub use config::{EngineConfig, SstStore};
 use error::corrupt_sst;
 pub use error::EngineError;
 use read::*;
+use recovery::*;
 use region::*;
 
 /// Rows a flush or compaction encodes between two yields to the shard: one chunk's
@@ -131,145 +133,32 @@ impl ShardEngine {
             _ => ManifestStore::Object(store.clone()),
         };
         let mut recovery = EngineRecovery::default();
-        let mut regions = BTreeMap::new();
-        for name in manifests.region_dirs(&root).await? {
-            let Some(id) = parse_region_dir(&name) else {
-                tracing::warn!(dir = %regions_dir.display(), entry = %name, "ignoring an entry that is not a region");
-                continue;
-            };
-            let region = match RegionManifest::load(&manifests, &root, id).await {
-                Ok(Some((mut manifest, edits))) if manifest.region == id => {
-                    // Sequences continue above everything stored, whatever the checkpoint
-                    // recorded: the flushed point and every SST's rows.
-                    let stored = manifest
-                        .files
-                        .iter()
-                        .map(|f| f.max_sequence)
-                        .max()
-                        .unwrap_or(0);
-                    manifest.last_sequence = manifest
-                        .last_sequence
-                        .max(manifest.flushed_sequence)
-                        .max(stored);
-                    tracing::debug!(region = %id, version = manifest.version, edits, flushed = manifest.flushed_sequence, files = manifest.files.len(), "manifest loaded");
-                    if edits > 0 {
-                        // Fold the edit log into a fresh checkpoint.
-                        manifest.store(&manifests, &root).await?;
-                    }
-                    Region::new(manifest, 0)
-                }
-                Ok(Some((manifest, _))) => quarantined_region(
-                    id,
-                    format!(
-                        "the manifest of region {id} names region {}",
-                        manifest.region
-                    ),
-                ),
-                // A region whose creation never completed (the manifest was never renamed
-                // into place) does not exist.
-                Ok(None) => continue,
-                Err(LoadError::Damaged(reason)) => quarantined_region(id, reason),
-                Err(LoadError::Unavailable(error)) => {
-                    return Err(EngineError::Io(format!(
-                        "loading the manifest of region {id}: {error}"
-                    )))
-                }
-            };
-            regions.insert(id, region);
-        }
-
+        let mut regions = load_regions(&manifests, &root).await?;
         let mut wal_config = config.wal.clone();
         wal_config.dir = root.join(&config.wal.dir);
         let mut rows_replayed = 0u64;
         let (wal, wal_recovery) = Wal::open(disk.clone(), wal_config, |header, payload| {
-            let Some(region) = regions.get_mut(&header.region) else { return };
-            // Sequences continue above every record ever logged, replayed or not.
-            region.manifest.last_sequence = region.manifest.last_sequence.max(header.sequence);
-            if region.quarantined.is_some() || region.manifest.dropped || header.sequence <= region.manifest.flushed_sequence {
-                return;
-            }
-            if region.manifest.closed {
-                // A region is flushed completely before it closes and refuses writes
-                // while closing: a record above its flushed point breaks that rule, and
-                // skipping it would lose it silently.
-                region.quarantined = Some(format!("WAL record (sequence {}) is above the flushed sequence {} of the closed region", header.sequence, region.manifest.flushed_sequence));
-                return;
-            }
-            match write_batch::decode(payload) {
-                Ok(mut batch) => {
-                    // Records written before an ALTER ADD COLUMN lack the new fields.
-                    let width = region.manifest.schema.fields.len();
-                    for (_, fields) in batch.series.iter_mut().flat_map(|one| one.rows.iter_mut()) {
-                        while fields.len() < width {
-                            fields.push(Value::Null);
-                        }
-                    }
-                    if let Err(fault) = batch.check(&region.manifest.schema) {
-                        region.quarantined = Some(format!("WAL record (sequence {}) does not fit the schema: {fault}", header.sequence));
-                        return;
-                    }
-                    rows_replayed += batch.rows() as u64;
-                    for series in batch.series {
-                        region.memtable.insert_series(header.sequence, &series.tags, series.rows);
-                    }
-                }
-                Err(error) => {
-                    region.quarantined = Some(format!("WAL record (sequence {}) does not decode: {error}", header.sequence));
-                }
+            if let Some(region) = regions.get_mut(&header.region) {
+                rows_replayed += replay_record(region, header.sequence, payload);
             }
         })
         .await?;
 
-        for (path, corruption) in &wal_recovery.corruptions {
-            let reason = format!(
-                "WAL corruption in {} at offset {}",
-                path.display(),
-                corruption.offset
-            );
-            match corruption.region {
-                Some(id) => {
-                    if let Some(region) = regions.get_mut(&id) {
-                        region.quarantined.get_or_insert(reason);
-                    }
-                }
-                // The damaged header hides whose record it was: every region may be hurt.
-                None => {
-                    for region in regions.values_mut().filter(|r| !r.manifest.dropped) {
-                        region
-                            .quarantined
-                            .get_or_insert(format!("{reason} (the record's region is unreadable)"));
-                    }
-                }
-            }
-        }
+        quarantine_corrupted(&mut regions, &wal_recovery.corruptions);
         for (id, region) in &regions {
-            if let Some(reason) = &region.quarantined {
+            if let RegionState::Quarantined(reason) = region.state() {
                 tracing::error!(region = %id, %reason, "region quarantined");
                 recovery.quarantined.push((*id, reason.clone()));
             }
         }
-        recovery.regions = regions.values().filter(|r| !r.manifest.dropped).count();
+        recovery.regions = regions
+            .values()
+            .filter(|r| r.state() != &RegionState::Dropped)
+            .count();
         recovery.rows_replayed = rows_replayed;
         recovery.wal = wal_recovery;
         let memory = regions.values().map(|r| r.memtable.bytes()).sum();
-        // An SST written by a flush that crashed before its manifest was stored belongs
-        // to no one: delete it.
-        for (id, region) in &regions {
-            let listed = store
-                .list(&sst_dir(&root, *id).display().to_string())
-                .await?;
-            for key in listed {
-                let known = region
-                    .manifest
-                    .files
-                    .iter()
-                    .any(|f| sst_key(&root, *id, f.file_id) == key);
-                if !known && region.quarantined.is_none() {
-                    tracing::info!(%key, "deleting an SST no manifest refers to");
-                    store.delete(&key).await?;
-                }
-            }
-        }
+        delete_orphan_ssts(&store, &root, &regions).await?;
         let sst_cache_bytes = config.sst_cache_bytes;
         let engine = ShardEngine {
             store,
@@ -303,12 +192,9 @@ impl ShardEngine {
         make: impl FnOnce(&RegionManifest) -> Result<Edit, EngineError>,
     ) -> Result<bool, EngineError> {
         let _manifest_guard = self.manifest_lock.lock().await;
-        let before = match self
-            .regions
-            .borrow()
-            .get(&id)
-            .filter(|r| !r.manifest.dropped && incarnation.is_none_or(|i| i == r.incarnation))
-        {
+        let before = match self.regions.borrow().get(&id).filter(|r| {
+            r.state() != &RegionState::Dropped && incarnation.is_none_or(|i| i == r.incarnation)
+        }) {
             Some(region) => (region.manifest.clone(), region.checkpoint_version),
             None => return Ok(false),
         };
@@ -341,7 +227,7 @@ impl ShardEngine {
             let Some(region) = regions.get_mut(&id) else {
                 return Ok(true);
             };
-            region.manifest.apply(&edit);
+            region.apply(&edit);
             (region.manifest.version - region.checkpoint_version >= EDITS_PER_CHECKPOINT)
                 .then(|| region.manifest.clone())
         };
@@ -388,12 +274,12 @@ impl ShardEngine {
             wal_commit_micros_total: wal.commit_micros_total,
             flushes: self.flushes_done.get(),
             compactions: self.compactions_done.get(),
-            // Regions this shard serves: not dropped, not closed.
+            // Regions this shard holds open (quarantined ones too: they wait for an operator).
             regions: self
                 .regions
                 .borrow()
                 .values()
-                .filter(|r| !r.manifest.dropped && !r.manifest.closed)
+                .filter(|r| !matches!(r.state(), RegionState::Dropped | RegionState::Closed))
                 .count() as u64,
         }
     }
@@ -408,14 +294,14 @@ impl ShardEngine {
     }
 
     pub fn file_count(&self, id: RegionId) -> Result<usize, EngineError> {
-        Ok(live_region(&self.regions.borrow(), id)?
+        Ok(region(&self.regions.borrow(), id, Need::Exists)?
             .manifest
             .files
             .len())
     }
 
     pub fn schema(&self, id: RegionId) -> Result<RegionSchema, EngineError> {
-        Ok(live_region(&self.regions.borrow(), id)?
+        Ok(region(&self.regions.borrow(), id, Need::Exists)?
             .manifest
             .schema
             .clone())
@@ -432,10 +318,7 @@ impl ShardEngine {
     ) -> Result<u64, EngineError> {
         let (sequence, durable) = {
             let mut regions = self.regions.borrow_mut();
-            let region = usable_region_mut(&mut regions, id)?;
-            if region.closing {
-                return Err(EngineError::RegionClosed(id));
-            }
+            let region = region_mut(&mut regions, id, Need::Writable)?;
             let invalid = |fault| EngineError::InvalidWrite { region: id, fault };
             batch.check(&region.manifest.schema).map_err(invalid)?;
             for (series, one) in batch.series.iter().enumerate() {
@@ -489,7 +372,7 @@ impl ShardEngine {
         region.in_flight.remove(&sequence);
         outcome?;
         // A region dropped while the write was in flight has nothing to apply it to.
-        if !region.manifest.dropped {
+        if region.state() != &RegionState::Dropped {
             let mut grown = 0isize;
             for series in batch.series {
                 grown += region

@@ -3,89 +3,314 @@
 
 use super::*;
 
-impl ShardEngine {
-    /// Rows of a region matching the request, in (series, ts) order: the memtables and
-    /// the SSTs merged, the latest write of each (series, ts) winning.
-    pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
-        let request = &self.retained(id, request)?;
-        if request.series_only {
-            return self.scan_series_only(id, request).await;
+/// A scan compiled against its region: the request (within the retention), its label
+/// matchers and its projection.
+pub(super) struct Scan {
+    pub(super) request: ScanRequest,
+    pub(super) filter: SeriesFilter,
+    pub(super) projection: Projection,
+}
+
+impl Scan {
+    fn keeps(&self, tags: &[String]) -> bool {
+        self.filter.keeps(tags)
+    }
+}
+
+/// What one kind of scan makes of each source and of them all. Every scan goes through
+/// [`ShardEngine::run_scan`]: the same snapshot of memtables and files, the same reads;
+/// the shapes differ only in what a source gives and how the sources are merged.
+pub(super) trait ScanShape {
+    type Source;
+    type Output;
+    /// A memtable's part (the live one first, then the frozen ones).
+    fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source;
+    /// An SST's part (`key` names it).
+    fn sst(
+        &self,
+        key: &str,
+        file: &SstMeta,
+        parsed: &sst::SstFile,
+        scan: &Scan,
+    ) -> Result<Self::Source, String>;
+    /// Every source merged; one source alone is the live memtable's, which holds each
+    /// (series, ts) once and in order.
+    fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output;
+}
+
+/// A compiled scan, what the memtables gave, and the SSTs still to read.
+type Snapshot<Source> = (Scan, Vec<Source>, Vec<SstMeta>);
+
+/// Rows with their sequences, merged by sorting: [`ShardEngine::scan`].
+struct RowsShape;
+
+impl ScanShape for RowsShape {
+    type Source = Vec<(u64, Row)>;
+    type Output = Vec<Row>;
+
+    fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
+        let request = &scan.request;
+        let equal = scan.filter.equalities();
+        let mut rows =
+            memtable.scan_sequenced(request.start, request.end, |tags| scan.keeps(tags), &equal);
+        for (_, row) in rows.iter_mut() {
+            scan.projection.apply(&mut row.fields);
         }
-        let (filter, projection, mut rows, files, one_memtable) = {
-            let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
-            let (projection, filter) = plan_scan(id, &region.manifest.schema, request)?;
-            let keep = |tags: &[String]| filter.keeps(tags);
-            let equal = filter.equalities();
-            let mut rows = region
-                .memtable
-                .scan_sequenced(request.start, request.end, keep, &equal);
-            for frozen in &region.frozen {
-                rows.extend(frozen.scan_sequenced(request.start, request.end, keep, &equal));
-            }
-            for (_, row) in rows.iter_mut() {
-                projection.apply(&mut row.fields);
-            }
-            let files = files_in_range(region, request);
-            let one_memtable = region.frozen.is_empty() && files.is_empty();
-            (filter, projection, rows, files, one_memtable)
-        };
-        for file in files {
-            let (key, parsed) = self.read_sst(id, &file).await?;
-            // Shaped to the projection by the reader, which decodes no other field.
-            let read = sst::read_file(
-                &parsed,
-                &projection.schema,
-                request.start,
-                request.end,
-                |tags| filter.keeps(tags),
-            )
-            .map_err(corrupt_sst(&key))?;
-            rows.extend(read);
-        }
-        let limit = request.limit.unwrap_or(usize::MAX);
-        if one_memtable {
+        rows
+    }
+
+    fn sst(
+        &self,
+        _: &str,
+        _: &SstMeta,
+        parsed: &sst::SstFile,
+        scan: &Scan,
+    ) -> Result<Self::Source, String> {
+        // Shaped to the projection by the reader, which decodes no other field.
+        let request = &scan.request;
+        sst::read_file(
+            parsed,
+            &scan.projection.schema,
+            request.start,
+            request.end,
+            |tags| scan.keeps(tags),
+        )
+    }
+
+    fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
+        let limit = scan.request.limit.unwrap_or(usize::MAX);
+        if sources.len() == 1 {
             // One memtable yields its rows in (series, ts) order, one per (series, ts):
             // already merged. Sorting them again was a query profile's top shard cost.
+            let rows = sources.into_iter().next().expect("one source");
             debug_assert!(rows
                 .windows(2)
                 .all(|pair| { (&pair[0].1.tags, pair[0].1.ts) < (&pair[1].1.tags, pair[1].1.ts) }));
-            return Ok(rows.into_iter().take(limit).map(|(_, row)| row).collect());
+            return rows.into_iter().take(limit).map(|(_, row)| row).collect();
         }
-        Ok(merge_latest(rows, limit))
+        merge_latest(sources.into_iter().flatten().collect(), limit)
     }
 }
 
-/// The region's SSTs whose time range overlaps the request's.
-pub(super) fn files_in_range(region: &Region, request: &ScanRequest) -> Vec<SstMeta> {
-    region
-        .manifest
-        .files
-        .iter()
-        .filter(|f| f.max_ts >= request.start && f.min_ts < request.end)
-        .cloned()
-        .collect()
+/// Series with their rows, merged by [`merge_series`]: [`ShardEngine::scan_series`].
+struct SeriesShape;
+
+impl ScanShape for SeriesShape {
+    type Source = Vec<SequencedSeries>;
+    type Output = Vec<SeriesRows>;
+
+    fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
+        let request = &scan.request;
+        let equal = scan.filter.equalities();
+        let mut series = memtable.scan_series_sequenced(
+            request.start,
+            request.end,
+            |tags| scan.keeps(tags),
+            &equal,
+        );
+        for (_, samples) in series.iter_mut() {
+            for (_, _, fields) in samples {
+                scan.projection.apply(fields);
+            }
+        }
+        series
+    }
+
+    fn sst(
+        &self,
+        _: &str,
+        _: &SstMeta,
+        parsed: &sst::SstFile,
+        scan: &Scan,
+    ) -> Result<Self::Source, String> {
+        let request = &scan.request;
+        sst::read_series(
+            parsed,
+            &scan.projection.schema,
+            request.start,
+            request.end,
+            |tags| scan.keeps(tags),
+        )
+    }
+
+    fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
+        if sources.len() == 1 {
+            // The live memtable alone: its series as they are, no merge.
+            let series = sources.into_iter().next().expect("one source");
+            return series
+                .into_iter()
+                .map(|(tags, rows)| SeriesRows {
+                    tags,
+                    rows: rows
+                        .into_iter()
+                        .map(|(ts, _, fields)| (ts, fields))
+                        .collect(),
+                })
+                .collect();
+        }
+        merge_series(sources, scan.projection.schema.fields.len())
+    }
 }
 
-impl ShardEngine {
-    /// `request` without what lies past the region's retention: rows past it are gone
-    /// for readers at once, whenever compaction gets to deleting them.
-    pub(super) fn retained(
+/// One row per series with null fields, from the memtables and the SSTs' series indexes
+/// (see [`ScanRequest::series_only`]): a memtable's series with their first timestamp in
+/// range, an SST's from the start of its data there.
+struct SeriesOnlyShape;
+
+impl ScanShape for SeriesOnlyShape {
+    type Source = Vec<(Vec<String>, i64)>;
+    type Output = Vec<Row>;
+
+    fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
+        let request = &scan.request;
+        let equal = scan.filter.equalities();
+        memtable.series(request.start, request.end, |tags| scan.keeps(tags), &equal)
+    }
+
+    fn sst(
         &self,
-        id: RegionId,
-        request: &ScanRequest,
-    ) -> Result<ScanRequest, EngineError> {
-        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
-        Ok(ScanRequest {
-            start: request.start.max(cutoff),
-            ..request.clone()
+        _: &str,
+        file: &SstMeta,
+        parsed: &sst::SstFile,
+        scan: &Scan,
+    ) -> Result<Self::Source, String> {
+        let request = &scan.request;
+        let ts = file.min_ts.max(request.start);
+        let found = sst::series(
+            parsed,
+            &scan.projection.schema,
+            request.start,
+            request.end,
+            |tags| scan.keeps(tags),
+        )?;
+        Ok(found.into_iter().map(|tags| (tags, ts)).collect())
+    }
+
+    fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
+        let mut series: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+        for (tags, ts) in sources.into_iter().flatten() {
+            let first = series.entry(tags).or_insert(ts);
+            *first = (*first).min(ts);
+        }
+        let field_count = scan.projection.schema.fields.len();
+        series
+            .into_iter()
+            .take(scan.request.limit.unwrap_or(usize::MAX))
+            .map(|(tags, ts)| Row {
+                tags,
+                ts,
+                fields: vec![Value::Null; field_count],
+            })
+            .collect()
+    }
+}
+
+/// Arrow batches merged as they are taken: [`ShardEngine::scan_stream`].
+struct StreamShape {
+    batch_rows: usize,
+}
+
+impl ScanShape for StreamShape {
+    type Source = Run;
+    type Output = ScanStream;
+
+    fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
+        Run::Rows(Some(RowsShape.memtable(memtable, scan)))
+    }
+
+    /// A reader over the cached file that decodes a batch of chunks at a time.
+    fn sst(
+        &self,
+        key: &str,
+        _: &SstMeta,
+        parsed: &sst::SstFile,
+        scan: &Scan,
+    ) -> Result<Self::Source, String> {
+        let request = &scan.request;
+        let reader = sst::SstReader::open(
+            parsed,
+            &scan.projection.schema,
+            request.start,
+            request.end,
+            |tags| scan.keeps(tags),
+        )?;
+        Ok(Run::Sst {
+            key: key.to_string(),
+            reader,
         })
     }
 
+    fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
+        let limit = scan.request.limit.unwrap_or(usize::MAX);
+        ScanStream::new(
+            sources,
+            scan.projection.schema.clone(),
+            self.batch_rows,
+            limit,
+        )
+    }
+}
+
+impl ShardEngine {
+    /// Every scan's one pipeline: the request within the retention, compiled against the
+    /// region's schema; the memtables (live, then frozen) and the list of SSTs in range
+    /// taken in one step, so that no row flushed meanwhile is missed or read twice; each
+    /// SST read (through the cache); then `shape` merges the sources.
+    async fn run_scan<S: ScanShape>(
+        &self,
+        id: RegionId,
+        request: &ScanRequest,
+        shape: S,
+    ) -> Result<S::Output, EngineError> {
+        let (scan, mut sources, files) = self.scan_snapshot(id, request, &shape)?;
+        for file in files {
+            let (key, parsed) = self.read_sst(id, &file).await?;
+            sources.push(
+                shape
+                    .sst(&key, &file, &parsed, &scan)
+                    .map_err(corrupt_sst(&key))?,
+            );
+        }
+        Ok(shape.merge(sources, &scan))
+    }
+
+    /// The compiled scan, the memtables' sources and the SSTs to read, in one step.
+    fn scan_snapshot<S: ScanShape>(
+        &self,
+        id: RegionId,
+        request: &ScanRequest,
+        shape: &S,
+    ) -> Result<Snapshot<S::Source>, EngineError> {
+        let request = self.retained(id, request)?;
+        let regions = self.regions.borrow();
+        let region = region(&regions, id, Need::Serving)?;
+        let (projection, filter) = plan_scan(id, &region.manifest.schema, &request)?;
+        let scan = Scan {
+            request,
+            filter,
+            projection,
+        };
+        let sources = std::iter::once(&region.memtable)
+            .chain(region.frozen.iter().map(|m| &**m))
+            .map(|memtable| shape.memtable(memtable, &scan))
+            .collect();
+        let files = files_in_range(region, &scan.request);
+        Ok((scan, sources, files))
+    }
+
+    /// Rows of a region matching the request, in (series, ts) order: the memtables and
+    /// the SSTs merged, the latest write of each (series, ts) winning.
+    pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
+        if request.series_only {
+            return self.run_scan(id, request, SeriesOnlyShape).await;
+        }
+        self.run_scan(id, request, RowsShape).await
+    }
+
     /// Like [`ShardEngine::scan`], grouped by series, without building a `Row` per
-    /// sample (a query profile's top cost on the shards): a lone live memtable answers
-    /// with its series as they are; otherwise every memtable and SST gives its series
-    /// with sequences and [`merge_series`] merges them, comparing tags once per series.
+    /// sample (a query profile's top cost on the shards): every memtable and SST gives
+    /// its series with sequences and [`merge_series`] merges them, comparing tags once
+    /// per series.
     pub async fn scan_series(
         &self,
         id: RegionId,
@@ -94,63 +319,7 @@ impl ShardEngine {
         if request.series_only || request.limit.is_some() {
             return Ok(SeriesRows::group(self.scan(id, request).await?));
         }
-        let request = &self.retained(id, request)?;
-        let (filter, projection, mut sources, files) = {
-            let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
-            let schema = &region.manifest.schema;
-            let (projection, filter) = plan_scan(id, schema, request)?;
-            let keep = |tags: &[String]| filter.keeps(tags);
-            let equal = filter.equalities();
-            let files = files_in_range(region, request);
-            if region.frozen.is_empty() && files.is_empty() {
-                // Only the live memtable: its series as they are, no merge.
-                let mut series =
-                    region
-                        .memtable
-                        .scan_series(request.start, request.end, keep, &equal);
-                // An ALTER ADD COLUMN gives the memtable's rows their null field at once.
-                debug_assert!(series.iter().all(|one| {
-                    one.rows
-                        .iter()
-                        .all(|(_, fields)| fields.len() == schema.fields.len())
-                }));
-                if !projection.identity {
-                    for one in &mut series {
-                        for (_, fields) in &mut one.rows {
-                            projection.apply(fields);
-                        }
-                    }
-                }
-                return Ok(series);
-            }
-            let mut sources: Vec<Vec<SequencedSeries>> = std::iter::once(&region.memtable)
-                .chain(region.frozen.iter().map(|m| &**m))
-                .map(|memtable| {
-                    memtable.scan_series_sequenced(request.start, request.end, keep, &equal)
-                })
-                .collect();
-            for (_, samples) in sources.iter_mut().flatten() {
-                for (_, _, fields) in samples {
-                    projection.apply(fields);
-                }
-            }
-            (filter, projection, sources, files)
-        };
-        for file in files {
-            let (key, parsed) = self.read_sst(id, &file).await?;
-            sources.push(
-                sst::read_series(
-                    &parsed,
-                    &projection.schema,
-                    request.start,
-                    request.end,
-                    |tags| filter.keeps(tags),
-                )
-                .map_err(corrupt_sst(&key))?,
-            );
-        }
-        Ok(merge_series(sources, projection.schema.fields.len()))
+        self.run_scan(id, request, SeriesShape).await
     }
 
     /// An SST's object key and bytes.
@@ -176,55 +345,6 @@ impl ShardEngine {
         Ok((key, parsed))
     }
 
-    /// A series-only scan (see [`ScanRequest::series_only`]): one row per series, with
-    /// null fields, from the memtables and the SSTs' series indexes.
-    pub(super) async fn scan_series_only(
-        &self,
-        id: RegionId,
-        request: &ScanRequest,
-    ) -> Result<Vec<Row>, EngineError> {
-        let (filter, schema, mut series, files) = {
-            let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
-            let schema = region.manifest.schema.clone();
-            let projection = Projection::of(id, &schema, request)?;
-            let filter = SeriesFilter::compile_for(id, &schema, &request.matchers)?;
-            let keep = |tags: &[String]| filter.keeps(tags);
-            let mut series: BTreeMap<Vec<String>, i64> = BTreeMap::new();
-            for memtable in
-                std::iter::once(&region.memtable).chain(region.frozen.iter().map(|m| &**m))
-            {
-                let equal = filter.equalities();
-                for (tags, ts) in memtable.series(request.start, request.end, keep, &equal) {
-                    let first = series.entry(tags).or_insert(ts);
-                    *first = (*first).min(ts);
-                }
-            }
-            let files = files_in_range(region, request);
-            (filter, projection.schema, series, files)
-        };
-        for file in files {
-            let (key, parsed) = self.read_sst(id, &file).await?;
-            let found = sst::series(&parsed, &schema, request.start, request.end, |tags| {
-                filter.keeps(tags)
-            })
-            .map_err(corrupt_sst(&key))?;
-            let ts = file.min_ts.max(request.start);
-            for tags in found {
-                series.entry(tags).or_insert(ts);
-            }
-        }
-        Ok(series
-            .into_iter()
-            .take(request.limit.unwrap_or(usize::MAX))
-            .map(|(tags, ts)| Row {
-                tags,
-                ts,
-                fields: vec![Value::Null; schema.fields.len()],
-            })
-            .collect())
-    }
-
     /// Like [`ShardEngine::scan`], as a stream of Arrow batches of at most `batch_rows`
     /// rows in the region's row schema ([`sst::row_schema`]), projected: the memtables
     /// as they are now and the SSTs in range, merged as the batches are taken, so no
@@ -236,54 +356,20 @@ impl ShardEngine {
         batch_rows: usize,
     ) -> Result<ScanStream, EngineError> {
         assert!(batch_rows > 0, "batches hold at least one row");
-        let request = &self.retained(id, request)?;
-        let limit = request.limit.unwrap_or(usize::MAX);
+        let shape = StreamShape { batch_rows };
         if request.series_only {
+            // Series-only rows are few (one per series): gathered whole, then streamed.
             let schema = Projection::of(id, &self.schema(id)?, request)?.schema;
-            let rows = self.scan_series_only(id, request).await?;
+            let rows = self.run_scan(id, request, SeriesOnlyShape).await?;
             let rows = rows.into_iter().map(|row| (0, row)).collect();
             return Ok(ScanStream::new(
                 vec![Run::Rows(Some(rows))],
                 schema,
                 batch_rows,
-                limit,
+                usize::MAX,
             ));
         }
-        // The memtables and the file list are taken in one step, so that no row flushed
-        // meanwhile is missed or read twice from different places.
-        let (filter, projection, mut runs, files) = {
-            let regions = self.regions.borrow();
-            let region = usable_region(&regions, id)?;
-            let schema = &region.manifest.schema;
-            let (projection, filter) = plan_scan(id, schema, request)?;
-            let keep = |tags: &[String]| filter.keeps(tags);
-            let equal = filter.equalities();
-            let runs: Vec<Run> = std::iter::once(&region.memtable)
-                .chain(region.frozen.iter().map(|m| &**m))
-                .map(|memtable| {
-                    let mut rows =
-                        memtable.scan_sequenced(request.start, request.end, keep, &equal);
-                    for (_, row) in &mut rows {
-                        projection.apply(&mut row.fields);
-                    }
-                    Run::Rows(Some(rows))
-                })
-                .collect();
-            (filter, projection, runs, files_in_range(region, request))
-        };
-        for file in files {
-            let (key, parsed) = self.read_sst(id, &file).await?;
-            let reader = sst::SstReader::open(
-                &parsed,
-                &projection.schema,
-                request.start,
-                request.end,
-                |tags| filter.keeps(tags),
-            )
-            .map_err(corrupt_sst(&key))?;
-            runs.push(Run::Sst { key, reader });
-        }
-        Ok(ScanStream::new(runs, projection.schema, batch_rows, limit))
+        self.run_scan(id, request, shape).await
     }
 
     /// [`ShardEngine::scan_stream`], every batch of it.
@@ -300,6 +386,31 @@ impl ShardEngine {
         }
         Ok(batches)
     }
+
+    /// `request` without what lies past the region's retention: rows past it are gone
+    /// for readers at once, whenever compaction gets to deleting them.
+    pub(super) fn retained(
+        &self,
+        id: RegionId,
+        request: &ScanRequest,
+    ) -> Result<ScanRequest, EngineError> {
+        let cutoff = retention_cutoff(&self.regions.borrow(), id)?;
+        Ok(ScanRequest {
+            start: request.start.max(cutoff),
+            ..request.clone()
+        })
+    }
+}
+
+/// The region's SSTs whose time range overlaps the request's.
+pub(super) fn files_in_range(region: &Region, request: &ScanRequest) -> Vec<SstMeta> {
+    region
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.max_ts >= request.start && f.min_ts < request.end)
+        .cloned()
+        .collect()
 }
 
 /// What every scan compiles first against the region's schema: its projection and its
@@ -371,7 +482,7 @@ pub(super) fn retention_cutoff(
     regions: &BTreeMap<RegionId, Region>,
     id: RegionId,
 ) -> Result<i64, EngineError> {
-    let region = live_region(regions, id)?;
+    let region = region(regions, id, Need::Exists)?;
     Ok(match region.manifest.ttl_ms {
         Some(ttl) => {
             let cutoff_ms = metronome_core::rt::time::unix_time_ms().saturating_sub(ttl);
