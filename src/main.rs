@@ -3,36 +3,29 @@
 //! Configuration precedence, lowest first: built-in defaults, the TOML file (`--config`),
 //! `METRONOME_*` environment variables, command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use metronome_catalog::client::MetaClient;
+use metronome_catalog::Route;
 use metronome_core::config::Config;
 use metronome_core::rt::disk::{startup, DirLock, Disk};
-use metronome_core::rt::net;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::task;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
-use metronome_frontend as frontend;
-use metronome_frontend::http::{Frontend, ShardFiguresSource};
-use metronome_frontend::meta::Meta;
-use metronome_frontend::pg::PgServer;
-use metronome_frontend::prom_store::PromStore;
-use metronome_frontend::promql::QueryLimits;
-use metronome_frontend::router::RegionRouter;
-use metronome_frontend::self_metrics::{BuildInfo, SelfMetrics};
-use metronome_frontend::sql::{SqlEngine, SqlLimits};
-use metronome_frontend::table_store::TableStore;
-use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
-use metronome_metasrv::client::MetaClient;
+use metronome_datanode::heartbeat;
+use metronome_frontend::self_metrics::BuildInfo;
+use metronome_frontend::start::{self, FrontendConfig, Peers};
 use metronome_metasrv::service::MetaService;
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
-use metronome_wire::{RegionService, RegionServiceExt};
+use metronome_wire::RegionService;
 
 /// mimalloc instead of glibc's allocator: ingest allocates and frees many small rows on
 /// every thread, and glibc's arenas spent half the CPU of a remote-write benchmark in
@@ -270,7 +263,6 @@ const METASRV_ENDPOINT: &str = "metasrv";
 /// How long a component waits for another's reply before it gives up (and the client
 /// gets a retryable error).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Starts the datanode, the catalog and the HTTP API, and serves until SIGINT or SIGTERM.
 async fn serve(
@@ -320,103 +312,37 @@ async fn serve(
         )
     };
     // The datanode's side: it tells the metasrv it is alive.
-    let heartbeats = {
-        let (metasrv, handle) = (MetaClient::new(client(METASRV_ENDPOINT)), handle.clone());
-        task::spawn(async move {
-            let mut ticks = metronome_core::rt::time::interval(HEARTBEAT_INTERVAL);
-            loop {
-                ticks.tick().await;
-                if let Err(error) = metasrv.heartbeat(0, &handle.stats().await).await {
-                    tracing::warn!(%error, "heartbeat to the metasrv failed");
-                }
-            }
-        })
-    };
+    let heartbeats = task::spawn(heartbeat::run(
+        MetaClient::new(client(METASRV_ENDPOINT)),
+        handle.clone(),
+        0,
+        heartbeat::HEARTBEAT_INTERVAL,
+    ));
     drop(handle);
 
-    // The frontend's side: regions and catalog reached through the protocol only.
-    let meta = Arc::new(
-        Meta::connect(MetaClient::new(client(METASRV_ENDPOINT)))
-            .await
-            .map_err(|error| format!("cannot read the catalog: {error}"))?,
-    );
-    let routes = (0..u32::from(shard_count) * METRIC_REGIONS_PER_SHARD)
-        .map(|number| Route {
-            datanode: 0,
-            shard: (number % u32::from(shard_count)) as u16,
-        })
-        .collect();
-    // One datanode in standalone: datanode 0, the id every route names.
-    let datanode_0: Arc<dyn RegionService> = Arc::new(RegionClient::new(client(DATANODE_ENDPOINT)));
-    let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(
-        meta.clone(),
-        std::collections::BTreeMap::from([(0, datanode_0)]),
-    ));
-    let store = Arc::new(
-        PromStore::open(
-            DEFAULT_DATABASE,
-            meta.clone(),
-            regions.clone(),
-            routes,
-            config.ingest,
-        )
-        .await
-        .map_err(|error| format!("cannot open the metric regions: {error}"))?,
-    );
-    let tables: Arc<TableStore> = Arc::new(
-        TableStore::open(meta.clone(), regions.clone(), shard_count)
-            .await
-            .map_err(|error| format!("cannot open the tables: {error}"))?,
-    );
-    let sql = Arc::new(SqlEngine::new(
-        DEFAULT_DATABASE,
-        meta.clone(),
-        tables.clone(),
-        store.clone(),
-        SqlLimits {
-            timeout: Duration::from_millis(config.query.timeout_ms),
-            memory_bytes_max: usize::try_from(config.query.sql_memory_bytes_max)
-                .unwrap_or(usize::MAX),
-            result_bytes_max: usize::try_from(config.query.sql_result_bytes_max)
-                .unwrap_or(usize::MAX),
-        },
-    ));
-    let shard_figures: ShardFiguresSource = {
-        let regions = regions.clone();
-        Arc::new(move || {
-            let regions = regions.clone();
-            Box::pin(async move {
-                regions.shard_stats().await.unwrap_or_else(|error| {
-                    tracing::warn!(%error, "cannot read the shards' figures");
-                    Vec::new()
-                })
+    // The frontend's side: regions and catalog reached through the protocol only. One
+    // datanode in standalone: datanode 0, the id every route names.
+    let peers = Peers {
+        metasrv: MetaClient::new(client(METASRV_ENDPOINT)),
+        datanodes: BTreeMap::from([(
+            0,
+            Arc::new(RegionClient::new(client(DATANODE_ENDPOINT))) as Arc<dyn RegionService>,
+        )]),
+        metric_routes: (0..u32::from(shard_count) * METRIC_REGIONS_PER_SHARD)
+            .map(|number| Route {
+                datanode: 0,
+                shard: (number % u32::from(shard_count)) as u16,
             })
-        })
+            .collect(),
+        shards: shard_count,
     };
-    let frontend = Arc::new(Frontend {
-        store,
-        sql: sql.clone(),
-        tables,
-        metrics: SelfMetrics::new(build_info()),
-        shard_figures: Some(shard_figures),
-        query_limits: QueryLimits {
-            samples_max: usize::try_from(config.query.samples_max).unwrap_or(usize::MAX),
-            timeout: Duration::from_millis(config.query.timeout_ms),
-            ..QueryLimits::default()
-        },
-    });
-    let listener = net::bind_stream_listener(config.http.addr)
-        .await
-        .map_err(|error| format!("cannot listen on {}: {error}", config.http.addr))?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|error| format!("cannot read the HTTP address: {error}"))?;
-    let pg_listener = net::bind_stream_listener(config.postgres.addr)
-        .await
-        .map_err(|error| format!("cannot listen on {}: {error}", config.postgres.addr))?;
-    let pg_addr = pg_listener
-        .local_addr()
-        .map_err(|error| format!("cannot read the PostgreSQL address: {error}"))?;
+    let frontend_config = FrontendConfig {
+        http: config.http.clone(),
+        postgres: config.postgres.clone(),
+        query: config.query.clone(),
+        ingest: config.ingest,
+    };
+    let running = start::start(&frontend_config, peers, build_info()).await?;
     // Watched from before the ready line: a signal sent as soon as that line is read
     // must stop the process gracefully, not kill it with the signal's default action.
     let signals = shutdown_signal()?;
@@ -424,33 +350,13 @@ async fn serve(
         data_dir = %config.data_dir.display(),
         shards = shard_count,
         driver = %datanode.driver,
-        http = %http_addr,
-        postgres = %pg_addr,
+        http = %running.http_addr,
+        postgres = %running.postgres_addr,
         startup_ms = started.elapsed().as_millis() as u64,
         replayed_rows = datanode.recoveries.iter().map(|r| r.rows_replayed).sum::<u64>(),
         "metronome standalone ready"
     );
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        }
-    };
-    let postgres = metronome_core::rt::task::spawn(frontend::pg::serve(
-        pg_listener,
-        PgServer::new(sql),
-        stopped(),
-    ));
-    metronome_core::rt::task::spawn(async move {
-        signals.await;
-        tracing::info!("shutting down");
-        let _ = stop_sender.send(true);
-    });
-    frontend::http::serve(listener, frontend::http::router(frontend), stopped())
-        .await
-        .map_err(|error| format!("the HTTP server failed: {error}"))?;
-    let _ = postgres.await;
+    running.serve(signals).await?;
     // Everything acknowledged is durable in the WAL already; flushing now spares the next
     // start the replay. A failure is logged, not fatal: the WAL still holds the rows.
     match datanode.handle().flush_all().await {

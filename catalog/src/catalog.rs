@@ -2,7 +2,7 @@
 //!
 //! [`Catalog::apply`] is plain code over plain data: it checks a [`Command`] against the
 //! current state and either changes the state or refuses with a [`CatalogError`], so the
-//! same function can be driven by the single-replica [`crate::store::CatalogStore`] today
+//! same function can be driven by the single-replica single-replica `CatalogStore` of the metasrv today
 //! and by openraft's state machine later. A command that was refused changes nothing.
 //!
 //! Two kinds of table exist:

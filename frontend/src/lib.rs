@@ -30,4 +30,5 @@ pub mod remote_write;
 pub mod router;
 pub mod self_metrics;
 pub mod sql;
+pub mod start;
 pub mod table_store;

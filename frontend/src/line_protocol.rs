@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 
 use influxdb_line_protocol::{parse_lines, FieldValue as LineValue, ParsedLine};
+use metronome_catalog::{check_name, TableKind};
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, Row, TimeUnit, Value};
 use metronome_core::error::Error;
-use metronome_metasrv::catalog::{check_name, TableKind};
 
 use crate::precision::{first_merged, merged_message, round_to};
 

@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, RwLock};
 
-use metronome_metasrv::catalog::{Catalog, Command};
-use metronome_metasrv::client::{MetaClient, MetaError};
+use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::{Catalog, Command};
 
 pub struct Meta {
     client: MetaClient,

@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
+use metronome_catalog::{
+    metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
+    TableKind, METRIC_NAME_LABEL,
+};
 use metronome_core::config::IngestSection;
 use metronome_core::data::{MatchOp, RegionId, ScanRequest, TagMatcher, Value};
 use metronome_core::error::Error;
 use metronome_core::write_batch::{SeriesWrite, WriteBatch};
-use metronome_metasrv::catalog::{
-    metric_column, metric_label, Catalog, Command, MetricMetadata, MetricRegions, Route, Table,
-    TableKind, METRIC_NAME_LABEL,
-};
 use metronome_wire::{RegionService, RegionServiceExt};
 
 use crate::meta::Meta;
@@ -374,12 +374,7 @@ impl PromStore {
         database
             .tables
             .values()
-            .filter(|table| {
-                matches!(
-                    table.kind,
-                    metronome_metasrv::catalog::TableKind::Metric { .. }
-                )
-            })
+            .filter(|table| matches!(table.kind, metronome_catalog::TableKind::Metric { .. }))
             .map(|table| table.name.clone())
             .collect()
     }

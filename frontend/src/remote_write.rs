@@ -5,7 +5,7 @@
 //! `prometheus/prompb/types.proto` (1.0) and `prometheus/prompb/io/prometheus/write/v2/
 //! types.proto` (2.0). Fields we do not use are left out; prost skips them.
 
-use metronome_metasrv::catalog::{MetricMetadata, METRIC_HELP_BYTES_MAX};
+use metronome_catalog::{MetricMetadata, METRIC_HELP_BYTES_MAX};
 use prost::Message;
 
 use crate::prom_model::{is_valid_label_name, is_valid_metric_name};

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use metronome_catalog::{Catalog, Route, TableKind};
 use metronome_core::data::RegionId;
-use metronome_metasrv::catalog::{Catalog, Route, TableKind};
 use metronome_wire::{
     BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
 };

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
+use metronome_catalog::{Command, Route, Table, TableKind};
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest};
 use metronome_core::error::Error;
-use metronome_metasrv::catalog::{Command, Route, Table, TableKind};
 use metronome_wire::{RegionService, RegionServiceExt};
 
 use crate::meta::Meta;

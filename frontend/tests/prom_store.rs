@@ -6,12 +6,12 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use metronome_catalog::{Route, DEFAULT_DATABASE};
 use metronome_core::config::IngestSection;
 use metronome_core::rt::task;
 use metronome_core::write_batch::WriteBatch;
 use metronome_frontend::prom_store::PromStore;
 use metronome_frontend::remote_write::PromSeries;
-use metronome_metasrv::catalog::{Route, DEFAULT_DATABASE};
 use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
 use tokio::sync::oneshot;
 

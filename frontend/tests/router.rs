@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use metronome_catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_core::data::{
     FieldColumn, FieldType, RegionId, RegionSchema, Row, ScanRequest, TimeUnit, Value,
 };
 use metronome_frontend::router::RegionRouter;
 use metronome_frontend::table_store::TableStore;
-use metronome_metasrv::catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_wire::{ErrorKind, RegionService, RegionServiceExt};
 
 #[tokio::test(flavor = "current_thread")]

@@ -21,9 +21,9 @@ use metronome_wire::frame::{self, Body};
 use metronome_wire::rpc::{BoxFuture, Dispatch};
 use metronome_wire::ShardStats;
 
-use crate::catalog::{Catalog, Command};
-use crate::request::{MetaReply, MetaRequest};
 use crate::store::{CatalogStore, StoreError};
+use metronome_catalog::request::{MetaReply, MetaRequest};
+use metronome_catalog::{Catalog, Command};
 
 /// Commands queued before callers wait.
 const COMMANDS_QUEUED_MAX: usize = 64;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use metronome_core::journal::{self, JournalLimits};
 use metronome_core::rt::disk::Disk;
 
-use crate::catalog::{Catalog, CatalogError, Command};
+use metronome_catalog::{Catalog, CatalogError, Command};
 
 /// Commands logged before the catalog is checkpointed again.
 const EDITS_PER_CHECKPOINT: u64 = 256;
@@ -139,7 +139,7 @@ impl CatalogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Route, DEFAULT_DATABASE};
+    use metronome_catalog::{Route, DEFAULT_DATABASE};
     use metronome_core::rt::disk::SimDisk;
 
     fn ensure(name: &str, label: &str) -> Command {

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::task;
-use metronome_metasrv::catalog::{Command, Route, DEFAULT_DATABASE};
-use metronome_metasrv::client::{MetaClient, MetaError};
 use metronome_metasrv::service::MetaService;
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::ShardStats;

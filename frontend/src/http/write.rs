@@ -108,7 +108,7 @@ pub(super) async fn influx_write(
         (Ok(precision), Ok(text)) => {
             let outcome = crate::line_protocol::write(
                 &frontend.tables,
-                metronome_metasrv::catalog::DEFAULT_DATABASE,
+                metronome_catalog::DEFAULT_DATABASE,
                 text,
                 precision,
                 time::unix_time_ns(),

@@ -14,8 +14,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use metronome_catalog::REGIONS_PER_TABLE_MAX;
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, TimeUnit};
-use metronome_metasrv::catalog::REGIONS_PER_TABLE_MAX;
 
 use super::SqlError;
 use crate::table_store::NewTable;

@@ -10,8 +10,8 @@
 
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, UnaryOperator, Value};
+use metronome_catalog::{Table, TableKind};
 use metronome_core::data::{FieldType, Row, TimeUnit, Value as FieldValue};
-use metronome_metasrv::catalog::{Table, TableKind};
 
 use crate::precision::{first_merged, merged_message, round_to, series};
 

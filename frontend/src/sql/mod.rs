@@ -322,7 +322,7 @@ impl SqlEngine {
     }
 
     /// A table of this engine's database, as the catalog has it now.
-    pub fn table(&self, name: &str) -> Result<metronome_metasrv::catalog::Table, SqlError> {
+    pub fn table(&self, name: &str) -> Result<metronome_catalog::Table, SqlError> {
         self.meta
             .catalog()
             .table(&self.database, name)
@@ -532,7 +532,7 @@ pub fn excerpt(text: &str) -> String {
 }
 
 /// `DESCRIBE t`: one row per column with its type and role.
-fn describe(table: &metronome_metasrv::catalog::Table) -> SqlOutput {
+fn describe(table: &metronome_catalog::Table) -> SqlOutput {
     let schema = provider::sql_schema(table);
     let mut names = Vec::new();
     let mut types = Vec::new();

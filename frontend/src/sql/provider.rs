@@ -19,8 +19,8 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
+use metronome_catalog::{metric_label, Catalog, Table, TableKind, METRIC_NAME_LABEL};
 use metronome_core::data::{MatchOp, ScanRequest, TagMatcher, TimeUnit as DataTimeUnit, Value};
-use metronome_metasrv::catalog::{metric_label, Catalog, Table, TableKind, METRIC_NAME_LABEL};
 use metronome_wire::rows::{row_schema, rows_to_batch};
 
 use crate::prom_store::PromStore;

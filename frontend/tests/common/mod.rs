@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metronome_catalog::client::MetaClient;
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::shard::ShardsConfig;
@@ -13,7 +14,6 @@ use metronome_core::rt::task::{self, JoinHandle};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 use metronome_frontend::meta::Meta;
-use metronome_metasrv::client::MetaClient;
 use metronome_metasrv::service::MetaService;
 use metronome_wire::rpc::{self, RpcClient};
 

@@ -1,0 +1,176 @@
+//! The frontend as a role: what it needs (its configuration sections, a client of the
+//! metasrv, a region service per datanode) and what it runs (the metric and table stores,
+//! SQL, the HTTP and PostgreSQL servers). The binary only wires roles together; in a
+//! cluster the same starter runs in a frontend process with TCP clients.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metronome_catalog::client::MetaClient;
+use metronome_catalog::{Route, DEFAULT_DATABASE};
+use metronome_core::config::{HttpSection, IngestSection, PostgresSection, QuerySection};
+use metronome_core::rt::net;
+use metronome_core::rt::task;
+use metronome_wire::{RegionService, RegionServiceExt};
+use tokio::net::TcpListener;
+
+use crate::http::{Frontend, ShardFiguresSource};
+use crate::meta::Meta;
+use crate::pg::PgServer;
+use crate::prom_store::PromStore;
+use crate::promql::QueryLimits;
+use crate::router::RegionRouter;
+use crate::self_metrics::{BuildInfo, SelfMetrics};
+use crate::sql::{SqlEngine, SqlLimits};
+use crate::table_store::TableStore;
+
+/// The frontend's sections of the configuration.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    pub http: HttpSection,
+    pub postgres: PostgresSection,
+    pub query: QuerySection,
+    pub ingest: IngestSection,
+}
+
+/// What the frontend reaches: the metasrv, and every datanode by its id.
+pub struct Peers {
+    pub metasrv: MetaClient,
+    pub datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
+    /// Where the database's metric regions go when it has none yet.
+    pub metric_routes: Vec<Route>,
+    /// Shards per datanode, which a new table's regions are spread over.
+    pub shards: u16,
+}
+
+/// A started frontend: its stores are open and its listeners bound; [`Running::serve`]
+/// answers requests.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub postgres_addr: SocketAddr,
+    frontend: Arc<Frontend>,
+    sql: Arc<SqlEngine>,
+    http: TcpListener,
+    postgres: TcpListener,
+}
+
+/// Opens the catalog copy, the stores and the listeners.
+pub async fn start(
+    config: &FrontendConfig,
+    peers: Peers,
+    build: BuildInfo,
+) -> Result<Running, String> {
+    let meta = Arc::new(
+        Meta::connect(peers.metasrv)
+            .await
+            .map_err(|error| format!("cannot read the catalog: {error}"))?,
+    );
+    let regions: Arc<dyn RegionService> =
+        Arc::new(RegionRouter::new(meta.clone(), peers.datanodes));
+    let store = Arc::new(
+        PromStore::open(
+            DEFAULT_DATABASE,
+            meta.clone(),
+            regions.clone(),
+            peers.metric_routes,
+            config.ingest,
+        )
+        .await
+        .map_err(|error| format!("cannot open the metric regions: {error}"))?,
+    );
+    let tables = Arc::new(
+        TableStore::open(meta.clone(), regions.clone(), peers.shards)
+            .await
+            .map_err(|error| format!("cannot open the tables: {error}"))?,
+    );
+    let query = &config.query;
+    let sql = Arc::new(SqlEngine::new(
+        DEFAULT_DATABASE,
+        meta,
+        tables.clone(),
+        store.clone(),
+        SqlLimits {
+            timeout: Duration::from_millis(query.timeout_ms),
+            memory_bytes_max: usize::try_from(query.sql_memory_bytes_max).unwrap_or(usize::MAX),
+            result_bytes_max: usize::try_from(query.sql_result_bytes_max).unwrap_or(usize::MAX),
+        },
+    ));
+    let shard_figures: ShardFiguresSource = {
+        let regions = regions.clone();
+        Arc::new(move || {
+            let regions = regions.clone();
+            Box::pin(async move {
+                regions.shard_stats().await.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot read the shards' figures");
+                    Vec::new()
+                })
+            })
+        })
+    };
+    let frontend = Arc::new(Frontend {
+        store,
+        sql: sql.clone(),
+        tables,
+        metrics: SelfMetrics::new(build),
+        shard_figures: Some(shard_figures),
+        query_limits: QueryLimits {
+            samples_max: usize::try_from(query.samples_max).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(query.timeout_ms),
+            ..QueryLimits::default()
+        },
+    });
+    let bind = |addr: SocketAddr| async move {
+        let listener = net::bind_stream_listener(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|error| format!("cannot read the address bound for {addr}: {error}"))?;
+        Ok::<_, String>((listener, bound))
+    };
+    let (http, http_addr) = bind(config.http.addr).await?;
+    let (postgres, postgres_addr) = bind(config.postgres.addr).await?;
+    Ok(Running {
+        http_addr,
+        postgres_addr,
+        frontend,
+        sql,
+        http,
+        postgres,
+    })
+}
+
+impl Running {
+    /// Serves HTTP and PostgreSQL until `stop` completes, then lets the requests in
+    /// flight finish.
+    pub async fn serve(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let (stop_sender, stopping) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|stopped| *stopped).await;
+            }
+        };
+        let postgres = task::spawn(crate::pg::serve(
+            self.postgres,
+            PgServer::new(self.sql),
+            stopped(),
+        ));
+        task::spawn(async move {
+            stop.await;
+            tracing::info!("shutting down");
+            let _ = stop_sender.send(true);
+        });
+        let served = crate::http::serve(self.http, crate::http::router(self.frontend), stopped())
+            .await
+            .map_err(|error| format!("the HTTP server failed: {error}"));
+        let _ = postgres.await;
+        served
+    }
+}
