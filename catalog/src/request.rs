@@ -102,7 +102,7 @@ impl MetaReply {
                 (fb::Reply::CatalogCommandReply, table.as_union_value())
             }
             MetaReply::Catalog(catalog) => {
-                let json = serde_json::to_vec(catalog).expect("the catalog serializes");
+                let json = serde_json::to_vec(catalog.as_ref()).expect("the catalog serializes");
                 let catalog_json = Some(builder.create_vector(&json));
                 let table = fb::Catalog::create(builder, &fb::CatalogArgs { catalog_json });
                 (fb::Reply::Catalog, table.as_union_value())
