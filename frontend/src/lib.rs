@@ -12,9 +12,11 @@
 //! and SQL ([`sql`], DataFusion for queries) over HTTP and the PostgreSQL wire protocol
 //! ([`pg`]), whose timestamps both bring to their table's unit ([`precision`]); and
 //! [`router`], the one `RegionService` the stores use, which sends each region's
-//! requests to the datanode its route names and owns the partition hash.
+//! requests to the datanode its route names and owns the partition hash. [`start`] is
+//! the frontend as a role: its configuration sections and peers in, its servers out.
 //!
-//! It must not: store data; import `datanode` (they meet through
+//! It must not: store data; import `datanode` or the metasrv's server (it links the
+//! catalog through `metronome-catalog`) (they meet through
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
 //! bound: every rejection names what and where.
 

@@ -26,6 +26,25 @@ struct HeldAddTag {
     writes: Mutex<Vec<WriteBatch>>,
 }
 
+impl HeldAddTag {
+    fn around(datanode: impl RegionService) -> Arc<HeldAddTag> {
+        Arc::new(HeldAddTag {
+            inner: Arc::new(datanode),
+            hold: Mutex::new(None),
+            added: Mutex::new(Vec::new()),
+            writes: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// The metric regions' one route: datanode 0, shard 0.
+fn one_route() -> Vec<Route> {
+    vec![Route {
+        datanode: 0,
+        shard: 0,
+    }]
+}
+
 impl RegionService for HeldAddTag {
     fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
         let held = match &request {
@@ -64,16 +83,8 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
     let dir = tempfile::tempdir().unwrap();
     let datanode = common::datanode(dir.path()).await;
     let (meta, server) = common::meta(dir.path()).await;
-    let regions = Arc::new(HeldAddTag {
-        inner: Arc::new(datanode.handle()),
-        hold: Mutex::new(None),
-        added: Mutex::new(Vec::new()),
-        writes: Mutex::new(Vec::new()),
-    });
-    let routes = vec![Route {
-        datanode: 0,
-        shard: 0,
-    }];
+    let regions = HeldAddTag::around(datanode.handle());
+    let routes = one_route();
     let store = Arc::new(
         PromStore::open(
             DEFAULT_DATABASE,
@@ -161,16 +172,8 @@ async fn a_series_carries_only_its_own_labels_whatever_other_metrics_have() {
     let dir = tempfile::tempdir().unwrap();
     let datanode = common::datanode(dir.path()).await;
     let (meta, server) = common::meta(dir.path()).await;
-    let regions = Arc::new(HeldAddTag {
-        inner: Arc::new(datanode.handle()),
-        hold: Mutex::new(None),
-        added: Mutex::new(Vec::new()),
-        writes: Mutex::new(Vec::new()),
-    });
-    let routes = vec![Route {
-        datanode: 0,
-        shard: 0,
-    }];
+    let regions = HeldAddTag::around(datanode.handle());
+    let routes = one_route();
     let limits = IngestSection {
         labels_per_series_max: 4000,
     };

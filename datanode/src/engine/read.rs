@@ -11,10 +11,41 @@ pub(super) struct Scan {
     pub(super) projection: Projection,
 }
 
+/// A memtable's or an SST reader's view of the rows a scan keeps: (the series' tags) →
+/// whether the scan's matchers keep it.
+type Keep<'a> = &'a dyn Fn(&[String]) -> bool;
+
 impl Scan {
-    fn keeps(&self, tags: &[String]) -> bool {
-        self.filter.keeps(tags)
+    /// Calls a memtable reader with the scan's range, matchers and equalities.
+    fn in_memtable<T>(&self, read: impl FnOnce(i64, i64, Keep<'_>, &[(usize, &str)]) -> T) -> T {
+        let keep = |tags: &[String]| self.filter.keeps(tags);
+        read(
+            self.request.start,
+            self.request.end,
+            &keep,
+            &self.filter.equalities(),
+        )
     }
+
+    /// Calls an SST reader with the projected schema (it decodes no other field), the
+    /// scan's range and its matchers.
+    fn in_sst<T>(
+        &self,
+        parsed: &sst::SstFile,
+        read: impl FnOnce(&sst::SstFile, &RegionSchema, i64, i64, Keep<'_>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let keep = |tags: &[String]| self.filter.keeps(tags);
+        let (start, end) = (self.request.start, self.request.end);
+        read(parsed, &self.projection.schema, start, end, &keep)
+    }
+}
+
+/// An SST a scan reads: its key (which names it in errors), its entry in the manifest
+/// and its parsed file.
+pub(super) struct SstInput<'a> {
+    key: &'a str,
+    file: &'a SstMeta,
+    parsed: &'a sst::SstFile,
 }
 
 /// What one kind of scan makes of each source and of them all. Every scan goes through
@@ -25,14 +56,8 @@ pub(super) trait ScanShape {
     type Output;
     /// A memtable's part (the live one first, then the frozen ones).
     fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source;
-    /// An SST's part (`key` names it).
-    fn sst(
-        &self,
-        key: &str,
-        file: &SstMeta,
-        parsed: &sst::SstFile,
-        scan: &Scan,
-    ) -> Result<Self::Source, String>;
+    /// An SST's part.
+    fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String>;
     /// Every source merged; one source alone is the live memtable's, which holds each
     /// (series, ts) once and in order.
     fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output;
@@ -49,32 +74,19 @@ impl ScanShape for RowsShape {
     type Output = Vec<Row>;
 
     fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
-        let request = &scan.request;
-        let equal = scan.filter.equalities();
-        let mut rows =
-            memtable.scan_sequenced(request.start, request.end, |tags| scan.keeps(tags), &equal);
+        let mut rows = scan.in_memtable(|start, end, keep, equal| {
+            memtable.scan_sequenced(start, end, keep, equal)
+        });
         for (_, row) in rows.iter_mut() {
             scan.projection.apply(&mut row.fields);
         }
         rows
     }
 
-    fn sst(
-        &self,
-        _: &str,
-        _: &SstMeta,
-        parsed: &sst::SstFile,
-        scan: &Scan,
-    ) -> Result<Self::Source, String> {
-        // Shaped to the projection by the reader, which decodes no other field.
-        let request = &scan.request;
-        sst::read_file(
-            parsed,
-            &scan.projection.schema,
-            request.start,
-            request.end,
-            |tags| scan.keeps(tags),
-        )
+    fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
+        scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+            sst::read_file(file, schema, start, end, keep)
+        })
     }
 
     fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
@@ -100,14 +112,9 @@ impl ScanShape for SeriesShape {
     type Output = Vec<SeriesRows>;
 
     fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
-        let request = &scan.request;
-        let equal = scan.filter.equalities();
-        let mut series = memtable.scan_series_sequenced(
-            request.start,
-            request.end,
-            |tags| scan.keeps(tags),
-            &equal,
-        );
+        let mut series = scan.in_memtable(|start, end, keep, equal| {
+            memtable.scan_series_sequenced(start, end, keep, equal)
+        });
         for (_, samples) in series.iter_mut() {
             for (_, _, fields) in samples {
                 scan.projection.apply(fields);
@@ -116,21 +123,10 @@ impl ScanShape for SeriesShape {
         series
     }
 
-    fn sst(
-        &self,
-        _: &str,
-        _: &SstMeta,
-        parsed: &sst::SstFile,
-        scan: &Scan,
-    ) -> Result<Self::Source, String> {
-        let request = &scan.request;
-        sst::read_series(
-            parsed,
-            &scan.projection.schema,
-            request.start,
-            request.end,
-            |tags| scan.keeps(tags),
-        )
+    fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
+        scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+            sst::read_series(file, schema, start, end, keep)
+        })
     }
 
     fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
@@ -162,27 +158,14 @@ impl ScanShape for SeriesOnlyShape {
     type Output = Vec<Row>;
 
     fn memtable(&self, memtable: &Memtable, scan: &Scan) -> Self::Source {
-        let request = &scan.request;
-        let equal = scan.filter.equalities();
-        memtable.series(request.start, request.end, |tags| scan.keeps(tags), &equal)
+        scan.in_memtable(|start, end, keep, equal| memtable.series(start, end, keep, equal))
     }
 
-    fn sst(
-        &self,
-        _: &str,
-        file: &SstMeta,
-        parsed: &sst::SstFile,
-        scan: &Scan,
-    ) -> Result<Self::Source, String> {
-        let request = &scan.request;
-        let ts = file.min_ts.max(request.start);
-        let found = sst::series(
-            parsed,
-            &scan.projection.schema,
-            request.start,
-            request.end,
-            |tags| scan.keeps(tags),
-        )?;
+    fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
+        let ts = input.file.min_ts.max(scan.request.start);
+        let found = scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+            sst::series(file, schema, start, end, keep)
+        })?;
         Ok(found.into_iter().map(|tags| (tags, ts)).collect())
     }
 
@@ -219,23 +202,12 @@ impl ScanShape for StreamShape {
     }
 
     /// A reader over the cached file that decodes a batch of chunks at a time.
-    fn sst(
-        &self,
-        key: &str,
-        _: &SstMeta,
-        parsed: &sst::SstFile,
-        scan: &Scan,
-    ) -> Result<Self::Source, String> {
-        let request = &scan.request;
-        let reader = sst::SstReader::open(
-            parsed,
-            &scan.projection.schema,
-            request.start,
-            request.end,
-            |tags| scan.keeps(tags),
-        )?;
+    fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
+        let reader = scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+            sst::SstReader::open(file, schema, start, end, keep)
+        })?;
         Ok(Run::Sst {
-            key: key.to_string(),
+            key: input.key.to_string(),
             reader,
         })
     }
@@ -265,11 +237,12 @@ impl ShardEngine {
         let (scan, mut sources, files) = self.scan_snapshot(id, request, &shape)?;
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
-            sources.push(
-                shape
-                    .sst(&key, &file, &parsed, &scan)
-                    .map_err(corrupt_sst(&key))?,
-            );
+            let input = SstInput {
+                key: &key,
+                file: &file,
+                parsed: &parsed,
+            };
+            sources.push(shape.sst(&input, &scan).map_err(corrupt_sst(&key))?);
         }
         Ok(shape.merge(sources, &scan))
     }

@@ -3185,7 +3185,7 @@ impl ::core::fmt::Debug for Heartbeat<'_> {
 pub enum ExecuteCatalogCommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A catalog command (metasrv/src/catalog.rs, `Command`) in the catalog's one serialized
+/// A catalog command (catalog/src/catalog.rs, `Command`) in the catalog's one serialized
 /// form, the JSON its journal stores (core/src/journal.rs): the protocol does not mirror
 /// the catalog's types, so a new command or field changes the catalog alone.
 pub struct ExecuteCatalogCommand<'a> {
