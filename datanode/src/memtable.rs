@@ -407,6 +407,37 @@ mod tests {
         }
     }
 
+    /// A series is its values at their positions: the same value under another tag is
+    /// another series, whichever form (positional row, sparse batch) wrote it, and a
+    /// trailing empty tag changes nothing.
+    #[test]
+    fn series_differ_by_position_and_not_by_trailing_empty_tags() {
+        let mut memtable = Memtable::default();
+        let value = |v: f64| vec![(1, vec![Value::Float64(v)])];
+        memtable.insert_series(1, &[(0, "a".to_string())], value(1.0));
+        memtable.insert_series(1, &[(1, "a".to_string())], value(2.0));
+        memtable.insert(
+            2,
+            Row {
+                tags: vec!["a".into(), String::new()],
+                ts: 1,
+                fields: vec![Value::Float64(3.0)],
+            },
+        );
+        let rows = memtable.scan_sequenced(i64::MIN, i64::MAX, |_| true, &[]);
+        let found: Vec<(Vec<String>, Value)> = rows
+            .into_iter()
+            .map(|(_, row)| (row.tags, row.fields[0].clone()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (vec!["".to_string(), "a".to_string()], Value::Float64(2.0)),
+                (vec!["a".to_string()], Value::Float64(3.0)),
+            ]
+        );
+    }
+
     #[test]
     fn chunks_walk_every_row_once_in_order_without_splitting_a_series() {
         let mut memtable = Memtable::default();

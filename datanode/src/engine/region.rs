@@ -222,3 +222,99 @@ pub(super) fn region_mut(
     region.check(id, need)?;
     Ok(region)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metronome_core::data::{FieldColumn, FieldType};
+
+    fn region() -> Region {
+        let schema = RegionSchema {
+            tags: vec!["host".into()],
+            time_index: "ts".into(),
+            time_unit: TimeUnit::Millisecond,
+            fields: vec![FieldColumn {
+                name: "value".into(),
+                field_type: FieldType::Float64,
+            }],
+        };
+        Region::new(RegionManifest::new(RegionId::new(1, 1), schema), 1)
+    }
+
+    /// What each state answers to each need: the one table every request goes through.
+    #[test]
+    fn each_state_serves_exactly_what_it_should() {
+        let id = RegionId::new(1, 1);
+        let answers = |region: &Region| {
+            [Need::Exists, Need::Serving, Need::Writable].map(|need| match region.check(id, need) {
+                Ok(()) => "ok",
+                Err(EngineError::RegionNotFound(_)) => "not found",
+                Err(EngineError::RegionClosed(_)) => "closed",
+                Err(EngineError::Quarantined { .. }) => "quarantined",
+                Err(other) => panic!("{other}"),
+            })
+        };
+        let mut open = region();
+        assert_eq!(answers(&open), ["ok", "ok", "ok"]);
+        open.enter(RegionState::Closing);
+        assert_eq!(
+            answers(&open),
+            ["ok", "ok", "closed"],
+            "closing: reads, no writes"
+        );
+        let mut closed = region();
+        closed.enter(RegionState::Closing);
+        closed.apply(&Edit::Close {
+            flushed_sequence: 0,
+        });
+        assert_eq!(closed.state(), &RegionState::Closed);
+        assert_eq!(answers(&closed), ["ok", "closed", "closed"]);
+        closed.apply(&Edit::Closed(false));
+        assert_eq!(
+            closed.state(),
+            &RegionState::Open,
+            "an open edit reopens it"
+        );
+        let mut quarantined = region();
+        quarantined.quarantine(|| "first".into());
+        quarantined.quarantine(|| "second".into());
+        assert_eq!(
+            quarantined.state(),
+            &RegionState::Quarantined("first".into()),
+            "the first reason stays"
+        );
+        assert_eq!(answers(&quarantined), ["ok", "quarantined", "quarantined"]);
+        let tombstone = RegionManifest {
+            dropped: true,
+            ..quarantined.manifest.clone()
+        };
+        quarantined.drop_to(tombstone);
+        assert_eq!(answers(&quarantined), ["not found"; 3]);
+        quarantined.quarantine(|| "after the drop".into());
+        assert_eq!(
+            quarantined.state(),
+            &RegionState::Dropped,
+            "nothing to protect"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "is no transition a region makes")]
+    fn a_dropped_region_never_serves_again() {
+        let mut dropped = region();
+        let tombstone = RegionManifest {
+            dropped: true,
+            ..dropped.manifest.clone()
+        };
+        dropped.drop_to(tombstone);
+        dropped.enter(RegionState::Open);
+    }
+
+    #[test]
+    #[should_panic(expected = "disagrees with its manifest")]
+    fn a_state_that_contradicts_the_manifest_is_caught() {
+        let mut open = region();
+        open.manifest.closed = true;
+        open.enter(RegionState::Closing);
+    }
+}
