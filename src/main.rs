@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+mod cluster;
 use metronome_catalog::client::MetaClient;
-use metronome_catalog::Route;
+use metronome_catalog::Command as CatalogCommand;
 use metronome_core::config::Config;
 use metronome_core::rt::disk::{startup, DirLock, Disk};
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
@@ -33,10 +35,6 @@ use metronome_wire::RegionService;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Physical regions for Prometheus metrics, per shard: a few, so that series hash evenly
-/// over the shards and each region's memtable stays small.
-const METRIC_REGIONS_PER_SHARD: u32 = 2;
-
 #[derive(Parser)]
 #[command(
     name = "metronome",
@@ -52,12 +50,14 @@ struct Cli {
 enum Command {
     /// Run every component in one process with one local data directory.
     Standalone(Box<StandaloneArgs>),
-    /// Run a frontend (cluster mode; not yet available).
-    Frontend,
-    /// Run a datanode (cluster mode; not yet available).
-    Datanode,
-    /// Run a metadata server (cluster mode; not yet available).
-    Metasrv,
+    /// Run a frontend of a cluster: the HTTP and PostgreSQL APIs over the cluster's
+    /// datanodes.
+    Frontend(Box<cluster::FrontendArgs>),
+    /// Run a datanode of a cluster: regions on one shard per core, registered with the
+    /// metasrv.
+    Datanode(Box<cluster::DatanodeArgs>),
+    /// Run the metadata server of a cluster (one replica for now).
+    Metasrv(Box<cluster::MetasrvArgs>),
 }
 
 #[derive(Args)]
@@ -105,17 +105,17 @@ struct StandaloneArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Standalone(args) => match standalone(*args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("metronome: {message}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Frontend | Command::Datanode | Command::Metasrv => {
-            eprintln!("metronome: cluster mode is not yet available; run `metronome standalone`");
-            ExitCode::from(2)
+    let outcome = match cli.command {
+        Command::Standalone(args) => standalone(*args),
+        Command::Frontend(args) => cluster::frontend(*args),
+        Command::Datanode(args) => cluster::datanode(*args),
+        Command::Metasrv(args) => cluster::metasrv(*args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("metronome: {message}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -222,18 +222,7 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
         io_driver: config.shards.io_driver,
         uring_entries: config.shards.uring_entries,
     };
-    // The frontend's runtime. Its threads are not pinned: the shards own the cores, and
-    // the frontend's work (decoding, routing, merging) yields to them.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(shards_config.count).clamp(1, 8))
-        .thread_name("frontend")
-        // PromQL parsing and evaluation recurse over the expression; the queries' depth
-        // is bounded (`promql::NESTING_MAX`), and 8 MiB keeps that bound far from the
-        // end of the stack in every build.
-        .thread_stack_size(8 << 20)
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the frontend runtime: {error}"))?;
+    let runtime = frontend_runtime(usize::from(shards_config.count))?;
     let (datanode, meta) = runtime.block_on(serve(&config, shards_config))?;
     // Both stop once their queues are closed and the work in flight is done; everything
     // they acknowledged is already durable.
@@ -250,6 +239,22 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The tokio runtime of a process's frontend, metasrv and protocol servers, with `threads`
+/// workers (1 to 8). Its threads are not pinned: the shards own the cores, and the
+/// frontend's work (decoding, routing, merging) yields to them.
+fn frontend_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.clamp(1, 8))
+        .thread_name("frontend")
+        // PromQL parsing and evaluation recurse over the expression; the queries' depth
+        // is bounded (`promql::NESTING_MAX`), and 8 MiB keeps that bound far from the
+        // end of the stack in every build.
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the frontend runtime: {error}"))
 }
 
 /// How long a stopping process waits for the frontend runtime's blocking tasks.
@@ -321,20 +326,24 @@ async fn serve(
     drop(handle);
 
     // The frontend's side: regions and catalog reached through the protocol only. One
-    // datanode in standalone: datanode 0, the id every route names.
+    // datanode in standalone, datanode 0, registered like a cluster's so that placement
+    // finds it.
+    let metasrv = MetaClient::new(client(METASRV_ENDPOINT));
+    metasrv
+        .execute(&CatalogCommand::RegisterDatanode {
+            id: 0,
+            addr: format!("inproc://{DATANODE_ENDPOINT}"),
+            shards: shard_count,
+        })
+        .await
+        .map_err(|error| format!("cannot register the datanode: {error}"))?;
     let peers = Peers {
-        metasrv: MetaClient::new(client(METASRV_ENDPOINT)),
+        metasrv,
         datanodes: BTreeMap::from([(
             0,
             Arc::new(RegionClient::new(client(DATANODE_ENDPOINT))) as Arc<dyn RegionService>,
         )]),
-        metric_routes: (0..u32::from(shard_count) * METRIC_REGIONS_PER_SHARD)
-            .map(|number| Route {
-                datanode: 0,
-                shard: (number % u32::from(shard_count)) as u16,
-            })
-            .collect(),
-        shards: shard_count,
+        connect: None,
     };
     let frontend_config = FrontendConfig {
         http: config.http.clone(),

@@ -61,11 +61,16 @@ fn a_bad_config_is_rejected_with_the_file_and_key_named() {
 }
 
 #[test]
-fn cluster_roles_say_they_are_not_yet_available() {
-    for role in ["frontend", "datanode", "metasrv"] {
+fn a_cluster_role_without_its_addresses_names_what_is_missing() {
+    for (role, missing) in [
+        ("frontend", "--metasrv"),
+        ("datanode", "--node-id"),
+        ("metasrv", "--rpc-addr"),
+    ] {
         let output = metronome().arg(role).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{role}");
-        assert!(String::from_utf8_lossy(&output.stderr).contains("not yet available"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(missing), "{role}: {stderr}");
     }
 }
 

@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, TimeUnit};
+
+pub use crate::placement::DatanodeInfo;
 use serde::{Deserialize, Serialize};
 
 /// The database every client writes to unless it names another.
@@ -152,6 +154,13 @@ pub enum Command {
         name: String,
         metadata: MetricMetadata,
     },
+    /// Records a datanode's region-service address and shard count (it registers at
+    /// start; a later registration replaces the earlier one).
+    RegisterDatanode {
+        id: u64,
+        addr: String,
+        shards: u16,
+    },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
     Batch(Vec<Command>),
@@ -182,6 +191,9 @@ pub struct Catalog {
     pub next_table_id: u32,
     /// Commands applied since the catalog was created.
     pub version: u64,
+    /// The datanodes that registered, by id (see [`crate::placement`]).
+    #[serde(default)]
+    pub datanodes: BTreeMap<u64, DatanodeInfo>,
 }
 
 impl Default for Catalog {
@@ -192,6 +204,7 @@ impl Default for Catalog {
             databases,
             next_table_id: 1,
             version: 0,
+            datanodes: BTreeMap::new(),
         }
     }
 }
@@ -405,6 +418,10 @@ impl Catalog {
             // depends on an earlier one is not a no-op there, so neither is the batch.
             Command::Batch(commands) => commands.iter().all(|command| self.is_noop(command)),
             Command::CreateDatabase { name } => self.databases.contains_key(name),
+            Command::RegisterDatanode { id, addr, shards } => self
+                .datanodes
+                .get(id)
+                .is_some_and(|known| known.addr == *addr && known.shards == *shards),
             Command::EnsureMetric {
                 database,
                 name,
@@ -454,6 +471,9 @@ impl Catalog {
                     self.apply_in_place(command)?;
                 }
                 Ok(())
+            }
+            Command::RegisterDatanode { id, addr, shards } => {
+                self.register_datanode(*id, addr, *shards)
             }
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;

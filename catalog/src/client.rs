@@ -60,6 +60,11 @@ impl MetaClient {
         MetaClient { rpc }
     }
 
+    /// The metasrv's address, for messages.
+    pub fn peer(&self) -> &str {
+        self.rpc.peer()
+    }
+
     /// Sends a request and reads its reply: an `Error` becomes its error.
     pub async fn call(&self, request: &MetaRequest) -> Result<MetaReply, MetaError> {
         let peer = self.rpc.peer();

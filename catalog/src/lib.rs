@@ -1,5 +1,6 @@
 //! The catalog as every role links it: the state machine of databases, tables, regions
-//! and routes ([`Catalog`], [`Command`], `Catalog::apply`), the metasrv's one request and
+//! and routes ([`Catalog`], [`Command`], `Catalog::apply`), with the datanode registry and
+//! the placement of new regions ([`placement`]), the metasrv's one request and
 //! one reply type with their wire form ([`request`]), and the client that reaches a
 //! metasrv ([`client`]). Frontends and datanodes link this crate; only the metasrv
 //! (`metronome-metasrv`) links the server and the store, and whatever consensus they
@@ -11,6 +12,7 @@
 
 mod catalog;
 pub mod client;
+pub mod placement;
 pub mod request;
 
 pub use catalog::*;

@@ -23,16 +23,34 @@ impl Meta {
     /// Fetches the catalog through `client`.
     pub async fn connect(client: MetaClient) -> Result<Meta, MetaError> {
         let catalog = client.catalog().await?;
-        Ok(Meta {
+        Ok(Meta::new(client, catalog))
+    }
+
+    /// A view starting from `catalog`, fetched through `client`.
+    pub fn new(client: MetaClient, catalog: Catalog) -> Meta {
+        Meta {
             client,
             snapshot: RwLock::new(Arc::new(catalog)),
             change: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// The catalog as of the last completed change.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.snapshot.read().expect("catalog snapshot").clone()
+    }
+
+    /// Fetches the catalog from the metasrv and publishes it if it is newer than this
+    /// copy: what the frontend does when it meets a region, a route or a datanode that
+    /// another node added.
+    pub async fn refresh(&self) -> Result<Arc<Catalog>, MetaError> {
+        let _change = self.change.lock().await;
+        let fetched = self.client.catalog().await?;
+        let mut snapshot = self.snapshot.write().expect("catalog snapshot");
+        if fetched.version > snapshot.version {
+            *snapshot = Arc::new(fetched);
+        }
+        Ok(snapshot.clone())
     }
 
     /// Exclusive access for a change and whatever must happen with it before the next

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use metronome_catalog::{Catalog, Route, TableKind};
+use metronome_catalog::{Catalog, DatanodeInfo, Route};
 use metronome_core::data::RegionId;
 use metronome_wire::{
     BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
@@ -39,55 +39,58 @@ pub fn partition<'a>(parts: impl IntoIterator<Item = &'a [u8]>, partitions: usiz
     (hasher.digest() % partitions as u64) as usize
 }
 
-/// Every region a catalog routes, with its route.
-fn catalog_routes(catalog: &Catalog) -> impl Iterator<Item = (RegionId, Route)> + '_ {
-    catalog.databases.values().flat_map(|database| {
-        let metrics = database
-            .metrics
-            .iter()
-            .flat_map(|m| m.regions.iter().copied());
-        let tables = database
-            .tables
-            .values()
-            .flat_map(|table| match &table.kind {
-                TableKind::Regular { regions, .. } => regions.as_slice(),
-                TableKind::Metric { .. } => &[],
-            });
-        metrics.chain(tables.copied())
-    })
-}
+/// How a frontend reaches a datanode that registered at an address (a TCP client in a
+/// cluster); standalone has none, its one datanode being given at the start.
+pub type Connect = Arc<dyn Fn(u64, &DatanodeInfo) -> Arc<dyn RegionService> + Send + Sync>;
 
 /// The frontend's region service: each request to the datanode of its region's route.
 pub struct RegionRouter {
     meta: Arc<Meta>,
-    datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
+    /// Clients by datanode id: those given at the start, and those connected since.
+    datanodes: RwLock<BTreeMap<u64, Arc<dyn RegionService>>>,
+    connect: Option<Connect>,
     /// Routes seen in the catalog, kept after their table is dropped.
     routes: RwLock<BTreeMap<RegionId, Route>>,
 }
 
 impl RegionRouter {
-    /// A router over `datanodes` (by id) that follows `meta`'s catalog.
-    pub fn new(meta: Arc<Meta>, datanodes: BTreeMap<u64, Arc<dyn RegionService>>) -> RegionRouter {
+    /// A router over `datanodes` (by id) that follows `meta`'s catalog, reaching the
+    /// datanodes that register later through `connect`.
+    pub fn new(
+        meta: Arc<Meta>,
+        datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
+        connect: Option<Connect>,
+    ) -> RegionRouter {
         assert!(
-            !datanodes.is_empty(),
-            "a router needs a datanode to route to"
+            !datanodes.is_empty() || connect.is_some(),
+            "a router needs a datanode to route to, or a way to reach one"
         );
         RegionRouter {
             meta,
-            datanodes,
+            datanodes: RwLock::new(datanodes),
+            connect,
             routes: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// The route of `region`, reading the catalog again if it is not known yet.
-    fn route(&self, region: RegionId) -> Result<Route, RegionError> {
+    /// The route of `region` in `catalog`, remembered.
+    fn known_route(&self, region: RegionId, catalog: &Catalog) -> Option<Route> {
         if let Some(route) = self.routes.read().expect("routes").get(&region) {
-            return Ok(*route);
+            return Some(*route);
         }
-        let catalog = self.meta.catalog();
         let mut routes = self.routes.write().expect("routes");
-        routes.extend(catalog_routes(&catalog));
-        routes.get(&region).copied().ok_or_else(|| {
+        routes.extend(catalog.routes());
+        routes.get(&region).copied()
+    }
+
+    /// The route of `region`, fetching the catalog from the metasrv if this frontend's
+    /// copy does not know it (another frontend created its table).
+    async fn route(&self, region: RegionId) -> Result<Route, RegionError> {
+        if let Some(route) = self.known_route(region, &self.meta.catalog()) {
+            return Ok(route);
+        }
+        let catalog = self.meta.refresh().await.map_err(unavailable)?;
+        self.known_route(region, &catalog).ok_or_else(|| {
             RegionError::new(
                 ErrorKind::NotFound,
                 format!("region {region} has no route in the catalog"),
@@ -95,33 +98,73 @@ impl RegionRouter {
         })
     }
 
-    /// The client of the datanode serving `region`.
-    fn datanode(&self, region: RegionId) -> Result<&dyn RegionService, RegionError> {
-        let route = self.route(region)?;
-        self.datanodes
-            .get(&route.datanode)
-            .map(|client| client.as_ref())
-            .ok_or_else(|| {
-                RegionError::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "region {region} is on datanode {}, which this frontend cannot reach",
-                        route.datanode
-                    ),
-                )
-            })
+    /// The client of datanode `id`, connecting to it by its registration if this
+    /// frontend has none yet.
+    async fn client(&self, id: u64) -> Result<Arc<dyn RegionService>, RegionError> {
+        if let Some(client) = self.datanodes.read().expect("datanodes").get(&id) {
+            return Ok(client.clone());
+        }
+        let unreachable = |why: &str| {
+            RegionError::new(
+                ErrorKind::Unavailable,
+                format!("datanode {id} {why}, so this frontend cannot reach it"),
+            )
+        };
+        let Some(connect) = &self.connect else {
+            return Err(unreachable("is not this process's"));
+        };
+        let mut catalog = self.meta.catalog();
+        if !catalog.datanodes.contains_key(&id) {
+            catalog = self.meta.refresh().await.map_err(unavailable)?;
+        }
+        let info = catalog
+            .datanodes
+            .get(&id)
+            .ok_or_else(|| unreachable("has not registered"))?;
+        let mut datanodes = self.datanodes.write().expect("datanodes");
+        let client = datanodes.entry(id).or_insert_with(|| connect(id, info));
+        Ok(client.clone())
     }
+
+    /// Every datanode this frontend can reach: those it has, and the registered ones.
+    async fn every_client(&self) -> Result<Vec<Arc<dyn RegionService>>, RegionError> {
+        let mut ids: Vec<u64> = self
+            .datanodes
+            .read()
+            .expect("datanodes")
+            .keys()
+            .copied()
+            .collect();
+        if self.connect.is_some() {
+            ids.extend(self.meta.catalog().datanodes.keys().copied());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut clients = Vec::with_capacity(ids.len());
+        for id in ids {
+            clients.push(self.client(id).await?);
+        }
+        Ok(clients)
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> RegionError {
+    RegionError::new(
+        ErrorKind::Unavailable,
+        format!("cannot read the catalog from the metasrv: {error}"),
+    )
 }
 
 impl RegionService for RegionRouter {
     fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
         Box::pin(async move {
             if let Some(region) = request.region() {
-                return self.datanode(region)?.call(request).await;
+                let route = self.route(region).await?;
+                return self.client(route.datanode).await?.call(request).await;
             }
             // A request of no region (shard figures) is every datanode's, together.
             let mut all = Vec::new();
-            for client in self.datanodes.values() {
+            for client in self.every_client().await? {
                 match client.call(request.clone()).await? {
                     RegionReply::ShardStats(stats) => all.extend(stats),
                     other => {

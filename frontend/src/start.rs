@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
-use metronome_catalog::{Route, DEFAULT_DATABASE};
+use metronome_catalog::DEFAULT_DATABASE;
 use metronome_core::config::{HttpSection, IngestSection, PostgresSection, QuerySection};
 use metronome_core::rt::net;
-use metronome_core::rt::task;
+use metronome_core::rt::{task, time};
 use metronome_wire::{RegionService, RegionServiceExt};
 use tokio::net::TcpListener;
 
@@ -22,7 +22,7 @@ use crate::meta::Meta;
 use crate::pg::PgServer;
 use crate::prom_store::PromStore;
 use crate::promql::QueryLimits;
-use crate::router::RegionRouter;
+use crate::router::{Connect, RegionRouter};
 use crate::self_metrics::{BuildInfo, SelfMetrics};
 use crate::sql::{SqlEngine, SqlLimits};
 use crate::table_store::TableStore;
@@ -36,15 +36,22 @@ pub struct FrontendConfig {
     pub ingest: IngestSection,
 }
 
-/// What the frontend reaches: the metasrv, and every datanode by its id.
+/// What the frontend reaches: the metasrv, the datanodes it is given (standalone's own),
+/// and how it reaches those that registered with the metasrv (a cluster's).
 pub struct Peers {
     pub metasrv: MetaClient,
     pub datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
-    /// Where the database's metric regions go when it has none yet.
-    pub metric_routes: Vec<Route>,
-    /// Shards per datanode, which a new table's regions are spread over.
-    pub shards: u16,
+    pub connect: Option<Connect>,
 }
+
+/// Physical regions for Prometheus metrics per datanode shard: a few, so that series hash
+/// evenly over the shards and each region's memtable stays small.
+pub const METRIC_REGIONS_PER_SHARD: u32 = 2;
+
+/// How often a frontend that cannot read the catalog, or finds no datanode registered,
+/// asks again; and every how many tries it says so.
+const WAIT_RETRY: Duration = Duration::from_millis(200);
+const WAIT_LOG_EVERY: u32 = 25;
 
 /// A started frontend: its stores are open and its listeners bound; [`Running::serve`]
 /// answers requests.
@@ -63,26 +70,53 @@ pub async fn start(
     peers: Peers,
     build: BuildInfo,
 ) -> Result<Running, String> {
-    let meta = Arc::new(
-        Meta::connect(peers.metasrv)
-            .await
-            .map_err(|error| format!("cannot read the catalog: {error}"))?,
-    );
-    let regions: Arc<dyn RegionService> =
-        Arc::new(RegionRouter::new(meta.clone(), peers.datanodes));
+    // The metasrv may not be up yet, and regions need a datanode to live on: wait for
+    // both, saying so now and then, rather than exit.
+    let metasrv = peers.metasrv.peer().to_string();
+    let mut waited = 0u32;
+    let catalog = loop {
+        let say = waited.is_multiple_of(WAIT_LOG_EVERY);
+        match peers.metasrv.catalog().await {
+            Ok(catalog) if !catalog.datanodes.is_empty() => break catalog,
+            Ok(_) if say => {
+                tracing::info!(%metasrv, "waiting for a datanode to register with the metasrv")
+            }
+            Err(error) if say => {
+                tracing::warn!(%metasrv, %error, "cannot read the catalog; retrying")
+            }
+            _ => {}
+        }
+        waited += 1;
+        time::sleep(WAIT_RETRY).await;
+    };
+    let meta = Arc::new(Meta::new(peers.metasrv, catalog.clone()));
+    let shards: u32 = catalog
+        .datanodes
+        .values()
+        .map(|d| u32::from(d.shards))
+        .sum();
+    // Used only if the database has no metric regions yet.
+    let metric_routes = catalog
+        .place(shards * METRIC_REGIONS_PER_SHARD)
+        .map_err(|error| format!("cannot place the metric regions: {error}"))?;
+    let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(
+        meta.clone(),
+        peers.datanodes,
+        peers.connect,
+    ));
     let store = Arc::new(
         PromStore::open(
             DEFAULT_DATABASE,
             meta.clone(),
             regions.clone(),
-            peers.metric_routes,
+            metric_routes,
             config.ingest,
         )
         .await
         .map_err(|error| format!("cannot open the metric regions: {error}"))?,
     );
     let tables = Arc::new(
-        TableStore::open(meta.clone(), regions.clone(), peers.shards)
+        TableStore::open(meta.clone(), regions.clone())
             .await
             .map_err(|error| format!("cannot open the tables: {error}"))?,
     );

@@ -24,7 +24,6 @@ use metronome_core::write_batch::WriteBatch;
 pub struct TableStore {
     meta: Arc<Meta>,
     regions: Arc<dyn RegionService>,
-    shard_count: u16,
 }
 
 /// The regions of a regular table with their routes.
@@ -40,13 +39,8 @@ impl TableStore {
     pub async fn open(
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
-        shard_count: u16,
     ) -> Result<TableStore, Error> {
-        let store = TableStore {
-            meta,
-            regions,
-            shard_count,
-        };
+        let store = TableStore { meta, regions };
         let catalog = store.meta.catalog();
         for database in catalog.databases.values() {
             for table in database.tables.values() {
@@ -111,12 +105,11 @@ impl TableStore {
         let name = name.as_str();
         let mut guard = self.meta.lock().await;
         let existed = guard.catalog().table(database, name).is_ok();
-        let routes = (0..partitions)
-            .map(|number| Route {
-                datanode: 0,
-                shard: (number % u32::from(self.shard_count)) as u16,
-            })
-            .collect();
+        // Placement is the catalog's: the registered datanodes' shards, least loaded first.
+        let routes = guard
+            .catalog()
+            .place(partitions)
+            .map_err(|error| Error::unavailable(error.to_string()))?;
         guard
             .execute(Command::CreateTable {
                 database: database.to_string(),

@@ -60,9 +60,10 @@ async fn each_region_is_served_by_the_datanode_its_route_names() {
     let router = Arc::new(RegionRouter::new(
         meta.clone(),
         BTreeMap::from([(0, handles[0].clone()), (1, handles[1].clone())]),
+        None,
     ));
     // Opening the store creates the regions the catalog has: each on its datanode.
-    let tables = TableStore::open(meta.clone(), router.clone(), 1)
+    let tables = TableStore::open(meta.clone(), router.clone())
         .await
         .unwrap();
     let table = tables.table(DEFAULT_DATABASE, "cpu").unwrap();
@@ -117,7 +118,11 @@ async fn each_region_is_served_by_the_datanode_its_route_names() {
     let stranger = RegionId::new(table.id + 100, 0);
     let error = router.scan(stranger, ScanRequest::all()).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::NotFound, "{error}");
-    let lonely = RegionRouter::new(meta.clone(), BTreeMap::from([(0, handles[0].clone())]));
+    let lonely = RegionRouter::new(
+        meta.clone(),
+        BTreeMap::from([(0, handles[0].clone())]),
+        None,
+    );
     let error = lonely
         .scan(regions[1], ScanRequest::all())
         .await

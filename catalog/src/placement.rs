@@ -1,0 +1,193 @@
+//! Where regions go: the datanodes that registered with the metasrv, and the placement of
+//! new regions over their shards. Plain code over the catalog, like `Catalog::apply`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, CatalogError, Route, TableKind};
+use metronome_core::data::RegionId;
+
+/// A datanode as it registered: where its region service listens, and its shard count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatanodeInfo {
+    /// The address of its region service (`host:port` for TCP; standalone's in-process
+    /// datanode names its in-process endpoint).
+    pub addr: String,
+    pub shards: u16,
+}
+
+/// Shards one datanode may declare; a machine has far fewer cores.
+pub const DATANODE_SHARDS_MAX: u16 = 1024;
+
+/// The longest address a datanode may register.
+const DATANODE_ADDR_BYTES_MAX: usize = 256;
+
+impl Catalog {
+    /// Records that datanode `id` serves at `addr` with `shards` shards; a datanode that
+    /// registers again (after a restart, at a new address) replaces its entry.
+    pub(crate) fn register_datanode(
+        &mut self,
+        id: u64,
+        addr: &str,
+        shards: u16,
+    ) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("registration of datanode {id}"),
+            reason,
+        };
+        if addr.is_empty() || addr.len() > DATANODE_ADDR_BYTES_MAX {
+            return Err(invalid(format!(
+                "its address must be 1 to {DATANODE_ADDR_BYTES_MAX} bytes, got {}",
+                addr.len()
+            )));
+        }
+        if shards == 0 || shards > DATANODE_SHARDS_MAX {
+            return Err(invalid(format!(
+                "it must have 1 to {DATANODE_SHARDS_MAX} shards, got {shards}"
+            )));
+        }
+        self.datanodes.insert(
+            id,
+            DatanodeInfo {
+                addr: addr.to_string(),
+                shards,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every region the catalog routes, with its route: the metric regions and the
+    /// regular tables' regions of every database.
+    pub fn routes(&self) -> impl Iterator<Item = (RegionId, Route)> + '_ {
+        self.databases.values().flat_map(|database| {
+            let metrics = database
+                .metrics
+                .iter()
+                .flat_map(|m| m.regions.iter().copied());
+            let tables = database
+                .tables
+                .values()
+                .flat_map(|table| match &table.kind {
+                    TableKind::Regular { regions, .. } => regions.as_slice(),
+                    TableKind::Metric { .. } => &[],
+                });
+            metrics.chain(tables.copied())
+        })
+    }
+
+    /// Routes for `count` new regions over the registered datanodes' shards: each to the
+    /// shard with the fewest regions now (counting those placed before it in this call),
+    /// ties broken by shard number, then datanode, so that consecutive regions go to
+    /// different datanodes and a table's regions spread over all of them before any
+    /// shard gets a second one.
+    pub fn place(&self, count: u32) -> Result<Vec<Route>, CatalogError> {
+        if self.datanodes.is_empty() {
+            return Err(CatalogError::Invalid {
+                what: "region placement".to_string(),
+                reason: "no datanode has registered with the metasrv yet".to_string(),
+            });
+        }
+        // (regions, shard, datanode) per slot, the least loaded first.
+        let mut slots: Vec<(usize, u16, u64)> = self
+            .datanodes
+            .iter()
+            .flat_map(|(id, info)| (0..info.shards).map(move |shard| (0, shard, *id)))
+            .collect();
+        for (_, route) in self.routes() {
+            if let Some(slot) = slots
+                .iter_mut()
+                .find(|(_, shard, datanode)| (*datanode, *shard) == (route.datanode, route.shard))
+            {
+                slot.0 += 1;
+            }
+        }
+        let mut routes = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let slot = slots
+                .iter_mut()
+                .min()
+                .expect("a datanode has a shard at least");
+            routes.push(Route {
+                datanode: slot.2,
+                shard: slot.1,
+            });
+            slot.0 += 1;
+        }
+        Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Command;
+
+    fn register(catalog: &mut Catalog, id: u64, shards: u16) {
+        catalog
+            .apply(&Command::RegisterDatanode {
+                id,
+                addr: format!("10.0.0.{id}:4100"),
+                shards,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn regions_spread_over_every_datanode_and_shard_least_loaded_first() {
+        let mut catalog = Catalog::default();
+        assert!(catalog
+            .place(1)
+            .unwrap_err()
+            .to_string()
+            .contains("no datanode"));
+        register(&mut catalog, 1, 2);
+        register(&mut catalog, 2, 2);
+        let routes = catalog.place(5).unwrap();
+        let pairs: Vec<(u64, u16)> = routes.iter().map(|r| (r.datanode, r.shard)).collect();
+        assert_eq!(pairs, [(1, 0), (2, 0), (1, 1), (2, 1), (1, 0)]);
+        // Regions already routed count: a new datanode gets the next ones.
+        catalog
+            .apply(&Command::CreateMetricRegions {
+                database: crate::catalog::DEFAULT_DATABASE.to_string(),
+                routes: catalog.place(4).unwrap(),
+            })
+            .unwrap();
+        register(&mut catalog, 3, 1);
+        let next = catalog.place(2).unwrap();
+        assert_eq!(next[0].datanode, 3, "the empty one first: {next:?}");
+        assert_eq!(
+            (next[1].datanode, next[1].shard),
+            (1, 0),
+            "then every shard has one: {next:?}"
+        );
+    }
+
+    #[test]
+    fn a_registration_is_checked_and_a_second_one_replaces_the_first() {
+        let mut catalog = Catalog::default();
+        for (addr, shards) in [("", 1), ("a:1", 0), ("a:1", DATANODE_SHARDS_MAX + 1)] {
+            let refused = catalog.apply(&Command::RegisterDatanode {
+                id: 1,
+                addr: addr.to_string(),
+                shards,
+            });
+            assert!(refused.is_err(), "{addr} {shards}");
+        }
+        assert_eq!(catalog.version, 0, "a refused command changes nothing");
+        register(&mut catalog, 1, 2);
+        let again = Command::RegisterDatanode {
+            id: 1,
+            addr: "10.0.0.1:4100".to_string(),
+            shards: 2,
+        };
+        assert!(catalog.is_noop(&again));
+        catalog
+            .apply(&Command::RegisterDatanode {
+                id: 1,
+                addr: "10.0.0.9:4100".to_string(),
+                shards: 4,
+            })
+            .unwrap();
+        assert_eq!(catalog.datanodes[&1].addr, "10.0.0.9:4100");
+        assert_eq!(catalog.datanodes[&1].shards, 4);
+    }
+}

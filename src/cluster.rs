@@ -1,0 +1,338 @@
+//! The cluster's roles as separate processes: `metronome metasrv`, `metronome datanode`
+//! and `metronome frontend`, each the same component standalone runs, reached over TCP
+//! with the same protocol frames standalone sends in-process.
+//!
+//! What is not here yet (issue 17): the metasrv is one replica (openraft comes next),
+//! so `--metasrv` names one address; regions have no leases, and nothing moves a region
+//! off a datanode that died.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use metronome_catalog::client::MetaClient;
+use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
+use metronome_core::config::Config;
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::net::{Address, FrameLimits, Listener};
+use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+use metronome_core::rt::{task, time};
+use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::engine::EngineConfig;
+use metronome_datanode::heartbeat;
+use metronome_frontend::router::Connect;
+use metronome_frontend::start::{self, FrontendConfig, Peers};
+use metronome_metasrv::service::MetaService;
+use metronome_wire::region::{RegionClient, RegionServer};
+use metronome_wire::rpc::{self, RpcClient};
+use metronome_wire::{
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+};
+
+use crate::{
+    build_info, frontend_runtime, init_logging, prepare_data_dir, read_config_file,
+    shutdown_signal, CALL_TIMEOUT, RUNTIME_SHUTDOWN_TIMEOUT,
+};
+
+/// How long a datanode waits before it tries to register again, at first and at most.
+const REGISTER_RETRY_FIRST: Duration = Duration::from_millis(100);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Args)]
+pub struct MetasrvArgs {
+    /// This replica's id.
+    #[arg(long, default_value_t = 1)]
+    node_id: u64,
+    /// Address of the metasrv's protocol (catalog commands, heartbeats).
+    #[arg(long)]
+    rpc_addr: SocketAddr,
+    /// Directory of the catalog's journal.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Log filter, e.g. `info` or `debug` [default: info].
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+#[derive(Args)]
+pub struct DatanodeArgs {
+    /// This datanode's id, unique in the cluster; routes name it.
+    #[arg(long)]
+    node_id: u64,
+    /// Address of its region service.
+    #[arg(long)]
+    rpc_addr: SocketAddr,
+    /// The address other nodes reach it at [default: the bound --rpc-addr].
+    #[arg(long)]
+    advertise_addr: Option<SocketAddr>,
+    /// The metasrv's address.
+    #[arg(long)]
+    metasrv: SocketAddr,
+    /// Directory of its WAL, SSTs and manifests.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Shards; 0 means one per core [default: the file's, or 0].
+    #[arg(long)]
+    shards: Option<u16>,
+    /// I/O driver of the shards: auto, io_uring or epoll.
+    #[arg(long)]
+    io_driver: Option<IoDriverChoice>,
+    /// Pin each shard to its own core.
+    #[arg(long)]
+    pin_to_cores: Option<bool>,
+    /// TOML configuration file (its `[shards]` and `[storage]` sections apply).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    log: Option<String>,
+}
+
+#[derive(Args)]
+pub struct FrontendArgs {
+    /// The metasrv's address.
+    #[arg(long)]
+    metasrv: SocketAddr,
+    /// Address of the HTTP API [default: the file's, or 127.0.0.1:4000].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Address of the PostgreSQL wire protocol [default: the file's, or 127.0.0.1:4003].
+    #[arg(long)]
+    postgres_addr: Option<SocketAddr>,
+    /// TOML configuration file (its `[http]`, `[postgres]`, `[query]` and `[ingest]`
+    /// sections apply).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn file_config(path: &Option<PathBuf>) -> Result<Config, String> {
+    let config = match path {
+        Some(path) => {
+            let text = read_config_file(path)?;
+            Config::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())?
+        }
+        None => Config::default(),
+    };
+    config
+        .validate()
+        .map_err(|message| format!("invalid configuration: {message}"))?;
+    Ok(config)
+}
+
+/// A client of the protocol at `addr` over TCP.
+fn tcp_client(addr: SocketAddr) -> RpcClient {
+    let limits = FrameLimits::default();
+    RpcClient::new(
+        format!("tcp://{addr}"),
+        rpc::tcp_connector(addr, limits),
+        CALL_TIMEOUT,
+    )
+}
+
+/// Binds the protocol's listener on `addr` and serves `dispatch` there.
+async fn serve_rpc(
+    addr: SocketAddr,
+    dispatch: Arc<dyn rpc::Dispatch>,
+) -> Result<(SocketAddr, task::JoinHandle<()>), String> {
+    let limits = FrameLimits::default();
+    let listener = Listener::bind_tcp(addr, limits)
+        .await
+        .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+    let bound = match listener.local_address() {
+        Ok(Address::Tcp(bound)) => bound,
+        Ok(other) => return Err(format!("{addr} was bound as {other}, not TCP")),
+        Err(error) => return Err(format!("cannot read the address bound for {addr}: {error}")),
+    };
+    Ok((bound, task::spawn(rpc::serve(listener, dispatch, limits))))
+}
+
+pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
+    init_logging(&args.log)?;
+    let _lock = prepare_data_dir(&args.data_dir)?;
+    let runtime = frontend_runtime(2)?;
+    let service = runtime.block_on(async {
+        let disk = Disk::real(&args.data_dir);
+        let service = Arc::new(MetaService::start(disk, "meta").await?);
+        let (rpc, server) = serve_rpc(args.rpc_addr, service.clone()).await?;
+        let signals = shutdown_signal()?;
+        tracing::info!(role = %"metasrv", id = args.node_id, rpc = %rpc, "ready");
+        signals.await;
+        tracing::info!("shutting down");
+        server.abort();
+        Ok::<_, String>(service)
+    })?;
+    if let Some(catalog) = service.stop() {
+        catalog.stop_and_join().map_err(|error| error.to_string())?;
+    }
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
+    let mut config = file_config(&args.config)?;
+    if let Some(shards) = args.shards {
+        config.shards.count = shards;
+    }
+    if let Some(io_driver) = args.io_driver {
+        config.shards.io_driver = io_driver;
+    }
+    if let Some(pin) = args.pin_to_cores {
+        config.shards.pin_to_cores = pin;
+    }
+    init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
+    let _lock = prepare_data_dir(&args.data_dir)?;
+    let shards = ShardsConfig {
+        count: config.shard_count(),
+        pin_to_cores: config.shards.pin_to_cores,
+        io_driver: config.shards.io_driver,
+        uring_entries: config.shards.uring_entries,
+    };
+    let shard_count = shards.count;
+    let runtime = frontend_runtime(usize::from(shard_count))?;
+    let datanode = runtime.block_on(async {
+        let engine = EngineConfig::from_section(&config.storage)
+            .map_err(|message| format!("invalid configuration: {message}"))?;
+        let datanode = Datanode::start(
+            Disk::real(&args.data_dir),
+            DatanodeConfig { shards, engine },
+        )
+        .await?;
+        let handle = datanode.handle();
+        let (rpc, server) = serve_rpc(
+            args.rpc_addr,
+            Arc::new(RegionServer::new(Arc::new(handle.clone()))),
+        )
+        .await?;
+        let advertised = args.advertise_addr.unwrap_or(rpc);
+        let signals = shutdown_signal()?;
+        let metasrv = MetaClient::new(tcp_client(args.metasrv));
+        let registration = CatalogCommand::RegisterDatanode {
+            id: args.node_id,
+            addr: advertised.to_string(),
+            shards: shard_count,
+        };
+        // The metasrv may not be up yet: register with backoff, and stop on a signal.
+        let registered = async {
+            let mut retry = REGISTER_RETRY_FIRST;
+            loop {
+                match metasrv.execute(&registration).await {
+                    Ok(_) => return,
+                    Err(error) => tracing::warn!(
+                        metasrv = %args.metasrv,
+                        %error,
+                        retry_ms = retry.as_millis() as u64,
+                        "cannot register with the metasrv; retrying"
+                    ),
+                }
+                time::sleep(retry).await;
+                retry = (retry * 2).min(REGISTER_RETRY_MAX);
+            }
+        };
+        tokio::pin!(signals);
+        let stopped_early = tokio::select! {
+            () = registered => false,
+            () = &mut signals => true,
+        };
+        let mut heartbeats = None;
+        if !stopped_early {
+            heartbeats = Some(task::spawn(heartbeat::run(
+                metasrv,
+                handle.clone(),
+                args.node_id,
+                heartbeat::HEARTBEAT_INTERVAL,
+            )));
+            tracing::info!(
+                role = %"datanode",
+                id = args.node_id,
+                rpc = %advertised,
+                shards = shard_count,
+                driver = %datanode.driver,
+                "ready"
+            );
+            signals.await;
+        }
+        tracing::info!("shutting down");
+        server.abort();
+        if let Some(heartbeats) = heartbeats {
+            heartbeats.abort();
+        }
+        match handle.flush_all().await {
+            Ok(regions) => tracing::info!(regions, "flushed the memtables"),
+            Err(error) => tracing::error!(%error, "flush at stop failed; the WAL keeps the rows"),
+        }
+        Ok::<_, String>(datanode)
+    })?;
+    datanode
+        .into_shards()
+        .stop_and_join()
+        .map_err(|error| error.to_string())?;
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A datanode whose registered address is not one this frontend can dial: every request
+/// to it fails, naming the address, rather than the frontend failing.
+struct Undialable(String);
+
+impl RegionService for Undialable {
+    fn call(&self, _: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
+        let message = self.0.clone();
+        Box::pin(async move { Err(RegionError::new(ErrorKind::Unavailable, message)) })
+    }
+}
+
+pub fn frontend(args: FrontendArgs) -> Result<(), String> {
+    let mut config = file_config(&args.config)?;
+    if let Some(addr) = args.http_addr {
+        config.http.addr = addr;
+    }
+    if let Some(addr) = args.postgres_addr {
+        config.postgres.addr = addr;
+    }
+    init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
+    let runtime = frontend_runtime(2)?;
+    runtime.block_on(async {
+        let connect: Connect =
+            Arc::new(
+                |id: u64, info: &DatanodeInfo| match info.addr.parse::<SocketAddr>() {
+                    Ok(addr) => {
+                        Arc::new(RegionClient::new(tcp_client(addr))) as Arc<dyn RegionService>
+                    }
+                    Err(error) => Arc::new(Undialable(format!(
+                        "datanode {id} registered address {:?}, which is no TCP address: {error}",
+                        info.addr
+                    ))),
+                },
+            );
+        let peers = Peers {
+            metasrv: MetaClient::new(tcp_client(args.metasrv)),
+            datanodes: BTreeMap::new(),
+            connect: Some(connect),
+        };
+        let frontend_config = FrontendConfig {
+            http: config.http.clone(),
+            postgres: config.postgres.clone(),
+            query: config.query.clone(),
+            ingest: config.ingest,
+        };
+        let running = start::start(&frontend_config, peers, build_info()).await?;
+        let signals = shutdown_signal()?;
+        tracing::info!(
+            role = %"frontend",
+            metasrv = %args.metasrv,
+            http = %running.http_addr,
+            postgres = %running.postgres_addr,
+            "ready"
+        );
+        running.serve(signals).await
+    })?;
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    tracing::info!("stopped");
+    Ok(())
+}

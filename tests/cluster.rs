@@ -1,0 +1,215 @@
+//! A cluster of real processes on loopback: one metasrv, two datanodes, one frontend,
+//! started in an awkward order (a datanode before the metasrv, the frontend before any
+//! datanode), written to through the frontend and read back, with the regions spread
+//! over both datanodes.
+#![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+
+use common::{
+    free_port, get_query, metronome, read_log_until, remote_write, write_request, Running,
+};
+
+/// A role's process and its log lines.
+struct Role {
+    process: Running,
+    lines: mpsc::Receiver<String>,
+    name: &'static str,
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.process.0.kill();
+            let _ = self.process.0.wait();
+            for line in self.lines.try_iter() {
+                eprintln!("{}: {line}", self.name);
+            }
+        }
+    }
+}
+
+fn start(name: &'static str, args: &[&str]) -> Role {
+    let mut child = metronome()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Role {
+        process: Running(child),
+        lines,
+        name,
+    }
+}
+
+/// Waits for the role's ready line; returns it.
+fn ready(role: &Role) -> String {
+    let lines = read_log_until(&role.lines, "ready", |line| {
+        line.contains(" ready") && line.contains("role=")
+    });
+    lines.last().unwrap().clone()
+}
+
+fn field(line: &str, key: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key))
+        .unwrap_or_else(|| panic!("the line names {key}: {line}"))
+        .parse()
+        .unwrap()
+}
+
+fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
+    start(
+        "datanode",
+        &[
+            "datanode",
+            "--node-id",
+            &id.to_string(),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--metasrv",
+            metasrv,
+            "--shards",
+            "1",
+            "--pin-to-cores",
+            "false",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Stops a role with SIGTERM and checks that it exits cleanly.
+fn stop(mut role: Role) {
+    role.process.signal(libc::SIGTERM);
+    let status = role.process.0.wait().unwrap();
+    assert!(status.success(), "{} exited with {status}", role.name);
+}
+
+/// Region directories a datanode holds (each shard's `regions/`).
+fn regions_on(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("shard-"))
+        .map(|shard| {
+            std::fs::read_dir(shard.path().join("regions"))
+                .map(|regions| regions.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions() {
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let metasrv_addr = format!("127.0.0.1:{}", free_port());
+
+    // A datanode whose metasrv is not up yet says so and keeps trying.
+    let first = datanode(1, &metasrv_addr, dirs[1].path());
+    read_log_until(&first.lines, "a registration retry", |line| {
+        line.contains("cannot register with the metasrv; retrying") && line.contains(&metasrv_addr)
+    });
+
+    let metasrv = start(
+        "metasrv",
+        &[
+            "metasrv",
+            "--node-id",
+            "1",
+            "--rpc-addr",
+            &metasrv_addr,
+            "--data-dir",
+            dirs[0].path().to_str().unwrap(),
+        ],
+    );
+    let line = ready(&metasrv);
+    assert!(
+        line.contains("role=metasrv") && line.contains("id=1"),
+        "{line}"
+    );
+    let line = ready(&first);
+    assert!(
+        line.contains("role=datanode") && line.contains("id=1"),
+        "{line}"
+    );
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = datanode(2, &metasrv_addr, second_dir.path());
+    ready(&second);
+
+    let frontend = start(
+        "frontend",
+        &[
+            "frontend",
+            "--metasrv",
+            &metasrv_addr,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--postgres-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = ready(&frontend);
+    let http = field(&line, "http=");
+
+    // 40 series, 3 samples each, through the frontend.
+    let series: Vec<common::Series> = (0..40)
+        .map(|i| {
+            (
+                vec![
+                    ("__name__", "cluster_test".to_string()),
+                    ("host", format!("host-{i:02}")),
+                ],
+                vec![
+                    (1_000_000, i as f64),
+                    (1_015_000, i as f64 + 1.0),
+                    (1_030_000, 2.0),
+                ],
+            )
+        })
+        .collect();
+    let reply = remote_write(http, &write_request(&series));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let count = get_query(
+        &format!("http://{http}/api/v1/query"),
+        &[("query", "count(cluster_test)"), ("time", "1015")],
+    )
+    .json();
+    assert_eq!(count["data"]["result"][0]["value"][1], "40", "{count}");
+    let sum = get_query(
+        &format!("http://{http}/api/v1/query"),
+        &[("query", "sum(cluster_test)"), ("time", "1015")],
+    )
+    .json();
+    // (0 + 1) + (1 + 1) + … + (39 + 1) = 820.
+    assert_eq!(sum["data"]["result"][0]["value"][1], "820", "{sum}");
+
+    // The metric regions (two per shard) were placed over both datanodes.
+    let (on_first, on_second) = (regions_on(dirs[1].path()), regions_on(second_dir.path()));
+    assert!(
+        on_first >= 2 && on_second >= 2,
+        "{on_first} and {on_second} regions"
+    );
+
+    stop(frontend);
+    stop(second);
+    stop(first);
+    stop(metasrv);
+}
