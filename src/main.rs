@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 mod cluster;
+mod supervisor;
 use metronome_catalog::client::MetaClient;
 use metronome_catalog::Command as CatalogCommand;
 use metronome_core::config::Config;
@@ -58,6 +59,9 @@ enum Command {
     Datanode(Box<cluster::DatanodeArgs>),
     /// Run the metadata server of a cluster (one replica for now).
     Metasrv(Box<cluster::MetasrvArgs>),
+    /// Run a whole cluster on this machine: each role as its own child process on
+    /// loopback, stopped together on Ctrl-C.
+    Cluster(Box<supervisor::ClusterArgs>),
 }
 
 #[derive(Args)]
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Command::Frontend(args) => cluster::frontend(*args),
         Command::Datanode(args) => cluster::datanode(*args),
         Command::Metasrv(args) => cluster::metasrv(*args),
+        Command::Cluster(args) => supervisor::cluster(*args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

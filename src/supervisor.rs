@@ -1,0 +1,264 @@
+//! `metronome cluster`: a whole cluster on this machine in one command. It starts each
+//! role as its own child process on loopback (the metasrv first, then the datanodes,
+//! then the frontends, each once the one before it is ready), prefixes their log lines
+//! with their name, prints where each listens, and stops them all on Ctrl-C (frontends
+//! first, the metasrv last), or as soon as one of them exits on its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Args;
+use metronome_core::rt::{task, time};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::mpsc;
+
+use crate::{frontend_runtime, init_logging, shutdown_signal, RUNTIME_SHUTDOWN_TIMEOUT};
+
+/// How long a child may take to say it is ready, and to stop after SIGTERM.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Metasrv replicas (one until the metasrv is replicated with openraft).
+    #[arg(long, default_value_t = 1)]
+    metasrvs: u32,
+    #[arg(long, default_value_t = 3)]
+    datanodes: u32,
+    #[arg(long, default_value_t = 1)]
+    frontends: u32,
+    /// Shards of each datanode.
+    #[arg(long, default_value_t = 1)]
+    shards: u16,
+    /// One directory per node below this one (`metasrv-1`, `datanode-1`, …); a cluster
+    /// started again on it finds its data.
+    #[arg(long, default_value = "./metronome-cluster")]
+    data_dir: PathBuf,
+    /// HTTP API of the first frontend (the others take free ports).
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    http_addr: SocketAddr,
+    /// PostgreSQL wire protocol of the first frontend.
+    #[arg(long, default_value = "127.0.0.1:4003")]
+    postgres_addr: SocketAddr,
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// A child process, and its name in the log.
+struct Node {
+    name: String,
+    child: Child,
+}
+
+impl Node {
+    /// Starts `metronome <args>` and waits for its ready line; returns it with the line.
+    async fn start(
+        name: String,
+        args: Vec<String>,
+        exited: mpsc::UnboundedSender<String>,
+    ) -> Result<(Node, String), String> {
+        let exe = std::env::current_exe()
+            .map_err(|error| format!("cannot find this program's path: {error}"))?;
+        let mut child = Command::new(exe)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| format!("cannot start {name}: {error}"))?;
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let ready = time::timeout(READY_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name}] {line}");
+                if line.contains(" ready") && line.contains("role=") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        let line = match ready {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err(format!("{name} exited before it was ready")),
+            Err(_) => return Err(format!("{name} was not ready within {READY_TIMEOUT:?}")),
+        };
+        task::spawn(forward(name.clone(), lines, exited));
+        Ok((Node { name, child }, line))
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL past [`STOP_TIMEOUT`]).
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling a child process this supervisor started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        match time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => tracing::warn!(node = %self.name, %status, "exited with an error"),
+            Ok(Err(error)) => tracing::warn!(node = %self.name, %error, "cannot wait for it"),
+            Err(_) => {
+                tracing::warn!(node = %self.name, "did not stop in time; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Copies a child's log lines to ours under its name; says when the child's log ends
+/// (it exited).
+async fn forward(
+    name: String,
+    mut lines: tokio::io::Lines<BufReader<ChildStderr>>,
+    exited: mpsc::UnboundedSender<String>,
+) {
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{name}] {line}");
+    }
+    let _ = exited.send(name);
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Result<String, String> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key))
+        .map(str::to_string)
+        .ok_or_else(|| format!("the ready line names no {key}: {line}"))
+}
+
+pub fn cluster(args: ClusterArgs) -> Result<(), String> {
+    if args.metasrvs != 1 {
+        return Err(format!(
+            "--metasrvs {}: the metasrv runs one replica until it is replicated with openraft",
+            args.metasrvs
+        ));
+    }
+    if args.datanodes == 0 || args.frontends == 0 {
+        return Err("a cluster needs a datanode and a frontend at least".to_string());
+    }
+    init_logging(&args.log)?;
+    let runtime = frontend_runtime(2)?;
+    let outcome = runtime.block_on(supervise(&args));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    outcome
+}
+
+async fn supervise(args: &ClusterArgs) -> Result<(), String> {
+    let signals = shutdown_signal()?;
+    let (exited_sender, mut exited) = mpsc::unbounded_channel();
+    let dir = |name: &str| args.data_dir.join(name).display().to_string();
+    let log = args.log.clone();
+    let mut nodes: Vec<Node> = Vec::new();
+    let started = async {
+        let (metasrv, line) = Node::start(
+            "metasrv-1".to_string(),
+            vec![
+                "metasrv".into(),
+                "--node-id".into(),
+                "1".into(),
+                "--rpc-addr".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                dir("metasrv-1"),
+                "--log".into(),
+                log.clone(),
+            ],
+            exited_sender.clone(),
+        )
+        .await?;
+        let metasrv_rpc = field(&line, "rpc=")?;
+        nodes.push(metasrv);
+        let mut summary = vec![format!("metasrv 1 rpc={metasrv_rpc}")];
+        for id in 1..=args.datanodes {
+            let name = format!("datanode-{id}");
+            let (node, line) = Node::start(
+                name.clone(),
+                vec![
+                    "datanode".into(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--rpc-addr".into(),
+                    "127.0.0.1:0".into(),
+                    "--metasrv".into(),
+                    metasrv_rpc.clone(),
+                    "--shards".into(),
+                    args.shards.to_string(),
+                    "--pin-to-cores".into(),
+                    "false".into(),
+                    "--data-dir".into(),
+                    dir(&name),
+                    "--log".into(),
+                    log.clone(),
+                ],
+                exited_sender.clone(),
+            )
+            .await?;
+            summary.push(format!("datanode {id} rpc={}", field(&line, "rpc=")?));
+            nodes.push(node);
+        }
+        for id in 1..=args.frontends {
+            let (http, postgres) = if id == 1 {
+                (args.http_addr.to_string(), args.postgres_addr.to_string())
+            } else {
+                ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
+            };
+            let (node, line) = Node::start(
+                format!("frontend-{id}"),
+                vec![
+                    "frontend".into(),
+                    "--metasrv".into(),
+                    metasrv_rpc.clone(),
+                    "--http-addr".into(),
+                    http,
+                    "--postgres-addr".into(),
+                    postgres,
+                    "--log".into(),
+                    log.clone(),
+                ],
+                exited_sender.clone(),
+            )
+            .await?;
+            summary.push(format!(
+                "frontend {id} http={} postgres={}",
+                field(&line, "http=")?,
+                field(&line, "postgres=")?
+            ));
+            nodes.push(node);
+        }
+        Ok::<_, String>(summary)
+    };
+    tokio::pin!(signals);
+    let outcome = tokio::select! {
+        summary = started => summary.map(Some),
+        () = &mut signals => Ok(None),
+    };
+    let outcome = match outcome {
+        Ok(Some(summary)) => {
+            for line in &summary {
+                println!("{line}");
+            }
+            tracing::info!(
+                role = %"cluster",
+                nodes = summary.len(),
+                frontend = %summary.last().map(String::as_str).unwrap_or_default(),
+                "ready"
+            );
+            tokio::select! {
+                () = &mut signals => Ok(()),
+                Some(name) = exited.recv() => Err(format!("{name} exited; stopping the cluster")),
+            }
+        }
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    tracing::info!("stopping the cluster");
+    // Frontends first, so that no request arrives at a stopped datanode; the metasrv
+    // last, so that every datanode could still heartbeat while it flushed.
+    while let Some(node) = nodes.pop() {
+        node.stop().await;
+    }
+    tracing::info!("stopped");
+    outcome
+}
