@@ -314,6 +314,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
             metasrv: MetaClient::new(tcp_client(args.metasrv)),
             datanodes: BTreeMap::new(),
             connect: Some(connect),
+            catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
         };
         let frontend_config = FrontendConfig {
             http: config.http.clone(),

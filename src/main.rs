@@ -349,6 +349,7 @@ async fn serve(
             Arc::new(RegionClient::new(client(DATANODE_ENDPOINT))) as Arc<dyn RegionService>,
         )]),
         connect: None,
+        catalog_refresh: None,
     };
     let frontend_config = FrontendConfig {
         http: config.http.clone(),

@@ -267,6 +267,13 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
     )
     .json();
     assert_eq!(count["data"]["result"][0]["value"][1], "10", "{count}");
+    // The other frontend reads what the first one wrote.
+    let count = get_query(
+        &format!("http://{}/api/v1/query", frontends[1]),
+        &[("query", "count(supervised)"), ("time", "2000")],
+    )
+    .json();
+    assert_eq!(count["data"]["result"][0]["value"][1], "10", "{count}");
 
     // Ctrl-C stops every role, and the supervisor exits cleanly once they are gone.
     stop(cluster);

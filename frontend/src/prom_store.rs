@@ -307,7 +307,7 @@ impl PromStore {
         series_only: bool,
     ) -> Result<Vec<SeriesSamples>, Error> {
         let catalog = self.meta.catalog();
-        let layout = metric_regions(&catalog, &self.database)?;
+        let mut layout = metric_regions(&catalog, &self.database)?;
         // Matchers name labels; the regions know their columns.
         let matchers = matchers
             .iter()
@@ -329,32 +329,50 @@ impl PromStore {
             .regions
             .iter()
             .map(|(region, _)| self.regions.scan_series(*region, request.clone()));
-        let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut found = Vec::new();
         for outcome in join_all(scans).await {
-            for one in outcome? {
-                let samples: Vec<(i64, f64)> = one
-                    .rows
-                    .iter()
-                    .filter_map(|(ts, fields)| match fields.first() {
-                        Some(Value::Float64(value)) => Some((*ts, *value)),
-                        _ => None,
-                    })
-                    .collect();
-                // A series-only row carries no value; otherwise a series without float
-                // samples is not a Prometheus series.
-                if samples.is_empty() && !series_only {
-                    continue;
-                }
-                let mut labels: Labels = one
-                    .tags
-                    .into_iter()
-                    .zip(&layout.tags)
-                    .filter(|(value, _)| !value.is_empty())
-                    .map(|(value, column)| (metric_label(column).to_string(), value))
-                    .collect();
-                labels.sort();
-                series.entry(labels).or_default().extend(samples);
+            found.extend(outcome?);
+        }
+        // A series with more tags than this frontend's layout names has a label another
+        // frontend added since this one last read the catalog: read it again, or the
+        // label would be dropped and distinct series merged.
+        let width = found.iter().map(|one| one.tags.len()).max().unwrap_or(0);
+        if width > layout.tags.len() {
+            let catalog = self.meta.refresh().await.map_err(|error| {
+                Error::unavailable(format!("cannot read the catalog again: {error}"))
+            })?;
+            layout = metric_regions(&catalog, &self.database)?;
+            if width > layout.tags.len() {
+                return Err(Error::internal(format!(
+                    "a metric region holds {width} tags, the catalog names {}",
+                    layout.tags.len()
+                )));
             }
+        }
+        let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for one in found {
+            let samples: Vec<(i64, f64)> = one
+                .rows
+                .iter()
+                .filter_map(|(ts, fields)| match fields.first() {
+                    Some(Value::Float64(value)) => Some((*ts, *value)),
+                    _ => None,
+                })
+                .collect();
+            // A series-only row carries no value; otherwise a series without float
+            // samples is not a Prometheus series.
+            if samples.is_empty() && !series_only {
+                continue;
+            }
+            let mut labels: Labels = one
+                .tags
+                .into_iter()
+                .zip(&layout.tags)
+                .filter(|(value, _)| !value.is_empty())
+                .map(|(value, column)| (metric_label(column).to_string(), value))
+                .collect();
+            labels.sort();
+            series.entry(labels).or_default().extend(samples);
         }
         Ok(series
             .into_iter()

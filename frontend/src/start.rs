@@ -42,6 +42,9 @@ pub struct Peers {
     pub metasrv: MetaClient,
     pub datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
     pub connect: Option<Connect>,
+    /// How often to read the catalog again for what other frontends changed (`None`:
+    /// this frontend is the only one, as in standalone).
+    pub catalog_refresh: Option<Duration>,
 }
 
 /// Physical regions for Prometheus metrics per datanode shard: a few, so that series hash
@@ -52,6 +55,10 @@ pub const METRIC_REGIONS_PER_SHARD: u32 = 2;
 /// asks again; and every how many tries it says so.
 const WAIT_RETRY: Duration = Duration::from_millis(200);
 const WAIT_LOG_EVERY: u32 = 25;
+
+/// How often a cluster's frontend reads the catalog again for what other frontends
+/// changed.
+pub const CATALOG_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A started frontend: its stores are open and its listeners bound; [`Running::serve`]
 /// answers requests.
@@ -90,6 +97,22 @@ pub async fn start(
         time::sleep(WAIT_RETRY).await;
     };
     let meta = Arc::new(Meta::new(peers.metasrv, catalog.clone()));
+    // Other frontends change the catalog too (a new metric, a table): read it again now
+    // and then, so that what they created is seen here within a bound. (Until the
+    // metasrv pushes changes, this fetches the whole catalog each time; a scan that meets
+    // a label this copy does not name reads it at once, `PromStore::scan`.)
+    if let Some(period) = peers.catalog_refresh {
+        let meta = meta.clone();
+        task::spawn(async move {
+            let mut ticks = time::interval(period);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = meta.refresh().await {
+                    tracing::warn!(%error, "cannot read the catalog again");
+                }
+            }
+        });
+    }
     let shards: u32 = catalog
         .datanodes
         .values()
