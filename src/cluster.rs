@@ -316,12 +316,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
             connect: Some(connect),
             catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
         };
-        let frontend_config = FrontendConfig {
-            http: config.http.clone(),
-            postgres: config.postgres.clone(),
-            query: config.query.clone(),
-            ingest: config.ingest,
-        };
+        let frontend_config = FrontendConfig::of(&config);
         let running = start::start(&frontend_config, peers, build_info()).await?;
         let signals = shutdown_signal()?;
         tracing::info!(

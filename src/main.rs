@@ -351,12 +351,7 @@ async fn serve(
         connect: None,
         catalog_refresh: None,
     };
-    let frontend_config = FrontendConfig {
-        http: config.http.clone(),
-        postgres: config.postgres.clone(),
-        query: config.query.clone(),
-        ingest: config.ingest,
-    };
+    let frontend_config = FrontendConfig::of(config);
     let running = start::start(&frontend_config, peers, build_info()).await?;
     // Watched from before the ready line: a signal sent as soon as that line is read
     // must stop the process gracefully, not kill it with the signal's default action.

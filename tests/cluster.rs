@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::mpsc;
 
 use common::{
-    free_port, get_query, metronome, read_log_until, remote_write, write_request, Running,
+    free_port, get_query, metronome, read_log_until, remote_write, spawn_logged, write_request,
+    Running,
 };
 
 /// A role's process and its log lines.
@@ -37,23 +36,9 @@ impl Drop for Role {
 }
 
 fn start(name: &'static str, args: &[&str]) -> Role {
-    let mut child = metronome()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (process, lines) = spawn_logged(metronome().args(args));
     Role {
-        process: Running(child),
+        process,
         lines,
         name,
     }
@@ -200,6 +185,37 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
     .json();
     // (0 + 1) + (1 + 1) + … + (39 + 1) = 820.
     assert_eq!(sum["data"]["result"][0]["value"][1], "820", "{sum}");
+
+    // The cluster as the frontend sees it: both datanodes alive, every region routed.
+    let cluster = common::get(&format!("http://{http}/v1/cluster")).json();
+    let nodes = cluster["nodes"].as_array().unwrap();
+    let roles: Vec<(&str, u64, bool)> = nodes
+        .iter()
+        .map(|node| {
+            (
+                node["role"].as_str().unwrap(),
+                node["id"].as_u64().unwrap(),
+                node["alive"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("metasrv", 1, true),
+            ("datanode", 1, true),
+            ("datanode", 2, true)
+        ],
+        "{cluster}"
+    );
+    let leaders: Vec<u64> = cluster["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|region| region["leader"].as_u64().unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 4, "{cluster}");
+    assert!(leaders.contains(&1) && leaders.contains(&2), "{cluster}");
 
     // The metric regions (two per shard) were placed over both datanodes.
     let (on_first, on_second) = (regions_on(dirs[1].path()), regions_on(second_dir.path()));

@@ -29,6 +29,8 @@ pub enum MetaRequest {
         datanode: u64,
         shards: Vec<ShardStats>,
     },
+    /// Which datanodes have heartbeated, and how long ago.
+    Liveness,
 }
 
 /// A reply to a [`MetaRequest`] that succeeded.
@@ -40,6 +42,8 @@ pub enum MetaReply {
     Catalog(Arc<Catalog>),
     /// The catalog version the metasrv has reached.
     Heartbeat { catalog_version: u64 },
+    /// (datanode, milliseconds since its last heartbeat), by datanode.
+    Liveness(Vec<(u64, u64)>),
 }
 
 impl MetaRequest {
@@ -66,6 +70,10 @@ impl MetaRequest {
                 let table = fb::Heartbeat::create(builder, &args);
                 (fb::Request::Heartbeat, table.as_union_value())
             }
+            MetaRequest::Liveness => {
+                let table = fb::GetLiveness::create(builder, &fb::GetLivenessArgs {});
+                (fb::Request::GetLiveness, table.as_union_value())
+            }
         })
     }
 
@@ -88,6 +96,7 @@ impl MetaRequest {
                     shards: heartbeat.shards().iter().map(read_shard_stats).collect(),
                 }
             }
+            fb::Request::GetLiveness => MetaRequest::Liveness,
             other => return Err(format!("the metasrv does not serve {other:?} requests")),
         })
     }
@@ -114,6 +123,16 @@ impl MetaReply {
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
             }
+            MetaReply::Liveness(datanodes) => {
+                let entries: Vec<fb::DatanodeLiveness> = datanodes
+                    .iter()
+                    .map(|(datanode, since)| fb::DatanodeLiveness::new(*datanode, *since))
+                    .collect();
+                let datanodes = Some(builder.create_vector(&entries));
+                let table =
+                    fb::LivenessReply::create(builder, &fb::LivenessReplyArgs { datanodes });
+                (fb::Reply::LivenessReply, table.as_union_value())
+            }
         })
     }
 
@@ -133,6 +152,14 @@ impl MetaReply {
             fb::Reply::HeartbeatReply => MetaReply::Heartbeat {
                 catalog_version: reply.body_as_heartbeat_reply()?.catalog_version(),
             },
+            fb::Reply::LivenessReply => MetaReply::Liveness(
+                reply
+                    .body_as_liveness_reply()?
+                    .datanodes()
+                    .iter()
+                    .map(|entry| (entry.datanode(), entry.since_heartbeat_ms()))
+                    .collect(),
+            ),
             _ => return None,
         }))
     }

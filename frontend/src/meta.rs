@@ -53,6 +53,16 @@ impl Meta {
         Ok(snapshot.clone())
     }
 
+    /// (datanode, milliseconds since its last heartbeat), as the metasrv knows them.
+    pub async fn liveness(&self) -> Result<Vec<(u64, u64)>, MetaError> {
+        self.client.liveness().await
+    }
+
+    /// The metasrv's address, for messages and introspection.
+    pub fn metasrv(&self) -> &str {
+        self.client.peer()
+    }
+
     /// Exclusive access for a change and whatever must happen with it before the next
     /// change starts (adding a tag to every region, say).
     pub async fn lock(&self) -> MetaGuard<'_> {

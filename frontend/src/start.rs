@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
 use metronome_catalog::DEFAULT_DATABASE;
-use metronome_core::config::{HttpSection, IngestSection, PostgresSection, QuerySection};
+use metronome_core::config::{Config, HttpSection, IngestSection, PostgresSection, QuerySection};
 use metronome_core::rt::net;
 use metronome_core::rt::{task, time};
 use metronome_wire::{RegionService, RegionServiceExt};
@@ -34,6 +34,18 @@ pub struct FrontendConfig {
     pub postgres: PostgresSection,
     pub query: QuerySection,
     pub ingest: IngestSection,
+}
+
+impl FrontendConfig {
+    /// The frontend's sections of the process's configuration.
+    pub fn of(config: &Config) -> FrontendConfig {
+        FrontendConfig {
+            http: config.http.clone(),
+            postgres: config.postgres.clone(),
+            query: config.query.clone(),
+            ingest: config.ingest,
+        }
+    }
 }
 
 /// What the frontend reaches: the metasrv, the datanodes it is given (standalone's own),
@@ -146,7 +158,7 @@ pub async fn start(
     let query = &config.query;
     let sql = Arc::new(SqlEngine::new(
         DEFAULT_DATABASE,
-        meta,
+        meta.clone(),
         tables.clone(),
         store.clone(),
         SqlLimits {
@@ -168,6 +180,7 @@ pub async fn start(
         })
     };
     let frontend = Arc::new(Frontend {
+        meta: meta.clone(),
         store,
         sql: sql.clone(),
         tables,

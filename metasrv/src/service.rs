@@ -173,6 +173,15 @@ impl MetaService {
                     catalog_version: self.catalog().version,
                 }
             }
+            MetaRequest::Liveness => MetaReply::Liveness(
+                self.datanodes()
+                    .into_iter()
+                    .map(|(datanode, status)| {
+                        let since = status.last_heartbeat.elapsed().as_millis();
+                        (datanode, u64::try_from(since).unwrap_or(u64::MAX))
+                    })
+                    .collect(),
+            ),
         })
     }
 }

@@ -246,35 +246,23 @@ pub fn start_standalone_with(data_dir: &Path, extra: &[&str]) -> Standalone {
 
 /// Like [`start_standalone_with`]; also returns the log lines before the ready line.
 pub fn start_standalone_logged(data_dir: &Path, extra: &[&str]) -> (Standalone, Vec<String>) {
-    let mut child = metronome()
-        .args([
-            "standalone",
-            "--shards",
-            "2",
-            "--pin-to-cores",
-            "false",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, lines) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let process = Running(child);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (process, lines) = spawn_logged(
+        metronome()
+            .args([
+                "standalone",
+                "--shards",
+                "2",
+                "--pin-to-cores",
+                "false",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--postgres-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra),
+    );
     let mut seen = Vec::new();
     loop {
         let line = lines
@@ -299,6 +287,26 @@ pub fn start_standalone_logged(data_dir: &Path, extra: &[&str]) -> (Standalone, 
         }
         seen.push(line);
     }
+}
+
+/// Starts `command` with its stderr read line by line into the returned channel (by a
+/// thread of its own, so that the process never blocks on a full pipe).
+pub fn spawn_logged(command: &mut Command) -> (Running, mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Running(child), lines)
 }
 
 /// Reads log lines until one satisfies `wanted` or 30 s pass; returns every line read,

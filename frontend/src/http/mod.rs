@@ -10,6 +10,7 @@
 //! error format (`errorType` `bad_data` 400, `execution` 422, `unavailable` 503,
 //! `internal` 500). A failure's status is its `ErrorKind`'s (`core::error`).
 
+mod cluster;
 mod observe;
 mod prometheus;
 mod sql;
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 
+use crate::meta::Meta;
 use crate::prom_store::PromStore;
 use crate::promql::{QueryError, QueryLimits};
 use crate::remote_write::BODY_BYTES_MAX;
@@ -43,6 +45,7 @@ pub type ShardFiguresSource = Arc<
 
 /// What the HTTP handlers share.
 pub struct Frontend {
+    pub meta: Arc<Meta>,
     pub store: Arc<PromStore>,
     pub sql: Arc<SqlEngine>,
     pub tables: Arc<TableStore>,
@@ -79,6 +82,7 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/write", post(write::influx_write))
         .route("/metrics", get(self_metrics))
         .route("/health", get(health))
+        .route("/v1/cluster", get(cluster::cluster))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(observe::catch_panics))
         .layer(axum::middleware::from_fn_with_state(
@@ -103,6 +107,7 @@ fn handler_name(path: &str) -> &'static str {
         "/api/v2/write" | "/write" => "influx_write",
         "/metrics" => "metrics",
         "/health" => "health",
+        "/v1/cluster" => "cluster",
         _ if path
             .strip_prefix("/api/v1/label/")
             .and_then(|rest| rest.strip_suffix("/values"))

@@ -420,10 +420,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 15;
+pub const ENUM_MAX_REQUEST: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 16] = [
+pub const ENUM_VALUES_REQUEST: [Request; 17] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -440,6 +440,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 16] = [
   Request::CloseRegion,
   Request::OpenRegion,
   Request::FlushRegion,
+  Request::GetLiveness,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -463,9 +464,10 @@ impl Request {
   pub const CloseRegion: Self = Self(13);
   pub const OpenRegion: Self = Self(14);
   pub const FlushRegion: Self = Self(15);
+  pub const GetLiveness: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -483,6 +485,7 @@ impl Request {
     Self::CloseRegion,
     Self::OpenRegion,
     Self::FlushRegion,
+    Self::GetLiveness,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -503,6 +506,7 @@ impl Request {
       Self::CloseRegion => Some("CloseRegion"),
       Self::OpenRegion => Some("OpenRegion"),
       Self::FlushRegion => Some("FlushRegion"),
+      Self::GetLiveness => Some("GetLiveness"),
       _ => None,
     }
   }
@@ -562,10 +566,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 8;
+pub const ENUM_MAX_REPLY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 9] = [
+pub const ENUM_VALUES_REPLY: [Reply; 10] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -575,6 +579,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 9] = [
   Reply::HeartbeatReply,
   Reply::CatalogCommandReply,
   Reply::Catalog,
+  Reply::LivenessReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -591,9 +596,10 @@ impl Reply {
   pub const HeartbeatReply: Self = Self(6);
   pub const CatalogCommandReply: Self = Self(7);
   pub const Catalog: Self = Self(8);
+  pub const LivenessReply: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -604,6 +610,7 @@ impl Reply {
     Self::HeartbeatReply,
     Self::CatalogCommandReply,
     Self::Catalog,
+    Self::LivenessReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -617,6 +624,7 @@ impl Reply {
       Self::HeartbeatReply => Some("HeartbeatReply"),
       Self::CatalogCommandReply => Some("CatalogCommandReply"),
       Self::Catalog => Some("Catalog"),
+      Self::LivenessReply => Some("LivenessReply"),
       _ => None,
     }
   }
@@ -1301,6 +1309,134 @@ impl<'a> ShardStats {
       ::core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[48..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct DatanodeLiveness, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DatanodeLiveness(pub [u8; 16]);
+impl Default for DatanodeLiveness { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for DatanodeLiveness {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DatanodeLiveness")
+      .field("datanode", &self.datanode())
+      .field("since_heartbeat_ms", &self.since_heartbeat_ms())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DatanodeLiveness {}
+impl<'a> ::flatbuffers::Follow<'a> for DatanodeLiveness {
+  type Inner = &'a DatanodeLiveness;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DatanodeLiveness>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DatanodeLiveness {
+  type Inner = &'a DatanodeLiveness;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DatanodeLiveness>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DatanodeLiveness {
+    type Output = DatanodeLiveness;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DatanodeLiveness as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DatanodeLiveness {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DatanodeLiveness {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    datanode: u64,
+    since_heartbeat_ms: u64,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_datanode(datanode);
+    s.set_since_heartbeat_ms(since_heartbeat_ms);
+    s
+  }
+
+  pub fn datanode(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_datanode(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// Milliseconds since its last heartbeat reached the metasrv.
+  pub fn since_heartbeat_ms(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_since_heartbeat_ms(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
@@ -3360,6 +3496,85 @@ impl ::core::fmt::Debug for GetCatalog<'_> {
       ds.finish()
   }
 }
+pub enum GetLivenessOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Which datanodes the metasrv has heard from, and how long ago.
+pub struct GetLiveness<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetLiveness<'a> {
+  type Inner = GetLiveness<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetLiveness<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetLiveness { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GetLivenessArgs
+  ) -> ::flatbuffers::WIPOffset<GetLiveness<'bldr>> {
+    let mut builder = GetLivenessBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GetLiveness<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetLivenessArgs {
+}
+impl<'a> Default for GetLivenessArgs {
+  #[inline]
+  fn default() -> Self {
+    GetLivenessArgs {
+    }
+  }
+}
+
+pub struct GetLivenessBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetLivenessBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetLivenessBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetLivenessBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetLiveness<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetLiveness<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetLiveness");
+      ds.finish()
+  }
+}
 pub enum DoneOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4041,6 +4256,103 @@ impl ::core::fmt::Debug for CatalogCommandReply<'_> {
       ds.finish()
   }
 }
+pub enum LivenessReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LivenessReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LivenessReply<'a> {
+  type Inner = LivenessReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LivenessReply<'a> {
+  pub const VT_DATANODES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LivenessReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LivenessReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LivenessReply<'bldr>> {
+    let mut builder = LivenessReplyBuilder::new(_fbb);
+    if let Some(x) = args.datanodes { builder.add_datanodes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn datanodes(&self) -> ::flatbuffers::Vector<'a, DatanodeLiveness> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DatanodeLiveness>>>(LivenessReply::VT_DATANODES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LivenessReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DatanodeLiveness>>>("datanodes", Self::VT_DATANODES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LivenessReplyArgs<'a> {
+    pub datanodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DatanodeLiveness>>>,
+}
+impl<'a> Default for LivenessReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LivenessReplyArgs {
+      datanodes: None, // required field
+    }
+  }
+}
+
+pub struct LivenessReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LivenessReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_datanodes(&mut self, datanodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DatanodeLiveness>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LivenessReply::VT_DATANODES, datanodes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LivenessReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LivenessReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LivenessReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LivenessReply::VT_DATANODES,"datanodes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LivenessReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LivenessReply");
+      ds.field("datanodes", &self.datanodes());
+      ds.finish()
+  }
+}
 pub enum CatalogOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4398,6 +4710,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_liveness(&self) -> Option<GetLiveness<'a>> {
+    if self.body_type() == Request::GetLiveness {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetLiveness::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -4423,6 +4749,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::CloseRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CloseRegion>>("Request::CloseRegion", pos),
           Request::OpenRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OpenRegion>>("Request::OpenRegion", pos),
           Request::FlushRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FlushRegion>>("Request::FlushRegion", pos),
+          Request::GetLiveness => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetLiveness>>("Request::GetLiveness", pos),
           _ => Ok(()),
         }
      })?
@@ -4578,6 +4905,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::FlushRegion => {
           if let Some(x) = self.body_as_flush_region() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::GetLiveness => {
+          if let Some(x) = self.body_as_get_liveness() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4752,6 +5086,20 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_liveness_reply(&self) -> Option<LivenessReply<'a>> {
+    if self.body_type() == Reply::LivenessReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LivenessReply::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -4770,6 +5118,7 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::HeartbeatReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HeartbeatReply>>("Reply::HeartbeatReply", pos),
           Reply::CatalogCommandReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CatalogCommandReply>>("Reply::CatalogCommandReply", pos),
           Reply::Catalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Catalog>>("Reply::Catalog", pos),
+          Reply::LivenessReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LivenessReply>>("Reply::LivenessReply", pos),
           _ => Ok(()),
         }
      })?
@@ -4876,6 +5225,13 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::Catalog => {
           if let Some(x) = self.body_as_catalog() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::LivenessReply => {
+          if let Some(x) = self.body_as_liveness_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
