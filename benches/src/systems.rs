@@ -22,6 +22,9 @@ pub enum Kind {
     /// Metronome built from another commit (`run --baseline-bin`), to measure a change
     /// before and after in one run.
     MetronomeBaseline,
+    /// This build as a cluster on loopback (`metronome cluster`: one metasrv, three
+    /// datanodes of one shard, one frontend), each role its own process.
+    MetronomeCluster,
     Prometheus,
     VictoriaMetrics,
 }
@@ -32,11 +35,12 @@ impl std::str::FromStr for Kind {
         match text {
             "metronome" => Ok(Kind::Metronome),
             "metronome-baseline" => Ok(Kind::MetronomeBaseline),
+            "metronome-cluster" => Ok(Kind::MetronomeCluster),
             "prometheus" => Ok(Kind::Prometheus),
             "victoria-metrics" | "victoriametrics" | "vm" => Ok(Kind::VictoriaMetrics),
             other => Err(format!(
-                "unknown system {other:?}: use metronome, metronome-baseline, prometheus \
-                 or victoria-metrics"
+                "unknown system {other:?}: use metronome, metronome-baseline, \
+                 metronome-cluster, prometheus or victoria-metrics"
             )),
         }
     }
@@ -47,6 +51,7 @@ impl Kind {
         match self {
             Kind::Metronome => "metronome",
             Kind::MetronomeBaseline => "metronome-baseline",
+            Kind::MetronomeCluster => "metronome-cluster",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -54,13 +59,16 @@ impl Kind {
 
     /// Whether this is Metronome (of this build or the baseline's).
     pub fn is_metronome(self) -> bool {
-        matches!(self, Kind::Metronome | Kind::MetronomeBaseline)
+        matches!(
+            self,
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster
+        )
     }
 
     /// The binary's name on PATH (Debian's packages for the peers).
     pub fn default_binary(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline => "metronome",
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => "metronome",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -74,7 +82,7 @@ impl Kind {
     /// What an acknowledgement promises, in one line for the report.
     pub fn durability(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline => {
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
                 "acknowledged after the WAL's fdatasync (group commit)"
             }
             Kind::Prometheus => {
@@ -91,7 +99,7 @@ impl Kind {
     /// How the report's disk figure was reached.
     pub fn flush_method(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline => {
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
                 "graceful stop (flushes every memtable to SSTs); the SSTs and manifests, \
                  not the obsolete WAL"
             }
@@ -110,6 +118,26 @@ pub struct Usage {
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+/// [`usage`] of `pid` and every process below it (a cluster's roles are children of its
+/// supervisor): CPU and memory summed, the peaks too (an upper bound of the tree's peak).
+pub fn tree_usage(pid: u32) -> Result<Usage, String> {
+    let mut total = usage(pid)?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
+        // A child that just exited has nothing more to count.
+        if let Ok(below) = tree_usage(child) {
+            total.cpu_seconds += below.cpu_seconds;
+            total.rss_bytes += below.rss_bytes;
+            total.peak_rss_bytes += below.peak_rss_bytes;
+        }
+    }
+    Ok(total)
+}
+
 pub fn usage(pid: u32) -> Result<Usage, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|error| format!("/proc/{pid}/stat: {error}"))?;
@@ -217,6 +245,27 @@ impl System {
         let port = free_port()?;
         let mut command = Command::new(binary);
         match kind {
+            Kind::MetronomeCluster => {
+                // Port 0: the first frontend's ready line names the port it got.
+                command
+                    .args([
+                        "cluster",
+                        "--datanodes",
+                        "3",
+                        "--frontends",
+                        "1",
+                        "--shards",
+                        "1",
+                    ])
+                    .args([
+                        "--http-addr",
+                        "127.0.0.1:0",
+                        "--postgres-addr",
+                        "127.0.0.1:0",
+                    ])
+                    .arg("--data-dir")
+                    .arg(data_dir);
+            }
             Kind::Metronome | Kind::MetronomeBaseline => {
                 // Port 0: the ready line names the port it got.
                 command
@@ -282,7 +331,7 @@ impl System {
     }
 
     pub fn usage(&self) -> Result<Usage, String> {
-        usage(self.pid())
+        tree_usage(self.pid())
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -303,7 +352,10 @@ impl System {
             }
             let path = match self.kind {
                 Kind::Prometheus => "/-/ready",
-                Kind::Metronome | Kind::MetronomeBaseline | Kind::VictoriaMetrics => "/health",
+                Kind::Metronome
+                | Kind::MetronomeBaseline
+                | Kind::MetronomeCluster
+                | Kind::VictoriaMetrics => "/health",
             };
             if let Ok(response) = agent.get(format!("{}{path}", self.base)).call() {
                 if response.status().is_success() {
@@ -364,7 +416,9 @@ impl System {
             Ok(body)
         };
         match self.kind {
-            Kind::Metronome | Kind::MetronomeBaseline => Ok(self.data_dir.clone()),
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+                Ok(self.data_dir.clone())
+            }
             Kind::Prometheus => {
                 let body = call("POST", "/api/v1/admin/tsdb/snapshot?skip_head=false")?;
                 let json: serde_json::Value =
@@ -430,7 +484,9 @@ impl Drop for System {
 /// snapshot holds none; VictoriaMetrics has none).
 pub fn data_bytes(kind: Kind, settled: &Path) -> u64 {
     match kind {
-        Kind::Metronome | Kind::MetronomeBaseline => disk_bytes_except(settled, &["wal"]),
+        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+            disk_bytes_except(settled, &["wal"])
+        }
         Kind::Prometheus | Kind::VictoriaMetrics => disk_bytes(settled),
     }
 }
@@ -455,7 +511,7 @@ fn version(kind: Kind, binary: &Path) -> String {
         _ => "--version",
     };
     let package = match kind {
-        Kind::Metronome | Kind::MetronomeBaseline => None,
+        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => None,
         Kind::Prometheus => Some("prometheus"),
         Kind::VictoriaMetrics => Some("victoria-metrics"),
     };
