@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use metronome_catalog::client::MetaClient;
+use metronome_catalog::client::{MetaClient, MetaError};
 use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
 use metronome_core::config::Config;
 use metronome_core::rt::disk::Disk;
@@ -209,6 +209,14 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
         )
         .await?;
         let advertised = args.advertise_addr.unwrap_or(rpc);
+        // Another node dialing 0.0.0.0 reaches its own host, not this one.
+        if advertised.ip().is_unspecified() {
+            return Err(format!(
+                "datanode {} would register {advertised}, which no other node can dial: \
+                 give --advertise-addr the address others reach it at",
+                args.node_id
+            ));
+        }
         let signals = shutdown_signal()?;
         let metasrv = MetaClient::new(tcp_client(args.metasrv));
         let registration = CatalogCommand::RegisterDatanode {
@@ -221,7 +229,14 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
             let mut retry = REGISTER_RETRY_FIRST;
             loop {
                 match metasrv.execute(&registration).await {
-                    Ok(_) => return,
+                    Ok(_) => return Ok(()),
+                    // The metasrv answered and said no: trying again changes nothing.
+                    Err(MetaError::Refused(reason)) => {
+                        return Err(format!(
+                            "the metasrv at {} refused datanode {}: {reason}",
+                            args.metasrv, args.node_id
+                        ))
+                    }
                     Err(error) => tracing::warn!(
                         metasrv = %args.metasrv,
                         %error,
@@ -235,7 +250,10 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
         };
         tokio::pin!(signals);
         let stopped_early = tokio::select! {
-            () = registered => false,
+            outcome = registered => {
+                outcome?;
+                false
+            }
             () = &mut signals => true,
         };
         let mut heartbeats = None;

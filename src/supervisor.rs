@@ -62,17 +62,32 @@ impl Node {
     ) -> Result<(Node, String), String> {
         let exe = std::env::current_exe()
             .map_err(|error| format!("cannot find this program's path: {error}"))?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that Ctrl-C at the terminal reaches the
+            // supervisor alone, which then stops the children in order.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe, which is all a pre-exec hook may call.
+        unsafe {
+            command.pre_exec(|| {
+                // A child outlives no supervisor, even one killed with SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|error| format!("cannot start {name}: {error}"))?;
         let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
         let ready = time::timeout(READY_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[{name}] {line}");
+                echo(&name, &line);
                 if line.contains(" ready") && line.contains("role=") {
                     return Some(line);
                 }
@@ -115,9 +130,16 @@ async fn forward(
     exited: mpsc::UnboundedSender<String>,
 ) {
     while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{name}] {line}");
+        echo(&name, &line);
     }
     let _ = exited.send(name);
+}
+
+/// Writes a child's log line to ours under its name. A closed stderr (`| head`) is not
+/// a reason to stop reading the child's, whose pipe would then fill and block it.
+fn echo(name: &str, line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "[{name}] {line}");
 }
 
 /// The value of `key=` in a log line.

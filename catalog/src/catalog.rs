@@ -418,6 +418,9 @@ impl Catalog {
             // depends on an earlier one is not a no-op there, so neither is the batch.
             Command::Batch(commands) => commands.iter().all(|command| self.is_noop(command)),
             Command::CreateDatabase { name } => self.databases.contains_key(name),
+            Command::CreateMetricRegions { database, .. } => {
+                self.database(database).is_ok_and(|db| db.metrics.is_some())
+            }
             Command::RegisterDatanode { id, addr, shards } => self
                 .datanodes
                 .get(id)
@@ -597,6 +600,11 @@ impl Catalog {
                     })
             }
             Command::CreateMetricRegions { database, routes } => {
+                // A database has its metric regions once: a later request (each frontend
+                // makes one at start) changes nothing, whatever routes it proposes.
+                if self.database(database).is_ok_and(|db| db.metrics.is_some()) {
+                    return Ok(());
+                }
                 if routes.is_empty() || routes.len() > REGIONS_PER_TABLE_MAX as usize {
                     return Err(CatalogError::Invalid {
                         what: format!("metric regions of {database}"),

@@ -51,6 +51,14 @@ fn read_error(error: fb::Error<'_>) -> MetaError {
     }
 }
 
+/// What a command did at the metasrv: the catalog's version after it, and whether it
+/// changed the catalog (to that version) or changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Executed {
+    pub version: u64,
+    pub applied: bool,
+}
+
 pub struct MetaClient {
     rpc: RpcClient,
 }
@@ -96,9 +104,9 @@ impl MetaClient {
 
     /// Executes a command durably; returns the catalog's version after it (unchanged if
     /// the command changed nothing).
-    pub async fn execute(&self, command: &Command) -> Result<u64, MetaError> {
+    pub async fn execute(&self, command: &Command) -> Result<Executed, MetaError> {
         match self.call(&MetaRequest::Execute(command.clone())).await? {
-            MetaReply::Executed { version } => Ok(version),
+            MetaReply::Executed { version, applied } => Ok(Executed { version, applied }),
             other => Err(self.unexpected(&other)),
         }
     }

@@ -37,7 +37,7 @@ pub enum MetaRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaReply {
     /// The catalog's version after the command (unchanged if it changed nothing).
-    Executed { version: u64 },
+    Executed { version: u64, applied: bool },
     /// Shared: the service answers with its snapshot, not a copy of it.
     Catalog(Arc<Catalog>),
     /// The catalog version the metasrv has reached.
@@ -105,8 +105,11 @@ impl MetaRequest {
 impl MetaReply {
     pub fn encode(&self) -> Body {
         frame::reply_body(|builder| match self {
-            MetaReply::Executed { version } => {
-                let args = fb::CatalogCommandReplyArgs { version: *version };
+            MetaReply::Executed { version, applied } => {
+                let args = fb::CatalogCommandReplyArgs {
+                    version: *version,
+                    applied: *applied,
+                };
                 let table = fb::CatalogCommandReply::create(builder, &args);
                 (fb::Reply::CatalogCommandReply, table.as_union_value())
             }
@@ -139,9 +142,13 @@ impl MetaReply {
     /// A verified reply (not an error) as a reply; `None` for a kind this is not.
     pub fn decode(reply: fb::ReplyMessage<'_>) -> Option<Result<MetaReply, String>> {
         Some(Ok(match reply.body_type() {
-            fb::Reply::CatalogCommandReply => MetaReply::Executed {
-                version: reply.body_as_catalog_command_reply()?.version(),
-            },
+            fb::Reply::CatalogCommandReply => {
+                let table = reply.body_as_catalog_command_reply()?;
+                MetaReply::Executed {
+                    version: table.version(),
+                    applied: table.applied(),
+                }
+            }
             fb::Reply::Catalog => {
                 let table = reply.body_as_catalog()?;
                 match serde_json::from_slice(table.catalog_json().bytes()) {
@@ -290,7 +297,10 @@ mod tests {
         }
         for reply in [
             MetaReply::Catalog(Arc::new(state.clone())),
-            MetaReply::Executed { version: 9 },
+            MetaReply::Executed {
+                version: 9,
+                applied: true,
+            },
             MetaReply::Heartbeat { catalog_version: 4 },
         ] {
             assert_eq!(reply_round_trip(&reply), reply);

@@ -7,15 +7,22 @@
 //! the one the metasrv reported (another frontend changed the catalog in between), it
 //! fetches the catalog.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use metronome_catalog::client::{MetaClient, MetaError};
-use metronome_catalog::{Catalog, Command};
+use metronome_catalog::{Catalog, Command, Route};
+use metronome_core::data::RegionId;
 
 pub struct Meta {
     client: MetaClient,
     snapshot: RwLock<Arc<Catalog>>,
+    /// Every region's route in any catalog this frontend has held, kept after its table
+    /// is dropped (region ids are never reused), so that the regions of a table just
+    /// dropped can still be reached to be deleted.
+    routes: RwLock<BTreeMap<RegionId, Route>>,
     /// Serializes changes together with what must follow them (see [`Meta::lock`]).
+    /// Reading the catalog again does not take it: a change in progress may need to.
     change: tokio::sync::Mutex<()>,
 }
 
@@ -28,9 +35,11 @@ impl Meta {
 
     /// A view starting from `catalog`, fetched through `client`.
     pub fn new(client: MetaClient, catalog: Catalog) -> Meta {
+        let routes = catalog.routes().collect();
         Meta {
             client,
             snapshot: RwLock::new(Arc::new(catalog)),
+            routes: RwLock::new(routes),
             change: tokio::sync::Mutex::new(()),
         }
     }
@@ -40,17 +49,29 @@ impl Meta {
         self.snapshot.read().expect("catalog snapshot").clone()
     }
 
+    /// The route of `region` in any catalog this frontend has held.
+    pub fn route(&self, region: RegionId) -> Option<Route> {
+        self.routes.read().expect("routes").get(&region).copied()
+    }
+
+    /// Makes `next` the snapshot if it is newer than the current one (versions only grow:
+    /// a fetch and a change that finish in either order leave the newer), and remembers
+    /// its routes. Returns the snapshot now current.
+    fn publish(&self, next: Catalog) -> Arc<Catalog> {
+        let mut snapshot = self.snapshot.write().expect("catalog snapshot");
+        if next.version > snapshot.version {
+            self.routes.write().expect("routes").extend(next.routes());
+            *snapshot = Arc::new(next);
+        }
+        snapshot.clone()
+    }
+
     /// Fetches the catalog from the metasrv and publishes it if it is newer than this
     /// copy: what the frontend does when it meets a region, a route or a datanode that
     /// another node added.
     pub async fn refresh(&self) -> Result<Arc<Catalog>, MetaError> {
-        let _change = self.change.lock().await;
         let fetched = self.client.catalog().await?;
-        let mut snapshot = self.snapshot.write().expect("catalog snapshot");
-        if fetched.version > snapshot.version {
-            *snapshot = Arc::new(fetched);
-        }
-        Ok(snapshot.clone())
+        Ok(self.publish(fetched))
     }
 
     /// (datanode, milliseconds since its last heartbeat), as the metasrv knows them.
@@ -86,25 +107,30 @@ impl MetaGuard<'_> {
 
     /// Applies a command durably and publishes the new snapshot.
     pub async fn execute(&mut self, command: Command) -> Result<(), MetaError> {
-        let version = self.meta.client.execute(&command).await?;
+        let executed = self.meta.client.execute(&command).await?;
         let current = self.meta.catalog();
-        if version == current.version {
-            // The command changed nothing.
+        if executed.version <= current.version {
+            // This copy has the command's effect already (it changed nothing, or a fetch
+            // since brought it).
             return Ok(());
         }
+        // The same command on this copy reaches the metasrv's state only if the metasrv
+        // applied it to the very state this copy holds; a command that changed nothing
+        // there (another frontend did it first) may change this older copy differently.
         let mut next = (*current).clone();
-        let replayed = next.apply(&command);
-        let next = if replayed.is_ok() && next.version == version {
-            next
-        } else {
+        let replayed = executed.applied
+            && executed.version == current.version + 1
+            && next.apply(&command).is_ok()
+            && next.version == executed.version;
+        if !replayed {
             tracing::debug!(
-                version,
+                version = executed.version,
                 local = current.version,
                 "the catalog moved on elsewhere; fetching it"
             );
-            self.meta.client.catalog().await?
-        };
-        *self.meta.snapshot.write().expect("catalog snapshot") = Arc::new(next);
+            next = self.meta.client.catalog().await?;
+        }
+        self.meta.publish(next);
         Ok(())
     }
 }

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use metronome_catalog::{Catalog, DatanodeInfo, Route};
+use metronome_catalog::{DatanodeInfo, Route};
 use metronome_core::data::RegionId;
 use metronome_wire::{
     BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
@@ -43,14 +43,16 @@ pub fn partition<'a>(parts: impl IntoIterator<Item = &'a [u8]>, partitions: usiz
 /// cluster); standalone has none, its one datanode being given at the start.
 pub type Connect = Arc<dyn Fn(u64, &DatanodeInfo) -> Arc<dyn RegionService> + Send + Sync>;
 
+/// A datanode's client, and the address it was dialed at (`None`: given at the start).
+type Dialed = (Option<String>, Arc<dyn RegionService>);
+
 /// The frontend's region service: each request to the datanode of its region's route.
 pub struct RegionRouter {
     meta: Arc<Meta>,
-    /// Clients by datanode id: those given at the start, and those connected since.
-    datanodes: RwLock<BTreeMap<u64, Arc<dyn RegionService>>>,
+    /// Clients by datanode id: those given at the start (no address: they never change),
+    /// and those dialed since, with the address they were dialed at.
+    datanodes: RwLock<BTreeMap<u64, Dialed>>,
     connect: Option<Connect>,
-    /// Routes seen in the catalog, kept after their table is dropped.
-    routes: RwLock<BTreeMap<RegionId, Route>>,
 }
 
 impl RegionRouter {
@@ -67,30 +69,25 @@ impl RegionRouter {
         );
         RegionRouter {
             meta,
-            datanodes: RwLock::new(datanodes),
+            datanodes: RwLock::new(
+                datanodes
+                    .into_iter()
+                    .map(|(id, client)| (id, (None, client)))
+                    .collect(),
+            ),
             connect,
-            routes: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// The route of `region` in `catalog`, remembered.
-    fn known_route(&self, region: RegionId, catalog: &Catalog) -> Option<Route> {
-        if let Some(route) = self.routes.read().expect("routes").get(&region) {
-            return Some(*route);
-        }
-        let mut routes = self.routes.write().expect("routes");
-        routes.extend(catalog.routes());
-        routes.get(&region).copied()
-    }
-
-    /// The route of `region`, fetching the catalog from the metasrv if this frontend's
-    /// copy does not know it (another frontend created its table).
+    /// The route of `region`, fetching the catalog from the metasrv if this frontend has
+    /// never seen it (another frontend created its table). Routes of dropped tables are
+    /// kept ([`Meta::route`]).
     async fn route(&self, region: RegionId) -> Result<Route, RegionError> {
-        if let Some(route) = self.known_route(region, &self.meta.catalog()) {
+        if let Some(route) = self.meta.route(region) {
             return Ok(route);
         }
-        let catalog = self.meta.refresh().await.map_err(unavailable)?;
-        self.known_route(region, &catalog).ok_or_else(|| {
+        self.meta.refresh().await.map_err(unavailable)?;
+        self.meta.route(region).ok_or_else(|| {
             RegionError::new(
                 ErrorKind::NotFound,
                 format!("region {region} has no route in the catalog"),
@@ -98,20 +95,20 @@ impl RegionRouter {
         })
     }
 
-    /// The client of datanode `id`, connecting to it by its registration if this
-    /// frontend has none yet.
+    /// The client of datanode `id`: the one given at the start, or one dialed at the
+    /// address the catalog has for it (again if the datanode registered a new one).
     async fn client(&self, id: u64) -> Result<Arc<dyn RegionService>, RegionError> {
-        if let Some(client) = self.datanodes.read().expect("datanodes").get(&id) {
-            return Ok(client.clone());
-        }
         let unreachable = |why: &str| {
             RegionError::new(
                 ErrorKind::Unavailable,
                 format!("datanode {id} {why}, so this frontend cannot reach it"),
             )
         };
+        let cached = self.datanodes.read().expect("datanodes").get(&id).cloned();
         let Some(connect) = &self.connect else {
-            return Err(unreachable("is not this process's"));
+            return cached
+                .map(|(_, client)| client)
+                .ok_or_else(|| unreachable("is not this process's"));
         };
         let mut catalog = self.meta.catalog();
         if !catalog.datanodes.contains_key(&id) {
@@ -121,9 +118,18 @@ impl RegionRouter {
             .datanodes
             .get(&id)
             .ok_or_else(|| unreachable("has not registered"))?;
-        let mut datanodes = self.datanodes.write().expect("datanodes");
-        let client = datanodes.entry(id).or_insert_with(|| connect(id, info));
-        Ok(client.clone())
+        match cached {
+            Some((Some(addr), client)) if addr == info.addr => Ok(client),
+            Some((None, client)) => Ok(client),
+            _ => {
+                let client = connect(id, info);
+                self.datanodes
+                    .write()
+                    .expect("datanodes")
+                    .insert(id, (Some(info.addr.clone()), client.clone()));
+                Ok(client)
+            }
+        }
     }
 
     /// Every datanode this frontend can reach: those it has, and the registered ones.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
-use metronome_catalog::DEFAULT_DATABASE;
+use metronome_catalog::{DEFAULT_DATABASE, REGIONS_PER_TABLE_MAX};
 use metronome_core::config::{Config, HttpSection, IngestSection, PostgresSection, QuerySection};
 use metronome_core::rt::net;
 use metronome_core::rt::{task, time};
@@ -125,15 +125,24 @@ pub async fn start(
             }
         });
     }
-    let shards: u32 = catalog
-        .datanodes
-        .values()
-        .map(|d| u32::from(d.shards))
-        .sum();
-    // Used only if the database has no metric regions yet.
-    let metric_routes = catalog
-        .place(shards * METRIC_REGIONS_PER_SHARD)
-        .map_err(|error| format!("cannot place the metric regions: {error}"))?;
+    // The metric regions are placed once, by the first frontend to start, over the
+    // datanodes registered then; later frontends find them.
+    let has_metric_regions = catalog
+        .database(DEFAULT_DATABASE)
+        .is_ok_and(|database| database.metrics.is_some());
+    let metric_routes = if has_metric_regions {
+        Vec::new()
+    } else {
+        let shards: u32 = catalog
+            .datanodes
+            .values()
+            .map(|d| u32::from(d.shards))
+            .sum();
+        let count = (shards * METRIC_REGIONS_PER_SHARD).min(REGIONS_PER_TABLE_MAX);
+        catalog
+            .place(count)
+            .map_err(|error| format!("cannot place the metric regions: {error}"))?
+    };
     let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(
         meta.clone(),
         peers.datanodes,

@@ -30,7 +30,8 @@ const COMMANDS_QUEUED_MAX: usize = 64;
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
 const DATANODES_MAX: usize = 4096;
 
-type Reply = oneshot::Sender<Result<Arc<Catalog>, StoreError>>;
+/// The catalog after a command, and whether the command changed it.
+type Reply = oneshot::Sender<Result<(Arc<Catalog>, bool), StoreError>>;
 
 /// What the metasrv last heard from a datanode.
 #[derive(Debug, Clone)]
@@ -77,10 +78,11 @@ impl MetaService {
                 let _ = ready.send(Ok(Arc::new(store.catalog().clone()))).await;
                 // Ends when every sender is gone.
                 while let Ok((command, reply)) = requests.recv().await {
-                    let outcome = store
-                        .execute(command)
-                        .await
-                        .map(|()| Arc::new(store.catalog().clone()));
+                    let before = store.catalog().version;
+                    let outcome = store.execute(command).await.map(|()| {
+                        let applied = store.catalog().version != before;
+                        (Arc::new(store.catalog().clone()), applied)
+                    });
                     let _ = reply.send(outcome);
                 }
             }
@@ -103,16 +105,17 @@ impl MetaService {
         self.snapshot.lock().expect("catalog snapshot").clone()
     }
 
-    /// Applies a command durably; returns the catalog after it.
-    pub async fn execute(&self, command: Command) -> Result<Arc<Catalog>, StoreError> {
+    /// Applies a command durably; returns the catalog after it, and whether the command
+    /// changed it.
+    pub async fn execute(&self, command: Command) -> Result<(Arc<Catalog>, bool), StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.commands
             .send((command, reply))
             .await
             .map_err(|_| StoreError::Failed)?;
-        let catalog = outcome.await.map_err(|_| StoreError::Failed)??;
+        let (catalog, applied) = outcome.await.map_err(|_| StoreError::Failed)??;
         *self.snapshot.lock().expect("catalog snapshot") = catalog.clone();
-        Ok(catalog)
+        Ok((catalog, applied))
     }
 
     /// Records a datanode's heartbeat.
@@ -160,9 +163,11 @@ impl MetaService {
     pub async fn handle(&self, request: MetaRequest) -> Result<MetaReply, Body> {
         Ok(match request {
             MetaRequest::Execute(command) => {
-                let catalog = self.execute(command).await.map_err(|e| store_error(&e))?;
+                let (catalog, applied) =
+                    self.execute(command).await.map_err(|e| store_error(&e))?;
                 MetaReply::Executed {
                     version: catalog.version,
+                    applied,
                 }
             }
             MetaRequest::Catalog => MetaReply::Catalog(self.catalog()),
@@ -177,7 +182,9 @@ impl MetaService {
                 self.datanodes()
                     .into_iter()
                     .map(|(datanode, status)| {
-                        let since = status.last_heartbeat.elapsed().as_millis();
+                        let since = time::now()
+                            .saturating_duration_since(status.last_heartbeat)
+                            .as_millis();
                         (datanode, u64::try_from(since).unwrap_or(u64::MAX))
                     })
                     .collect(),

@@ -47,12 +47,14 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         })
         .await
         .unwrap();
-    assert_eq!(version, 1);
-    assert_eq!(client.execute(&ensure("up", &["job"])).await.unwrap(), 2);
+    assert_eq!((version.version, version.applied), (1, true));
+    let ensured = client.execute(&ensure("up", &["job"])).await.unwrap();
+    assert_eq!((ensured.version, ensured.applied), (2, true));
+    let again = client.execute(&ensure("up", &["job"])).await.unwrap();
     assert_eq!(
-        client.execute(&ensure("up", &["job"])).await.unwrap(),
-        2,
-        "a command that changes nothing leaves the version"
+        (again.version, again.applied),
+        (2, false),
+        "a command that changes nothing leaves the version, and says so"
     );
     let refused = client.execute(&ensure("9bad", &["job"])).await.unwrap_err();
     assert!(

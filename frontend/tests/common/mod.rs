@@ -37,18 +37,28 @@ pub async fn datanode(dir: &Path) -> Datanode {
 /// A metasrv keeping its catalog on `dir`, and the frontend's view of it; the task
 /// serving it ends when the handle is aborted or dropped with the runtime.
 pub async fn meta(dir: &Path) -> (Arc<Meta>, JoinHandle<()>) {
+    let (mut metas, server) = metas(dir, 1).await;
+    (metas.pop().unwrap(), server)
+}
+
+/// `count` frontends' views of one metasrv on `dir`, as several frontends of a cluster
+/// hold them.
+pub async fn metas(dir: &Path, count: usize) -> (Vec<Arc<Meta>>, JoinHandle<()>) {
     let service = Arc::new(MetaService::start(Disk::real(dir), "meta").await.unwrap());
     let network = InProcNetwork::new();
     let limits = FrameLimits::default();
     let listener = Listener::from(network.listen("metasrv", limits).unwrap());
     let server = task::spawn(rpc::serve(listener, service, limits));
-    let client = RpcClient::new(
-        "inproc://metasrv",
-        rpc::inproc_connector(network.clone(), "metasrv", limits),
-        Duration::from_secs(60),
-    );
-    (
-        Arc::new(Meta::connect(MetaClient::new(client)).await.unwrap()),
-        server,
-    )
+    let mut metas = Vec::new();
+    for _ in 0..count {
+        let client = RpcClient::new(
+            "inproc://metasrv",
+            rpc::inproc_connector(network.clone(), "metasrv", limits),
+            Duration::from_secs(60),
+        );
+        metas.push(Arc::new(
+            Meta::connect(MetaClient::new(client)).await.unwrap(),
+        ));
+    }
+    (metas, server)
 }

@@ -4177,6 +4177,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CatalogCommandReply<'a> {
 
 impl<'a> CatalogCommandReply<'a> {
   pub const VT_VERSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APPLIED: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4189,6 +4190,7 @@ impl<'a> CatalogCommandReply<'a> {
   ) -> ::flatbuffers::WIPOffset<CatalogCommandReply<'bldr>> {
     let mut builder = CatalogCommandReplyBuilder::new(_fbb);
     builder.add_version(args.version);
+    builder.add_applied(args.applied);
     builder.finish()
   }
 
@@ -4200,6 +4202,15 @@ impl<'a> CatalogCommandReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(CatalogCommandReply::VT_VERSION, Some(0)).unwrap()}
   }
+  /// Whether the command changed the catalog (to `version`); false for one that changed
+  /// nothing, whose version is then the catalog's as it already was.
+  #[inline]
+  pub fn applied(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CatalogCommandReply::VT_APPLIED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CatalogCommandReply<'_> {
@@ -4209,18 +4220,21 @@ impl ::flatbuffers::Verifiable for CatalogCommandReply<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<bool>("applied", Self::VT_APPLIED, false)?
      .finish();
     Ok(())
   }
 }
 pub struct CatalogCommandReplyArgs {
     pub version: u64,
+    pub applied: bool,
 }
 impl<'a> Default for CatalogCommandReplyArgs {
   #[inline]
   fn default() -> Self {
     CatalogCommandReplyArgs {
       version: 0,
+      applied: false,
     }
   }
 }
@@ -4233,6 +4247,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CatalogCommandReplyBuilder<'a
   #[inline]
   pub fn add_version(&mut self, version: u64) {
     self.fbb_.push_slot::<u64>(CatalogCommandReply::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: bool) {
+    self.fbb_.push_slot::<bool>(CatalogCommandReply::VT_APPLIED, applied, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CatalogCommandReplyBuilder<'a, 'b, A> {
@@ -4253,6 +4271,7 @@ impl ::core::fmt::Debug for CatalogCommandReply<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("CatalogCommandReply");
       ds.field("version", &self.version());
+      ds.field("applied", &self.applied());
       ds.finish()
   }
 }
