@@ -1,7 +1,7 @@
 //! A cluster of real processes on loopback: one metasrv, two datanodes, one frontend,
-//! started in an awkward order (a datanode before the metasrv, the frontend before any
-//! datanode), written to through the frontend and read back, with the regions spread
-//! over both datanodes.
+//! started in an awkward order (a datanode before the metasrv), written to through the
+//! frontend and read back, with the regions spread over both datanodes; and the same
+//! through `metronome cluster`, read through a second frontend.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 

@@ -119,8 +119,6 @@ impl MetaClient {
         }
     }
 
-    /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
-    /// version the metasrv has reached.
     /// (datanode, milliseconds since its last heartbeat) of every datanode the metasrv
     /// has heard from since it started.
     pub async fn liveness(&self) -> Result<Vec<(u64, u64)>, MetaError> {
@@ -132,6 +130,8 @@ impl MetaClient {
         }
     }
 
+    /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
+    /// version the metasrv has reached.
     pub async fn heartbeat(&self, datanode: u64, shards: &[ShardStats]) -> Result<u64, MetaError> {
         let request = MetaRequest::Heartbeat {
             datanode,
