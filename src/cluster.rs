@@ -18,7 +18,6 @@ use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
 use metronome_core::config::Config;
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, Listener};
-use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::{task, time};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
@@ -33,8 +32,8 @@ use metronome_wire::{
 };
 
 use crate::{
-    build_info, frontend_runtime, init_logging, prepare_data_dir, read_config_file,
-    shutdown_signal, CALL_TIMEOUT, RUNTIME_SHUTDOWN_TIMEOUT,
+    build_info, frontend_runtime, init_logging, load_config, prepare_data_dir, shards_config,
+    shutdown_signal, ShardFlags, CALL_TIMEOUT, RUNTIME_SHUTDOWN_TIMEOUT,
 };
 
 /// How long a datanode waits before it tries to register again, at first and at most.
@@ -74,15 +73,8 @@ pub struct DatanodeArgs {
     /// Directory of its WAL, SSTs and manifests.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Shards; 0 means one per core [default: the file's, or 0].
-    #[arg(long)]
-    shards: Option<u16>,
-    /// I/O driver of the shards: auto, io_uring or epoll.
-    #[arg(long)]
-    io_driver: Option<IoDriverChoice>,
-    /// Pin each shard to its own core.
-    #[arg(long)]
-    pin_to_cores: Option<bool>,
+    #[command(flatten)]
+    shards: ShardFlags,
     /// TOML configuration file (its `[shards]` and `[storage]` sections apply).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -109,14 +101,10 @@ pub struct FrontendArgs {
     log: Option<String>,
 }
 
-fn file_config(path: &Option<PathBuf>) -> Result<Config, String> {
-    let config = match path {
-        Some(path) => {
-            let text = read_config_file(path)?;
-            Config::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())?
-        }
-        None => Config::default(),
-    };
+/// The role's configuration: the file's (or the defaults) with `flags` applied, checked.
+fn file_config(path: &Option<PathBuf>, flags: impl FnOnce(&mut Config)) -> Result<Config, String> {
+    let mut config = load_config(path.as_deref())?;
+    flags(&mut config);
     config
         .validate()
         .map_err(|message| format!("invalid configuration: {message}"))?;
@@ -174,24 +162,10 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
 }
 
 pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
-    let mut config = file_config(&args.config)?;
-    if let Some(shards) = args.shards {
-        config.shards.count = shards;
-    }
-    if let Some(io_driver) = args.io_driver {
-        config.shards.io_driver = io_driver;
-    }
-    if let Some(pin) = args.pin_to_cores {
-        config.shards.pin_to_cores = pin;
-    }
+    let config = file_config(&args.config, |config| args.shards.apply(config))?;
     init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
     let _lock = prepare_data_dir(&args.data_dir)?;
-    let shards = ShardsConfig {
-        count: config.shard_count(),
-        pin_to_cores: config.shards.pin_to_cores,
-        io_driver: config.shards.io_driver,
-        uring_entries: config.shards.uring_entries,
-    };
+    let shards = shards_config(&config);
     let shard_count = shards.count;
     let runtime = frontend_runtime(usize::from(shard_count))?;
     let datanode = runtime.block_on(async {
@@ -306,13 +280,14 @@ impl RegionService for Undialable {
 }
 
 pub fn frontend(args: FrontendArgs) -> Result<(), String> {
-    let mut config = file_config(&args.config)?;
-    if let Some(addr) = args.http_addr {
-        config.http.addr = addr;
-    }
-    if let Some(addr) = args.postgres_addr {
-        config.postgres.addr = addr;
-    }
+    let config = file_config(&args.config, |config| {
+        if let Some(addr) = args.http_addr {
+            config.http.addr = addr;
+        }
+        if let Some(addr) = args.postgres_addr {
+            config.postgres.addr = addr;
+        }
+    })?;
     init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
     let runtime = frontend_runtime(2)?;
     runtime.block_on(async {

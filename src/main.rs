@@ -64,6 +64,45 @@ enum Command {
     Cluster(Box<supervisor::ClusterArgs>),
 }
 
+/// The flags of a process that runs datanode shards (standalone, a datanode): each
+/// overrides its key of the `[shards]` section.
+#[derive(Args)]
+struct ShardFlags {
+    /// Datanode shards; 0 means one per core [default: 0].
+    #[arg(long, env = "METRONOME_SHARDS")]
+    shards: Option<u16>,
+    /// I/O driver of the shards: auto, io_uring or epoll [default: auto].
+    #[arg(long, env = "METRONOME_IO_DRIVER")]
+    io_driver: Option<IoDriverChoice>,
+    /// Pin each shard to its own core [default: true].
+    #[arg(long, env = "METRONOME_PIN_TO_CORES")]
+    pin_to_cores: Option<bool>,
+}
+
+impl ShardFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(shards) = self.shards {
+            config.shards.count = shards;
+        }
+        if let Some(io_driver) = self.io_driver {
+            config.shards.io_driver = io_driver;
+        }
+        if let Some(pin) = self.pin_to_cores {
+            config.shards.pin_to_cores = pin;
+        }
+    }
+}
+
+/// The shards' runtime configuration of `config`'s `[shards]` section.
+fn shards_config(config: &Config) -> ShardsConfig {
+    ShardsConfig {
+        count: config.shard_count(),
+        pin_to_cores: config.shards.pin_to_cores,
+        io_driver: config.shards.io_driver,
+        uring_entries: config.shards.uring_entries,
+    }
+}
+
 #[derive(Args)]
 struct StandaloneArgs {
     /// TOML configuration file.
@@ -72,21 +111,14 @@ struct StandaloneArgs {
     /// Directory for all stored data [default: ./metronome-data].
     #[arg(long, env = "METRONOME_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Datanode shards; 0 means one per core [default: 0].
-    #[arg(long, env = "METRONOME_SHARDS")]
-    shards: Option<u16>,
-    /// I/O driver of the shards: auto, io_uring or epoll [default: auto].
-    #[arg(long, env = "METRONOME_IO_DRIVER")]
-    io_driver: Option<IoDriverChoice>,
+    #[command(flatten)]
+    shards: ShardFlags,
     /// Address of the HTTP API [default: 127.0.0.1:4000].
     #[arg(long, env = "METRONOME_HTTP_ADDR")]
     http_addr: Option<std::net::SocketAddr>,
     /// Address of the PostgreSQL wire protocol [default: 127.0.0.1:4003].
     #[arg(long, env = "METRONOME_POSTGRES_ADDR")]
     postgres_addr: Option<std::net::SocketAddr>,
-    /// Pin each shard to its own core [default: true].
-    #[arg(long, env = "METRONOME_PIN_TO_CORES")]
-    pin_to_cores: Option<bool>,
     /// Samples one PromQL query may fetch plus points it may compute [default: 50000000].
     #[arg(long, env = "METRONOME_QUERY_SAMPLES_MAX")]
     query_samples_max: Option<u64>,
@@ -130,31 +162,29 @@ fn read_config_file(path: &Path) -> Result<String, String> {
         .map_err(|error| format!("cannot read config file {}: {error}", path.display()))
 }
 
-fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
+/// The configuration file at `path`, or the defaults without one; not yet validated
+/// (flags override it first).
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
         Some(path) => {
             let text = read_config_file(path)?;
-            Config::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())?
+            Config::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())
         }
-        None => Config::default(),
-    };
+        None => Ok(Config::default()),
+    }
+}
+
+fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
+    let mut config = load_config(args.config.as_deref())?;
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
     }
-    if let Some(shards) = args.shards {
-        config.shards.count = shards;
-    }
-    if let Some(io_driver) = args.io_driver {
-        config.shards.io_driver = io_driver;
-    }
+    args.shards.apply(&mut config);
     if let Some(addr) = args.http_addr {
         config.http.addr = addr;
     }
     if let Some(addr) = args.postgres_addr {
         config.postgres.addr = addr;
-    }
-    if let Some(pin) = args.pin_to_cores {
-        config.shards.pin_to_cores = pin;
     }
     if let Some(samples) = args.query_samples_max {
         config.query.samples_max = samples;
@@ -221,12 +251,7 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
     init_logging(&config.log.filter)?;
     let _lock = prepare_data_dir(&config.data_dir)?;
 
-    let shards_config = ShardsConfig {
-        count: config.shard_count(),
-        pin_to_cores: config.shards.pin_to_cores,
-        io_driver: config.shards.io_driver,
-        uring_entries: config.shards.uring_entries,
-    };
+    let shards_config = shards_config(&config);
     let runtime = frontend_runtime(usize::from(shards_config.count))?;
     let (datanode, meta) = runtime.block_on(serve(&config, shards_config))?;
     // Both stop once their queues are closed and the work in flight is done; everything
