@@ -2,9 +2,10 @@
 //! and `metronome frontend`, each the same component standalone runs, reached over TCP
 //! with the same protocol frames standalone sends in-process.
 //!
-//! What is not here yet (issue 17): the metasrv is one replica (openraft comes next),
-//! so `--metasrv` names one address; regions have no leases, and nothing moves a region
-//! off a datanode that died.
+//! The metasrv is replicated with openraft: replicas started with the same `--peers`
+//! form a cluster, and datanodes and frontends given every replica's address
+//! (`--metasrv A,B,C`) follow its leader. What is not here yet (issue 17): regions have
+//! no leases, and nothing moves a region off a datanode that died.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
 use metronome_frontend::router::Connect;
 use metronome_frontend::start::{self, FrontendConfig, Peers};
-use metronome_metasrv::service::MetaService;
+use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::{
@@ -42,12 +43,17 @@ const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct MetasrvArgs {
-    /// This replica's id.
+    /// This replica's raft id (at least 1).
     #[arg(long, default_value_t = 1)]
     node_id: u64,
-    /// Address of the metasrv's protocol (catalog commands, heartbeats).
+    /// Address of the metasrv's protocol (catalog commands, heartbeats, raft).
     #[arg(long)]
     rpc_addr: SocketAddr,
+    /// Every replica as `id=addr`, this one included, e.g. `1=10.0.0.1:4100,2=…,3=…`;
+    /// replicas started with the same peers form a cluster by themselves. Without it, a
+    /// single replica at --rpc-addr.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    peers: Vec<(u64, SocketAddr)>,
     /// Directory of the catalog's journal.
     #[arg(long)]
     data_dir: PathBuf,
@@ -67,9 +73,9 @@ pub struct DatanodeArgs {
     /// The address other nodes reach it at [default: the bound --rpc-addr].
     #[arg(long)]
     advertise_addr: Option<SocketAddr>,
-    /// The metasrv's address.
-    #[arg(long)]
-    metasrv: SocketAddr,
+    /// The metasrv replicas' addresses, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    metasrv: Vec<SocketAddr>,
     /// Directory of its WAL, SSTs and manifests.
     #[arg(long)]
     data_dir: PathBuf,
@@ -84,9 +90,9 @@ pub struct DatanodeArgs {
 
 #[derive(Args)]
 pub struct FrontendArgs {
-    /// The metasrv's address.
-    #[arg(long)]
-    metasrv: SocketAddr,
+    /// The metasrv replicas' addresses, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    metasrv: Vec<SocketAddr>,
     /// Address of the HTTP API [default: the file's, or 127.0.0.1:4000].
     #[arg(long)]
     http_addr: Option<SocketAddr>,
@@ -111,14 +117,60 @@ fn file_config(path: &Option<PathBuf>, flags: impl FnOnce(&mut Config)) -> Resul
     Ok(config)
 }
 
+/// One `--peers` entry: `id=addr`.
+fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not id=addr"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|error| format!("{text:?}: the id {id:?} is no number: {error}"))?;
+    if id == 0 {
+        return Err(format!("{text:?}: replica ids start at 1"));
+    }
+    let addr = addr
+        .trim()
+        .parse()
+        .map_err(|error| format!("{text:?}: the address {addr:?}: {error}"))?;
+    Ok((id, addr))
+}
+
 /// A client of the protocol at `addr` over TCP.
 fn tcp_client(addr: SocketAddr) -> RpcClient {
+    tcp_client_with(addr, CALL_TIMEOUT)
+}
+
+fn tcp_client_with(addr: SocketAddr, timeout: Duration) -> RpcClient {
     let limits = FrameLimits::default();
     RpcClient::new(
         format!("tcp://{addr}"),
         rpc::tcp_connector(addr, limits),
-        CALL_TIMEOUT,
+        timeout,
     )
+}
+
+/// How long a call to a metasrv replica may take before the client tries the next one:
+/// a replica cut off from the others holds a command until it times out.
+const METASRV_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a raft message may take: heartbeats go every 100 ms, and a snapshot is the
+/// largest message.
+const RAFT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of every metasrv replica, following the leader.
+fn metasrv_client(addrs: &[SocketAddr]) -> MetaClient {
+    MetaClient::replicas(
+        addrs
+            .iter()
+            .map(|addr| tcp_client_with(*addr, METASRV_CALL_TIMEOUT))
+            .collect(),
+    )
+}
+
+/// The addresses, for log lines.
+fn addrs_text(addrs: &[SocketAddr]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    addrs.join(",")
 }
 
 /// Binds the protocol's listener on `addr` and serves `dispatch` there.
@@ -142,19 +194,52 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
     init_logging(&args.log)?;
     let _lock = prepare_data_dir(&args.data_dir)?;
     let runtime = frontend_runtime(2)?;
-    let service = runtime.block_on(async {
+    let mut peers = BTreeMap::new();
+    for (id, addr) in &args.peers {
+        if peers.insert(*id, addr.to_string()).is_some() {
+            return Err(format!("--peers names replica {id} twice"));
+        }
+    }
+    if peers.is_empty() {
+        peers.insert(args.node_id, args.rpc_addr.to_string());
+    }
+    if !peers.contains_key(&args.node_id) {
+        return Err(format!(
+            "--peers {} does not name this replica, --node-id {}",
+            addrs_text(&args.peers.iter().map(|(_, addr)| *addr).collect::<Vec<_>>()),
+            args.node_id
+        ));
+    }
+    let disk_thread = runtime.block_on(async {
         let disk = Disk::real(&args.data_dir);
-        let service = Arc::new(MetaService::start(disk, "meta").await?);
+        let replica = ReplicaConfig {
+            node_id: args.node_id,
+            peers: peers.clone(),
+            dial: Arc::new(|addr: &str| match addr.parse::<SocketAddr>() {
+                Ok(addr) => tcp_client_with(addr, RAFT_CALL_TIMEOUT),
+                // Membership holds the addresses --peers gave, which parsed.
+                Err(error) => panic!("a replica's address {addr:?} is no address: {error}"),
+            }),
+        };
+        let service = Arc::new(MetaService::start(disk, "meta", replica).await?);
         let (rpc, server) = serve_rpc(args.rpc_addr, service.clone()).await?;
         let signals = shutdown_signal()?;
-        tracing::info!(role = %"metasrv", id = args.node_id, rpc = %rpc, "ready");
+        tracing::info!(
+            role = %"metasrv",
+            id = args.node_id,
+            rpc = %rpc,
+            peers = peers.len(),
+            "ready"
+        );
         signals.await;
         tracing::info!("shutting down");
         server.abort();
-        Ok::<_, String>(service)
+        Ok::<_, String>(service.stop().await)
     })?;
-    if let Some(catalog) = service.stop() {
-        catalog.stop_and_join().map_err(|error| error.to_string())?;
+    if let Some(disk_thread) = disk_thread {
+        disk_thread
+            .stop_and_join()
+            .map_err(|error| error.to_string())?;
     }
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     tracing::info!("stopped");
@@ -192,7 +277,7 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
             ));
         }
         let signals = shutdown_signal()?;
-        let metasrv = MetaClient::new(tcp_client(args.metasrv));
+        let metasrv = metasrv_client(&args.metasrv);
         let registration = CatalogCommand::RegisterDatanode {
             id: args.node_id,
             addr: advertised.to_string(),
@@ -208,11 +293,12 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
                     Err(MetaError::Refused(reason)) => {
                         return Err(format!(
                             "the metasrv at {} refused datanode {}: {reason}",
-                            args.metasrv, args.node_id
+                            addrs_text(&args.metasrv),
+                            args.node_id
                         ))
                     }
                     Err(error) => tracing::warn!(
-                        metasrv = %args.metasrv,
+                        metasrv = %addrs_text(&args.metasrv),
                         %error,
                         retry_ms = retry.as_millis() as u64,
                         "cannot register with the metasrv; retrying"
@@ -304,7 +390,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
                 },
             );
         let peers = Peers {
-            metasrv: MetaClient::new(tcp_client(args.metasrv)),
+            metasrv: metasrv_client(&args.metasrv),
             datanodes: BTreeMap::new(),
             connect: Some(connect),
             catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
@@ -314,7 +400,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
         let signals = shutdown_signal()?;
         tracing::info!(
             role = %"frontend",
-            metasrv = %args.metasrv,
+            metasrv = %addrs_text(&args.metasrv),
             http = %running.http_addr,
             postgres = %running.postgres_addr,
             "ready"

@@ -25,7 +25,7 @@ use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
 use metronome_frontend::self_metrics::BuildInfo;
 use metronome_frontend::start::{self, FrontendConfig, Peers};
-use metronome_metasrv::service::MetaService;
+use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::RegionService;
@@ -208,6 +208,14 @@ fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
 }
 
 fn init_logging(filter: &str) -> Result<(), String> {
+    // openraft narrates every vote and replication stream at `info`; its warnings are
+    // what an operator needs, unless the filter asks for it by name.
+    let filter = if filter.contains("openraft") {
+        filter.to_string()
+    } else {
+        format!("{filter},openraft=warn")
+    };
+    let filter = filter.as_str();
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|error| format!("invalid log filter {filter:?}: {error}"))?;
     tracing_subscriber::fmt()
@@ -253,10 +261,13 @@ fn standalone(args: StandaloneArgs) -> Result<(), String> {
 
     let shards_config = shards_config(&config);
     let runtime = frontend_runtime(usize::from(shards_config.count))?;
-    let (datanode, meta) = runtime.block_on(serve(&config, shards_config))?;
+    let (datanode, meta) = runtime.block_on(async {
+        let (datanode, meta) = serve(&config, shards_config).await?;
+        Ok::<_, String>((datanode, meta.stop().await))
+    })?;
     // Both stop once their queues are closed and the work in flight is done; everything
     // they acknowledged is already durable.
-    if let Some(catalog) = meta.stop() {
+    if let Some(catalog) = meta {
         catalog.stop_and_join().map_err(|error| error.to_string())?;
     }
     datanode
@@ -316,7 +327,7 @@ async fn serve(
         },
     )
     .await?;
-    let meta_service = Arc::new(MetaService::start(disk, "meta").await?);
+    let meta_service = Arc::new(MetaService::start(disk, "meta", ReplicaConfig::single()).await?);
 
     let network = InProcNetwork::new();
     let limits = FrameLimits::default();

@@ -1,15 +1,21 @@
 //! `metronome cluster`: a whole cluster on this machine in one command. It starts each
-//! role as its own child process on loopback (the metasrv first, then the datanodes,
-//! then the frontends, each once the one before it is ready), prefixes their log lines
-//! with their name, prints where each listens, and stops them all on Ctrl-C (frontends
-//! first, the metasrv last), or as soon as one of them exits on its own.
+//! role as its own child process on loopback (the metasrv replicas first, then the
+//! datanodes, then the frontends, each once the one before it is ready), prefixes their
+//! log lines with their name, prints where each listens, and stops them all on Ctrl-C
+//! (frontends first, the metasrv last), or as soon as one of them exits on its own.
+//!
+//! The metasrv replicas' addresses are part of their raft membership, so they must stay
+//! the same when the cluster starts again on its data: they are chosen once (free loopback
+//! ports) and kept in `<data-dir>/metasrv-peers`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
+use metronome_core::rt::disk::startup;
+use metronome_core::rt::net::{Address, FrameLimits, Listener};
 use metronome_core::rt::{task, time};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
@@ -20,10 +26,59 @@ use crate::{frontend_runtime, init_logging, shutdown_signal, RUNTIME_SHUTDOWN_TI
 /// How long a child may take to say it is ready, and to stop after SIGTERM.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// More replicas only slow every commit down.
+const METASRVS_MAX: u32 = 7;
+const PEERS_FILE: &str = "metasrv-peers";
+
+/// The metasrv replicas' addresses: the ones this data directory's cluster was started
+/// with, or free loopback ports for a new one (written down before any replica starts).
+async fn metasrv_peers(data_dir: &Path, count: u32) -> Result<Vec<SocketAddr>, String> {
+    let path = data_dir.join(PEERS_FILE);
+    match startup::read_to_string(&path) {
+        Ok(text) => {
+            let peers: Result<Vec<SocketAddr>, _> =
+                text.split_whitespace().map(str::parse).collect();
+            let peers = peers.map_err(|error| format!("{}: {error}", path.display()))?;
+            if peers.len() != count as usize {
+                return Err(format!(
+                    "{} holds {} metasrv replicas, --metasrvs says {count}: a cluster's \
+                     replicas change by membership change, not by restarting it",
+                    path.display(),
+                    peers.len()
+                ));
+            }
+            Ok(peers)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut peers = Vec::new();
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            // All bound at once, so that no two get the same port; released before the
+            // replicas bind them.
+            let mut listeners = Vec::new();
+            for _ in 0..count {
+                let listener = Listener::bind_tcp(loopback, FrameLimits::default())
+                    .await
+                    .map_err(|error| format!("cannot find a free port: {error}"))?;
+                match listener.local_address() {
+                    Ok(Address::Tcp(addr)) => peers.push(addr),
+                    other => return Err(format!("a loopback listener is bound at {other:?}")),
+                }
+                listeners.push(listener);
+            }
+            drop(listeners);
+            let text: Vec<String> = peers.iter().map(SocketAddr::to_string).collect();
+            startup::create_dir_all(data_dir)
+                .and_then(|()| startup::write_synced(&path, (text.join("\n") + "\n").as_bytes()))
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            Ok(peers)
+        }
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}
 
 #[derive(Args)]
 pub struct ClusterArgs {
-    /// Metasrv replicas (one until the metasrv is replicated with openraft).
+    /// Metasrv replicas (raft: 3 survive the loss of one, 5 of two).
     #[arg(long, default_value_t = 1)]
     metasrvs: u32,
     #[arg(long, default_value_t = 3)]
@@ -151,9 +206,9 @@ fn field(line: &str, key: &str) -> Result<String, String> {
 }
 
 pub fn cluster(args: ClusterArgs) -> Result<(), String> {
-    if args.metasrvs != 1 {
+    if args.metasrvs == 0 || args.metasrvs > METASRVS_MAX {
         return Err(format!(
-            "--metasrvs {}: the metasrv runs one replica until it is replicated with openraft",
+            "--metasrvs {}: a cluster runs 1 to {METASRVS_MAX} metasrv replicas",
             args.metasrvs
         ));
     }
@@ -174,25 +229,42 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
     let log = args.log.clone();
     let mut nodes: Vec<Node> = Vec::new();
     let started = async {
-        let (metasrv, line) = Node::start(
-            "metasrv-1".to_string(),
-            vec![
-                "metasrv".into(),
-                "--node-id".into(),
-                "1".into(),
-                "--rpc-addr".into(),
-                "127.0.0.1:0".into(),
-                "--data-dir".into(),
-                dir("metasrv-1"),
-                "--log".into(),
-                log.clone(),
-            ],
-            exited_sender.clone(),
-        )
-        .await?;
-        let metasrv_rpc = field(&line, "rpc=")?;
-        nodes.push(metasrv);
-        let mut summary = vec![format!("metasrv 1 rpc={metasrv_rpc}")];
+        let replicas = metasrv_peers(&args.data_dir, args.metasrvs).await?;
+        let peers: Vec<String> = replicas
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| format!("{}={addr}", index + 1))
+            .collect();
+        let mut summary = Vec::new();
+        for (index, addr) in replicas.iter().enumerate() {
+            let id = index + 1;
+            let name = format!("metasrv-{id}");
+            let (metasrv, line) = Node::start(
+                name.clone(),
+                vec![
+                    "metasrv".into(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--rpc-addr".into(),
+                    addr.to_string(),
+                    "--peers".into(),
+                    peers.join(","),
+                    "--data-dir".into(),
+                    dir(&name),
+                    "--log".into(),
+                    log.clone(),
+                ],
+                exited_sender.clone(),
+            )
+            .await?;
+            summary.push(format!("metasrv {id} rpc={}", field(&line, "rpc=")?));
+            nodes.push(metasrv);
+        }
+        let metasrv_rpc = replicas
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         for id in 1..=args.datanodes {
             let name = format!("datanode-{id}");
             let (node, line) = Node::start(

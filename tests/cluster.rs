@@ -1,7 +1,8 @@
 //! A cluster of real processes on loopback: one metasrv, two datanodes, one frontend,
 //! started in an awkward order (a datanode before the metasrv), written to through the
-//! frontend and read back, with the regions spread over both datanodes; and the same
-//! through `metronome cluster`, read through a second frontend.
+//! frontend and read back, with the regions spread over both datanodes; the same through
+//! `metronome cluster` with three metasrv replicas, read through a second frontend; and
+//! three metasrv replicas that lose their leader to kill -9 and go on taking DDL.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -237,6 +238,8 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
         "cluster",
         &[
             "cluster",
+            "--metasrvs",
+            "3",
             "--datanodes",
             "2",
             "--frontends",
@@ -295,7 +298,13 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
     stop(cluster);
     // Every data directory's lock is free again: each of its processes is gone. (A
     // metasrv takes any directory's lock; it becomes ready only once it holds it.)
-    for node in ["metasrv-1", "datanode-1", "datanode-2"] {
+    for node in [
+        "metasrv-1",
+        "metasrv-2",
+        "metasrv-3",
+        "datanode-1",
+        "datanode-2",
+    ] {
         let path = dir.path().join(node);
         assert!(path.join("LOCK").exists(), "{node} ran there");
         let relocked = start(
@@ -310,5 +319,173 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
         );
         ready(&relocked);
         stop(relocked);
+    }
+}
+
+/// Runs SQL through a frontend's `POST /v1/sql`.
+fn sql_at(http: SocketAddr, text: &str) -> common::Reply {
+    common::post(
+        &format!("http://{http}/v1/sql"),
+        "text/plain",
+        None,
+        text.as_bytes(),
+    )
+}
+
+/// The metasrv replicas in `/v1/cluster`, as (id, alive, leader, last applied index).
+fn metasrv_replicas(http: SocketAddr) -> Vec<(u64, bool, bool, u64)> {
+    let cluster = common::get(&format!("http://{http}/v1/cluster"));
+    if cluster.status != 200 {
+        return Vec::new();
+    }
+    cluster.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["role"] == "metasrv")
+        .map(|node| {
+            (
+                node["id"].as_u64().unwrap_or(0),
+                node["alive"].as_bool().unwrap(),
+                node["leader"].as_bool().unwrap(),
+                node["last_applied_index"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `seconds`.
+fn within<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_metasrv_replicas_keep_the_catalog_and_take_ddl_when_the_leader_dies() {
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(index, addr)| format!("{}={addr}", index + 1))
+        .collect();
+    let (peers, metasrv_list) = (peers.join(","), addrs.join(","));
+    let dirs = [(); 4].map(|()| tempfile::tempdir().unwrap());
+    let replica = |id: usize| {
+        start(
+            "metasrv",
+            &[
+                "metasrv",
+                "--node-id",
+                &id.to_string(),
+                "--rpc-addr",
+                &addrs[id - 1],
+                "--peers",
+                &peers,
+                "--data-dir",
+                dirs[id - 1].path().to_str().unwrap(),
+            ],
+        )
+    };
+    let mut replicas: Vec<Option<Role>> = (1..=3).map(|id| Some(replica(id))).collect();
+    for role in replicas.iter().flatten() {
+        let line = ready(role);
+        assert!(line.contains("peers=3"), "{line}");
+    }
+    let node = datanode(1, &metasrv_list, dirs[3].path());
+    ready(&node);
+    let frontend = start(
+        "frontend",
+        &[
+            "frontend",
+            "--metasrv",
+            &metasrv_list,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--postgres-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let http = field(&ready(&frontend), "http=");
+    let create = |name: &str| {
+        sql_at(
+            http,
+            &format!(
+                "CREATE TABLE {name} (host STRING, ts TIMESTAMP TIME INDEX, v DOUBLE, \
+                 PRIMARY KEY (host))"
+            ),
+        )
+    };
+    let reply = create("before_loss");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = sql_at(http, "INSERT INTO before_loss VALUES ('a', 1000, 1.5)");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // One leader among three live replicas, all at the same applied index.
+    let leader = within(30, "one leader, three replicas caught up", || {
+        let replicas = metasrv_replicas(http);
+        let leaders: Vec<u64> = replicas.iter().filter(|r| r.2).map(|r| r.0).collect();
+        let applied: Vec<u64> = replicas.iter().map(|r| r.3).collect();
+        (replicas.len() == 3
+            && replicas.iter().all(|r| r.1)
+            && leaders.len() == 1
+            && applied.iter().all(|&index| index == applied[0]))
+        .then(|| leaders[0])
+    });
+
+    // The leader dies without a word; DDL works again once the others elect one.
+    let mut dead = replicas[leader as usize - 1].take().unwrap();
+    dead.process.0.kill().unwrap();
+    dead.process.0.wait().unwrap();
+    let killed = std::time::Instant::now();
+    within(30, "a CREATE TABLE after the leader died", || {
+        (create("after_loss").status == 200).then_some(())
+    });
+    eprintln!(
+        "DDL accepted again {} ms after the metasrv leader was killed",
+        killed.elapsed().as_millis()
+    );
+    let new_leader = within(30, "a new leader", || {
+        let replicas = metasrv_replicas(http);
+        replicas.iter().find(|r| r.2).map(|r| r.0)
+    });
+    assert_ne!(new_leader, leader, "the dead replica cannot lead");
+    let reply = sql_at(http, "SELECT host, v FROM before_loss");
+    assert!(
+        reply.status == 200 && reply.body.contains("1.5"),
+        "{}",
+        reply.body
+    );
+    let reply = sql_at(http, "INSERT INTO after_loss VALUES ('b', 2000, 2.5)");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // The dead replica restarts on its data directory and catches up by itself.
+    let restarted = replica(leader as usize);
+    ready(&restarted);
+    within(60, "the restarted replica caught up", || {
+        let replicas = metasrv_replicas(http);
+        let applied: Vec<u64> = replicas.iter().map(|r| r.3).collect();
+        (replicas.len() == 3
+            && replicas.iter().all(|r| r.1)
+            && applied.iter().all(|&index| index == applied[0]))
+        .then_some(())
+    });
+    replicas[leader as usize - 1] = Some(restarted);
+    drop(dead);
+
+    stop(frontend);
+    stop(node);
+    for role in replicas.into_iter().flatten() {
+        stop(role);
     }
 }

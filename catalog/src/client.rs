@@ -1,13 +1,17 @@
 //! The metasrv's clients' end: catalog commands, the catalog itself, and heartbeats,
 //! over the protocol.
 
+use metronome_core::rt::time;
 use metronome_wire::fb;
 use metronome_wire::rpc::{RpcClient, RpcError};
 use metronome_wire::ShardStats;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::catalog::{Catalog, Command};
-use crate::request::{MetaReply, MetaRequest};
+use crate::request::{MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,24 +63,116 @@ pub struct Executed {
     pub applied: bool,
 }
 
+/// Rounds over every replica a call makes before it gives up; between rounds it waits,
+/// doubling from [`ROUND_PAUSE_FIRST`], for an election to end. Five rounds wait 3.1 s in
+/// all, more than two election timeouts of the metasrv's raft.
+const ROUNDS_MAX: u32 = 5;
+const ROUND_PAUSE_FIRST: Duration = Duration::from_millis(100);
+
+/// The metasrv's replicas, and which one the client believes leads.
+///
+/// A call goes to the replica believed to lead. One that answers `NotLeader` names the
+/// leader if it knows it, and the call follows; one that cannot be reached, or knows no
+/// leader, sends the call on to the next replica. A command that reached a replica that
+/// went down may have been committed, and a retry of it then finds it done (commands are
+/// idempotent or refused on repeat, as `CREATE TABLE` without `IF NOT EXISTS` is).
 pub struct MetaClient {
-    rpc: RpcClient,
+    replicas: Vec<RpcClient>,
+    leader: AtomicUsize,
+}
+
+/// Whether two replica addresses name the same endpoint (`127.0.0.1:7001` and
+/// `127.0.0.1:07001` do; hostnames compare as written).
+fn same_addr(a: &str, b: &str) -> bool {
+    let (a, b) = (
+        a.trim_start_matches("tcp://"),
+        b.trim_start_matches("tcp://"),
+    );
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 impl MetaClient {
+    /// A client of one metasrv replica (standalone's in-process metasrv, a test's).
     pub fn new(rpc: RpcClient) -> MetaClient {
-        MetaClient { rpc }
+        MetaClient::replicas(vec![rpc])
     }
 
-    /// The metasrv's address, for messages.
-    pub fn peer(&self) -> &str {
-        self.rpc.peer()
+    /// A client of the metasrv's replicas, each named by the address it serves at (its
+    /// `peer`), as the replicas name each other in `NotLeader` replies.
+    pub fn replicas(replicas: Vec<RpcClient>) -> MetaClient {
+        assert!(!replicas.is_empty(), "a metasrv client needs a replica");
+        MetaClient {
+            replicas,
+            leader: AtomicUsize::new(0),
+        }
     }
 
-    /// Sends a request and reads its reply: an `Error` becomes its error.
+    /// The metasrv's addresses, for messages.
+    pub fn peer(&self) -> String {
+        let peers: Vec<&str> = self.replicas.iter().map(RpcClient::peer).collect();
+        peers.join(",")
+    }
+
+    /// Sends a request to the leader and reads its reply, following `NotLeader` replies
+    /// and going round the replicas when one cannot be reached.
     pub async fn call(&self, request: &MetaRequest) -> Result<MetaReply, MetaError> {
-        let peer = self.rpc.peer();
-        self.rpc
+        let count = self.replicas.len();
+        let mut pause = ROUND_PAUSE_FIRST;
+        let mut last_error = None;
+        for _round in 0..ROUNDS_MAX {
+            // Each round tries every replica once, starting at the believed leader, plus
+            // the hops that `NotLeader` replies name.
+            let mut tries = 0;
+            while tries < 2 * count {
+                tries += 1;
+                let index = self.leader.load(Ordering::Relaxed) % count;
+                let replica = &self.replicas[index];
+                match self.call_replica(replica, request).await {
+                    Ok(MetaReply::NotLeader { leader }) => {
+                        let named = leader.and_then(|(_, addr)| addr).and_then(|addr| {
+                            self.replicas
+                                .iter()
+                                .position(|replica| same_addr(replica.peer(), &addr))
+                        });
+                        last_error = Some(MetaError::Unavailable(format!(
+                            "the metasrv replica at {} is not the leader{}",
+                            replica.peer(),
+                            if named.is_some() {
+                                ""
+                            } else {
+                                " and knows none"
+                            }
+                        )));
+                        let next = named.filter(|&next| next != index);
+                        self.leader
+                            .store(next.unwrap_or((index + 1) % count), Ordering::Relaxed);
+                    }
+                    Err(MetaError::Unavailable(message)) => {
+                        last_error = Some(MetaError::Unavailable(message));
+                        self.leader.store((index + 1) % count, Ordering::Relaxed);
+                    }
+                    outcome => return outcome,
+                }
+            }
+            time::sleep(pause).await;
+            pause *= 2;
+        }
+        Err(last_error.unwrap_or_else(|| {
+            MetaError::Unavailable(format!("no metasrv replica of {} answered", self.peer()))
+        }))
+    }
+
+    /// Sends a request to one replica and reads its reply: an `Error` becomes its error.
+    async fn call_replica(
+        &self,
+        replica: &RpcClient,
+        request: &MetaRequest,
+    ) -> Result<MetaReply, MetaError> {
+        let peer = replica.peer();
+        replica
             .call_one(request.encode(), |reply| {
                 if let Some(error) = reply.body_as_error() {
                     return Ok(Err(read_error(error)));
@@ -97,8 +193,8 @@ impl MetaClient {
 
     fn unexpected(&self, reply: &MetaReply) -> MetaError {
         MetaError::Internal(format!(
-            "bad reply from {}: unexpected {reply:?}",
-            self.rpc.peer()
+            "bad reply from the metasrv at {}: unexpected {reply:?}",
+            self.peer()
         ))
     }
 
@@ -128,6 +224,23 @@ impl MetaClient {
                 "a liveness request was answered with {other:?}"
             ))),
         }
+    }
+
+    /// Each replica's raft state as it sees it, by its address; an error for a replica
+    /// that did not answer. Asks every replica, not the leader.
+    pub async fn raft_statuses(&self) -> Vec<(String, Result<RaftStatus, MetaError>)> {
+        let asked = self.replicas.iter().map(|replica| async move {
+            let status = match self.call_replica(replica, &MetaRequest::RaftStatus).await {
+                Ok(MetaReply::RaftStatus(status)) => Ok(status),
+                Ok(other) => Err(self.unexpected(&other)),
+                Err(error) => Err(error),
+            };
+            (
+                replica.peer().trim_start_matches("tcp://").to_string(),
+                status,
+            )
+        });
+        futures::future::join_all(asked).await
     }
 
     /// Reports that `datanode` is alive, with its shards' figures; returns the catalog

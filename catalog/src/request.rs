@@ -31,19 +31,57 @@ pub enum MetaRequest {
     },
     /// Which datanodes have heartbeated, and how long ago.
     Liveness,
+    /// A message between metasrv replicas, opaque here: openraft's request in serde JSON.
+    Raft { kind: RaftKind, payload: Vec<u8> },
+    /// The replica's raft state, as it sees it.
+    RaftStatus,
+}
+
+/// A metasrv replica's raft state, as it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub voters: Vec<u64>,
+}
+
+/// Which raft message a [`MetaRequest::Raft`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftKind {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
 }
 
 /// A reply to a [`MetaRequest`] that succeeded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaReply {
     /// The catalog's version after the command (unchanged if it changed nothing).
-    Executed { version: u64, applied: bool },
+    Executed {
+        version: u64,
+        applied: bool,
+    },
     /// Shared: the service answers with its snapshot, not a copy of it.
     Catalog(Arc<Catalog>),
     /// The catalog version the metasrv has reached.
-    Heartbeat { catalog_version: u64 },
+    Heartbeat {
+        catalog_version: u64,
+    },
     /// (datanode, milliseconds since its last heartbeat), by datanode.
     Liveness(Vec<(u64, u64)>),
+    /// openraft's reply to a [`MetaRequest::Raft`], in serde JSON.
+    Raft(Vec<u8>),
+    /// The replica asked is not the raft leader; the leader, if one is known, by id and
+    /// address.
+    NotLeader {
+        leader: Option<(u64, Option<String>)>,
+    },
+    RaftStatus(RaftStatus),
 }
 
 impl MetaRequest {
@@ -74,6 +112,21 @@ impl MetaRequest {
                 let table = fb::GetLiveness::create(builder, &fb::GetLivenessArgs {});
                 (fb::Request::GetLiveness, table.as_union_value())
             }
+            MetaRequest::Raft { kind, payload } => {
+                let kind = match kind {
+                    RaftKind::AppendEntries => fb::RaftMessageKind::AppendEntries,
+                    RaftKind::Vote => fb::RaftMessageKind::Vote,
+                    RaftKind::InstallSnapshot => fb::RaftMessageKind::InstallSnapshot,
+                };
+                let payload = Some(builder.create_vector(payload));
+                let table =
+                    fb::RaftMessage::create(builder, &fb::RaftMessageArgs { kind, payload });
+                (fb::Request::RaftMessage, table.as_union_value())
+            }
+            MetaRequest::RaftStatus => {
+                let table = fb::GetRaftStatus::create(builder, &fb::GetRaftStatusArgs {});
+                (fb::Request::GetRaftStatus, table.as_union_value())
+            }
         })
     }
 
@@ -97,6 +150,20 @@ impl MetaRequest {
                 }
             }
             fb::Request::GetLiveness => MetaRequest::Liveness,
+            fb::Request::RaftMessage => {
+                let message = request.body_as_raft_message().expect("verified");
+                let kind = match message.kind() {
+                    fb::RaftMessageKind::AppendEntries => RaftKind::AppendEntries,
+                    fb::RaftMessageKind::Vote => RaftKind::Vote,
+                    fb::RaftMessageKind::InstallSnapshot => RaftKind::InstallSnapshot,
+                    other => return Err(format!("unknown raft message kind {other:?}")),
+                };
+                MetaRequest::Raft {
+                    kind,
+                    payload: message.payload().bytes().to_vec(),
+                }
+            }
+            fb::Request::GetRaftStatus => MetaRequest::RaftStatus,
             other => return Err(format!("the metasrv does not serve {other:?} requests")),
         })
     }
@@ -136,6 +203,40 @@ impl MetaReply {
                     fb::LivenessReply::create(builder, &fb::LivenessReplyArgs { datanodes });
                 (fb::Reply::LivenessReply, table.as_union_value())
             }
+            MetaReply::Raft(payload) => {
+                let payload = Some(builder.create_vector(payload));
+                let table =
+                    fb::RaftMessageReply::create(builder, &fb::RaftMessageReplyArgs { payload });
+                (fb::Reply::RaftMessageReply, table.as_union_value())
+            }
+            MetaReply::NotLeader { leader } => {
+                let (leader_id, addr) = match leader {
+                    Some((id, addr)) => (*id, addr.as_deref()),
+                    None => (0, None),
+                };
+                let leader_addr = addr.map(|addr| builder.create_string(addr));
+                let args = fb::NotLeaderArgs {
+                    leader_id,
+                    leader_addr,
+                };
+                let table = fb::NotLeader::create(builder, &args);
+                (fb::Reply::NotLeader, table.as_union_value())
+            }
+            MetaReply::RaftStatus(status) => {
+                let state = Some(builder.create_string(&status.state));
+                let voters = Some(builder.create_vector(&status.voters));
+                let args = fb::RaftStatusArgs {
+                    node_id: status.node_id,
+                    term: status.term,
+                    leader_id: status.leader.unwrap_or(0),
+                    state,
+                    last_log_index: status.last_log_index,
+                    last_applied_index: status.last_applied_index,
+                    voters,
+                };
+                let table = fb::RaftStatus::create(builder, &args);
+                (fb::Reply::RaftStatus, table.as_union_value())
+            }
         })
     }
 
@@ -167,6 +268,32 @@ impl MetaReply {
                     .map(|entry| (entry.datanode(), entry.since_heartbeat_ms()))
                     .collect(),
             ),
+            fb::Reply::RaftMessageReply => MetaReply::Raft(
+                reply
+                    .body_as_raft_message_reply()?
+                    .payload()
+                    .bytes()
+                    .to_vec(),
+            ),
+            fb::Reply::NotLeader => {
+                let table = reply.body_as_not_leader()?;
+                MetaReply::NotLeader {
+                    leader: (table.leader_id() != 0)
+                        .then(|| (table.leader_id(), table.leader_addr().map(str::to_string))),
+                }
+            }
+            fb::Reply::RaftStatus => {
+                let table = reply.body_as_raft_status()?;
+                MetaReply::RaftStatus(RaftStatus {
+                    node_id: table.node_id(),
+                    term: table.term(),
+                    leader: (table.leader_id() != 0).then_some(table.leader_id()),
+                    state: table.state().to_string(),
+                    last_log_index: table.last_log_index(),
+                    last_applied_index: table.last_applied_index(),
+                    voters: table.voters().iter().collect(),
+                })
+            }
             _ => return None,
         }))
     }
@@ -292,7 +419,16 @@ mod tests {
                 ..ShardStats::default()
             }],
         };
-        for request in [MetaRequest::Catalog, heartbeat] {
+        let raft = MetaRequest::Raft {
+            kind: RaftKind::Vote,
+            payload: b"{\"vote\":1}".to_vec(),
+        };
+        for request in [
+            MetaRequest::Catalog,
+            heartbeat,
+            raft,
+            MetaRequest::RaftStatus,
+        ] {
             assert_eq!(round_trip(&request), Ok(request));
         }
         for reply in [
@@ -302,6 +438,20 @@ mod tests {
                 applied: true,
             },
             MetaReply::Heartbeat { catalog_version: 4 },
+            MetaReply::Raft(b"{}".to_vec()),
+            MetaReply::NotLeader { leader: None },
+            MetaReply::RaftStatus(RaftStatus {
+                node_id: 2,
+                term: 5,
+                leader: Some(3),
+                state: "Follower".into(),
+                last_log_index: 40,
+                last_applied_index: 39,
+                voters: vec![1, 2, 3],
+            }),
+            MetaReply::NotLeader {
+                leader: Some((2, Some("10.0.0.2:4000".into()))),
+            },
         ] {
             assert_eq!(reply_round_trip(&reply), reply);
         }

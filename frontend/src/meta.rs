@@ -79,8 +79,19 @@ impl Meta {
         self.client.liveness().await
     }
 
+    /// Each metasrv replica's raft state, by address (an error for one that did not
+    /// answer).
+    pub async fn raft_statuses(
+        &self,
+    ) -> Vec<(
+        String,
+        Result<metronome_catalog::request::RaftStatus, MetaError>,
+    )> {
+        self.client.raft_statuses().await
+    }
+
     /// The metasrv's address, for messages and introspection.
-    pub fn metasrv(&self) -> &str {
+    pub fn metasrv(&self) -> String {
         self.client.peer()
     }
 

@@ -91,7 +91,7 @@ pub async fn start(
 ) -> Result<Running, String> {
     // The metasrv may not be up yet, and regions need a datanode to live on: wait for
     // both, saying so now and then, rather than exit.
-    let metasrv = peers.metasrv.peer().to_string();
+    let metasrv = peers.metasrv.peer();
     let mut waited = 0u32;
     let catalog = loop {
         let say = waited.is_multiple_of(WAIT_LOG_EVERY);

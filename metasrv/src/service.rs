@@ -1,37 +1,43 @@
-//! The metadata service as a server: the catalog store on a runtime thread of its own,
-//! datanode heartbeats, and the protocol requests that reach them ([`MetaService`]
-//! implements `metronome_wire::rpc::Dispatch`).
+//! The metadata service as a server: one replica of the raft-replicated catalog, datanode
+//! heartbeats, and the protocol requests that reach them ([`MetaService`] implements
+//! `metronome_wire::rpc::Dispatch`).
 //!
-//! The store does its I/O through `rt::disk`, whose files belong to the thread that
-//! opened them, so it runs on one (unpinned) shard and requests reach it over a bounded
-//! channel. Commands are rare (a new metric or label, a DDL statement); clients keep a
-//! copy of the catalog and replay the commands they make ([`crate::client`]).
+//! Commands are raft entries: a replica answers one only once it is committed (on a
+//! majority's disks) and applied, and a replica that does not lead answers `NotLeader`
+//! naming the leader if it knows it. Reads of the catalog are linearizable: the leader
+//! confirms with a quorum that it still leads (`ensure_linearizable`) and waits until its
+//! state machine has applied everything committed before it, so a client never reads a
+//! catalog older than a command it saw acknowledged. Heartbeats are soft state held by the
+//! leader (liveness, shard figures), as GreptimeDB's metasrv holds them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures::channel::oneshot;
 use metronome_core::rt::disk::Disk;
-use metronome_core::rt::shard::{self, IoDriverChoice, Shards, ShardsConfig};
+use metronome_core::rt::shard::Shards;
 use metronome_core::rt::time;
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
-use metronome_wire::rpc::{BoxFuture, Dispatch};
+use metronome_wire::rpc::{BoxFuture, Dispatch, RpcClient};
 use metronome_wire::ShardStats;
+use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::BasicNode;
+use serde::Serialize;
 
-use crate::store::{CatalogStore, StoreError};
-use metronome_catalog::request::{MetaReply, MetaRequest};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Dial, Network};
+use crate::raft::state_machine::{snapshot_dir, StateMachine};
+use crate::raft::worker::DiskThread;
+use crate::raft::{self, MetaRaft};
+use metronome_catalog::request::{MetaReply, MetaRequest, RaftKind, RaftStatus};
 use metronome_catalog::{Catalog, Command};
 
-/// Commands queued before callers wait.
-const COMMANDS_QUEUED_MAX: usize = 64;
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
 const DATANODES_MAX: usize = 4096;
-
-/// The catalog after a command, and whether the command changed it.
-type Reply = oneshot::Sender<Result<(Arc<Catalog>, bool), StoreError>>;
+/// How long a single-replica metasrv waits to elect itself at start.
+const SINGLE_REPLICA_ELECTION_MAX: Duration = Duration::from_secs(30);
 
 /// What the metasrv last heard from a datanode.
 #[derive(Debug, Clone)]
@@ -40,91 +46,223 @@ pub struct DatanodeStatus {
     pub shards: Vec<ShardStats>,
 }
 
+/// Which replica this is and who its peers are.
+pub struct ReplicaConfig {
+    /// This replica's raft node id (at least 1).
+    pub node_id: u64,
+    /// Every replica by id (this one included) with the address it serves the protocol
+    /// at. Replicas started with the same peers form a cluster by themselves; a replica
+    /// with a raft log rejoins with the membership its log holds.
+    pub peers: BTreeMap<u64, String>,
+    /// Opens a client to another replica.
+    pub dial: Dial,
+}
+
+impl ReplicaConfig {
+    /// A metasrv of one replica (standalone's, a test's): it never dials anyone.
+    pub fn single() -> ReplicaConfig {
+        ReplicaConfig {
+            node_id: 1,
+            peers: BTreeMap::from([(1, "local".to_string())]),
+            dial: Arc::new(|addr: &str| {
+                let addr = addr.to_string();
+                RpcClient::new(
+                    addr.clone(),
+                    Arc::new(move || {
+                        let addr = addr.clone();
+                        Box::pin(async move {
+                            Err(std::io::Error::other(format!(
+                                "a single-replica metasrv has no peer at {addr}"
+                            )))
+                        })
+                    }),
+                    Duration::from_secs(1),
+                )
+            }),
+        }
+    }
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// The catalog refused it; the message names what and why.
+    #[error("{0}")]
+    Refused(String),
+    /// This replica does not lead: the leader's id and address, if known.
+    #[error("this metasrv replica is not the leader")]
+    NotLeader(Option<(u64, Option<String>)>),
+    /// The command may or may not have been committed (the replica is stopping, lost its
+    /// disk, or lost the leadership while the command was in flight).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 pub struct MetaService {
-    commands: async_channel::Sender<(Command, Reply)>,
-    /// The catalog as of the last command, for reads that never wait on the store.
-    snapshot: Mutex<Arc<Catalog>>,
+    node_id: u64,
+    raft: MetaRaft,
+    state: StateMachine,
     datanodes: Mutex<BTreeMap<u64, DatanodeStatus>>,
-    runtime: Mutex<Option<Shards>>,
+    disk_thread: DiskThread,
+}
+
+fn not_leader(forward: ForwardToLeader<u64, BasicNode>) -> ExecuteError {
+    ExecuteError::NotLeader(
+        forward
+            .leader_id
+            .map(|id| (id, forward.leader_node.map(|node| node.addr))),
+    )
 }
 
 impl MetaService {
-    /// Opens the catalog under `dir` on `disk` and starts serving commands.
-    pub async fn start(disk: Disk, dir: impl Into<PathBuf>) -> Result<MetaService, String> {
+    /// Opens this replica's raft log and catalog under `dir` on `disk` and starts its raft.
+    pub async fn start(
+        disk: Disk,
+        dir: impl Into<PathBuf>,
+        replica: ReplicaConfig,
+    ) -> Result<MetaService, String> {
         let dir = dir.into();
-        let (commands, requests) = async_channel::bounded::<(Command, Reply)>(COMMANDS_QUEUED_MAX);
-        let (ready_sender, ready) = async_channel::bounded::<Result<Arc<Catalog>, String>>(1);
-        let config = ShardsConfig {
-            count: 1,
-            pin_to_cores: false,
-            io_driver: IoDriverChoice::Auto,
-            uring_entries: 64,
-        };
-        let runtime = shard::start(&config, move |_context| {
-            let (disk, dir, requests, ready) = (
-                disk.clone(),
-                dir.clone(),
-                requests.clone(),
-                ready_sender.clone(),
-            );
-            async move {
-                let mut store = match CatalogStore::open(disk, dir).await {
-                    Ok(store) => store,
-                    Err(error) => {
-                        let _ = ready.send(Err(error)).await;
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(Arc::new(store.catalog().clone()))).await;
-                // Ends when every sender is gone.
-                while let Ok((command, reply)) = requests.recv().await {
-                    let before = store.catalog().version;
-                    let outcome = store.execute(command).await.map(|()| {
-                        let applied = store.catalog().version != before;
-                        (Arc::new(store.catalog().clone()), applied)
-                    });
-                    let _ = reply.send(outcome);
-                }
+        let node_id = replica.node_id;
+        if node_id == 0 || !replica.peers.contains_key(&node_id) {
+            return Err(format!(
+                "metasrv node id {node_id} must be at least 1 and among the peers {:?}",
+                replica.peers
+            ));
+        }
+        let (disk_thread, worker) = DiskThread::start(disk)?;
+        let log = LogStore::open(worker.clone(), dir.join("raft-log")).await?;
+        let state = StateMachine::open(worker, snapshot_dir(&dir), dir.clone()).await?;
+        let pristine = log.is_pristine();
+        let raft = MetaRaft::new(
+            node_id,
+            Arc::new(raft::config()),
+            Network::new(replica.dial),
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(|error| format!("cannot start the metasrv's raft: {error}"))?;
+        if pristine {
+            // Every replica of a new cluster initializes with the same members: openraft
+            // allows that, and no replica has to be started first.
+            let members: BTreeMap<u64, BasicNode> = replica
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(error) => return Err(format!("cannot initialize the metasrv's raft: {error}")),
             }
-        })
-        .map_err(|error| format!("cannot start the catalog's runtime: {error}"))?;
-        let catalog = ready
-            .recv()
-            .await
-            .map_err(|_| "the catalog's runtime stopped while opening".to_string())??;
+        }
+        // A replica that is the only voter elects itself at once: wait for it, so that a
+        // standalone process is ready when it says so. (Which replicas vote is what the
+        // raft log says, not `peers`, for a replica that rejoins.)
+        let voters: Vec<u64> = if pristine {
+            replica.peers.keys().copied().collect()
+        } else {
+            raft.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect()
+        };
+        if voters == [node_id] {
+            raft.wait(Some(SINGLE_REPLICA_ELECTION_MAX))
+                .current_leader(node_id, "the single replica leads")
+                .await
+                .map_err(|error| format!("the single metasrv replica did not lead: {error}"))?;
+        }
         Ok(MetaService {
-            commands,
-            snapshot: Mutex::new(catalog),
+            node_id,
+            raft,
+            state,
             datanodes: Mutex::new(BTreeMap::new()),
-            runtime: Mutex::new(Some(runtime)),
+            disk_thread,
         })
     }
 
-    /// The catalog as of the last command.
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.snapshot.lock().expect("catalog snapshot").clone()
+    /// The raft node, for introspection and tests.
+    pub fn raft(&self) -> &MetaRaft {
+        &self.raft
     }
 
-    /// Applies a command durably; returns the catalog after it, and whether the command
-    /// changed it.
-    pub async fn execute(&self, command: Command) -> Result<(Arc<Catalog>, bool), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.commands
-            .send((command, reply))
-            .await
-            .map_err(|_| StoreError::Failed)?;
-        let (catalog, applied) = outcome.await.map_err(|_| StoreError::Failed)??;
-        *self.snapshot.lock().expect("catalog snapshot") = catalog.clone();
-        Ok((catalog, applied))
+    /// The catalog as this replica last applied it, which may be behind the leader's.
+    pub fn local_catalog(&self) -> Arc<Catalog> {
+        self.state.catalog()
     }
 
-    /// Records a datanode's heartbeat.
-    pub fn heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), String> {
+    /// The catalog as of every command acknowledged before this call: only the leader
+    /// answers, after confirming with a quorum that it still leads.
+    pub async fn catalog(&self) -> Result<Arc<Catalog>, ExecuteError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.state.catalog()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => Err(not_leader(forward)),
+            Err(error) => Err(ExecuteError::Unavailable(format!(
+                "the metasrv cannot confirm its leadership: {error}"
+            ))),
+        }
+    }
+
+    /// Commits a command through raft and applies it; returns the catalog's version after
+    /// it, and whether it changed the catalog.
+    pub async fn execute(&self, command: Command) -> Result<(u64, bool), ExecuteError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => match response.data.refused {
+                Some(reason) => Err(ExecuteError::Refused(reason)),
+                None => Ok((response.data.version, response.data.applied)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(error) => Err(ExecuteError::Unavailable(format!(
+                "the metasrv could not commit the command: {error}"
+            ))),
+        }
+    }
+
+    /// Whether this replica leads now, by its own (not linearizable) view; else whom it
+    /// believes leads.
+    fn leads(&self) -> Result<(), ExecuteError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.node_id => Ok(()),
+            leader => Err(ExecuteError::NotLeader(leader.map(|id| {
+                let addr = metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|node| node.addr.clone());
+                (id, addr)
+            }))),
+        }
+    }
+
+    /// This replica's raft state as it sees it.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        RaftStatus {
+            node_id: self.node_id,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            state: format!("{:?}", metrics.state),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            last_applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Records a datanode's heartbeat; only the leader keeps them.
+    pub fn heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), ExecuteError> {
+        self.leads()?;
         let mut datanodes = self.datanodes.lock().expect("datanodes");
         if !datanodes.contains_key(&datanode) && datanodes.len() >= DATANODES_MAX {
-            return Err(format!(
+            return Err(ExecuteError::Refused(format!(
                 "datanode {datanode} refused: already {DATANODES_MAX} datanodes"
-            ));
+            )));
         }
         datanodes.insert(
             datanode,
@@ -136,60 +274,96 @@ impl MetaService {
         Ok(())
     }
 
-    /// What each datanode last reported.
+    /// What each datanode last reported to this replica.
     pub fn datanodes(&self) -> BTreeMap<u64, DatanodeStatus> {
         self.datanodes.lock().expect("datanodes").clone()
     }
 
-    /// Refuses further commands and hands back the catalog's runtime, which ends once the
-    /// commands in flight are done; the caller joins it.
-    pub fn stop(&self) -> Option<Shards> {
-        self.commands.close();
-        self.runtime.lock().expect("catalog runtime").take()
+    /// Stops the raft node and refuses further commands; hands back the disk thread,
+    /// which ends once the writes in flight are done; the caller joins it.
+    pub async fn stop(&self) -> Option<Shards> {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "the metasrv's raft did not stop cleanly");
+        }
+        self.disk_thread.stop()
+    }
+
+    /// Hands an openraft message to this replica's raft; its `Result` is the reply.
+    async fn raft_message(&self, kind: RaftKind, payload: &[u8]) -> Result<Vec<u8>, String> {
+        fn encode<T: Serialize>(reply: &T) -> Vec<u8> {
+            serde_json::to_vec(reply).expect("a raft reply serializes")
+        }
+        let invalid = |error: serde_json::Error| format!("an invalid raft {kind:?}: {error}");
+        Ok(match kind {
+            RaftKind::AppendEntries => {
+                let request = serde_json::from_slice(payload).map_err(invalid)?;
+                encode(&self.raft.append_entries(request).await)
+            }
+            RaftKind::Vote => {
+                let request = serde_json::from_slice(payload).map_err(invalid)?;
+                encode(&self.raft.vote(request).await)
+            }
+            RaftKind::InstallSnapshot => {
+                let request = serde_json::from_slice(payload).map_err(invalid)?;
+                encode(&self.raft.install_snapshot(request).await)
+            }
+        })
     }
 }
 
-fn store_error(error: &StoreError) -> Body {
-    let kind = match error {
-        StoreError::Refused(_) => fb::ErrorKind::Refused,
-        StoreError::Io { .. } => fb::ErrorKind::Internal,
-        StoreError::Failed => fb::ErrorKind::Unavailable,
-    };
-    frame::error_body(kind, &error.to_string())
+fn error_reply(error: ExecuteError) -> Result<MetaReply, Body> {
+    match error {
+        ExecuteError::NotLeader(leader) => Ok(MetaReply::NotLeader { leader }),
+        ExecuteError::Refused(reason) => Err(frame::error_body(fb::ErrorKind::Refused, &reason)),
+        ExecuteError::Unavailable(reason) => {
+            Err(frame::error_body(fb::ErrorKind::Unavailable, &reason))
+        }
+    }
 }
 
 impl MetaService {
     /// Answers one request: the service's one handler, an arm per request.
     pub async fn handle(&self, request: MetaRequest) -> Result<MetaReply, Body> {
-        Ok(match request {
-            MetaRequest::Execute(command) => {
-                let (catalog, applied) =
-                    self.execute(command).await.map_err(|e| store_error(&e))?;
-                MetaReply::Executed {
-                    version: catalog.version,
-                    applied,
+        match request {
+            MetaRequest::Execute(command) => match self.execute(command).await {
+                Ok((version, applied)) => Ok(MetaReply::Executed { version, applied }),
+                Err(error) => error_reply(error),
+            },
+            MetaRequest::Catalog => match self.catalog().await {
+                Ok(catalog) => Ok(MetaReply::Catalog(catalog)),
+                Err(error) => error_reply(error),
+            },
+            MetaRequest::Heartbeat { datanode, shards } => match self.heartbeat(datanode, shards) {
+                Ok(()) => Ok(MetaReply::Heartbeat {
+                    catalog_version: self.state.catalog().version,
+                }),
+                Err(ExecuteError::Refused(reason)) => {
+                    Err(frame::error_body(fb::ErrorKind::InvalidRequest, &reason))
                 }
-            }
-            MetaRequest::Catalog => MetaReply::Catalog(self.catalog()),
-            MetaRequest::Heartbeat { datanode, shards } => {
-                self.heartbeat(datanode, shards)
-                    .map_err(|error| frame::error_body(fb::ErrorKind::InvalidRequest, &error))?;
-                MetaReply::Heartbeat {
-                    catalog_version: self.catalog().version,
+                Err(error) => error_reply(error),
+            },
+            MetaRequest::Liveness => {
+                if let Err(error) = self.leads() {
+                    return error_reply(error);
                 }
+                Ok(MetaReply::Liveness(
+                    self.datanodes()
+                        .into_iter()
+                        .map(|(datanode, status)| {
+                            let since = time::now()
+                                .saturating_duration_since(status.last_heartbeat)
+                                .as_millis();
+                            (datanode, u64::try_from(since).unwrap_or(u64::MAX))
+                        })
+                        .collect(),
+                ))
             }
-            MetaRequest::Liveness => MetaReply::Liveness(
-                self.datanodes()
-                    .into_iter()
-                    .map(|(datanode, status)| {
-                        let since = time::now()
-                            .saturating_duration_since(status.last_heartbeat)
-                            .as_millis();
-                        (datanode, u64::try_from(since).unwrap_or(u64::MAX))
-                    })
-                    .collect(),
-            ),
-        })
+            MetaRequest::RaftStatus => Ok(MetaReply::RaftStatus(self.raft_status())),
+            MetaRequest::Raft { kind, payload } => match self.raft_message(kind, &payload).await {
+                Ok(reply) => Ok(MetaReply::Raft(reply)),
+                Err(error) => Err(frame::error_body(fb::ErrorKind::InvalidRequest, &error)),
+            },
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use metronome_catalog::{Command, Route, DEFAULT_DATABASE};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, InProcNetwork, Listener};
 use metronome_core::rt::task;
-use metronome_metasrv::service::MetaService;
+use metronome_metasrv::service::{ExecuteError, MetaService, ReplicaConfig};
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::ShardStats;
 
@@ -34,7 +34,11 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let disk = Disk::real(dir.path());
     let network = InProcNetwork::new();
-    let service = Arc::new(MetaService::start(disk.clone(), "meta").await.unwrap());
+    let service = Arc::new(
+        MetaService::start(disk.clone(), "meta", ReplicaConfig::single())
+            .await
+            .unwrap(),
+    );
     let client = serve(&network, "metasrv", service.clone());
 
     let version = client
@@ -63,7 +67,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     );
 
     let catalog = client.catalog().await.unwrap();
-    assert_eq!(&catalog, service.catalog().as_ref());
+    assert_eq!(&catalog, service.local_catalog().as_ref());
     assert!(catalog.table(DEFAULT_DATABASE, "up").is_ok());
 
     let stats = [ShardStats {
@@ -77,12 +81,19 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     assert_eq!(datanodes[&17].shards, stats);
 
     drop(client);
-    service.stop().unwrap().stop_and_join().unwrap();
+    service.stop().await.unwrap().stop_and_join().unwrap();
     let error = service.execute(ensure("late", &["job"])).await.unwrap_err();
-    assert!(error.to_string().contains("unavailable"), "{error}");
+    assert!(
+        matches!(&error, ExecuteError::Unavailable(m) if m.contains("could not commit")),
+        "{error:?}"
+    );
 
-    let reopened = Arc::new(MetaService::start(disk, "meta").await.unwrap());
+    let reopened = Arc::new(
+        MetaService::start(disk, "meta", ReplicaConfig::single())
+            .await
+            .unwrap(),
+    );
     let client = serve(&network, "metasrv-2", reopened.clone());
     assert_eq!(client.catalog().await.unwrap(), catalog);
-    reopened.stop().unwrap().stop_and_join().unwrap();
+    reopened.stop().await.unwrap().stop_and_join().unwrap();
 }

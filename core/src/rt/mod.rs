@@ -39,6 +39,8 @@
 pub mod disk;
 pub mod net;
 pub mod object;
+#[cfg(feature = "raft")]
+pub mod raft;
 pub mod rand;
 pub mod shard;
 pub mod task;

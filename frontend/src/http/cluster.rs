@@ -1,9 +1,10 @@
-//! `GET /v1/cluster`: the cluster as this frontend sees it — the metasrv it follows, the
-//! datanodes that registered with their liveness (from the metasrv's heartbeats), and
-//! every region with its route.
+//! `GET /v1/cluster`: the cluster as this frontend sees it — each metasrv replica with its
+//! raft state (asked of each replica), the datanodes that registered with their liveness
+//! (from the leader's heartbeats), and every region with its route.
 //!
 //! ```json
-//! {"nodes": [{"role": "metasrv", "id": 1, "addr": "tcp://…", "alive": true, "leader": true},
+//! {"nodes": [{"role": "metasrv", "id": 1, "addr": "…", "alive": true, "leader": true,
+//!             "state": "Leader", "term": 3, "last_applied_index": 42},
 //!            {"role": "datanode", "id": 1, "addr": "…", "shards": 2, "alive": true,
 //!             "since_heartbeat_ms": 1200}],
 //!  "regions": [{"table": "public.cpu", "region": "7.0", "leader": 1, "shard": 0,
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use metronome_catalog::client::MetaError;
+use metronome_catalog::request::RaftStatus;
 use metronome_catalog::{Catalog, TableKind};
 use metronome_core::error::{Error, ErrorKind};
 use serde_json::{json, Value as Json};
@@ -40,21 +43,44 @@ pub(super) async fn cluster(State(frontend): State<Arc<Frontend>>) -> Response {
             return (status, axum::Json(body)).into_response();
         }
     };
+    let replicas = meta.raft_statuses().await;
     let catalog = meta.catalog();
-    axum::Json(describe(&catalog, meta.metasrv(), &liveness)).into_response()
+    axum::Json(describe(&catalog, &replicas, &liveness)).into_response()
 }
 
-/// The document `/v1/cluster` answers, from the catalog and the metasrv's liveness.
-pub fn describe(catalog: &Catalog, metasrv: &str, liveness: &[(u64, u64)]) -> Json {
+/// The document `/v1/cluster` answers, from the catalog, the metasrv replicas' raft states
+/// (by address; an error for one that did not answer) and the leader's liveness.
+pub fn describe(
+    catalog: &Catalog,
+    replicas: &[(String, Result<RaftStatus, MetaError>)],
+    liveness: &[(u64, u64)],
+) -> Json {
     let since: BTreeMap<u64, u64> = liveness.iter().copied().collect();
-    let mut nodes = vec![json!({
-        "role": "metasrv",
-        "id": 1,
-        "addr": metasrv,
-        // It answered this request; with one replica it is the leader.
-        "alive": true,
-        "leader": true,
-    })];
+    let mut nodes = Vec::new();
+    for (addr, status) in replicas {
+        nodes.push(match status {
+            Ok(status) => json!({
+                "role": "metasrv",
+                "id": status.node_id,
+                "addr": addr,
+                "alive": true,
+                "leader": status.state == "Leader",
+                "state": status.state,
+                "term": status.term,
+                "leader_id": status.leader,
+                "last_log_index": status.last_log_index,
+                "last_applied_index": status.last_applied_index,
+                "voters": status.voters,
+            }),
+            Err(error) => json!({
+                "role": "metasrv",
+                "addr": addr,
+                "alive": false,
+                "leader": false,
+                "error": error.to_string(),
+            }),
+        });
+    }
     for (id, info) in &catalog.datanodes {
         let since_heartbeat_ms = since.get(id).copied();
         nodes.push(json!({
@@ -121,13 +147,35 @@ mod tests {
                 routes: catalog.place(2).unwrap(),
             })
             .unwrap();
-        let document = describe(&catalog, "tcp://10.0.0.9:4000", &[(1, 900), (2, 60_000)]);
+        let replicas = [
+            (
+                "10.0.0.9:4000".to_string(),
+                Ok(RaftStatus {
+                    node_id: 1,
+                    term: 2,
+                    leader: Some(1),
+                    state: "Leader".into(),
+                    last_log_index: 7,
+                    last_applied_index: 7,
+                    voters: vec![1, 2],
+                }),
+            ),
+            (
+                "10.0.0.10:4000".to_string(),
+                Err(MetaError::Unavailable("connection refused".into())),
+            ),
+        ];
+        let document = describe(&catalog, &replicas, &[(1, 900), (2, 60_000)]);
         let nodes = document["nodes"].as_array().unwrap();
-        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes.len(), 4);
         assert_eq!(nodes[0]["role"], "metasrv");
-        assert_eq!(nodes[1]["alive"], true, "{document}");
+        assert_eq!(nodes[0]["leader"], true, "{document}");
+        assert_eq!(nodes[0]["term"], 2, "{document}");
+        assert_eq!(nodes[1]["alive"], false, "{document}");
+        assert_eq!(nodes[1]["error"], "connection refused", "{document}");
+        assert_eq!(nodes[2]["alive"], true, "{document}");
         assert_eq!(
-            nodes[2]["alive"], false,
+            nodes[3]["alive"], false,
             "a minute without a heartbeat: {document}"
         );
         let regions = document["regions"].as_array().unwrap();

@@ -14,7 +14,7 @@ use metronome_core::rt::task::{self, JoinHandle};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 use metronome_frontend::meta::Meta;
-use metronome_metasrv::service::MetaService;
+use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_wire::rpc::{self, RpcClient};
 
 /// A datanode of one shard on `dir`.
@@ -44,7 +44,11 @@ pub async fn meta(dir: &Path) -> (Arc<Meta>, JoinHandle<()>) {
 /// `count` frontends' views of one metasrv on `dir`, as several frontends of a cluster
 /// hold them.
 pub async fn metas(dir: &Path, count: usize) -> (Vec<Arc<Meta>>, JoinHandle<()>) {
-    let service = Arc::new(MetaService::start(Disk::real(dir), "meta").await.unwrap());
+    let service = Arc::new(
+        MetaService::start(Disk::real(dir), "meta", ReplicaConfig::single())
+            .await
+            .unwrap(),
+    );
     let network = InProcNetwork::new();
     let limits = FrameLimits::default();
     let listener = Listener::from(network.listen("metasrv", limits).unwrap());

@@ -295,6 +295,95 @@ impl<'a> ::flatbuffers::Verifiable for MatchOp {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for MatchOp {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_RAFT_MESSAGE_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_RAFT_MESSAGE_KIND: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_RAFT_MESSAGE_KIND: [RaftMessageKind; 3] = [
+  RaftMessageKind::AppendEntries,
+  RaftMessageKind::Vote,
+  RaftMessageKind::InstallSnapshot,
+];
+
+/// Which raft message a RaftMessage carries.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct RaftMessageKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl RaftMessageKind {
+  pub const AppendEntries: Self = Self(0);
+  pub const Vote: Self = Self(1);
+  pub const InstallSnapshot: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::AppendEntries,
+    Self::Vote,
+    Self::InstallSnapshot,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::AppendEntries => Some("AppendEntries"),
+      Self::Vote => Some("Vote"),
+      Self::InstallSnapshot => Some("InstallSnapshot"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for RaftMessageKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for RaftMessageKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for RaftMessageKind {
+    type Output = RaftMessageKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for RaftMessageKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for RaftMessageKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for RaftMessageKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_ERROR_KIND: u8 = 9;
@@ -420,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 16;
+pub const ENUM_MAX_REQUEST: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 17] = [
+pub const ENUM_VALUES_REQUEST: [Request; 19] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -441,6 +530,8 @@ pub const ENUM_VALUES_REQUEST: [Request; 17] = [
   Request::OpenRegion,
   Request::FlushRegion,
   Request::GetLiveness,
+  Request::RaftMessage,
+  Request::GetRaftStatus,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -465,9 +556,11 @@ impl Request {
   pub const OpenRegion: Self = Self(14);
   pub const FlushRegion: Self = Self(15);
   pub const GetLiveness: Self = Self(16);
+  pub const RaftMessage: Self = Self(17);
+  pub const GetRaftStatus: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -486,6 +579,8 @@ impl Request {
     Self::OpenRegion,
     Self::FlushRegion,
     Self::GetLiveness,
+    Self::RaftMessage,
+    Self::GetRaftStatus,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -507,6 +602,8 @@ impl Request {
       Self::OpenRegion => Some("OpenRegion"),
       Self::FlushRegion => Some("FlushRegion"),
       Self::GetLiveness => Some("GetLiveness"),
+      Self::RaftMessage => Some("RaftMessage"),
+      Self::GetRaftStatus => Some("GetRaftStatus"),
       _ => None,
     }
   }
@@ -566,10 +663,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 9;
+pub const ENUM_MAX_REPLY: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 10] = [
+pub const ENUM_VALUES_REPLY: [Reply; 13] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -580,6 +677,9 @@ pub const ENUM_VALUES_REPLY: [Reply; 10] = [
   Reply::CatalogCommandReply,
   Reply::Catalog,
   Reply::LivenessReply,
+  Reply::RaftMessageReply,
+  Reply::NotLeader,
+  Reply::RaftStatus,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -597,9 +697,12 @@ impl Reply {
   pub const CatalogCommandReply: Self = Self(7);
   pub const Catalog: Self = Self(8);
   pub const LivenessReply: Self = Self(9);
+  pub const RaftMessageReply: Self = Self(10);
+  pub const NotLeader: Self = Self(11);
+  pub const RaftStatus: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -611,6 +714,9 @@ impl Reply {
     Self::CatalogCommandReply,
     Self::Catalog,
     Self::LivenessReply,
+    Self::RaftMessageReply,
+    Self::NotLeader,
+    Self::RaftStatus,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -625,6 +731,9 @@ impl Reply {
       Self::CatalogCommandReply => Some("CatalogCommandReply"),
       Self::Catalog => Some("Catalog"),
       Self::LivenessReply => Some("LivenessReply"),
+      Self::RaftMessageReply => Some("RaftMessageReply"),
+      Self::NotLeader => Some("NotLeader"),
+      Self::RaftStatus => Some("RaftStatus"),
       _ => None,
     }
   }
@@ -3575,6 +3684,201 @@ impl ::core::fmt::Debug for GetLiveness<'_> {
       ds.finish()
   }
 }
+pub enum GetRaftStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A metasrv replica's raft state, for introspection.
+pub struct GetRaftStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetRaftStatus<'a> {
+  type Inner = GetRaftStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetRaftStatus<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetRaftStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GetRaftStatusArgs
+  ) -> ::flatbuffers::WIPOffset<GetRaftStatus<'bldr>> {
+    let mut builder = GetRaftStatusBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GetRaftStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetRaftStatusArgs {
+}
+impl<'a> Default for GetRaftStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    GetRaftStatusArgs {
+    }
+  }
+}
+
+pub struct GetRaftStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetRaftStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetRaftStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetRaftStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetRaftStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetRaftStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetRaftStatus");
+      ds.finish()
+  }
+}
+pub enum RaftMessageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A message between metasrv replicas: openraft's request in its serde JSON (openraft's
+/// types are its own; the protocol carries them, it does not mirror them).
+pub struct RaftMessage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RaftMessage<'a> {
+  type Inner = RaftMessage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RaftMessage<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RaftMessage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RaftMessageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RaftMessage<'bldr>> {
+    let mut builder = RaftMessageBuilder::new(_fbb);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> RaftMessageKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RaftMessageKind>(RaftMessage::VT_KIND, Some(RaftMessageKind::AppendEntries)).unwrap()}
+  }
+  #[inline]
+  pub fn payload(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RaftMessage::VT_PAYLOAD, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RaftMessage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RaftMessageKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RaftMessageArgs<'a> {
+    pub kind: RaftMessageKind,
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for RaftMessageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RaftMessageArgs {
+      kind: RaftMessageKind::AppendEntries,
+      payload: None, // required field
+    }
+  }
+}
+
+pub struct RaftMessageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RaftMessageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: RaftMessageKind) {
+    self.fbb_.push_slot::<RaftMessageKind>(RaftMessage::VT_KIND, kind, RaftMessageKind::AppendEntries);
+  }
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RaftMessage::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RaftMessageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RaftMessageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RaftMessage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RaftMessage::VT_PAYLOAD,"payload");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RaftMessage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RaftMessage");
+      ds.field("kind", &self.kind());
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
 pub enum DoneOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4470,6 +4774,423 @@ impl ::core::fmt::Debug for Catalog<'_> {
       ds.finish()
   }
 }
+pub enum RaftMessageReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// openraft's reply to a RaftMessage (its Result, in serde JSON).
+pub struct RaftMessageReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RaftMessageReply<'a> {
+  type Inner = RaftMessageReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RaftMessageReply<'a> {
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RaftMessageReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RaftMessageReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RaftMessageReply<'bldr>> {
+    let mut builder = RaftMessageReplyBuilder::new(_fbb);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn payload(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RaftMessageReply::VT_PAYLOAD, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RaftMessageReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RaftMessageReplyArgs<'a> {
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for RaftMessageReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RaftMessageReplyArgs {
+      payload: None, // required field
+    }
+  }
+}
+
+pub struct RaftMessageReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RaftMessageReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RaftMessageReply::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RaftMessageReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RaftMessageReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RaftMessageReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RaftMessageReply::VT_PAYLOAD,"payload");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RaftMessageReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RaftMessageReply");
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
+pub enum RaftStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A metasrv replica's raft state as it sees it.
+pub struct RaftStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RaftStatus<'a> {
+  type Inner = RaftStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RaftStatus<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TERM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LEADER_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_LOG_INDEX: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LAST_APPLIED_INDEX: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RaftStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RaftStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RaftStatus<'bldr>> {
+    let mut builder = RaftStatusBuilder::new(_fbb);
+    builder.add_last_applied_index(args.last_applied_index);
+    builder.add_last_log_index(args.last_log_index);
+    builder.add_leader_id(args.leader_id);
+    builder.add_term(args.term);
+    builder.add_node_id(args.node_id);
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    if let Some(x) = args.state { builder.add_state(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn term(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_TERM, Some(0)).unwrap()}
+  }
+  /// 0 when it knows no leader.
+  #[inline]
+  pub fn leader_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_LEADER_ID, Some(0)).unwrap()}
+  }
+  /// Leader, Follower, Candidate, Learner or Shutdown.
+  #[inline]
+  pub fn state(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RaftStatus::VT_STATE, None).unwrap()}
+  }
+  #[inline]
+  pub fn last_log_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_LAST_LOG_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_applied_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_LAST_APPLIED_INDEX, Some(0)).unwrap()}
+  }
+  /// The voting members' ids.
+  #[inline]
+  pub fn voters(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RaftStatus::VT_VOTERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RaftStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<u64>("term", Self::VT_TERM, false)?
+     .visit_field::<u64>("leader_id", Self::VT_LEADER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("state", Self::VT_STATE, true)?
+     .visit_field::<u64>("last_log_index", Self::VT_LAST_LOG_INDEX, false)?
+     .visit_field::<u64>("last_applied_index", Self::VT_LAST_APPLIED_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RaftStatusArgs<'a> {
+    pub node_id: u64,
+    pub term: u64,
+    pub leader_id: u64,
+    pub state: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for RaftStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RaftStatusArgs {
+      node_id: 0,
+      term: 0,
+      leader_id: 0,
+      state: None, // required field
+      last_log_index: 0,
+      last_applied_index: 0,
+      voters: None, // required field
+    }
+  }
+}
+
+pub struct RaftStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RaftStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_term(&mut self, term: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_TERM, term, 0);
+  }
+  #[inline]
+  pub fn add_leader_id(&mut self, leader_id: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_LEADER_ID, leader_id, 0);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RaftStatus::VT_STATE, state);
+  }
+  #[inline]
+  pub fn add_last_log_index(&mut self, last_log_index: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_LAST_LOG_INDEX, last_log_index, 0);
+  }
+  #[inline]
+  pub fn add_last_applied_index(&mut self, last_applied_index: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_LAST_APPLIED_INDEX, last_applied_index, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RaftStatus::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RaftStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RaftStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RaftStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RaftStatus::VT_STATE,"state");
+    self.fbb_.required(o, RaftStatus::VT_VOTERS,"voters");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RaftStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RaftStatus");
+      ds.field("node_id", &self.node_id());
+      ds.field("term", &self.term());
+      ds.field("leader_id", &self.leader_id());
+      ds.field("state", &self.state());
+      ds.field("last_log_index", &self.last_log_index());
+      ds.field("last_applied_index", &self.last_applied_index());
+      ds.field("voters", &self.voters());
+      ds.finish()
+  }
+}
+pub enum NotLeaderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This metasrv replica is not the raft leader: ask the leader, if one is known.
+pub struct NotLeader<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NotLeader<'a> {
+  type Inner = NotLeader<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NotLeader<'a> {
+  pub const VT_LEADER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEADER_ADDR: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NotLeader { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NotLeaderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NotLeader<'bldr>> {
+    let mut builder = NotLeaderBuilder::new(_fbb);
+    builder.add_leader_id(args.leader_id);
+    if let Some(x) = args.leader_addr { builder.add_leader_addr(x); }
+    builder.finish()
+  }
+
+
+  /// 0 when no leader is known (an election is under way).
+  #[inline]
+  pub fn leader_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(NotLeader::VT_LEADER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn leader_addr(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NotLeader::VT_LEADER_ADDR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NotLeader<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("leader_id", Self::VT_LEADER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("leader_addr", Self::VT_LEADER_ADDR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NotLeaderArgs<'a> {
+    pub leader_id: u64,
+    pub leader_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for NotLeaderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NotLeaderArgs {
+      leader_id: 0,
+      leader_addr: None,
+    }
+  }
+}
+
+pub struct NotLeaderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotLeaderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_leader_id(&mut self, leader_id: u64) {
+    self.fbb_.push_slot::<u64>(NotLeader::VT_LEADER_ID, leader_id, 0);
+  }
+  #[inline]
+  pub fn add_leader_addr(&mut self, leader_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NotLeader::VT_LEADER_ADDR, leader_addr);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotLeaderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NotLeaderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NotLeader<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NotLeader<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NotLeader");
+      ds.field("leader_id", &self.leader_id());
+      ds.field("leader_addr", &self.leader_addr());
+      ds.finish()
+  }
+}
 pub enum RequestMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4743,6 +5464,34 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_raft_message(&self) -> Option<RaftMessage<'a>> {
+    if self.body_type() == Request::RaftMessage {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RaftMessage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_raft_status(&self) -> Option<GetRaftStatus<'a>> {
+    if self.body_type() == Request::GetRaftStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetRaftStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -4769,6 +5518,8 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::OpenRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OpenRegion>>("Request::OpenRegion", pos),
           Request::FlushRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FlushRegion>>("Request::FlushRegion", pos),
           Request::GetLiveness => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetLiveness>>("Request::GetLiveness", pos),
+          Request::RaftMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftMessage>>("Request::RaftMessage", pos),
+          Request::GetRaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetRaftStatus>>("Request::GetRaftStatus", pos),
           _ => Ok(()),
         }
      })?
@@ -4931,6 +5682,20 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::GetLiveness => {
           if let Some(x) = self.body_as_get_liveness() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::RaftMessage => {
+          if let Some(x) = self.body_as_raft_message() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::GetRaftStatus => {
+          if let Some(x) = self.body_as_get_raft_status() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5119,6 +5884,48 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_raft_message_reply(&self) -> Option<RaftMessageReply<'a>> {
+    if self.body_type() == Reply::RaftMessageReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RaftMessageReply::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_not_leader(&self) -> Option<NotLeader<'a>> {
+    if self.body_type() == Reply::NotLeader {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { NotLeader::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_raft_status(&self) -> Option<RaftStatus<'a>> {
+    if self.body_type() == Reply::RaftStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RaftStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -5138,6 +5945,9 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::CatalogCommandReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CatalogCommandReply>>("Reply::CatalogCommandReply", pos),
           Reply::Catalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Catalog>>("Reply::Catalog", pos),
           Reply::LivenessReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LivenessReply>>("Reply::LivenessReply", pos),
+          Reply::RaftMessageReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftMessageReply>>("Reply::RaftMessageReply", pos),
+          Reply::NotLeader => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotLeader>>("Reply::NotLeader", pos),
+          Reply::RaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftStatus>>("Reply::RaftStatus", pos),
           _ => Ok(()),
         }
      })?
@@ -5251,6 +6061,27 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::LivenessReply => {
           if let Some(x) = self.body_as_liveness_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::RaftMessageReply => {
+          if let Some(x) = self.body_as_raft_message_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::NotLeader => {
+          if let Some(x) = self.body_as_not_leader() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::RaftStatus => {
+          if let Some(x) = self.body_as_raft_status() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -27,3 +27,12 @@ pub fn count_dir_entries(path: &Path) -> io::Result<usize> {
     }
     Ok(count)
 }
+
+/// Writes a small file whole and syncs it (a supervisor's notes, before anything starts).
+/// Blocks; for callers off the shards.
+pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}

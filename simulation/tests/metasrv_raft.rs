@@ -1,0 +1,333 @@
+//! Three metasrv replicas under openraft, with clients issuing DDL, while the seed picks
+//! faults: power loss of any replica (the leader included), partitions of a replica (both
+//! ways, inbound or outbound only), one-way link cuts, packet loss and latency.
+//!
+//! Checked on every seed:
+//! - every acknowledged command survives: after the faults heal, a linearizable read of the
+//!   catalog holds every database whose creation was acknowledged, and no database nobody
+//!   created (failed or timed-out commands are indeterminate: either is fine);
+//! - a read never misses a command acknowledged before it began (`ensure_linearizable`);
+//! - no term has two leaders, as the replicas report themselves;
+//! - liveness: once the faults heal, a command succeeds within a bound, and every replica
+//!   applies up to the same index.
+#![cfg(madsim)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::request::{MetaReply, MetaRequest};
+use metronome_catalog::Command;
+use metronome_core::rt::disk::{Disk, SimFaults};
+use metronome_core::rt::net::{FrameLimits, Listener};
+use metronome_core::rt::{rand, time};
+use metronome_metasrv::service::{MetaService, ReplicaConfig};
+use metronome_simulation::node::SimNode;
+use metronome_wire::rpc::{self, RpcClient};
+
+const PORT: u16 = 4100;
+const REPLICAS: u64 = 3;
+/// How long the faults go on, in simulated time.
+const FAULTS_FOR: Duration = Duration::from_secs(20);
+/// After the last fault heals, a command must succeed within this.
+const RECOVERY_MAX: Duration = Duration::from_secs(30);
+
+fn ip(id: u64) -> IpAddr {
+    IpAddr::from([10, 0, 1, id as u8])
+}
+
+fn addr(id: u64) -> SocketAddr {
+    SocketAddr::new(ip(id), PORT)
+}
+
+fn client_of(addr: SocketAddr, timeout: Duration) -> RpcClient {
+    let limits = FrameLimits::default();
+    RpcClient::new(addr.to_string(), rpc::tcp_connector(addr, limits), timeout)
+}
+
+fn replica_main(id: u64) -> impl Fn(Disk) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    move |disk| {
+        Box::pin(async move {
+            let peers = (1..=REPLICAS).map(|peer| (peer, addr(peer).to_string())).collect();
+            let replica = ReplicaConfig {
+                node_id: id,
+                peers,
+                dial: Arc::new(|addr: &str| {
+                    client_of(addr.parse().expect("peer addresses parse"), Duration::from_secs(2))
+                }),
+            };
+            let service = Arc::new(
+                MetaService::start(disk, "meta", replica)
+                    .await
+                    .expect("a replica opens what it wrote"),
+            );
+            let listener = Listener::bind_tcp(
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), PORT),
+                FrameLimits::default(),
+            )
+            .await
+            .expect("the port is free");
+            rpc::serve(listener, service, FrameLimits::default()).await;
+        })
+    }
+}
+
+fn client() -> MetaClient {
+    MetaClient::replicas(
+        (1..=REPLICAS)
+            .map(|id| client_of(addr(id), Duration::from_secs(2)))
+            .collect(),
+    )
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct History {
+    attempted: BTreeSet<String>,
+    acknowledged: BTreeSet<String>,
+    /// (term, leader) as replicas reported themselves leader.
+    leaders: BTreeMap<u64, BTreeSet<u64>>,
+}
+
+/// Creates databases `<prefix>-<n>` one after another until told to stop, and after each
+/// acknowledgement reads the catalog, which must hold every database acknowledged so far.
+async fn workload(prefix: String, history: Arc<Mutex<History>>, stop: async_channel::Receiver<()>) {
+    let client = client();
+    let mut sequence = 0u64;
+    while stop.try_recv().is_err() {
+        let name = format!("{prefix}-{sequence}");
+        sequence += 1;
+        history.lock().unwrap().attempted.insert(name.clone());
+        match client.execute(&Command::CreateDatabase { name: name.clone() }).await {
+            Ok(_) => {
+                history.lock().unwrap().acknowledged.insert(name);
+            }
+            // Timed out or unavailable: indeterminate.
+            Err(MetaError::Unavailable(_)) => {}
+            Err(error) => panic!("creating {name}: {error}"),
+        }
+        let acknowledged = history.lock().unwrap().acknowledged.clone();
+        if let Ok(catalog) = client.catalog().await {
+            let missing: Vec<&String> = acknowledged
+                .iter()
+                .filter(|name| !catalog.databases.contains_key(*name))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "a linearizable read misses acknowledged databases {missing:?}"
+            );
+        }
+        time::sleep(Duration::from_millis(rand::gen_range(0..200))).await;
+    }
+}
+
+/// Asks every replica for its raft state every 50 ms and records who says it leads.
+async fn monitor(history: Arc<Mutex<History>>) {
+    let clients: Vec<RpcClient> = (1..=REPLICAS)
+        .map(|id| client_of(addr(id), Duration::from_millis(500)))
+        .collect();
+    loop {
+        for client in &clients {
+            let status = client
+                .call_one(MetaRequest::RaftStatus.encode(), |reply| {
+                    Ok(MetaReply::decode(reply))
+                })
+                .await;
+            if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+                if status.state == "Leader" {
+                    history
+                        .lock()
+                        .unwrap()
+                        .leaders
+                        .entry(status.term)
+                        .or_default()
+                        .insert(status.node_id);
+                }
+            }
+        }
+        time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The replica that says it leads, if one does.
+async fn leader() -> Option<u64> {
+    for id in 1..=REPLICAS {
+        let client = client_of(addr(id), Duration::from_millis(500));
+        let status = client
+            .call_one(MetaRequest::RaftStatus.encode(), |reply| Ok(MetaReply::decode(reply)))
+            .await;
+        if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+            if status.state == "Leader" {
+                return Some(id);
+            }
+        }
+    }
+    None
+}
+
+/// Every replica's last applied index, or `None` for one that did not answer.
+async fn applied_indexes() -> Vec<Option<u64>> {
+    let mut indexes = Vec::new();
+    for id in 1..=REPLICAS {
+        let client = client_of(addr(id), Duration::from_millis(500));
+        let status = client
+            .call_one(MetaRequest::RaftStatus.encode(), |reply| Ok(MetaReply::decode(reply)))
+            .await;
+        indexes.push(match status {
+            Ok(Some(Ok(MetaReply::RaftStatus(status)))) => Some(status.last_applied_index),
+            _ => None,
+        });
+    }
+    indexes
+}
+
+#[madsim::test]
+async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
+    let faults = SimFaults {
+        latency_max: Duration::from_millis(2),
+        torn_write_probability: 0.5,
+        ..SimFaults::default()
+    };
+    let replicas: Vec<SimNode> = (1..=REPLICAS)
+        .map(|id| SimNode::start(&format!("metasrv-{id}"), ip(id), faults.clone(), replica_main(id)))
+        .collect();
+    let history = Arc::new(Mutex::new(History::default()));
+    let (stop_sender, stop) = async_channel::bounded::<()>(2);
+    let mut clients = Vec::new();
+    for index in 0..2u8 {
+        let node = SimNode::idle(&format!("client-{index}"), IpAddr::from([10, 0, 2, index + 1]));
+        let task = node
+            .handle()
+            .spawn(workload(format!("db{index}"), history.clone(), stop.clone()));
+        clients.push((node, task));
+    }
+    let watcher = SimNode::idle("monitor", IpAddr::from([10, 0, 3, 1]));
+    let monitoring = watcher.handle().spawn(monitor(history.clone()));
+
+    // Faults, one at a time, each healed before the next.
+    let net = NetSim::current();
+    let started = time::now();
+    let mut faults_injected = Vec::new();
+    while time::now().duration_since(started) < FAULTS_FOR {
+        time::sleep(Duration::from_millis(rand::gen_range(200..1500))).await;
+        let target = match rand::gen_range(0..3) {
+            // The leader is the most interesting victim.
+            0 => leader().await.unwrap_or(1),
+            _ => rand::gen_range(1..=REPLICAS),
+        };
+        let node = &replicas[target as usize - 1];
+        let id = node.handle().id();
+        let hold = Duration::from_millis(rand::gen_range(100..4000));
+        match rand::gen_range(0..6) {
+            0 => {
+                faults_injected.push(format!("power cycle {target}"));
+                node.power_cycle();
+            }
+            1 => {
+                faults_injected.push(format!("power off {target} for {hold:?}"));
+                node.power_off();
+                time::sleep(hold).await;
+                Handle::current().restart(id);
+            }
+            2 => {
+                faults_injected.push(format!("partition {target} for {hold:?}"));
+                net.clog_node(id);
+                time::sleep(hold).await;
+                net.unclog_node(id);
+            }
+            3 => {
+                let inbound = rand::gen_bool(0.5);
+                faults_injected.push(format!("one-way ({inbound}) partition {target} for {hold:?}"));
+                if inbound {
+                    net.clog_node_in(id);
+                } else {
+                    net.clog_node_out(id);
+                }
+                time::sleep(hold).await;
+                net.unclog_node(id);
+            }
+            4 => {
+                let other = replicas[(target as usize) % REPLICAS as usize].handle().id();
+                faults_injected.push(format!("cut link {target} -> next for {hold:?}"));
+                net.clog_link(id, other);
+                time::sleep(hold).await;
+                net.unclog_link(id, other);
+            }
+            _ => {
+                faults_injected.push(format!("packet loss for {hold:?}"));
+                net.update_config(|config| config.packet_loss_rate = 0.05);
+                time::sleep(hold).await;
+                net.update_config(|config| config.packet_loss_rate = 0.0);
+            }
+        }
+    }
+    tracing::info!(?faults_injected, "faults healed");
+
+    // Liveness: a command succeeds within the bound once everything healed.
+    let healed = time::now();
+    let client = client();
+    loop {
+        match client.execute(&Command::CreateDatabase { name: "after-heal".into() }).await {
+            Ok(_) => break,
+            Err(error) => assert!(
+                time::now().duration_since(healed) < RECOVERY_MAX,
+                "no command succeeded {RECOVERY_MAX:?} after the faults healed: {error}; \
+                 faults {faults_injected:?}"
+            ),
+        }
+    }
+    for _ in 0..2 {
+        stop_sender.send(()).await.unwrap();
+    }
+    for (_node, task) in clients {
+        task.await.expect("a client ends");
+    }
+
+    let catalog = client.catalog().await.expect("a linearizable read after healing");
+    let history = history.lock().unwrap();
+    let missing: Vec<&String> = history
+        .acknowledged
+        .iter()
+        .filter(|name| !catalog.databases.contains_key(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost: {missing:?}; faults {faults_injected:?}"
+    );
+    let phantoms: Vec<&String> = catalog
+        .databases
+        .keys()
+        .filter(|name| {
+            !history.attempted.contains(*name) && name.as_str() != "after-heal" && name.as_str() != "public"
+        })
+        .collect();
+    assert!(phantoms.is_empty(), "databases nobody created: {phantoms:?}");
+    for (term, leaders) in &history.leaders {
+        assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
+    }
+    assert!(
+        history.acknowledged.len() >= 10,
+        "the clients made progress: {} acknowledged",
+        history.acknowledged.len()
+    );
+    drop(history);
+
+    // Every replica applies up to the same index.
+    loop {
+        let indexes = applied_indexes().await;
+        if indexes.iter().all(|index| index.is_some() && *index == indexes[0]) {
+            break;
+        }
+        assert!(
+            time::now().duration_since(healed) < RECOVERY_MAX,
+            "replicas did not converge: {indexes:?}"
+        );
+        time::sleep(Duration::from_millis(100)).await;
+    }
+    monitoring.abort();
+    drop(watcher);
+}
