@@ -29,7 +29,7 @@ mutations=(
 
 status=0
 for mutation in "${mutations[@]}"; do
-    IFS='|' read -r name file test old new <<<"$mutation"
+    IFS='|' read -r -d '' name file test old new <<<"$mutation"
     if ! git diff --quiet -- "$file"; then
         echo "mutation $name: $file has uncommitted changes; commit them first" >&2
         exit 2
@@ -37,6 +37,7 @@ for mutation in "${mutations[@]}"; do
     python3 - "$file" "$old" "$new" <<'PY' || { echo "mutation $name: the text to replace is gone from $file" >&2; exit 2; }
 import sys
 path, old, new = sys.argv[1:4]
+new = new.removesuffix("\n")
 text = open(path).read()
 if old not in text:
     sys.exit(1)
@@ -49,8 +50,8 @@ PY
     if [[ -n "$seed" ]]; then
         reason=$(grep -m1 -A1 "panicked at" <<<"$output" | tail -1 | cut -c1-160)
         echo "mutation $name: caught at seed $seed: $reason"
-    elif grep -q "error\[" <<<"$output"; then
-        echo "mutation $name: does not compile"; grep -m3 -A5 "error\[" <<<"$output"
+    elif grep -q "could not compile" <<<"$output"; then
+        echo "mutation $name: does not compile"; grep -m3 -A5 "^error" <<<"$output"
         status=1
     else
         echo "mutation $name: NOT caught in $seeds seeds"
