@@ -21,10 +21,12 @@ mutations=(
         match self.raft.client_write(command).await {"
 "stale-read|metasrv/src/service.rs|metasrv_raft|        match self.raft.ensure_linearizable().await {|        // MUTATION: serve the catalog from whichever replica is asked, as it stands.
         match Ok::<_, RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>>(()) {"
-"callback-before-sync|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: tell openraft the entries are durable before they are written.
-        callback.log_io_completed(Ok(()));
-        let callback = ();
-        match self.record(LogEdit::Append(entries)).await {"
+"append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
+        let kept = {
+            self.memory.lock().expect("raft log").apply(LogEdit::Append(entries));
+            Ok::<(), io::Error>(())
+        };
+        match kept {"
 )
 
 status=0
