@@ -23,7 +23,7 @@ mutations=(
         match Ok::<_, RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>>(()) {"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
         let kept = {
-            self.memory.lock().expect("raft log").apply(LogEdit::Append(entries));
+            self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));
             Ok::<(), io::Error>(())
         };
         match kept {"
