@@ -2,8 +2,9 @@
 //!
 //! [`Catalog::apply`] is plain code over plain data: it checks a [`Command`] against the
 //! current state and either changes the state or refuses with a [`CatalogError`], so the
-//! same function can be driven by the single-replica single-replica `CatalogStore` of the metasrv today
-//! and by openraft's state machine later. A command that was refused changes nothing.
+//! same function drives every metasrv replica's state machine under openraft
+//! (`metronome-metasrv`'s `raft::state_machine`). A command that was refused changes
+//! nothing.
 //!
 //! Two kinds of table exist:
 //! - a **regular** table (SQL `CREATE TABLE`, line protocol) has its own regions;

@@ -63,11 +63,14 @@ pub struct Executed {
     pub applied: bool,
 }
 
-/// Rounds over every replica a call makes before it gives up; between rounds it waits,
-/// doubling from [`ROUND_PAUSE_FIRST`], for an election to end. Five rounds wait 3.1 s in
-/// all, more than two election timeouts of the metasrv's raft.
-const ROUNDS_MAX: u32 = 5;
-const ROUND_PAUSE_FIRST: Duration = Duration::from_millis(100);
+/// How long a call keeps trying the replicas before it gives up: more than two election
+/// timeouts of the metasrv's raft, so that a call made as the leader dies is answered by
+/// the next one.
+const CALL_BUDGET: Duration = Duration::from_secs(5);
+/// Between rounds over every replica, a call waits for an election to end, doubling from
+/// the first pause up to the last.
+const ROUND_PAUSE_FIRST: Duration = Duration::from_millis(50);
+const ROUND_PAUSE_MAX: Duration = Duration::from_millis(400);
 
 /// The metasrv's replicas, and which one the client believes leads.
 ///
@@ -122,7 +125,8 @@ impl MetaClient {
         let count = self.replicas.len();
         let mut pause = ROUND_PAUSE_FIRST;
         let mut last_error = None;
-        for _round in 0..ROUNDS_MAX {
+        let started = time::now();
+        while time::now().saturating_duration_since(started) < CALL_BUDGET {
             // Each round tries every replica once, starting at the believed leader, plus
             // the hops that `NotLeader` replies name.
             let mut tries = 0;
@@ -158,7 +162,7 @@ impl MetaClient {
                 }
             }
             time::sleep(pause).await;
-            pause *= 2;
+            pause = (pause * 2).min(ROUND_PAUSE_MAX);
         }
         Err(last_error.unwrap_or_else(|| {
             MetaError::Unavailable(format!("no metasrv replica of {} answered", self.peer()))
