@@ -4,8 +4,10 @@
 #
 #   bash simulation/mutations.sh [seeds]
 #
+# First the same seeds run unmutated and must pass (else a "catch" could be a flake).
 # Each mutation is a literal replacement in one source file; the file is restored after
-# the run, whatever its outcome. The files must have no uncommitted changes.
+# the run, whatever its outcome, Ctrl-C included. The files must have no uncommitted
+# changes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-100}"
@@ -21,6 +23,8 @@ mutations=(
         match self.raft.client_write(command).await {"
 "stale-read|metasrv/src/service.rs|metasrv_raft|        match self.raft.ensure_linearizable().await {|        // MUTATION: serve the catalog from whichever replica is asked, as it stands.
         match Ok::<_, RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>>(()) {"
+"purge-past-snapshot|metasrv/src/raft/log_store.rs|metasrv_raft|        let durable = *self.snapshot.borrow();|        // MUTATION: purge what openraft asks, whether or not a snapshot on disk covers it.
+        let durable = Some(log_id);"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
         let kept = {
             self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));
@@ -29,6 +33,30 @@ mutations=(
         match kept {"
 )
 
+run() {
+    MADSIM_TEST_SEED=1 MADSIM_TEST_NUM="$seeds" RUSTFLAGS="--cfg madsim" \
+        cargo test -q -p metronome-simulation --test "$1" --target-dir "$target" 2>&1
+}
+
+mutated=""
+restore() {
+    if [[ -n "$mutated" ]]; then
+        git checkout -q -- "$mutated"
+        mutated=""
+    fi
+}
+trap restore EXIT
+trap 'restore; exit 130' INT TERM
+
+for test in $(printf '%s\n' "${mutations[@]}" | cut -d'|' -f3 | sort -u); do
+    if ! baseline=$(run "$test"); then
+        echo "baseline: $test fails unmutated within $seeds seeds; fix that first" >&2
+        grep -m1 -A1 "panicked at" <<<"$baseline" >&2
+        exit 2
+    fi
+    echo "baseline: $test passes $seeds seeds unmutated"
+done
+
 status=0
 for mutation in "${mutations[@]}"; do
     IFS='|' read -r -d '' name file test old new <<<"$mutation"
@@ -36,6 +64,7 @@ for mutation in "${mutations[@]}"; do
         echo "mutation $name: $file has uncommitted changes; commit them first" >&2
         exit 2
     fi
+    mutated="$file"
     python3 - "$file" "$old" "$new" <<'PY' || { echo "mutation $name: the text to replace is gone from $file" >&2; exit 2; }
 import sys
 path, old, new = sys.argv[1:4]
@@ -45,9 +74,8 @@ if old not in text:
     sys.exit(1)
 open(path, "w").write(text.replace(old, new, 1))
 PY
-    output=$(MADSIM_TEST_SEED=1 MADSIM_TEST_NUM="$seeds" RUSTFLAGS="--cfg madsim" \
-        cargo test -q -p metronome-simulation --test "$test" --target-dir "$target" 2>&1)
-    git checkout -q -- "$file"
+    output=$(run "$test")
+    restore
     seed=$(grep -oE 'MADSIM_TEST_SEED=[0-9]+' <<<"$output" | tail -1 | cut -d= -f2)
     if [[ -n "$seed" ]]; then
         reason=$(grep -m1 -A1 "panicked at" <<<"$output" | tail -1 | cut -c1-160)

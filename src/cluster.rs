@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Args;
 use metronome_catalog::client::{MetaClient, MetaError};
 use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
-use metronome_core::config::Config;
+use metronome_core::config::{Config, Role};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, Listener};
 use metronome_core::rt::{task, time};
@@ -25,6 +25,7 @@ use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
 use metronome_frontend::router::Connect;
 use metronome_frontend::start::{self, FrontendConfig, Peers};
+use metronome_metasrv::raft::RaftTuning;
 use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
@@ -43,45 +44,50 @@ const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct MetasrvArgs {
-    /// This replica's raft id (at least 1).
-    #[arg(long, default_value_t = 1)]
-    node_id: u64,
+    /// This replica's raft id, at least 1 [default: the file's, or 1].
+    #[arg(long)]
+    node_id: Option<u64>,
     /// Address of the metasrv's protocol (catalog commands, heartbeats, raft).
     #[arg(long)]
-    rpc_addr: SocketAddr,
+    rpc_addr: Option<SocketAddr>,
     /// Every replica as `id=addr`, this one included, e.g. `1=10.0.0.1:4100,2=…,3=…`;
     /// replicas started with the same peers form a cluster by themselves. Without it, a
     /// single replica at --rpc-addr.
     #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     peers: Vec<(u64, SocketAddr)>,
-    /// Directory of the catalog's journal.
+    /// Directory of the raft log, its snapshots and the catalog.
     #[arg(long)]
-    data_dir: PathBuf,
-    /// Log filter, e.g. `info` or `debug` [default: info].
-    #[arg(long, default_value = "info")]
-    log: String,
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file: its `data_dir`, `[metasrv]` and `[log]` apply
+    /// (config/metasrv.toml is the documented example).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `debug` [default: the file's, or info].
+    #[arg(long)]
+    log: Option<String>,
 }
 
 #[derive(Args)]
 pub struct DatanodeArgs {
     /// This datanode's id, unique in the cluster; routes name it.
     #[arg(long)]
-    node_id: u64,
+    node_id: Option<u64>,
     /// Address of its region service.
     #[arg(long)]
-    rpc_addr: SocketAddr,
+    rpc_addr: Option<SocketAddr>,
     /// The address other nodes reach it at [default: the bound --rpc-addr].
     #[arg(long)]
     advertise_addr: Option<SocketAddr>,
     /// The metasrv replicas' addresses, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',')]
     metasrv: Vec<SocketAddr>,
     /// Directory of its WAL, SSTs and manifests.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     shards: ShardFlags,
-    /// TOML configuration file (its `[shards]` and `[storage]` sections apply).
+    /// TOML configuration file: its `data_dir`, `[datanode]`, `[shards]`, `[storage]` and
+    /// `[log]` apply (config/datanode.toml is the documented example).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -91,7 +97,7 @@ pub struct DatanodeArgs {
 #[derive(Args)]
 pub struct FrontendArgs {
     /// The metasrv replicas' addresses, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',')]
     metasrv: Vec<SocketAddr>,
     /// Address of the HTTP API [default: the file's, or 127.0.0.1:4000].
     #[arg(long)]
@@ -99,8 +105,8 @@ pub struct FrontendArgs {
     /// Address of the PostgreSQL wire protocol [default: the file's, or 127.0.0.1:4003].
     #[arg(long)]
     postgres_addr: Option<SocketAddr>,
-    /// TOML configuration file (its `[http]`, `[postgres]`, `[query]` and `[ingest]`
-    /// sections apply).
+    /// TOML configuration file: its `[frontend]`, `[http]`, `[postgres]`, `[query]`,
+    /// `[ingest]` and `[log]` apply (config/frontend.toml is the documented example).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     #[arg(long)]
@@ -108,13 +114,50 @@ pub struct FrontendArgs {
 }
 
 /// The role's configuration: the file's (or the defaults) with `flags` applied, checked.
-fn file_config(path: &Option<PathBuf>, flags: impl FnOnce(&mut Config)) -> Result<Config, String> {
+/// A file that sets what `role` does not read is an error naming the key.
+fn file_config(
+    role: Role,
+    path: &Option<PathBuf>,
+    flags: impl FnOnce(&mut Config),
+) -> Result<Config, String> {
     let mut config = load_config(path.as_deref())?;
+    if let Some(path) = path {
+        config
+            .check_role(role)
+            .map_err(|message| format!("invalid configuration in {}: {message}", path.display()))?;
+    }
     flags(&mut config);
     config
         .validate()
         .map_err(|message| format!("invalid configuration: {message}"))?;
     Ok(config)
+}
+
+/// A setting the flag gives, else the file: an error naming both if neither does.
+fn required<T>(flag: Option<T>, file: Option<T>, flag_name: &str, key: &str) -> Result<T, String> {
+    flag.or(file)
+        .ok_or_else(|| format!("{flag_name} is required (or `{key}` in the --config file)"))
+}
+
+/// The data directory: the flag's, else the file's if it sets one.
+fn data_dir(
+    flag: Option<PathBuf>,
+    config: &Config,
+    file: &Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    let from_file = (file.is_some() && config.data_dir != Config::default().data_dir)
+        .then(|| config.data_dir.clone());
+    required(flag, from_file, "--data-dir", "data_dir")
+}
+
+/// The metasrv replicas: the flag's, else the file's section's.
+fn metasrv_addrs(
+    flag: Vec<SocketAddr>,
+    file: Option<Vec<SocketAddr>>,
+    key: &str,
+) -> Result<Vec<SocketAddr>, String> {
+    let file = file.filter(|addrs| !addrs.is_empty());
+    required((!flag.is_empty()).then_some(flag), file, "--metasrv", key)
 }
 
 /// One `--peers` entry: `id=addr`.
@@ -150,11 +193,12 @@ fn tcp_client_with(addr: SocketAddr, timeout: Duration) -> RpcClient {
     )
 }
 
-/// How long a call to a metasrv replica may take before the client tries the next one:
-/// a replica cut off from the others holds a command until it times out.
+/// How long a call to a metasrv replica may take (connecting included) before the
+/// client tries the next one; `MetaClient` bounds each try and the whole call tighter.
 const METASRV_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a raft message may take: heartbeats go every 100 ms, and a snapshot is the
-/// largest message.
+/// The connection-level bound on a raft message. openraft bounds each message itself,
+/// tighter (a heartbeat interval for AppendEntries, `install_snapshot_timeout` for a
+/// snapshot chunk); this one only ends a connection that hangs.
 const RAFT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client of every metasrv replica, following the leader.
@@ -191,42 +235,70 @@ async fn serve_rpc(
 }
 
 pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
-    init_logging(&args.log)?;
-    let _lock = prepare_data_dir(&args.data_dir)?;
+    let config = file_config(Role::Metasrv, &args.config, |_| {})?;
+    let section = config.metasrv.clone().unwrap_or_default();
+    let node_id = args.node_id.or(section.node_id).unwrap_or(1);
+    let rpc_addr = required(
+        args.rpc_addr,
+        section.rpc_addr,
+        "--rpc-addr",
+        "metasrv.rpc_addr",
+    )?;
+    let mut listed = args.peers.clone();
+    if listed.is_empty() {
+        for peer in &section.peers {
+            listed
+                .push(parse_peer(peer).map_err(|error| format!("invalid metasrv.peers: {error}"))?);
+        }
+    }
+    let data_dir = data_dir(args.data_dir.clone(), &config, &args.config)?;
+    init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
+    let _lock = prepare_data_dir(&data_dir)?;
     let runtime = frontend_runtime(2)?;
     let mut peers = BTreeMap::new();
-    for (id, addr) in &args.peers {
+    for (id, addr) in &listed {
         if peers.insert(*id, addr.to_string()).is_some() {
             return Err(format!("--peers names replica {id} twice"));
         }
     }
     if peers.is_empty() {
-        peers.insert(args.node_id, args.rpc_addr.to_string());
+        peers.insert(node_id, rpc_addr.to_string());
     }
-    if !peers.contains_key(&args.node_id) {
+    let Some(own) = peers.get(&node_id) else {
         return Err(format!(
-            "--peers {} does not name this replica, --node-id {}",
-            addrs_text(&args.peers.iter().map(|(_, addr)| *addr).collect::<Vec<_>>()),
-            args.node_id
+            "the peers {} do not name this replica, node id {node_id}",
+            addrs_text(&listed.iter().map(|(_, addr)| *addr).collect::<Vec<_>>()),
         ));
+    };
+    // The others dial the address the peers give; listening elsewhere is a replica no
+    // one reaches (0.0.0.0 on the same port is fine).
+    if let Ok(own) = own.parse::<SocketAddr>() {
+        if own.port() != rpc_addr.port()
+            || (!rpc_addr.ip().is_unspecified() && own.ip() != rpc_addr.ip())
+        {
+            return Err(format!(
+                "replica {node_id} listens on {rpc_addr} but its peers dial it at {own}"
+            ));
+        }
     }
     let disk_thread = runtime.block_on(async {
-        let disk = Disk::real(&args.data_dir);
+        let disk = Disk::real(&data_dir);
         let replica = ReplicaConfig {
-            node_id: args.node_id,
+            node_id,
             peers: peers.clone(),
             dial: Arc::new(|addr: &str| match addr.parse::<SocketAddr>() {
                 Ok(addr) => tcp_client_with(addr, RAFT_CALL_TIMEOUT),
                 // Membership holds the addresses --peers gave, which parsed.
                 Err(error) => panic!("a replica's address {addr:?} is no address: {error}"),
             }),
+            tuning: RaftTuning::default(),
         };
         let service = Arc::new(MetaService::start(disk, "meta", replica).await?);
-        let (rpc, server) = serve_rpc(args.rpc_addr, service.clone()).await?;
+        let (rpc, server) = serve_rpc(rpc_addr, service.clone()).await?;
         let signals = shutdown_signal()?;
         tracing::info!(
             role = %"metasrv",
-            id = args.node_id,
+            id = node_id,
             rpc = %rpc,
             peers = peers.len(),
             "ready"
@@ -247,39 +319,58 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
 }
 
 pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
-    let config = file_config(&args.config, |config| args.shards.apply(config))?;
+    let config = file_config(Role::Datanode, &args.config, |config| {
+        args.shards.apply(config)
+    })?;
+    let section = config.datanode.clone().unwrap_or_default();
+    let node_id = required(
+        args.node_id,
+        section.node_id,
+        "--node-id",
+        "datanode.node_id",
+    )?;
+    let rpc_addr = required(
+        args.rpc_addr,
+        section.rpc_addr,
+        "--rpc-addr",
+        "datanode.rpc_addr",
+    )?;
+    let advertise_addr = args.advertise_addr.or(section.advertise_addr);
+    let metasrv_addrs = metasrv_addrs(
+        args.metasrv.clone(),
+        Some(section.metasrv),
+        "datanode.metasrv",
+    )?;
+    let data_dir = data_dir(args.data_dir.clone(), &config, &args.config)?;
     init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
-    let _lock = prepare_data_dir(&args.data_dir)?;
+    let _lock = prepare_data_dir(&data_dir)?;
     let shards = shards_config(&config);
     let shard_count = shards.count;
     let runtime = frontend_runtime(usize::from(shard_count))?;
     let datanode = runtime.block_on(async {
         let engine = EngineConfig::from_section(&config.storage)
             .map_err(|message| format!("invalid configuration: {message}"))?;
-        let datanode = Datanode::start(
-            Disk::real(&args.data_dir),
-            DatanodeConfig { shards, engine },
-        )
-        .await?;
+        let datanode =
+            Datanode::start(Disk::real(&data_dir), DatanodeConfig { shards, engine }).await?;
         let handle = datanode.handle();
         let (rpc, server) = serve_rpc(
-            args.rpc_addr,
+            rpc_addr,
             Arc::new(RegionServer::new(Arc::new(handle.clone()))),
         )
         .await?;
-        let advertised = args.advertise_addr.unwrap_or(rpc);
+        let advertised = advertise_addr.unwrap_or(rpc);
         // Another node dialing 0.0.0.0 reaches its own host, not this one.
         if advertised.ip().is_unspecified() {
             return Err(format!(
                 "datanode {} would register {advertised}, which no other node can dial: \
                  give --advertise-addr the address others reach it at",
-                args.node_id
+                node_id
             ));
         }
         let signals = shutdown_signal()?;
-        let metasrv = metasrv_client(&args.metasrv);
+        let metasrv = metasrv_client(&metasrv_addrs);
         let registration = CatalogCommand::RegisterDatanode {
-            id: args.node_id,
+            id: node_id,
             addr: advertised.to_string(),
             shards: shard_count,
         };
@@ -293,12 +384,12 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
                     Err(MetaError::Refused(reason)) => {
                         return Err(format!(
                             "the metasrv at {} refused datanode {}: {reason}",
-                            addrs_text(&args.metasrv),
-                            args.node_id
+                            addrs_text(&metasrv_addrs),
+                            node_id
                         ))
                     }
                     Err(error) => tracing::warn!(
-                        metasrv = %addrs_text(&args.metasrv),
+                        metasrv = %addrs_text(&metasrv_addrs),
                         %error,
                         retry_ms = retry.as_millis() as u64,
                         "cannot register with the metasrv; retrying"
@@ -321,12 +412,12 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
             heartbeats = Some(task::spawn(heartbeat::run(
                 metasrv,
                 handle.clone(),
-                args.node_id,
+                node_id,
                 heartbeat::HEARTBEAT_INTERVAL,
             )));
             tracing::info!(
                 role = %"datanode",
-                id = args.node_id,
+                id = node_id,
                 rpc = %advertised,
                 shards = shard_count,
                 driver = %datanode.driver,
@@ -366,7 +457,7 @@ impl RegionService for Undialable {
 }
 
 pub fn frontend(args: FrontendArgs) -> Result<(), String> {
-    let config = file_config(&args.config, |config| {
+    let config = file_config(Role::Frontend, &args.config, |config| {
         if let Some(addr) = args.http_addr {
             config.http.addr = addr;
         }
@@ -374,6 +465,12 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
             config.postgres.addr = addr;
         }
     })?;
+    let section = config.frontend.clone().unwrap_or_default();
+    let metasrv_addrs = metasrv_addrs(
+        args.metasrv.clone(),
+        Some(section.metasrv),
+        "frontend.metasrv",
+    )?;
     init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
     let runtime = frontend_runtime(2)?;
     runtime.block_on(async {
@@ -390,7 +487,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
                 },
             );
         let peers = Peers {
-            metasrv: metasrv_client(&args.metasrv),
+            metasrv: metasrv_client(&metasrv_addrs),
             datanodes: BTreeMap::new(),
             connect: Some(connect),
             catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
@@ -400,7 +497,7 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
         let signals = shutdown_signal()?;
         tracing::info!(
             role = %"frontend",
-            metasrv = %addrs_text(&args.metasrv),
+            metasrv = %addrs_text(&metasrv_addrs),
             http = %running.http_addr,
             postgres = %running.postgres_addr,
             "ready"

@@ -176,6 +176,11 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 
 fn effective_config(args: &StandaloneArgs) -> Result<Config, String> {
     let mut config = load_config(args.config.as_deref())?;
+    if let Some(path) = &args.config {
+        config
+            .check_role(metronome_core::config::Role::Standalone)
+            .map_err(|message| format!("invalid configuration in {}: {message}", path.display()))?;
+    }
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
     }

@@ -229,42 +229,43 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
     let log = args.log.clone();
     let mut nodes: Vec<Node> = Vec::new();
     let started = async {
-        let replicas = metasrv_peers(&args.data_dir, args.metasrvs).await?;
+        // One replica dials no one: it takes any free port. Several keep theirs.
+        let replicas = if args.metasrvs == 1 {
+            vec![SocketAddr::from(([127, 0, 0, 1], 0))]
+        } else {
+            metasrv_peers(&args.data_dir, args.metasrvs).await?
+        };
         let peers: Vec<String> = replicas
             .iter()
             .enumerate()
             .map(|(index, addr)| format!("{}={addr}", index + 1))
             .collect();
         let mut summary = Vec::new();
+        let mut bound = Vec::new();
         for (index, addr) in replicas.iter().enumerate() {
             let id = index + 1;
             let name = format!("metasrv-{id}");
-            let (metasrv, line) = Node::start(
-                name.clone(),
-                vec![
-                    "metasrv".into(),
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--rpc-addr".into(),
-                    addr.to_string(),
-                    "--peers".into(),
-                    peers.join(","),
-                    "--data-dir".into(),
-                    dir(&name),
-                    "--log".into(),
-                    log.clone(),
-                ],
-                exited_sender.clone(),
-            )
-            .await?;
-            summary.push(format!("metasrv {id} rpc={}", field(&line, "rpc=")?));
+            let mut flags: Vec<String> = vec![
+                "metasrv".into(),
+                "--node-id".into(),
+                id.to_string(),
+                "--rpc-addr".into(),
+                addr.to_string(),
+                "--data-dir".into(),
+                dir(&name),
+                "--log".into(),
+                log.clone(),
+            ];
+            if replicas.len() > 1 {
+                flags.extend(["--peers".to_string(), peers.join(",")]);
+            }
+            let (metasrv, line) = Node::start(name.clone(), flags, exited_sender.clone()).await?;
+            let rpc = field(&line, "rpc=")?;
+            summary.push(format!("metasrv {id} rpc={rpc}"));
+            bound.push(rpc);
             nodes.push(metasrv);
         }
-        let metasrv_rpc = replicas
-            .iter()
-            .map(SocketAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let metasrv_rpc = bound.join(",");
         for id in 1..=args.datanodes {
             let name = format!("datanode-{id}");
             let (node, line) = Node::start(

@@ -68,9 +68,38 @@ fn a_cluster_role_without_its_addresses_names_what_is_missing() {
         ("metasrv", "--rpc-addr"),
     ] {
         let output = metronome().arg(role).output().unwrap();
-        assert_eq!(output.status.code(), Some(2), "{role}");
+        assert!(!output.status.success(), "{role}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(missing), "{role}: {stderr}");
+    }
+}
+
+#[test]
+fn a_role_s_file_that_sets_another_role_s_key_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (role, text, key) in [
+        ("datanode", "[query]\ntimeout_ms = 5\n", "`query`"),
+        ("frontend", "data_dir = \"/tmp/x\"\n", "`data_dir`"),
+        (
+            "metasrv",
+            "[frontend]\nmetasrv = [\"127.0.0.1:1\"]\n",
+            "`frontend`",
+        ),
+        ("standalone", "[metasrv]\nnode_id = 2\n", "`metasrv`"),
+    ] {
+        let file = dir.path().join(format!("{role}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let output = metronome()
+            .args([role, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{role}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(&format!("{role}.toml")),
+            "{role}: {stderr}"
+        );
     }
 }
 

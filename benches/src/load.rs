@@ -322,20 +322,21 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// Sends `bodies` (requests `first_index..` of `workload`) to `url` from `concurrency`
-/// closed-loop senders. A sender owns a fixed set of request slices and sends them in
+/// Sends `bodies` (requests `first_index..` of `workload`) to `urls` from `concurrency`
+/// closed-loop senders, sender `i` to `urls[i % urls.len()]` (a cluster's frontends). A sender owns a fixed set of request slices and sends them in
 /// order, so that every series' samples arrive in time order (Prometheus refuses them
 /// otherwise). `progress` is advanced by the samples acknowledged.
 pub fn send(
     workload: &Workload,
     bodies: &[(Vec<u8>, u64)],
     first_index: usize,
-    url: &str,
+    urls: &[String],
     name: &str,
     concurrency: usize,
     progress: &indicatif::ProgressBar,
 ) -> IngestOutcome {
     assert!(concurrency > 0, "at least one sender");
+    assert!(!urls.is_empty(), "somewhere to send");
     let per_batch = workload.requests_per_batch();
     let content_type = match workload.protocol {
         Protocol::V1 => "application/x-protobuf",
@@ -362,6 +363,7 @@ pub fn send(
                 &errors,
                 &timeline,
             );
+            let url = urls[sender % urls.len()].as_str();
             scope.spawn(move || {
                 let mine = (0..bodies.len())
                     .filter(|i| ((first_index + i) % per_batch) % concurrency == sender);

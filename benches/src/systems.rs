@@ -22,9 +22,12 @@ pub enum Kind {
     /// Metronome built from another commit (`run --baseline-bin`), to measure a change
     /// before and after in one run.
     MetronomeBaseline,
-    /// This build as a cluster on loopback (`metronome cluster`: one metasrv, three
-    /// datanodes of one shard, one frontend), each role its own process.
-    MetronomeCluster,
+    /// This build as a cluster on loopback (`metronome cluster`: three metasrv replicas,
+    /// three datanodes of one shard, and `frontends` frontends among which the load's
+    /// senders are shared), each role its own process.
+    MetronomeCluster {
+        frontends: u8,
+    },
     Prometheus,
     VictoriaMetrics,
 }
@@ -35,12 +38,13 @@ impl std::str::FromStr for Kind {
         match text {
             "metronome" => Ok(Kind::Metronome),
             "metronome-baseline" => Ok(Kind::MetronomeBaseline),
-            "metronome-cluster" => Ok(Kind::MetronomeCluster),
+            "metronome-cluster" => Ok(Kind::MetronomeCluster { frontends: 1 }),
+            "metronome-cluster-2fe" => Ok(Kind::MetronomeCluster { frontends: 2 }),
             "prometheus" => Ok(Kind::Prometheus),
             "victoria-metrics" | "victoriametrics" | "vm" => Ok(Kind::VictoriaMetrics),
             other => Err(format!(
                 "unknown system {other:?}: use metronome, metronome-baseline, \
-                 metronome-cluster, prometheus or victoria-metrics"
+                 metronome-cluster, metronome-cluster-2fe, prometheus or victoria-metrics"
             )),
         }
     }
@@ -51,7 +55,8 @@ impl Kind {
         match self {
             Kind::Metronome => "metronome",
             Kind::MetronomeBaseline => "metronome-baseline",
-            Kind::MetronomeCluster => "metronome-cluster",
+            Kind::MetronomeCluster { frontends: 1 } => "metronome-cluster",
+            Kind::MetronomeCluster { .. } => "metronome-cluster-2fe",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -61,14 +66,16 @@ impl Kind {
     pub fn is_metronome(self) -> bool {
         matches!(
             self,
-            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. }
         )
     }
 
     /// The binary's name on PATH (Debian's packages for the peers).
     pub fn default_binary(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => "metronome",
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => {
+                "metronome"
+            }
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -82,7 +89,7 @@ impl Kind {
     /// What an acknowledgement promises, in one line for the report.
     pub fn durability(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => {
                 "acknowledged after the WAL's fdatasync (group commit)"
             }
             Kind::Prometheus => {
@@ -99,7 +106,7 @@ impl Kind {
     /// How the report's disk figure was reached.
     pub fn flush_method(self) -> &'static str {
         match self {
-            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => {
                 "graceful stop (flushes every memtable to SSTs); the SSTs and manifests, \
                  not the obsolete WAL"
             }
@@ -245,15 +252,17 @@ impl System {
         let port = free_port()?;
         let mut command = Command::new(binary);
         match kind {
-            Kind::MetronomeCluster => {
-                // Port 0: the first frontend's ready line names the port it got.
+            Kind::MetronomeCluster { frontends } => {
+                // Port 0: the frontends' ready lines name the ports they got.
                 command
                     .args([
                         "cluster",
+                        "--metasrvs",
+                        "3",
                         "--datanodes",
                         "3",
                         "--frontends",
-                        "1",
+                        &frontends.to_string(),
                         "--shards",
                         "1",
                     ])
@@ -330,6 +339,20 @@ impl System {
         format!("{}/api/v1/write", self.base)
     }
 
+    /// Where remote writes may go: every frontend of a cluster, else the one address.
+    pub fn write_urls(&self) -> Vec<String> {
+        if let Kind::MetronomeCluster { frontends } = self.kind {
+            let found = metronome_frontends(&self.log);
+            if found.len() == usize::from(frontends) {
+                return found
+                    .iter()
+                    .map(|http| format!("http://{http}/api/v1/write"))
+                    .collect();
+            }
+        }
+        vec![self.write_url()]
+    }
+
     pub fn usage(&self) -> Result<Usage, String> {
         tree_usage(self.pid())
     }
@@ -354,7 +377,7 @@ impl System {
                 Kind::Prometheus => "/-/ready",
                 Kind::Metronome
                 | Kind::MetronomeBaseline
-                | Kind::MetronomeCluster
+                | Kind::MetronomeCluster { .. }
                 | Kind::VictoriaMetrics => "/health",
             };
             if let Ok(response) = agent.get(format!("{}{path}", self.base)).call() {
@@ -416,7 +439,7 @@ impl System {
             Ok(body)
         };
         match self.kind {
-            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+            Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => {
                 Ok(self.data_dir.clone())
             }
             Kind::Prometheus => {
@@ -484,7 +507,7 @@ impl Drop for System {
 /// snapshot holds none; VictoriaMetrics has none).
 pub fn data_bytes(kind: Kind, settled: &Path) -> u64 {
     match kind {
-        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => {
+        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => {
             disk_bytes_except(settled, &["wal"])
         }
         Kind::Prometheus | Kind::VictoriaMetrics => disk_bytes(settled),
@@ -504,6 +527,22 @@ fn metronome_http(log: &Path) -> Option<String> {
         })
 }
 
+/// The HTTP address of every frontend a `metronome cluster` log says is ready.
+fn metronome_frontends(log: &Path) -> Vec<String> {
+    let Ok(file) = File::open(log) else {
+        return Vec::new();
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|line| line.contains("ready") && line.contains("role=frontend"))
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix("http=").map(str::to_string))
+        })
+        .collect()
+}
+
 /// The first line `binary --version` prints.
 fn version(kind: Kind, binary: &Path) -> String {
     let flag = match kind {
@@ -511,7 +550,7 @@ fn version(kind: Kind, binary: &Path) -> String {
         _ => "--version",
     };
     let package = match kind {
-        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster => None,
+        Kind::Metronome | Kind::MetronomeBaseline | Kind::MetronomeCluster { .. } => None,
         Kind::Prometheus => Some("prometheus"),
         Kind::VictoriaMetrics => Some("victoria-metrics"),
     };

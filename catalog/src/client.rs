@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{Catalog, Command};
+use crate::catalog::{Catalog, Command, Route};
 use crate::request::{MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
@@ -66,7 +66,10 @@ pub struct Executed {
 /// How long a call keeps trying the replicas before it gives up: more than two election
 /// timeouts of the metasrv's raft, so that a call made as the leader dies is answered by
 /// the next one.
-const CALL_BUDGET: Duration = Duration::from_secs(5);
+const CALL_BUDGET: Duration = Duration::from_secs(8);
+/// How long one try at one replica may take: a replica cut off from the others holds a
+/// command for up to 5 s before it answers that it is unavailable.
+const TRY_TIMEOUT_MAX: Duration = Duration::from_secs(6);
 /// Between rounds over every replica, a call waits for an election to end, doubling from
 /// the first pause up to the last.
 const ROUND_PAUSE_FIRST: Duration = Duration::from_millis(50);
@@ -132,9 +135,27 @@ impl MetaClient {
             let mut tries = 0;
             while tries < 2 * count {
                 tries += 1;
+                let spent = time::now().saturating_duration_since(started);
+                let Some(left) = CALL_BUDGET
+                    .checked_sub(spent)
+                    .filter(|left| !left.is_zero())
+                else {
+                    break;
+                };
                 let index = self.leader.load(Ordering::Relaxed) % count;
                 let replica = &self.replicas[index];
-                match self.call_replica(replica, request).await {
+                let attempt = time::timeout(
+                    left.min(TRY_TIMEOUT_MAX),
+                    self.call_replica(replica, request),
+                )
+                .await
+                .unwrap_or_else(|elapsed| {
+                    Err(MetaError::Unavailable(format!(
+                        "the metasrv replica at {} did not answer: {elapsed}",
+                        replica.peer()
+                    )))
+                });
+                match attempt {
                     Ok(MetaReply::NotLeader { leader }) => {
                         let named = leader.and_then(|(_, addr)| addr).and_then(|addr| {
                             self.replicas
@@ -227,6 +248,14 @@ impl MetaClient {
             other => Err(MetaError::Internal(format!(
                 "a liveness request was answered with {other:?}"
             ))),
+        }
+    }
+
+    /// Routes for `count` new regions, placed by the leader over the live datanodes.
+    pub async fn place(&self, count: u32) -> Result<Vec<Route>, MetaError> {
+        match self.call(&MetaRequest::Place { count }).await? {
+            MetaReply::Placed(routes) if routes.len() == count as usize => Ok(routes),
+            other => Err(self.unexpected(&other)),
         }
     }
 

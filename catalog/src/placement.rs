@@ -1,6 +1,8 @@
 //! Where regions go: the datanodes that registered with the metasrv, and the placement of
 //! new regions over their shards. Plain code over the catalog, like `Catalog::apply`.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, CatalogError, Route, TableKind};
@@ -17,6 +19,9 @@ pub struct DatanodeInfo {
 
 /// Shards one datanode may declare; a machine has far fewer cores.
 pub const DATANODE_SHARDS_MAX: u16 = 1024;
+
+/// Regions one placement may ask for (a table's regions, the metric regions).
+pub const PLACED_REGIONS_MAX: u32 = 1024;
 
 /// The longest address a datanode may register.
 const DATANODE_ADDR_BYTES_MAX: usize = 256;
@@ -74,22 +79,38 @@ impl Catalog {
         })
     }
 
-    /// Routes for `count` new regions over the registered datanodes' shards: each to the
-    /// shard with the fewest regions now (counting those placed before it in this call),
-    /// ties broken by shard number, then datanode, so that consecutive regions go to
-    /// different datanodes and a table's regions spread over all of them before any
-    /// shard gets a second one.
-    pub fn place(&self, count: u32) -> Result<Vec<Route>, CatalogError> {
-        if self.datanodes.is_empty() {
-            return Err(CatalogError::Invalid {
-                what: "region placement".to_string(),
-                reason: "no datanode has registered with the metasrv yet".to_string(),
-            });
+    /// Routes for `count` new regions over the registered datanodes' shards — only those
+    /// in `alive` when it is given and names a registered one. Each region goes to the
+    /// datanode this call has given the fewest regions so far, then to the shard with the
+    /// fewest regions now (counting this call's), ties broken by shard number, then
+    /// datanode: a table's regions spread over every live datanode before any gets a
+    /// second, even onto a datanode that just joined and holds nothing, and the load
+    /// evens out across calls.
+    pub fn place_among(
+        &self,
+        count: u32,
+        alive: Option<&BTreeSet<u64>>,
+    ) -> Result<Vec<Route>, CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: "region placement".to_string(),
+            reason,
+        };
+        if count == 0 || count > PLACED_REGIONS_MAX {
+            return Err(invalid(format!(
+                "1 to {PLACED_REGIONS_MAX} regions may be placed at once, not {count}"
+            )));
         }
-        // (regions, shard, datanode) per slot, the least loaded first.
+        if self.datanodes.is_empty() {
+            return Err(invalid(
+                "no datanode has registered with the metasrv yet".to_string(),
+            ));
+        }
+        let alive = alive.filter(|alive| self.datanodes.keys().any(|id| alive.contains(id)));
+        // (regions, shard, datanode) per slot.
         let mut slots: Vec<(usize, u16, u64)> = self
             .datanodes
             .iter()
+            .filter(|(id, _)| alive.is_none_or(|alive| alive.contains(*id)))
             .flat_map(|(id, info)| (0..info.shards).map(move |shard| (0, shard, *id)))
             .collect();
         for (_, route) in self.routes() {
@@ -100,17 +121,26 @@ impl Catalog {
                 slot.0 += 1;
             }
         }
+        let mut placed_on: BTreeMap<u64, usize> = BTreeMap::new();
         let mut routes = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let slot = slots
                 .iter_mut()
-                .min()
+                .min_by_key(|(regions, shard, datanode)| {
+                    (
+                        placed_on.get(datanode).copied().unwrap_or(0),
+                        *regions,
+                        *shard,
+                        *datanode,
+                    )
+                })
                 .expect("a datanode has a shard at least");
             routes.push(Route {
                 datanode: slot.2,
                 shard: slot.1,
             });
             slot.0 += 1;
+            *placed_on.entry(slot.2).or_default() += 1;
         }
         Ok(routes)
     }
@@ -135,30 +165,59 @@ mod tests {
     fn regions_spread_over_every_datanode_and_shard_least_loaded_first() {
         let mut catalog = Catalog::default();
         assert!(catalog
-            .place(1)
+            .place_among(1, None)
             .unwrap_err()
             .to_string()
             .contains("no datanode"));
         register(&mut catalog, 1, 2);
         register(&mut catalog, 2, 2);
-        let routes = catalog.place(5).unwrap();
+        let routes = catalog.place_among(5, None).unwrap();
         let pairs: Vec<(u64, u16)> = routes.iter().map(|r| (r.datanode, r.shard)).collect();
         assert_eq!(pairs, [(1, 0), (2, 0), (1, 1), (2, 1), (1, 0)]);
         // Regions already routed count: a new datanode gets the next ones.
         catalog
             .apply(&Command::CreateMetricRegions {
                 database: crate::catalog::DEFAULT_DATABASE.to_string(),
-                routes: catalog.place(4).unwrap(),
+                routes: catalog.place_among(4, None).unwrap(),
             })
             .unwrap();
         register(&mut catalog, 3, 1);
-        let next = catalog.place(2).unwrap();
+        let next = catalog.place_among(2, None).unwrap();
         assert_eq!(next[0].datanode, 3, "the empty one first: {next:?}");
         assert_eq!(
             (next[1].datanode, next[1].shard),
             (1, 0),
             "then every shard has one: {next:?}"
         );
+    }
+
+    #[test]
+    fn placement_skips_dead_datanodes_and_spreads_a_table_even_onto_an_empty_one() {
+        let mut catalog = Catalog::default();
+        register(&mut catalog, 1, 2);
+        register(&mut catalog, 2, 2);
+        catalog
+            .apply(&Command::CreateMetricRegions {
+                database: crate::catalog::DEFAULT_DATABASE.to_string(),
+                routes: catalog.place_among(8, None).unwrap(),
+            })
+            .unwrap();
+        // Datanode 3 joins empty: a new table still lands on all three, not on 3 alone.
+        register(&mut catalog, 3, 2);
+        let routes = catalog.place_among(3, None).unwrap();
+        let datanodes: BTreeSet<u64> = routes.iter().map(|r| r.datanode).collect();
+        assert_eq!(datanodes, BTreeSet::from([1, 2, 3]), "{routes:?}");
+        assert_eq!(routes[0].datanode, 3, "the emptiest first: {routes:?}");
+        // Datanode 2 is down: nothing goes there.
+        let alive = BTreeSet::from([1, 3]);
+        let routes = catalog.place_among(6, Some(&alive)).unwrap();
+        assert!(routes.iter().all(|r| r.datanode != 2), "{routes:?}");
+        // Liveness that names no registered datanode (a new leader heard no heartbeat
+        // yet) is no reason to refuse: every registered one is a candidate.
+        let routes = catalog.place_among(3, Some(&BTreeSet::from([9]))).unwrap();
+        assert_eq!(routes.len(), 3);
+        assert!(catalog.place_among(0, None).is_err());
+        assert!(catalog.place_among(PLACED_REGIONS_MAX + 1, None).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use metronome_wire::frame::{self, Body};
 use metronome_wire::region_request::{read_shard_stats, shard_stats};
 use metronome_wire::ShardStats;
 
-use crate::catalog::{Catalog, Command};
+use crate::catalog::{Catalog, Command, Route};
 
 /// A request to the metasrv.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,9 @@ pub enum MetaRequest {
     Raft { kind: RaftKind, payload: Vec<u8> },
     /// The replica's raft state, as it sees it.
     RaftStatus,
+    /// Routes for this many new regions: the leader places them over the datanodes that
+    /// heartbeat to it (`Catalog::place_among`).
+    Place { count: u32 },
 }
 
 /// A metasrv replica's raft state, as it sees it.
@@ -48,6 +51,8 @@ pub struct RaftStatus {
     pub last_log_index: u64,
     pub last_applied_index: u64,
     pub voters: Vec<u64>,
+    /// The catalog's version as this replica applied it.
+    pub catalog_version: u64,
 }
 
 /// Which raft message a [`MetaRequest::Raft`] carries.
@@ -82,6 +87,8 @@ pub enum MetaReply {
         leader: Option<(u64, Option<String>)>,
     },
     RaftStatus(RaftStatus),
+    /// The routes a [`MetaRequest::Place`] asked for, in order.
+    Placed(Vec<Route>),
 }
 
 impl MetaRequest {
@@ -127,6 +134,11 @@ impl MetaRequest {
                 let table = fb::GetRaftStatus::create(builder, &fb::GetRaftStatusArgs {});
                 (fb::Request::GetRaftStatus, table.as_union_value())
             }
+            MetaRequest::Place { count } => {
+                let table =
+                    fb::PlaceRegions::create(builder, &fb::PlaceRegionsArgs { count: *count });
+                (fb::Request::PlaceRegions, table.as_union_value())
+            }
         })
     }
 
@@ -164,6 +176,9 @@ impl MetaRequest {
                 }
             }
             fb::Request::GetRaftStatus => MetaRequest::RaftStatus,
+            fb::Request::PlaceRegions => MetaRequest::Place {
+                count: request.body_as_place_regions().expect("verified").count(),
+            },
             other => return Err(format!("the metasrv does not serve {other:?} requests")),
         })
     }
@@ -233,9 +248,19 @@ impl MetaReply {
                     last_log_index: status.last_log_index,
                     last_applied_index: status.last_applied_index,
                     voters,
+                    catalog_version: status.catalog_version,
                 };
                 let table = fb::RaftStatus::create(builder, &args);
                 (fb::Reply::RaftStatus, table.as_union_value())
+            }
+            MetaReply::Placed(routes) => {
+                let routes: Vec<fb::Route> = routes
+                    .iter()
+                    .map(|route| fb::Route::new(route.datanode, route.shard))
+                    .collect();
+                let routes = Some(builder.create_vector(&routes));
+                let table = fb::RegionsPlaced::create(builder, &fb::RegionsPlacedArgs { routes });
+                (fb::Reply::RegionsPlaced, table.as_union_value())
             }
         })
     }
@@ -292,8 +317,20 @@ impl MetaReply {
                     last_log_index: table.last_log_index(),
                     last_applied_index: table.last_applied_index(),
                     voters: table.voters().iter().collect(),
+                    catalog_version: table.catalog_version(),
                 })
             }
+            fb::Reply::RegionsPlaced => MetaReply::Placed(
+                reply
+                    .body_as_regions_placed()?
+                    .routes()
+                    .iter()
+                    .map(|route| Route {
+                        datanode: route.datanode(),
+                        shard: route.shard(),
+                    })
+                    .collect(),
+            ),
             _ => return None,
         }))
     }
@@ -428,6 +465,7 @@ mod tests {
             heartbeat,
             raft,
             MetaRequest::RaftStatus,
+            MetaRequest::Place { count: 7 },
         ] {
             assert_eq!(round_trip(&request), Ok(request));
         }
@@ -440,6 +478,16 @@ mod tests {
             MetaReply::Heartbeat { catalog_version: 4 },
             MetaReply::Raft(b"{}".to_vec()),
             MetaReply::NotLeader { leader: None },
+            MetaReply::Placed(vec![
+                Route {
+                    datanode: 3,
+                    shard: 1,
+                },
+                Route {
+                    datanode: 1,
+                    shard: 0,
+                },
+            ]),
             MetaReply::RaftStatus(RaftStatus {
                 node_id: 2,
                 term: 5,
@@ -448,6 +496,7 @@ mod tests {
                 last_log_index: 40,
                 last_applied_index: 39,
                 voters: vec![1, 2, 3],
+                catalog_version: 12,
             }),
             MetaReply::NotLeader {
                 leader: Some((2, Some("10.0.0.2:4000".into()))),

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::rt::shard::IoDriverChoice;
 
-/// Configuration of `metronome standalone`.
+/// Configuration of every role (`metronome standalone`, `metasrv`, `datanode`,
+/// `frontend`). Each role reads some sections and refuses a file that sets any other
+/// ([`Config::check_role`]), naming the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -24,6 +26,67 @@ pub struct Config {
     pub ingest: IngestSection,
     pub log: LogSection,
     pub storage: StorageSection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metasrv: Option<MetasrvSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datanode: Option<DatanodeSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendSection>,
+}
+
+/// Which process reads a configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Metasrv,
+    Datanode,
+    Frontend,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Metasrv => "metasrv",
+            Role::Datanode => "datanode",
+            Role::Frontend => "frontend",
+        }
+    }
+}
+
+/// `[metasrv]`: one replica of the metasrv's raft (`metronome metasrv`). Its flags
+/// override these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetasrvSection {
+    /// This replica's raft id, at least 1.
+    pub node_id: Option<u64>,
+    /// Where it serves the protocol (catalog commands, heartbeats, raft).
+    pub rpc_addr: Option<SocketAddr>,
+    /// Every replica as `"id=addr"`, this one included.
+    pub peers: Vec<String>,
+}
+
+/// `[datanode]`: a datanode of a cluster (`metronome datanode`). Its flags override these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatanodeSection {
+    /// Unique in the cluster; routes name it.
+    pub node_id: Option<u64>,
+    /// Where it serves its regions.
+    pub rpc_addr: Option<SocketAddr>,
+    /// The address others reach it at, when `rpc_addr` is `0.0.0.0`.
+    pub advertise_addr: Option<SocketAddr>,
+    /// Every metasrv replica's address.
+    pub metasrv: Vec<SocketAddr>,
+}
+
+/// `[frontend]`: a frontend of a cluster (`metronome frontend`). Its flags override these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendSection {
+    /// Every metasrv replica's address.
+    pub metasrv: Vec<SocketAddr>,
 }
 
 /// Where a datanode keeps its files and how much memory its shards use (per shard).
@@ -199,6 +262,9 @@ impl Default for Config {
             ingest: IngestSection::default(),
             log: LogSection::default(),
             storage: StorageSection::default(),
+            metasrv: None,
+            datanode: None,
+            frontend: None,
         }
     }
 }
@@ -286,6 +352,66 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses a file that sets a section `role` does not read (a datanode's file with a
+    /// `[query]` section, a frontend's with `[metasrv]`), naming the key: a setting that
+    /// would silently do nothing is as wrong as a typo.
+    pub fn check_role(&self, role: Role) -> Result<(), String> {
+        let defaults = Config::default();
+        // (key, set in this file, the roles that read it)
+        let sections: [(&str, bool, &[Role]); 11] = [
+            (
+                "data_dir",
+                self.data_dir != defaults.data_dir,
+                &[Role::Standalone, Role::Metasrv, Role::Datanode],
+            ),
+            (
+                "shards",
+                self.shards != defaults.shards,
+                &[Role::Standalone, Role::Datanode],
+            ),
+            (
+                "storage",
+                self.storage != defaults.storage,
+                &[Role::Standalone, Role::Datanode],
+            ),
+            (
+                "http",
+                self.http != defaults.http,
+                &[Role::Standalone, Role::Frontend],
+            ),
+            (
+                "postgres",
+                self.postgres != defaults.postgres,
+                &[Role::Standalone, Role::Frontend],
+            ),
+            (
+                "query",
+                self.query != defaults.query,
+                &[Role::Standalone, Role::Frontend],
+            ),
+            (
+                "ingest",
+                self.ingest != defaults.ingest,
+                &[Role::Standalone, Role::Frontend],
+            ),
+            ("log", false, &[]),
+            ("metasrv", self.metasrv.is_some(), &[Role::Metasrv]),
+            ("datanode", self.datanode.is_some(), &[Role::Datanode]),
+            ("frontend", self.frontend.is_some(), &[Role::Frontend]),
+        ];
+        for (key, set, readers) in sections {
+            if set && !readers.contains(&role) {
+                let readers: Vec<&str> = readers.iter().map(|role| role.name()).collect();
+                return Err(format!(
+                    "`{key}` does not apply to a {}: only {} read it",
+                    role.name(),
+                    readers.join(" and ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The shard count to run: the configured one, or one per core.
     pub fn shard_count(&self) -> u16 {
         if self.shards.count == 0 {
@@ -312,6 +438,80 @@ mod tests {
         assert_eq!(config.shards.io_driver, IoDriverChoice::Epoll);
         assert!(config.shards.pin_to_cores, "unset keys keep their defaults");
         assert_eq!(config.shard_count(), 3);
+    }
+
+    /// The documented file of each cluster role parses, is accepted by its role and
+    /// refused by the others, naming a section they do not read.
+    #[test]
+    fn each_role_file_is_its_role_s_alone() {
+        let files = [
+            (
+                Role::Metasrv,
+                include_str!("../../config/metasrv.toml"),
+                "metasrv",
+            ),
+            (
+                Role::Datanode,
+                include_str!("../../config/datanode.toml"),
+                "datanode",
+            ),
+            (
+                Role::Frontend,
+                include_str!("../../config/frontend.toml"),
+                "frontend",
+            ),
+        ];
+        for (role, text, key) in files {
+            let config = Config::from_toml(text, key).unwrap();
+            config.check_role(role).unwrap();
+            for other in [
+                Role::Standalone,
+                Role::Metasrv,
+                Role::Datanode,
+                Role::Frontend,
+            ] {
+                if other != role {
+                    let error = config.check_role(other).unwrap_err();
+                    assert!(error.contains('`'), "{error}");
+                }
+            }
+        }
+        let metasrv = Config::from_toml(files[0].1, "metasrv").unwrap();
+        let section = metasrv.metasrv.unwrap();
+        assert_eq!((section.node_id, section.peers.len()), (Some(1), 3));
+        let datanode = Config::from_toml(files[1].1, "datanode").unwrap();
+        assert_eq!(datanode.datanode.unwrap().metasrv.len(), 3);
+
+        let error = Config::from_toml(
+            "[query]
+timeout_ms = 5
+",
+            "dn.toml",
+        )
+        .unwrap()
+        .check_role(Role::Datanode)
+        .unwrap_err();
+        assert!(
+            error.contains("`query`") && error.contains("datanode"),
+            "{error}"
+        );
+        let error = Config::from_toml(
+            "[frontend]
+metasrv = [\"10.0.0.1:4100\"]\n",
+            "m.toml",
+        )
+        .unwrap()
+        .check_role(Role::Metasrv)
+        .unwrap_err();
+        assert!(error.contains("`frontend`"), "{error}");
+        let error = Config::from_toml(
+            "[datanode]
+node_ib = 3
+",
+            "dn.toml",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("node_ib"), "{error}");
     }
 
     #[test]

@@ -116,6 +116,12 @@ impl MetaGuard<'_> {
         self.meta.catalog()
     }
 
+    /// Routes for `count` new regions, placed by the metasrv's leader over the live
+    /// datanodes (the command that creates them carries them).
+    pub async fn place(&self, count: u32) -> Result<Vec<Route>, MetaError> {
+        self.meta.client.place(count).await
+    }
+
     /// Applies a command durably and publishes the new snapshot.
     pub async fn execute(&mut self, command: Command) -> Result<(), MetaError> {
         let executed = self.meta.client.execute(&command).await?;

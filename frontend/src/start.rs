@@ -125,8 +125,8 @@ pub async fn start(
             }
         });
     }
-    // The metric regions are placed once, by the first frontend to start, over the
-    // datanodes registered then; later frontends find them.
+    // The metric regions are placed once, by the metasrv when the first frontend starts,
+    // over the datanodes alive then; later frontends find them.
     let has_metric_regions = catalog
         .database(DEFAULT_DATABASE)
         .is_ok_and(|database| database.metrics.is_some());
@@ -139,8 +139,10 @@ pub async fn start(
             .map(|d| u32::from(d.shards))
             .sum();
         let count = (shards * METRIC_REGIONS_PER_SHARD).min(REGIONS_PER_TABLE_MAX);
-        catalog
+        meta.lock()
+            .await
             .place(count)
+            .await
             .map_err(|error| format!("cannot place the metric regions: {error}"))?
     };
     let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(

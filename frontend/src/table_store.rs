@@ -105,11 +105,8 @@ impl TableStore {
         let name = name.as_str();
         let mut guard = self.meta.lock().await;
         let existed = guard.catalog().table(database, name).is_ok();
-        // Placement is the catalog's: the registered datanodes' shards, least loaded first.
-        let routes = guard
-            .catalog()
-            .place(partitions)
-            .map_err(|error| Error::unavailable(error.to_string()))?;
+        // Placement is the metasrv's: the live datanodes' shards, least loaded first.
+        let routes = guard.place(partitions).await?;
         guard
             .execute(Command::CreateTable {
                 database: database.to_string(),

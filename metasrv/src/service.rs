@@ -10,7 +10,7 @@
 //! catalog older than a command it saw acknowledged. Heartbeats are soft state held by the
 //! leader (liveness, shard figures), as GreptimeDB's metasrv holds them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,14 +28,23 @@ use serde::Serialize;
 
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Dial, Network};
-use crate::raft::state_machine::{snapshot_dir, StateMachine};
+use crate::raft::state_machine::{snapshot_dir, Legacy, StateMachine};
 use crate::raft::worker::DiskThread;
-use crate::raft::{self, MetaRaft};
+use crate::raft::{self, MetaRaft, RaftTuning};
 use metronome_catalog::request::{MetaReply, MetaRequest, RaftKind, RaftStatus};
-use metronome_catalog::{Catalog, Command};
+use metronome_catalog::{Catalog, Command, Route};
 
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
 const DATANODES_MAX: usize = 4096;
+/// A datanode is alive while its last heartbeat is at most this old: three heartbeats and a
+/// second, the lease GreptimeDB gives a region.
+pub const ALIVE_SINCE_HEARTBEAT_MAX: Duration = Duration::from_secs(3 * 5 + 1);
+/// How long openraft may take to load the membership from the raft log at start.
+const MEMBERSHIP_LOAD_MAX: Duration = Duration::from_secs(30);
+/// How long a command or a linearizable read may wait for a quorum before the replica
+/// answers that it is unavailable (a leader cut off from the others holds both until
+/// then; the client tries another replica).
+const QUORUM_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long a single-replica metasrv waits to elect itself at start.
 const SINGLE_REPLICA_ELECTION_MAX: Duration = Duration::from_secs(30);
 
@@ -56,6 +65,8 @@ pub struct ReplicaConfig {
     pub peers: BTreeMap<u64, String>,
     /// Opens a client to another replica.
     pub dial: Dial,
+    /// Raft's timers and the snapshot and checkpoint intervals.
+    pub tuning: RaftTuning,
 }
 
 impl ReplicaConfig {
@@ -79,6 +90,7 @@ impl ReplicaConfig {
                     Duration::from_secs(1),
                 )
             }),
+            tuning: RaftTuning::default(),
         }
     }
 }
@@ -130,12 +142,26 @@ impl MetaService {
             ));
         }
         let (disk_thread, worker) = DiskThread::start(disk)?;
-        let log = LogStore::open(worker.clone(), dir.join("raft-log")).await?;
-        let state = StateMachine::open(worker, snapshot_dir(&dir), dir.clone()).await?;
+        // Only a replica that is (or, new, will be) the sole voter may start from a
+        // single-replica catalog of an earlier version.
+        let legacy = if replica.peers.len() == 1 {
+            Legacy::Import
+        } else {
+            Legacy::Refuse
+        };
+        let state =
+            StateMachine::open(worker.clone(), snapshot_dir(&dir), dir.clone(), legacy).await?;
+        let log = LogStore::open(
+            worker,
+            dir.join("raft-log"),
+            state.snapshot_watermark(),
+            &replica.tuning,
+        )
+        .await?;
         let pristine = log.is_pristine();
         let raft = MetaRaft::new(
             node_id,
-            Arc::new(raft::config()),
+            Arc::new(raft::config(&replica.tuning)),
             Network::new(replica.dial),
             log,
             state.clone(),
@@ -156,18 +182,26 @@ impl MetaService {
             }
         }
         // A replica that is the only voter elects itself at once: wait for it, so that a
-        // standalone process is ready when it says so. (Which replicas vote is what the
-        // raft log says, not `peers`, for a replica that rejoins.)
-        let voters: Vec<u64> = if pristine {
-            replica.peers.keys().copied().collect()
-        } else {
-            raft.metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect()
-        };
+        // standalone process is ready when it says so. Which replicas vote is what the
+        // raft log says (not `peers`, for a replica that rejoins), once openraft has
+        // loaded it and reported it.
+        let loaded = raft
+            .wait(Some(MEMBERSHIP_LOAD_MAX))
+            .metrics(
+                |metrics| metrics.membership_config.log_id().is_some(),
+                "the membership is loaded",
+            )
+            .await
+            .map_err(|error| format!("the metasrv's raft did not load its membership: {error}"))?;
+        let voters: Vec<u64> = loaded.membership_config.membership().voter_ids().collect();
+        let listed: Vec<u64> = replica.peers.keys().copied().collect();
+        if !pristine && voters != listed && replica.peers.len() > 1 {
+            tracing::warn!(
+                ?voters,
+                peers = ?listed,
+                "the raft log's voters differ from the peers given; the raft log's rule"
+            );
+        }
         if voters == [node_id] {
             raft.wait(Some(SINGLE_REPLICA_ELECTION_MAX))
                 .current_leader(node_id, "the single replica leads")
@@ -196,7 +230,14 @@ impl MetaService {
     /// The catalog as of every command acknowledged before this call: only the leader
     /// answers, after confirming with a quorum that it still leads.
     pub async fn catalog(&self) -> Result<Arc<Catalog>, ExecuteError> {
-        match self.raft.ensure_linearizable().await {
+        let confirmed = time::timeout(QUORUM_WAIT_MAX, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| {
+                ExecuteError::Unavailable(format!(
+                    "the metasrv could not confirm its leadership within {QUORUM_WAIT_MAX:?}"
+                ))
+            })?;
+        match confirmed {
             Ok(_) => Ok(self.state.catalog()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
                 forward,
@@ -210,7 +251,15 @@ impl MetaService {
     /// Commits a command through raft and applies it; returns the catalog's version after
     /// it, and whether it changed the catalog.
     pub async fn execute(&self, command: Command) -> Result<(u64, bool), ExecuteError> {
-        match self.raft.client_write(command).await {
+        let committed = time::timeout(QUORUM_WAIT_MAX, self.raft.client_write(command))
+            .await
+            .map_err(|_| {
+                ExecuteError::Unavailable(format!(
+                    "the metasrv could not commit the command within {QUORUM_WAIT_MAX:?}; \
+                     it may still take effect"
+                ))
+            })?;
+        match committed {
             Ok(response) => match response.data.refused {
                 Some(reason) => Err(ExecuteError::Refused(reason)),
                 None => Ok((response.data.version, response.data.applied)),
@@ -252,7 +301,30 @@ impl MetaService {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             last_applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
             voters: metrics.membership_config.membership().voter_ids().collect(),
+            catalog_version: self.state.catalog().version,
         }
+    }
+
+    /// Routes for `count` new regions over the datanodes that heartbeated to this leader
+    /// within [`ALIVE_SINCE_HEARTBEAT_MAX`] (every registered one, if it heard none yet:
+    /// a new leader learns liveness within a heartbeat). Advice, not a command: the
+    /// command that creates the regions carries the routes, and two placements at once may
+    /// choose the same shards.
+    pub fn place(&self, count: u32) -> Result<Vec<Route>, ExecuteError> {
+        self.leads()?;
+        let now = time::now();
+        let alive: BTreeSet<u64> = self
+            .datanodes()
+            .into_iter()
+            .filter(|(_, status)| {
+                now.saturating_duration_since(status.last_heartbeat) <= ALIVE_SINCE_HEARTBEAT_MAX
+            })
+            .map(|(id, _)| id)
+            .collect();
+        self.state
+            .catalog()
+            .place_among(count, Some(&alive))
+            .map_err(|error| ExecuteError::Refused(error.to_string()))
     }
 
     /// Records a datanode's heartbeat; only the leader keeps them.
@@ -359,6 +431,10 @@ impl MetaService {
                 ))
             }
             MetaRequest::RaftStatus => Ok(MetaReply::RaftStatus(self.raft_status())),
+            MetaRequest::Place { count } => match self.place(count) {
+                Ok(routes) => Ok(MetaReply::Placed(routes)),
+                Err(error) => error_reply(error),
+            },
             MetaRequest::Raft { kind, payload } => match self.raft_message(kind, &payload).await {
                 Ok(reply) => Ok(MetaReply::Raft(reply)),
                 Err(error) => Err(frame::error_body(fb::ErrorKind::InvalidRequest, &error)),

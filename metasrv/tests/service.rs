@@ -97,3 +97,73 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     assert_eq!(client.catalog().await.unwrap(), catalog);
     reopened.stop().await.unwrap().stop_and_join().unwrap();
 }
+
+/// A data directory of an earlier version holds the single-replica catalog (`meta/catalog`
+/// and its edit log): a single replica starts from it; a replica of several refuses to,
+/// since each replica would start from its own catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_replica_carries_an_earlier_catalog_over_and_a_cluster_refuses_it() {
+    use metronome_core::journal;
+    use std::path::Path;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let disk = Disk::real(dir.path());
+    // What the single-replica store of the previous version wrote: a checkpoint at
+    // version 1 and one edit after it.
+    let mut catalog = metronome_catalog::Catalog::default();
+    catalog.apply(&ensure("old_metric", &["job"])).unwrap_err();
+    let regions = Command::CreateMetricRegions {
+        database: DEFAULT_DATABASE.into(),
+        routes: vec![Route {
+            datanode: 0,
+            shard: 0,
+        }],
+    };
+    catalog.apply(&regions).unwrap();
+    let legacy = Path::new("meta");
+    let (store_disk, checkpoint) = (disk.clone(), catalog.clone());
+    let edit = ensure("old_metric", &["job"]);
+    let shards = metronome_core::rt::shard::start(
+        &metronome_core::rt::shard::ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            io_driver: metronome_core::rt::shard::IoDriverChoice::Auto,
+            uring_entries: 8,
+        },
+        move |_| {
+            let (disk, checkpoint, edit) = (store_disk.clone(), checkpoint.clone(), edit.clone());
+            async move {
+                journal::store_checkpoint(&disk, legacy, "catalog", &checkpoint, 1)
+                    .await
+                    .unwrap();
+                journal::append_edit(&disk, legacy, 1, &edit).await.unwrap();
+            }
+        },
+    )
+    .unwrap();
+    shards.stop_and_join().unwrap();
+
+    let peers = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", 4100 + id)))
+        .collect();
+    let cluster = ReplicaConfig {
+        node_id: 1,
+        peers,
+        ..ReplicaConfig::single()
+    };
+    let refused = MetaService::start(disk.clone(), "meta", cluster)
+        .await
+        .err()
+        .expect("a replica of three refuses an earlier single-replica catalog");
+    assert!(refused.contains("earlier version"), "{refused}");
+
+    let service = MetaService::start(disk, "meta", ReplicaConfig::single())
+        .await
+        .unwrap();
+    let carried = service.local_catalog();
+    assert!(carried.table(DEFAULT_DATABASE, "old_metric").is_ok());
+    assert_eq!(carried.version, 2, "the checkpoint's version and its one edit");
+    // Commands go on from there.
+    let (version, applied) = service.execute(ensure("new_metric", &["job"])).await.unwrap();
+    assert_eq!((version, applied), (3, true));
+    service.stop().await.unwrap().stop_and_join().unwrap();
+}

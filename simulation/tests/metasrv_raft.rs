@@ -1,6 +1,9 @@
 //! Three metasrv replicas under openraft, with clients issuing DDL, while the seed picks
-//! faults: power loss of any replica (the leader included), partitions of a replica (both
-//! ways, inbound or outbound only), one-way link cuts, packet loss and latency.
+//! faults: power loss of any replica (the leader included), of two at once and of all
+//! three, an outage long enough that the replica returns to a log purged past it (and
+//! installs a snapshot), partitions of a replica (both ways, inbound or outbound only),
+//! one-way link cuts, and packet loss. Snapshots and log checkpoints are made every few
+//! entries, so every seed builds, installs and purges.
 //!
 //! Checked on every seed:
 //! - every acknowledged command survives: after the faults heal, a linearizable read of the
@@ -9,7 +12,7 @@
 //! - a read never misses a command acknowledged before it began (`ensure_linearizable`);
 //! - no term has two leaders, as the replicas report themselves;
 //! - liveness: once the faults heal, a command succeeds within a bound, and every replica
-//!   applies up to the same index.
+//!   applies up to the same index and holds the same catalog version there.
 #![cfg(madsim)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +28,7 @@ use metronome_catalog::Command;
 use metronome_core::rt::disk::{Disk, SimFaults};
 use metronome_core::rt::net::{FrameLimits, Listener};
 use metronome_core::rt::{rand, time};
+use metronome_metasrv::raft::RaftTuning;
 use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_simulation::node::SimNode;
 use metronome_wire::rpc::{self, RpcClient};
@@ -66,6 +70,12 @@ fn replica_main(
                         Duration::from_secs(2),
                     )
                 }),
+                tuning: RaftTuning {
+                    logs_per_snapshot: 8,
+                    logs_kept_behind_snapshot: 4,
+                    edits_per_checkpoint: 16,
+                    ..RaftTuning::default()
+                },
             };
             let service = Arc::new(
                 MetaService::start(disk, "meta", replica)
@@ -98,6 +108,8 @@ struct History {
     acknowledged: BTreeSet<String>,
     /// (term, leader) as replicas reported themselves leader.
     leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// Linearizable reads that succeeded (each checked against the acknowledgements).
+    reads: u64,
 }
 
 /// Creates databases `<prefix>-<n>` one after another until told to stop, and after each
@@ -130,6 +142,7 @@ async fn workload(prefix: String, history: Arc<Mutex<History>>, stop: async_chan
                 missing.is_empty(),
                 "a linearizable read misses acknowledged databases {missing:?}"
             );
+            history.lock().unwrap().reads += 1;
         }
         time::sleep(Duration::from_millis(rand::gen_range(0..200))).await;
     }
@@ -181,8 +194,9 @@ async fn leader() -> Option<u64> {
     None
 }
 
-/// Every replica's last applied index, or `None` for one that did not answer.
-async fn applied_indexes() -> Vec<Option<u64>> {
+/// Every replica's (last applied index, catalog version), or `None` for one that did not
+/// answer.
+async fn applied_indexes() -> Vec<Option<(u64, u64)>> {
     let mut indexes = Vec::new();
     for id in 1..=REPLICAS {
         let client = client_of(addr(id), Duration::from_millis(500));
@@ -192,7 +206,9 @@ async fn applied_indexes() -> Vec<Option<u64>> {
             })
             .await;
         indexes.push(match status {
-            Ok(Some(Ok(MetaReply::RaftStatus(status)))) => Some(status.last_applied_index),
+            Ok(Some(Ok(MetaReply::RaftStatus(status)))) => {
+                Some((status.last_applied_index, status.catalog_version))
+            }
             _ => None,
         });
     }
@@ -254,8 +270,13 @@ async fn check_after_healing(history: History, faults_injected: Vec<String>) {
         "the clients made progress: {} acknowledged",
         history.acknowledged.len()
     );
+    assert!(
+        history.reads >= 5,
+        "the read check ran: {} linearizable reads",
+        history.reads
+    );
 
-    // Every replica applies up to the same index.
+    // Every replica applies up to the same index, and holds the same catalog there.
     loop {
         let indexes = applied_indexes().await;
         if indexes
@@ -333,7 +354,35 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
         let node = &replicas[target as usize - 1];
         let id = node.handle().id();
         let hold = Duration::from_millis(rand::gen_range(100..4000));
-        match rand::gen_range(0..6) {
+        match rand::gen_range(0..9) {
+            6 => {
+                // Two of three: no quorum until one is back.
+                let other = &replicas[target as usize % REPLICAS as usize];
+                faults_injected.push(format!("power off {target} and the next for {hold:?}"));
+                node.power_off();
+                other.power_off();
+                time::sleep(hold).await;
+                Handle::current().restart(id);
+                Handle::current().restart(other.handle().id());
+            }
+            7 => {
+                faults_injected.push(format!("power off every replica for {hold:?}"));
+                for replica in &replicas {
+                    replica.power_off();
+                }
+                time::sleep(hold).await;
+                for replica in &replicas {
+                    Handle::current().restart(replica.handle().id());
+                }
+            }
+            8 => {
+                // Long enough for the others to snapshot and purge what it lacks.
+                let outage = Duration::from_millis(rand::gen_range(5000..9000));
+                faults_injected.push(format!("power off {target} for {outage:?}"));
+                node.power_off();
+                time::sleep(outage).await;
+                Handle::current().restart(id);
+            }
             0 => {
                 faults_injected.push(format!("power cycle {target}"));
                 node.power_cycle();

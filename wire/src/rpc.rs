@@ -202,9 +202,16 @@ impl RpcClient {
         if let Some(link) = slot.as_ref().filter(|link| link.is_open()) {
             return Ok(link.clone());
         }
-        let connection = (self.connector)().await.map_err(|error| {
-            RpcError::Unavailable(format!("cannot connect to {}: {error}", self.peer))
-        })?;
+        // A host that is down answers no SYN: connecting waits out the call's timeout,
+        // not the kernel's two minutes.
+        let connection = time::timeout(self.call_timeout, (self.connector)())
+            .await
+            .map_err(|elapsed| {
+                RpcError::Unavailable(format!("cannot connect to {}: {elapsed}", self.peer))
+            })?
+            .map_err(|error| {
+                RpcError::Unavailable(format!("cannot connect to {}: {error}", self.peer))
+            })?;
         let (mut sender, mut receiver) = connection.split();
         let (outgoing, to_send) = async_channel::bounded::<Bytes>(REQUEST_FRAMES_QUEUED_MAX);
         let link = Arc::new(Link {

@@ -219,7 +219,7 @@ fn run(mut args: Args) -> Result<bool, String> {
     }
     let binary = |kind: Kind| -> PathBuf {
         match kind {
-            Kind::Metronome | Kind::MetronomeCluster => metronome_bin.clone(),
+            Kind::Metronome | Kind::MetronomeCluster { .. } => metronome_bin.clone(),
             Kind::MetronomeBaseline => args.baseline_bin.clone().expect("checked above"),
             Kind::Prometheus => args.prometheus_bin.clone(),
             Kind::VictoriaMetrics => args.victoria_metrics_bin.clone(),
@@ -354,7 +354,7 @@ fn run(mut args: Args) -> Result<bool, String> {
                 &target_workload,
                 bodies,
                 first,
-                &system.write_url(),
+                &system.write_urls(),
                 name,
                 args.concurrency,
                 &progress,

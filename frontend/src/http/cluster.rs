@@ -25,7 +25,8 @@ use serde_json::{json, Value as Json};
 use super::{status_code, Frontend};
 
 /// A datanode is alive while its last heartbeat is at most this old: three heartbeats
-/// and a second, the lease GreptimeDB gives a region (leases come with issue 17).
+/// and a second, the lease GreptimeDB gives a region. The metasrv places new regions by
+/// the same bound (`MetaService::place`).
 pub const ALIVE_SINCE_HEARTBEAT_MS_MAX: u64 = 3 * 5_000 + 1_000;
 
 pub(super) async fn cluster(State(frontend): State<Arc<Frontend>>) -> Response {
@@ -70,6 +71,7 @@ pub fn describe(
                 "leader_id": status.leader,
                 "last_log_index": status.last_log_index,
                 "last_applied_index": status.last_applied_index,
+                "catalog_version": status.catalog_version,
                 "voters": status.voters,
             }),
             Err(error) => json!({
@@ -144,7 +146,7 @@ mod tests {
         catalog
             .apply(&Command::CreateMetricRegions {
                 database: DEFAULT_DATABASE.to_string(),
-                routes: catalog.place(2).unwrap(),
+                routes: catalog.place_among(2, None).unwrap(),
             })
             .unwrap();
         let replicas = [
@@ -158,6 +160,7 @@ mod tests {
                     last_log_index: 7,
                     last_applied_index: 7,
                     voters: vec![1, 2],
+                    catalog_version: 3,
                 }),
             ),
             (

@@ -10,6 +10,20 @@
 //!
 //! `committed` is persisted too: a replica that restarts re-applies every committed entry
 //! instead of showing an older catalog until the next commit (openraft #1246, #1511).
+//!
+//! A purge never passes the last snapshot that is durable ([`SnapshotWatermark`]): on a
+//! follower that installs a snapshot, openraft asks for the purge before the state
+//! machine has written the snapshot, and a power loss between the two would leave a
+//! replica whose log and snapshot leave a gap it can never restart across. A purge
+//! beyond the watermark is held back (the entries kept are harmless) and written once an
+//! append needs it: an append that leaves a gap after the entries kept waits until the
+//! snapshot covering the gap is durable and records the held purge first, so the disk
+//! never holds a log with a hole that no snapshot covers.
+//!
+//! An edit is checked before it is written (entries contiguous, purges forward): one that
+//! would break the log is an error openraft stops on, never a record that makes every
+//! later start fail. A failed write or checkpoint poisons the store: its memory may no
+//! longer match its disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,10 +38,16 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageI
 use serde::{Deserialize, Serialize};
 
 use super::worker::DiskWorker;
-use super::TypeConfig;
+use super::{RaftTuning, TypeConfig};
 
-/// Edits appended before the state is checkpointed again.
-const EDITS_PER_CHECKPOINT: u64 = 1024;
+/// The last log id covered by a snapshot that is on disk, shared by the state machine
+/// (which raises it once a snapshot is synced) and the log (which purges no further).
+pub type SnapshotWatermark = tokio::sync::watch::Receiver<Option<LogId<u64>>>;
+
+/// How long an append that follows a snapshot's install waits for the snapshot to be
+/// durable before it fails (and openraft stops the replica).
+const SNAPSHOT_DURABLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 const LIMITS: JournalLimits = JournalLimits {
     checkpoint_bytes_max: 256 * 1024 * 1024,
     edits_bytes_max: 256 * 1024 * 1024,
@@ -59,6 +79,10 @@ enum LogEdit {
 
 #[derive(Debug, Default)]
 struct LogMemory {
+    /// A write failed: the store refuses everything after it.
+    failed: bool,
+    /// A purge openraft asked for beyond the durable snapshot, not written yet.
+    held_purge: Option<LogId<u64>>,
     generation: u64,
     edits_since_checkpoint: u64,
     vote: Option<Vote<u64>>,
@@ -68,12 +92,53 @@ struct LogMemory {
 }
 
 impl LogMemory {
+    /// Whether `edit` keeps the log well formed; checked before it is written.
+    fn check(&self, edit: &LogEdit) -> Result<(), String> {
+        match edit {
+            LogEdit::Append(entries) => {
+                let mut expected = self
+                    .entries
+                    .keys()
+                    .next_back()
+                    .map(|last| last + 1)
+                    .or(self.last_purged.map(|purged| purged.index + 1));
+                for entry in entries {
+                    if expected.is_some_and(|expected| entry.log_id.index != expected) {
+                        return Err(format!(
+                            "appending entry {} where entry {expected:?} comes next",
+                            entry.log_id
+                        ));
+                    }
+                    expected = Some(entry.log_id.index + 1);
+                }
+            }
+            LogEdit::Purge(log_id) if self.last_purged > Some(*log_id) => {
+                return Err(format!(
+                    "purging to {log_id} after purging to {:?}",
+                    self.last_purged
+                ));
+            }
+            LogEdit::Truncate(index)
+                if self
+                    .last_purged
+                    .is_some_and(|purged| *index <= purged.index) =>
+            {
+                return Err(format!(
+                    "truncating from {index}, at or below the purged {:?}",
+                    self.last_purged
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, edit: LogEdit) {
         match edit {
             LogEdit::Append(entries) => {
                 for entry in entries {
                     if let Some(last) = self.entries.keys().next_back() {
-                        assert_eq!(entry.log_id.index, last + 1, "log entries are contiguous");
+                        assert_eq!(entry.log_id.index, last + 1, "checked before writing");
                     }
                     self.entries.insert(entry.log_id.index, entry);
                 }
@@ -82,12 +147,7 @@ impl LogMemory {
                 self.entries.split_off(&index);
             }
             LogEdit::Purge(log_id) => {
-                assert!(
-                    self.last_purged <= Some(log_id),
-                    "a purge never goes back ({:?} after {:?})",
-                    log_id,
-                    self.last_purged
-                );
+                assert!(self.last_purged <= Some(log_id), "checked before writing");
                 self.last_purged = Some(log_id);
                 self.entries = self.entries.split_off(&(log_id.index + 1));
             }
@@ -113,6 +173,8 @@ pub struct LogStore {
     memory: Arc<Mutex<LogMemory>>,
     worker: DiskWorker,
     dir: PathBuf,
+    snapshot: SnapshotWatermark,
+    edits_per_checkpoint: u64,
 }
 
 fn write_error(error: io::Error) -> StorageError<u64> {
@@ -121,7 +183,12 @@ fn write_error(error: io::Error) -> StorageError<u64> {
 
 impl LogStore {
     /// Opens the log under `dir`, creating it empty if there is none.
-    pub async fn open(worker: DiskWorker, dir: PathBuf) -> Result<LogStore, String> {
+    pub async fn open(
+        worker: DiskWorker,
+        dir: PathBuf,
+        snapshot: SnapshotWatermark,
+        tuning: &RaftTuning,
+    ) -> Result<LogStore, String> {
         let path = dir.join(CHECKPOINT_NAME);
         let loaded = worker
             .run(move |disk| async move {
@@ -162,6 +229,8 @@ impl LogStore {
             memory: Arc::new(Mutex::new(memory)),
             worker,
             dir,
+            snapshot,
+            edits_per_checkpoint: tuning.edits_per_checkpoint,
         })
     }
 
@@ -173,31 +242,56 @@ impl LogStore {
 
     /// Makes `edit` durable, then applies it; checkpoints when the edit log is long.
     async fn record(&self, edit: LogEdit) -> io::Result<()> {
-        let generation = self.memory.lock().expect("raft log").generation;
+        let generation = {
+            let memory = self.memory.lock().expect("raft log");
+            if memory.failed {
+                return Err(io::Error::other(
+                    "the raft log refuses writes after an earlier write failed",
+                ));
+            }
+            memory.check(&edit).map_err(io::Error::other)?;
+            memory.generation
+        };
         let (dir, logged) = (self.dir.clone(), edit.clone());
-        self.worker
-            .run(move |disk| async move {
-                journal::append_edit(&disk, &dir, generation, &logged).await
-            })
-            .await?;
+        let written =
+            self.worker
+                .run(move |disk| async move {
+                    journal::append_edit(&disk, &dir, generation, &logged).await
+                })
+                .await;
         let checkpoint = {
             let mut memory = self.memory.lock().expect("raft log");
+            if let Err(error) = written {
+                memory.failed = true;
+                return Err(error);
+            }
             memory.apply(edit);
             memory.edits_since_checkpoint += 1;
-            (memory.edits_since_checkpoint >= EDITS_PER_CHECKPOINT)
+            (memory.edits_since_checkpoint >= self.edits_per_checkpoint)
                 .then(|| memory.checkpoint(generation + 1))
         };
         if let Some(state) = checkpoint {
             let dir = self.dir.clone();
             let next = state.generation;
-            self.worker
+            let stored = self
+                .worker
                 .run(move |disk| async move {
                     journal::store_checkpoint(&disk, &dir, CHECKPOINT_NAME, &state, next).await
                 })
-                .await?;
+                .await;
             let mut memory = self.memory.lock().expect("raft log");
-            memory.generation = next;
-            memory.edits_since_checkpoint = 0;
+            match stored {
+                Ok(()) => {
+                    memory.generation = next;
+                    memory.edits_since_checkpoint = 0;
+                }
+                // The checkpoint of `next` may or may not be the one on disk now, so
+                // neither edit log is safe to append to.
+                Err(error) => {
+                    memory.failed = true;
+                    return Err(error);
+                }
+            }
         }
         Ok(())
     }
@@ -274,6 +368,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
+        // After an installed snapshot, the entries follow the snapshot, not the log kept:
+        // the held purge (to the snapshot) goes first, once the snapshot is on disk.
+        let (next, held) = {
+            let memory = self.memory.lock().expect("raft log");
+            let next = memory
+                .entries
+                .keys()
+                .next_back()
+                .map(|last| last + 1)
+                .or(memory.last_purged.map(|purged| purged.index + 1));
+            (next, memory.held_purge)
+        };
+        let first = entries[0].log_id.index;
+        if let (Some(next), Some(held)) = (next, held) {
+            if first > next && held.index + 1 == first {
+                let mut watermark = self.snapshot.clone();
+                let durable = metronome_core::rt::time::timeout(
+                    SNAPSHOT_DURABLE_WAIT_MAX,
+                    watermark.wait_for(|durable| *durable >= Some(held)),
+                )
+                .await
+                .is_ok_and(|waited| waited.is_ok());
+                if !durable {
+                    let error = io::Error::other(format!(
+                        "entry {first} follows a snapshot to {held} that did not reach the disk"
+                    ));
+                    callback.log_io_completed(Err(io::Error::other(error.to_string())));
+                    return Err(write_error(error));
+                }
+                if let Err(error) = self.record(LogEdit::Purge(held)).await {
+                    callback.log_io_completed(Err(io::Error::other(error.to_string())));
+                    return Err(write_error(error));
+                }
+            }
+        }
         // The callback is openraft's signal that the entries are durable: only after the
         // sync, and with the error if there was one.
         match self.record(LogEdit::Append(entries)).await {
@@ -297,8 +426,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.record(LogEdit::Purge(log_id))
-            .await
-            .map_err(write_error)
+        let durable = *self.snapshot.borrow();
+        let upto = {
+            let mut memory = self.memory.lock().expect("raft log");
+            if durable < Some(log_id) {
+                memory.held_purge = memory.held_purge.max(Some(log_id));
+            }
+            let upto = durable.min(Some(log_id));
+            match upto {
+                Some(upto) if memory.last_purged < Some(upto) => upto,
+                _ => return Ok(()),
+            }
+        };
+        self.record(LogEdit::Purge(upto)).await.map_err(write_error)
     }
 }

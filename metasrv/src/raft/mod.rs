@@ -52,27 +52,53 @@ impl Applied {
     }
 }
 
-/// How often the leader heartbeats its followers.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
-/// A follower that hears no leader for a random time in this range starts an election.
-/// Wide against the heartbeat, so that a loaded machine (two cores shared by a whole
-/// cluster in the tests) does not depose a healthy leader.
-pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(600);
-pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1200);
-/// Entries applied between snapshots; the log keeps this many more behind a snapshot, for
-/// followers that lag a little.
-const LOGS_PER_SNAPSHOT: u64 = 1024;
-const LOGS_KEPT_BEHIND_SNAPSHOT: u64 = 256;
+/// The metasrv's raft settings. The defaults are production's; the simulation shrinks
+/// the snapshot and checkpoint intervals so that every seed builds, installs and purges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftTuning {
+    /// How often the leader heartbeats its followers. openraft also gives each
+    /// AppendEntries this long to be answered, and a follower answers after its fsync:
+    /// 250 ms leaves room for a slow disk.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range starts an
+    /// election. Wide against the heartbeat, so that a loaded machine (two cores shared by
+    /// a whole cluster in the tests) or a slow fsync does not depose a healthy leader.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Entries applied between snapshots...
+    pub logs_per_snapshot: u64,
+    /// ...and entries the log keeps behind a snapshot, for followers that lag a little.
+    pub logs_kept_behind_snapshot: u64,
+    /// Raft log edits between checkpoints of the log's state.
+    pub edits_per_checkpoint: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> RaftTuning {
+        RaftTuning {
+            heartbeat_interval: Duration::from_millis(250),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            logs_per_snapshot: 1024,
+            logs_kept_behind_snapshot: 256,
+            edits_per_checkpoint: 1024,
+        }
+    }
+}
 
 /// openraft's configuration for the metasrv.
-pub fn config() -> openraft::Config {
+pub fn config(tuning: &RaftTuning) -> openraft::Config {
     let config = openraft::Config {
         cluster_name: "metronome-metasrv".to_string(),
-        heartbeat_interval: HEARTBEAT_INTERVAL.as_millis() as u64,
-        election_timeout_min: ELECTION_TIMEOUT_MIN.as_millis() as u64,
-        election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(LOGS_PER_SNAPSHOT),
-        max_in_snapshot_log_to_keep: LOGS_KEPT_BEHIND_SNAPSHOT,
+        heartbeat_interval: tuning.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: tuning.election_timeout_min.as_millis() as u64,
+        election_timeout_max: tuning.election_timeout_max.as_millis() as u64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.logs_per_snapshot),
+        max_in_snapshot_log_to_keep: tuning.logs_kept_behind_snapshot,
+        // A snapshot chunk is JSON (bytes as numbers, about 3.5 times larger) and the
+        // last one waits for the follower's decode and fsync.
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
         ..openraft::Config::default()
     };
     config

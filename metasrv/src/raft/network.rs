@@ -93,7 +93,15 @@ impl PeerLink {
                 })
             });
         let payload = match time::timeout(option.hard_ttl(), call).await {
-            Err(elapsed) => return Err(RPCError::Unreachable(Unreachable::new(&elapsed))),
+            // A slow answer (a follower's fsync) is no reason to back off: openraft
+            // retries a network error at once, while `Unreachable` silences the stream
+            // for half a second, longer than a follower waits before it calls an election.
+            Err(elapsed) => {
+                return Err(RPCError::Network(NetworkError::new(&LinkError(format!(
+                    "replica {}: {elapsed}",
+                    self.target
+                )))))
+            }
             Ok(Err(error)) => return Err(RPCError::Unreachable(Unreachable::new(&error))),
             Ok(Ok(Err(message))) => {
                 return Err(RPCError::Network(NetworkError::new(&LinkError(message))))

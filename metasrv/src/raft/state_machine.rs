@@ -3,8 +3,10 @@
 //! catalog at each log index.
 //!
 //! Applying is in memory; what makes the state durable is the raft log (committed entries
-//! are re-applied on restart) and the snapshot, a checkpoint of the whole state written
-//! before openraft may purge the entries it covers. A replica opens at its snapshot.
+//! are re-applied on restart) and the snapshot, a checkpoint of the whole state. Snapshots
+//! on disk only move forward (a build of an older state that finishes after an install
+//! of a newer one is not written), and each one written raises the watermark the raft
+//! log purges no further than. A replica opens at its snapshot.
 //!
 //! A command the catalog refuses (say, two frontends create the same table at once and the
 //! second is committed after the first) changes nothing, on every replica alike, and its
@@ -32,8 +34,9 @@ const LIMITS: JournalLimits = JournalLimits {
 };
 const SNAPSHOT_NAME: &str = "snapshot";
 /// The single-replica catalog store of earlier versions (`meta/catalog` and its edits):
-/// a replica with no snapshot starts from it, so a standalone data directory keeps its
-/// catalog across the upgrade.
+/// a single-voter replica (standalone's) with no snapshot starts from it, so a standalone
+/// data directory keeps its catalog across the upgrade. A replica of several refuses to
+/// start on one: each replica would start from its own catalog, and they would diverge.
 const LEGACY_CATALOG_NAME: &str = "catalog";
 
 /// What the state machine holds.
@@ -51,6 +54,15 @@ struct SnapshotFile {
     state: MetaState,
 }
 
+/// Whether a catalog of an earlier version may be the starting state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    /// The replica is the only voter: it may start from it.
+    Import,
+    /// The replica is one of several: finding one is an error.
+    Refuse,
+}
+
 /// The state machine; clones share it (the snapshot builder is a clone).
 #[derive(Clone)]
 pub struct StateMachine {
@@ -58,6 +70,8 @@ pub struct StateMachine {
     worker: DiskWorker,
     dir: PathBuf,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+    /// The last log id of the snapshot on disk.
+    durable: Arc<tokio::sync::watch::Sender<Option<LogId<u64>>>>,
 }
 
 impl StateMachine {
@@ -67,6 +81,7 @@ impl StateMachine {
         worker: DiskWorker,
         dir: PathBuf,
         legacy_dir: PathBuf,
+        legacy_policy: Legacy,
     ) -> Result<StateMachine, String> {
         let path = dir.join(SNAPSHOT_NAME);
         let legacy = legacy_dir.join(LEGACY_CATALOG_NAME);
@@ -75,6 +90,20 @@ impl StateMachine {
                 let snapshot = journal::load::<SnapshotFile, ()>(&disk, &path, LIMITS, |_| 0).await;
                 if let Some((file, _)) = snapshot.map_err(io::Error::other)? {
                     return Ok(file.state);
+                }
+                if legacy_policy == Legacy::Refuse
+                    && disk
+                        .open(&legacy, metronome_core::rt::disk::OpenOptions::read())
+                        .await
+                        .is_ok()
+                {
+                    return Err(io::Error::other(format!(
+                        "{} holds the single-replica catalog of an earlier version; start \
+                         this data directory as a single replica (standalone, or metasrv \
+                         without --peers) to carry it over, or give the replica an empty \
+                         directory",
+                        legacy.display()
+                    )));
                 }
                 let loaded =
                     journal::load::<Catalog, Command>(&disk, &legacy, LIMITS, |c| c.version)
@@ -105,12 +134,34 @@ impl StateMachine {
                     dir.display()
                 )
             })?;
+        let (durable, _) = tokio::sync::watch::channel(state.last_applied);
+        // With no snapshot on disk (a new replica, or one started from the legacy
+        // catalog), nothing may be purged yet.
+        let has_snapshot = dir.join(SNAPSHOT_NAME);
+        let found = worker
+            .run(move |disk| async move {
+                Ok(disk
+                    .open(&has_snapshot, metronome_core::rt::disk::OpenOptions::read())
+                    .await
+                    .is_ok())
+            })
+            .await
+            .unwrap_or(false);
+        if !found {
+            durable.send_replace(None);
+        }
         Ok(StateMachine {
             state: Arc::new(Mutex::new(state)),
             worker,
             dir,
             snapshots_built: Arc::default(),
+            durable: Arc::new(durable),
         })
+    }
+
+    /// The watermark the raft log purges no further than.
+    pub fn snapshot_watermark(&self) -> tokio::sync::watch::Receiver<Option<LogId<u64>>> {
+        self.durable.subscribe()
     }
 
     /// The catalog as of the last applied entry.
@@ -118,11 +169,21 @@ impl StateMachine {
         self.state.lock().expect("meta state").catalog.clone()
     }
 
+    /// Writes `file` as the snapshot unless the one on disk is as new; raises the
+    /// watermark. Jobs on the disk thread run one at a time, so the check and the write
+    /// are one step.
     async fn store(&self, file: SnapshotFile) -> io::Result<()> {
         let dir = self.dir.clone();
+        let durable = self.durable.clone();
         self.worker
             .run(move |disk| async move {
-                journal::store_checkpoint(&disk, &dir, SNAPSHOT_NAME, &file, 0).await
+                let newest = *durable.borrow();
+                if newest.is_some() && file.meta.last_log_id <= newest {
+                    return Ok(());
+                }
+                journal::store_checkpoint(&disk, &dir, SNAPSHOT_NAME, &file, 0).await?;
+                durable.send_replace(file.meta.last_log_id);
+                Ok(())
             })
             .await
     }

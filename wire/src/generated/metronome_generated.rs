@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 18;
+pub const ENUM_MAX_REQUEST: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 19] = [
+pub const ENUM_VALUES_REQUEST: [Request; 20] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -532,6 +532,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 19] = [
   Request::GetLiveness,
   Request::RaftMessage,
   Request::GetRaftStatus,
+  Request::PlaceRegions,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -558,9 +559,10 @@ impl Request {
   pub const GetLiveness: Self = Self(16);
   pub const RaftMessage: Self = Self(17);
   pub const GetRaftStatus: Self = Self(18);
+  pub const PlaceRegions: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -581,6 +583,7 @@ impl Request {
     Self::GetLiveness,
     Self::RaftMessage,
     Self::GetRaftStatus,
+    Self::PlaceRegions,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -604,6 +607,7 @@ impl Request {
       Self::GetLiveness => Some("GetLiveness"),
       Self::RaftMessage => Some("RaftMessage"),
       Self::GetRaftStatus => Some("GetRaftStatus"),
+      Self::PlaceRegions => Some("PlaceRegions"),
       _ => None,
     }
   }
@@ -663,10 +667,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 12;
+pub const ENUM_MAX_REPLY: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 13] = [
+pub const ENUM_VALUES_REPLY: [Reply; 14] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -680,6 +684,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 13] = [
   Reply::RaftMessageReply,
   Reply::NotLeader,
   Reply::RaftStatus,
+  Reply::RegionsPlaced,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -700,9 +705,10 @@ impl Reply {
   pub const RaftMessageReply: Self = Self(10);
   pub const NotLeader: Self = Self(11);
   pub const RaftStatus: Self = Self(12);
+  pub const RegionsPlaced: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -717,6 +723,7 @@ impl Reply {
     Self::RaftMessageReply,
     Self::NotLeader,
     Self::RaftStatus,
+    Self::RegionsPlaced,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -734,6 +741,7 @@ impl Reply {
       Self::RaftMessageReply => Some("RaftMessageReply"),
       Self::NotLeader => Some("NotLeader"),
       Self::RaftStatus => Some("RaftStatus"),
+      Self::RegionsPlaced => Some("RegionsPlaced"),
       _ => None,
     }
   }
@@ -3763,6 +3771,103 @@ impl ::core::fmt::Debug for GetRaftStatus<'_> {
       ds.finish()
   }
 }
+pub enum PlaceRegionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Routes for `count` new regions, chosen by the metasrv's leader over the live datanodes.
+pub struct PlaceRegions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PlaceRegions<'a> {
+  type Inner = PlaceRegions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PlaceRegions<'a> {
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PlaceRegions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PlaceRegionsArgs
+  ) -> ::flatbuffers::WIPOffset<PlaceRegions<'bldr>> {
+    let mut builder = PlaceRegionsBuilder::new(_fbb);
+    builder.add_count(args.count);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn count(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PlaceRegions::VT_COUNT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PlaceRegions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("count", Self::VT_COUNT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PlaceRegionsArgs {
+    pub count: u32,
+}
+impl<'a> Default for PlaceRegionsArgs {
+  #[inline]
+  fn default() -> Self {
+    PlaceRegionsArgs {
+      count: 0,
+    }
+  }
+}
+
+pub struct PlaceRegionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PlaceRegionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_count(&mut self, count: u32) {
+    self.fbb_.push_slot::<u32>(PlaceRegions::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PlaceRegionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PlaceRegionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PlaceRegions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PlaceRegions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PlaceRegions");
+      ds.field("count", &self.count());
+      ds.finish()
+  }
+}
 pub enum RaftMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4896,6 +5001,7 @@ impl<'a> RaftStatus<'a> {
   pub const VT_LAST_LOG_INDEX: ::flatbuffers::VOffsetT = 12;
   pub const VT_LAST_APPLIED_INDEX: ::flatbuffers::VOffsetT = 14;
   pub const VT_VOTERS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CATALOG_VERSION: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4907,6 +5013,7 @@ impl<'a> RaftStatus<'a> {
     args: &'args RaftStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RaftStatus<'bldr>> {
     let mut builder = RaftStatusBuilder::new(_fbb);
+    builder.add_catalog_version(args.catalog_version);
     builder.add_last_applied_index(args.last_applied_index);
     builder.add_last_log_index(args.last_log_index);
     builder.add_leader_id(args.leader_id);
@@ -4970,6 +5077,15 @@ impl<'a> RaftStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RaftStatus::VT_VOTERS, None).unwrap()}
   }
+  /// The catalog's version as this replica applied it: replicas at one applied index
+  /// hold one version, or they diverged.
+  #[inline]
+  pub fn catalog_version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RaftStatus::VT_CATALOG_VERSION, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RaftStatus<'_> {
@@ -4985,6 +5101,7 @@ impl ::flatbuffers::Verifiable for RaftStatus<'_> {
      .visit_field::<u64>("last_log_index", Self::VT_LAST_LOG_INDEX, false)?
      .visit_field::<u64>("last_applied_index", Self::VT_LAST_APPLIED_INDEX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, true)?
+     .visit_field::<u64>("catalog_version", Self::VT_CATALOG_VERSION, false)?
      .finish();
     Ok(())
   }
@@ -4997,6 +5114,7 @@ pub struct RaftStatusArgs<'a> {
     pub last_log_index: u64,
     pub last_applied_index: u64,
     pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub catalog_version: u64,
 }
 impl<'a> Default for RaftStatusArgs<'a> {
   #[inline]
@@ -5009,6 +5127,7 @@ impl<'a> Default for RaftStatusArgs<'a> {
       last_log_index: 0,
       last_applied_index: 0,
       voters: None, // required field
+      catalog_version: 0,
     }
   }
 }
@@ -5047,6 +5166,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RaftStatusBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RaftStatus::VT_VOTERS, voters);
   }
   #[inline]
+  pub fn add_catalog_version(&mut self, catalog_version: u64) {
+    self.fbb_.push_slot::<u64>(RaftStatus::VT_CATALOG_VERSION, catalog_version, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RaftStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RaftStatusBuilder {
@@ -5073,6 +5196,105 @@ impl ::core::fmt::Debug for RaftStatus<'_> {
       ds.field("last_log_index", &self.last_log_index());
       ds.field("last_applied_index", &self.last_applied_index());
       ds.field("voters", &self.voters());
+      ds.field("catalog_version", &self.catalog_version());
+      ds.finish()
+  }
+}
+pub enum RegionsPlacedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The routes a PlaceRegions asked for, in order.
+pub struct RegionsPlaced<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegionsPlaced<'a> {
+  type Inner = RegionsPlaced<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegionsPlaced<'a> {
+  pub const VT_ROUTES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegionsPlaced { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegionsPlacedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegionsPlaced<'bldr>> {
+    let mut builder = RegionsPlacedBuilder::new(_fbb);
+    if let Some(x) = args.routes { builder.add_routes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn routes(&self) -> ::flatbuffers::Vector<'a, Route> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Route>>>(RegionsPlaced::VT_ROUTES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegionsPlaced<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Route>>>("routes", Self::VT_ROUTES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegionsPlacedArgs<'a> {
+    pub routes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Route>>>,
+}
+impl<'a> Default for RegionsPlacedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegionsPlacedArgs {
+      routes: None, // required field
+    }
+  }
+}
+
+pub struct RegionsPlacedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionsPlacedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_routes(&mut self, routes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Route>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionsPlaced::VT_ROUTES, routes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionsPlacedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegionsPlacedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegionsPlaced<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RegionsPlaced::VT_ROUTES,"routes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegionsPlaced<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegionsPlaced");
+      ds.field("routes", &self.routes());
       ds.finish()
   }
 }
@@ -5492,6 +5714,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_place_regions(&self) -> Option<PlaceRegions<'a>> {
+    if self.body_type() == Request::PlaceRegions {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PlaceRegions::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -5520,6 +5756,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::GetLiveness => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetLiveness>>("Request::GetLiveness", pos),
           Request::RaftMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftMessage>>("Request::RaftMessage", pos),
           Request::GetRaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetRaftStatus>>("Request::GetRaftStatus", pos),
+          Request::PlaceRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlaceRegions>>("Request::PlaceRegions", pos),
           _ => Ok(()),
         }
      })?
@@ -5696,6 +5933,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::GetRaftStatus => {
           if let Some(x) = self.body_as_get_raft_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::PlaceRegions => {
+          if let Some(x) = self.body_as_place_regions() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5926,6 +6170,20 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_regions_placed(&self) -> Option<RegionsPlaced<'a>> {
+    if self.body_type() == Reply::RegionsPlaced {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegionsPlaced::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -5948,6 +6206,7 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::RaftMessageReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftMessageReply>>("Reply::RaftMessageReply", pos),
           Reply::NotLeader => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotLeader>>("Reply::NotLeader", pos),
           Reply::RaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftStatus>>("Reply::RaftStatus", pos),
+          Reply::RegionsPlaced => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegionsPlaced>>("Reply::RegionsPlaced", pos),
           _ => Ok(()),
         }
      })?
@@ -6082,6 +6341,13 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::RaftStatus => {
           if let Some(x) = self.body_as_raft_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::RegionsPlaced => {
+          if let Some(x) = self.body_as_regions_placed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
