@@ -48,7 +48,12 @@ restore() {
 trap restore EXIT
 trap 'restore; exit 130' INT TERM
 
-for test in $(printf '%s\n' "${mutations[@]}" | cut -d'|' -f3 | sort -u); do
+tests=()
+for mutation in "${mutations[@]}"; do
+    IFS='|' read -r -d '' _ _ test _ <<<"$mutation"
+    [[ " ${tests[*]} " == *" $test "* ]] || tests+=("$test")
+done
+for test in "${tests[@]}"; do
     if ! baseline=$(run "$test"); then
         echo "baseline: $test fails unmutated within $seeds seeds; fix that first" >&2
         grep -m1 -A1 "panicked at" <<<"$baseline" >&2
