@@ -15,14 +15,18 @@ target="${METRONOME_CI_CACHE:-/var/tmp/metronome-ci}/target-madsim"
 
 # name | file | test | text to replace | replacement
 mutations=(
-"ack-before-commit|metasrv/src/service.rs|metasrv_raft|        match self.raft.client_write(command).await {|        // MUTATION: answer once the command is proposed, before raft commits it.
+"ack-before-commit|metasrv/src/service.rs|metasrv_raft|        let committed = time::timeout(QUORUM_WAIT_MAX, self.raft.client_write(command))|        // MUTATION: answer once the command is proposed, before raft commits it.
         if let Ok(receiver) = self.raft.client_write_ff(command.clone()).await {
             drop(receiver);
             return Ok((self.state.catalog().version, true));
         }
-        match self.raft.client_write(command).await {"
-"stale-read|metasrv/src/service.rs|metasrv_raft|        match self.raft.ensure_linearizable().await {|        // MUTATION: serve the catalog from whichever replica is asked, as it stands.
-        match Ok::<_, RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>>(()) {"
+        let committed = time::timeout(QUORUM_WAIT_MAX, self.raft.client_write(command))"
+"stale-read|metasrv/src/service.rs|metasrv_raft|        let confirmed = time::timeout(QUORUM_WAIT_MAX, self.raft.ensure_linearizable())|        // MUTATION: serve the catalog from whichever replica is asked, as it stands.
+        let confirmed = time::timeout(QUORUM_WAIT_MAX, async {
+            Ok::<_, RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>>(
+                None::<openraft::LogId<u64>>,
+            )
+        })"
 "purge-past-snapshot|metasrv/src/raft/log_store.rs|metasrv_raft|        let durable = *self.snapshot.borrow();|        // MUTATION: purge what openraft asks, whether or not a snapshot on disk covers it.
         let durable = Some(log_id);"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
