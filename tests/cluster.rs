@@ -218,6 +218,44 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
     assert_eq!(leaders.len(), 4, "{cluster}");
     assert!(leaders.contains(&1) && leaders.contains(&2), "{cluster}");
 
+    // The same through SQL, under GreptimeDB's names.
+    let info = sql_at(
+        http,
+        "SELECT peer_type, peer_id, alive, is_leader FROM information_schema.cluster_info \
+         ORDER BY peer_type DESC, peer_id",
+    );
+    assert_eq!(info.status, 200, "{}", info.body);
+    let rows = info.json()["output"][0]["records"]["rows"].clone();
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            ["METASRV", 1, true, true],
+            ["DATANODE", 1, true, null],
+            ["DATANODE", 2, true, null]
+        ]),
+        "{}",
+        info.body
+    );
+    let peers = sql_at(
+        http,
+        "SELECT peer_id, count(*), min(status) FROM information_schema.region_peers \
+         GROUP BY peer_id ORDER BY peer_id",
+    );
+    assert_eq!(peers.status, 200, "{}", peers.body);
+    let rows = peers.json()["output"][0]["records"]["rows"].clone();
+    assert_eq!(
+        rows,
+        serde_json::json!([[1, 2, "ALIVE"], [2, 2, "ALIVE"]]),
+        "{}",
+        peers.body
+    );
+    // DataFusion's own tables are still there.
+    let tables = sql_at(
+        http,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'cluster_test'",
+    );
+    assert!(tables.body.contains("[[1]]"), "{}", tables.body);
+
     // The metric regions (two per shard) were placed over both datanodes.
     let (on_first, on_second) = (regions_on(dirs[1].path()), regions_on(second_dir.path()));
     assert!(

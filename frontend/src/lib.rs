@@ -20,6 +20,7 @@
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
 //! bound: every rejection names what and where.
 
+pub mod cluster_view;
 pub mod http;
 pub mod line_protocol;
 pub mod meta;

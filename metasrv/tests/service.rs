@@ -161,9 +161,15 @@ async fn a_single_replica_carries_an_earlier_catalog_over_and_a_cluster_refuses_
         .unwrap();
     let carried = service.local_catalog();
     assert!(carried.table(DEFAULT_DATABASE, "old_metric").is_ok());
-    assert_eq!(carried.version, 2, "the checkpoint's version and its one edit");
+    assert_eq!(
+        carried.version, 2,
+        "the checkpoint's version and its one edit"
+    );
     // Commands go on from there.
-    let (version, applied) = service.execute(ensure("new_metric", &["job"])).await.unwrap();
+    let (version, applied) = service
+        .execute(ensure("new_metric", &["job"]))
+        .await
+        .unwrap();
     assert_eq!((version, applied), (3, true));
     service.stop().await.unwrap().stop_and_join().unwrap();
 }

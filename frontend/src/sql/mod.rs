@@ -11,6 +11,7 @@
 
 pub mod ddl;
 mod error;
+pub mod information_schema;
 pub mod insert;
 pub mod limits;
 pub mod provider;
@@ -247,11 +248,23 @@ impl SqlEngine {
     }
 
     fn context(&self) -> SessionContext {
+        // DataFusion's own information_schema is off: ours serves its tables and the
+        // cluster's (`information_schema.rs`), as a schema of the catalog.
         let config = SessionConfig::new()
             .with_default_catalog_and_schema("metronome", &self.database)
-            .with_information_schema(true);
+            .with_information_schema(false);
         let context = SessionContext::new_with_config_rt(config, self.runtime.clone());
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
+        let information_schema = Arc::new(information_schema::InformationSchema::new(
+            context.state().catalog_list().clone(),
+            self.meta.clone(),
+        ));
+        datafusion::catalog::CatalogProvider::register_schema(
+            catalog.as_ref(),
+            "information_schema",
+            information_schema,
+        )
+        .expect("a memory catalog accepts schemas");
         let schema = Arc::new(provider::DatabaseSchema {
             database: self.database.clone(),
             catalog: self.meta.catalog(),

@@ -1,0 +1,196 @@
+//! The cluster as this frontend sees it: each metasrv replica with the raft state it
+//! reports (asked of every replica, not the leader), each registered datanode with its
+//! liveness (from the metasrv leader's heartbeats), and every region with its route. One
+//! view in two forms: the JSON of `GET /v1/cluster` and the SQL tables
+//! `information_schema.cluster_info` and `information_schema.region_peers` (GreptimeDB's
+//! names, `sql/information_schema.rs`).
+//!
+//! Frontends do not register with the metasrv, so the view lists none of them.
+
+use std::collections::BTreeMap;
+
+use metronome_catalog::client::MetaError;
+use metronome_catalog::request::RaftStatus;
+use metronome_catalog::{Catalog, TableKind};
+use metronome_core::data::RegionId;
+use serde_json::{json, Value as Json};
+
+use crate::meta::Meta;
+
+/// A datanode is alive while its last heartbeat is at most this old: three heartbeats
+/// and a second, the lease GreptimeDB gives a region. The metasrv places new regions by
+/// the same bound (`MetaService::place`).
+pub const ALIVE_SINCE_HEARTBEAT_MS_MAX: u64 = 3 * 5_000 + 1_000;
+
+/// A metasrv replica: the raft state it reported, or why it did not answer.
+#[derive(Debug, Clone)]
+pub struct MetasrvView {
+    pub addr: String,
+    pub status: Result<RaftStatus, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatanodeView {
+    pub id: u64,
+    pub addr: String,
+    pub shards: u16,
+    /// Since its last heartbeat reached the metasrv leader; `None` if it never did since
+    /// that leader was elected.
+    pub since_heartbeat_ms: Option<u64>,
+}
+
+impl DatanodeView {
+    pub fn alive(&self) -> bool {
+        self.since_heartbeat_ms
+            .is_some_and(|ms| ms <= ALIVE_SINCE_HEARTBEAT_MS_MAX)
+    }
+}
+
+/// A region and the datanode shard that serves it.
+#[derive(Debug, Clone)]
+pub struct RegionView {
+    pub database: String,
+    /// The table's name; `<metrics>` for the database's shared metric regions.
+    pub table: String,
+    pub region: RegionId,
+    pub datanode: u64,
+    pub shard: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub metasrvs: Vec<MetasrvView>,
+    pub datanodes: Vec<DatanodeView>,
+    pub regions: Vec<RegionView>,
+}
+
+impl ClusterView {
+    /// Asks the metasrv: its leader for the datanodes' liveness (an error if no leader
+    /// answers), every replica for its raft state; the routes are this frontend's
+    /// catalog's.
+    pub async fn gather(meta: &Meta) -> Result<ClusterView, MetaError> {
+        let liveness = meta.liveness().await?;
+        let replicas = meta.raft_statuses().await;
+        Ok(ClusterView::of(&meta.catalog(), replicas, &liveness))
+    }
+
+    /// The view from the catalog, the replicas' raft states (by address) and the leader's
+    /// liveness ((datanode, milliseconds since its last heartbeat)).
+    pub fn of(
+        catalog: &Catalog,
+        replicas: Vec<(String, Result<RaftStatus, MetaError>)>,
+        liveness: &[(u64, u64)],
+    ) -> ClusterView {
+        let since: BTreeMap<u64, u64> = liveness.iter().copied().collect();
+        let metasrvs = replicas
+            .into_iter()
+            .map(|(addr, status)| MetasrvView {
+                addr,
+                status: status.map_err(|error| error.to_string()),
+            })
+            .collect();
+        let datanodes = catalog
+            .datanodes
+            .iter()
+            .map(|(id, info)| DatanodeView {
+                id: *id,
+                addr: info.addr.clone(),
+                shards: info.shards,
+                since_heartbeat_ms: since.get(id).copied(),
+            })
+            .collect();
+        let mut regions = Vec::new();
+        for (database_name, database) in &catalog.databases {
+            let metric_regions = database.metrics.iter().flat_map(|metrics| {
+                metrics
+                    .regions
+                    .iter()
+                    .map(|region| ("<metrics>".to_string(), region))
+            });
+            let table_regions = database.tables.values().flat_map(|table| {
+                let regions = match &table.kind {
+                    TableKind::Regular { regions, .. } => regions.as_slice(),
+                    TableKind::Metric { .. } => &[],
+                };
+                regions
+                    .iter()
+                    .map(move |region| (table.name.clone(), region))
+            });
+            for (table, (region, route)) in metric_regions.chain(table_regions) {
+                regions.push(RegionView {
+                    database: database_name.clone(),
+                    table,
+                    region: *region,
+                    datanode: route.datanode,
+                    shard: route.shard,
+                });
+            }
+        }
+        ClusterView {
+            metasrvs,
+            datanodes,
+            regions,
+        }
+    }
+
+    /// The datanode a region's route names, if it registered.
+    pub fn datanode(&self, id: u64) -> Option<&DatanodeView> {
+        self.datanodes.iter().find(|datanode| datanode.id == id)
+    }
+
+    /// The document `GET /v1/cluster` answers.
+    pub fn to_json(&self) -> Json {
+        let mut nodes = Vec::new();
+        for replica in &self.metasrvs {
+            nodes.push(match &replica.status {
+                Ok(status) => json!({
+                    "role": "metasrv",
+                    "id": status.node_id,
+                    "addr": replica.addr,
+                    "alive": true,
+                    "leader": status.state == "Leader",
+                    "state": status.state,
+                    "term": status.term,
+                    "leader_id": status.leader,
+                    "last_log_index": status.last_log_index,
+                    "last_applied_index": status.last_applied_index,
+                    "catalog_version": status.catalog_version,
+                    "voters": status.voters,
+                }),
+                Err(error) => json!({
+                    "role": "metasrv",
+                    "addr": replica.addr,
+                    "alive": false,
+                    "leader": false,
+                    "error": error,
+                }),
+            });
+        }
+        for datanode in &self.datanodes {
+            nodes.push(json!({
+                "role": "datanode",
+                "id": datanode.id,
+                "addr": datanode.addr,
+                "shards": datanode.shards,
+                "alive": datanode.alive(),
+                "since_heartbeat_ms": datanode.since_heartbeat_ms,
+            }));
+        }
+        let regions: Vec<Json> = self
+            .regions
+            .iter()
+            .map(|region| {
+                json!({
+                    "table": format!("{}.{}", region.database, region.table),
+                    "region": region.region.to_string(),
+                    "leader": region.datanode,
+                    "shard": region.shard,
+                    // No replication yet: every region has its one copy, and no epoch.
+                    "followers": [],
+                    "epoch": 0,
+                })
+            })
+            .collect();
+        json!({"nodes": nodes, "regions": regions})
+    }
+}

@@ -1,0 +1,217 @@
+//! `information_schema`: DataFusion's tables (`tables`, `columns`, `schemata`, …) and the
+//! cluster's, under GreptimeDB's names:
+//!
+//! - `cluster_info`: one row per metasrv replica (its raft state as it reports it) and per
+//!   registered datanode (its liveness from the metasrv leader's heartbeats);
+//! - `region_peers`: one row per region with the datanode shard that serves it, and that
+//!   datanode's liveness.
+//!
+//! Both are read from [`ClusterView`] when a query names them, as `/v1/cluster` is.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use datafusion::catalog::information_schema::InformationSchemaProvider;
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::MemTable;
+
+use crate::cluster_view::ClusterView;
+use crate::meta::Meta;
+
+pub const CLUSTER_INFO: &str = "cluster_info";
+pub const REGION_PEERS: &str = "region_peers";
+
+/// DataFusion's `information_schema` with the cluster's two tables beside its own.
+pub struct InformationSchema {
+    inner: InformationSchemaProvider,
+    meta: Arc<Meta>,
+}
+
+impl std::fmt::Debug for InformationSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InformationSchema")
+    }
+}
+
+impl InformationSchema {
+    pub fn new(catalogs: Arc<dyn CatalogProviderList>, meta: Arc<Meta>) -> InformationSchema {
+        InformationSchema {
+            inner: InformationSchemaProvider::new(catalogs),
+            meta,
+        }
+    }
+
+    async fn view(&self) -> DfResult<ClusterView> {
+        ClusterView::gather(&self.meta).await.map_err(|error| {
+            DataFusionError::Execution(format!("cannot read the cluster's state: {error}"))
+        })
+    }
+}
+
+fn int(values: impl IntoIterator<Item = Option<u64>>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter(values.into_iter().map(|value| {
+        value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+    })))
+}
+
+fn text<S: AsRef<str>>(values: impl IntoIterator<Item = Option<S>>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(values))
+}
+
+fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// `cluster_info`: metasrv replicas first, then datanodes.
+pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
+    let metasrvs = &view.metasrvs;
+    let datanodes = &view.datanodes;
+    let status = |index: usize| metasrvs[index].status.as_ref().ok();
+    let rows = 0..metasrvs.len();
+    let peer_id = int(rows
+        .clone()
+        .map(|i| status(i).map(|s| s.node_id))
+        .chain(datanodes.iter().map(|d| Some(d.id))));
+    let peer_type = text(
+        rows.clone()
+            .map(|_| Some("METASRV"))
+            .chain(datanodes.iter().map(|_| Some("DATANODE"))),
+    );
+    let peer_addr = text(
+        metasrvs
+            .iter()
+            .map(|m| Some(m.addr.clone()))
+            .chain(datanodes.iter().map(|d| Some(d.addr.clone()))),
+    );
+    let alive: ArrayRef = Arc::new(BooleanArray::from_iter(
+        metasrvs
+            .iter()
+            .map(|m| Some(m.status.is_ok()))
+            .chain(datanodes.iter().map(|d| Some(d.alive()))),
+    ));
+    let is_leader: ArrayRef = Arc::new(BooleanArray::from_iter(
+        rows.clone()
+            .map(|i| Some(status(i).is_some_and(|s| s.state == "Leader")))
+            .chain(datanodes.iter().map(|_| None)),
+    ));
+    let raft_state = text(
+        rows.clone()
+            .map(|i| status(i).map(|s| s.state.clone()))
+            .chain(datanodes.iter().map(|_| None)),
+    );
+    let raft_term = int(rows
+        .clone()
+        .map(|i| status(i).map(|s| s.term))
+        .chain(datanodes.iter().map(|_| None)));
+    let applied = int(rows
+        .clone()
+        .map(|i| status(i).map(|s| s.last_applied_index))
+        .chain(datanodes.iter().map(|_| None)));
+    let shards = int(rows
+        .clone()
+        .map(|_| None)
+        .chain(datanodes.iter().map(|d| Some(u64::from(d.shards)))));
+    let since = int(rows
+        .clone()
+        .map(|_| None)
+        .chain(datanodes.iter().map(|d| d.since_heartbeat_ms)));
+    let error = text(
+        metasrvs
+            .iter()
+            .map(|m| m.status.as_ref().err().cloned())
+            .chain(datanodes.iter().map(|_| None)),
+    );
+    table(
+        vec![
+            Field::new("peer_id", DataType::Int64, true),
+            Field::new("peer_type", DataType::Utf8, false),
+            Field::new("peer_addr", DataType::Utf8, false),
+            Field::new("alive", DataType::Boolean, false),
+            Field::new("is_leader", DataType::Boolean, true),
+            Field::new("raft_state", DataType::Utf8, true),
+            Field::new("raft_term", DataType::Int64, true),
+            Field::new("last_applied_index", DataType::Int64, true),
+            Field::new("shards", DataType::Int64, true),
+            Field::new("since_heartbeat_ms", DataType::Int64, true),
+            Field::new("error", DataType::Utf8, true),
+        ],
+        vec![
+            peer_id, peer_type, peer_addr, alive, is_leader, raft_state, raft_term, applied,
+            shards, since, error,
+        ],
+    )
+}
+
+/// `region_peers`: every region, its datanode shard and that datanode's liveness.
+pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
+    let regions = &view.regions;
+    let datanode = |id: u64| view.datanode(id);
+    table(
+        vec![
+            Field::new("table_schema", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("region_id", DataType::Utf8, false),
+            Field::new("peer_id", DataType::Int64, false),
+            Field::new("peer_addr", DataType::Utf8, true),
+            Field::new("shard", DataType::Int64, false),
+            Field::new("is_leader", DataType::Boolean, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("down_seconds", DataType::Int64, true),
+            Field::new("epoch", DataType::Int64, false),
+        ],
+        vec![
+            text(regions.iter().map(|r| Some(r.database.clone()))),
+            text(regions.iter().map(|r| Some(r.table.clone()))),
+            text(regions.iter().map(|r| Some(r.region.to_string()))),
+            int(regions.iter().map(|r| Some(r.datanode))),
+            text(
+                regions
+                    .iter()
+                    .map(|r| datanode(r.datanode).map(|d| d.addr.clone())),
+            ),
+            int(regions.iter().map(|r| Some(u64::from(r.shard)))),
+            // No replication yet: each region's one copy leads it.
+            Arc::new(BooleanArray::from_iter(regions.iter().map(|_| Some(true)))),
+            text(regions.iter().map(|r| {
+                let alive = datanode(r.datanode).is_some_and(|d| d.alive());
+                Some(if alive { "ALIVE" } else { "DOWNGRADED" })
+            })),
+            int(regions.iter().map(|r| {
+                datanode(r.datanode)
+                    .filter(|d| !d.alive())
+                    .and_then(|d| d.since_heartbeat_ms)
+                    .map(|ms| ms / 1000)
+            })),
+            int(regions.iter().map(|_| Some(0))),
+        ],
+    )
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.extend([CLUSTER_INFO.to_string(), REGION_PEERS.to_string()]);
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match name.to_ascii_lowercase().as_str() {
+            CLUSTER_INFO => Ok(Some(cluster_info(&self.view().await?)?)),
+            REGION_PEERS => Ok(Some(region_peers(&self.view().await?)?)),
+            _ => self.inner.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        matches!(
+            name.to_ascii_lowercase().as_str(),
+            CLUSTER_INFO | REGION_PEERS
+        ) || self.inner.table_exist(name)
+    }
+}
