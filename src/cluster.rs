@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Args;
 use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::request::MembershipChange;
 use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
 use metronome_core::config::{Config, Role};
 use metronome_core::rt::disk::Disk;
@@ -55,6 +56,10 @@ pub struct MetasrvArgs {
     /// single replica at --rpc-addr.
     #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     peers: Vec<(u64, SocketAddr)>,
+    /// Join a running cluster instead of starting one: with an empty data directory, wait
+    /// until `metronome membership add` adds this replica.
+    #[arg(long)]
+    join: bool,
     /// Directory of the raft log, its snapshots and the catalog.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -201,7 +206,8 @@ const METASRV_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// snapshot chunk); this one only ends a connection that hangs.
 const RAFT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client of every metasrv replica, following the leader.
+/// A client of every metasrv replica, following the leader (to replicas added since,
+/// too).
 fn metasrv_client(addrs: &[SocketAddr]) -> MetaClient {
     MetaClient::replicas(
         addrs
@@ -209,6 +215,68 @@ fn metasrv_client(addrs: &[SocketAddr]) -> MetaClient {
             .map(|addr| tcp_client_with(*addr, METASRV_CALL_TIMEOUT))
             .collect(),
     )
+    .with_dial(Arc::new(|addr: &str| {
+        addr.parse()
+            .ok()
+            .map(|addr| tcp_client_with(addr, METASRV_CALL_TIMEOUT))
+    }))
+}
+
+#[derive(Args)]
+pub struct MembershipArgs {
+    /// The metasrv replicas' addresses, comma-separated (any that answer will do).
+    #[arg(long, value_delimiter = ',', required = true)]
+    metasrv: Vec<SocketAddr>,
+    #[command(subcommand)]
+    change: MembershipCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum MembershipCommand {
+    /// Add replica `--node-id`, running at `--addr` (started with `metasrv --join`): it
+    /// catches up as a learner, then votes.
+    Add {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+    /// Remove replica `--node-id`: it stops voting and leaves.
+    Remove {
+        #[arg(long)]
+        node_id: u64,
+    },
+}
+
+/// `metronome membership`: one raft membership change, through the leader; prints the
+/// leader's raft state after it.
+pub fn membership(args: MembershipArgs) -> Result<(), String> {
+    let change = match args.change {
+        MembershipCommand::Add { node_id: 0, .. } | MembershipCommand::Remove { node_id: 0 } => {
+            return Err("replica ids start at 1".to_string())
+        }
+        MembershipCommand::Add { node_id, addr } => MembershipChange::Add {
+            id: node_id,
+            addr: addr.to_string(),
+        },
+        MembershipCommand::Remove { node_id } => MembershipChange::Remove { id: node_id },
+    };
+    let runtime = frontend_runtime(1)?;
+    let status = runtime.block_on(async {
+        metasrv_client(&args.metasrv)
+            .change_membership(change)
+            .await
+            .map_err(|error| format!("the membership change failed: {error}"))
+    })?;
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    let voters: Vec<String> = status.voters.iter().map(u64::to_string).collect();
+    println!(
+        "leader={} term={} voters={}",
+        status.node_id,
+        status.term,
+        voters.join(",")
+    );
+    Ok(())
 }
 
 /// The addresses, for log lines.
@@ -292,6 +360,7 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
                 Err(error) => panic!("a replica's address {addr:?} is no address: {error}"),
             }),
             tuning: RaftTuning::default(),
+            initialize: !args.join,
         };
         let service = Arc::new(MetaService::start(disk, "meta", replica).await?);
         let (rpc, server) = serve_rpc(rpc_addr, service.clone()).await?;

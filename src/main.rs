@@ -57,8 +57,11 @@ enum Command {
     /// Run a datanode of a cluster: regions on one shard per core, registered with the
     /// metasrv.
     Datanode(Box<cluster::DatanodeArgs>),
-    /// Run the metadata server of a cluster (one replica for now).
+    /// Run one replica of a cluster's metadata server (raft: three or five of them).
     Metasrv(Box<cluster::MetasrvArgs>),
+    /// Add a metasrv replica to a running cluster (started with `metasrv --join`) or
+    /// remove one.
+    Membership(Box<cluster::MembershipArgs>),
     /// Run a whole cluster on this machine: each role as its own child process on
     /// loopback, stopped together on Ctrl-C.
     Cluster(Box<supervisor::ClusterArgs>),
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
         Command::Frontend(args) => cluster::frontend(*args),
         Command::Datanode(args) => cluster::datanode(*args),
         Command::Metasrv(args) => cluster::metasrv(*args),
+        Command::Membership(args) => cluster::membership(*args),
         Command::Cluster(args) => supervisor::cluster(*args),
     };
     match outcome {

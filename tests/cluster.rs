@@ -599,6 +599,52 @@ fn three_metasrv_replicas_keep_the_catalog_and_take_ddl_when_the_leader_dies() {
     replicas[leader as usize - 1] = Some(restarted);
     drop(dead);
 
+    // A fourth replica joins (an empty directory, --join: it does not start a cluster of
+    // its own) and is added; then the first is removed. DDL works throughout.
+    let fourth_addr = format!("127.0.0.1:{}", free_port());
+    let fourth_dir = tempfile::tempdir().unwrap();
+    let fourth = start(
+        "metasrv",
+        &[
+            "metasrv",
+            "--node-id",
+            "4",
+            "--rpc-addr",
+            &fourth_addr,
+            "--join",
+            "--data-dir",
+            fourth_dir.path().to_str().unwrap(),
+        ],
+    );
+    ready(&fourth);
+    let change = |args: &[&str]| {
+        let output = common::metronome()
+            .args(["membership", "--metasrv", &addrs.join(",")])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let added = change(&["add", "--node-id", "4", "--addr", &fourth_addr]);
+    assert!(added.contains("voters=1,2,3,4"), "{added}");
+    let removed = change(&["remove", "--node-id", "1"]);
+    assert!(removed.contains("voters=2,3,4"), "{removed}");
+    within(30, "DDL after the membership changes", || {
+        let reply = sql_at(
+            http,
+            "CREATE TABLE IF NOT EXISTS after_changes (host STRING, ts TIMESTAMP TIME INDEX, \
+             v DOUBLE, PRIMARY KEY (host))",
+        );
+        (reply.status == 200).then_some(())
+    });
+    replicas.push(Some(fourth));
+
     stop(frontend);
     stop(node);
     for role in replicas.into_iter().flatten() {

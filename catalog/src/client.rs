@@ -7,11 +7,11 @@ use metronome_wire::rpc::{RpcClient, RpcError};
 use metronome_wire::ShardStats;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::catalog::{Catalog, Command, Route};
-use crate::request::{MetaReply, MetaRequest, RaftStatus};
+use crate::request::{MembershipChange, MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,10 +82,20 @@ const ROUND_PAUSE_MAX: Duration = Duration::from_millis(400);
 /// leader, sends the call on to the next replica. A command that reached a replica that
 /// went down may have been committed, and a retry of it then finds it done (commands are
 /// idempotent or refused on repeat, as `CREATE TABLE` without `IF NOT EXISTS` is).
+///
+/// A leader named at an address the client was not given (a replica added since) is
+/// dialed and kept, when the client can dial ([`MetaClient::with_dial`]).
 pub struct MetaClient {
-    replicas: Vec<RpcClient>,
+    replicas: RwLock<Vec<Arc<RpcClient>>>,
     leader: AtomicUsize,
+    dial: Option<Dial>,
 }
+
+/// Opens a client to a replica at an address a `NotLeader` reply named.
+pub type Dial = Arc<dyn Fn(&str) -> Option<RpcClient> + Send + Sync>;
+
+/// Replicas a client learns of beyond those it was given; more is a confused cluster.
+const LEARNED_REPLICAS_MAX: usize = 16;
 
 /// Whether two replica addresses name the same endpoint (`127.0.0.1:7001` and
 /// `127.0.0.1:07001` do; hostnames compare as written).
@@ -111,21 +121,50 @@ impl MetaClient {
     pub fn replicas(replicas: Vec<RpcClient>) -> MetaClient {
         assert!(!replicas.is_empty(), "a metasrv client needs a replica");
         MetaClient {
-            replicas,
+            replicas: RwLock::new(replicas.into_iter().map(Arc::new).collect()),
             leader: AtomicUsize::new(0),
+            dial: None,
         }
+    }
+
+    /// Lets the client dial a leader at an address it was not given.
+    pub fn with_dial(mut self, dial: Dial) -> MetaClient {
+        self.dial = Some(dial);
+        self
+    }
+
+    fn replica_list(&self) -> Vec<Arc<RpcClient>> {
+        self.replicas.read().expect("metasrv replicas").clone()
+    }
+
+    /// The replica at `addr`: one the client knows, or one it dials now.
+    fn replica_at(&self, addr: &str) -> Option<usize> {
+        let mut replicas = self.replicas.write().expect("metasrv replicas");
+        if let Some(index) = replicas
+            .iter()
+            .position(|replica| same_addr(replica.peer(), addr))
+        {
+            return Some(index);
+        }
+        if replicas.len() >= LEARNED_REPLICAS_MAX {
+            return None;
+        }
+        let client = (self.dial.as_ref()?)(addr)?;
+        tracing::info!(%addr, "following the metasrv leader to a replica not given");
+        replicas.push(Arc::new(client));
+        Some(replicas.len() - 1)
     }
 
     /// The metasrv's addresses, for messages.
     pub fn peer(&self) -> String {
-        let peers: Vec<&str> = self.replicas.iter().map(RpcClient::peer).collect();
+        let replicas = self.replica_list();
+        let peers: Vec<&str> = replicas.iter().map(|replica| replica.peer()).collect();
         peers.join(",")
     }
 
     /// Sends a request to the leader and reads its reply, following `NotLeader` replies
     /// and going round the replicas when one cannot be reached.
     pub async fn call(&self, request: &MetaRequest) -> Result<MetaReply, MetaError> {
-        let count = self.replicas.len();
         let mut pause = ROUND_PAUSE_FIRST;
         let mut last_error = None;
         let started = time::now();
@@ -133,7 +172,7 @@ impl MetaClient {
             // Each round tries every replica once, starting at the believed leader, plus
             // the hops that `NotLeader` replies name.
             let mut tries = 0;
-            while tries < 2 * count {
+            while tries < 2 * self.replica_list().len() {
                 tries += 1;
                 let spent = time::now().saturating_duration_since(started);
                 let Some(left) = CALL_BUDGET
@@ -142,11 +181,13 @@ impl MetaClient {
                 else {
                     break;
                 };
+                let replicas = self.replica_list();
+                let count = replicas.len();
                 let index = self.leader.load(Ordering::Relaxed) % count;
-                let replica = &self.replicas[index];
+                let replica = replicas[index].clone();
                 let attempt = time::timeout(
                     left.min(TRY_TIMEOUT_MAX),
-                    self.call_replica(replica, request),
+                    self.call_replica(&replica, request),
                 )
                 .await
                 .unwrap_or_else(|elapsed| {
@@ -157,11 +198,9 @@ impl MetaClient {
                 });
                 match attempt {
                     Ok(MetaReply::NotLeader { leader }) => {
-                        let named = leader.and_then(|(_, addr)| addr).and_then(|addr| {
-                            self.replicas
-                                .iter()
-                                .position(|replica| same_addr(replica.peer(), &addr))
-                        });
+                        let named = leader
+                            .and_then(|(_, addr)| addr)
+                            .and_then(|addr| self.replica_at(&addr));
                         last_error = Some(MetaError::Unavailable(format!(
                             "the metasrv replica at {} is not the leader{}",
                             replica.peer(),
@@ -251,6 +290,17 @@ impl MetaClient {
         }
     }
 
+    /// Adds or removes a metasrv replica; the leader's raft state after the change.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<RaftStatus, MetaError> {
+        match self.call(&MetaRequest::ChangeMembership(change)).await? {
+            MetaReply::RaftStatus(status) => Ok(status),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// Routes for `count` new regions, placed by the leader over the live datanodes.
     pub async fn place(&self, count: u32) -> Result<Vec<Route>, MetaError> {
         match self.call(&MetaRequest::Place { count }).await? {
@@ -262,7 +312,8 @@ impl MetaClient {
     /// Each replica's raft state as it sees it, by its address; an error for a replica
     /// that did not answer. Asks every replica, not the leader.
     pub async fn raft_statuses(&self) -> Vec<(String, Result<RaftStatus, MetaError>)> {
-        let asked = self.replicas.iter().map(|replica| async move {
+        let replicas = self.replica_list();
+        let asked = replicas.iter().map(|replica| async move {
             let status = match self.call_replica(replica, &MetaRequest::RaftStatus).await {
                 Ok(MetaReply::RaftStatus(status)) => Ok(status),
                 Ok(other) => Err(self.unexpected(&other)),

@@ -38,6 +38,17 @@ pub enum MetaRequest {
     /// Routes for this many new regions: the leader places them over the datanodes that
     /// heartbeat to it (`Catalog::place_among`).
     Place { count: u32 },
+    /// Adds or removes a metasrv replica; the reply is the leader's raft state after it.
+    ChangeMembership(MembershipChange),
+}
+
+/// A change to the metasrv's raft membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Replica `id`, serving at `addr`, catches up as a learner and then votes.
+    Add { id: u64, addr: String },
+    /// Replica `id` stops voting and leaves.
+    Remove { id: u64 },
 }
 
 /// A metasrv replica's raft state, as it sees it.
@@ -139,6 +150,22 @@ impl MetaRequest {
                     fb::PlaceRegions::create(builder, &fb::PlaceRegionsArgs { count: *count });
                 (fb::Request::PlaceRegions, table.as_union_value())
             }
+            MetaRequest::ChangeMembership(change) => {
+                let args = match change {
+                    MembershipChange::Add { id, addr } => fb::ChangeMembershipArgs {
+                        add_id: *id,
+                        add_addr: Some(builder.create_string(addr)),
+                        remove_id: 0,
+                    },
+                    MembershipChange::Remove { id } => fb::ChangeMembershipArgs {
+                        add_id: 0,
+                        add_addr: None,
+                        remove_id: *id,
+                    },
+                };
+                let table = fb::ChangeMembership::create(builder, &args);
+                (fb::Request::ChangeMembership, table.as_union_value())
+            }
         })
     }
 
@@ -179,6 +206,25 @@ impl MetaRequest {
             fb::Request::PlaceRegions => MetaRequest::Place {
                 count: request.body_as_place_regions().expect("verified").count(),
             },
+            fb::Request::ChangeMembership => {
+                let change = request.body_as_change_membership().expect("verified");
+                MetaRequest::ChangeMembership(
+                    match (change.add_id(), change.add_addr(), change.remove_id()) {
+                        (id, Some(addr), 0) if id != 0 && !addr.is_empty() => {
+                            MembershipChange::Add {
+                                id,
+                                addr: addr.to_string(),
+                            }
+                        }
+                        (0, None, id) if id != 0 => MembershipChange::Remove { id },
+                        _ => {
+                            return Err("a membership change adds one replica (a non-zero id \
+                                        and an address) or removes one (a non-zero id)"
+                                .to_string())
+                        }
+                    },
+                )
+            }
             other => return Err(format!("the metasrv does not serve {other:?} requests")),
         })
     }
@@ -466,6 +512,11 @@ mod tests {
             raft,
             MetaRequest::RaftStatus,
             MetaRequest::Place { count: 7 },
+            MetaRequest::ChangeMembership(MembershipChange::Add {
+                id: 4,
+                addr: "10.0.0.4:4100".into(),
+            }),
+            MetaRequest::ChangeMembership(MembershipChange::Remove { id: 2 }),
         ] {
             assert_eq!(round_trip(&request), Ok(request));
         }

@@ -23,7 +23,7 @@ use metronome_wire::frame::{self, Body};
 use metronome_wire::rpc::{BoxFuture, Dispatch, RpcClient};
 use metronome_wire::ShardStats;
 use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers};
 use serde::Serialize;
 
 use crate::raft::log_store::LogStore;
@@ -31,7 +31,7 @@ use crate::raft::network::{Dial, Network};
 use crate::raft::state_machine::{snapshot_dir, Legacy, StateMachine};
 use crate::raft::worker::DiskThread;
 use crate::raft::{self, MetaRaft, RaftTuning};
-use metronome_catalog::request::{MetaReply, MetaRequest, RaftKind, RaftStatus};
+use metronome_catalog::request::{MembershipChange, MetaReply, MetaRequest, RaftKind, RaftStatus};
 use metronome_catalog::{Catalog, Command, Route};
 
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
@@ -39,6 +39,8 @@ const DATANODES_MAX: usize = 4096;
 /// A datanode is alive while its last heartbeat is at most this old: three heartbeats and a
 /// second, the lease GreptimeDB gives a region.
 pub const ALIVE_SINCE_HEARTBEAT_MAX: Duration = Duration::from_secs(3 * 5 + 1);
+/// How long a new replica may take to catch up as a learner before it votes.
+const LEARNER_CATCH_UP_MAX: Duration = Duration::from_secs(60);
 /// How long openraft may take to load the membership from the raft log at start.
 const MEMBERSHIP_LOAD_MAX: Duration = Duration::from_secs(30);
 /// How long a command or a linearizable read may wait for a quorum before the replica
@@ -67,6 +69,10 @@ pub struct ReplicaConfig {
     pub dial: Dial,
     /// Raft's timers and the snapshot and checkpoint intervals.
     pub tuning: RaftTuning,
+    /// Whether a replica with an empty raft log initializes the cluster of `peers` (a new
+    /// cluster), or waits to be added to a running one (`false`: `metronome metasrv
+    /// --join`, then a membership change).
+    pub initialize: bool,
 }
 
 impl ReplicaConfig {
@@ -91,6 +97,7 @@ impl ReplicaConfig {
                 )
             }),
             tuning: RaftTuning::default(),
+            initialize: true,
         }
     }
 }
@@ -144,7 +151,7 @@ impl MetaService {
         let (disk_thread, worker) = DiskThread::start(disk)?;
         // Only a replica that is (or, new, will be) the sole voter may start from a
         // single-replica catalog of an earlier version.
-        let legacy = if replica.peers.len() == 1 {
+        let legacy = if replica.peers.len() == 1 && replica.initialize {
             Legacy::Import
         } else {
             Legacy::Refuse
@@ -168,7 +175,7 @@ impl MetaService {
         )
         .await
         .map_err(|error| format!("cannot start the metasrv's raft: {error}"))?;
-        if pristine {
+        if pristine && replica.initialize {
             // Every replica of a new cluster initializes with the same members: openraft
             // allows that, and no replica has to be started first.
             let members: BTreeMap<u64, BasicNode> = replica
@@ -185,28 +192,33 @@ impl MetaService {
         // standalone process is ready when it says so. Which replicas vote is what the
         // raft log says (not `peers`, for a replica that rejoins), once openraft has
         // loaded it and reported it.
-        let loaded = raft
-            .wait(Some(MEMBERSHIP_LOAD_MAX))
-            .metrics(
-                |metrics| metrics.membership_config.log_id().is_some(),
-                "the membership is loaded",
-            )
-            .await
-            .map_err(|error| format!("the metasrv's raft did not load its membership: {error}"))?;
-        let voters: Vec<u64> = loaded.membership_config.membership().voter_ids().collect();
-        let listed: Vec<u64> = replica.peers.keys().copied().collect();
-        if !pristine && voters != listed && replica.peers.len() > 1 {
-            tracing::warn!(
-                ?voters,
-                peers = ?listed,
-                "the raft log's voters differ from the peers given; the raft log's rule"
-            );
-        }
-        if voters == [node_id] {
-            raft.wait(Some(SINGLE_REPLICA_ELECTION_MAX))
-                .current_leader(node_id, "the single replica leads")
+        // A replica waiting to join has no membership until it is added.
+        if !pristine || replica.initialize {
+            let loaded = raft
+                .wait(Some(MEMBERSHIP_LOAD_MAX))
+                .metrics(
+                    |metrics| metrics.membership_config.log_id().is_some(),
+                    "the membership is loaded",
+                )
                 .await
-                .map_err(|error| format!("the single metasrv replica did not lead: {error}"))?;
+                .map_err(|error| {
+                    format!("the metasrv's raft did not load its membership: {error}")
+                })?;
+            let voters: Vec<u64> = loaded.membership_config.membership().voter_ids().collect();
+            let listed: Vec<u64> = replica.peers.keys().copied().collect();
+            if !pristine && voters != listed && replica.peers.len() > 1 {
+                tracing::warn!(
+                    ?voters,
+                    peers = ?listed,
+                    "the raft log's voters differ from the peers given; the raft log's rule"
+                );
+            }
+            if voters == [node_id] {
+                raft.wait(Some(SINGLE_REPLICA_ELECTION_MAX))
+                    .current_leader(node_id, "the single replica leads")
+                    .await
+                    .map_err(|error| format!("the single metasrv replica did not lead: {error}"))?;
+            }
         }
         Ok(MetaService {
             node_id,
@@ -302,6 +314,55 @@ impl MetaService {
             last_applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
             voters: metrics.membership_config.membership().voter_ids().collect(),
             catalog_version: self.state.catalog().version,
+        }
+    }
+
+    /// Adds a replica (it catches up as a learner first, then votes) or removes one, as
+    /// openraft's joint consensus does: one change at a time.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ExecuteError> {
+        self.leads()?;
+        let changed = match change {
+            MembershipChange::Add { id, addr } => {
+                let learner = time::timeout(
+                    LEARNER_CATCH_UP_MAX,
+                    self.raft.add_learner(id, BasicNode::new(addr), true),
+                )
+                .await
+                .map_err(|_| {
+                    ExecuteError::Unavailable(format!(
+                        "replica {id} did not catch up within {LEARNER_CATCH_UP_MAX:?}; it \
+                         stays a learner (is it running, with --join?)"
+                    ))
+                })?;
+                match learner {
+                    Ok(_) => {
+                        self.raft
+                            .change_membership(
+                                ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                                false,
+                            )
+                            .await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            MembershipChange::Remove { id } => {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+            }
+        };
+        match changed {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => Err(
+                ExecuteError::Refused(format!("the membership change was refused: {error}")),
+            ),
+            Err(error) => Err(ExecuteError::Unavailable(format!(
+                "the membership change did not complete: {error}"
+            ))),
         }
     }
 
@@ -431,6 +492,10 @@ impl MetaService {
                 ))
             }
             MetaRequest::RaftStatus => Ok(MetaReply::RaftStatus(self.raft_status())),
+            MetaRequest::ChangeMembership(change) => match self.change_membership(change).await {
+                Ok(()) => Ok(MetaReply::RaftStatus(self.raft_status())),
+                Err(error) => error_reply(error),
+            },
             MetaRequest::Place { count } => match self.place(count) {
                 Ok(routes) => Ok(MetaReply::Placed(routes)),
                 Err(error) => error_reply(error),

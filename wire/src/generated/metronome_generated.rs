@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 19;
+pub const ENUM_MAX_REQUEST: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 20] = [
+pub const ENUM_VALUES_REQUEST: [Request; 21] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -533,6 +533,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 20] = [
   Request::RaftMessage,
   Request::GetRaftStatus,
   Request::PlaceRegions,
+  Request::ChangeMembership,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -560,9 +561,10 @@ impl Request {
   pub const RaftMessage: Self = Self(17);
   pub const GetRaftStatus: Self = Self(18);
   pub const PlaceRegions: Self = Self(19);
+  pub const ChangeMembership: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -584,6 +586,7 @@ impl Request {
     Self::RaftMessage,
     Self::GetRaftStatus,
     Self::PlaceRegions,
+    Self::ChangeMembership,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -608,6 +611,7 @@ impl Request {
       Self::RaftMessage => Some("RaftMessage"),
       Self::GetRaftStatus => Some("GetRaftStatus"),
       Self::PlaceRegions => Some("PlaceRegions"),
+      Self::ChangeMembership => Some("ChangeMembership"),
       _ => None,
     }
   }
@@ -3771,6 +3775,139 @@ impl ::core::fmt::Debug for GetRaftStatus<'_> {
       ds.finish()
   }
 }
+pub enum ChangeMembershipOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Adds a replica to the metasrv's raft (`add_id` at `add_addr`: it catches up as a
+/// learner, then votes) or removes one (`remove_id`). The reply is the leader's
+/// RaftStatus after the change.
+pub struct ChangeMembership<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeMembership<'a> {
+  type Inner = ChangeMembership<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeMembership<'a> {
+  pub const VT_ADD_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ADD_ADDR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REMOVE_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeMembership { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeMembershipArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeMembership<'bldr>> {
+    let mut builder = ChangeMembershipBuilder::new(_fbb);
+    builder.add_remove_id(args.remove_id);
+    builder.add_add_id(args.add_id);
+    if let Some(x) = args.add_addr { builder.add_add_addr(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn add_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMembership::VT_ADD_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn add_addr(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChangeMembership::VT_ADD_ADDR, None)}
+  }
+  #[inline]
+  pub fn remove_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMembership::VT_REMOVE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeMembership<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("add_id", Self::VT_ADD_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("add_addr", Self::VT_ADD_ADDR, false)?
+     .visit_field::<u64>("remove_id", Self::VT_REMOVE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeMembershipArgs<'a> {
+    pub add_id: u64,
+    pub add_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub remove_id: u64,
+}
+impl<'a> Default for ChangeMembershipArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeMembershipArgs {
+      add_id: 0,
+      add_addr: None,
+      remove_id: 0,
+    }
+  }
+}
+
+pub struct ChangeMembershipBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMembershipBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_add_id(&mut self, add_id: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMembership::VT_ADD_ID, add_id, 0);
+  }
+  #[inline]
+  pub fn add_add_addr(&mut self, add_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembership::VT_ADD_ADDR, add_addr);
+  }
+  #[inline]
+  pub fn add_remove_id(&mut self, remove_id: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMembership::VT_REMOVE_ID, remove_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMembershipBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeMembershipBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeMembership<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeMembership<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeMembership");
+      ds.field("add_id", &self.add_id());
+      ds.field("add_addr", &self.add_addr());
+      ds.field("remove_id", &self.remove_id());
+      ds.finish()
+  }
+}
 pub enum PlaceRegionsOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5728,6 +5865,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_membership(&self) -> Option<ChangeMembership<'a>> {
+    if self.body_type() == Request::ChangeMembership {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChangeMembership::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -5757,6 +5908,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::RaftMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftMessage>>("Request::RaftMessage", pos),
           Request::GetRaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetRaftStatus>>("Request::GetRaftStatus", pos),
           Request::PlaceRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlaceRegions>>("Request::PlaceRegions", pos),
+          Request::ChangeMembership => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembership>>("Request::ChangeMembership", pos),
           _ => Ok(()),
         }
      })?
@@ -5940,6 +6092,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::PlaceRegions => {
           if let Some(x) = self.body_as_place_regions() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::ChangeMembership => {
+          if let Some(x) = self.body_as_change_membership() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
