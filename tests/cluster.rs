@@ -263,6 +263,44 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
         "{on_first} and {on_second} regions"
     );
 
+    // A datanode killed with SIGKILL: writes (which reach every metric region) fail
+    // until it is back; restarted on its data directory it replays its WAL, registers
+    // its new address, and the frontend writes to it again.
+    let mut second = second;
+    second.process.0.kill().unwrap();
+    second.process.0.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let second = datanode(2, &metasrv_addr, second_dir.path());
+    let restarted = std::time::Instant::now();
+    ready(&second);
+    let more: Vec<common::Series> = (0..40)
+        .map(|i| {
+            (
+                vec![
+                    ("__name__", "cluster_test".to_string()),
+                    ("host", format!("host-{i:02}")),
+                ],
+                vec![(1_045_000, 3.0)],
+            )
+        })
+        .collect();
+    let body = write_request(&more);
+    within(60, "a write after the datanode restarted", || {
+        (remote_write(http, &body).status == 204).then_some(())
+    });
+    eprintln!(
+        "writes accepted again {} ms after the datanode restarted ({} ms after it was killed)",
+        restarted.elapsed().as_millis(),
+        killed.elapsed().as_millis()
+    );
+    // Nothing acknowledged before the kill was lost.
+    let sum = get_query(
+        &format!("http://{http}/api/v1/query"),
+        &[("query", "sum(cluster_test)"), ("time", "1015")],
+    )
+    .json();
+    assert_eq!(sum["data"]["result"][0]["value"][1], "820", "{sum}");
+
     stop(frontend);
     stop(second);
     stop(first);

@@ -166,7 +166,46 @@ impl RegionService for RegionRouter {
         Box::pin(async move {
             if let Some(region) = request.region() {
                 let route = self.route(region).await?;
-                return self.client(route.datanode).await?.call(request).await;
+                let client = self.client(route.datanode).await?;
+                // A request that cannot reach its datanode, or finds the region gone, may
+                // follow a route that changed (a datanode restarted at a new address, a
+                // region moved): the catalog is read again at once rather than at the next
+                // refresh, and a request other than a write goes once more if the route or
+                // the address changed. A write is not kept for a second try (a copy of
+                // every batch would cost every write); its client retries.
+                let retry =
+                    (!matches!(request, RegionRequest::Write { .. })).then(|| request.clone());
+                let error = match client.call(request).await {
+                    Err(error)
+                        if self.connect.is_some()
+                            && matches!(
+                                error.kind,
+                                ErrorKind::Unavailable
+                                    | ErrorKind::WrongRoute
+                                    | ErrorKind::NotFound
+                            ) =>
+                    {
+                        error
+                    }
+                    outcome => return outcome,
+                };
+                let addr = |catalog: &metronome_catalog::Catalog, id: u64| {
+                    catalog.datanodes.get(&id).map(|info| info.addr.clone())
+                };
+                let before = addr(&self.meta.catalog(), route.datanode);
+                let Ok(catalog) = self.meta.refresh().await else {
+                    return Err(error);
+                };
+                let moved = self
+                    .meta
+                    .route(region)
+                    .filter(|now| *now != route || addr(&catalog, now.datanode) != before);
+                return match (moved, retry) {
+                    (Some(now), Some(request)) => {
+                        self.client(now.datanode).await?.call(request).await
+                    }
+                    _ => Err(error),
+                };
             }
             // A request of no region (shard figures) is every datanode's, together.
             let mut all = Vec::new();

@@ -23,7 +23,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use metronome_catalog::client::{MetaClient, MetaError};
-use metronome_catalog::request::{MetaReply, MetaRequest};
+use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
 use metronome_catalog::Command;
 use metronome_core::rt::disk::{Disk, SimFaults};
 use metronome_core::rt::net::{FrameLimits, Listener};
@@ -149,6 +149,28 @@ async fn workload(prefix: String, history: Arc<Mutex<History>>, stop: async_chan
     }
 }
 
+/// The raft state `client`'s replica reports, if it answers.
+async fn raft_status(client: &RpcClient) -> Option<RaftStatus> {
+    let status = client
+        .call_one(MetaRequest::RaftStatus.encode(), |reply| {
+            Ok(MetaReply::decode(reply))
+        })
+        .await;
+    match status {
+        Ok(Some(Ok(MetaReply::RaftStatus(status)))) => Some(status),
+        _ => None,
+    }
+}
+
+/// Every replica's raft state, `None` for one that did not answer.
+async fn raft_statuses() -> Vec<Option<RaftStatus>> {
+    let mut statuses = Vec::new();
+    for id in 1..=REPLICAS {
+        statuses.push(raft_status(&client_of(addr(id), Duration::from_millis(500))).await);
+    }
+    statuses
+}
+
 /// Asks every replica for its raft state every 50 ms and records who says it leads.
 async fn monitor(history: Arc<Mutex<History>>) {
     let clients: Vec<RpcClient> = (1..=REPLICAS)
@@ -156,12 +178,7 @@ async fn monitor(history: Arc<Mutex<History>>) {
         .collect();
     loop {
         for client in &clients {
-            let status = client
-                .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-                    Ok(MetaReply::decode(reply))
-                })
-                .await;
-            if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+            if let Some(status) = raft_status(client).await {
                 if status.state == "Leader" {
                     history
                         .lock()
@@ -179,41 +196,22 @@ async fn monitor(history: Arc<Mutex<History>>) {
 
 /// The replica that says it leads, if one does.
 async fn leader() -> Option<u64> {
-    for id in 1..=REPLICAS {
-        let client = client_of(addr(id), Duration::from_millis(500));
-        let status = client
-            .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-                Ok(MetaReply::decode(reply))
-            })
-            .await;
-        if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
-            if status.state == "Leader" {
-                return Some(id);
-            }
-        }
-    }
-    None
+    raft_statuses()
+        .await
+        .into_iter()
+        .flatten()
+        .find(|status| status.state == "Leader")
+        .map(|status| status.node_id)
 }
 
 /// Every replica's (last applied index, catalog version), or `None` for one that did not
 /// answer.
 async fn applied_indexes() -> Vec<Option<(u64, u64)>> {
-    let mut indexes = Vec::new();
-    for id in 1..=REPLICAS {
-        let client = client_of(addr(id), Duration::from_millis(500));
-        let status = client
-            .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-                Ok(MetaReply::decode(reply))
-            })
-            .await;
-        indexes.push(match status {
-            Ok(Some(Ok(MetaReply::RaftStatus(status)))) => {
-                Some((status.last_applied_index, status.catalog_version))
-            }
-            _ => None,
-        });
-    }
-    indexes
+    raft_statuses()
+        .await
+        .into_iter()
+        .map(|status| status.map(|s| (s.last_applied_index, s.catalog_version)))
+        .collect()
 }
 
 /// The invariants, once every fault healed.
