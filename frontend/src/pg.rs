@@ -120,7 +120,22 @@ pub async fn serve(
     }
 }
 
+#[cfg(not(madsim))]
 mod connection;
+
+/// The simulation drives the frontend's engines, not its sockets: pgwire's connection
+/// needs the real tokio's streams. A connection is refused, saying so.
+#[cfg(madsim)]
+mod connection {
+    pub async fn process(
+        _socket: tokio::net::TcpStream,
+        _server: super::PgServer,
+    ) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "the PostgreSQL protocol is not served in simulation",
+        ))
+    }
+}
 
 fn pg_error(error: SqlError) -> PgWireError {
     let code = error.sqlstate();

@@ -10,6 +10,7 @@
 //! zero, which Prometheus reads as a counter reset). The `process_*` metrics are the
 //! ones Prometheus' own client libraries export, read from `/proc/self` on each scrape.
 
+#[cfg(not(madsim))]
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -386,26 +387,46 @@ struct ProcessFigures {
     start_time_seconds: Option<f64>,
 }
 
+/// A file under `/proc`; none in simulation, where a process has no `/proc` of its own.
+#[cfg(not(madsim))]
+fn proc_file(path: &str) -> Option<String> {
+    metronome_core::rt::disk::startup::read_to_string(Path::new(path)).ok()
+}
+
+#[cfg(madsim)]
+fn proc_file(_path: &str) -> Option<String> {
+    None
+}
+
+/// The entries of a directory under `/proc`; none in simulation.
+#[cfg(not(madsim))]
+fn proc_entries(path: &str) -> Option<u64> {
+    metronome_core::rt::disk::startup::count_dir_entries(Path::new(path))
+        .ok()
+        .map(|n| n as u64)
+}
+
+#[cfg(madsim)]
+fn proc_entries(_path: &str) -> Option<u64> {
+    None
+}
+
 impl ProcessFigures {
     /// Reads `/proc/self`. These are small in-memory files, read with blocking calls on
     /// the frontend's runtime (never on a shard) once per scrape.
     fn read() -> ProcessFigures {
-        use metronome_core::rt::disk::startup;
-        let read = |path: &str| startup::read_to_string(Path::new(path)).ok();
         let mut figures = ProcessFigures::default();
-        if let Some(stat) = read("/proc/self/stat") {
-            let boot_time = read("/proc/stat").and_then(|text| parse_boot_time(&text));
+        if let Some(stat) = proc_file("/proc/self/stat") {
+            let boot_time = proc_file("/proc/stat").and_then(|text| parse_boot_time(&text));
             figures.merge_stat(&stat, boot_time);
         }
-        if let Some(status) = read("/proc/self/status") {
+        if let Some(status) = proc_file("/proc/self/status") {
             figures.resident_bytes = parse_status_kib(&status, "VmRSS:").map(|k| k * 1024);
         }
-        if let Some(limits) = read("/proc/self/limits") {
+        if let Some(limits) = proc_file("/proc/self/limits") {
             figures.max_fds = parse_max_open_files(&limits);
         }
-        figures.open_fds = startup::count_dir_entries(Path::new("/proc/self/fd"))
-            .ok()
-            .map(|n| n as u64);
+        figures.open_fds = proc_entries("/proc/self/fd");
         figures
     }
 

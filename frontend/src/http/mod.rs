@@ -126,6 +126,7 @@ fn status_code(status: u16) -> StatusCode {
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes the requests
 /// in flight.
+#[cfg(not(madsim))]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -134,6 +135,17 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The simulation drives the frontend's engines, not its sockets: axum needs the real
+/// tokio's listener. Serving is refused, saying so.
+#[cfg(madsim)]
+pub async fn serve(
+    _listener: tokio::net::TcpListener,
+    _router: Router,
+    _shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    Err(std::io::Error::other("HTTP is not served in simulation"))
 }
 
 /// A request's parameters, the one extractor of the query APIs: those of the URL and, for
