@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::Shards;
-use metronome_core::rt::time;
+use metronome_core::rt::{task, time};
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
 use metronome_wire::rpc::{BoxFuture, Dispatch, RpcClient};
@@ -26,6 +26,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftEr
 use openraft::{BasicNode, ChangeMembers};
 use serde::Serialize;
 
+use crate::raft::election::GreaterLog;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Dial, Network};
 use crate::raft::state_machine::{snapshot_dir, Legacy, StateMachine};
@@ -123,6 +124,15 @@ pub struct MetaService {
     state: StateMachine,
     datanodes: Mutex<BTreeMap<u64, DatanodeStatus>>,
     disk_thread: DiskThread,
+    /// `raft::election::drive`, which ends when the raft stops; aborted on drop, since it
+    /// holds a handle that would otherwise keep the raft alive.
+    elections: task::JoinHandle<()>,
+}
+
+impl Drop for MetaService {
+    fn drop(&mut self) {
+        self.elections.abort();
+    }
 }
 
 fn not_leader(forward: ForwardToLeader<u64, BasicNode>) -> ExecuteError {
@@ -166,15 +176,22 @@ impl MetaService {
         )
         .await?;
         let pristine = log.is_pristine();
+        let greater_log = GreaterLog::default();
         let raft = MetaRaft::new(
             node_id,
             Arc::new(raft::config(&replica.tuning)),
-            Network::new(replica.dial),
+            Network::new(replica.dial, greater_log.clone()),
             log,
             state.clone(),
         )
         .await
         .map_err(|error| format!("cannot start the metasrv's raft: {error}"))?;
+        let elections = task::spawn(raft::election::drive(
+            raft.clone(),
+            node_id,
+            replica.tuning.clone(),
+            greater_log,
+        ));
         if pristine && replica.initialize {
             // Every replica of a new cluster initializes with the same members: openraft
             // allows that, and no replica has to be started first.
@@ -226,6 +243,7 @@ impl MetaService {
             state,
             datanodes: Mutex::new(BTreeMap::new()),
             disk_thread,
+            elections,
         })
     }
 

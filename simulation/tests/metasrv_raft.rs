@@ -10,8 +10,8 @@
 //!   catalog holds every database whose creation was acknowledged, and no database nobody
 //!   created (failed or timed-out commands are indeterminate: either is fine);
 //! - a read never misses a command acknowledged before it began (`ensure_linearizable`);
-//! - leader ids never go back: within a term, a later leader has a higher node id (as
-//!   openraft 0.9 orders (term, node) leader ids), as the replicas report themselves;
+//! - at most one leader per term, as the replicas report themselves (standard raft:
+//!   openraft's `single-term-leader`);
 //! - liveness: once the faults heal, a command succeeds within a bound, and every replica
 //!   applies up to the same index and holds the same catalog version there.
 #![cfg(madsim)]
@@ -40,6 +40,9 @@ const REPLICAS: u64 = 3;
 const FAULTS_FOR: Duration = Duration::from_secs(20);
 /// After the last fault heals, a command must succeed within this.
 const RECOVERY_MAX: Duration = Duration::from_secs(30);
+/// Commands the clients must have had acknowledged by the end (within `RECOVERY_MAX` of
+/// healing), for the checks to be worth something.
+const PROGRESS_MIN: usize = 10;
 
 fn ip(id: u64) -> IpAddr {
     IpAddr::from([10, 0, 1, id as u8])
@@ -59,6 +62,11 @@ fn replica_main(
 ) -> impl Fn(Disk) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     move |disk| {
         Box::pin(async move {
+            // Real replicas never start in the same microsecond. Simulated ones would, and
+            // openraft checks its election timeout (drawn once per replica) on ticks every
+            // 1.5 heartbeats: started together, two replicas whose timeouts fall in one tick
+            // would stand in every election at the same instant and split the vote forever.
+            time::sleep(Duration::from_micros(rand::gen_range(0..375_000))).await;
             let peers = (1..=REPLICAS)
                 .map(|peer| (peer, addr(peer).to_string()))
                 .collect();
@@ -260,18 +268,17 @@ async fn check_after_healing(history: History, faults_injected: Vec<String>) {
         phantoms.is_empty(),
         "databases nobody created: {phantoms:?}"
     );
-    // openraft 0.9 (without its `single-term-leader` feature) identifies a leader by
-    // (term, node id) and lets a vote move to a higher node id within a term, so a term
-    // may see several leaders — but only in increasing node id: a leader id never goes
-    // back, which is what keeps two of them from committing different entries.
+    // Without openraft's `single-term-leader` feature a leader is (term, node id) and a
+    // vote may move to a higher node id within a term (seed 420 saw two leaders in one
+    // term); with it, raft's own rule holds.
     for (term, leaders) in &history.leaders {
         assert!(
-            leaders.windows(2).all(|pair| pair[0] < pair[1]),
-            "term {term} saw leaders {leaders:?}, a leader id going back"
+            leaders.len() == 1,
+            "term {term} saw leaders {leaders:?}: more than one leader in a term"
         );
     }
     assert!(
-        history.acknowledged.len() >= 10,
+        history.acknowledged.len() >= PROGRESS_MIN,
         "the clients made progress: {} acknowledged",
         history.acknowledged.len()
     );
@@ -436,6 +443,15 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
     }
     tracing::info!(?faults_injected, "faults healed");
 
+    // A seed may have kept a majority down most of the time: the clients go on after the
+    // faults heal until they made enough progress for the checks to mean something (the
+    // check below fails if they cannot within the recovery bound).
+    let healed = time::now();
+    while history.lock().unwrap().acknowledged.len() < PROGRESS_MIN
+        && time::now().duration_since(healed) < RECOVERY_MAX
+    {
+        time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..2 {
         stop_sender.send(()).await.unwrap();
     }

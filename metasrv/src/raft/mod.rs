@@ -5,6 +5,7 @@
 //! openraft runs on `metronome_core::rt::raft::RaftRuntime`, so its timers and random
 //! election timeouts are the simulation's under madsim.
 
+pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -99,6 +100,9 @@ pub fn config(tuning: &RaftTuning) -> openraft::Config {
         // last one waits for the follower's decode and fsync.
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 10_000,
+        // `election::drive` decides when a replica stands, with a timeout drawn afresh
+        // for each election (openraft 0.9 draws one per replica).
+        enable_elect: false,
         ..openraft::Config::default()
     };
     config

@@ -20,6 +20,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::election::GreaterLog;
 use super::TypeConfig;
 
 /// Opens a client to a replica's address.
@@ -30,13 +31,16 @@ pub type Dial = Arc<dyn Fn(&str) -> RpcClient + Send + Sync>;
 pub struct Network {
     dial: Dial,
     clients: Arc<Mutex<HashMap<String, Arc<RpcClient>>>>,
+    greater_log: GreaterLog,
 }
 
 impl Network {
-    pub fn new(dial: Dial) -> Network {
+    /// `greater_log` hears of every vote refused by a replica with a longer log.
+    pub fn new(dial: Dial, greater_log: GreaterLog) -> Network {
         Network {
             dial,
             clients: Arc::default(),
+            greater_log,
         }
     }
 }
@@ -52,7 +56,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             .entry(node.addr.clone())
             .or_insert_with(|| Arc::new((self.dial)(&node.addr)))
             .clone();
-        PeerLink { target, client }
+        PeerLink {
+            target,
+            client,
+            greater_log: self.greater_log.clone(),
+        }
     }
 }
 
@@ -60,6 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerLink {
     target: u64,
     client: Arc<RpcClient>,
+    greater_log: GreaterLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +153,10 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         request: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.send(RaftKind::Vote, &request, &option).await
+        let response: VoteResponse<u64> = self.send(RaftKind::Vote, &request, &option).await?;
+        if !response.vote_granted && response.last_log_id > request.last_log_id {
+            self.greater_log.seen();
+        }
+        Ok(response)
     }
 }
