@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::client::MetaClient;
 use metronome_catalog::request::MembershipChange;
-use metronome_catalog::{Command as CatalogCommand, DatanodeInfo};
+use metronome_catalog::DatanodeInfo;
 use metronome_core::config::{Config, Role};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{Address, FrameLimits, Listener};
-use metronome_core::rt::{task, time};
+use metronome_core::rt::task;
 use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
+use metronome_datanode::lease::{LeasedRegions, Leases};
 use metronome_frontend::router::Connect;
 use metronome_frontend::start::{self, FrontendConfig, Peers};
 use metronome_metasrv::raft::RaftTuning;
@@ -38,10 +39,6 @@ use crate::{
     build_info, frontend_runtime, init_logging, load_config, prepare_data_dir, shards_config,
     shutdown_signal, ShardFlags, CALL_TIMEOUT, RUNTIME_SHUTDOWN_TIMEOUT,
 };
-
-/// How long a datanode waits before it tries to register again, at first and at most.
-const REGISTER_RETRY_FIRST: Duration = Duration::from_millis(100);
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct MetasrvArgs {
@@ -422,11 +419,10 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
         let datanode =
             Datanode::start(Disk::real(&data_dir), DatanodeConfig { shards, engine }).await?;
         let handle = datanode.handle();
-        let (rpc, server) = serve_rpc(
-            rpc_addr,
-            Arc::new(RegionServer::new(Arc::new(handle.clone()))),
-        )
-        .await?;
+        let leases = Leases::new(node_id);
+        let regions = LeasedRegions::new(Arc::new(handle.clone()), leases.clone());
+        let (rpc, server) =
+            serve_rpc(rpc_addr, Arc::new(RegionServer::new(Arc::new(regions)))).await?;
         let advertised = advertise_addr.unwrap_or(rpc);
         // Another node dialing 0.0.0.0 reaches its own host, not this one.
         if advertised.ip().is_unspecified() {
@@ -438,36 +434,15 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
         }
         let signals = shutdown_signal()?;
         let metasrv = metasrv_client(&metasrv_addrs);
-        let registration = CatalogCommand::RegisterDatanode {
-            id: node_id,
-            addr: advertised.to_string(),
-            shards: shard_count,
-        };
         // The metasrv may not be up yet: register with backoff, and stop on a signal.
-        let registered = async {
-            let mut retry = REGISTER_RETRY_FIRST;
-            loop {
-                match metasrv.execute(&registration).await {
-                    Ok(_) => return Ok(()),
-                    // The metasrv answered and said no: trying again changes nothing.
-                    Err(MetaError::Refused(reason)) => {
-                        return Err(format!(
-                            "the metasrv at {} refused datanode {}: {reason}",
-                            addrs_text(&metasrv_addrs),
-                            node_id
-                        ))
-                    }
-                    Err(error) => tracing::warn!(
-                        metasrv = %addrs_text(&metasrv_addrs),
-                        %error,
-                        retry_ms = retry.as_millis() as u64,
-                        "cannot register with the metasrv; retrying"
-                    ),
-                }
-                time::sleep(retry).await;
-                retry = (retry * 2).min(REGISTER_RETRY_MAX);
-            }
-        };
+        let metasrv_text = addrs_text(&metasrv_addrs);
+        let registered = heartbeat::register(
+            &metasrv,
+            &metasrv_text,
+            node_id,
+            advertised.to_string(),
+            shard_count,
+        );
         tokio::pin!(signals);
         let stopped_early = tokio::select! {
             outcome = registered => {
@@ -483,6 +458,7 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
                 handle.clone(),
                 node_id,
                 heartbeat::HEARTBEAT_INTERVAL,
+                leases,
             )));
             tracing::info!(
                 role = %"datanode",

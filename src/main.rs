@@ -366,12 +366,15 @@ async fn serve(
             CALL_TIMEOUT,
         )
     };
-    // The datanode's side: it tells the metasrv it is alive.
+    // The datanode's side: it tells the metasrv it is alive. Its region service is the
+    // handle itself, not `LeasedRegions`: with no other datanode to give a region to, the
+    // leases its heartbeats renew are never checked.
     let heartbeats = task::spawn(heartbeat::run(
         MetaClient::new(client(METASRV_ENDPOINT)),
         handle.clone(),
         0,
         heartbeat::HEARTBEAT_INTERVAL,
+        metronome_datanode::lease::Leases::new(0),
     ));
     drop(handle);
 

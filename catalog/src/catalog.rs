@@ -27,11 +27,32 @@ const TABLES_PER_DATABASE_MAX: usize = 100_000;
 /// Regions per table.
 pub const REGIONS_PER_TABLE_MAX: u32 = 1024;
 
-/// Where a region is served: (datanode, shard). Standalone has datanode 0.
+/// Where a region is served: (datanode, shard), at an epoch. Standalone has datanode 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub datanode: u64,
     pub shard: u16,
+    /// Grows each time the region's route changes ([`crate::lease`]): the datanode holds
+    /// the region at this epoch, and requests name the epoch of the route they followed.
+    /// The catalog sets it; what a command proposes is ignored. Catalogs written before
+    /// epochs existed read as the first.
+    #[serde(default = "first_epoch")]
+    pub epoch: u64,
+}
+
+fn first_epoch() -> u64 {
+    crate::lease::FIRST_EPOCH
+}
+
+impl Route {
+    /// A new region's route: (datanode, shard) at the first epoch.
+    pub const fn new(datanode: u64, shard: u16) -> Route {
+        Route {
+            datanode,
+            shard,
+            epoch: crate::lease::FIRST_EPOCH,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -534,7 +555,12 @@ impl Catalog {
                 let regions = routes
                     .iter()
                     .enumerate()
-                    .map(|(number, route)| (RegionId::new(id, number as u32), *route))
+                    .map(|(number, route)| {
+                        (
+                            RegionId::new(id, number as u32),
+                            Route::new(route.datanode, route.shard),
+                        )
+                    })
                     .collect();
                 db.tables.insert(
                     name.clone(),
@@ -623,7 +649,12 @@ impl Catalog {
                     regions: routes
                         .iter()
                         .enumerate()
-                        .map(|(number, route)| (RegionId::new(id, number as u32), *route))
+                        .map(|(number, route)| {
+                            (
+                                RegionId::new(id, number as u32),
+                                Route::new(route.datanode, route.shard),
+                            )
+                        })
                         .collect(),
                 });
                 self.next_table_id += 1;

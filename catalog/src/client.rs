@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::catalog::{Catalog, Command, Route};
+use crate::lease::Grant;
 use crate::request::{MembershipChange, MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
@@ -328,14 +329,21 @@ impl MetaClient {
     }
 
     /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
-    /// version the metasrv has reached.
-    pub async fn heartbeat(&self, datanode: u64, shards: &[ShardStats]) -> Result<u64, MetaError> {
+    /// version the metasrv has reached and the regions it leases to the datanode.
+    pub async fn heartbeat(
+        &self,
+        datanode: u64,
+        shards: &[ShardStats],
+    ) -> Result<(u64, Vec<Grant>), MetaError> {
         let request = MetaRequest::Heartbeat {
             datanode,
             shards: shards.to_vec(),
         };
         match self.call(&request).await? {
-            MetaReply::Heartbeat { catalog_version } => Ok(catalog_version),
+            MetaReply::Heartbeat {
+                catalog_version,
+                leases,
+            } => Ok((catalog_version, leases)),
             other => Err(self.unexpected(&other)),
         }
     }

@@ -135,10 +135,7 @@ impl Catalog {
                     )
                 })
                 .expect("a datanode has a shard at least");
-            routes.push(Route {
-                datanode: slot.2,
-                shard: slot.1,
-            });
+            routes.push(Route::new(slot.2, slot.1));
             slot.0 += 1;
             *placed_on.entry(slot.2).or_default() += 1;
         }

@@ -16,6 +16,7 @@ use metronome_wire::region_request::{read_shard_stats, shard_stats};
 use metronome_wire::ShardStats;
 
 use crate::catalog::{Catalog, Command, Route};
+use crate::lease::Grant;
 
 /// A request to the metasrv.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,9 +85,11 @@ pub enum MetaReply {
     },
     /// Shared: the service answers with its snapshot, not a copy of it.
     Catalog(Arc<Catalog>),
-    /// The catalog version the metasrv has reached.
+    /// The catalog version the metasrv has reached, and the regions it leases to the
+    /// datanode that heartbeated, with their epochs ([`crate::lease`]).
     Heartbeat {
         catalog_version: u64,
+        leases: Vec<Grant>,
     },
     /// (datanode, milliseconds since its last heartbeat), by datanode.
     Liveness(Vec<(u64, u64)>),
@@ -247,9 +250,20 @@ impl MetaReply {
                 let table = fb::Catalog::create(builder, &fb::CatalogArgs { catalog_json });
                 (fb::Reply::Catalog, table.as_union_value())
             }
-            MetaReply::Heartbeat { catalog_version } => {
+            MetaReply::Heartbeat {
+                catalog_version,
+                leases,
+            } => {
+                let leases: Vec<fb::RegionLease> = leases
+                    .iter()
+                    .map(|(region, epoch)| {
+                        fb::RegionLease::new(&metronome_wire::convert::region_id(*region), *epoch)
+                    })
+                    .collect();
+                let leases = Some(builder.create_vector(&leases));
                 let args = fb::HeartbeatReplyArgs {
                     catalog_version: *catalog_version,
+                    leases,
                 };
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
@@ -328,9 +342,23 @@ impl MetaReply {
                     Err(error) => return Some(Err(format!("invalid catalog: {error}"))),
                 }
             }
-            fb::Reply::HeartbeatReply => MetaReply::Heartbeat {
-                catalog_version: reply.body_as_heartbeat_reply()?.catalog_version(),
-            },
+            fb::Reply::HeartbeatReply => {
+                let table = reply.body_as_heartbeat_reply()?;
+                MetaReply::Heartbeat {
+                    catalog_version: table.catalog_version(),
+                    leases: table
+                        .leases()
+                        .iter()
+                        .flatten()
+                        .map(|lease| {
+                            (
+                                metronome_wire::convert::read_region_id(lease.region()),
+                                lease.epoch(),
+                            )
+                        })
+                        .collect(),
+                }
+            }
             fb::Reply::LivenessReply => MetaReply::Liveness(
                 reply
                     .body_as_liveness_reply()?
@@ -371,10 +399,7 @@ impl MetaReply {
                     .body_as_regions_placed()?
                     .routes()
                     .iter()
-                    .map(|route| Route {
-                        datanode: route.datanode(),
-                        shard: route.shard(),
-                    })
+                    .map(|route| Route::new(route.datanode(), route.shard()))
                     .collect(),
             ),
             _ => return None,
@@ -390,16 +415,7 @@ mod tests {
     use metronome_wire::frame::{FrameKind, Header};
 
     fn commands() -> Vec<Command> {
-        let to = vec![
-            Route {
-                datanode: 0,
-                shard: 1,
-            },
-            Route {
-                datanode: 7,
-                shard: 0,
-            },
-        ];
+        let to = vec![Route::new(0, 1), Route::new(7, 0)];
         vec![
             Command::CreateDatabase { name: "ops".into() },
             Command::CreateMetricRegions {
@@ -526,19 +542,16 @@ mod tests {
                 version: 9,
                 applied: true,
             },
-            MetaReply::Heartbeat { catalog_version: 4 },
+            MetaReply::Heartbeat {
+                catalog_version: 4,
+                leases: vec![
+                    (metronome_core::data::RegionId::new(3, 0), 1),
+                    (metronome_core::data::RegionId::new(3, 5), 7),
+                ],
+            },
             MetaReply::Raft(b"{}".to_vec()),
             MetaReply::NotLeader { leader: None },
-            MetaReply::Placed(vec![
-                Route {
-                    datanode: 3,
-                    shard: 1,
-                },
-                Route {
-                    datanode: 1,
-                    shard: 0,
-                },
-            ]),
+            MetaReply::Placed(vec![Route::new(3, 1), Route::new(1, 0)]),
             MetaReply::RaftStatus(RaftStatus {
                 node_id: 2,
                 term: 5,

@@ -532,6 +532,7 @@ impl DatanodeHandle {
             region,
             batch,
             encoded: None,
+            epoch: 0,
         })
         .await
     }
@@ -552,7 +553,11 @@ impl DatanodeHandle {
         request: ScanRequest,
     ) -> Result<Vec<SeriesRows>, EngineError> {
         match self
-            .region_call(RegionRequest::Scan { region, request })
+            .region_call(RegionRequest::Scan {
+                region,
+                request,
+                epoch: 0,
+            })
             .await?
         {
             RegionReply::Series(series) => Ok(series),

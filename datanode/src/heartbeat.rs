@@ -1,25 +1,89 @@
-//! The datanode's heartbeat: every interval it tells the metasrv it is alive, with its
-//! shards' figures. A heartbeat that fails is logged and the next one tries again; the
-//! metasrv, not the datanode, decides what a silence means.
+//! The datanode's part in a cluster's control plane: it registers with the metasrv
+//! ([`register`]), then heartbeats ([`run`]) every interval with its shards' figures, and
+//! each reply renews the region leases it serves under ([`crate::lease`]). A heartbeat
+//! that fails is logged and the next one tries again; the metasrv, not the datanode,
+//! decides what a silence means, and the datanode's leases lapse on their own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use metronome_catalog::client::MetaClient;
+use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::Command;
+use metronome_core::rt::time;
 
 use crate::datanode::DatanodeHandle;
+use crate::lease::Leases;
 
-/// How often a datanode reports.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+pub use metronome_catalog::lease::HEARTBEAT_INTERVAL;
 
-/// Reports datanode `datanode`'s figures to `metasrv` every `interval`, forever (the
-/// caller stops it by dropping or aborting its task). Runs on the frontend's runtime,
-/// outside the shards, which it reaches through `handle`.
-pub async fn run(metasrv: MetaClient, handle: DatanodeHandle, datanode: u64, interval: Duration) {
-    let mut ticks = metronome_core::rt::time::interval(interval);
+/// The first pause between registration attempts, doubled after each failure...
+const REGISTER_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// ...up to this.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Registers datanode `id`, serving at `addr` with `shards` shards, with the metasrv
+/// (`metasrv_text` names its addresses in the log). The metasrv may not be up yet: this
+/// retries with backoff, logging each failure, until the metasrv answers; it gives up only
+/// when the metasrv refuses the registration, which trying again would not change.
+pub async fn register(
+    metasrv: &MetaClient,
+    metasrv_text: &str,
+    id: u64,
+    addr: String,
+    shards: u16,
+) -> Result<(), String> {
+    let registration = Command::RegisterDatanode { id, addr, shards };
+    let mut retry = REGISTER_RETRY_FIRST;
     loop {
-        ticks.tick().await;
-        if let Err(error) = metasrv.heartbeat(datanode, &handle.stats().await).await {
-            tracing::warn!(%error, datanode, "heartbeat to the metasrv failed");
+        match metasrv.execute(&registration).await {
+            Ok(_) => return Ok(()),
+            Err(MetaError::Refused(reason)) => {
+                return Err(format!(
+                    "the metasrv at {metasrv_text} refused datanode {id}: {reason}"
+                ))
+            }
+            Err(error) => tracing::warn!(
+                metasrv = %metasrv_text,
+                %error,
+                retry_ms = retry.as_millis() as u64,
+                "cannot register with the metasrv; retrying"
+            ),
+        }
+        time::sleep(retry).await;
+        retry = (retry * 2).min(REGISTER_RETRY_MAX);
+    }
+}
+
+/// Reports datanode `datanode`'s figures to `metasrv` every `interval`, and whenever a
+/// request asks for its leases to be renewed, forever (the caller stops it by dropping or
+/// aborting its task). Runs on the frontend's runtime, outside the shards, which it
+/// reaches through `handle`.
+pub async fn run(
+    metasrv: MetaClient,
+    handle: DatanodeHandle,
+    datanode: u64,
+    interval: Duration,
+    leases: Arc<Leases>,
+) {
+    let mut ticks = time::interval(interval);
+    loop {
+        {
+            let tick = std::pin::pin!(ticks.tick());
+            let woken = std::pin::pin!(leases.woken());
+            futures::future::select(tick, woken).await;
+        }
+        let waiting = leases.starting();
+        let stats = handle.stats().await;
+        // The lease runs from before the heartbeat leaves, so it ends before the
+        // metasrv, which counts from when the heartbeat arrived, thinks it does.
+        let sent_at = time::now();
+        match metasrv.heartbeat(datanode, &stats).await {
+            Ok((_, grants)) => leases.renew(sent_at, &grants),
+            Err(error) => tracing::warn!(%error, datanode, "heartbeat to the metasrv failed"),
+        }
+        for request in waiting {
+            // A request that stopped waiting dropped its end: nothing to tell it.
+            let _ = request.try_send(());
         }
     }
 }

@@ -5,8 +5,9 @@
 //! store cache, and region scans. Each shard ([`metronome_core::rt::shard`]) owns its
 //! regions outright; a request for a region is served only by its shard.
 //!
-//! It also owns the datanode's side of the control plane: its [`heartbeat`] to the
-//! metasrv (through `metronome-catalog`'s client, never the metasrv's server).
+//! It also owns the datanode's side of the control plane: its registration and
+//! [`heartbeat`] to the metasrv (through `metronome-catalog`'s client, never the
+//! metasrv's server), and the region [`lease`]s a cluster datanode serves under.
 //!
 //! It must not: acknowledge a write before it is durable; share a lock between shards;
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
@@ -15,6 +16,7 @@
 pub mod datanode;
 pub mod engine;
 pub mod heartbeat;
+pub mod lease;
 pub mod manifest;
 pub mod memtable;
 pub mod merge;

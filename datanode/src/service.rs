@@ -58,13 +58,14 @@ pub(crate) async fn handle(
             region,
             batch,
             encoded,
+            ..
         } => {
             engine.write(region, batch, encoded).await?;
             RegionReply::Done
         }
-        RegionRequest::Scan { region, request } => {
-            RegionReply::Series(engine.scan_series(region, &request).await?)
-        }
+        RegionRequest::Scan {
+            region, request, ..
+        } => RegionReply::Series(engine.scan_series(region, &request).await?),
         RegionRequest::Close { region } => {
             engine.close_region(region).await?;
             RegionReply::Done

@@ -16,11 +16,7 @@ use metronome_core::data::RegionId;
 use serde_json::{json, Value as Json};
 
 use crate::meta::Meta;
-
-/// A datanode is alive while its last heartbeat is at most this old: three heartbeats
-/// and a second, the lease GreptimeDB gives a region. The metasrv places new regions by
-/// the same bound (`MetaService::place`).
-pub const ALIVE_SINCE_HEARTBEAT_MS_MAX: u64 = 3 * 5_000 + 1_000;
+use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
 
 /// A metasrv replica: the raft state it reported, or why it did not answer.
 #[derive(Debug, Clone)]
@@ -41,8 +37,10 @@ pub struct DatanodeView {
 
 impl DatanodeView {
     pub fn alive(&self) -> bool {
+        // The bound the metasrv places regions by: a datanode that has not heartbeated
+        // within a lease holds no region.
         self.since_heartbeat_ms
-            .is_some_and(|ms| ms <= ALIVE_SINCE_HEARTBEAT_MS_MAX)
+            .is_some_and(|ms| ms <= ALIVE_SINCE_HEARTBEAT_MAX.as_millis() as u64)
     }
 }
 

@@ -162,10 +162,13 @@ fn unavailable(error: impl std::fmt::Display) -> RegionError {
 }
 
 impl RegionService for RegionRouter {
-    fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
+    fn call(&self, mut request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
         Box::pin(async move {
             if let Some(region) = request.region() {
                 let route = self.route(region).await?;
+                // A datanode of a cluster serves writes and scans under a lease at the
+                // route's epoch: the request names the epoch it follows.
+                request.set_epoch(route.epoch);
                 let client = self.client(route.datanode).await?;
                 // A request that cannot reach its datanode, or finds the region gone, may
                 // follow a route that changed (a datanode restarted at a new address, a
@@ -201,7 +204,8 @@ impl RegionService for RegionRouter {
                     .route(region)
                     .filter(|now| *now != route || addr(&catalog, now.datanode) != before);
                 return match (moved, retry) {
-                    (Some(now), Some(request)) => {
+                    (Some(now), Some(mut request)) => {
+                        request.set_epoch(now.epoch);
                         self.client(now.datanode).await?.call(request).await
                     }
                     _ => Err(error),

@@ -89,6 +89,35 @@ pub async fn start(
     peers: Peers,
     build: BuildInfo,
 ) -> Result<Running, String> {
+    let frontend = open(config, peers, build).await?;
+    let bind = |addr: SocketAddr| async move {
+        let listener = net::bind_stream_listener(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|error| format!("cannot read the address bound for {addr}: {error}"))?;
+        Ok::<_, String>((listener, bound))
+    };
+    let (http, http_addr) = bind(config.http.addr).await?;
+    let (postgres, postgres_addr) = bind(config.postgres.addr).await?;
+    Ok(Running {
+        http_addr,
+        postgres_addr,
+        sql: frontend.sql.clone(),
+        frontend,
+        http,
+        postgres,
+    })
+}
+
+/// Opens the catalog copy and the stores: the frontend's engines, serving no protocol
+/// yet ([`start`] adds the listeners; the simulation drives the engines directly).
+pub async fn open(
+    config: &FrontendConfig,
+    peers: Peers,
+    build: BuildInfo,
+) -> Result<Arc<Frontend>, String> {
     // The metasrv may not be up yet, and regions need a datanode to live on: wait for
     // both, saying so now and then, rather than exit.
     let metasrv = peers.metasrv.peer();
@@ -190,10 +219,10 @@ pub async fn start(
             })
         })
     };
-    let frontend = Arc::new(Frontend {
+    Ok(Arc::new(Frontend {
         meta: meta.clone(),
         store,
-        sql: sql.clone(),
+        sql,
         tables,
         metrics: SelfMetrics::new(build),
         shard_figures: Some(shard_figures),
@@ -202,26 +231,7 @@ pub async fn start(
             timeout: Duration::from_millis(query.timeout_ms),
             ..QueryLimits::default()
         },
-    });
-    let bind = |addr: SocketAddr| async move {
-        let listener = net::bind_stream_listener(addr)
-            .await
-            .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|error| format!("cannot read the address bound for {addr}: {error}"))?;
-        Ok::<_, String>((listener, bound))
-    };
-    let (http, http_addr) = bind(config.http.addr).await?;
-    let (postgres, postgres_addr) = bind(config.postgres.addr).await?;
-    Ok(Running {
-        http_addr,
-        postgres_addr,
-        frontend,
-        sql,
-        http,
-        postgres,
-    })
+    }))
 }
 
 impl Running {

@@ -24,10 +24,7 @@ async fn a_command_that_changed_nothing_at_the_metasrv_is_not_replayed_on_an_old
     let (a, b) = (&metas[0], &metas[1]);
     let regions = Command::CreateMetricRegions {
         database: DEFAULT_DATABASE.to_string(),
-        routes: vec![Route {
-            datanode: 0,
-            shard: 0,
-        }],
+        routes: vec![Route::new(0, 0)],
     };
     a.lock().await.execute(regions).await.unwrap();
     b.refresh().await.unwrap();

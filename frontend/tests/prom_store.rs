@@ -39,10 +39,7 @@ impl HeldAddTag {
 
 /// The metric regions' one route: datanode 0, shard 0.
 fn one_route() -> Vec<Route> {
-    vec![Route {
-        datanode: 0,
-        shard: 0,
-    }]
+    vec![Route::new(0, 0)]
 }
 
 impl RegionService for HeldAddTag {

@@ -66,10 +66,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
         .await
         .execute(Command::CreateMetricRegions {
             database: DEFAULT_DATABASE.to_string(),
-            routes: vec![Route {
-                datanode: 1,
-                shard: 0,
-            }],
+            routes: vec![Route::new(1, 0)],
         })
         .await
         .unwrap();
@@ -128,6 +125,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
         region,
         batch: WriteBatch::default(),
         encoded: None,
+        epoch: 0,
     };
     router.call(write).await.unwrap();
     assert_eq!(new.calls.load(Ordering::Relaxed), 2);

@@ -32,14 +32,12 @@ use crate::raft::network::{Dial, Network};
 use crate::raft::state_machine::{snapshot_dir, Legacy, StateMachine};
 use crate::raft::worker::DiskThread;
 use crate::raft::{self, MetaRaft, RaftTuning};
+use metronome_catalog::lease::{Grant, ALIVE_SINCE_HEARTBEAT_MAX};
 use metronome_catalog::request::{MembershipChange, MetaReply, MetaRequest, RaftKind, RaftStatus};
 use metronome_catalog::{Catalog, Command, Route};
 
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
 const DATANODES_MAX: usize = 4096;
-/// A datanode is alive while its last heartbeat is at most this old: three heartbeats and a
-/// second, the lease GreptimeDB gives a region.
-pub const ALIVE_SINCE_HEARTBEAT_MAX: Duration = Duration::from_secs(3 * 5 + 1);
 /// How long a new replica may take to catch up as a learner before it votes.
 const LEARNER_CATCH_UP_MAX: Duration = Duration::from_secs(60);
 /// How long openraft may take to load the membership from the raft log at start.
@@ -406,9 +404,27 @@ impl MetaService {
             .map_err(|error| ExecuteError::Refused(error.to_string()))
     }
 
-    /// Records a datanode's heartbeat; only the leader keeps them.
-    pub fn heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), ExecuteError> {
-        self.leads()?;
+    /// Records a datanode's heartbeat and answers with the catalog's version and the
+    /// regions it routes to the datanode, which the datanode then holds for a lease from
+    /// when it sent the heartbeat (`metronome_catalog::lease`). Only the leader answers,
+    /// once a quorum confirmed it still leads: a deposed leader, whose catalog may miss a
+    /// region's move, must not renew a lease on it.
+    pub async fn heartbeat(
+        &self,
+        datanode: u64,
+        shards: Vec<ShardStats>,
+    ) -> Result<(u64, Vec<Grant>), ExecuteError> {
+        let catalog = self.catalog().await?;
+        let leases: Vec<Grant> = catalog
+            .routes()
+            .filter(|(_, route)| route.datanode == datanode)
+            .map(|(region, route)| (region, route.epoch))
+            .collect();
+        self.record_heartbeat(datanode, shards)?;
+        Ok((catalog.version, leases))
+    }
+
+    fn record_heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), ExecuteError> {
         let mut datanodes = self.datanodes.lock().expect("datanodes");
         if !datanodes.contains_key(&datanode) && datanodes.len() >= DATANODES_MAX {
             return Err(ExecuteError::Refused(format!(
@@ -484,15 +500,18 @@ impl MetaService {
                 Ok(catalog) => Ok(MetaReply::Catalog(catalog)),
                 Err(error) => error_reply(error),
             },
-            MetaRequest::Heartbeat { datanode, shards } => match self.heartbeat(datanode, shards) {
-                Ok(()) => Ok(MetaReply::Heartbeat {
-                    catalog_version: self.state.catalog().version,
-                }),
-                Err(ExecuteError::Refused(reason)) => {
-                    Err(frame::error_body(fb::ErrorKind::InvalidRequest, &reason))
+            MetaRequest::Heartbeat { datanode, shards } => {
+                match self.heartbeat(datanode, shards).await {
+                    Ok((catalog_version, leases)) => Ok(MetaReply::Heartbeat {
+                        catalog_version,
+                        leases,
+                    }),
+                    Err(ExecuteError::Refused(reason)) => {
+                        Err(frame::error_body(fb::ErrorKind::InvalidRequest, &reason))
+                    }
+                    Err(error) => error_reply(error),
                 }
-                Err(error) => error_reply(error),
-            },
+            }
             MetaRequest::Liveness => {
                 if let Err(error) = self.leads() {
                     return error_reply(error);

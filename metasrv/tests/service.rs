@@ -44,10 +44,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     let version = client
         .execute(&Command::CreateMetricRegions {
             database: DEFAULT_DATABASE.into(),
-            routes: vec![Route {
-                datanode: 0,
-                shard: 0,
-            }],
+            routes: vec![Route::new(0, 0)],
         })
         .await
         .unwrap();
@@ -75,10 +72,22 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         wal_commits: 9,
         ..ShardStats::default()
     }];
-    assert_eq!(client.heartbeat(17, &stats).await.unwrap(), 2);
+    let (version, leases) = client.heartbeat(17, &stats).await.unwrap();
+    assert_eq!(version, 2);
+    // Datanode 17 serves no region of the catalog, so it holds none.
+    assert_eq!(leases, vec![]);
     let datanodes = service.datanodes();
     assert_eq!(datanodes.len(), 1);
     assert_eq!(datanodes[&17].shards, stats);
+    // Datanode 0 serves the metric region, at its first epoch.
+    let metrics = catalog
+        .database(DEFAULT_DATABASE)
+        .unwrap()
+        .metrics
+        .clone()
+        .unwrap();
+    let (_, leases) = client.heartbeat(0, &stats).await.unwrap();
+    assert_eq!(leases, vec![(metrics.regions[0].0, 1)]);
 
     drop(client);
     service.stop().await.unwrap().stop_and_join().unwrap();
@@ -113,10 +122,7 @@ async fn a_single_replica_carries_an_earlier_catalog_over_and_a_cluster_refuses_
     catalog.apply(&ensure("old_metric", &["job"])).unwrap_err();
     let regions = Command::CreateMetricRegions {
         database: DEFAULT_DATABASE.into(),
-        routes: vec![Route {
-            datanode: 0,
-            shard: 0,
-        }],
+        routes: vec![Route::new(0, 0)],
     };
     catalog.apply(&regions).unwrap();
     let legacy = Path::new("meta");

@@ -2,7 +2,8 @@
 //! thread, simulated time, a seed that replays any failure.
 //!
 //! This crate owns the pieces every simulation test shares: a simulated node paired with
-//! its own [`SimDisk`](metronome_core::rt::disk::SimDisk) and power-loss helpers. Tests
+//! its own [`SimDisk`](metronome_core::rt::disk::SimDisk) and power-loss helpers
+//! ([`node`]), and a cluster's roles as simulated nodes ([`cluster`]). Tests
 //! live in `tests/` and only compile under `--cfg madsim`:
 //!
 //! ```text
@@ -13,6 +14,8 @@
 //! It must not be a dependency of any production crate, and must not reach the real
 //! world: everything goes through `metronome_core::rt`, which madsim simulates.
 
+#[cfg(madsim)]
+pub mod cluster;
 #[cfg(madsim)]
 pub mod node;
 

@@ -162,6 +162,7 @@ pub fn scan<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     region: RegionId,
     request: &ScanRequest,
+    epoch: u64,
 ) -> WIPOffset<fb::Scan<'b>> {
     let matchers: Vec<_> = request
         .matchers
@@ -194,6 +195,7 @@ pub fn scan<'b>(
             limit: request.limit.map(|limit| limit as u64),
             series_only: request.series_only,
             projection,
+            epoch,
         },
     )
 }
@@ -333,9 +335,10 @@ mod tests {
         };
         for request in [request, empty_projection, ScanRequest::all()] {
             let mut builder = FlatBufferBuilder::new();
-            let offset = scan(&mut builder, RegionId::new(4, 2), &request);
+            let offset = scan(&mut builder, RegionId::new(4, 2), &request, 3);
             builder.finish_minimal(offset);
             let table = flatbuffers::root::<fb::Scan>(builder.finished_data()).unwrap();
+            assert_eq!(table.epoch(), 3);
             assert_eq!(
                 read_scan(table).unwrap(),
                 (RegionId::new(4, 2), request.clone())

@@ -160,9 +160,14 @@ impl RegionService for RegionClient {
             match request {
                 // Frames go one after another, so a later row of the same (series, ts)
                 // still wins, as it does in one write.
-                RegionRequest::Write { region, batch, .. } => {
+                RegionRequest::Write {
+                    region,
+                    batch,
+                    epoch,
+                    ..
+                } => {
                     for pieces in write_frames(&batch) {
-                        match self.send(encode_write(region, &pieces)?).await? {
+                        match self.send(encode_write(region, epoch, &pieces)?).await? {
                             RegionReply::Done => {}
                             other => {
                                 return Err(protocol(

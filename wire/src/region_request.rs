@@ -66,11 +66,19 @@ pub enum RegionRequest {
         /// The batch's bytes as a datanode received them ([`write_batch`]), which it
         /// logs in its WAL as they are; `None` in-process, where the WAL encodes it.
         encoded: Option<Vec<u8>>,
+        /// The epoch of the route the sender followed, which a datanode of a cluster
+        /// checks against its lease on the region (`metronome_catalog::lease`). 0 from
+        /// whoever follows no route: the typed helpers below (the frontend's router
+        /// stamps the route's epoch on what it forwards, [`RegionRequest::set_epoch`])
+        /// and standalone's in-process calls, whose datanode holds no leases.
+        epoch: u64,
     },
     /// The region's rows matching `request`, grouped by series, in (series, ts) order.
     Scan {
         region: RegionId,
         request: ScanRequest,
+        /// As a write's.
+        epoch: u64,
     },
     /// Closes a region: it finishes the writes in flight, flushes everything, and serves
     /// nothing (requests get `WrongRoute`) until opened again; its data stays.
@@ -114,6 +122,24 @@ impl RegionRequest {
             | RegionRequest::Open { region }
             | RegionRequest::Flush { region } => Some(*region),
             RegionRequest::ShardStats => None,
+        }
+    }
+
+    /// The route epoch a request that a datanode serves under a lease names: writes and
+    /// scans. Other requests (schema changes, creating and dropping regions) are the
+    /// catalog's changes carried out, which the frontend makes only after the metasrv
+    /// committed them.
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            RegionRequest::Write { epoch, .. } | RegionRequest::Scan { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// Names the epoch of the route the request follows (see [`RegionRequest::epoch`]).
+    pub fn set_epoch(&mut self, route_epoch: u64) {
+        if let RegionRequest::Write { epoch, .. } | RegionRequest::Scan { epoch, .. } = self {
+            *epoch = route_epoch;
         }
     }
 
@@ -166,12 +192,21 @@ impl RegionRequest {
                 let table = fb::SetTtl::create(builder, &args);
                 (fb::Request::SetTtl, table.as_union_value())
             }),
-            RegionRequest::Write { region, batch, .. } => {
+            RegionRequest::Write {
+                region,
+                batch,
+                epoch,
+                ..
+            } => {
                 let pieces: Vec<_> = batch.series.iter().map(SeriesPiece::whole).collect();
-                encode_write(*region, &pieces)?
+                encode_write(*region, *epoch, &pieces)?
             }
-            RegionRequest::Scan { region, request } => frame::request_body(|builder| {
-                let table = convert::scan(builder, *region, request);
+            RegionRequest::Scan {
+                region,
+                request,
+                epoch,
+            } => frame::request_body(|builder| {
+                let table = convert::scan(builder, *region, request, *epoch);
                 (fb::Request::Scan, table.as_union_value())
             }),
             RegionRequest::Close { region } => region_only!(CloseRegion, CloseRegionArgs, *region),
@@ -242,14 +277,16 @@ impl RegionRequest {
                     region: id,
                     batch,
                     encoded: Some(bytes.to_vec()),
+                    epoch: table.epoch(),
                 }
             }
             fb::Request::Scan => {
-                let (id, scan) = convert::read_scan(request.body_as_scan().expect("verified"))
-                    .map_err(convert)?;
+                let table = request.body_as_scan().expect("verified");
+                let (id, scan) = convert::read_scan(table).map_err(convert)?;
                 RegionRequest::Scan {
                     region: id,
                     request: scan,
+                    epoch: table.epoch(),
                 }
             }
             fb::Request::GetShardStats => RegionRequest::ShardStats,
@@ -271,6 +308,7 @@ impl RegionRequest {
 /// a big write from its pieces of series, without copying them into a batch of their own.
 pub(crate) fn encode_write(
     region: RegionId,
+    epoch: u64,
     pieces: &[SeriesPiece<'_>],
 ) -> Result<Body, RegionError> {
     let payload = write_batch::encode_pieces(pieces).map_err(|error| {
@@ -281,6 +319,7 @@ pub(crate) fn encode_write(
         let args = fb::WriteArgs {
             region: Some(&convert::region_id(region)),
             batch: Some(batch),
+            epoch,
         };
         let table = fb::Write::create(builder, &args);
         (fb::Request::Write, table.as_union_value())
@@ -443,6 +482,7 @@ pub trait RegionServiceExt: RegionService {
             region,
             batch,
             encoded: None,
+            epoch: 0,
         })
     }
 
@@ -453,7 +493,12 @@ pub trait RegionServiceExt: RegionService {
         request: ScanRequest,
     ) -> BoxFuture<'_, Result<Vec<SeriesRows>, RegionError>> {
         Box::pin(async move {
-            match self.call(RegionRequest::Scan { region, request }).await? {
+            let scan = RegionRequest::Scan {
+                region,
+                request,
+                epoch: 0,
+            };
+            match self.call(scan).await? {
                 RegionReply::Series(series) => Ok(series),
                 other => Err(unexpected("scan", &other)),
             }
@@ -542,10 +587,12 @@ pub(crate) mod tests {
                 region,
                 batch: WriteBatch::from_rows(vec![row(5, 3), row(6, 0)]),
                 encoded: None,
+                epoch: 4,
             },
             RegionRequest::Scan {
                 region,
                 request: scan,
+                epoch: 9,
             },
             RegionRequest::Drop { region },
             RegionRequest::Schema { region },

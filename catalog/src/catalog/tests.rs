@@ -3,10 +3,7 @@
 use super::*;
 use metronome_core::data::FieldType;
 
-const HERE: Route = Route {
-    datanode: 0,
-    shard: 0,
-};
+const HERE: Route = Route::new(0, 0);
 
 fn metrics_catalog() -> Catalog {
     let mut catalog = Catalog::default();

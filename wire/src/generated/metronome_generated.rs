@@ -1437,6 +1437,117 @@ impl<'a> ShardStats {
 
 }
 
+/// A region the metasrv leases to a datanode, at its route's epoch.
+// struct RegionLease, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct RegionLease(pub [u8; 16]);
+impl Default for RegionLease { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for RegionLease {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("RegionLease")
+      .field("region", &self.region())
+      .field("epoch", &self.epoch())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for RegionLease {}
+impl<'a> ::flatbuffers::Follow<'a> for RegionLease {
+  type Inner = &'a RegionLease;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a RegionLease>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a RegionLease {
+  type Inner = &'a RegionLease;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<RegionLease>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for RegionLease {
+    type Output = RegionLease;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const RegionLease as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for RegionLease {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> RegionLease {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    region: &RegionId,
+    epoch: u64,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_region(region);
+    s.set_epoch(epoch);
+    s
+  }
+
+  pub fn region(&self) -> &RegionId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const RegionId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_region(&mut self, x: &RegionId) {
+    self.0[0..0 + 8].copy_from_slice(&x.0)
+  }
+
+  pub fn epoch(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_epoch(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
 // struct DatanodeLiveness, aligned to 8
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
@@ -2653,6 +2764,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Write<'a> {
 impl<'a> Write<'a> {
   pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
   pub const VT_BATCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2664,6 +2776,7 @@ impl<'a> Write<'a> {
     args: &'args WriteArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Write<'bldr>> {
     let mut builder = WriteBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
     if let Some(x) = args.batch { builder.add_batch(x); }
     if let Some(x) = args.region { builder.add_region(x); }
     builder.finish()
@@ -2685,6 +2798,15 @@ impl<'a> Write<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Write::VT_BATCH, None).unwrap()}
   }
+  /// The epoch of the route the sender followed (catalog/src/lease.rs); 0: none (a
+  /// standalone datanode, which holds no leases).
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Write::VT_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Write<'_> {
@@ -2695,6 +2817,7 @@ impl ::flatbuffers::Verifiable for Write<'_> {
     v.visit_table(pos)?
      .visit_field::<RegionId>("region", Self::VT_REGION, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("batch", Self::VT_BATCH, true)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -2702,6 +2825,7 @@ impl ::flatbuffers::Verifiable for Write<'_> {
 pub struct WriteArgs<'a> {
     pub region: Option<&'a RegionId>,
     pub batch: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub epoch: u64,
 }
 impl<'a> Default for WriteArgs<'a> {
   #[inline]
@@ -2709,6 +2833,7 @@ impl<'a> Default for WriteArgs<'a> {
     WriteArgs {
       region: None, // required field
       batch: None, // required field
+      epoch: 0,
     }
   }
 }
@@ -2725,6 +2850,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WriteBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_batch(&mut self, batch: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Write::VT_BATCH, batch);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Write::VT_EPOCH, epoch, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WriteBuilder<'a, 'b, A> {
@@ -2748,6 +2877,7 @@ impl ::core::fmt::Debug for Write<'_> {
     let mut ds = f.debug_struct("Write");
       ds.field("region", &self.region());
       ds.field("batch", &self.batch());
+      ds.field("epoch", &self.epoch());
       ds.finish()
   }
 }
@@ -2774,6 +2904,7 @@ impl<'a> Scan<'a> {
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 12;
   pub const VT_SERIES_ONLY: ::flatbuffers::VOffsetT = 14;
   pub const VT_PROJECTION: ::flatbuffers::VOffsetT = 16;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2785,6 +2916,7 @@ impl<'a> Scan<'a> {
     args: &'args ScanArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Scan<'bldr>> {
     let mut builder = ScanBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
     if let Some(x) = args.limit { builder.add_limit(x); }
     builder.add_end(args.end);
     builder.add_start(args.start);
@@ -2848,6 +2980,14 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>(Scan::VT_PROJECTION, None)}
   }
+  /// As Write's.
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Scan::VT_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -2863,6 +3003,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<u64>("limit", Self::VT_LIMIT, false)?
      .visit_field::<bool>("series_only", Self::VT_SERIES_ONLY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("projection", Self::VT_PROJECTION, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -2875,6 +3016,7 @@ pub struct ScanArgs<'a> {
     pub limit: Option<u64>,
     pub series_only: bool,
     pub projection: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
+    pub epoch: u64,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -2887,6 +3029,7 @@ impl<'a> Default for ScanArgs<'a> {
       limit: None,
       series_only: false,
       projection: None,
+      epoch: 0,
     }
   }
 }
@@ -2925,6 +3068,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Scan::VT_PROJECTION, projection);
   }
   #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Scan::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -2951,6 +3098,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("limit", &self.limit());
       ds.field("series_only", &self.series_only());
       ds.field("projection", &self.projection());
+      ds.field("epoch", &self.epoch());
       ds.finish()
   }
 }
@@ -4625,6 +4773,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HeartbeatReply<'a> {
 
 impl<'a> HeartbeatReply<'a> {
   pub const VT_CATALOG_VERSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEASES: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4633,10 +4782,11 @@ impl<'a> HeartbeatReply<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args HeartbeatReplyArgs
+    args: &'args HeartbeatReplyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<HeartbeatReply<'bldr>> {
     let mut builder = HeartbeatReplyBuilder::new(_fbb);
     builder.add_catalog_version(args.catalog_version);
+    if let Some(x) = args.leases { builder.add_leases(x); }
     builder.finish()
   }
 
@@ -4649,6 +4799,15 @@ impl<'a> HeartbeatReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(HeartbeatReply::VT_CATALOG_VERSION, Some(0)).unwrap()}
   }
+  /// Every region the catalog routes to the datanode that heartbeated: it holds them for
+  /// a lease from when it sent the heartbeat, and no others (catalog/src/lease.rs).
+  #[inline]
+  pub fn leases(&self) -> Option<::flatbuffers::Vector<'a, RegionLease>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RegionLease>>>(HeartbeatReply::VT_LEASES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
@@ -4658,18 +4817,21 @@ impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("catalog_version", Self::VT_CATALOG_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("leases", Self::VT_LEASES, false)?
      .finish();
     Ok(())
   }
 }
-pub struct HeartbeatReplyArgs {
+pub struct HeartbeatReplyArgs<'a> {
     pub catalog_version: u64,
+    pub leases: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
 }
-impl<'a> Default for HeartbeatReplyArgs {
+impl<'a> Default for HeartbeatReplyArgs<'a> {
   #[inline]
   fn default() -> Self {
     HeartbeatReplyArgs {
       catalog_version: 0,
+      leases: None,
     }
   }
 }
@@ -4682,6 +4844,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatReplyBuilder<'a, 'b,
   #[inline]
   pub fn add_catalog_version(&mut self, catalog_version: u64) {
     self.fbb_.push_slot::<u64>(HeartbeatReply::VT_CATALOG_VERSION, catalog_version, 0);
+  }
+  #[inline]
+  pub fn add_leases(&mut self, leases: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RegionLease>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_LEASES, leases);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatReplyBuilder<'a, 'b, A> {
@@ -4702,6 +4868,7 @@ impl ::core::fmt::Debug for HeartbeatReply<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("HeartbeatReply");
       ds.field("catalog_version", &self.catalog_version());
+      ds.field("leases", &self.leases());
       ds.finish()
   }
 }

@@ -1,0 +1,163 @@
+//! A cluster datanode serves a region's writes and scans only under a lease from the
+//! metasrv (`metronome_catalog::lease` holds the rule): [`Leases`] are what its
+//! heartbeats renewed, and [`LeasedRegions`] is its region service with the check in
+//! front. Standalone's datanode holds no leases and serves its handle directly: it has
+//! no one to give a region to.
+//!
+//! A request the leases do not admit because the datanode may simply not have heard yet
+//! (a region created since the last heartbeat, an epoch newer than the one held, or a
+//! lapsed lease) makes the heartbeat go at once, and is checked again when it is back.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metronome_catalog::lease::{Grant, Refusal, RegionLeases, Renewal, LEASE};
+use metronome_core::data::RegionId;
+use metronome_core::rt::time;
+use metronome_wire::{
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+};
+
+/// How long a request waits for a heartbeat it asked for before it is refused.
+const RENEWAL_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// The leases one datanode holds, renewed by its heartbeat (`heartbeat::run`).
+pub struct Leases {
+    datanode: u64,
+    held: Mutex<RegionLeases>,
+    /// Asks the heartbeat to go now (one pending wake at most).
+    wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Requests waiting for the next heartbeat to complete.
+    waiting: Mutex<Vec<async_channel::Sender<()>>>,
+}
+
+impl Leases {
+    /// Datanode `datanode`'s leases, none held yet.
+    pub fn new(datanode: u64) -> Arc<Leases> {
+        Arc::new(Leases {
+            datanode,
+            held: Mutex::new(RegionLeases::default()),
+            wake: async_channel::bounded(1),
+            waiting: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether a request for `region` that followed a route at `epoch` may be served now.
+    pub fn check(&self, region: RegionId, epoch: u64) -> Result<(), Refusal> {
+        self.held
+            .lock()
+            .expect("leases")
+            .check(region, epoch, time::now())
+    }
+
+    /// The regions held, with their epochs.
+    pub fn held(&self) -> Vec<Grant> {
+        self.held.lock().expect("leases").held().collect()
+    }
+
+    /// Takes the grants of the reply to the heartbeat sent at `sent_at`.
+    pub(crate) fn renew(&self, sent_at: Instant, grants: &[Grant]) {
+        let renewal = self
+            .held
+            .lock()
+            .expect("leases")
+            .renew(sent_at, grants, LEASE);
+        match renewal {
+            Ok(Renewal::Taken) => {}
+            Ok(Renewal::Outdated) => {
+                tracing::debug!(datanode = self.datanode, "a late heartbeat reply ignored")
+            }
+            Err(reason) => tracing::error!(
+                datanode = self.datanode,
+                %reason,
+                "the metasrv's lease grants contradict the leases held: ignored, the leases \
+                 run out"
+            ),
+        }
+    }
+
+    /// The heartbeat is about to go: the requests waiting so far are waiting for it.
+    /// Those that come later wait for the next, which their wake starts at once, since
+    /// this one may have read the catalog before their region was in it.
+    pub(crate) fn starting(&self) -> Vec<async_channel::Sender<()>> {
+        std::mem::take(&mut *self.waiting.lock().expect("leases"))
+    }
+
+    /// Resolves when a request asked the heartbeat to go before its next tick.
+    pub(crate) async fn woken(&self) {
+        // The sender lives as long as `self`: the channel never closes.
+        let _ = self.wake.1.recv().await;
+    }
+
+    /// Asks for a heartbeat now and waits (a bounded time) until one completed.
+    async fn renew_now(&self) {
+        let (done, completed) = async_channel::bounded(1);
+        self.waiting.lock().expect("leases").push(done);
+        // A full channel is a wake already pending: one heartbeat serves both.
+        let _ = self.wake.0.try_send(());
+        let _ = time::timeout(RENEWAL_WAIT_MAX, completed.recv()).await;
+    }
+
+    /// Admits a request for `region` at `epoch`, asking the metasrv once if the refusal
+    /// may only mean the datanode has not heard yet.
+    async fn admit(&self, region: RegionId, epoch: u64) -> Result<(), RegionError> {
+        let refusal = match self.check(region, epoch) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let may_be_news = match refusal {
+            Refusal::NotHeld { .. } | Refusal::Lapsed { .. } => true,
+            Refusal::OtherEpoch { asked, held, .. } => asked > held,
+        };
+        if may_be_news {
+            self.renew_now().await;
+            if self.check(region, epoch).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(self.refused(self.check(region, epoch).err().unwrap_or(refusal)))
+    }
+
+    fn refused(&self, refusal: Refusal) -> RegionError {
+        let kind = if refusal.is_wrong_route() {
+            ErrorKind::WrongRoute
+        } else {
+            ErrorKind::Unavailable
+        };
+        RegionError::new(kind, format!("datanode {}: {refusal}", self.datanode))
+    }
+}
+
+/// A datanode's region service in a cluster: writes and scans only under a lease.
+pub struct LeasedRegions {
+    regions: Arc<dyn RegionService>,
+    leases: Arc<Leases>,
+}
+
+impl LeasedRegions {
+    pub fn new(regions: Arc<dyn RegionService>, leases: Arc<Leases>) -> LeasedRegions {
+        LeasedRegions { regions, leases }
+    }
+}
+
+impl RegionService for LeasedRegions {
+    fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
+        Box::pin(async move {
+            let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
+                return self.regions.call(request).await;
+            };
+            self.leases.admit(region, epoch).await?;
+            let write = matches!(request, RegionRequest::Write { .. });
+            let reply = self.regions.call(request).await?;
+            // A write that became durable after the lease lapsed (a slow disk) may
+            // overlap another datanode's, if the region moved meanwhile: it is not
+            // acknowledged, and counts as indeterminate, as any failed write does.
+            if write {
+                if let Err(refusal) = self.leases.check(region, epoch) {
+                    return Err(self.leases.refused(refusal));
+                }
+            }
+            Ok(reply)
+        })
+    }
+}

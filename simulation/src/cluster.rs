@@ -1,0 +1,288 @@
+//! A whole cluster's roles as madsim nodes: metasrv replicas, datanodes and frontends,
+//! each started by the same library code the `metronome` binary's roles run
+//! (`MetaService`, `Datanode` behind `LeasedRegions` with its registration and heartbeat,
+//! `frontend::start::open`), over TCP between simulated addresses.
+//!
+//! Addresses: metasrv replica `i` at 10.0.1.i:4100, datanode `i` at 10.0.2.i:4200,
+//! frontend `i` at 10.0.3.i; anything else a test runs (checkers, monitors) lives in
+//! 10.0.9.x.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metronome_catalog::client::MetaClient;
+use metronome_catalog::DatanodeInfo;
+use metronome_core::config::Config;
+use metronome_core::rt::disk::Disk;
+use metronome_core::rt::net::{FrameLimits, Listener};
+use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
+use metronome_core::rt::{rand, task, time};
+use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::engine::EngineConfig;
+use metronome_datanode::heartbeat;
+use metronome_datanode::lease::{LeasedRegions, Leases};
+use metronome_datanode::wal::WalConfig;
+use metronome_frontend::http::Frontend;
+use metronome_frontend::router::Connect;
+use metronome_frontend::start::{self, FrontendConfig, Peers};
+use metronome_metasrv::raft::RaftTuning;
+use metronome_metasrv::service::{MetaService, ReplicaConfig};
+use metronome_wire::region::{RegionClient, RegionServer};
+use metronome_wire::rpc::{self, RpcClient};
+use metronome_wire::RegionService;
+
+/// A node's main future, rebuilt from its disk at every (re)start.
+pub type NodeMain = Box<dyn Fn(Disk) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
+
+pub const METASRV_PORT: u16 = 4100;
+pub const DATANODE_PORT: u16 = 4200;
+/// Shards per simulated datanode.
+pub const DATANODE_SHARDS: u16 = 2;
+
+pub fn metasrv_ip(id: u64) -> IpAddr {
+    IpAddr::from([10, 0, 1, id as u8])
+}
+
+pub fn metasrv_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(metasrv_ip(id), METASRV_PORT)
+}
+
+pub fn datanode_ip(id: u64) -> IpAddr {
+    IpAddr::from([10, 0, 2, id as u8])
+}
+
+pub fn datanode_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(datanode_ip(id), DATANODE_PORT)
+}
+
+pub fn frontend_ip(id: u64) -> IpAddr {
+    IpAddr::from([10, 0, 3, id as u8])
+}
+
+/// A protocol client of `addr` whose calls are bounded by `timeout`.
+pub fn client_of(addr: SocketAddr, timeout: Duration) -> RpcClient {
+    let limits = FrameLimits::default();
+    RpcClient::new(addr.to_string(), rpc::tcp_connector(addr, limits), timeout)
+}
+
+/// A metasrv client that goes round replicas `1..=replicas`.
+pub fn meta_client(replicas: u64) -> MetaClient {
+    MetaClient::replicas(
+        (1..=replicas)
+            .map(|id| client_of(metasrv_addr(id), Duration::from_secs(2)))
+            .collect(),
+    )
+}
+
+/// Metasrv replica `id` of `replicas`, its raft tuned by `tuning`.
+pub fn metasrv_main(id: u64, replicas: u64, tuning: RaftTuning) -> NodeMain {
+    Box::new(move |disk| {
+        let tuning = tuning.clone();
+        Box::pin(async move {
+            // Real replicas never start in the same microsecond. Simulated ones would, all
+            // standing for election at once as they initialize; a random start spreads
+            // them as processes started by hand or by a supervisor are.
+            time::sleep(Duration::from_micros(rand::gen_range(0..375_000))).await;
+            let peers = (1..=replicas)
+                .map(|peer| (peer, metasrv_addr(peer).to_string()))
+                .collect();
+            let replica = ReplicaConfig {
+                node_id: id,
+                peers,
+                dial: Arc::new(|addr: &str| {
+                    client_of(
+                        addr.parse().expect("peer addresses parse"),
+                        Duration::from_secs(2),
+                    )
+                }),
+                tuning,
+                initialize: true,
+            };
+            let service = Arc::new(
+                MetaService::start(disk, "meta", replica)
+                    .await
+                    .expect("a replica opens what it wrote"),
+            );
+            let listener = Listener::bind_tcp(
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), METASRV_PORT),
+                FrameLimits::default(),
+            )
+            .await
+            .expect("the port is free");
+            rpc::serve(listener, service, FrameLimits::default()).await;
+        })
+    })
+}
+
+/// Wraps a datanode's region service as the simulation sees it: `observe` hears of every
+/// request it answered, with its outcome.
+pub type Observer = Arc<dyn Fn(&Observed) + Send + Sync>;
+
+/// A region request a datanode answered.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub datanode: u64,
+    pub region: metronome_core::data::RegionId,
+    pub epoch: u64,
+    pub write: bool,
+    pub started: std::time::Instant,
+    pub finished: std::time::Instant,
+    pub succeeded: bool,
+}
+
+struct Observing {
+    datanode: u64,
+    inner: Arc<dyn RegionService>,
+    observe: Observer,
+}
+
+impl RegionService for Observing {
+    fn call(
+        &self,
+        request: metronome_wire::RegionRequest,
+    ) -> metronome_wire::BoxFuture<
+        '_,
+        Result<metronome_wire::RegionReply, metronome_wire::RegionError>,
+    > {
+        Box::pin(async move {
+            let region = request.region();
+            let epoch = request.epoch();
+            let write = matches!(request, metronome_wire::RegionRequest::Write { .. });
+            let started = time::now();
+            let outcome = self.inner.call(request).await;
+            if let (Some(region), Some(epoch)) = (region, epoch) {
+                (self.observe)(&Observed {
+                    datanode: self.datanode,
+                    region,
+                    epoch,
+                    write,
+                    started,
+                    finished: time::now(),
+                    succeeded: outcome.is_ok(),
+                });
+            }
+            outcome
+        })
+    }
+}
+
+/// The engine settings of a simulated datanode: small memtables and WAL segments, so
+/// that flushes, compactions and WAL purges happen within a seed's few seconds.
+fn datanode_config() -> DatanodeConfig {
+    DatanodeConfig {
+        shards: ShardsConfig {
+            count: DATANODE_SHARDS,
+            pin_to_cores: false,
+            io_driver: IoDriverChoice::Auto,
+            uring_entries: 64,
+        },
+        engine: EngineConfig {
+            memory_bytes_flush: 32 * 1024,
+            files_per_window_max: 2,
+            wal: WalConfig {
+                segment_bytes: 64 * 1024,
+                commit_bytes_max: 16 * 1024,
+                ..WalConfig::new("wal")
+            },
+            ..EngineConfig::default()
+        },
+    }
+}
+
+/// Datanode `id`: its engine on the node's disk, its region service behind its leases,
+/// registered with metasrv replicas `1..=replicas` and heartbeating every `heartbeat`.
+pub fn datanode_main(
+    id: u64,
+    replicas: u64,
+    heartbeat_every: Duration,
+    observe: Observer,
+) -> NodeMain {
+    Box::new(move |disk| {
+        let observe = observe.clone();
+        Box::pin(async move {
+            let datanode = Datanode::start(disk, datanode_config())
+                .await
+                .expect("a datanode opens what it wrote");
+            let handle = datanode.handle();
+            let leases = Leases::new(id);
+            let regions: Arc<dyn RegionService> = Arc::new(Observing {
+                datanode: id,
+                inner: Arc::new(LeasedRegions::new(Arc::new(handle.clone()), leases.clone())),
+                observe,
+            });
+            let listener = Listener::bind_tcp(
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), DATANODE_PORT),
+                FrameLimits::default(),
+            )
+            .await
+            .expect("the port is free");
+            let server = task::spawn(rpc::serve(
+                listener,
+                Arc::new(RegionServer::new(regions)),
+                FrameLimits::default(),
+            ));
+            let metasrv = meta_client(replicas);
+            heartbeat::register(
+                &metasrv,
+                "the simulated metasrv",
+                id,
+                datanode_addr(id).to_string(),
+                DATANODE_SHARDS,
+            )
+            .await
+            .expect("the metasrv accepts the registration");
+            heartbeat::run(metasrv, handle, id, heartbeat_every, leases).await;
+            drop((server, datanode));
+        })
+    })
+}
+
+/// How a simulated frontend reaches a datanode: TCP to its registered address.
+fn connect() -> Connect {
+    Arc::new(|_id: u64, info: &DatanodeInfo| {
+        let addr: SocketAddr = info.addr.parse().expect("simulated datanodes register TCP");
+        Arc::new(RegionClient::new(client_of(addr, Duration::from_secs(2))))
+            as Arc<dyn RegionService>
+    })
+}
+
+/// Where a frontend node publishes its engines once open (again after each restart).
+pub type FrontendSlot = Arc<Mutex<Option<Arc<Frontend>>>>;
+
+/// A frontend of metasrv replicas `1..=replicas`: opens its engines, publishes them in
+/// `slot`, then runs `work` on them (on this node, so that the node's faults are its).
+pub fn frontend_main<W, F>(replicas: u64, slot: FrontendSlot, work: W) -> NodeMain
+where
+    W: Fn(Arc<Frontend>) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let work = Arc::new(work);
+    Box::new(move |_disk| {
+        let slot = slot.clone();
+        let work = work.clone();
+        Box::pin(async move {
+            let peers = || Peers {
+                metasrv: meta_client(replicas),
+                datanodes: BTreeMap::new(),
+                connect: Some(connect()),
+                catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
+            };
+            let config = FrontendConfig::of(&Config::default());
+            let frontend = loop {
+                match start::open(&config, peers(), Default::default()).await {
+                    Ok(frontend) => break frontend,
+                    Err(error) => {
+                        tracing::warn!(%error, "the frontend cannot open yet; retrying");
+                        time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            };
+            *slot.lock().unwrap() = Some(frontend.clone());
+            work(frontend).await;
+        })
+    })
+}

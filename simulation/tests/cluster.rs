@@ -1,0 +1,625 @@
+//! A whole cluster in one simulation: three metasrv replicas, three datanodes of two shards
+//! each (every one behind its region leases), and two frontends, each running the same
+//! library code as the `metronome` binary's roles and writing Prometheus samples through
+//! its own engines, every sample with an identity of its own (writer, series, timestamp)
+//! and now and then a metric never seen (a catalog command through raft). Meanwhile, for
+//! `FAULTS_FOR` of simulated time, the seed picks one fault at a time: power loss of a
+//! datanode (its disk keeping only what was synced, torn writes included), an outage of
+//! one, power loss of a metasrv replica (the leader half the time), a frontend's
+//! restart, a datanode cut off from every metasrv replica (past its lease, some of the
+//! time), a node cut off from everything, one way or both, and packet loss.
+//!
+//! Checked on every seed:
+//! - every acknowledged sample reads back, with its value, through either frontend once
+//!   the faults healed; no sample reads back that no one wrote, nor twice (failed or
+//!   timed-out writes are indeterminate: either is fine);
+//! - a datanode cut off from every metasrv replica acknowledges no write once a lease
+//!   has passed since the cut (it could not have renewed its lease);
+//! - at no instant do two datanodes complete writes to one region, and every write
+//!   completed follows the route's epoch in the catalog;
+//! - at most one metasrv leader per term;
+//! - liveness: once the faults heal, a write through each frontend succeeds within a
+//!   bound.
+#![cfg(madsim)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use madsim::net::NetSim;
+use metronome_catalog::lease::{HEARTBEAT_INTERVAL, LEASE};
+use metronome_catalog::request::{MetaReply, MetaRequest};
+use metronome_core::data::{MatchOp, RegionId};
+use metronome_core::rt::disk::SimFaults;
+use metronome_core::rt::{rand, time};
+use metronome_frontend::http::Frontend;
+use metronome_frontend::prom_store::label_matcher;
+use metronome_frontend::remote_write::PromSeries;
+use metronome_metasrv::raft::RaftTuning;
+use metronome_simulation::cluster::{
+    self, client_of, datanode_ip, frontend_ip, metasrv_addr, metasrv_ip, FrontendSlot, Observed,
+};
+use metronome_simulation::node::SimNode;
+use std::net::IpAddr;
+
+const METASRVS: u64 = 3;
+const DATANODES: u64 = 3;
+const FRONTENDS: u64 = 2;
+/// How long the faults go on, in simulated time.
+const FAULTS_FOR: Duration = Duration::from_secs(30);
+/// After the last fault heals, a write through each frontend succeeds within this.
+const RECOVERY_MAX: Duration = Duration::from_secs(40);
+/// Samples the writers must have had acknowledged by the end (within `RECOVERY_MAX` of
+/// healing), for the checks to be worth something.
+const PROGRESS_MIN: usize = 300;
+/// A write that takes longer is abandoned (indeterminate).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Samples' timestamps start here (milliseconds), one apart per write of a writer.
+const TS_BASE_MS: i64 = 1_700_000_000_000;
+/// Series per write, each its own label value.
+const SERIES_PER_WRITE: u64 = 3;
+/// Every this many writes a writer uses a metric never seen before.
+const NEW_METRIC_EVERY: u64 = 16;
+
+/// A sample's identity: (metric, writer, series, timestamp).
+type SampleKey = (String, String, String, i64);
+
+#[derive(Default)]
+struct History {
+    attempted: BTreeMap<SampleKey, f64>,
+    acknowledged: BTreeSet<SampleKey>,
+    metrics: BTreeSet<String>,
+    /// Writes and scans the datanodes answered.
+    observed: Vec<Observed>,
+    /// (datanode, from, to): the datanode could reach no metasrv replica in between.
+    cut_off: Vec<(u64, Instant, Instant)>,
+    /// By term, the metasrv replicas that reported themselves leader.
+    leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// Set when the checks begin: the writers start no more writes.
+    stopped: bool,
+}
+
+type Shared = Arc<Mutex<History>>;
+
+/// The next sequence number of each writer, shared across the frontend's restarts so that
+/// no sample identity is ever written twice.
+type Sequences = Arc<[AtomicU64; FRONTENDS as usize]>;
+
+fn series(metric: &str, writer: &str, seq: u64) -> Vec<PromSeries> {
+    (0..SERIES_PER_WRITE)
+        .map(|k| PromSeries {
+            labels: vec![
+                ("__name__".to_string(), metric.to_string()),
+                ("k".to_string(), format!("k{k}")),
+                ("writer".to_string(), writer.to_string()),
+            ],
+            samples: vec![(TS_BASE_MS + seq as i64, seq as f64 + k as f64 / 10.0)],
+        })
+        .collect()
+}
+
+fn keys(series: &[PromSeries]) -> Vec<(SampleKey, f64)> {
+    let label = |one: &PromSeries, name: &str| {
+        one.labels
+            .iter()
+            .find(|(label, _)| label == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    series
+        .iter()
+        .flat_map(|one| {
+            one.samples.iter().map(move |(ts, value)| {
+                (
+                    (
+                        label(one, "__name__"),
+                        label(one, "writer"),
+                        label(one, "k"),
+                        *ts,
+                    ),
+                    *value,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Frontend `writer`'s workload: writes until the process ends.
+async fn workload(frontend: Arc<Frontend>, writer: u64, history: Shared, sequences: Sequences) {
+    let name = format!("fe{writer}");
+    loop {
+        let seq = sequences[writer as usize - 1].fetch_add(1, Ordering::Relaxed);
+        let metric = if seq.is_multiple_of(NEW_METRIC_EVERY) {
+            format!("sim_{name}_{seq}")
+        } else {
+            "sim_load".to_string()
+        };
+        let batch = series(&metric, &name, seq);
+        {
+            let mut history = history.lock().unwrap();
+            if history.stopped {
+                return;
+            }
+            history.metrics.insert(metric.clone());
+            for (key, value) in keys(&batch) {
+                history.attempted.insert(key, value);
+            }
+        }
+        if let Ok(Ok(_)) = time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
+            let mut history = history.lock().unwrap();
+            for (key, _) in keys(&batch) {
+                history.acknowledged.insert(key);
+            }
+        }
+        time::sleep(Duration::from_millis(rand::gen_range(0..100))).await;
+    }
+}
+
+/// Asks every metasrv replica for its raft state every 50 ms and records who leads.
+async fn monitor(history: Shared) {
+    let clients: Vec<_> = (1..=METASRVS)
+        .map(|id| client_of(metasrv_addr(id), Duration::from_millis(500)))
+        .collect();
+    loop {
+        for client in &clients {
+            let status = client
+                .call_one(MetaRequest::RaftStatus.encode(), |reply| {
+                    Ok(MetaReply::decode(reply))
+                })
+                .await;
+            if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+                if status.state == "Leader" {
+                    history
+                        .lock()
+                        .unwrap()
+                        .leaders
+                        .entry(status.term)
+                        .or_default()
+                        .insert(status.node_id);
+                }
+            }
+        }
+        time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The metasrv replica that says it leads, if one does.
+async fn metasrv_leader() -> Option<u64> {
+    for id in 1..=METASRVS {
+        let client = client_of(metasrv_addr(id), Duration::from_millis(500));
+        let status = client
+            .call_one(MetaRequest::RaftStatus.encode(), |reply| {
+                Ok(MetaReply::decode(reply))
+            })
+            .await;
+        if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+            if status.state == "Leader" {
+                return Some(status.node_id);
+            }
+        }
+    }
+    None
+}
+
+/// The frontend published in `slot`, waiting for it (it restarts after each fault).
+async fn frontend(slot: &FrontendSlot, within: Duration) -> Arc<Frontend> {
+    let since = time::now();
+    loop {
+        if let Some(frontend) = slot.lock().unwrap().clone() {
+            return frontend;
+        }
+        assert!(
+            time::now().duration_since(since) < within,
+            "a frontend did not open within {within:?}"
+        );
+        time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every sample of `metric` that `frontend` reads back, by key.
+async fn read_back(frontend: &Frontend, metric: &str) -> Result<Vec<(SampleKey, f64)>, String> {
+    let matchers = [label_matcher("__name__", MatchOp::Equal, metric)];
+    let series = frontend
+        .store
+        .select(&matchers, TS_BASE_MS - 1, TS_BASE_MS + 10_000_000)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut read = Vec::new();
+    for one in series {
+        let label = |name: &str| {
+            one.labels
+                .iter()
+                .find(|(label, _)| label == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default()
+        };
+        let timestamps: BTreeSet<i64> = one.samples.iter().map(|(ts, _)| *ts).collect();
+        assert_eq!(
+            timestamps.len(),
+            one.samples.len(),
+            "series {:?} holds a timestamp twice",
+            one.labels
+        );
+        for (ts, value) in &one.samples {
+            read.push((
+                (label("__name__"), label("writer"), label("k"), *ts),
+                *value,
+            ));
+        }
+    }
+    Ok(read)
+}
+
+/// The checks once every fault healed.
+async fn check_after_healing(history: Shared, slots: Vec<FrontendSlot>, faults: Vec<String>) {
+    // What the writers attempted from here on is not checked: they stop (a write in
+    // flight was recorded as attempted before it left, and is indeterminate).
+    history.lock().unwrap().stopped = true;
+    // Liveness: a write through each frontend succeeds within the bound.
+    let healed = time::now();
+    for (index, slot) in slots.iter().enumerate() {
+        let frontend = frontend(slot, RECOVERY_MAX).await;
+        let batch = series("sim_after_heal", &format!("check{index}"), 0);
+        loop {
+            match time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
+                Ok(Ok(_)) => break,
+                outcome => assert!(
+                    time::now().duration_since(healed) < RECOVERY_MAX,
+                    "no write through frontend {} succeeded {RECOVERY_MAX:?} after the \
+                     faults healed: {outcome:?}; faults {faults:?}",
+                    index + 1
+                ),
+            }
+            time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let elapsed = time::now().duration_since(healed);
+    eprintln!("cluster_recovery_ms={}", elapsed.as_millis());
+
+    let history = {
+        let mut shared = history.lock().unwrap();
+        let taken = std::mem::take(&mut *shared);
+        // The writers that were in a write when they were told to stop must still see it.
+        shared.stopped = true;
+        taken
+    };
+    let writes = history.observed.iter().filter(|s| s.write).count();
+    let refused = history
+        .observed
+        .iter()
+        .filter(|s| s.write && !s.succeeded)
+        .count();
+    eprintln!(
+        "cluster_samples_acknowledged={} attempted={} metrics={} datanode_writes={writes} \
+         refused={refused} cut_offs={}",
+        history.acknowledged.len(),
+        history.attempted.len(),
+        history.metrics.len(),
+        history.cut_off.len()
+    );
+    assert!(
+        history.acknowledged.len() >= PROGRESS_MIN,
+        "the writers made progress: {} samples acknowledged; faults {faults:?}",
+        history.acknowledged.len()
+    );
+    // Every acknowledged sample reads back through either frontend; nothing else does.
+    for slot in &slots {
+        let frontend = frontend(slot, RECOVERY_MAX).await;
+        let mut read: BTreeMap<SampleKey, f64> = BTreeMap::new();
+        for metric in &history.metrics {
+            let samples = loop {
+                match read_back(&frontend, metric).await {
+                    Ok(samples) => break samples,
+                    Err(error) => assert!(
+                        time::now().duration_since(healed) < 2 * RECOVERY_MAX,
+                        "reading {metric} back fails: {error}; faults {faults:?}"
+                    ),
+                }
+                time::sleep(Duration::from_millis(200)).await;
+            };
+            read.extend(samples);
+        }
+        let lost: Vec<&SampleKey> = history
+            .acknowledged
+            .iter()
+            .filter(|key| read.get(*key) != history.attempted.get(*key))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged samples do not read back as written, first {:?}; faults {faults:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let phantoms: Vec<(&SampleKey, &f64)> = read
+            .iter()
+            .filter(|(key, value)| history.attempted.get(*key) != Some(*value))
+            .collect();
+        assert!(
+            phantoms.is_empty(),
+            "samples no one wrote read back: {:?} (attempted as {:?}); faults {faults:?}",
+            &phantoms[..phantoms.len().min(5)],
+            phantoms
+                .iter()
+                .take(5)
+                .map(|(key, _)| history.attempted.get(*key))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // A datanode cut off from every metasrv replica cannot renew its leases: from a lease
+    // after the cut began until it heals, it completes no write. (A write in progress
+    // when the cut heals may complete under a lease renewed since: the simulated network
+    // holds what was sent into a cut link, as TCP would, and delivers it once it heals.)
+    for (datanode, from, to) in &history.cut_off {
+        let late: Vec<&Observed> = history
+            .observed
+            .iter()
+            .filter(|seen| {
+                seen.write
+                    && seen.succeeded
+                    && seen.datanode == *datanode
+                    && seen.finished > *from + LEASE
+                    && seen.finished < *to
+            })
+            .collect();
+        assert!(
+            late.is_empty(),
+            "datanode {datanode}, cut off from the metasrv from {from:?} to {to:?}, completed \
+             {} writes after its lease could have run out, first {:?}",
+            late.len(),
+            late.first()
+        );
+    }
+    // No two datanodes complete writes to one region at overlapping times.
+    let mut by_region: BTreeMap<RegionId, Vec<&Observed>> = BTreeMap::new();
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        by_region.entry(seen.region).or_default().push(seen);
+    }
+    for (region, writes) in &by_region {
+        for (i, a) in writes.iter().enumerate() {
+            for b in &writes[i + 1..] {
+                let overlap = a.started < b.finished && b.started < a.finished;
+                assert!(
+                    a.datanode == b.datanode || !overlap,
+                    "datanodes {} and {} both wrote region {region} at once",
+                    a.datanode,
+                    b.datanode
+                );
+            }
+        }
+    }
+    // Each completed write followed its route's epoch.
+    let frontend = frontend(&slots[0], RECOVERY_MAX).await;
+    let catalog = frontend
+        .meta
+        .refresh()
+        .await
+        .expect("the catalog after healing");
+    let routes: BTreeMap<RegionId, (u64, u64)> = catalog
+        .routes()
+        .map(|(region, route)| (region, (route.datanode, route.epoch)))
+        .collect();
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        assert_eq!(
+            routes.get(&seen.region).copied(),
+            Some((seen.datanode, seen.epoch)),
+            "a write completed on datanode {} at epoch {} for region {}",
+            seen.datanode,
+            seen.epoch,
+            seen.region
+        );
+    }
+    // At most one metasrv leader per term.
+    for (term, leaders) in &history.leaders {
+        assert!(
+            leaders.len() == 1,
+            "term {term} saw metasrv leaders {leaders:?}"
+        );
+    }
+}
+
+#[madsim::test]
+async fn acknowledged_samples_survive_a_cluster_under_faults() {
+    // RUST_LOG=info shows every role's logs, for a seed that fails.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+    let history: Shared = Arc::default();
+    let disk_faults = SimFaults {
+        latency_max: Duration::from_millis(1),
+        torn_write_probability: 0.5,
+        ..SimFaults::default()
+    };
+    let metasrvs: Vec<SimNode> = (1..=METASRVS)
+        .map(|id| {
+            SimNode::start(
+                &format!("metasrv-{id}"),
+                metasrv_ip(id),
+                disk_faults.clone(),
+                cluster::metasrv_main(id, METASRVS, RaftTuning::default()),
+            )
+        })
+        .collect();
+    let observer: cluster::Observer = {
+        let history = history.clone();
+        Arc::new(move |seen: &Observed| history.lock().unwrap().observed.push(seen.clone()))
+    };
+    let datanodes: Vec<SimNode> = (1..=DATANODES)
+        .map(|id| {
+            SimNode::start(
+                &format!("datanode-{id}"),
+                datanode_ip(id),
+                disk_faults.clone(),
+                cluster::datanode_main(id, METASRVS, HEARTBEAT_INTERVAL, observer.clone()),
+            )
+        })
+        .collect();
+    let watcher = SimNode::idle("monitor", IpAddr::from([10, 0, 9, 1]));
+    let monitoring = watcher.handle().spawn(monitor(history.clone()));
+    // Frontends start once every datanode registered, so that the metric regions spread
+    // over all three (the first frontend places them over those registered).
+    let checker = SimNode::idle("checker", IpAddr::from([10, 0, 9, 2]));
+    checker
+        .handle()
+        .spawn(async {
+            let metasrv = cluster::meta_client(METASRVS);
+            loop {
+                if let Ok(catalog) = metasrv.catalog().await {
+                    if catalog.datanodes.len() == DATANODES as usize {
+                        return;
+                    }
+                }
+                time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the datanodes register");
+    let sequences: Sequences = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+    let slots: Vec<FrontendSlot> = (1..=FRONTENDS).map(|_| Arc::default()).collect();
+    let frontends: Vec<SimNode> = (1..=FRONTENDS)
+        .map(|id| {
+            let history = history.clone();
+            let sequences = sequences.clone();
+            SimNode::start(
+                &format!("frontend-{id}"),
+                frontend_ip(id),
+                SimFaults::default(),
+                cluster::frontend_main(METASRVS, slots[id as usize - 1].clone(), move |fe| {
+                    workload(fe, id, history.clone(), sequences.clone())
+                }),
+            )
+        })
+        .collect();
+
+    // Faults, one at a time, each healed before the next.
+    let net = NetSim::current();
+    let started = time::now();
+    let mut faults = Vec::new();
+    while time::now().duration_since(started) < FAULTS_FOR {
+        time::sleep(Duration::from_millis(rand::gen_range(200..2000))).await;
+        let hold = Duration::from_millis(rand::gen_range(500..5000));
+        let datanode_index = rand::gen_range(0..DATANODES as usize);
+        let datanode = &datanodes[datanode_index];
+        match rand::gen_range(0..9) {
+            0 => {
+                faults.push(format!("power loss of {}", datanode.name));
+                datanode.power_cycle();
+            }
+            1 => {
+                faults.push(format!("{} down for {hold:?}", datanode.name));
+                datanode.power_off();
+                time::sleep(hold).await;
+                madsim::runtime::Handle::current().restart(datanode.handle().id());
+            }
+            2 => {
+                let leader = checker.handle().spawn(metasrv_leader()).await.unwrap();
+                let index = match leader {
+                    Some(id) if rand::gen_range(0..2) == 0 => id as usize - 1,
+                    _ => rand::gen_range(0..METASRVS as usize),
+                };
+                let replica = &metasrvs[index];
+                faults.push(format!(
+                    "power loss of {} (leader {leader:?})",
+                    replica.name
+                ));
+                replica.power_cycle();
+            }
+            3 => {
+                let index = rand::gen_range(0..FRONTENDS as usize);
+                faults.push(format!("restart of {}", frontends[index].name));
+                *slots[index].lock().unwrap() = None;
+                frontends[index].power_cycle();
+            }
+            4 => {
+                // Past its lease a third of the time.
+                let hold = if rand::gen_range(0..3) == 0 {
+                    LEASE + Duration::from_millis(rand::gen_range(1000..6000))
+                } else {
+                    hold
+                };
+                faults.push(format!(
+                    "{} cut off from every metasrv for {hold:?}",
+                    datanode.name
+                ));
+                let from = time::now();
+                for replica in &metasrvs {
+                    net.clog_link(datanode.handle().id(), replica.handle().id());
+                    net.clog_link(replica.handle().id(), datanode.handle().id());
+                }
+                time::sleep(hold).await;
+                for replica in &metasrvs {
+                    net.unclog_link(datanode.handle().id(), replica.handle().id());
+                    net.unclog_link(replica.handle().id(), datanode.handle().id());
+                }
+                let to = time::now();
+                history
+                    .lock()
+                    .unwrap()
+                    .cut_off
+                    .push((datanode_index as u64 + 1, from, to));
+            }
+            5 => {
+                let node = match rand::gen_range(0..3) {
+                    0 => datanode,
+                    1 => &metasrvs[rand::gen_range(0..METASRVS as usize)],
+                    _ => &frontends[rand::gen_range(0..FRONTENDS as usize)],
+                };
+                let id = node.handle().id();
+                match rand::gen_range(0..3) {
+                    0 => {
+                        faults.push(format!("{} cut off both ways for {hold:?}", node.name));
+                        net.clog_node(id);
+                    }
+                    1 => {
+                        faults.push(format!("{} cut off inbound for {hold:?}", node.name));
+                        net.clog_node_in(id);
+                    }
+                    _ => {
+                        faults.push(format!("{} cut off outbound for {hold:?}", node.name));
+                        net.clog_node_out(id);
+                    }
+                }
+                time::sleep(hold).await;
+                net.unclog_node(id);
+            }
+            6 => {
+                let frontend = &frontends[rand::gen_range(0..FRONTENDS as usize)];
+                faults.push(format!(
+                    "link {} -> {} cut for {hold:?}",
+                    frontend.name, datanode.name
+                ));
+                net.clog_link(frontend.handle().id(), datanode.handle().id());
+                time::sleep(hold).await;
+                net.unclog_link(frontend.handle().id(), datanode.handle().id());
+            }
+            7 => {
+                faults.push(format!("packet loss for {hold:?}"));
+                net.update_config(|config| config.packet_loss_rate = 0.05);
+                time::sleep(hold).await;
+                net.update_config(|config| config.packet_loss_rate = 0.0);
+            }
+            _ => {
+                faults.push(format!("a quiet {hold:?}"));
+                time::sleep(hold).await;
+            }
+        }
+    }
+    tracing::info!(?faults, "faults healed");
+    // A seed may have kept writes failing most of the time (a datanode cut off past its
+    // lease fails every write that touches it): the writers go on after the faults heal
+    // until they made enough progress for the checks to mean something.
+    let healed = time::now();
+    while history.lock().unwrap().acknowledged.len() < PROGRESS_MIN
+        && time::now().duration_since(healed) < RECOVERY_MAX
+    {
+        time::sleep(Duration::from_millis(100)).await;
+    }
+    checker
+        .handle()
+        .spawn(check_after_healing(history.clone(), slots, faults))
+        .await
+        .expect("the checks run");
+    monitoring.abort();
+    drop((frontends, datanodes, metasrvs, watcher));
+}
