@@ -1,7 +1,16 @@
-//! Chaos testing against real processes: the `metronome` binary on loopback or in network
-//! namespaces, with kill -9, SIGSTOP, partitions and full disks, checking the same
-//! invariants as the simulation (no acknowledged write lost, no phantom data).
+//! Chaos testing against real processes: the `metronome` binary as a cluster of separate
+//! processes, each in a network namespace of its own (loopback where namespaces cannot
+//! be made), with real faults — kill -9, SIGSTOP past a lease, partitions and latency
+//! through `ip link` and `tc netem` — checking what the simulation checks: no acknowledged
+//! sample lost, none that no one wrote, DDL while a metasrv replica is down. The binary
+//! `metronome-chaos` (`src/main.rs`) runs a seeded schedule of faults.
 //!
-//! It arrives with the standalone issue (kill -9 during ingest); today it is empty on
-//! purpose. Like `benches`, it drives the real world and may call the OS directly; nothing
-//! may depend on it.
+//! [`topology`] places the processes, [`processes`] starts, kills and stops them,
+//! [`workload`] writes and checks. Like `benches`, it drives the real world and may call
+//! the OS directly; nothing may depend on it.
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+pub mod processes;
+pub mod topology;
+pub mod workload;

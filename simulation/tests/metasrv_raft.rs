@@ -394,6 +394,14 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
                 node.power_off();
                 time::sleep(outage).await;
                 Handle::current().restart(id);
+                // Half the time it loses power again as it catches up, which is while it
+                // installs the leader's snapshot over a log the leader purged.
+                if rand::gen_bool(0.5) {
+                    let catching_up = Duration::from_millis(rand::gen_range(300..1500));
+                    faults_injected.push(format!("power cycle {target} after {catching_up:?}"));
+                    time::sleep(catching_up).await;
+                    node.power_cycle();
+                }
             }
             0 => {
                 faults_injected.push(format!("power cycle {target}"));
