@@ -328,6 +328,16 @@ impl MetaClient {
         futures::future::join_all(asked).await
     }
 
+    /// The leader's catalog version once it is past `since`, or as it is after the
+    /// metasrv's wait (a few seconds): a frontend calls it again and again to hear of
+    /// other frontends' changes as they are made.
+    pub async fn watch_catalog(&self, since: u64) -> Result<u64, MetaError> {
+        match self.call(&MetaRequest::WatchCatalog { since }).await? {
+            MetaReply::CatalogVersion(version) => Ok(version),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
     /// version the metasrv has reached and the regions it leases to the datanode.
     pub async fn heartbeat(

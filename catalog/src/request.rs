@@ -41,6 +41,9 @@ pub enum MetaRequest {
     Place { count: u32 },
     /// Adds or removes a metasrv replica; the reply is the leader's raft state after it.
     ChangeMembership(MembershipChange),
+    /// The leader's catalog version, once it is past `since` or a few seconds passed
+    /// ([`MetaReply::CatalogVersion`]): a frontend's way to hear of others' changes.
+    WatchCatalog { since: u64 },
 }
 
 /// A change to the metasrv's raft membership.
@@ -103,6 +106,8 @@ pub enum MetaReply {
     RaftStatus(RaftStatus),
     /// The routes a [`MetaRequest::Place`] asked for, in order.
     Placed(Vec<Route>),
+    /// The catalog's version.
+    CatalogVersion(u64),
 }
 
 impl MetaRequest {
@@ -169,6 +174,11 @@ impl MetaRequest {
                 let table = fb::ChangeMembership::create(builder, &args);
                 (fb::Request::ChangeMembership, table.as_union_value())
             }
+            MetaRequest::WatchCatalog { since } => {
+                let table =
+                    fb::WatchCatalog::create(builder, &fb::WatchCatalogArgs { since: *since });
+                (fb::Request::WatchCatalog, table.as_union_value())
+            }
         })
     }
 
@@ -228,6 +238,9 @@ impl MetaRequest {
                     },
                 )
             }
+            fb::Request::WatchCatalog => MetaRequest::WatchCatalog {
+                since: request.body_as_watch_catalog().expect("verified").since(),
+            },
             other => return Err(format!("the metasrv does not serve {other:?} requests")),
         })
     }
@@ -322,6 +335,11 @@ impl MetaReply {
                 let table = fb::RegionsPlaced::create(builder, &fb::RegionsPlacedArgs { routes });
                 (fb::Reply::RegionsPlaced, table.as_union_value())
             }
+            MetaReply::CatalogVersion(version) => {
+                let args = fb::CatalogVersionArgs { version: *version };
+                let table = fb::CatalogVersion::create(builder, &args);
+                (fb::Reply::CatalogVersion, table.as_union_value())
+            }
         })
     }
 
@@ -402,6 +420,9 @@ impl MetaReply {
                     .map(|route| Route::new(route.datanode(), route.shard()))
                     .collect(),
             ),
+            fb::Reply::CatalogVersion => {
+                MetaReply::CatalogVersion(reply.body_as_catalog_version()?.version())
+            }
             _ => return None,
         }))
     }
@@ -533,6 +554,7 @@ mod tests {
                 addr: "10.0.0.4:4100".into(),
             }),
             MetaRequest::ChangeMembership(MembershipChange::Remove { id: 2 }),
+            MetaRequest::WatchCatalog { since: 41 },
         ] {
             assert_eq!(round_trip(&request), Ok(request));
         }
@@ -552,6 +574,7 @@ mod tests {
             MetaReply::Raft(b"{}".to_vec()),
             MetaReply::NotLeader { leader: None },
             MetaReply::Placed(vec![Route::new(3, 1), Route::new(1, 0)]),
+            MetaReply::CatalogVersion(42),
             MetaReply::RaftStatus(RaftStatus {
                 node_id: 2,
                 term: 5,

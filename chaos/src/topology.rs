@@ -57,26 +57,13 @@ impl Topology {
     /// byte), or falls back to loopback when `layout` asks for it or namespaces cannot be
     /// made here (the reason is returned for the log).
     pub fn build(names: &[&str], layout: Layout) -> (Topology, Option<String>) {
+        let mut fallback = None;
         if layout == Layout::Namespaces {
             match Topology::namespaces(names) {
                 Ok(topology) => return (topology, None),
                 Err(reason) => {
                     Topology::remove(names);
-                    let places = names
-                        .iter()
-                        .map(|name| Place {
-                            name: name.to_string(),
-                            namespace: None,
-                            ip: "127.0.0.1".into(),
-                        })
-                        .collect();
-                    return (
-                        Topology {
-                            layout: Layout::Loopback,
-                            places,
-                        },
-                        Some(reason),
-                    );
+                    fallback = Some(reason);
                 }
             }
         }
@@ -88,13 +75,11 @@ impl Topology {
                 ip: "127.0.0.1".into(),
             })
             .collect();
-        (
-            Topology {
-                layout: Layout::Loopback,
-                places,
-            },
-            None,
-        )
+        let topology = Topology {
+            layout: Layout::Loopback,
+            places,
+        };
+        (topology, fallback)
     }
 
     fn namespaces(names: &[&str]) -> Result<Topology, String> {

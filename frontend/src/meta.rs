@@ -74,6 +74,11 @@ impl Meta {
         Ok(self.publish(fetched))
     }
 
+    /// The metasrv's catalog version once it is past `since` (or after its wait).
+    pub async fn watch(&self, since: u64) -> Result<u64, MetaError> {
+        self.client.watch_catalog(since).await
+    }
+
     /// (datanode, milliseconds since its last heartbeat), as the metasrv knows them.
     pub async fn liveness(&self) -> Result<Vec<(u64, u64)>, MetaError> {
         self.client.liveness().await

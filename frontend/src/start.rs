@@ -54,8 +54,9 @@ pub struct Peers {
     pub metasrv: MetaClient,
     pub datanodes: BTreeMap<u64, Arc<dyn RegionService>>,
     pub connect: Option<Connect>,
-    /// How often to read the catalog again for what other frontends changed (`None`:
-    /// this frontend is the only one, as in standalone).
+    /// Whether to follow what other frontends change in the catalog, and if so how long
+    /// to wait before trying again when the metasrv does not answer (`None`: this
+    /// frontend is the only one, as in standalone).
     pub catalog_refresh: Option<Duration>,
 }
 
@@ -68,8 +69,8 @@ pub const METRIC_REGIONS_PER_SHARD: u32 = 2;
 const WAIT_RETRY: Duration = Duration::from_millis(200);
 const WAIT_LOG_EVERY: u32 = 25;
 
-/// How often a cluster's frontend reads the catalog again for what other frontends
-/// changed.
+/// How long a cluster's frontend waits before it watches the catalog again after the
+/// metasrv did not answer.
 pub const CATALOG_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A started frontend: its stores are open and its listeners bound; [`Running::serve`]
@@ -138,18 +139,26 @@ pub async fn open(
         time::sleep(WAIT_RETRY).await;
     };
     let meta = Arc::new(Meta::new(peers.metasrv, catalog.clone()));
-    // Other frontends change the catalog too (a new metric, a table): read it again now
-    // and then, so that what they created is seen here within a bound. (Until the
-    // metasrv pushes changes, this fetches the whole catalog each time; a scan that meets
-    // a label this copy does not name reads it at once, `PromStore::scan`.)
-    if let Some(period) = peers.catalog_refresh {
+    // Other frontends change the catalog too (a new metric, a table): the metasrv answers
+    // a watch as soon as its catalog moves past this copy's version (or after a few quiet
+    // seconds), and the copy is read again then. (A scan that meets a label this copy does
+    // not name reads it at once, `PromStore::scan`.)
+    if let Some(retry) = peers.catalog_refresh {
         let meta = meta.clone();
         task::spawn(async move {
-            let mut ticks = time::interval(period);
             loop {
-                ticks.tick().await;
+                let since = meta.catalog().version;
+                match meta.watch(since).await {
+                    Ok(version) if version == since => continue,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot watch the catalog; reading it again");
+                        time::sleep(retry).await;
+                    }
+                }
                 if let Err(error) = meta.refresh().await {
                     tracing::warn!(%error, "cannot read the catalog again");
+                    time::sleep(retry).await;
                 }
             }
         });

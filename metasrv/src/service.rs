@@ -46,6 +46,9 @@ const MEMBERSHIP_LOAD_MAX: Duration = Duration::from_secs(30);
 /// answers that it is unavailable (a leader cut off from the others holds both until
 /// then; the client tries another replica).
 const QUORUM_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long the leader holds a `WatchCatalog` whose version has not moved: under the
+/// clients' try timeout (`MetaClient`'s 6 s), so that a quiet catalog is not a failure.
+const WATCH_WAIT_MAX: Duration = Duration::from_secs(4);
 /// How long a single-replica metasrv waits to elect itself at start.
 const SINGLE_REPLICA_ELECTION_MAX: Duration = Duration::from_secs(30);
 
@@ -441,6 +444,21 @@ impl MetaService {
         Ok(())
     }
 
+    /// The catalog's version once it is past `since`, or as it is after
+    /// [`WATCH_WAIT_MAX`]; only the leader answers.
+    pub async fn watch_catalog(&self, since: u64) -> Result<u64, ExecuteError> {
+        self.leads()?;
+        let mut versions = self.state.catalog_version();
+        let moved = versions.wait_for(|version| *version > since);
+        let reached = time::timeout(WATCH_WAIT_MAX, moved)
+            .await
+            .map(|outcome| outcome.map(|version| *version));
+        match reached {
+            Ok(Ok(version)) => Ok(version),
+            _ => Ok(*versions.borrow()),
+        }
+    }
+
     /// What each datanode last reported to this replica.
     pub fn datanodes(&self) -> BTreeMap<u64, DatanodeStatus> {
         self.datanodes.lock().expect("datanodes").clone()
@@ -531,6 +549,10 @@ impl MetaService {
             MetaRequest::RaftStatus => Ok(MetaReply::RaftStatus(self.raft_status())),
             MetaRequest::ChangeMembership(change) => match self.change_membership(change).await {
                 Ok(()) => Ok(MetaReply::RaftStatus(self.raft_status())),
+                Err(error) => error_reply(error),
+            },
+            MetaRequest::WatchCatalog { since } => match self.watch_catalog(since).await {
+                Ok(version) => Ok(MetaReply::CatalogVersion(version)),
                 Err(error) => error_reply(error),
             },
             MetaRequest::Place { count } => match self.place(count) {

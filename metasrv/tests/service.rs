@@ -89,6 +89,16 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
     let (_, leases) = client.heartbeat(0, &stats).await.unwrap();
     assert_eq!(leases, vec![(metrics.regions[0].0, 1)]);
 
+    // A watch is answered as soon as the catalog moves past the version it names, whether
+    // the change comes before or after the watch reaches the metasrv.
+    let version = client.catalog().await.unwrap().version;
+    assert_eq!(client.watch_catalog(version - 1).await.unwrap(), version);
+    let change = ensure("watched", &["job"]);
+    let (watched, executed) = tokio::join!(client.watch_catalog(version), client.execute(&change));
+    assert_eq!(executed.unwrap().version, version + 1);
+    assert_eq!(watched.unwrap(), version + 1);
+    let catalog = client.catalog().await.unwrap();
+
     drop(client);
     service.stop().await.unwrap().stop_and_join().unwrap();
     let error = service.execute(ensure("late", &["job"])).await.unwrap_err();

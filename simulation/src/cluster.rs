@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
+use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
 use metronome_catalog::DatanodeInfo;
 use metronome_core::config::Config;
 use metronome_core::rt::disk::Disk;
@@ -67,6 +68,19 @@ pub fn frontend_ip(id: u64) -> IpAddr {
 pub fn client_of(addr: SocketAddr, timeout: Duration) -> RpcClient {
     let limits = FrameLimits::default();
     RpcClient::new(addr.to_string(), rpc::tcp_connector(addr, limits), timeout)
+}
+
+/// The raft state the replica behind `client` reports, if it answers.
+pub async fn raft_status(client: &RpcClient) -> Option<RaftStatus> {
+    let status = client
+        .call_one(MetaRequest::RaftStatus.encode(), |reply| {
+            Ok(MetaReply::decode(reply))
+        })
+        .await;
+    match status {
+        Ok(Some(Ok(MetaReply::RaftStatus(status)))) => Some(status),
+        _ => None,
+    }
 }
 
 /// A metasrv client that goes round replicas `1..=replicas`.

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use madsim::net::NetSim;
 use metronome_catalog::lease::{HEARTBEAT_INTERVAL, LEASE};
-use metronome_catalog::request::{MetaReply, MetaRequest};
 use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::{rand, time};
@@ -38,7 +37,8 @@ use metronome_frontend::prom_store::label_matcher;
 use metronome_frontend::remote_write::PromSeries;
 use metronome_metasrv::raft::RaftTuning;
 use metronome_simulation::cluster::{
-    self, client_of, datanode_ip, frontend_ip, metasrv_addr, metasrv_ip, FrontendSlot, Observed,
+    self, client_of, datanode_ip, frontend_ip, metasrv_addr, metasrv_ip, raft_status, FrontendSlot,
+    Observed,
 };
 use metronome_simulation::node::SimNode;
 use std::net::IpAddr;
@@ -163,12 +163,7 @@ async fn monitor(history: Shared) {
         .collect();
     loop {
         for client in &clients {
-            let status = client
-                .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-                    Ok(MetaReply::decode(reply))
-                })
-                .await;
-            if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+            if let Some(status) = raft_status(client).await {
                 if status.state == "Leader" {
                     history
                         .lock()
@@ -188,12 +183,7 @@ async fn monitor(history: Shared) {
 async fn metasrv_leader() -> Option<u64> {
     for id in 1..=METASRVS {
         let client = client_of(metasrv_addr(id), Duration::from_millis(500));
-        let status = client
-            .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-                Ok(MetaReply::decode(reply))
-            })
-            .await;
-        if let Ok(Some(Ok(MetaReply::RaftStatus(status)))) = status {
+        if let Some(status) = raft_status(&client).await {
             if status.state == "Leader" {
                 return Some(status.node_id);
             }

@@ -17,24 +17,24 @@
 #![cfg(madsim)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use metronome_catalog::client::{MetaClient, MetaError};
-use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
+use metronome_catalog::request::RaftStatus;
 use metronome_catalog::Command;
-use metronome_core::rt::disk::{Disk, SimFaults};
-use metronome_core::rt::net::{FrameLimits, Listener};
+use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::{rand, time};
 use metronome_metasrv::raft::RaftTuning;
-use metronome_metasrv::service::{MetaService, ReplicaConfig};
+use metronome_simulation::cluster::{
+    client_of, meta_client, metasrv_addr, metasrv_ip, metasrv_main, raft_status,
+};
 use metronome_simulation::node::SimNode;
-use metronome_wire::rpc::{self, RpcClient};
+use metronome_wire::rpc::RpcClient;
 
-const PORT: u16 = 4100;
 const REPLICAS: u64 = 3;
 /// How long the faults go on, in simulated time.
 const FAULTS_FOR: Duration = Duration::from_secs(20);
@@ -44,71 +44,19 @@ const RECOVERY_MAX: Duration = Duration::from_secs(30);
 /// healing), for the checks to be worth something.
 const PROGRESS_MIN: usize = 10;
 
-fn ip(id: u64) -> IpAddr {
-    IpAddr::from([10, 0, 1, id as u8])
-}
-
-fn addr(id: u64) -> SocketAddr {
-    SocketAddr::new(ip(id), PORT)
-}
-
-fn client_of(addr: SocketAddr, timeout: Duration) -> RpcClient {
-    let limits = FrameLimits::default();
-    RpcClient::new(addr.to_string(), rpc::tcp_connector(addr, limits), timeout)
-}
-
-fn replica_main(
-    id: u64,
-) -> impl Fn(Disk) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-    move |disk| {
-        Box::pin(async move {
-            // Real replicas never start in the same microsecond. Simulated ones would, and
-            // openraft checks its election timeout (drawn once per replica) on ticks every
-            // 1.5 heartbeats: started together, two replicas whose timeouts fall in one tick
-            // would stand in every election at the same instant and split the vote forever.
-            time::sleep(Duration::from_micros(rand::gen_range(0..375_000))).await;
-            let peers = (1..=REPLICAS)
-                .map(|peer| (peer, addr(peer).to_string()))
-                .collect();
-            let replica = ReplicaConfig {
-                node_id: id,
-                peers,
-                dial: Arc::new(|addr: &str| {
-                    client_of(
-                        addr.parse().expect("peer addresses parse"),
-                        Duration::from_secs(2),
-                    )
-                }),
-                tuning: RaftTuning {
-                    logs_per_snapshot: 8,
-                    logs_kept_behind_snapshot: 4,
-                    edits_per_checkpoint: 16,
-                    ..RaftTuning::default()
-                },
-                initialize: true,
-            };
-            let service = Arc::new(
-                MetaService::start(disk, "meta", replica)
-                    .await
-                    .expect("a replica opens what it wrote"),
-            );
-            let listener = Listener::bind_tcp(
-                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), PORT),
-                FrameLimits::default(),
-            )
-            .await
-            .expect("the port is free");
-            rpc::serve(listener, service, FrameLimits::default()).await;
-        })
+/// The simulation's raft settings: a snapshot every 8 entries and a log checkpoint every
+/// 16 edits, so that every seed builds, installs and purges.
+fn tuning() -> RaftTuning {
+    RaftTuning {
+        logs_per_snapshot: 8,
+        logs_kept_behind_snapshot: 4,
+        edits_per_checkpoint: 16,
+        ..RaftTuning::default()
     }
 }
 
 fn client() -> MetaClient {
-    MetaClient::replicas(
-        (1..=REPLICAS)
-            .map(|id| client_of(addr(id), Duration::from_secs(2)))
-            .collect(),
-    )
+    meta_client(REPLICAS)
 }
 
 /// What the clients saw.
@@ -158,24 +106,11 @@ async fn workload(prefix: String, history: Arc<Mutex<History>>, stop: async_chan
     }
 }
 
-/// The raft state `client`'s replica reports, if it answers.
-async fn raft_status(client: &RpcClient) -> Option<RaftStatus> {
-    let status = client
-        .call_one(MetaRequest::RaftStatus.encode(), |reply| {
-            Ok(MetaReply::decode(reply))
-        })
-        .await;
-    match status {
-        Ok(Some(Ok(MetaReply::RaftStatus(status)))) => Some(status),
-        _ => None,
-    }
-}
-
 /// Every replica's raft state, `None` for one that did not answer.
 async fn raft_statuses() -> Vec<Option<RaftStatus>> {
     let mut statuses = Vec::new();
     for id in 1..=REPLICAS {
-        statuses.push(raft_status(&client_of(addr(id), Duration::from_millis(500))).await);
+        statuses.push(raft_status(&client_of(metasrv_addr(id), Duration::from_millis(500))).await);
     }
     statuses
 }
@@ -183,7 +118,7 @@ async fn raft_statuses() -> Vec<Option<RaftStatus>> {
 /// Asks every replica for its raft state every 50 ms and records who says it leads.
 async fn monitor(history: Arc<Mutex<History>>) {
     let clients: Vec<RpcClient> = (1..=REPLICAS)
-        .map(|id| client_of(addr(id), Duration::from_millis(500)))
+        .map(|id| client_of(metasrv_addr(id), Duration::from_millis(500)))
         .collect();
     loop {
         for client in &clients {
@@ -320,9 +255,9 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
         .map(|id| {
             SimNode::start(
                 &format!("metasrv-{id}"),
-                ip(id),
+                metasrv_ip(id),
                 faults.clone(),
-                replica_main(id),
+                metasrv_main(id, REPLICAS, tuning()),
             )
         })
         .collect();
@@ -489,9 +424,9 @@ async fn commands_succeed_again_soon_after_the_leader_dies() {
         .map(|id| {
             SimNode::start(
                 &format!("metasrv-{id}"),
-                ip(id),
+                metasrv_ip(id),
                 SimFaults::default(),
-                replica_main(id),
+                metasrv_main(id, REPLICAS, tuning()),
             )
         })
         .collect();

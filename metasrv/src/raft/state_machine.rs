@@ -72,6 +72,8 @@ pub struct StateMachine {
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
     /// The last log id of the snapshot on disk.
     durable: Arc<tokio::sync::watch::Sender<Option<LogId<u64>>>>,
+    /// The catalog's version as applied, for those who wait for it to change.
+    version: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachine {
@@ -150,18 +152,25 @@ impl StateMachine {
         if !found {
             durable.send_replace(None);
         }
+        let (version, _) = tokio::sync::watch::channel(state.catalog.version);
         Ok(StateMachine {
             state: Arc::new(Mutex::new(state)),
             worker,
             dir,
             snapshots_built: Arc::default(),
             durable: Arc::new(durable),
+            version: Arc::new(version),
         })
     }
 
     /// The watermark the raft log purges no further than.
     pub fn snapshot_watermark(&self) -> tokio::sync::watch::Receiver<Option<LogId<u64>>> {
         self.durable.subscribe()
+    }
+
+    /// The catalog's version as applied, changing as entries apply.
+    pub fn catalog_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// The catalog as of the last applied entry.
@@ -287,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             replies.push(reply);
         }
+        self.version.send_replace(state.catalog.version);
         Ok(replies)
     }
 
@@ -322,7 +332,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|error| snapshot_error(Some(meta), error))?;
+        let version = state.catalog.version;
         *self.state.lock().expect("meta state") = state;
+        self.version.send_replace(version);
         Ok(())
     }
 

@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 20;
+pub const ENUM_MAX_REQUEST: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 21] = [
+pub const ENUM_VALUES_REQUEST: [Request; 22] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -534,6 +534,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 21] = [
   Request::GetRaftStatus,
   Request::PlaceRegions,
   Request::ChangeMembership,
+  Request::WatchCatalog,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -562,9 +563,10 @@ impl Request {
   pub const GetRaftStatus: Self = Self(18);
   pub const PlaceRegions: Self = Self(19);
   pub const ChangeMembership: Self = Self(20);
+  pub const WatchCatalog: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -587,6 +589,7 @@ impl Request {
     Self::GetRaftStatus,
     Self::PlaceRegions,
     Self::ChangeMembership,
+    Self::WatchCatalog,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -612,6 +615,7 @@ impl Request {
       Self::GetRaftStatus => Some("GetRaftStatus"),
       Self::PlaceRegions => Some("PlaceRegions"),
       Self::ChangeMembership => Some("ChangeMembership"),
+      Self::WatchCatalog => Some("WatchCatalog"),
       _ => None,
     }
   }
@@ -671,10 +675,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 13;
+pub const ENUM_MAX_REPLY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 14] = [
+pub const ENUM_VALUES_REPLY: [Reply; 15] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -689,6 +693,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 14] = [
   Reply::NotLeader,
   Reply::RaftStatus,
   Reply::RegionsPlaced,
+  Reply::CatalogVersion,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -710,9 +715,10 @@ impl Reply {
   pub const NotLeader: Self = Self(11);
   pub const RaftStatus: Self = Self(12);
   pub const RegionsPlaced: Self = Self(13);
+  pub const CatalogVersion: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -728,6 +734,7 @@ impl Reply {
     Self::NotLeader,
     Self::RaftStatus,
     Self::RegionsPlaced,
+    Self::CatalogVersion,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -746,6 +753,7 @@ impl Reply {
       Self::NotLeader => Some("NotLeader"),
       Self::RaftStatus => Some("RaftStatus"),
       Self::RegionsPlaced => Some("RegionsPlaced"),
+      Self::CatalogVersion => Some("CatalogVersion"),
       _ => None,
     }
   }
@@ -4153,6 +4161,104 @@ impl ::core::fmt::Debug for PlaceRegions<'_> {
       ds.finish()
   }
 }
+pub enum WatchCatalogOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Answered once the leader's catalog is past version `since`, or after a few seconds
+/// with the version as it is: how a frontend follows what other frontends change.
+pub struct WatchCatalog<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchCatalog<'a> {
+  type Inner = WatchCatalog<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchCatalog<'a> {
+  pub const VT_SINCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchCatalog { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchCatalogArgs
+  ) -> ::flatbuffers::WIPOffset<WatchCatalog<'bldr>> {
+    let mut builder = WatchCatalogBuilder::new(_fbb);
+    builder.add_since(args.since);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn since(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(WatchCatalog::VT_SINCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchCatalog<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("since", Self::VT_SINCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchCatalogArgs {
+    pub since: u64,
+}
+impl<'a> Default for WatchCatalogArgs {
+  #[inline]
+  fn default() -> Self {
+    WatchCatalogArgs {
+      since: 0,
+    }
+  }
+}
+
+pub struct WatchCatalogBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCatalogBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_since(&mut self, since: u64) {
+    self.fbb_.push_slot::<u64>(WatchCatalog::VT_SINCE, since, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchCatalogBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchCatalogBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchCatalog<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchCatalog<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchCatalog");
+      ds.field("since", &self.since());
+      ds.finish()
+  }
+}
 pub enum RaftMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5602,6 +5708,103 @@ impl ::core::fmt::Debug for RegionsPlaced<'_> {
       ds.finish()
   }
 }
+pub enum CatalogVersionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The catalog's version (the reply to WatchCatalog).
+pub struct CatalogVersion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CatalogVersion<'a> {
+  type Inner = CatalogVersion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CatalogVersion<'a> {
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CatalogVersion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CatalogVersionArgs
+  ) -> ::flatbuffers::WIPOffset<CatalogVersion<'bldr>> {
+    let mut builder = CatalogVersionBuilder::new(_fbb);
+    builder.add_version(args.version);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CatalogVersion::VT_VERSION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CatalogVersion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CatalogVersionArgs {
+    pub version: u64,
+}
+impl<'a> Default for CatalogVersionArgs {
+  #[inline]
+  fn default() -> Self {
+    CatalogVersionArgs {
+      version: 0,
+    }
+  }
+}
+
+pub struct CatalogVersionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CatalogVersionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(CatalogVersion::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CatalogVersionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CatalogVersionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CatalogVersion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CatalogVersion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CatalogVersion");
+      ds.field("version", &self.version());
+      ds.finish()
+  }
+}
 pub enum NotLeaderOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6046,6 +6249,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_watch_catalog(&self) -> Option<WatchCatalog<'a>> {
+    if self.body_type() == Request::WatchCatalog {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { WatchCatalog::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -6076,6 +6293,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::GetRaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetRaftStatus>>("Request::GetRaftStatus", pos),
           Request::PlaceRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlaceRegions>>("Request::PlaceRegions", pos),
           Request::ChangeMembership => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembership>>("Request::ChangeMembership", pos),
+          Request::WatchCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCatalog>>("Request::WatchCatalog", pos),
           _ => Ok(()),
         }
      })?
@@ -6266,6 +6484,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::ChangeMembership => {
           if let Some(x) = self.body_as_change_membership() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::WatchCatalog => {
+          if let Some(x) = self.body_as_watch_catalog() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6510,6 +6735,20 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_catalog_version(&self) -> Option<CatalogVersion<'a>> {
+    if self.body_type() == Reply::CatalogVersion {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CatalogVersion::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -6533,6 +6772,7 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::NotLeader => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotLeader>>("Reply::NotLeader", pos),
           Reply::RaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftStatus>>("Reply::RaftStatus", pos),
           Reply::RegionsPlaced => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegionsPlaced>>("Reply::RegionsPlaced", pos),
+          Reply::CatalogVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CatalogVersion>>("Reply::CatalogVersion", pos),
           _ => Ok(()),
         }
      })?
@@ -6674,6 +6914,13 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::RegionsPlaced => {
           if let Some(x) = self.body_as_regions_placed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::CatalogVersion => {
+          if let Some(x) = self.body_as_catalog_version() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
