@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, TimeUnit};
 
-pub use crate::placement::DatanodeInfo;
+pub use crate::placement::{DatanodeInfo, Route};
 use serde::{Deserialize, Serialize};
 
 /// The database every client writes to unless it names another.
@@ -26,34 +26,6 @@ pub const DEFAULT_DATABASE: &str = "public";
 const TABLES_PER_DATABASE_MAX: usize = 100_000;
 /// Regions per table.
 pub const REGIONS_PER_TABLE_MAX: u32 = 1024;
-
-/// Where a region is served: (datanode, shard), at an epoch. Standalone has datanode 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub datanode: u64,
-    pub shard: u16,
-    /// Grows each time the region's route changes ([`crate::lease`]): the datanode holds
-    /// the region at this epoch, and requests name the epoch of the route they followed.
-    /// The catalog sets it; what a command proposes is ignored. Catalogs written before
-    /// epochs existed read as the first.
-    #[serde(default = "first_epoch")]
-    pub epoch: u64,
-}
-
-fn first_epoch() -> u64 {
-    crate::lease::FIRST_EPOCH
-}
-
-impl Route {
-    /// A new region's route: (datanode, shard) at the first epoch.
-    pub const fn new(datanode: u64, shard: u16) -> Route {
-        Route {
-            datanode,
-            shard,
-            epoch: crate::lease::FIRST_EPOCH,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TableKind {

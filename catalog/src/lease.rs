@@ -49,6 +49,9 @@ pub enum Refusal {
     /// The metasrv does not route the region here (or has not said so yet).
     #[error("datanode holds no lease on region {region}: the metasrv routes it elsewhere")]
     NotHeld { region: RegionId },
+    /// The datanode has not heard from the metasrv since it started.
+    #[error("datanode has not heard from the metasrv yet, so holds no lease on region {region}")]
+    Unheard { region: RegionId },
     /// The lease was not renewed in time: the metasrv may be unreachable.
     #[error(
         "the lease on region {region} lapsed {lapsed_ms} ms ago: this datanode has not \
@@ -68,7 +71,7 @@ impl Refusal {
     /// Whether the sender should read the catalog again (its route is not this datanode's
     /// lease), rather than try again later (the datanode cannot reach the metasrv).
     pub fn is_wrong_route(&self) -> bool {
-        !matches!(self, Refusal::Lapsed { .. })
+        !matches!(self, Refusal::Lapsed { .. } | Refusal::Unheard { .. })
     }
 }
 
@@ -142,6 +145,9 @@ impl RegionLeases {
     /// Whether the datanode may serve a request for `region` that followed a route at
     /// `epoch`, at `now`.
     pub fn check(&self, region: RegionId, epoch: u64, now: Instant) -> Result<(), Refusal> {
+        if self.renewed_sent_at.is_none() {
+            return Err(Refusal::Unheard { region });
+        }
         let held = self.held.get(&region).ok_or(Refusal::NotHeld { region })?;
         if held.epoch != epoch {
             return Err(Refusal::OtherEpoch {
@@ -177,10 +183,10 @@ mod tests {
     fn a_lease_runs_from_when_the_heartbeat_was_sent() {
         let start = metronome_core::rt::time::now();
         let mut leases = RegionLeases::default();
-        assert_eq!(
-            leases.check(region(0), FIRST_EPOCH, start),
-            Err(Refusal::NotHeld { region: region(0) })
-        );
+        // Before any reply, nothing is held, and the datanode says why: not a wrong route.
+        let unheard = leases.check(region(0), FIRST_EPOCH, start).unwrap_err();
+        assert_eq!(unheard, Refusal::Unheard { region: region(0) });
+        assert!(!unheard.is_wrong_route());
         // The reply arrives a second after the heartbeat left.
         assert_eq!(
             leases.renew(start, &[(region(0), FIRST_EPOCH)], LEASE),

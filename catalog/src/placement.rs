@@ -1,12 +1,41 @@
-//! Where regions go: the datanodes that registered with the metasrv, and the placement of
-//! new regions over their shards. Plain code over the catalog, like `Catalog::apply`.
+//! Where regions go: a region's route (datanode, shard, epoch), the datanodes that
+//! registered with the metasrv, and the placement of new regions over their shards. Plain
+//! code over the catalog, like `Catalog::apply`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, CatalogError, Route, TableKind};
+use crate::catalog::{Catalog, CatalogError, TableKind};
 use metronome_core::data::RegionId;
+
+/// Where a region is served: (datanode, shard), at an epoch. Standalone has datanode 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub datanode: u64,
+    pub shard: u16,
+    /// Grows each time the region's route changes ([`crate::lease`]): the datanode holds
+    /// the region at this epoch, and requests name the epoch of the route they followed.
+    /// The catalog sets it; what a command proposes is ignored. Catalogs written before
+    /// epochs existed read as the first.
+    #[serde(default = "first_epoch")]
+    pub epoch: u64,
+}
+
+fn first_epoch() -> u64 {
+    crate::lease::FIRST_EPOCH
+}
+
+impl Route {
+    /// A new region's route: (datanode, shard) at the first epoch.
+    pub const fn new(datanode: u64, shard: u16) -> Route {
+        Route {
+            datanode,
+            shard,
+            epoch: crate::lease::FIRST_EPOCH,
+        }
+    }
+}
 
 /// A datanode as it registered: where its region service listens, and its shard count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

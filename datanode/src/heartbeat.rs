@@ -16,6 +16,13 @@ use crate::lease::Leases;
 
 pub use metronome_catalog::lease::HEARTBEAT_INTERVAL;
 
+/// How long a heartbeat waits for the shards' figures: a stuck shard must not hold up the
+/// renewal of every region's lease (the heartbeat then goes without figures).
+const STATS_WAIT_MAX: Duration = Duration::from_secs(1);
+/// The least time between heartbeats that requests asked for: refusals in a stream (a
+/// frontend with a stale route) must not turn the heartbeat into a busy loop.
+const WOKEN_GAP_MIN: Duration = Duration::from_millis(100);
+
 /// The first pause between registration attempts, doubled after each failure...
 const REGISTER_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// ...up to this.
@@ -66,17 +73,30 @@ pub async fn run(
     leases: Arc<Leases>,
 ) {
     let mut ticks = time::interval(interval);
+    let mut last_sent: Option<std::time::Instant> = None;
     loop {
-        {
+        let woken = {
             let tick = std::pin::pin!(ticks.tick());
             let woken = std::pin::pin!(leases.woken());
-            futures::future::select(tick, woken).await;
+            matches!(
+                futures::future::select(tick, woken).await,
+                futures::future::Either::Right(_)
+            )
+        };
+        if let Some(gap) = last_sent
+            .filter(|_| woken)
+            .and_then(|sent| WOKEN_GAP_MIN.checked_sub(time::now().duration_since(sent)))
+        {
+            time::sleep(gap).await;
         }
         let waiting = leases.starting();
-        let stats = handle.stats().await;
+        let stats = time::timeout(STATS_WAIT_MAX, handle.stats())
+            .await
+            .unwrap_or_default();
         // The lease runs from before the heartbeat leaves, so it ends before the
         // metasrv, which counts from when the heartbeat arrived, thinks it does.
         let sent_at = time::now();
+        last_sent = Some(sent_at);
         match metasrv.heartbeat(datanode, &stats).await {
             Ok((_, grants)) => leases.renew(sent_at, &grants),
             Err(error) => tracing::warn!(%error, datanode, "heartbeat to the metasrv failed"),

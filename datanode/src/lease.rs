@@ -106,7 +106,7 @@ impl Leases {
             Err(refusal) => refusal,
         };
         let may_be_news = match refusal {
-            Refusal::NotHeld { .. } | Refusal::Lapsed { .. } => true,
+            Refusal::NotHeld { .. } | Refusal::Lapsed { .. } | Refusal::Unheard { .. } => true,
             Refusal::OtherEpoch { asked, held, .. } => asked > held,
         };
         if may_be_news {
@@ -128,7 +128,8 @@ impl Leases {
     }
 }
 
-/// A datanode's region service in a cluster: writes and scans only under a lease.
+/// A datanode's region service in a cluster: writes and scans only under a lease, held
+/// when they are admitted and still when they complete.
 pub struct LeasedRegions {
     regions: Arc<dyn RegionService>,
     leases: Arc<Leases>,
@@ -147,15 +148,14 @@ impl RegionService for LeasedRegions {
                 return self.regions.call(request).await;
             };
             self.leases.admit(region, epoch).await?;
-            let write = matches!(request, RegionRequest::Write { .. });
             let reply = self.regions.call(request).await?;
             // A write that became durable after the lease lapsed (a slow disk) may
             // overlap another datanode's, if the region moved meanwhile: it is not
-            // acknowledged, and counts as indeterminate, as any failed write does.
-            if write {
-                if let Err(refusal) = self.leases.check(region, epoch) {
-                    return Err(self.leases.refused(refusal));
-                }
+            // acknowledged, and counts as indeterminate, as any failed write does. A scan
+            // that ended past the lease may have missed what the region's next holder
+            // took meanwhile: it is refused too.
+            if let Err(refusal) = self.leases.check(region, epoch) {
+                return Err(self.leases.refused(refusal));
             }
             Ok(reply)
         })

@@ -53,6 +53,8 @@ pub struct RegionView {
     pub region: RegionId,
     pub datanode: u64,
     pub shard: u16,
+    /// The route's epoch, at which the datanode holds the region's lease.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,7 @@ impl ClusterView {
                     region: *region,
                     datanode: route.datanode,
                     shard: route.shard,
+                    epoch: route.epoch,
                 });
             }
         }
@@ -183,9 +186,9 @@ impl ClusterView {
                     "region": region.region.to_string(),
                     "leader": region.datanode,
                     "shard": region.shard,
-                    // No replication yet: every region has its one copy, and no epoch.
+                    // No replication yet: every region has its one copy.
                     "followers": [],
-                    "epoch": 0,
+                    "epoch": region.epoch,
                 })
             })
             .collect();

@@ -127,12 +127,16 @@ pub struct MetaService {
     disk_thread: DiskThread,
     /// `raft::election::drive`, which ends when the raft stops; aborted on drop, since it
     /// holds a handle that would otherwise keep the raft alive.
-    elections: task::JoinHandle<()>,
+    _elections: Elections,
 }
 
-impl Drop for MetaService {
+/// The election task, aborted when dropped: also when `MetaService::start` fails after
+/// spawning it, whose raft would otherwise live on and stand for election.
+struct Elections(task::JoinHandle<()>);
+
+impl Drop for Elections {
     fn drop(&mut self) {
-        self.elections.abort();
+        self.0.abort();
     }
 }
 
@@ -153,6 +157,16 @@ impl MetaService {
     ) -> Result<MetaService, String> {
         let dir = dir.into();
         let node_id = replica.node_id;
+        let tuning = &replica.tuning;
+        if tuning.election_timeout_min >= tuning.election_timeout_max
+            || tuning.heartbeat_interval >= tuning.election_timeout_min
+        {
+            return Err(format!(
+                "the metasrv's raft needs heartbeat < election timeout min < max, got \
+                 {:?} < {:?} < {:?}",
+                tuning.heartbeat_interval, tuning.election_timeout_min, tuning.election_timeout_max
+            ));
+        }
         if node_id == 0 || !replica.peers.contains_key(&node_id) {
             return Err(format!(
                 "metasrv node id {node_id} must be at least 1 and among the peers {:?}",
@@ -187,12 +201,12 @@ impl MetaService {
         )
         .await
         .map_err(|error| format!("cannot start the metasrv's raft: {error}"))?;
-        let elections = task::spawn(raft::election::drive(
+        let elections = Elections(task::spawn(raft::election::drive(
             raft.clone(),
             node_id,
             replica.tuning.clone(),
             greater_log,
-        ));
+        )));
         if pristine && replica.initialize {
             // Every replica of a new cluster initializes with the same members: openraft
             // allows that, and no replica has to be started first.
@@ -244,7 +258,7 @@ impl MetaService {
             state,
             datanodes: Mutex::new(BTreeMap::new()),
             disk_thread,
-            elections,
+            _elections: elections,
         })
     }
 
@@ -417,13 +431,17 @@ impl MetaService {
         datanode: u64,
         shards: Vec<ShardStats>,
     ) -> Result<(u64, Vec<Grant>), ExecuteError> {
+        // Recorded before the catalog is read: whatever later decides from the heartbeats
+        // that a datanode is gone (failover) sees this one before its grants could be
+        // read from a catalog older than that decision.
+        self.leads()?;
+        self.record_heartbeat(datanode, shards)?;
         let catalog = self.catalog().await?;
         let leases: Vec<Grant> = catalog
             .routes()
             .filter(|(_, route)| route.datanode == datanode)
             .map(|(region, route)| (region, route.epoch))
             .collect();
-        self.record_heartbeat(datanode, shards)?;
         Ok((catalog.version, leases))
     }
 
@@ -445,17 +463,18 @@ impl MetaService {
     }
 
     /// The catalog's version once it is past `since`, or as it is after
-    /// [`WATCH_WAIT_MAX`]; only the leader answers.
+    /// [`WATCH_WAIT_MAX`]; only the leader answers, once a quorum confirmed it still leads
+    /// (a deposed leader cut off from the others would otherwise answer "unchanged"
+    /// forever, and its watchers would never turn to the new one).
     pub async fn watch_catalog(&self, since: u64) -> Result<u64, ExecuteError> {
-        self.leads()?;
-        let mut versions = self.state.catalog_version();
-        let moved = versions.wait_for(|version| *version > since);
-        let reached = time::timeout(WATCH_WAIT_MAX, moved)
-            .await
-            .map(|outcome| outcome.map(|version| *version));
-        match reached {
-            Ok(Ok(version)) => Ok(version),
-            _ => Ok(*versions.borrow()),
+        let confirmed = self.catalog().await?.version;
+        if confirmed > since {
+            return Ok(confirmed);
+        }
+        let versions = self.state.catalog_version();
+        match time::timeout(WATCH_WAIT_MAX, versions.past(since)).await {
+            Ok(version) => Ok(version),
+            Err(_) => Ok(versions.get()),
         }
     }
 

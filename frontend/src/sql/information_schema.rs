@@ -187,7 +187,7 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
                     .and_then(|d| d.since_heartbeat_ms)
                     .map(|ms| ms / 1000)
             })),
-            int(regions.iter().map(|_| Some(0))),
+            int(regions.iter().map(|r| Some(r.epoch))),
         ],
     )
 }

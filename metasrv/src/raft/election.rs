@@ -46,6 +46,7 @@ impl GreaterLog {
 /// What the driver needs of the replica's raft state, read in one visit.
 struct Observed {
     leads: bool,
+    stands: bool,
     votes: bool,
     voters: usize,
     vote: Vote<u64>,
@@ -76,6 +77,7 @@ pub async fn drive(raft: MetaRaft, id: u64, tuning: RaftTuning, greater_log: Gre
                 let voters = state.membership_state.effective().voter_ids().count();
                 Observed {
                     leads: state.server_state == ServerState::Leader,
+                    stands: state.server_state == ServerState::Candidate,
                     votes: state
                         .membership_state
                         .effective()
@@ -95,7 +97,9 @@ pub async fn drive(raft: MetaRaft, id: u64, tuning: RaftTuning, greater_log: Gre
             vote_seen = Some(observed.vote);
             timeout = draw(&tuning);
         }
-        if observed.leads || !observed.votes {
+        // A single voter's own election completes at once; openraft does not start
+        // another while one is under way, nor does this.
+        if observed.leads || !observed.votes || (observed.voters == 1 && observed.stands) {
             continue;
         }
         let mut due = if observed.voters == 1 {

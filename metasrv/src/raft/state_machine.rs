@@ -73,7 +73,44 @@ pub struct StateMachine {
     /// The last log id of the snapshot on disk.
     durable: Arc<tokio::sync::watch::Sender<Option<LogId<u64>>>>,
     /// The catalog's version as applied, for those who wait for it to change.
-    version: Arc<tokio::sync::watch::Sender<u64>>,
+    version: Arc<CatalogVersion>,
+}
+
+/// The catalog's version as applied, and a wake for those waiting for it to move. Not
+/// tokio's `watch`: its receivers wait on one of several notifiers picked at random from
+/// tokio's thread-local generator, which is seeded on first use, so under madsim the
+/// first run of a seed draws and its determinism re-run does not (the check caught it).
+#[derive(Debug, Default)]
+pub struct CatalogVersion {
+    version: std::sync::atomic::AtomicU64,
+    moved: tokio::sync::Notify,
+}
+
+impl CatalogVersion {
+    fn set(&self, version: u64) {
+        self.version
+            .store(version, std::sync::atomic::Ordering::SeqCst);
+        self.moved.notify_waiters();
+    }
+
+    /// The version now.
+    pub fn get(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves with the version once it is past `since`.
+    pub async fn past(&self, since: u64) -> u64 {
+        loop {
+            let mut moved = std::pin::pin!(self.moved.notified());
+            // Registered before the check, so a change between the two still wakes it.
+            moved.as_mut().enable();
+            let version = self.get();
+            if version > since {
+                return version;
+            }
+            moved.await;
+        }
+    }
 }
 
 impl StateMachine {
@@ -152,14 +189,15 @@ impl StateMachine {
         if !found {
             durable.send_replace(None);
         }
-        let (version, _) = tokio::sync::watch::channel(state.catalog.version);
+        let version = Arc::new(CatalogVersion::default());
+        version.set(state.catalog.version);
         Ok(StateMachine {
             state: Arc::new(Mutex::new(state)),
             worker,
             dir,
             snapshots_built: Arc::default(),
             durable: Arc::new(durable),
-            version: Arc::new(version),
+            version,
         })
     }
 
@@ -169,8 +207,8 @@ impl StateMachine {
     }
 
     /// The catalog's version as applied, changing as entries apply.
-    pub fn catalog_version(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.version.subscribe()
+    pub fn catalog_version(&self) -> Arc<CatalogVersion> {
+        self.version.clone()
     }
 
     /// The catalog as of the last applied entry.
@@ -296,7 +334,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             replies.push(reply);
         }
-        self.version.send_replace(state.catalog.version);
+        self.version.set(state.catalog.version);
         Ok(replies)
     }
 
@@ -334,7 +372,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|error| snapshot_error(Some(meta), error))?;
         let version = state.catalog.version;
         *self.state.lock().expect("meta state") = state;
-        self.version.send_replace(version);
+        self.version.set(version);
         Ok(())
     }
 
