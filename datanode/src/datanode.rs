@@ -530,7 +530,7 @@ impl DatanodeHandle {
     pub async fn write(&self, region: RegionId, batch: WriteBatch) -> Result<(), EngineError> {
         self.region_done(RegionRequest::Write {
             region,
-            batch,
+            batch: std::sync::Arc::new(batch),
             encoded: None,
             epoch: 0,
         })

@@ -60,7 +60,9 @@ pub(crate) async fn handle(
             encoded,
             ..
         } => {
-            engine.write(region, batch, encoded).await?;
+            engine
+                .write(region, std::sync::Arc::unwrap_or_clone(batch), encoded)
+                .await?;
             RegionReply::Done
         }
         RegionRequest::Scan {

@@ -173,11 +173,13 @@ impl RegionService for RegionRouter {
                 // A request that cannot reach its datanode, or finds the region gone, may
                 // follow a route that changed (a datanode restarted at a new address, a
                 // region moved): the catalog is read again at once rather than at the next
-                // refresh, and a request other than a write goes once more if the route or
-                // the address changed. A write is not kept for a second try (a copy of
-                // every batch would cost every write); its client retries.
-                let retry =
-                    (!matches!(request, RegionRequest::Write { .. })).then(|| request.clone());
+                // refresh, and the request goes once more if the route or the address
+                // changed. A write may go twice this way (the first datanode may have made
+                // it durable before the connection broke): its samples land on the same
+                // (series, timestamp) with the same values, which a region keeps once.
+                // Only a cluster keeps the copy (a write's batch is shared, not copied);
+                // standalone's one datanode never moves.
+                let retry = self.connect.is_some().then(|| request.clone());
                 let error = match client.call(request).await {
                     Err(error)
                         if self.connect.is_some()

@@ -250,22 +250,18 @@ impl Running {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
-        let (stop_sender, stopping) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut stopping = stopping.clone();
-            async move {
-                let _ = stopping.wait_for(|stopped| *stopped).await;
-            }
-        };
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let stopped = || stopping.clone().cancelled_owned();
         let postgres = task::spawn(crate::pg::serve(
             self.postgres,
             PgServer::new(self.sql),
             stopped(),
         ));
+        let stop_sender = stopping.clone();
         task::spawn(async move {
             stop.await;
             tracing::info!("shutting down");
-            let _ = stop_sender.send(true);
+            stop_sender.cancel();
         });
         let served = crate::http::serve(self.http, crate::http::router(self.frontend), stopped())
             .await

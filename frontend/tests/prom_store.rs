@@ -50,7 +50,7 @@ impl RegionService for HeldAddTag {
                 self.hold.lock().unwrap().take()
             }
             RegionRequest::Write { batch, .. } => {
-                self.writes.lock().unwrap().push(batch.clone());
+                self.writes.lock().unwrap().push(WriteBatch::clone(batch));
                 None
             }
             _ => None,

@@ -472,7 +472,7 @@ impl MetaService {
             return Ok(confirmed);
         }
         let versions = self.state.catalog_version();
-        match time::timeout(WATCH_WAIT_MAX, versions.past(since)).await {
+        match time::timeout(WATCH_WAIT_MAX, versions.reached(|version| version > since)).await {
             Ok(version) => Ok(version),
             Err(_) => Ok(versions.get()),
         }

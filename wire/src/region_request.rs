@@ -7,6 +7,8 @@
 //! handler (`datanode/src/service.rs`). The transport (`region.rs`) knows no RPC by name,
 //! except that it cuts a write's rows into frames and gathers a scan's pages.
 
+use std::sync::Arc;
+
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
 use metronome_core::write_batch::WriteBatch;
 
@@ -62,7 +64,10 @@ pub enum RegionRequest {
     /// Writes a batch; answered once it is durable.
     Write {
         region: RegionId,
-        batch: WriteBatch,
+        /// Shared, so that a frontend can keep a write for one more try on a route that
+        /// changed without copying it; the datanode takes it whole
+        /// ([`Arc::unwrap_or_clone`] copies nothing when no one else holds it).
+        batch: Arc<WriteBatch>,
         /// The batch's bytes as a datanode received them ([`write_batch`]), which it
         /// logs in its WAL as they are; `None` in-process, where the WAL encodes it.
         encoded: Option<Vec<u8>>,
@@ -275,7 +280,7 @@ impl RegionRequest {
                     .map_err(|error| format!("write to region {id}: {error}"))?;
                 RegionRequest::Write {
                     region: id,
-                    batch,
+                    batch: Arc::new(batch),
                     encoded: Some(bytes.to_vec()),
                     epoch: table.epoch(),
                 }
@@ -480,7 +485,7 @@ pub trait RegionServiceExt: RegionService {
     fn write(&self, region: RegionId, batch: WriteBatch) -> BoxFuture<'_, Result<(), RegionError>> {
         self.call_done(RegionRequest::Write {
             region,
-            batch,
+            batch: Arc::new(batch),
             encoded: None,
             epoch: 0,
         })
@@ -585,7 +590,7 @@ pub(crate) mod tests {
             },
             RegionRequest::Write {
                 region,
-                batch: WriteBatch::from_rows(vec![row(5, 3), row(6, 0)]),
+                batch: Arc::new(WriteBatch::from_rows(vec![row(5, 3), row(6, 0)])),
                 encoded: None,
                 epoch: 4,
             },

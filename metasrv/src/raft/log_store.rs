@@ -42,7 +42,7 @@ use super::{RaftTuning, TypeConfig};
 
 /// The last log id covered by a snapshot that is on disk, shared by the state machine
 /// (which raises it once a snapshot is synced) and the log (which purges no further).
-pub type SnapshotWatermark = tokio::sync::watch::Receiver<Option<LogId<u64>>>;
+pub type SnapshotWatermark = std::sync::Arc<super::watched::Watched<Option<LogId<u64>>>>;
 
 /// How long an append that follows a snapshot's install waits for the snapshot to be
 /// durable before it fails (and openraft stops the replica).
@@ -383,13 +383,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let first = entries[0].log_id.index;
         if let (Some(next), Some(held)) = (next, held) {
             if first > next && held.index + 1 == first {
-                let mut watermark = self.snapshot.clone();
                 let durable = metronome_core::rt::time::timeout(
                     SNAPSHOT_DURABLE_WAIT_MAX,
-                    watermark.wait_for(|durable| *durable >= Some(held)),
+                    self.snapshot.reached(|durable| durable >= Some(held)),
                 )
                 .await
-                .is_ok_and(|waited| waited.is_ok());
+                .is_ok();
                 if !durable {
                     let error = io::Error::other(format!(
                         "entry {first} follows a snapshot to {held} that did not reach the disk"
@@ -426,7 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let durable = *self.snapshot.borrow();
+        let durable = self.snapshot.get();
         let upto = {
             let mut memory = self.memory.lock().expect("raft log");
             if durable < Some(log_id) {

@@ -1,6 +1,6 @@
 //! The catalog replicated with openraft 0.9 (storage v2): the raft log and vote on disk
 //! ([`log_store`]), the catalog as the state machine ([`state_machine`]), the messages over
-//! the protocol ([`network`]), and the thread that does the disk I/O ([`worker`]).
+//! the protocol ([`network`]), values that others wait on ([`watched`]), and the thread that does the disk I/O ([`worker`]).
 //!
 //! openraft runs on `metronome_core::rt::raft::RaftRuntime`, so its timers and random
 //! election timeouts are the simulation's under madsim.
@@ -9,6 +9,7 @@ pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod watched;
 pub mod worker;
 
 use std::io::Cursor;

@@ -25,6 +25,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::log_store::SnapshotWatermark;
+use super::watched::Watched;
 use super::worker::DiskWorker;
 use super::{Applied, TypeConfig};
 
@@ -71,47 +73,13 @@ pub struct StateMachine {
     dir: PathBuf,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
     /// The last log id of the snapshot on disk.
-    durable: Arc<tokio::sync::watch::Sender<Option<LogId<u64>>>>,
+    durable: SnapshotWatermark,
     /// The catalog's version as applied, for those who wait for it to change.
     version: Arc<CatalogVersion>,
 }
 
-/// The catalog's version as applied, and a wake for those waiting for it to move. Not
-/// tokio's `watch`: its receivers wait on one of several notifiers picked at random from
-/// tokio's thread-local generator, which is seeded on first use, so under madsim the
-/// first run of a seed draws and its determinism re-run does not (the check caught it).
-#[derive(Debug, Default)]
-pub struct CatalogVersion {
-    version: std::sync::atomic::AtomicU64,
-    moved: tokio::sync::Notify,
-}
-
-impl CatalogVersion {
-    fn set(&self, version: u64) {
-        self.version
-            .store(version, std::sync::atomic::Ordering::SeqCst);
-        self.moved.notify_waiters();
-    }
-
-    /// The version now.
-    pub fn get(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Resolves with the version once it is past `since`.
-    pub async fn past(&self, since: u64) -> u64 {
-        loop {
-            let mut moved = std::pin::pin!(self.moved.notified());
-            // Registered before the check, so a change between the two still wakes it.
-            moved.as_mut().enable();
-            let version = self.get();
-            if version > since {
-                return version;
-            }
-            moved.await;
-        }
-    }
-}
+/// The catalog's version as applied, which frontends' watches wait on.
+pub type CatalogVersion = Watched<u64>;
 
 impl StateMachine {
     /// Opens the state machine at the snapshot under `dir`; with none, at the legacy
@@ -173,7 +141,6 @@ impl StateMachine {
                     dir.display()
                 )
             })?;
-        let (durable, _) = tokio::sync::watch::channel(state.last_applied);
         // With no snapshot on disk (a new replica, or one started from the legacy
         // catalog), nothing may be purged yet.
         let has_snapshot = dir.join(SNAPSHOT_NAME);
@@ -186,24 +153,21 @@ impl StateMachine {
             })
             .await
             .unwrap_or(false);
-        if !found {
-            durable.send_replace(None);
-        }
-        let version = Arc::new(CatalogVersion::default());
-        version.set(state.catalog.version);
+        let durable = Arc::new(Watched::new(if found { state.last_applied } else { None }));
+        let version = Arc::new(CatalogVersion::new(state.catalog.version));
         Ok(StateMachine {
             state: Arc::new(Mutex::new(state)),
             worker,
             dir,
             snapshots_built: Arc::default(),
-            durable: Arc::new(durable),
+            durable,
             version,
         })
     }
 
     /// The watermark the raft log purges no further than.
-    pub fn snapshot_watermark(&self) -> tokio::sync::watch::Receiver<Option<LogId<u64>>> {
-        self.durable.subscribe()
+    pub fn snapshot_watermark(&self) -> SnapshotWatermark {
+        self.durable.clone()
     }
 
     /// The catalog's version as applied, changing as entries apply.
@@ -224,12 +188,12 @@ impl StateMachine {
         let durable = self.durable.clone();
         self.worker
             .run(move |disk| async move {
-                let newest = *durable.borrow();
+                let newest = durable.get();
                 if newest.is_some() && file.meta.last_log_id <= newest {
                     return Ok(());
                 }
                 journal::store_checkpoint(&disk, &dir, SNAPSHOT_NAME, &file, 0).await?;
-                durable.send_replace(file.meta.last_log_id);
+                durable.set(file.meta.last_log_id);
                 Ok(())
             })
             .await
