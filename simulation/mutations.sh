@@ -27,10 +27,12 @@ mutations=(
                 None::<openraft::LogId<u64>>,
             )
         })"
-"purge-past-snapshot|metasrv/src/raft/log_store.rs|metasrv_raft|        let durable = *self.snapshot.borrow();|        // MUTATION: purge what openraft asks, whether or not a snapshot on disk covers it.
+"purge-past-snapshot|metasrv/src/raft/log_store.rs|metasrv_raft|        let durable = self.snapshot.get();|        // MUTATION: purge what openraft asks, whether or not a snapshot on disk covers it.
         let durable = Some(log_id);"
 "write-after-lease|catalog/src/lease.rs|cluster|        if now >= held.until {|        // MUTATION: a lapsed lease still admits requests.
         if false && now >= held.until {"
+"lease-without-drift-margin|datanode/src/lease.rs|cluster|            .renew(sent_at, grants, LEASE_HELD)|            // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
+            .renew(sent_at, grants, metronome_catalog::lease::LEASE)"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
         let kept = {
             self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));

@@ -5,8 +5,9 @@
 //! metasrv's leader answers, once it confirmed with a quorum that it still leads, with
 //! every region the catalog routes to that datanode and the route's epoch. The datanode
 //! then holds each listed region for [`LEASE`] (three heartbeats and a second), counted on
-//! its own clock from when it *sent* the heartbeat: the lease ends before the metasrv,
-//! which counts from later (when the heartbeat arrived), could believe it ended. A region
+//! its own clock from when it *sent* the heartbeat and shortened by the drift that clock
+//! may have ([`LEASE_HELD`]): the lease ends before the metasrv, which counts from later
+//! (when the heartbeat arrived), could believe it ended. A region
 //! not listed is not held; a lease that was not renewed in time lapses, and the datanode
 //! refuses the region's writes and reads from then on ([`RegionLeases::check`]), so a
 //! datanode cut off from the metasrv stops serving before the metasrv could give its
@@ -29,6 +30,22 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const LEASE: Duration = Duration::from_secs(3 * 5 + 1);
 
 const _: () = assert!(LEASE.as_millis() == 3 * HEARTBEAT_INTERVAL.as_millis() + 1000);
+
+/// How much slower than real time a datanode's monotonic clock may run, in parts per
+/// million, without a lease outliving what the metasrv counts: 1 %, a hundred times a
+/// quartz's worst and past what NTP slews (500 ppm). The simulation drifts clocks this far.
+pub const CLOCK_DRIFT_PPM_MAX: u64 = 10_000;
+
+/// How long a datanode holds a lease on its own clock: [`LEASE`] less the drift its clock
+/// may have, so that the lease has ended in real time by the time [`LEASE`] has passed
+/// (a clock 1 % slow counts 15.84 s in 16 s). Whoever waits for a lease to end (a move of
+/// the region) counts [`LEASE`] on a clock that may itself run fast: that wait adds
+/// the same margin the other way.
+pub const LEASE_HELD: Duration = Duration::from_millis(
+    (LEASE.as_millis() as u64) * (1_000_000 - CLOCK_DRIFT_PPM_MAX) / 1_000_000,
+);
+
+const _: () = assert!(LEASE_HELD.as_millis() == 15_840);
 
 /// A datanode is alive, for the metasrv and for whoever asks it, while its last heartbeat
 /// is at most a lease old: past that, it holds no region.

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use metronome_catalog::lease::{Grant, Refusal, RegionLeases, Renewal, LEASE};
+use metronome_catalog::lease::{Grant, Refusal, RegionLeases, Renewal, LEASE_HELD};
 use metronome_core::data::RegionId;
 use metronome_core::rt::time;
 use metronome_wire::{
@@ -61,7 +61,7 @@ impl Leases {
             .held
             .lock()
             .expect("leases")
-            .renew(sent_at, grants, LEASE);
+            .renew(sent_at, grants, LEASE_HELD);
         match renewal {
             Ok(Renewal::Taken) => {}
             Ok(Renewal::Outdated) => {

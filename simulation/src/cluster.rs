@@ -92,10 +92,79 @@ pub fn meta_client(replicas: u64) -> MetaClient {
     )
 }
 
+/// A heartbeat a metasrv replica answered with region leases: from `datanode`, received
+/// at `received` on the simulation's one clock. The leases it granted ran out, in real
+/// time, within [`metronome_catalog::lease::LEASE`] of when the heartbeat was sent, so
+/// before `received` plus a lease.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub datanode: u64,
+    pub received: std::time::Instant,
+    pub leases: Vec<metronome_catalog::lease::Grant>,
+}
+
+/// Hears of every heartbeat a metasrv replica answered with leases.
+pub type GrantObserver = Arc<dyn Fn(Granted) + Send + Sync>;
+
+/// A replica's protocol as the simulation sees it: the service's own handling, and the
+/// heartbeats it answered told to the observer.
+struct ObservedMeta {
+    service: Arc<MetaService>,
+    observe: GrantObserver,
+}
+
+impl rpc::Dispatch for ObservedMeta {
+    fn dispatch<'a>(
+        &'a self,
+        request: metronome_wire::fb::RequestMessage<'a>,
+    ) -> metronome_wire::BoxFuture<'a, Vec<metronome_wire::frame::Body>> {
+        let decoded = MetaRequest::decode(request);
+        Box::pin(async move {
+            let received = time::drift::true_now();
+            let request = match decoded {
+                Ok(request) => request,
+                Err(error) => {
+                    return vec![metronome_wire::frame::error_body(
+                        metronome_wire::fb::ErrorKind::InvalidRequest,
+                        &error,
+                    )]
+                }
+            };
+            let datanode = match &request {
+                MetaRequest::Heartbeat { datanode, .. } => Some(*datanode),
+                _ => None,
+            };
+            let reply = self.service.handle(request).await;
+            if let (Some(datanode), Ok(MetaReply::Heartbeat { leases, .. })) = (datanode, &reply) {
+                (self.observe)(Granted {
+                    datanode,
+                    received,
+                    leases: leases.clone(),
+                });
+            }
+            vec![match reply {
+                Ok(reply) => reply.encode(),
+                Err(error) => error,
+            }]
+        })
+    }
+}
+
 /// Metasrv replica `id` of `replicas`, its raft tuned by `tuning`.
 pub fn metasrv_main(id: u64, replicas: u64, tuning: RaftTuning) -> NodeMain {
+    metasrv_main_observed(id, replicas, tuning, None)
+}
+
+/// [`metasrv_main`], telling `granted` of every heartbeat it answered with leases.
+pub fn metasrv_main_observed(
+    id: u64,
+    replicas: u64,
+    tuning: RaftTuning,
+    granted: Option<GrantObserver>,
+) -> NodeMain {
     Box::new(move |disk| {
         let tuning = tuning.clone();
+        let granted = granted.clone();
         Box::pin(async move {
             // Real replicas never start in the same microsecond. Simulated ones would, all
             // standing for election at once as they initialize; a random start spreads
@@ -127,7 +196,11 @@ pub fn metasrv_main(id: u64, replicas: u64, tuning: RaftTuning) -> NodeMain {
             )
             .await
             .expect("the port is free");
-            rpc::serve(listener, service, FrameLimits::default()).await;
+            let dispatch: Arc<dyn rpc::Dispatch> = match granted {
+                Some(observe) => Arc::new(ObservedMeta { service, observe }),
+                None => service,
+            };
+            rpc::serve(listener, dispatch, FrameLimits::default()).await;
         })
     })
 }
@@ -166,7 +239,9 @@ impl RegionService for Observing {
             let region = request.region();
             let epoch = request.epoch();
             let write = matches!(request, metronome_wire::RegionRequest::Write { .. });
-            let started = time::now();
+            // The simulation's one clock: the checker compares instants across nodes,
+            // whose own clocks drift.
+            let started = time::drift::true_now();
             let outcome = self.inner.call(request).await;
             if let (Some(region), Some(epoch)) = (region, epoch) {
                 (self.observe)(&Observed {
@@ -175,7 +250,7 @@ impl RegionService for Observing {
                     epoch,
                     write,
                     started,
-                    finished: time::now(),
+                    finished: time::drift::true_now(),
                     succeeded: outcome.is_ok(),
                 });
             }

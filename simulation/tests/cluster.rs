@@ -7,7 +7,10 @@
 //! datanode (its disk keeping only what was synced, torn writes included), an outage of
 //! one, power loss of a metasrv replica (the leader half the time), a frontend's
 //! restart, a datanode cut off from every metasrv replica (past its lease, some of the
-//! time), a node cut off from everything, one way or both, and packet loss.
+//! time), a node cut off from everything, one way or both, several nodes cut off one by
+//! one and healed in another order, a node paused (past its lease, some of the time),
+//! packet loss, slow links, and a clock's rate changed. Every node's clock drifts from
+//! the start, within what the leases allow for (`CLOCK_DRIFT_PPM_MAX`).
 //!
 //! Checked on every seed:
 //! - every acknowledged sample reads back, with its value, through either frontend once
@@ -28,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use madsim::net::NetSim;
-use metronome_catalog::lease::{HEARTBEAT_INTERVAL, LEASE};
+use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE};
 use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::{rand, time};
@@ -38,7 +41,7 @@ use metronome_frontend::remote_write::PromSeries;
 use metronome_metasrv::raft::RaftTuning;
 use metronome_simulation::cluster::{
     self, client_of, datanode_ip, frontend_ip, metasrv_addr, metasrv_ip, raft_status, FrontendSlot,
-    Observed,
+    Granted, Observed,
 };
 use metronome_simulation::node::SimNode;
 use std::net::IpAddr;
@@ -72,6 +75,8 @@ struct History {
     metrics: BTreeSet<String>,
     /// Writes and scans the datanodes answered.
     observed: Vec<Observed>,
+    /// Heartbeats the metasrv answered with leases.
+    granted: Vec<Granted>,
     /// (datanode, from, to): the datanode could reach no metasrv replica in between.
     cut_off: Vec<(u64, Instant, Instant)>,
     /// By term, the metasrv replicas that reported themselves leader.
@@ -361,6 +366,30 @@ async fn check_after_healing(history: Shared, slots: Vec<FrontendSlot>, faults: 
             late.first()
         );
     }
+    // Every write completed under a lease the metasrv granted: a heartbeat from its
+    // datanode, answered with its region at its epoch, received less than a lease before
+    // the write completed (the lease, counted from the heartbeat's sending on a clock
+    // that may run slow, ran out in real time before the heartbeat's arrival plus a
+    // lease). This is what a clock without the leases' drift margin breaks.
+    let mut grants: BTreeMap<u64, Vec<&Granted>> = BTreeMap::new();
+    for granted in &history.granted {
+        grants.entry(granted.datanode).or_default().push(granted);
+    }
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        let under_lease = grants.get(&seen.datanode).is_some_and(|grants| {
+            grants.iter().any(|granted| {
+                granted.received < seen.finished
+                    && seen.finished < granted.received + LEASE
+                    && granted.leases.contains(&(seen.region, seen.epoch))
+            })
+        });
+        assert!(
+            under_lease,
+            "a write to region {} completed on datanode {} at {:?} under no lease granted in \
+             the {LEASE:?} before; faults {faults:?}",
+            seen.region, seen.datanode, seen.finished
+        );
+    }
     // No two datanodes complete writes to one region at overlapping times.
     let mut by_region: BTreeMap<RegionId, Vec<&Observed>> = BTreeMap::new();
     for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
@@ -415,11 +444,16 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
+    time::drift::clear();
     let history: Shared = Arc::default();
     let disk_faults = SimFaults {
         latency_max: Duration::from_millis(1),
         torn_write_probability: 0.5,
         ..SimFaults::default()
+    };
+    let granted: cluster::GrantObserver = {
+        let history = history.clone();
+        Arc::new(move |granted: Granted| history.lock().unwrap().granted.push(granted))
     };
     let metasrvs: Vec<SimNode> = (1..=METASRVS)
         .map(|id| {
@@ -427,7 +461,12 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 &format!("metasrv-{id}"),
                 metasrv_ip(id),
                 disk_faults.clone(),
-                cluster::metasrv_main(id, METASRVS, RaftTuning::default()),
+                cluster::metasrv_main_observed(
+                    id,
+                    METASRVS,
+                    RaftTuning::default(),
+                    Some(granted.clone()),
+                ),
             )
         })
         .collect();
@@ -482,6 +521,12 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         })
         .collect();
 
+    // Every role's clock runs at a rate of its own, within what the leases allow for.
+    let drift = || rand::gen_range(-(CLOCK_DRIFT_PPM_MAX as i64)..=CLOCK_DRIFT_PPM_MAX as i64);
+    for node in metasrvs.iter().chain(&datanodes).chain(&frontends) {
+        time::drift::set(node.handle().id(), drift());
+    }
+
     // Faults, one at a time, each healed before the next.
     let net = NetSim::current();
     let started = time::now();
@@ -491,7 +536,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..9) {
+        match rand::gen_range(0..13) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
@@ -556,22 +601,35 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     _ => &frontends[rand::gen_range(0..FRONTENDS as usize)],
                 };
                 let id = node.handle().id();
-                match rand::gen_range(0..3) {
+                let cut_off_datanode = datanodes
+                    .iter()
+                    .position(|one| one.handle().id() == id)
+                    .map(|index| index as u64 + 1);
+                let from = time::now();
+                let both_ways = match rand::gen_range(0..3) {
                     0 => {
                         faults.push(format!("{} cut off both ways for {hold:?}", node.name));
                         net.clog_node(id);
+                        true
                     }
                     1 => {
                         faults.push(format!("{} cut off inbound for {hold:?}", node.name));
                         net.clog_node_in(id);
+                        false
                     }
                     _ => {
                         faults.push(format!("{} cut off outbound for {hold:?}", node.name));
                         net.clog_node_out(id);
+                        false
                     }
-                }
+                };
                 time::sleep(hold).await;
                 net.unclog_node(id);
+                // A datanode cut off both ways is cut off from the metasrv too.
+                if let (true, Some(datanode)) = (both_ways, cut_off_datanode) {
+                    let to = time::now();
+                    history.lock().unwrap().cut_off.push((datanode, from, to));
+                }
             }
             6 => {
                 let frontend = &frontends[rand::gen_range(0..FRONTENDS as usize)];
@@ -588,6 +646,78 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 net.update_config(|config| config.packet_loss_rate = 0.05);
                 time::sleep(hold).await;
                 net.update_config(|config| config.packet_loss_rate = 0.0);
+            }
+            8 => {
+                // Swizzled: a few nodes cut off one by one, healed in another order.
+                let mut nodes: Vec<&SimNode> = metasrvs
+                    .iter()
+                    .chain(&datanodes)
+                    .chain(&frontends)
+                    .collect();
+                let mut cut = Vec::new();
+                for _ in 0..rand::gen_range(2..5) {
+                    let node = nodes.remove(rand::gen_range(0..nodes.len()));
+                    net.clog_node(node.handle().id());
+                    cut.push((node, time::now()));
+                    time::sleep(Duration::from_millis(rand::gen_range(0..1000))).await;
+                }
+                time::sleep(hold).await;
+                let mut order = Vec::new();
+                while !cut.is_empty() {
+                    let (node, from) = cut.remove(rand::gen_range(0..cut.len()));
+                    net.unclog_node(node.handle().id());
+                    order.push(node.name.clone());
+                    if let Some(index) = datanodes.iter().position(|one| one.name == node.name) {
+                        let to = time::now();
+                        history
+                            .lock()
+                            .unwrap()
+                            .cut_off
+                            .push((index as u64 + 1, from, to));
+                    }
+                    time::sleep(Duration::from_millis(rand::gen_range(0..1000))).await;
+                }
+                faults.push(format!(
+                    "swizzled cut of {order:?} (healed in this order) for {hold:?}"
+                ));
+            }
+            9 => {
+                // Paused: its tasks stand still while time goes on, past its lease a third
+                // of the time; then it resumes with whatever it had in flight.
+                let node = match rand::gen_range(0..3) {
+                    0 => &metasrvs[rand::gen_range(0..METASRVS as usize)],
+                    _ => datanode,
+                };
+                let hold = if rand::gen_range(0..3) == 0 {
+                    LEASE + Duration::from_millis(rand::gen_range(1000..4000))
+                } else {
+                    hold
+                };
+                faults.push(format!("{} paused for {hold:?}", node.name));
+                madsim::runtime::Handle::current().pause(node.handle().id());
+                time::sleep(hold).await;
+                madsim::runtime::Handle::current().resume(node.handle().id());
+            }
+            10 => {
+                let (low, high) = (rand::gen_range(20..100), rand::gen_range(100..800));
+                faults.push(format!("links slowed to {low}..{high} ms for {hold:?}"));
+                net.update_config(|config| {
+                    config.send_latency = Duration::from_millis(low)..Duration::from_millis(high)
+                });
+                time::sleep(hold).await;
+                net.update_config(|config| {
+                    config.send_latency = Duration::from_millis(1)..Duration::from_millis(10)
+                });
+            }
+            11 => {
+                let node = if rand::gen_range(0..2) == 0 {
+                    datanode
+                } else {
+                    &metasrvs[rand::gen_range(0..METASRVS as usize)]
+                };
+                let rate_ppm = drift();
+                faults.push(format!("{}'s clock now runs at {rate_ppm} ppm", node.name));
+                time::drift::set(node.handle().id(), rate_ppm);
             }
             _ => {
                 faults.push(format!("a quiet {hold:?}"));

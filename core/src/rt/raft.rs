@@ -68,7 +68,9 @@ pub type RaftSleep = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 fn sleep_until_instant(deadline: std::time::Instant) -> RaftSleep {
     #[cfg(madsim)]
     {
-        Box::pin(madsim::time::sleep_until(deadline))
+        Box::pin(madsim::time::sleep_until(super::time::drift::real(
+            deadline,
+        )))
     }
     #[cfg(not(madsim))]
     {
