@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use metronome_catalog::client::{MetaClient, MetaError};
 use metronome_catalog::Command;
-use metronome_core::rt::time;
+use metronome_core::rt::{rand, time};
 
 use crate::datanode::DatanodeHandle;
 use crate::lease::Leases;
@@ -97,8 +97,18 @@ pub async fn run(
         // metasrv, which counts from when the heartbeat arrived, thinks it does.
         let sent_at = time::now();
         last_sent = Some(sent_at);
+        // Rare but legal: the heartbeat leaves late, or its reply is taken late (a
+        // stalled runtime): the lease still counts from `sent_at`.
+        if metronome_core::buggify!(0.02) {
+            time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
+        }
         match metasrv.heartbeat(datanode, &stats).await {
-            Ok((_, grants)) => leases.renew(sent_at, &grants),
+            Ok((_, grants)) => {
+                if metronome_core::buggify!(0.02) {
+                    time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
+                }
+                leases.renew(sent_at, &grants)
+            }
             Err(error) => tracing::warn!(%error, datanode, "heartbeat to the metasrv failed"),
         }
         for request in waiting {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use metronome_catalog::lease::{Grant, Refusal, RegionLeases, Renewal, LEASE_HELD};
 use metronome_core::data::RegionId;
-use metronome_core::rt::time;
+use metronome_core::rt::{rand, time};
 use metronome_wire::{
     BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
 };
@@ -148,6 +148,11 @@ impl RegionService for LeasedRegions {
                 return self.regions.call(request).await;
             };
             self.leases.admit(region, epoch).await?;
+            // Rare but legal: a shard slow to take the request (a long fsync, a busy
+            // core), sometimes past the lease, so the check below is exercised.
+            if metronome_core::buggify!(0.001) {
+                time::sleep(Duration::from_millis(rand::gen_range(100..3000))).await;
+            }
             let reply = self.regions.call(request).await?;
             // A write that became durable after the lease lapsed (a slow disk) may
             // overlap another datanode's, if the region moved meanwhile: it is not

@@ -445,6 +445,9 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
     time::drift::clear();
+    // The rare paths the roles mark with `buggify!` (a slow shard past its lease, a late
+    // heartbeat or reply, an early answer to a catalog watch) are taken often here.
+    madsim::buggify::enable();
     let history: Shared = Arc::default();
     let disk_faults = SimFaults {
         latency_max: Duration::from_millis(1),
