@@ -246,6 +246,9 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
+    // The replicas' rare paths (a snapshot slow to reach the disk, a catalog watch
+    // answered early) are taken often here.
+    madsim::buggify::enable();
     let faults = SimFaults {
         latency_max: Duration::from_millis(2),
         torn_write_probability: 0.5,

@@ -184,6 +184,14 @@ impl StateMachine {
     /// watermark. Jobs on the disk thread run one at a time, so the check and the write
     /// are one step.
     async fn store(&self, file: SnapshotFile) -> io::Result<()> {
+        // Rare but legal: a snapshot slow to reach the disk, while the log is asked to
+        // purge what it covers (the purge must wait for it).
+        if metronome_core::buggify!(0.25) {
+            metronome_core::rt::time::sleep(std::time::Duration::from_millis(
+                metronome_core::rt::rand::gen_range(50..1500),
+            ))
+            .await;
+        }
         let dir = self.dir.clone();
         let durable = self.durable.clone();
         self.worker
