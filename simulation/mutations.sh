@@ -33,6 +33,8 @@ mutations=(
         if false && now >= held.until {"
 "lease-without-drift-margin|datanode/src/lease.rs|cluster|            .renew(sent_at, grants, LEASE_HELD)|            // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
             .renew(sent_at, grants, metronome_catalog::lease::LEASE)"
+"add-tags-twice|datanode/src/engine/lifecycle.rs|cluster|            schema.tags.extend_from_slice(&tags[present..]);|            // MUTATION: add every tag asked for, even those another frontend added first.
+            schema.tags.extend_from_slice(&tags);"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
         let kept = {
             self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));

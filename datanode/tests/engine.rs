@@ -2109,6 +2109,19 @@ fn projections_return_and_decode_only_the_fields_asked_for() {
         }
         engine.flush_region(R1).await.unwrap().unwrap();
         engine.add_field(R1, count.clone()).await.unwrap();
+        // A second frontend adds the same field: nothing changes (the memtable gains no
+        // second null column), and it succeeds; the same name as another type does not.
+        engine.add_field(R1, count.clone()).await.unwrap();
+        assert_eq!(engine.schema(R1).unwrap().fields.len(), 2);
+        let other_type = FieldColumn {
+            field_type: FieldType::String,
+            ..count.clone()
+        };
+        let refused = engine.add_field(R1, other_type).await.unwrap_err();
+        assert!(
+            matches!(refused, EngineError::InvalidSchema(_)),
+            "{refused}"
+        );
         for ts in 10..20 {
             let mut counted = row("b", "x", ts, ts as f64);
             counted.fields.push(Value::Int64(ts * 2));
@@ -2262,6 +2275,10 @@ fn a_region_gains_tags_without_rewriting_rows_and_missing_tags_read_as_empty() {
                 .await
                 .unwrap();
             engine.add_tags(R1, vec!["dc".into()]).await.unwrap();
+            // A second frontend that also found "dc" missing adds it too: nothing changes,
+            // and it succeeds.
+            engine.add_tags(R1, vec!["dc".into()]).await.unwrap();
+            assert_eq!(engine.schema(R1).unwrap().tags, ["host", "dc"]);
             let duplicate = engine
                 .add_tags(R1, vec!["zone".into(), "host".into()])
                 .await

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use madsim::net::NetSim;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE};
 use metronome_core::data::{MatchOp, RegionId};
+use metronome_core::error::ErrorKind;
 use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::{rand, time};
 use metronome_frontend::http::Frontend;
@@ -64,6 +65,8 @@ const TS_BASE_MS: i64 = 1_700_000_000_000;
 const SERIES_PER_WRITE: u64 = 3;
 /// Every this many writes a writer uses a metric never seen before.
 const NEW_METRIC_EVERY: u64 = 16;
+/// Every this long, the label writers add now and then is one no series had.
+const NEW_LABEL_EVERY: Duration = Duration::from_secs(3);
 
 /// A sample's identity: (metric, writer, series, timestamp).
 type SampleKey = (String, String, String, i64);
@@ -75,6 +78,8 @@ struct History {
     metrics: BTreeSet<String>,
     /// Writes and scans the datanodes answered.
     observed: Vec<Observed>,
+    /// Valid writes refused as the client's mistake (a 400, which Prometheus drops).
+    refused_as_invalid: Vec<String>,
     /// Heartbeats the metasrv answered with leases.
     granted: Vec<Granted>,
     /// (datanode, from, to): the datanode could reach no metasrv replica in between.
@@ -131,7 +136,13 @@ fn keys(series: &[PromSeries]) -> Vec<(SampleKey, f64)> {
 }
 
 /// Frontend `writer`'s workload: writes until the process ends.
-async fn workload(frontend: Arc<Frontend>, writer: u64, history: Shared, sequences: Sequences) {
+async fn workload(
+    frontend: Arc<Frontend>,
+    writer: u64,
+    history: Shared,
+    sequences: Sequences,
+    started: Instant,
+) {
     let name = format!("fe{writer}");
     loop {
         let seq = sequences[writer as usize - 1].fetch_add(1, Ordering::Relaxed);
@@ -140,7 +151,17 @@ async fn workload(frontend: Arc<Frontend>, writer: u64, history: Shared, sequenc
         } else {
             "sim_load".to_string()
         };
-        let batch = series(&metric, &name, seq);
+        let mut batch = series(&metric, &name, seq);
+        // Now and then a label no series had, named after the time, so that both
+        // frontends find it missing at about the same moment and both add it to the
+        // metric regions' tags (a race that once answered one of them with a 400).
+        if rand::gen_range(0..4) == 0 {
+            let since_start = time::drift::true_now().duration_since(started);
+            let label = format!("zz_{}", since_start.as_secs() / NEW_LABEL_EVERY.as_secs());
+            for one in &mut batch {
+                one.labels.push((label.clone(), "x".to_string()));
+            }
+        }
         {
             let mut history = history.lock().unwrap();
             if history.stopped {
@@ -151,11 +172,23 @@ async fn workload(frontend: Arc<Frontend>, writer: u64, history: Shared, sequenc
                 history.attempted.insert(key, value);
             }
         }
-        if let Ok(Ok(_)) = time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
-            let mut history = history.lock().unwrap();
-            for (key, _) in keys(&batch) {
-                history.acknowledged.insert(key);
+        match time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
+            Ok(Ok(_)) => {
+                let mut history = history.lock().unwrap();
+                for (key, _) in keys(&batch) {
+                    history.acknowledged.insert(key);
+                }
             }
+            // The client's mistake, which it must not retry: Prometheus drops such a
+            // batch. These writes are valid, so faults may fail them only as retryable.
+            Ok(Err(error)) if error.kind == ErrorKind::Invalid => {
+                history
+                    .lock()
+                    .unwrap()
+                    .refused_as_invalid
+                    .push(error.message);
+            }
+            _ => {}
         }
         time::sleep(Duration::from_millis(rand::gen_range(0..100))).await;
     }
@@ -292,6 +325,12 @@ async fn check_after_healing(history: Shared, slots: Vec<FrontendSlot>, faults: 
         history.attempted.len(),
         history.metrics.len(),
         history.cut_off.len()
+    );
+    assert!(
+        history.refused_as_invalid.is_empty(),
+        "valid writes were refused as invalid (a 400: Prometheus would drop them): {:?}; \
+         faults {faults:?}",
+        &history.refused_as_invalid[..history.refused_as_invalid.len().min(3)]
     );
     assert!(
         history.acknowledged.len() >= PROGRESS_MIN,
@@ -508,6 +547,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         .await
         .expect("the datanodes register");
     let sequences: Sequences = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+    let started = time::drift::true_now();
     let slots: Vec<FrontendSlot> = (1..=FRONTENDS).map(|_| Arc::default()).collect();
     let frontends: Vec<SimNode> = (1..=FRONTENDS)
         .map(|id| {
@@ -518,7 +558,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 frontend_ip(id),
                 SimFaults::default(),
                 cluster::frontend_main(METASRVS, slots[id as usize - 1].clone(), move |fe| {
-                    workload(fe, id, history.clone(), sequences.clone())
+                    workload(fe, id, history.clone(), sequences.clone(), started)
                 }),
             )
         })

@@ -100,10 +100,32 @@ impl ShardEngine {
         Ok(())
     }
 
-    /// Adds a field column; existing rows read it as null.
+    /// Adds a field column; existing rows read it as null. A field the region already has,
+    /// the same, is not added again: two frontends that both found it missing (each
+    /// reconciling the catalog's columns with the region's) both add it, and the second
+    /// must succeed.
     pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
-        self.alter_schema(id, |schema| schema.fields.push(column))
-            .await?;
+        let mut added = false;
+        self.alter_schema(id, |schema| {
+            match schema.fields.iter().find(|field| field.name == column.name) {
+                Some(field) if *field == column => {}
+                Some(field) => {
+                    return Err(EngineError::InvalidSchema(format!(
+                        "field {:?} exists as {field:?}, not {column:?}",
+                        column.name
+                    )))
+                }
+                None => {
+                    schema.fields.push(column);
+                    added = true;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        if !added {
+            return Ok(());
+        }
         if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
             // A frozen memtable being flushed keeps its rows' old shape; the flush pads
             // them, and reads fill the new field with nulls.
@@ -116,26 +138,51 @@ impl ShardEngine {
     /// the empty value for them, so no stored row changes and series keep their order.
     /// One manifest edit however many tags: a request that brings k new labels costs one
     /// schema change of the region's n columns, not k of them (O(n + k), not O(n·k)).
+    ///
+    /// Tags the region already has, where the request expects them, are not added again:
+    /// two frontends that found the same tags missing both add them, and the second must
+    /// succeed (a refusal here reached Prometheus as a 400, and it drops such a batch).
+    /// Every frontend asks for a slice of the catalog's one append-only tag list that
+    /// starts where the region's tags ended when it looked; the region's tags are a prefix
+    /// of that list, so the slice's first tag is either absent or at the position the
+    /// slice then follows. Anything else (a tag present elsewhere) is refused.
     pub async fn add_tags(&self, id: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
         if tags.is_empty() {
             region(&self.regions.borrow(), id, Need::Serving)?;
             return Ok(());
         }
-        self.alter_schema(id, |schema| schema.tags.extend(tags))
-            .await
+        self.alter_schema(id, |schema| {
+            let present = match schema.tags.iter().position(|tag| *tag == tags[0]) {
+                Some(start) => {
+                    let overlap = (schema.tags.len() - start).min(tags.len());
+                    if tags[..overlap] != schema.tags[start..start + overlap] {
+                        return Err(EngineError::InvalidSchema(format!(
+                            "tags {tags:?} do not follow the region's {:?}",
+                            schema.tags
+                        )));
+                    }
+                    overlap
+                }
+                None => 0,
+            };
+            // What is left must be new: `validate` refuses a tag named twice.
+            schema.tags.extend_from_slice(&tags[present..]);
+            Ok(())
+        })
+        .await
     }
 
     /// Commits the schema `change` makes to the region's current one, if it is valid.
     pub(super) async fn alter_schema(
         &self,
         id: RegionId,
-        change: impl FnOnce(&mut RegionSchema),
+        change: impl FnOnce(&mut RegionSchema) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         region(&self.regions.borrow(), id, Need::Serving)?;
         let added = self
             .commit_edit(id, None, |manifest| {
                 let mut schema = manifest.schema.clone();
-                change(&mut schema);
+                change(&mut schema)?;
                 schema.validate().map_err(EngineError::InvalidSchema)?;
                 Ok(Edit::Schema(schema))
             })
