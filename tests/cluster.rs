@@ -2,7 +2,8 @@
 //! started in an awkward order (a datanode before the metasrv), written to through the
 //! frontend and read back, with the regions spread over both datanodes; the same through
 //! `metronome cluster` with three metasrv replicas, read through a second frontend; and
-//! three metasrv replicas that lose their leader to kill -9 and go on taking DDL.
+//! three metasrv replicas that lose their leader to kill -9 and go on taking DDL. That
+//! a cluster answers queries as standalone does is `cluster_queries.rs`.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -10,56 +11,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::mpsc;
 
-use common::{
-    free_port, get_query, metronome, read_log_until, remote_write, spawn_logged, write_request,
-    Running,
-};
-
-/// A role's process and its log lines.
-struct Role {
-    process: Running,
-    lines: mpsc::Receiver<String>,
-    name: &'static str,
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = self.process.0.kill();
-            let _ = self.process.0.wait();
-            for line in self.lines.try_iter() {
-                eprintln!("{}: {line}", self.name);
-            }
-        }
-    }
-}
-
-fn start(name: &'static str, args: &[&str]) -> Role {
-    let (process, lines) = spawn_logged(metronome().args(args));
-    Role {
-        process,
-        lines,
-        name,
-    }
-}
-
-/// Waits for the role's ready line; returns it.
-fn ready(role: &Role) -> String {
-    let lines = read_log_until(&role.lines, "ready", |line| {
-        line.contains(" ready") && line.contains("role=")
-    });
-    lines.last().unwrap().clone()
-}
-
-fn field(line: &str, key: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key))
-        .unwrap_or_else(|| panic!("the line names {key}: {line}"))
-        .parse()
-        .unwrap()
-}
+use common::roles::{field, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role};
+use common::{free_port, get_query, read_log_until, remote_write, write_request};
 
 fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
     start(
@@ -80,13 +34,6 @@ fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
             dir.to_str().unwrap(),
         ],
     )
-}
-
-/// Stops a role with SIGTERM and checks that it exits cleanly.
-fn stop(mut role: Role) {
-    role.process.signal(libc::SIGTERM);
-    let status = role.process.0.wait().unwrap();
-    assert!(status.success(), "{} exited with {status}", role.name);
 }
 
 /// Region directories a datanode holds (each shard's `regions/`).
@@ -311,32 +258,8 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
 #[test]
 fn metronome_cluster_starts_every_role_and_stops_them_together() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start(
-        "cluster",
-        &[
-            "cluster",
-            "--metasrvs",
-            "3",
-            "--datanodes",
-            "2",
-            "--frontends",
-            "2",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-        ],
-    );
-    let lines = read_log_until(&cluster.lines, "the cluster's ready line", |line| {
-        line.contains("role=cluster") && line.contains(" ready")
-    });
-    let frontends: Vec<SocketAddr> = lines
-        .iter()
-        .filter(|line| line.starts_with("[frontend-") && line.contains("role=frontend"))
-        .map(|line| field(line, "http="))
-        .collect();
+    let (cluster, lines) = start_cluster(dir.path(), 3, 2, 2);
+    let frontends = frontend_addrs(&lines);
     assert_eq!(frontends.len(), 2, "{lines:#?}");
     let datanodes = lines
         .iter()
@@ -397,16 +320,6 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
         ready(&relocked);
         stop(relocked);
     }
-}
-
-/// Runs SQL through a frontend's `POST /v1/sql`.
-fn sql_at(http: SocketAddr, text: &str) -> common::Reply {
-    common::post(
-        &format!("http://{http}/v1/sql"),
-        "text/plain",
-        None,
-        text.as_bytes(),
-    )
 }
 
 /// The metasrv replicas in `/v1/cluster`, as (id, alive, leader, last applied index,
@@ -689,191 +602,4 @@ fn three_metasrv_replicas_keep_the_catalog_and_take_ddl_when_the_leader_dies() {
     for role in replicas.into_iter().flatten() {
         stop(role);
     }
-}
-
-/// The same data written to a standalone and to a cluster (three datanodes, so regions
-/// live apart and queries fan out and merge) answers every PromQL and SQL query alike.
-#[test]
-fn promql_and_sql_answer_in_a_cluster_as_in_standalone() {
-    let dir = tempfile::tempdir().unwrap();
-    let standalone = common::start_standalone(&dir.path().join("standalone"));
-    let cluster = start(
-        "cluster",
-        &[
-            "cluster",
-            "--metasrvs",
-            "1",
-            "--datanodes",
-            "3",
-            "--frontends",
-            "1",
-            "--data-dir",
-            dir.path().join("cluster").to_str().unwrap(),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-        ],
-    );
-    let lines = read_log_until(&cluster.lines, "the cluster's ready line", |line| {
-        line.contains("role=cluster") && line.contains(" ready")
-    });
-    let frontend = lines
-        .iter()
-        .find(|line| line.starts_with("[frontend-") && line.contains("role=frontend"))
-        .map(|line| field(line, "http="))
-        .unwrap_or_else(|| panic!("a frontend's ready line: {lines:#?}"));
-    let nodes = [standalone.http, frontend];
-
-    // Ten minutes of samples every 15 s: counters, a gauge and a classic histogram, over
-    // enough series that the metric regions of every datanode hold some.
-    let mut series: Vec<common::Series> = Vec::new();
-    for job in ["api", "db", "web"] {
-        for instance in 0..6 {
-            let step = (instance + 1) as f64;
-            series.push((
-                vec![
-                    ("__name__", "requests_total".to_string()),
-                    ("instance", format!("i{instance}")),
-                    ("job", job.to_string()),
-                ],
-                (0..40).map(|t| (t * 15_000, step * t as f64)).collect(),
-            ));
-            series.push((
-                vec![
-                    ("__name__", "temperature".to_string()),
-                    ("instance", format!("i{instance}")),
-                    ("job", job.to_string()),
-                ],
-                (0..40)
-                    .map(|t| (t * 15_000, 20.0 + ((t * 7 + instance) % 11) as f64))
-                    .collect(),
-            ));
-        }
-        for (le, share) in [("0.1", 1.0), ("0.5", 3.0), ("1", 6.0), ("+Inf", 7.0)] {
-            series.push((
-                vec![
-                    ("__name__", "latency_seconds_bucket".to_string()),
-                    ("job", job.to_string()),
-                    ("le", le.to_string()),
-                ],
-                (0..40).map(|t| (t * 15_000, share * t as f64)).collect(),
-            ));
-        }
-    }
-    for node in nodes {
-        let reply = remote_write(node, &write_request(&series));
-        assert_eq!(reply.status, 204, "{node}: {}", reply.body);
-        let reply = sql_at(
-            node,
-            "CREATE TABLE cpu (host STRING, dc STRING, ts TIMESTAMP TIME INDEX, usage DOUBLE, \
-             PRIMARY KEY (host, dc)) WITH (partitions = 3); \
-             INSERT INTO cpu (host, dc, ts, usage) VALUES \
-             ('a', 'eu', '2024-01-01 00:00:00', 0.5), ('a', 'eu', '2024-01-01 00:00:30', 0.7), \
-             ('b', 'us', '2024-01-01 00:00:00', 0.1), ('b', 'us', '2024-01-01 00:01:10', 0.3), \
-             ('c', 'us', '2024-01-01 00:00:20', 0.9), ('d', 'ap', '2024-01-01 00:02:00', 0.4)",
-        );
-        assert_eq!(reply.status, 200, "{node}: {}", reply.body);
-    }
-    // The cluster's metric regions are spread: some on each datanode.
-    let cluster_view = common::get(&format!("http://{frontend}/v1/cluster")).json();
-    let leaders: std::collections::BTreeSet<u64> = cluster_view["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|region| region["leader"].as_u64())
-        .collect();
-    assert_eq!(
-        leaders.len(),
-        3,
-        "regions on every datanode: {cluster_view}"
-    );
-
-    let range = |query: &str| {
-        (
-            "/api/v1/query_range",
-            vec![
-                ("query", query.to_string()),
-                ("start", "60".to_string()),
-                ("end", "585".to_string()),
-                ("step", "45".to_string()),
-            ],
-        )
-    };
-    let instant = |query: &str| {
-        (
-            "/api/v1/query",
-            vec![("query", query.to_string()), ("time", "400".to_string())],
-        )
-    };
-    let queries = [
-        range("sum by (job) (rate(requests_total[1m]))"),
-        range("topk(3, requests_total)"),
-        range("avg_over_time(temperature{job=~\"a.*|w.*\"}[2m])"),
-        range("histogram_quantile(0.9, sum by (le) (rate(latency_seconds_bucket[2m])))"),
-        range("count(temperature > 25) by (instance)"),
-        instant("requests_total{instance=\"i3\"}"),
-        instant("max_over_time(temperature[5m]) - min_over_time(temperature[5m])"),
-        instant("sort_desc(sum without (instance) (increase(requests_total[3m])))"),
-        instant("requests_total[1m]"),
-        (
-            "/api/v1/series",
-            vec![("match[]", "temperature{job=\"db\"}".to_string())],
-        ),
-        ("/api/v1/labels", vec![]),
-        ("/api/v1/label/instance/values", vec![]),
-    ];
-    for (path, params) in &queries {
-        let params: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        let [alone, clustered] = nodes.map(|node| {
-            let reply = get_query(&format!("http://{node}{path}"), &params);
-            assert_eq!(
-                reply.status, 200,
-                "{path} {params:?} on {node}: {}",
-                reply.body
-            );
-            reply.json()
-        });
-        assert_eq!(alone["status"], "success", "{path} {params:?}: {alone}");
-        let empty = alone["data"]
-            .as_array()
-            .map(|data| data.is_empty())
-            .or_else(|| {
-                alone["data"]["result"]
-                    .as_array()
-                    .map(|result| result.is_empty())
-            });
-        assert_eq!(
-            empty,
-            Some(false),
-            "{path} {params:?} finds something: {alone}"
-        );
-        assert_eq!(alone, clustered, "{path} {params:?}");
-    }
-
-    let statements = [
-        "SELECT host, round(avg(usage), 2) AS usage FROM cpu GROUP BY host ORDER BY host",
-        "SELECT date_bin(INTERVAL '1 minute', ts) AS minute, count(*) AS n, max(usage) AS top \
-         FROM cpu GROUP BY minute ORDER BY minute",
-        "SELECT * FROM cpu WHERE dc = 'us' ORDER BY ts",
-        "SELECT dc, count(DISTINCT host) AS hosts FROM cpu GROUP BY dc ORDER BY dc",
-        "SELECT job, max(value) AS top FROM requests_total GROUP BY job ORDER BY job",
-    ];
-    for statement in statements {
-        let [alone, clustered] = nodes.map(|node| {
-            let reply = sql_at(node, statement);
-            assert_eq!(reply.status, 200, "{statement} on {node}: {}", reply.body);
-            reply.json()["output"].clone()
-        });
-        let rows = &alone[0]["records"]["rows"];
-        assert!(
-            rows.as_array().is_some_and(|rows| !rows.is_empty()),
-            "{statement} finds rows: {alone}"
-        );
-        assert_eq!(alone, clustered, "{statement}");
-    }
-    stop(cluster);
 }

@@ -12,6 +12,7 @@ use metronome_catalog::{Command, DatanodeInfo, Route, DEFAULT_DATABASE};
 use metronome_core::data::RegionId;
 use metronome_core::error::ErrorKind;
 use metronome_core::write_batch::WriteBatch;
+use metronome_frontend::meta::Meta;
 use metronome_frontend::router::{Connect, RegionRouter};
 use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
 
@@ -41,12 +42,17 @@ impl RegionService for FakeDatanode {
     }
 }
 
-fn register(addr: &str) -> Command {
-    Command::RegisterDatanode {
-        id: 1,
-        addr: addr.to_string(),
-        shards: 1,
-    }
+/// Registers datanode 1 at `addr` through `meta`, as the datanode itself would.
+async fn register(meta: &Meta, addr: &str) {
+    meta.lock()
+        .await
+        .execute(Command::RegisterDatanode {
+            id: 1,
+            addr: addr.to_string(),
+            shards: 1,
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -54,12 +60,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let (metas, _server) = common::metas(dir.path(), 2).await;
     let (frontend, other) = (metas[0].clone(), &metas[1]);
-    frontend
-        .lock()
-        .await
-        .execute(register("10.0.0.1:4200"))
-        .await
-        .unwrap();
+    register(&frontend, "10.0.0.1:4200").await;
     let region = RegionId::new(1, 0);
     frontend
         .lock()
@@ -101,12 +102,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
 
     // The datanode restarts elsewhere; another frontend's view registers it (as the
     // datanode itself would): this frontend's copy is stale.
-    other
-        .lock()
-        .await
-        .execute(register("10.0.0.1:4300"))
-        .await
-        .unwrap();
+    register(other, "10.0.0.1:4300").await;
     assert_eq!(frontend.catalog().datanodes[&1].addr, "10.0.0.1:4200");
 
     // A read fails at the old address, reads the catalog, and goes again to the new one.
@@ -123,12 +119,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
     // A write follows a move too. The datanode goes back to its first address (down),
     // and this frontend learns it: a write there fails and, with nothing moved, the
     // error stands.
-    other
-        .lock()
-        .await
-        .execute(register("10.0.0.1:4200"))
-        .await
-        .unwrap();
+    register(other, "10.0.0.1:4200").await;
     frontend.refresh().await.unwrap();
     let write = RegionRequest::Write {
         region,
@@ -140,12 +131,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
     assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
     // It moves to the second address again, which this frontend has not heard: the
     // write fails at the first, the catalog is read, and the write goes again there.
-    other
-        .lock()
-        .await
-        .execute(register("10.0.0.1:4300"))
-        .await
-        .unwrap();
+    register(other, "10.0.0.1:4300").await;
     router.call(write).await.unwrap();
     assert_eq!(
         (

@@ -12,6 +12,8 @@ use std::time::Duration;
 use metronome_frontend::remote_write::v1;
 use prost::Message;
 
+pub mod roles;
+
 pub fn metronome() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_metronome"));
     // The developer's own environment must not leak into these tests.
