@@ -410,7 +410,7 @@ async fn serve(
         driver = %datanode.driver,
         http = %running.http_addr,
         postgres = %running.postgres_addr,
-        startup_ms = started.elapsed().as_millis() as u64,
+        startup_ms = metronome_core::rt::time::elapsed(started).as_millis() as u64,
         replayed_rows = datanode.recoveries.iter().map(|r| r.rows_replayed).sum::<u64>(),
         "metronome standalone ready"
     );

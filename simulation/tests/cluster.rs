@@ -484,6 +484,14 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
     time::drift::clear();
+    // Every role's clock runs at a rate of its own, within what the leases allow for, set
+    // as each node is created, before it first runs (a wait keeps the rate it began with).
+    let drift = || rand::gen_range(-(CLOCK_DRIFT_PPM_MAX as i64)..=CLOCK_DRIFT_PPM_MAX as i64);
+    let drifting = |nodes: &[SimNode]| {
+        for node in nodes {
+            time::drift::set(node.handle().id(), drift());
+        }
+    };
     // The rare paths the roles mark with `buggify!` (a slow shard past its lease, a late
     // heartbeat or reply, an early answer to a catalog watch) are taken often here.
     madsim::buggify::enable();
@@ -512,6 +520,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
             )
         })
         .collect();
+    drifting(&metasrvs);
     let observer: cluster::Observer = {
         let history = history.clone();
         Arc::new(move |seen: &Observed| history.lock().unwrap().observed.push(seen.clone()))
@@ -526,6 +535,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
             )
         })
         .collect();
+    drifting(&datanodes);
     let watcher = SimNode::idle("monitor", IpAddr::from([10, 0, 9, 1]));
     let monitoring = watcher.handle().spawn(monitor(history.clone()));
     // Frontends start once every datanode registered, so that the metric regions spread
@@ -563,12 +573,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
             )
         })
         .collect();
-
-    // Every role's clock runs at a rate of its own, within what the leases allow for.
-    let drift = || rand::gen_range(-(CLOCK_DRIFT_PPM_MAX as i64)..=CLOCK_DRIFT_PPM_MAX as i64);
-    for node in metasrvs.iter().chain(&datanodes).chain(&frontends) {
-        time::drift::set(node.handle().id(), drift());
-    }
+    drifting(&frontends);
 
     // Faults, one at a time, each healed before the next.
     let net = NetSim::current();
@@ -620,7 +625,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     "{} cut off from every metasrv for {hold:?}",
                     datanode.name
                 ));
-                let from = time::now();
+                let from = time::drift::true_now();
                 for replica in &metasrvs {
                     net.clog_link(datanode.handle().id(), replica.handle().id());
                     net.clog_link(replica.handle().id(), datanode.handle().id());
@@ -630,7 +635,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     net.unclog_link(datanode.handle().id(), replica.handle().id());
                     net.unclog_link(replica.handle().id(), datanode.handle().id());
                 }
-                let to = time::now();
+                let to = time::drift::true_now();
                 history
                     .lock()
                     .unwrap()
@@ -648,7 +653,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     .iter()
                     .position(|one| one.handle().id() == id)
                     .map(|index| index as u64 + 1);
-                let from = time::now();
+                let from = time::drift::true_now();
                 let both_ways = match rand::gen_range(0..3) {
                     0 => {
                         faults.push(format!("{} cut off both ways for {hold:?}", node.name));
@@ -670,7 +675,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 net.unclog_node(id);
                 // A datanode cut off both ways is cut off from the metasrv too.
                 if let (true, Some(datanode)) = (both_ways, cut_off_datanode) {
-                    let to = time::now();
+                    let to = time::drift::true_now();
                     history.lock().unwrap().cut_off.push((datanode, from, to));
                 }
             }
@@ -701,7 +706,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 for _ in 0..rand::gen_range(2..5) {
                     let node = nodes.remove(rand::gen_range(0..nodes.len()));
                     net.clog_node(node.handle().id());
-                    cut.push((node, time::now()));
+                    cut.push((node, time::drift::true_now()));
                     time::sleep(Duration::from_millis(rand::gen_range(0..1000))).await;
                 }
                 time::sleep(hold).await;
@@ -711,7 +716,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     net.unclog_node(node.handle().id());
                     order.push(node.name.clone());
                     if let Some(index) = datanodes.iter().position(|one| one.name == node.name) {
-                        let to = time::now();
+                        let to = time::drift::true_now();
                         history
                             .lock()
                             .unwrap()

@@ -1,6 +1,7 @@
 //! Clocks and timers.
 //!
-//! [`now`] and [`system_time`] work in any context. [`sleep`], [`timeout`] and [`interval`]
+//! [`now`] and [`system_time`] work in any context (under madsim, once a drift is set,
+//! only in a simulated node's task: the clock read is that node's). [`sleep`], [`timeout`] and [`interval`]
 //! are for the shared (tokio) context and return `Send` futures; [`sleep_local`] and
 //! [`timeout_local`] are for shard (monoio) tasks. Under madsim all of them are simulated
 //! time, which only advances when every task is idle, and each simulated node's monotonic
@@ -23,6 +24,13 @@ pub fn now() -> Instant {
     }
 }
 
+/// How long has passed on this node's clock since `since` (an instant [`now`] gave).
+/// Not `Instant::elapsed`, which reads the real clock under madsim rather than the
+/// node's drifting one (clippy bans it).
+pub fn elapsed(since: Instant) -> Duration {
+    now().saturating_duration_since(since)
+}
+
 /// How long the runtime waits (real, or the simulation's one clock) for `duration` to
 /// pass on this node's clock.
 fn waited(duration: Duration) -> Duration {
@@ -40,7 +48,9 @@ fn waited(duration: Duration) -> Duration {
 /// clocks. A node's clock runs at `1 + rate_ppm / 10⁶` times the simulation's; setting a
 /// rate keeps the node's clock continuous (it never jumps, and never goes back: a
 /// monotonic clock drifts, it is not set). The wall clock ([`system_time`]) does not
-/// drift. Only the harness sets rates; nodes with none keep the simulation's clock.
+/// drift. Only the harness sets rates; nodes with none keep the simulation's clock. A
+/// wait already begun (a sleep, a timeout, an interval's period) keeps the rate it began
+/// with.
 #[cfg(madsim)]
 pub mod drift {
     use std::cell::RefCell;
@@ -133,8 +143,9 @@ pub mod drift {
         }
     }
 
-    /// The real instant at which the calling node's clock reads `local`.
-    pub(crate) fn real(local: Instant) -> Instant {
+    /// The real instant at which the calling node's clock reads `local` (openraft's
+    /// timers wait until such deadlines).
+    pub fn real(local: Instant) -> Instant {
         let Some(clock) = clock_here() else {
             return local;
         };

@@ -105,24 +105,21 @@ impl ShardEngine {
     /// reconciling the catalog's columns with the region's) both add it, and the second
     /// must succeed.
     pub async fn add_field(&self, id: RegionId, column: FieldColumn) -> Result<(), EngineError> {
-        let mut added = false;
-        self.alter_schema(id, |schema| {
-            match schema.fields.iter().find(|field| field.name == column.name) {
-                Some(field) if *field == column => {}
-                Some(field) => {
-                    return Err(EngineError::InvalidSchema(format!(
-                        "field {:?} exists as {field:?}, not {column:?}",
-                        column.name
-                    )))
+        let added = self
+            .alter_schema(id, |schema| {
+                match schema.fields.iter().find(|field| field.name == column.name) {
+                    Some(field) if *field == column => {}
+                    Some(field) => {
+                        return Err(EngineError::InvalidSchema(format!(
+                            "field {:?} exists as {field:?}, not {column:?}",
+                            column.name
+                        )))
+                    }
+                    None => schema.fields.push(column.clone()),
                 }
-                None => {
-                    schema.fields.push(column);
-                    added = true;
-                }
-            }
-            Ok(())
-        })
-        .await?;
+                Ok(())
+            })
+            .await?;
         if !added {
             return Ok(());
         }
@@ -169,28 +166,42 @@ impl ShardEngine {
             schema.tags.extend_from_slice(&tags[present..]);
             Ok(())
         })
-        .await
+        .await?;
+        Ok(())
     }
 
-    /// Commits the schema `change` makes to the region's current one, if it is valid.
+    /// Commits the schema `change` makes to the region's current one, if it is valid;
+    /// returns whether it changed anything. A change that leaves the schema as it is (the
+    /// column is there already) writes no manifest edit, unless another change committed
+    /// between the look and the commit (then an identical edit, harmless).
     pub(super) async fn alter_schema(
         &self,
         id: RegionId,
-        change: impl FnOnce(&mut RegionSchema) -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        region(&self.regions.borrow(), id, Need::Serving)?;
-        let added = self
+        change: impl Fn(&mut RegionSchema) -> Result<(), EngineError>,
+    ) -> Result<bool, EngineError> {
+        let mut looked = region(&self.regions.borrow(), id, Need::Serving)?
+            .manifest
+            .schema
+            .clone();
+        let before = looked.clone();
+        change(&mut looked)?;
+        if looked == before {
+            return Ok(false);
+        }
+        let changed = std::cell::Cell::new(false);
+        let found = self
             .commit_edit(id, None, |manifest| {
                 let mut schema = manifest.schema.clone();
                 change(&mut schema)?;
                 schema.validate().map_err(EngineError::InvalidSchema)?;
+                changed.set(schema != manifest.schema);
                 Ok(Edit::Schema(schema))
             })
             .await?;
-        if !added {
+        if !found {
             return Err(EngineError::RegionNotFound(id));
         }
-        Ok(())
+        Ok(changed.get())
     }
 
     /// Sets (or clears) the region's retention.
@@ -295,7 +306,9 @@ impl ShardEngine {
                 self.flush_region(id).await?;
                 continue;
             }
-            if started.elapsed() > Duration::from_millis(CLOSE_DRAIN_MS_MAX) {
+            if metronome_core::rt::time::elapsed(started)
+                > Duration::from_millis(CLOSE_DRAIN_MS_MAX)
+            {
                 return Err(EngineError::Unavailable(format!(
                     "region {id} did not drain within {CLOSE_DRAIN_MS_MAX} ms to close; retry"
                 )));

@@ -578,7 +578,7 @@ impl Writer {
         stats.commits += 1;
         stats.records += batch.len() as u64;
         stats.bytes_written += len;
-        stats.commit_micros_total += started.elapsed().as_micros() as u64;
+        stats.commit_micros_total += metronome_core::rt::time::elapsed(started).as_micros() as u64;
         self.shared.stats.set(stats);
         Ok(())
     }

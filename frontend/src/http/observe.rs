@@ -46,7 +46,7 @@ pub(super) async fn observe_requests(
     request.extensions_mut().insert(id);
     let mut response = next.run(request).await;
     let status = response.status();
-    let latency = started.elapsed();
+    let latency = metronome_core::rt::time::elapsed(started);
     frontend
         .metrics
         .http_requests

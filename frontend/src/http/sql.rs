@@ -34,7 +34,7 @@ pub(super) async fn sql(State(frontend): State<Arc<Frontend>>, params: Params) -
         Some(text) => match frontend.sql.execute(&text).await {
             Ok(outputs) => {
                 let output: Vec<Json> = outputs.into_iter().map(sql_output_json).collect();
-                let elapsed_ms = started.elapsed().as_millis() as u64;
+                let elapsed_ms = metronome_core::rt::time::elapsed(started).as_millis() as u64;
                 axum::Json(json!({"output": output, "execution_time_ms": elapsed_ms}))
                     .into_response()
             }

@@ -78,7 +78,7 @@ pub async fn process(socket: TcpStream, server: PgServer) -> io::Result<()> {
                 | PgWireConnectionState::AuthenticationInProgress
         );
         let message = if starting {
-            let left = STARTUP_TIMEOUT.saturating_sub(started.elapsed());
+            let left = STARTUP_TIMEOUT.saturating_sub(metronome_core::rt::time::elapsed(started));
             match time::timeout(left, socket.next()).await {
                 Ok(message) => message,
                 Err(_) => return Ok(()),

@@ -308,7 +308,7 @@ impl SqlEngine {
         let mut batches = Vec::new();
         let mut bytes = 0usize;
         loop {
-            let remaining = timeout.saturating_sub(started.elapsed());
+            let remaining = timeout.saturating_sub(metronome_core::rt::time::elapsed(started));
             let next = metronome_core::rt::time::timeout(remaining, stream.next())
                 .await
                 .map_err(|_| deadline_passed())?;
@@ -326,7 +326,7 @@ impl SqlEngine {
                 });
             }
             batches.push(batch);
-            if started.elapsed() > timeout {
+            if metronome_core::rt::time::elapsed(started) > timeout {
                 return Err(deadline_passed());
             }
             metronome_core::rt::task::yield_now().await;
