@@ -494,7 +494,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
     };
     // The rare paths the roles mark with `buggify!` (a slow shard past its lease, a late
     // heartbeat or reply, an early answer to a catalog watch) are taken often here.
-    madsim::buggify::enable();
+    metronome_core::rt::rand::enable_buggify(true);
     let history: Shared = Arc::default();
     let disk_faults = SimFaults {
         latency_max: Duration::from_millis(1),

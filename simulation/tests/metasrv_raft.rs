@@ -248,7 +248,7 @@ async fn acknowledged_ddl_survives_replica_crashes_and_partitions() {
     }
     // The replicas' rare paths (a snapshot slow to reach the disk, a catalog watch
     // answered early) are taken often here.
-    madsim::buggify::enable();
+    metronome_core::rt::rand::enable_buggify(true);
     let faults = SimFaults {
         latency_max: Duration::from_millis(2),
         torn_write_probability: 0.5,

@@ -132,7 +132,7 @@ async fn buggify_fires_only_when_enabled() {
         (0..1000).all(|_| !buggify!(0.5)),
         "off unless the simulation enables it"
     );
-    madsim::buggify::enable();
+    metronome_core::rt::rand::enable_buggify(true);
     let fired = (0..1000).filter(|_| buggify!(0.5)).count();
     assert!(
         (350..650).contains(&fired),

@@ -61,13 +61,29 @@ pub fn seeded(seed: u64) -> SeededRng {
     SeededRng::seed_from_u64(seed)
 }
 
+#[cfg(madsim)]
+thread_local! {
+    // One madsim runtime per thread at a time; a test enables it at its start.
+    static BUGGIFY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Turns [`buggify`] on (or off) for the simulation running on this thread. Not madsim's
+/// own switch (`madsim::buggify::enable`), which also delays a tenth of every network
+/// connect and message by 1–5 s: a different fault, which the harnesses inject
+/// themselves where they mean to.
+#[cfg(madsim)]
+pub fn enable_buggify(on: bool) {
+    BUGGIFY.with(|enabled| enabled.set(on));
+}
+
 /// FoundationDB's BUGGIFY: true with probability `probability` in a simulation that has
-/// buggify enabled, and always false in production, where it compiles to a constant.
+/// buggify enabled ([`enable_buggify`]), and always false in production, where it
+/// compiles to a constant.
 #[inline(always)]
 pub fn buggify(probability: f64) -> bool {
     #[cfg(madsim)]
     {
-        madsim::buggify::buggify_with_prob(probability)
+        BUGGIFY.with(std::cell::Cell::get) && gen_bool(probability)
     }
     #[cfg(not(madsim))]
     {
