@@ -31,8 +31,20 @@ mutations=(
         let durable = Some(log_id);"
 "write-after-lease|catalog/src/lease.rs|cluster|        if now >= held.until {|        // MUTATION: a lapsed lease still admits requests.
         if false && now >= held.until {"
-"lease-without-drift-margin|datanode/src/lease.rs|cluster|            .renew(sent_at, grants, LEASE_HELD)|            // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
-            .renew(sent_at, grants, metronome_catalog::lease::LEASE)"
+"lease-without-drift-margin|datanode/src/lease.rs|cluster|        let renewal = held.renew(sent_at, grants, LEASE_HELD);|        // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
+        let renewal = held.renew(sent_at, grants, metronome_catalog::lease::LEASE);"
+"ack-after-leader-fsync-only|datanode/src/engine/replica.rs|cluster|    for follower in std::mem::take(&mut ticket.acked) {|    // MUTATION: acknowledge once the leader's WAL has the write, not waiting for followers.
+    for follower in std::mem::take(&mut ticket.acked).into_iter().take(0) {"
+"ship-before-leader-durable|datanode/src/engine/mod.rs|cluster|        let replicated = replica::await_shipped(id, sequence, outcome.is_ok(), shipped).await;|        // MUTATION: the followers get the write whether or not the leader's WAL kept it.
+        let replicated = replica::await_shipped(id, sequence, true, shipped).await;"
+"drop-follower-without-the-metasrv|datanode/src/replication.rs|cluster|            Err(MetaError::Refused(refusal)) => tracing::warn!(|            // MUTATION: a follower the metasrv would not remove is dropped all the same.
+            Err(MetaError::Refused(refusal)) if removed.insert((region, epoch)) => tracing::warn!(
+                datanode = shared.datanode,
+                %region,
+                %refusal,
+                \"the metasrv refused to remove a follower\"
+            ),
+            Err(MetaError::Refused(refusal)) => tracing::warn!("
 "add-tags-twice|datanode/src/engine/lifecycle.rs|cluster|            schema.tags.extend_from_slice(&tags[present..]);|            // MUTATION: add every tag asked for, even those another frontend added first.
             schema.tags.extend_from_slice(&tags);"
 "append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.

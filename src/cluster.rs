@@ -25,6 +25,7 @@ use metronome_datanode::datanode::{Datanode, DatanodeConfig};
 use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
 use metronome_datanode::lease::{LeasedRegions, Leases};
+use metronome_datanode::replication::Replicator;
 use metronome_frontend::router::Connect;
 use metronome_frontend::start::{self, FrontendConfig, Peers};
 use metronome_metasrv::raft::RaftTuning;
@@ -107,6 +108,10 @@ pub struct FrontendArgs {
     /// Address of the PostgreSQL wire protocol [default: the file's, or 127.0.0.1:4003].
     #[arg(long)]
     postgres_addr: Option<SocketAddr>,
+    /// Copies of each new region (metric regions, and tables without a `replicas`
+    /// option), the leader's included [default: the file's, or 1].
+    #[arg(long)]
+    replicas: Option<u8>,
     /// TOML configuration file: its `[frontend]`, `[http]`, `[postgres]`, `[query]`,
     /// `[ingest]` and `[log]` apply (config/frontend.toml is the documented example).
     #[arg(long, short = 'c')]
@@ -360,6 +365,7 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
             initialize: !args.join,
         };
         let service = Arc::new(MetaService::start(disk, "meta", replica).await?);
+        let failover = task::spawn(metronome_metasrv::failover::run(Arc::downgrade(&service)));
         let (rpc, server) = serve_rpc(rpc_addr, service.clone()).await?;
         let signals = shutdown_signal()?;
         tracing::info!(
@@ -372,6 +378,7 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
         signals.await;
         tracing::info!("shutting down");
         server.abort();
+        failover.abort();
         Ok::<_, String>(service.stop().await)
     })?;
     if let Some(disk_thread) = disk_thread {
@@ -453,6 +460,20 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
         };
         let mut heartbeats = None;
         if !stopped_early {
+            handle.set_shipping(Replicator::start(
+                leases.clone(),
+                handle.clone(),
+                metasrv_client(&metasrv_addrs),
+                Arc::new(|id: u64, addr: &str| match addr.parse::<SocketAddr>() {
+                    Ok(addr) => {
+                        Arc::new(RegionClient::new(tcp_client(addr))) as Arc<dyn RegionService>
+                    }
+                    Err(error) => Arc::new(Undialable(format!(
+                        "datanode {id} registered address {addr:?}, which is no TCP address: \
+                         {error}"
+                    ))),
+                }),
+            ));
             heartbeats = Some(task::spawn(heartbeat::run(
                 metasrv,
                 handle.clone(),
@@ -508,6 +529,12 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
         }
         if let Some(addr) = args.postgres_addr {
             config.postgres.addr = addr;
+        }
+        if let Some(replicas) = args.replicas {
+            config
+                .frontend
+                .get_or_insert_with(Default::default)
+                .replicas = Some(replicas);
         }
     })?;
     let section = config.frontend.clone().unwrap_or_default();

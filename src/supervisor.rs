@@ -88,6 +88,10 @@ pub struct ClusterArgs {
     /// Shards of each datanode.
     #[arg(long, default_value_t = 1)]
     shards: u16,
+    /// Copies of each new region, the leader's included (1 to 3, at most the datanodes):
+    /// with 2 or more, a datanode's death fails its regions over to a follower.
+    #[arg(long, default_value_t = 1)]
+    replicas: u8,
     /// One directory per node below this one (`metasrv-1`, `datanode-1`, …); a cluster
     /// started again on it finds its data.
     #[arg(long, default_value = "./metronome-cluster")]
@@ -309,6 +313,8 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
                     http,
                     "--postgres-addr".into(),
                     postgres,
+                    "--replicas".into(),
+                    args.replicas.to_string(),
                     "--log".into(),
                     log.clone(),
                 ],

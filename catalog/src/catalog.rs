@@ -17,6 +17,11 @@ use std::collections::BTreeMap;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, TimeUnit};
 
 pub use crate::placement::{DatanodeInfo, Route};
+use crate::replicas::Replica;
+
+fn one_replica() -> u8 {
+    1
+}
 use serde::{Deserialize, Serialize};
 
 /// The database every client writes to unless it names another.
@@ -117,6 +122,10 @@ pub enum Command {
         partition_columns: Vec<String>,
         #[serde(default)]
         column_order: Vec<String>,
+        /// Copies of each region, the leader's included ([`crate::replicas`]): the
+        /// catalog chooses the followers.
+        #[serde(default = "one_replica")]
+        replicas: u8,
     },
     DropTable {
         database: String,
@@ -134,6 +143,9 @@ pub enum Command {
     CreateMetricRegions {
         database: String,
         routes: Vec<Route>,
+        /// As a table's.
+        #[serde(default = "one_replica")]
+        replicas: u8,
     },
     /// Makes sure metric `name` exists with at least `labels` (sorted, without
     /// `__name__`), extending its table and the physical tags as needed.
@@ -154,6 +166,15 @@ pub enum Command {
         id: u64,
         addr: String,
         shards: u16,
+    },
+    /// Gives a region a new configuration if it is still at `epoch` (compare-and-set),
+    /// at the next epoch: `leader` and `followers` must be members at `epoch`
+    /// ([`crate::replicas`]). Failover and the removal of a follower.
+    ReconfigureRegion {
+        region: RegionId,
+        epoch: u64,
+        leader: Replica,
+        followers: Vec<Replica>,
     },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
@@ -472,6 +493,12 @@ impl Catalog {
             Command::RegisterDatanode { id, addr, shards } => {
                 self.register_datanode(*id, addr, *shards)
             }
+            Command::ReconfigureRegion {
+                region,
+                epoch,
+                leader,
+                followers,
+            } => self.reconfigure_region(*region, *epoch, *leader, followers),
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();
@@ -486,6 +513,7 @@ impl Catalog {
                 if_not_exists,
                 partition_columns,
                 column_order,
+                replicas,
             } => {
                 check_name("table name", name)?;
                 for column in schema
@@ -507,6 +535,11 @@ impl Catalog {
                     });
                 }
                 check_layout(database, name, schema, partition_columns, column_order)?;
+                let routes = self.choose_followers(
+                    &format!("regions of {database}.{name}"),
+                    routes,
+                    *replicas,
+                )?;
                 let id = self.next_table_id;
                 let db = self.database_mut(database)?;
                 if db.tables.contains_key(name) {
@@ -527,12 +560,7 @@ impl Catalog {
                 let regions = routes
                     .iter()
                     .enumerate()
-                    .map(|(number, route)| {
-                        (
-                            RegionId::new(id, number as u32),
-                            Route::new(route.datanode, route.shard),
-                        )
-                    })
+                    .map(|(number, route)| (RegionId::new(id, number as u32), *route))
                     .collect();
                 db.tables.insert(
                     name.clone(),
@@ -598,7 +626,11 @@ impl Catalog {
                         reason,
                     })
             }
-            Command::CreateMetricRegions { database, routes } => {
+            Command::CreateMetricRegions {
+                database,
+                routes,
+                replicas,
+            } => {
                 // A database has its metric regions once: a later request (each frontend
                 // makes one at start) changes nothing, whatever routes it proposes.
                 if self.database(database).is_ok_and(|db| db.metrics.is_some()) {
@@ -610,6 +642,11 @@ impl Catalog {
                         reason: format!("between 1 and {REGIONS_PER_TABLE_MAX} are allowed"),
                     });
                 }
+                let routes = self.choose_followers(
+                    &format!("metric regions of {database}"),
+                    routes,
+                    *replicas,
+                )?;
                 let id = self.next_table_id;
                 let db = self.database_mut(database)?;
                 if db.metrics.is_some() {
@@ -621,12 +658,7 @@ impl Catalog {
                     regions: routes
                         .iter()
                         .enumerate()
-                        .map(|(number, route)| {
-                            (
-                                RegionId::new(id, number as u32),
-                                Route::new(route.datanode, route.shard),
-                            )
-                        })
+                        .map(|(number, route)| (RegionId::new(id, number as u32), *route))
                         .collect(),
                 });
                 self.next_table_id += 1;

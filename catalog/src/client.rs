@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, Command, Route};
 use crate::lease::Grant;
+use crate::replicas::ReplicationGrants;
 use crate::request::{MembershipChange, MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
@@ -339,12 +340,13 @@ impl MetaClient {
     }
 
     /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
-    /// version the metasrv has reached and the regions it leases to the datanode.
+    /// version the metasrv has reached, the regions it leases to the datanode, and what
+    /// the datanode replicates.
     pub async fn heartbeat(
         &self,
         datanode: u64,
         shards: &[ShardStats],
-    ) -> Result<(u64, Vec<Grant>), MetaError> {
+    ) -> Result<(u64, Vec<Grant>, ReplicationGrants), MetaError> {
         let request = MetaRequest::Heartbeat {
             datanode,
             shards: shards.to_vec(),
@@ -353,7 +355,8 @@ impl MetaClient {
             MetaReply::Heartbeat {
                 catalog_version,
                 leases,
-            } => Ok((catalog_version, leases)),
+                replication,
+            } => Ok((catalog_version, leases, replication)),
             other => Err(self.unexpected(&other)),
         }
     }

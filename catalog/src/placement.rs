@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, CatalogError, TableKind};
+use crate::replicas::{Followers, Replica};
 use metronome_core::data::RegionId;
 
 /// Where a region is served: (datanode, shard), at an epoch. Standalone has datanode 0.
@@ -20,6 +21,10 @@ pub struct Route {
     /// epochs existed read as the first.
     #[serde(default = "first_epoch")]
     pub epoch: u64,
+    /// The other copies, which take the leader's writes ([`crate::replicas`]); none for
+    /// a region of one replica, and in catalogs written before replication.
+    #[serde(default, skip_serializing_if = "Followers::is_empty")]
+    pub followers: Followers,
 }
 
 fn first_epoch() -> u64 {
@@ -33,6 +38,13 @@ impl Route {
             datanode,
             shard,
             epoch: crate::lease::FIRST_EPOCH,
+            followers: Followers {
+                len: 0,
+                members: [Replica {
+                    datanode: 0,
+                    shard: 0,
+                }; crate::replicas::FOLLOWERS_MAX],
+            },
         }
     }
 }
@@ -205,6 +217,7 @@ mod tests {
             .apply(&Command::CreateMetricRegions {
                 database: crate::catalog::DEFAULT_DATABASE.to_string(),
                 routes: catalog.place_among(4, None).unwrap(),
+                replicas: 1,
             })
             .unwrap();
         register(&mut catalog, 3, 1);
@@ -226,6 +239,7 @@ mod tests {
             .apply(&Command::CreateMetricRegions {
                 database: crate::catalog::DEFAULT_DATABASE.to_string(),
                 routes: catalog.place_among(8, None).unwrap(),
+                replicas: 1,
             })
             .unwrap();
         // Datanode 3 joins empty: a new table still lands on all three, not on 3 alone.

@@ -17,6 +17,7 @@ use metronome_wire::ShardStats;
 
 use crate::catalog::{Catalog, Command, Route};
 use crate::lease::Grant;
+use crate::replicas::{Replica, ReplicationGrants};
 
 /// A request to the metasrv.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +94,8 @@ pub enum MetaReply {
     Heartbeat {
         catalog_version: u64,
         leases: Vec<Grant>,
+        /// The copies it follows, and its own regions' followers.
+        replication: ReplicationGrants,
     },
     /// (datanode, milliseconds since its last heartbeat), by datanode.
     Liveness(Vec<(u64, u64)>),
@@ -266,17 +269,61 @@ impl MetaReply {
             MetaReply::Heartbeat {
                 catalog_version,
                 leases,
+                replication,
             } => {
-                let leases: Vec<fb::RegionLease> = leases
+                let grants = |grants: &[Grant]| -> Vec<fb::RegionLease> {
+                    grants
+                        .iter()
+                        .map(|(region, epoch)| {
+                            fb::RegionLease::new(
+                                &metronome_wire::convert::region_id(*region),
+                                *epoch,
+                            )
+                        })
+                        .collect()
+                };
+                let leases = Some(builder.create_vector(&grants(leases)));
+                let follows = Some(builder.create_vector(&grants(&replication.follows)));
+                let followers: Vec<_> = replication
+                    .followers
                     .iter()
-                    .map(|(region, epoch)| {
-                        fb::RegionLease::new(&metronome_wire::convert::region_id(*region), *epoch)
+                    .map(|(region, followers)| {
+                        let followers: Vec<fb::Replica> = followers
+                            .iter()
+                            .map(|f| fb::Replica::new(f.datanode, f.shard))
+                            .collect();
+                        let followers = builder.create_vector(&followers);
+                        fb::RegionFollowers::create(
+                            builder,
+                            &fb::RegionFollowersArgs {
+                                region: Some(&metronome_wire::convert::region_id(*region)),
+                                followers: Some(followers),
+                            },
+                        )
                     })
                     .collect();
-                let leases = Some(builder.create_vector(&leases));
+                let followers = Some(builder.create_vector(&followers));
+                let peers: Vec<_> = replication
+                    .peers
+                    .iter()
+                    .map(|(id, addr)| {
+                        let addr = builder.create_string(addr);
+                        fb::DatanodeAddr::create(
+                            builder,
+                            &fb::DatanodeAddrArgs {
+                                id: *id,
+                                addr: Some(addr),
+                            },
+                        )
+                    })
+                    .collect();
+                let peers = Some(builder.create_vector(&peers));
                 let args = fb::HeartbeatReplyArgs {
                     catalog_version: *catalog_version,
                     leases,
+                    follows,
+                    followers,
+                    peers,
                 };
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
@@ -362,10 +409,8 @@ impl MetaReply {
             }
             fb::Reply::HeartbeatReply => {
                 let table = reply.body_as_heartbeat_reply()?;
-                MetaReply::Heartbeat {
-                    catalog_version: table.catalog_version(),
-                    leases: table
-                        .leases()
+                let grants = |leases: Option<flatbuffers::Vector<'_, fb::RegionLease>>| {
+                    leases
                         .iter()
                         .flatten()
                         .map(|lease| {
@@ -374,7 +419,39 @@ impl MetaReply {
                                 lease.epoch(),
                             )
                         })
-                        .collect(),
+                        .collect::<Vec<Grant>>()
+                };
+                let followers = table
+                    .followers()
+                    .iter()
+                    .flatten()
+                    .map(|one| {
+                        (
+                            metronome_wire::convert::read_region_id(one.region()),
+                            one.followers()
+                                .iter()
+                                .map(|f| Replica {
+                                    datanode: f.datanode(),
+                                    shard: f.shard(),
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let peers = table
+                    .peers()
+                    .iter()
+                    .flatten()
+                    .map(|peer| (peer.id(), peer.addr().to_string()))
+                    .collect();
+                MetaReply::Heartbeat {
+                    catalog_version: table.catalog_version(),
+                    leases: grants(table.leases()),
+                    replication: ReplicationGrants {
+                        follows: grants(table.follows()),
+                        followers,
+                        peers,
+                    },
                 }
             }
             fb::Reply::LivenessReply => MetaReply::Liveness(
@@ -442,6 +519,7 @@ mod tests {
             Command::CreateMetricRegions {
                 database: DEFAULT_DATABASE.into(),
                 routes: to.clone(),
+                replicas: 1,
             },
             Command::EnsureMetric {
                 database: DEFAULT_DATABASE.into(),
@@ -465,6 +543,7 @@ mod tests {
                 if_not_exists: true,
                 partition_columns: vec!["host".into()],
                 column_order: vec!["ts".into(), "host".into(), "usage".into()],
+                replicas: 1,
             },
             Command::AddColumns {
                 database: "ops".into(),
@@ -570,6 +649,17 @@ mod tests {
                     (metronome_core::data::RegionId::new(3, 0), 1),
                     (metronome_core::data::RegionId::new(3, 5), 7),
                 ],
+                replication: ReplicationGrants {
+                    follows: vec![(metronome_core::data::RegionId::new(4, 1), 2)],
+                    followers: vec![(
+                        metronome_core::data::RegionId::new(3, 0),
+                        vec![Replica {
+                            datanode: 5,
+                            shard: 1,
+                        }],
+                    )],
+                    peers: vec![(5, "10.0.0.5:4100".into())],
+                },
             },
             MetaReply::Raft(b"{}".to_vec()),
             MetaReply::NotLeader { leader: None },

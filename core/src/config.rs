@@ -87,6 +87,10 @@ pub struct DatanodeSection {
 pub struct FrontendSection {
     /// Every metasrv replica's address.
     pub metasrv: Vec<SocketAddr>,
+    /// Copies of each new region (the metric regions and tables that set no `replicas`
+    /// option), the leader's included: 1 to 3, and at most the datanodes registered.
+    /// Every frontend of a cluster should say the same. Default 1.
+    pub replicas: Option<u8>,
 }
 
 /// Where a datanode keeps its files and how much memory its shards use (per shard).

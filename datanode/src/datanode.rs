@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use metronome_wire::{RegionReply, RegionRequest, ShardStats};
 
+use crate::engine::replica::{Ship, Shipping};
 use crate::engine::{EngineConfig, EngineError, EngineRecovery, ShardEngine};
 use crate::sst::SstMeta;
 
@@ -106,6 +107,8 @@ pub struct Datanode {
 pub struct DatanodeHandle {
     shards: Arc<Vec<async_channel::Sender<Request>>>,
     routes: Arc<Mutex<BTreeMap<RegionId, u16>>>,
+    /// Where the shards' leader writes go to their followers, once set.
+    shipping: Shipping,
 }
 
 fn shard_root(index: u16) -> PathBuf {
@@ -141,6 +144,8 @@ impl Datanode {
         let receivers = Arc::new(receivers);
         let (ready_sender, ready) = async_channel::bounded::<ShardReady>(usize::from(count));
         let engine_config = config.engine.clone();
+        let shipping = Shipping::default();
+        let shards_shipping = shipping.clone();
         let shards = shard::start(&config.shards, move |context: ShardContext| {
             let index = context.id.0;
             let requests = receivers[usize::from(index)].clone();
@@ -148,6 +153,7 @@ impl Datanode {
                 context,
                 disk.clone(),
                 engine_config.clone(),
+                shards_shipping.clone(),
                 requests,
                 ready_sender.clone(),
             )
@@ -197,6 +203,7 @@ impl Datanode {
             handle: DatanodeHandle {
                 shards: Arc::new(senders),
                 routes: Arc::new(Mutex::new(routes)),
+                shipping,
             },
             recoveries,
             driver,
@@ -217,12 +224,14 @@ async fn shard_main(
     context: ShardContext,
     disk: Disk,
     config: EngineConfig,
+    shipping: Shipping,
     requests: async_channel::Receiver<Request>,
     ready: async_channel::Sender<ShardReady>,
 ) {
     let index = context.id.0;
     let engine = match ShardEngine::open(disk.clone(), shard_root(index), config.clone()).await {
         Ok((engine, recovery)) => {
+            engine.share_shipping(shipping.clone());
             tracing::info!(
                 shard = index,
                 regions = recovery.regions,
@@ -274,6 +283,7 @@ async fn shard_main(
                 Some(engine) => engine,
                 None => return,
             };
+            engine.share_shipping(shipping.clone());
         }
         task::spawn_local(serve(engine.clone(), index, request));
     }
@@ -336,7 +346,10 @@ async fn restart_engine(
 async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
     match request {
         Request::Region(request, reply) => {
-            let write = matches!(request, RegionRequest::Write { .. });
+            let write = matches!(
+                request,
+                RegionRequest::Write { .. } | RegionRequest::Replicate { .. }
+            );
             let _ = reply.send(crate::service::handle(&engine, index, request).await);
             if write && engine.wants_flush() {
                 if let Err(error) = engine.flush_for_pressure().await {
@@ -381,6 +394,14 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
 }
 
 impl DatanodeHandle {
+    /// Ships the shards' leader writes through `ship` from now on (a cluster datanode's
+    /// replication, set once).
+    pub fn set_shipping(&self, ship: Arc<dyn Ship>) {
+        if self.shipping.set(ship).is_err() {
+            tracing::warn!("the datanode's replication was set already; the first stays");
+        }
+    }
+
     pub fn shard_count(&self) -> u16 {
         self.shards.len() as u16
     }
@@ -417,6 +438,15 @@ impl DatanodeHandle {
     /// it names, unless the region already lives on another; `ShardStats`: every shard,
     /// leaving out one that does not answer).
     pub async fn region_call(&self, request: RegionRequest) -> Result<RegionReply, EngineError> {
+        if let RegionRequest::Replicate { shard, .. } = &request {
+            if *shard >= self.shard_count() {
+                return Err(EngineError::Internal(format!(
+                    "a leader shipped writes to shard {shard}, and this datanode has {}",
+                    self.shard_count()
+                )));
+            }
+            return self.on_shard(*shard, request).await;
+        }
         let Some(region) = request.region() else {
             let mut all = Vec::with_capacity(self.shards.len());
             for index in 0..self.shard_count() {

@@ -103,11 +103,11 @@ pub async fn run(
             time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
         }
         match metasrv.heartbeat(datanode, &stats).await {
-            Ok((_, grants)) => {
+            Ok((_, grants, replication)) => {
                 if metronome_core::buggify!(0.02) {
                     time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
                 }
-                leases.renew(sent_at, &grants)
+                leases.renew(sent_at, &grants, replication)
             }
             Err(error) => tracing::warn!(%error, datanode, "heartbeat to the metasrv failed"),
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metronome_catalog::lease::{Grant, Refusal, RegionLeases, Renewal, LEASE_HELD};
+use metronome_catalog::replicas::{Replica, ReplicationGrants};
 use metronome_core::data::RegionId;
 use metronome_core::rt::{rand, time};
 use metronome_wire::{
@@ -25,6 +26,9 @@ const RENEWAL_WAIT_MAX: Duration = Duration::from_secs(1);
 pub struct Leases {
     datanode: u64,
     held: Mutex<RegionLeases>,
+    /// What the reply behind the latest renewal said of replication: replaced whole with
+    /// each renewal, so it always describes the epochs of the leases held.
+    replication: Mutex<ReplicationGrants>,
     /// Asks the heartbeat to go now (one pending wake at most).
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// Requests waiting for the next heartbeat to complete.
@@ -37,6 +41,7 @@ impl Leases {
         Arc::new(Leases {
             datanode,
             held: Mutex::new(RegionLeases::default()),
+            replication: Mutex::new(ReplicationGrants::default()),
             wake: async_channel::bounded(1),
             waiting: Mutex::new(Vec::new()),
         })
@@ -55,13 +60,56 @@ impl Leases {
         self.held.lock().expect("leases").held().collect()
     }
 
+    /// The id of the datanode holding these leases.
+    pub fn datanode(&self) -> u64 {
+        self.datanode
+    }
+
+    /// The followers of `region` if this datanode leads it at `epoch` under a lease that
+    /// has not lapsed (none: a region of one copy); `None` otherwise.
+    pub fn followers(&self, region: RegionId, epoch: u64) -> Option<Vec<Replica>> {
+        let held = self.held.lock().expect("leases");
+        held.check(region, epoch, time::now()).ok()?;
+        // Read under the leases' lock: a renewal replaces both under it.
+        let replication = self.replication.lock().expect("replication");
+        Some(
+            replication
+                .followers
+                .iter()
+                .find(|(id, _)| *id == region)
+                .map(|(_, followers)| followers.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The epoch at which this datanode holds a follower's copy of `region`, if it does.
+    pub fn follows(&self, region: RegionId) -> Option<u64> {
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .follows
+            .iter()
+            .find(|(id, _)| *id == region)
+            .map(|(_, epoch)| *epoch)
+    }
+
+    /// Where datanode `id`'s region service listens, as the latest renewal said.
+    pub fn peer_addr(&self, id: u64) -> Option<String> {
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .peers
+            .iter()
+            .find(|(peer, _)| *peer == id)
+            .map(|(_, addr)| addr.clone())
+    }
+
     /// Takes the grants of the reply to the heartbeat sent at `sent_at`.
-    pub(crate) fn renew(&self, sent_at: Instant, grants: &[Grant]) {
-        let renewal = self
-            .held
-            .lock()
-            .expect("leases")
-            .renew(sent_at, grants, LEASE_HELD);
+    pub(crate) fn renew(&self, sent_at: Instant, grants: &[Grant], replication: ReplicationGrants) {
+        let mut held = self.held.lock().expect("leases");
+        let renewal = held.renew(sent_at, grants, LEASE_HELD);
+        if let Ok(Renewal::Taken) = renewal {
+            *self.replication.lock().expect("replication") = replication;
+        }
+        drop(held);
         match renewal {
             Ok(Renewal::Taken) => {}
             Ok(Renewal::Outdated) => {
@@ -118,6 +166,42 @@ impl Leases {
         Err(self.refused(self.check(region, epoch).err().unwrap_or(refusal)))
     }
 
+    /// Admits a leader's shipment of `region`'s writes made at `epoch`: only if the
+    /// metasrv said this datanode follows the region at that epoch, asking it once if it
+    /// may only not have heard yet. A shipment of an older epoch is fenced off: its
+    /// leader was replaced.
+    async fn admit_follower(&self, region: RegionId, epoch: u64) -> Result<(), RegionError> {
+        let mut asked = false;
+        loop {
+            let held = self.follows(region);
+            match held {
+                Some(held) if held == epoch => return Ok(()),
+                Some(held) if held > epoch => {
+                    return Err(RegionError::new(
+                        ErrorKind::WrongRoute,
+                        format!(
+                            "datanode {} follows region {region} at epoch {held}: a leader                              of epoch {epoch} was replaced",
+                            self.datanode
+                        ),
+                    ))
+                }
+                _ if !asked => {
+                    asked = true;
+                    self.renew_now().await;
+                }
+                _ => {
+                    return Err(RegionError::new(
+                        ErrorKind::WrongRoute,
+                        format!(
+                            "datanode {} does not follow region {region} at epoch {epoch}                              (it follows it at {held:?})",
+                            self.datanode
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
     fn refused(&self, refusal: Refusal) -> RegionError {
         let kind = if refusal.is_wrong_route() {
             ErrorKind::WrongRoute
@@ -144,6 +228,17 @@ impl LeasedRegions {
 impl RegionService for LeasedRegions {
     fn call(&self, request: RegionRequest) -> BoxFuture<'_, Result<RegionReply, RegionError>> {
         Box::pin(async move {
+            if let RegionRequest::Replicate { regions, .. } = &request {
+                for one in regions {
+                    self.leases.admit_follower(one.region, one.epoch).await?;
+                }
+                // Rare but legal: a follower slow to take a shipment (a long fsync), past
+                // the leader's patience some of the time, so that it sends again.
+                if metronome_core::buggify!(0.02) {
+                    time::sleep(Duration::from_millis(rand::gen_range(100..3000))).await;
+                }
+                return self.regions.call(request).await;
+            }
             let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
                 return self.regions.call(request).await;
             };

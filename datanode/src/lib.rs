@@ -7,9 +7,11 @@
 //!
 //! It also owns the datanode's side of the control plane: its registration and
 //! [`heartbeat`] to the metasrv (through `metronome-catalog`'s client, never the
-//! metasrv's server), and the region [`lease`]s a cluster datanode serves under.
+//! metasrv's server), the region [`lease`]s a cluster datanode serves under, and the
+//! [`replication`] of a leader's writes to its followers.
 //!
-//! It must not: acknowledge a write before it is durable; share a lock between shards;
+//! It must not: acknowledge a write before it is durable on every replica of its
+//! region's configuration; share a lock between shards;
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
 //! through `wire`).
 
@@ -20,6 +22,7 @@ pub mod lease;
 pub mod manifest;
 pub mod memtable;
 pub mod merge;
+pub mod replication;
 pub mod scan;
 pub mod series_chunk;
 pub mod series_index;

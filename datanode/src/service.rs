@@ -58,11 +58,28 @@ pub(crate) async fn handle(
             region,
             batch,
             encoded,
-            ..
+            epoch,
         } => {
             engine
-                .write(region, std::sync::Arc::unwrap_or_clone(batch), encoded)
+                .write_under(
+                    region,
+                    std::sync::Arc::unwrap_or_clone(batch),
+                    encoded,
+                    epoch,
+                )
                 .await?;
+            RegionReply::Done
+        }
+        RegionRequest::Replicate { regions, .. } => {
+            // Every region's writes are queued for the WAL before any is awaited: one
+            // shipment rides one group commit.
+            let applied = futures::future::join_all(
+                regions
+                    .into_iter()
+                    .map(|one| engine.apply_replicated(one.region, one.writes)),
+            )
+            .await;
+            applied.into_iter().collect::<Result<Vec<()>, _>>()?;
             RegionReply::Done
         }
         RegionRequest::Scan {

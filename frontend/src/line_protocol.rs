@@ -251,6 +251,7 @@ pub async fn write(
                             partition_columns: Vec::new(),
                             column_order: Vec::new(),
                             if_not_exists: true,
+                            replicas: None,
                         },
                     )
                     .await?;

@@ -95,6 +95,7 @@ impl PromStore {
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
         routes: Vec<Route>,
+        replicas: u8,
         limits: IngestSection,
     ) -> Result<PromStore, Error> {
         let mut guard = meta.lock().await;
@@ -102,6 +103,7 @@ impl PromStore {
             .execute(Command::CreateMetricRegions {
                 database: database.to_string(),
                 routes,
+                replicas,
             })
             .await?;
         let layout = metric_regions(&guard.catalog(), database)?;

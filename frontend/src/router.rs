@@ -154,6 +154,59 @@ impl RegionRouter {
     }
 }
 
+/// Whether `request` changes what every copy of a region must have alike: its existence
+/// and its schema. Writes reach the followers through their leader.
+fn replicated_change(request: &RegionRequest) -> bool {
+    matches!(
+        request,
+        RegionRequest::Create { .. }
+            | RegionRequest::Drop { .. }
+            | RegionRequest::AddTags { .. }
+            | RegionRequest::AddField { .. }
+            | RegionRequest::SetTtl { .. }
+    )
+}
+
+impl RegionRouter {
+    /// Makes a region's creation or schema change on every copy: the followers first,
+    /// then the leader, so that no write the leader takes with the new columns can reach
+    /// a follower without them. A follower that cannot be reached fails the change
+    /// (except a drop: a follower's leftover copy holds nothing anyone reads), and the
+    /// caller tries again; a leader that ships to a follower lacking the region or its
+    /// columns has it removed from the configuration.
+    async fn change_every_replica(
+        &self,
+        route: Route,
+        request: RegionRequest,
+    ) -> Result<RegionReply, RegionError> {
+        let drop = matches!(request, RegionRequest::Drop { .. });
+        for follower in route.followers.as_slice() {
+            let mut copy = request.clone();
+            if let RegionRequest::Create { shard, .. } = &mut copy {
+                *shard = follower.shard;
+            }
+            let outcome = match self.client(follower.datanode).await {
+                Ok(client) => client.call(copy).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(error) if drop => tracing::warn!(
+                    follower = follower.datanode,
+                    %error,
+                    "a follower's copy of a dropped region stays"
+                ),
+                Err(error) => return Err(error),
+                Ok(_) => {}
+            }
+        }
+        let mut request = request;
+        if let RegionRequest::Create { shard, .. } = &mut request {
+            *shard = route.shard;
+        }
+        self.client(route.datanode).await?.call(request).await
+    }
+}
+
 fn unavailable(error: impl std::fmt::Display) -> RegionError {
     RegionError::new(
         ErrorKind::Unavailable,
@@ -166,6 +219,9 @@ impl RegionService for RegionRouter {
         Box::pin(async move {
             if let Some(region) = request.region() {
                 let route = self.route(region).await?;
+                if !route.followers.is_empty() && replicated_change(&request) {
+                    return self.change_every_replica(route, request).await;
+                }
                 // A datanode of a cluster serves writes and scans under a lease at the
                 // route's epoch: the request names the epoch it follows.
                 request.set_epoch(route.epoch);

@@ -34,6 +34,8 @@ pub struct FrontendConfig {
     pub postgres: PostgresSection,
     pub query: QuerySection,
     pub ingest: IngestSection,
+    /// Copies of each new region unless a table says otherwise (`[frontend] replicas`).
+    pub replicas: u8,
 }
 
 impl FrontendConfig {
@@ -44,6 +46,11 @@ impl FrontendConfig {
             postgres: config.postgres.clone(),
             query: config.query.clone(),
             ingest: config.ingest,
+            replicas: config
+                .frontend
+                .as_ref()
+                .and_then(|frontend| frontend.replicas)
+                .unwrap_or(1),
         }
     }
 }
@@ -194,13 +201,14 @@ pub async fn open(
             meta.clone(),
             regions.clone(),
             metric_routes,
+            config.replicas,
             config.ingest,
         )
         .await
         .map_err(|error| format!("cannot open the metric regions: {error}"))?,
     );
     let tables = Arc::new(
-        TableStore::open(meta.clone(), regions.clone())
+        TableStore::open(meta.clone(), regions.clone(), config.replicas)
             .await
             .map_err(|error| format!("cannot open the tables: {error}"))?,
     );

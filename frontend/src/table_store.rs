@@ -24,6 +24,8 @@ use metronome_core::write_batch::WriteBatch;
 pub struct TableStore {
     meta: Arc<Meta>,
     regions: Arc<dyn RegionService>,
+    /// Copies of each region of a table that sets no `replicas` option.
+    replicas: u8,
 }
 
 /// The regions of a regular table with their routes.
@@ -39,8 +41,13 @@ impl TableStore {
     pub async fn open(
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
+        replicas: u8,
     ) -> Result<TableStore, Error> {
-        let store = TableStore { meta, regions };
+        let store = TableStore {
+            meta,
+            regions,
+            replicas,
+        };
         let catalog = store.meta.catalog();
         for database in catalog.databases.values() {
             for table in database.tables.values() {
@@ -101,6 +108,7 @@ impl TableStore {
             partition_columns,
             column_order,
             if_not_exists,
+            replicas,
         } = table;
         let name = name.as_str();
         let mut guard = self.meta.lock().await;
@@ -117,6 +125,7 @@ impl TableStore {
                 if_not_exists,
                 partition_columns,
                 column_order,
+                replicas: replicas.unwrap_or(self.replicas),
             })
             .await?;
         let catalog = guard.catalog();
@@ -235,6 +244,8 @@ pub struct NewTable {
     /// SQL's column order; empty: tags, time index, fields.
     pub column_order: Vec<String>,
     pub if_not_exists: bool,
+    /// Copies of each region (`WITH (replicas = N)`); `None`: the frontend's default.
+    pub replicas: Option<u8>,
 }
 
 /// The positions of a table's partition columns among its tags, if it names any.

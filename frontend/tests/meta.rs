@@ -25,6 +25,7 @@ async fn a_command_that_changed_nothing_at_the_metasrv_is_not_replayed_on_an_old
     let regions = Command::CreateMetricRegions {
         database: DEFAULT_DATABASE.to_string(),
         routes: vec![Route::new(0, 0)],
+        replicas: 1,
     };
     a.lock().await.execute(regions).await.unwrap();
     b.refresh().await.unwrap();

@@ -88,6 +88,7 @@ async fn a_write_waits_for_new_labels_to_reach_the_regions() {
             meta,
             regions.clone(),
             routes,
+            1,
             IngestSection::default(),
         )
         .await
@@ -174,7 +175,7 @@ async fn a_series_carries_only_its_own_labels_whatever_other_metrics_have() {
     let limits = IngestSection {
         labels_per_series_max: 4000,
     };
-    let store = PromStore::open(DEFAULT_DATABASE, meta, regions.clone(), routes, limits)
+    let store = PromStore::open(DEFAULT_DATABASE, meta, regions.clone(), routes, 1, limits)
         .await
         .unwrap();
     let wide: Vec<(String, String)> = (0..4000)

@@ -68,6 +68,7 @@ async fn a_request_to_a_datanode_that_moved_reads_the_catalog_and_follows_it() {
         .execute(Command::CreateMetricRegions {
             database: DEFAULT_DATABASE.to_string(),
             routes: vec![Route::new(1, 0)],
+            replicas: 1,
         })
         .await
         .unwrap();

@@ -5,11 +5,12 @@
 //! protocol) and the service that serves it ([`service`], with datanode heartbeats). The
 //! catalog itself (its state machine, its requests and the client) is
 //! `metronome-catalog`, which the other roles link without this server. Still to come with
-//! the cluster work: leases, placement by the metasrv, and the failover and migration
-//! procedures.
+//! the cluster work: the migration procedures. Its [`failover`] detector promotes a
+//! follower of a region whose leader's lease lapsed.
 //!
 //! It must not: hold data rows; decide anything outside the catalog's state machine; or
 //! perform I/O except through `metronome_core::rt`.
 
+pub mod failover;
 pub mod raft;
 pub mod service;

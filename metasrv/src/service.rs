@@ -33,6 +33,7 @@ use crate::raft::state_machine::{snapshot_dir, Legacy, StateMachine};
 use crate::raft::worker::DiskThread;
 use crate::raft::{self, MetaRaft, RaftTuning};
 use metronome_catalog::lease::{Grant, ALIVE_SINCE_HEARTBEAT_MAX};
+use metronome_catalog::replicas::ReplicationGrants;
 use metronome_catalog::request::{MembershipChange, MetaReply, MetaRequest, RaftKind, RaftStatus};
 use metronome_catalog::{Catalog, Command, Route};
 
@@ -318,6 +319,12 @@ impl MetaService {
         }
     }
 
+    /// The raft term in which this replica leads, by its own (not linearizable) view.
+    pub fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics().borrow().clone();
+        (metrics.current_leader == Some(self.node_id)).then_some(metrics.current_term)
+    }
+
     /// Whether this replica leads now, by its own (not linearizable) view; else whom it
     /// believes leads.
     fn leads(&self) -> Result<(), ExecuteError> {
@@ -430,19 +437,15 @@ impl MetaService {
         &self,
         datanode: u64,
         shards: Vec<ShardStats>,
-    ) -> Result<(u64, Vec<Grant>), ExecuteError> {
+    ) -> Result<(u64, Vec<Grant>, ReplicationGrants), ExecuteError> {
         // Recorded before the catalog is read: whatever later decides from the heartbeats
         // that a datanode is gone (failover) sees this one before its grants could be
         // read from a catalog older than that decision.
         self.leads()?;
         self.record_heartbeat(datanode, shards)?;
         let catalog = self.catalog().await?;
-        let leases: Vec<Grant> = catalog
-            .routes()
-            .filter(|(_, route)| route.datanode == datanode)
-            .map(|(region, route)| (region, route.epoch))
-            .collect();
-        Ok((catalog.version, leases))
+        let (leases, replication) = catalog.grants(datanode);
+        Ok((catalog.version, leases, replication))
     }
 
     fn record_heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), ExecuteError> {
@@ -543,9 +546,10 @@ impl MetaService {
             },
             MetaRequest::Heartbeat { datanode, shards } => {
                 match self.heartbeat(datanode, shards).await {
-                    Ok((catalog_version, leases)) => Ok(MetaReply::Heartbeat {
+                    Ok((catalog_version, leases, replication)) => Ok(MetaReply::Heartbeat {
                         catalog_version,
                         leases,
+                        replication,
                     }),
                     Err(ExecuteError::Refused(reason)) => {
                         Err(frame::error_body(fb::ErrorKind::InvalidRequest, &reason))

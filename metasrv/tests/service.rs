@@ -45,6 +45,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         .execute(&Command::CreateMetricRegions {
             database: DEFAULT_DATABASE.into(),
             routes: vec![Route::new(0, 0)],
+            replicas: 1,
         })
         .await
         .unwrap();
@@ -72,7 +73,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         wal_commits: 9,
         ..ShardStats::default()
     }];
-    let (version, leases) = client.heartbeat(17, &stats).await.unwrap();
+    let (version, leases, _) = client.heartbeat(17, &stats).await.unwrap();
     assert_eq!(version, 2);
     // Datanode 17 serves no region of the catalog, so it holds none.
     assert_eq!(leases, vec![]);
@@ -86,7 +87,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         .metrics
         .clone()
         .unwrap();
-    let (_, leases) = client.heartbeat(0, &stats).await.unwrap();
+    let (_, leases, _) = client.heartbeat(0, &stats).await.unwrap();
     assert_eq!(leases, vec![(metrics.regions[0].0, 1)]);
 
     // A watch is answered as soon as the catalog moves past the version it names, whether
@@ -133,6 +134,7 @@ async fn a_single_replica_carries_an_earlier_catalog_over_and_a_cluster_refuses_
     let regions = Command::CreateMetricRegions {
         database: DEFAULT_DATABASE.into(),
         routes: vec![Route::new(0, 0)],
+        replicas: 1,
     };
     catalog.apply(&regions).unwrap();
     let legacy = Path::new("meta");

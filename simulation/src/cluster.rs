@@ -22,10 +22,11 @@ use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, Listener};
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::{rand, task, time};
-use metronome_datanode::datanode::{Datanode, DatanodeConfig};
+use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
 use metronome_datanode::engine::EngineConfig;
 use metronome_datanode::heartbeat;
 use metronome_datanode::lease::{LeasedRegions, Leases};
+use metronome_datanode::replication::Replicator;
 use metronome_datanode::wal::WalConfig;
 use metronome_frontend::http::Frontend;
 use metronome_frontend::router::Connect;
@@ -196,6 +197,9 @@ pub fn metasrv_main_observed(
             )
             .await
             .expect("the port is free");
+            let _failover = DropAbort(task::spawn(metronome_metasrv::failover::run(
+                Arc::downgrade(&service),
+            )));
             let dispatch: Arc<dyn rpc::Dispatch> = match granted {
                 Some(observe) => Arc::new(ObservedMeta { service, observe }),
                 None => service,
@@ -282,21 +286,29 @@ fn datanode_config() -> DatanodeConfig {
     }
 }
 
+/// Each datanode's engines as it last started, by id: the checker reads a region's
+/// copies there directly, follower copies included, which no lease lets a client read.
+pub type DatanodeHandles = Arc<Mutex<BTreeMap<u64, DatanodeHandle>>>;
+
 /// Datanode `id`: its engine on the node's disk, its region service behind its leases,
-/// registered with metasrv replicas `1..=replicas` and heartbeating every `heartbeat`.
+/// registered with metasrv replicas `1..=replicas` and heartbeating every `heartbeat`,
+/// its handle published in `handles`.
 pub fn datanode_main(
     id: u64,
     replicas: u64,
     heartbeat_every: Duration,
     observe: Observer,
+    handles: DatanodeHandles,
 ) -> NodeMain {
     Box::new(move |disk| {
         let observe = observe.clone();
+        let handles = handles.clone();
         Box::pin(async move {
             let datanode = Datanode::start(disk, datanode_config())
                 .await
                 .expect("a datanode opens what it wrote");
             let handle = datanode.handle();
+            handles.lock().unwrap().insert(id, handle.clone());
             let leases = Leases::new(id);
             let regions: Arc<dyn RegionService> = Arc::new(Observing {
                 datanode: id,
@@ -313,6 +325,16 @@ pub fn datanode_main(
                 listener,
                 Arc::new(RegionServer::new(regions)),
                 FrameLimits::default(),
+            ));
+            handle.set_shipping(Replicator::start(
+                leases.clone(),
+                handle.clone(),
+                meta_client(replicas),
+                Arc::new(|_id: u64, addr: &str| {
+                    let addr: SocketAddr = addr.parse().expect("simulated datanodes register TCP");
+                    Arc::new(RegionClient::new(client_of(addr, Duration::from_secs(2))))
+                        as Arc<dyn RegionService>
+                }),
             ));
             let metasrv = meta_client(replicas);
             heartbeat::register(
@@ -342,9 +364,15 @@ fn connect() -> Connect {
 /// Where a frontend node publishes its engines once open (again after each restart).
 pub type FrontendSlot = Arc<Mutex<Option<Arc<Frontend>>>>;
 
-/// A frontend of metasrv replicas `1..=replicas`: opens its engines, publishes them in
-/// `slot`, then runs `work` on them (on this node, so that the node's faults are its).
-pub fn frontend_main<W, F>(replicas: u64, slot: FrontendSlot, work: W) -> NodeMain
+/// A frontend of metasrv replicas `1..=replicas` that gives new regions
+/// `region_replicas` copies: opens its engines, publishes them in `slot`, then runs
+/// `work` on them (on this node, so that the node's faults are its).
+pub fn frontend_main<W, F>(
+    replicas: u64,
+    region_replicas: u8,
+    slot: FrontendSlot,
+    work: W,
+) -> NodeMain
 where
     W: Fn(Arc<Frontend>) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + 'static,
@@ -360,7 +388,8 @@ where
                 connect: Some(connect()),
                 catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
             };
-            let config = FrontendConfig::of(&Config::default());
+            let mut config = FrontendConfig::of(&Config::default());
+            config.replicas = region_replicas;
             let frontend = loop {
                 match start::open(&config, peers(), Default::default()).await {
                     Ok(frontend) => break frontend,
@@ -374,4 +403,13 @@ where
             work(frontend).await;
         })
     })
+}
+
+/// A task aborted when dropped: one that must not outlive the node's main future.
+struct DropAbort(task::JoinHandle<()>);
+
+impl Drop for DropAbort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

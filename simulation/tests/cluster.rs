@@ -9,7 +9,10 @@
 //! restart, a datanode cut off from every metasrv replica (past its lease, some of the
 //! time), a node cut off from everything, one way or both, several nodes cut off one by
 //! one and healed in another order, a node paused (past its lease, some of the time),
-//! packet loss, slow links, and a clock's rate changed. Every node's clock drifts from
+//! packet loss, slow links, a clock's rate changed, and two datanodes that cannot reach
+//! each other. Every region has two copies (a leader and a follower, `REPLICAS`): a
+//! datanode down past its lease (half of its outages) fails its regions over, and a
+//! leader that cannot reach its follower removes it from the configuration. Every node's clock drifts from
 //! the start, within what the leases allow for (`CLOCK_DRIFT_PPM_MAX`).
 //!
 //! Checked on every seed:
@@ -18,8 +21,11 @@
 //!   timed-out writes are indeterminate: either is fine);
 //! - a datanode cut off from every metasrv replica acknowledges no write once a lease
 //!   has passed since the cut (it could not have renewed its lease);
-//! - at no instant do two datanodes complete writes to one region, and every write
-//!   completed follows the route's epoch in the catalog;
+//! - at no instant do two datanodes complete writes to one region, one datanode at most
+//!   completes writes at a region's epoch, and no write completes at an epoch the
+//!   catalog never reached;
+//! - once the writes in flight settled, every follower's copy of a region holds exactly
+//!   its leader's rows;
 //! - at most one metasrv leader per term;
 //! - liveness: once the faults heal, a write through each frontend succeeds within a
 //!   bound.
@@ -36,6 +42,7 @@ use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::error::ErrorKind;
 use metronome_core::rt::disk::SimFaults;
 use metronome_core::rt::{rand, time};
+use metronome_datanode::replication::FOLLOWER_REMOVAL_AFTER;
 use metronome_frontend::http::Frontend;
 use metronome_frontend::prom_store::label_matcher;
 use metronome_frontend::remote_write::PromSeries;
@@ -50,6 +57,8 @@ use std::net::IpAddr;
 const METASRVS: u64 = 3;
 const DATANODES: u64 = 3;
 const FRONTENDS: u64 = 2;
+/// Copies of each region: a leader and a follower on another datanode.
+const REPLICAS: u8 = 2;
 /// How long the faults go on, in simulated time.
 const FAULTS_FOR: Duration = Duration::from_secs(30);
 /// After the last fault heals, a write through each frontend succeeds within this.
@@ -280,7 +289,12 @@ async fn read_back(frontend: &Frontend, metric: &str) -> Result<Vec<(SampleKey, 
 }
 
 /// The checks once every fault healed.
-async fn check_after_healing(history: Shared, slots: Vec<FrontendSlot>, faults: Vec<String>) {
+async fn check_after_healing(
+    history: Shared,
+    slots: Vec<FrontendSlot>,
+    handles: cluster::DatanodeHandles,
+    faults: Vec<String>,
+) {
     // What the writers attempted from here on is not checked: they stop (a write in
     // flight was recorded as attempted before it left, and is indeterminate).
     history.lock().unwrap().stopped = true;
@@ -447,27 +461,99 @@ async fn check_after_healing(history: Shared, slots: Vec<FrontendSlot>, faults: 
             }
         }
     }
-    // Each completed write followed its route's epoch.
+    // An epoch has one leader: the writes completed at one (region, epoch) were all
+    // one datanode's, and none at an epoch the region has not reached.
     let frontend = frontend(&slots[0], RECOVERY_MAX).await;
     let catalog = frontend
         .meta
         .refresh()
         .await
         .expect("the catalog after healing");
-    let routes: BTreeMap<RegionId, (u64, u64)> = catalog
+    let epochs: BTreeMap<RegionId, u64> = catalog
         .routes()
-        .map(|(region, route)| (region, (route.datanode, route.epoch)))
+        .map(|(region, route)| (region, route.epoch))
         .collect();
+    let mut leaders: BTreeMap<(RegionId, u64), u64> = BTreeMap::new();
     for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        let leader = *leaders
+            .entry((seen.region, seen.epoch))
+            .or_insert(seen.datanode);
         assert_eq!(
-            routes.get(&seen.region).copied(),
-            Some((seen.datanode, seen.epoch)),
-            "a write completed on datanode {} at epoch {} for region {}",
+            leader, seen.datanode,
+            "datanodes {leader} and {} both completed writes to region {} at epoch {}",
+            seen.datanode, seen.region, seen.epoch
+        );
+        assert!(
+            epochs
+                .get(&seen.region)
+                .is_some_and(|epoch| *epoch >= seen.epoch),
+            "a write completed on datanode {} at epoch {} for region {}, which is at {:?}",
             seen.datanode,
             seen.epoch,
-            seen.region
+            seen.region,
+            epochs.get(&seen.region)
         );
     }
+    // Every copy of a region holds what its leader holds, once the writes in flight
+    // have settled: a leader acknowledges only what every member of its configuration
+    // made durable, and ships only what its own WAL made durable.
+    time::sleep(WRITE_TIMEOUT + FOLLOWER_REMOVAL_AFTER).await;
+    let catalog = frontend
+        .meta
+        .refresh()
+        .await
+        .expect("the catalog after the writes settled");
+    let mut compared = 0;
+    for (region, route) in catalog.routes() {
+        let copies: Vec<(u64, Vec<String>)> = {
+            let mut copies = Vec::new();
+            for replica in route.replicas() {
+                let handle = handles.lock().unwrap().get(&replica.datanode).cloned();
+                let handle = handle.expect("every datanode started");
+                let rows = handle
+                    .scan_series(region, metronome_core::data::ScanRequest::all())
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!(
+                            "region {region} on datanode {}: {error}; faults {faults:?}",
+                            replica.datanode
+                        )
+                    });
+                let rows: Vec<String> = rows
+                    .into_iter()
+                    .flat_map(|mut series| {
+                        while series.tags.last().is_some_and(String::is_empty) {
+                            series.tags.pop();
+                        }
+                        let tags = series.tags;
+                        series
+                            .rows
+                            .into_iter()
+                            .map(move |(ts, values)| format!("{tags:?} {ts} {values:?}"))
+                    })
+                    .collect();
+                copies.push((replica.datanode, rows));
+            }
+            copies
+        };
+        let (leader, expected) = &copies[0];
+        for (follower, rows) in &copies[1..] {
+            compared += 1;
+            assert!(
+                rows == expected,
+                "region {region}: the follower on datanode {follower} holds {} rows, its \
+                 leader on datanode {leader} {}; first difference {:?}; faults {faults:?}",
+                rows.len(),
+                expected.len(),
+                rows.iter()
+                    .zip(expected.iter())
+                    .find(|(a, b)| a != b)
+                    .or_else(|| None),
+            );
+        }
+    }
+    let reconfigured = epochs.values().filter(|epoch| **epoch > 1).count();
+    println!("cluster_regions_reconfigured={reconfigured} copies_compared={compared}");
     // At most one metasrv leader per term.
     for (term, leaders) in &history.leaders {
         assert!(
@@ -525,13 +611,20 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let history = history.clone();
         Arc::new(move |seen: &Observed| history.lock().unwrap().observed.push(seen.clone()))
     };
+    let handles = cluster::DatanodeHandles::default();
     let datanodes: Vec<SimNode> = (1..=DATANODES)
         .map(|id| {
             SimNode::start(
                 &format!("datanode-{id}"),
                 datanode_ip(id),
                 disk_faults.clone(),
-                cluster::datanode_main(id, METASRVS, HEARTBEAT_INTERVAL, observer.clone()),
+                cluster::datanode_main(
+                    id,
+                    METASRVS,
+                    HEARTBEAT_INTERVAL,
+                    observer.clone(),
+                    handles.clone(),
+                ),
             )
         })
         .collect();
@@ -567,9 +660,12 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 &format!("frontend-{id}"),
                 frontend_ip(id),
                 SimFaults::default(),
-                cluster::frontend_main(METASRVS, slots[id as usize - 1].clone(), move |fe| {
-                    workload(fe, id, history.clone(), sequences.clone(), started)
-                }),
+                cluster::frontend_main(
+                    METASRVS,
+                    REPLICAS,
+                    slots[id as usize - 1].clone(),
+                    move |fe| workload(fe, id, history.clone(), sequences.clone(), started),
+                ),
             )
         })
         .collect();
@@ -584,12 +680,18 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..13) {
+        match rand::gen_range(0..14) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
             }
             1 => {
+                // Past its lease half of the time: its regions fail over.
+                let hold = if rand::gen_range(0..2) == 0 {
+                    LEASE + Duration::from_millis(rand::gen_range(1000..10_000))
+                } else {
+                    hold
+                };
                 faults.push(format!("{} down for {hold:?}", datanode.name));
                 datanode.power_off();
                 time::sleep(hold).await;
@@ -757,6 +859,27 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     config.send_latency = Duration::from_millis(1)..Duration::from_millis(10)
                 });
             }
+            12 => {
+                // Two datanodes that cannot reach each other (one way, or both) while
+                // both reach the metasrv: a leader must drop its follower from the
+                // configuration before it acknowledges more.
+                let other = &datanodes[(datanode_index + rand::gen_range(1..DATANODES as usize))
+                    % DATANODES as usize];
+                let both = rand::gen_range(0..2) == 0;
+                faults.push(format!(
+                    "link {} -> {} cut{} for {hold:?}",
+                    datanode.name,
+                    other.name,
+                    if both { " both ways" } else { "" }
+                ));
+                net.clog_link(datanode.handle().id(), other.handle().id());
+                if both {
+                    net.clog_link(other.handle().id(), datanode.handle().id());
+                }
+                time::sleep(hold).await;
+                net.unclog_link(datanode.handle().id(), other.handle().id());
+                net.unclog_link(other.handle().id(), datanode.handle().id());
+            }
             11 => {
                 let node = if rand::gen_range(0..2) == 0 {
                     datanode
@@ -785,7 +908,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
     }
     checker
         .handle()
-        .spawn(check_after_healing(history.clone(), slots, faults))
+        .spawn(check_after_healing(history.clone(), slots, handles, faults))
         .await
         .expect("the checks run");
     monitoring.abort();

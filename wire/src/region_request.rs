@@ -100,6 +100,25 @@ pub enum RegionRequest {
     },
     /// Every shard's figures, for monitoring.
     ShardStats,
+    /// A leader's writes shipped to shard `shard` of a follower
+    /// (`metronome_datanode::replication`): answered `Done` once every one is durable
+    /// there. Served under the follower's grants, not a lease.
+    Replicate {
+        leader: u64,
+        shard: u16,
+        regions: Vec<ReplicatedRegion>,
+    },
+}
+
+/// One region's writes in a [`RegionRequest::Replicate`], in sequence order, under the
+/// leader's epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicatedRegion {
+    pub region: RegionId,
+    pub epoch: u64,
+    /// (sequence, the batch as logged): shared, since a leader keeps a shipment until
+    /// every follower took it.
+    pub writes: Vec<(u64, bytes::Bytes)>,
 }
 
 /// A reply to a [`RegionRequest`] that succeeded.
@@ -126,7 +145,7 @@ impl RegionRequest {
             | RegionRequest::Close { region }
             | RegionRequest::Open { region }
             | RegionRequest::Flush { region } => Some(*region),
-            RegionRequest::ShardStats => None,
+            RegionRequest::ShardStats | RegionRequest::Replicate { .. } => None,
         }
     }
 
@@ -223,6 +242,50 @@ impl RegionRequest {
                 let table = fb::GetShardStats::create(builder, &fb::GetShardStatsArgs {});
                 (fb::Request::GetShardStats, table.as_union_value())
             }),
+            RegionRequest::Replicate {
+                leader,
+                shard,
+                regions,
+            } => frame::request_body(|builder| {
+                let regions: Vec<_> = regions
+                    .iter()
+                    .map(|one| {
+                        let writes: Vec<_> = one
+                            .writes
+                            .iter()
+                            .map(|(sequence, batch)| {
+                                let batch = builder.create_vector(batch);
+                                fb::ReplicatedWrite::create(
+                                    builder,
+                                    &fb::ReplicatedWriteArgs {
+                                        sequence: *sequence,
+                                        batch: Some(batch),
+                                    },
+                                )
+                            })
+                            .collect();
+                        let writes = builder.create_vector(&writes);
+                        fb::ReplicatedRegion::create(
+                            builder,
+                            &fb::ReplicatedRegionArgs {
+                                region: Some(&convert::region_id(one.region)),
+                                epoch: one.epoch,
+                                writes: Some(writes),
+                            },
+                        )
+                    })
+                    .collect();
+                let regions = builder.create_vector(&regions);
+                let table = fb::Replicate::create(
+                    builder,
+                    &fb::ReplicateArgs {
+                        leader: *leader,
+                        shard: *shard,
+                        regions: Some(regions),
+                    },
+                );
+                (fb::Request::Replicate, table.as_union_value())
+            }),
         })
     }
 
@@ -295,6 +358,31 @@ impl RegionRequest {
                 }
             }
             fb::Request::GetShardStats => RegionRequest::ShardStats,
+            fb::Request::Replicate => {
+                let table = request.body_as_replicate().expect("verified");
+                RegionRequest::Replicate {
+                    leader: table.leader(),
+                    shard: table.shard(),
+                    regions: table
+                        .regions()
+                        .iter()
+                        .map(|one| ReplicatedRegion {
+                            region: region(one.region()),
+                            epoch: one.epoch(),
+                            writes: one
+                                .writes()
+                                .iter()
+                                .map(|write| {
+                                    (
+                                        write.sequence(),
+                                        bytes::Bytes::copy_from_slice(write.batch().bytes()),
+                                    )
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            }
             fb::Request::CloseRegion => RegionRequest::Close {
                 region: region(request.body_as_close_region().expect("verified").region()),
             },
@@ -617,6 +705,18 @@ pub(crate) mod tests {
             RegionRequest::Open { region },
             RegionRequest::Flush { region },
             RegionRequest::ShardStats,
+            RegionRequest::Replicate {
+                leader: 2,
+                shard: 1,
+                regions: vec![ReplicatedRegion {
+                    region,
+                    epoch: 3,
+                    writes: vec![
+                        (7, bytes::Bytes::from_static(b"batch seven")),
+                        (8, bytes::Bytes::from_static(b"")),
+                    ],
+                }],
+            },
         ]
     }
 

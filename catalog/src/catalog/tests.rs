@@ -11,6 +11,7 @@ fn metrics_catalog() -> Catalog {
         .apply(&Command::CreateMetricRegions {
             database: DEFAULT_DATABASE.into(),
             routes: vec![HERE; 4],
+            replicas: 1,
         })
         .unwrap();
     catalog
@@ -197,6 +198,7 @@ fn refused_commands_change_nothing_and_name_the_culprit() {
         if_not_exists: false,
         partition_columns: Vec::new(),
         column_order: Vec::new(),
+        replicas: 1,
     };
     assert!(matches!(
         catalog.apply(&table),
@@ -224,6 +226,7 @@ fn regular_tables_get_fresh_ids_and_regions_and_gain_columns() {
         if_not_exists: false,
         partition_columns: vec!["host".into()],
         column_order: vec!["ts".into(), "cpu".into(), "host".into()],
+        replicas: 1,
     };
     catalog.apply(&create("a")).unwrap();
     catalog

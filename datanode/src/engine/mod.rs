@@ -46,6 +46,7 @@ mod lifecycle;
 mod read;
 mod recovery;
 mod region;
+pub mod replica;
 
 pub use config::{EngineConfig, SstStore};
 use error::corrupt_sst;
@@ -94,6 +95,9 @@ pub struct ShardEngine {
     /// Set when the shard replaces this engine: from then on it changes nothing on disk,
     /// so it cannot race the engine that replaces it.
     stopped: Cell<bool>,
+    /// Where a leader's writes go to their followers (a cluster datanode's); none in
+    /// standalone and in tests of the engine alone.
+    shipping: RefCell<replica::Shipping>,
 }
 
 fn parse_region_dir(name: &str) -> Option<RegionId> {
@@ -175,6 +179,7 @@ impl ShardEngine {
             compactions_done: Cell::new(0),
             sst_cache: RefCell::new(SstCache::new(sst_cache_bytes)),
             stopped: Cell::new(false),
+            shipping: RefCell::new(replica::Shipping::default()),
         };
         Ok((Rc::new(engine), recovery))
     }
@@ -316,7 +321,20 @@ impl ShardEngine {
         batch: WriteBatch,
         encoded: Option<Vec<u8>>,
     ) -> Result<u64, EngineError> {
-        let (sequence, durable) = {
+        self.write_under(id, batch, encoded, 0).await
+    }
+
+    /// [`ShardEngine::write`] by a leader at route epoch `epoch` (0: outside a cluster):
+    /// the write is also shipped to the region's followers at that epoch, if it has any
+    /// ([`replica`]), and returns only once it is durable on every one of them too.
+    pub async fn write_under(
+        &self,
+        id: RegionId,
+        batch: WriteBatch,
+        encoded: Option<Vec<u8>>,
+        epoch: u64,
+    ) -> Result<u64, EngineError> {
+        let (sequence, durable, shipped) = {
             let mut regions = self.regions.borrow_mut();
             let region = region_mut(&mut regions, id, Need::Writable)?;
             let invalid = |fault| EngineError::InvalidWrite { region: id, fault };
@@ -356,18 +374,44 @@ impl ShardEngine {
                 "region {id}: a write's sequence {sequence} stays above the flushed {}",
                 region.manifest.flushed_sequence
             );
+            // Queued for the followers in the step that takes the sequence, after the WAL
+            // took the record, so a region's writes reach its followers in sequence order;
+            // each leaves once the leader's WAL made it durable (`replica::Ticket`).
+            let shipping = self.shipping.borrow().get().cloned();
+            let copy = shipping
+                .as_ref()
+                .map(|_| bytes::Bytes::from(payload.clone()));
             let durable = self.wal.enqueue(id, sequence, payload)?;
             region.manifest.last_sequence = sequence;
             region.in_flight.insert(sequence);
-            (sequence, durable)
+            let shipped = match (shipping, copy) {
+                (Some(shipping), Some(copy)) => shipping.ship(id, epoch, sequence, copy),
+                _ => Ok(replica::Ticket::none()),
+            };
+            (sequence, durable, shipped)
         };
         let outcome = durable
             .await
             .unwrap_or_else(|_| Err(WalError::Failed("the WAL writer stopped".to_string())));
+        let replicated = replica::await_shipped(id, sequence, outcome.is_ok(), shipped).await;
+        self.apply_durable(id, sequence, batch, outcome)?;
+        replicated?;
+        Ok(sequence)
+    }
+
+    /// Applies write `sequence` of region `id` to its memtable once the WAL told its
+    /// `outcome` (nothing to apply if that is an error, or if the region was dropped).
+    fn apply_durable(
+        &self,
+        id: RegionId,
+        sequence: u64,
+        batch: WriteBatch,
+        outcome: Result<(), WalError>,
+    ) -> Result<(), EngineError> {
         let mut regions = self.regions.borrow_mut();
         let Some(region) = regions.get_mut(&id) else {
             outcome?;
-            return Ok(sequence);
+            return Ok(());
         };
         region.in_flight.remove(&sequence);
         outcome?;
@@ -382,6 +426,6 @@ impl ShardEngine {
             self.memory_bytes
                 .set((self.memory_bytes.get() as isize + grown) as usize);
         }
-        Ok(sequence)
+        Ok(())
     }
 }

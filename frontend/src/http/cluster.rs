@@ -60,6 +60,7 @@ mod tests {
             .apply(&Command::CreateMetricRegions {
                 database: DEFAULT_DATABASE.to_string(),
                 routes: catalog.place_among(2, None).unwrap(),
+                replicas: 1,
             })
             .unwrap();
         let replicas = [

@@ -14,6 +14,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use metronome_catalog::replicas::REPLICAS_MAX;
 use metronome_catalog::REGIONS_PER_TABLE_MAX;
 use metronome_core::data::{FieldColumn, FieldType, RegionSchema, TimeUnit};
 
@@ -371,6 +372,7 @@ pub fn table_definition(
     }
 
     let mut ttl_ms = None;
+    let mut replicas = None;
     let mut partitions = 1u32;
     let mut partition_columns = Vec::new();
     if let Some(clause) = &extensions.partition {
@@ -409,6 +411,19 @@ pub fn table_definition(
         };
         match normalize(key).as_str() {
             "ttl" => ttl_ms = Some(duration_ms("ttl", value)?),
+            "replicas" => {
+                let text = value.to_string();
+                replicas = Some(
+                    text.parse::<u8>()
+                        .ok()
+                        .filter(|n| (1..=REPLICAS_MAX).contains(n))
+                        .ok_or_else(|| {
+                            SqlError::Invalid(format!(
+                                "replicas = {text} must be a whole number from 1 to                                  {REPLICAS_MAX}"
+                            ))
+                        })?,
+                );
+            }
             "partitions" => {
                 let text = value.to_string();
                 if extensions
@@ -434,7 +449,7 @@ pub fn table_definition(
             }
             other => {
                 return Err(SqlError::Invalid(format!(
-                    "unknown table option {other:?}; known: ttl, partitions"
+                    "unknown table option {other:?}; known: ttl, partitions, replicas"
                 )))
             }
         }
@@ -452,6 +467,7 @@ pub fn table_definition(
         partition_columns,
         column_order,
         if_not_exists: create.if_not_exists,
+        replicas,
     })
 }
 

@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 21;
+pub const ENUM_MAX_REQUEST: u8 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 22] = [
+pub const ENUM_VALUES_REQUEST: [Request; 23] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -535,6 +535,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 22] = [
   Request::PlaceRegions,
   Request::ChangeMembership,
   Request::WatchCatalog,
+  Request::Replicate,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -564,9 +565,10 @@ impl Request {
   pub const PlaceRegions: Self = Self(19);
   pub const ChangeMembership: Self = Self(20);
   pub const WatchCatalog: Self = Self(21);
+  pub const Replicate: Self = Self(22);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -590,6 +592,7 @@ impl Request {
     Self::PlaceRegions,
     Self::ChangeMembership,
     Self::WatchCatalog,
+    Self::Replicate,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -616,6 +619,7 @@ impl Request {
       Self::PlaceRegions => Some("PlaceRegions"),
       Self::ChangeMembership => Some("ChangeMembership"),
       Self::WatchCatalog => Some("WatchCatalog"),
+      Self::Replicate => Some("Replicate"),
       _ => None,
     }
   }
@@ -1550,6 +1554,134 @@ impl<'a> RegionLease {
         &x_le as *const _ as *const u8,
         self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// A copy of a region: a datanode's shard (catalog/src/replicas.rs).
+// struct Replica, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Replica(pub [u8; 16]);
+impl Default for Replica { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for Replica {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("Replica")
+      .field("datanode", &self.datanode())
+      .field("shard", &self.shard())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Replica {}
+impl<'a> ::flatbuffers::Follow<'a> for Replica {
+  type Inner = &'a Replica;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a Replica>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a Replica {
+  type Inner = &'a Replica;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<Replica>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for Replica {
+    type Output = Replica;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const Replica as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Replica {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Replica {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    datanode: u64,
+    shard: u16,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_datanode(datanode);
+    s.set_shard(shard);
+    s
+  }
+
+  pub fn datanode(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_datanode(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn shard(&self) -> u16 {
+    let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_shard(&mut self, x: u16) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -3480,10 +3612,391 @@ impl ::core::fmt::Debug for FlushRegion<'_> {
       ds.finish()
   }
 }
-pub enum HeartbeatOffset {}
+pub enum ReplicatedWriteOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// A datanode's periodic report that it is alive, with its shards' figures.
+/// A write a leader ships to a follower: its sequence and its batch as logged.
+pub struct ReplicatedWrite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicatedWrite<'a> {
+  type Inner = ReplicatedWrite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicatedWrite<'a> {
+  pub const VT_SEQUENCE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BATCH: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicatedWrite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicatedWriteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicatedWrite<'bldr>> {
+    let mut builder = ReplicatedWriteBuilder::new(_fbb);
+    builder.add_sequence(args.sequence);
+    if let Some(x) = args.batch { builder.add_batch(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn sequence(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicatedWrite::VT_SEQUENCE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn batch(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicatedWrite::VT_BATCH, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicatedWrite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("sequence", Self::VT_SEQUENCE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("batch", Self::VT_BATCH, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicatedWriteArgs<'a> {
+    pub sequence: u64,
+    pub batch: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ReplicatedWriteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicatedWriteArgs {
+      sequence: 0,
+      batch: None, // required field
+    }
+  }
+}
+
+pub struct ReplicatedWriteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicatedWriteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sequence(&mut self, sequence: u64) {
+    self.fbb_.push_slot::<u64>(ReplicatedWrite::VT_SEQUENCE, sequence, 0);
+  }
+  #[inline]
+  pub fn add_batch(&mut self, batch: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicatedWrite::VT_BATCH, batch);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicatedWriteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicatedWriteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicatedWrite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicatedWrite::VT_BATCH,"batch");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicatedWrite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicatedWrite");
+      ds.field("sequence", &self.sequence());
+      ds.field("batch", &self.batch());
+      ds.finish()
+  }
+}
+pub enum ReplicatedRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A region's writes in one shipment, in sequence order, under the leader's epoch.
+pub struct ReplicatedRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicatedRegion<'a> {
+  type Inner = ReplicatedRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicatedRegion<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_WRITES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicatedRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicatedRegionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicatedRegion<'bldr>> {
+    let mut builder = ReplicatedRegionBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
+    if let Some(x) = args.writes { builder.add_writes(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(ReplicatedRegion::VT_REGION, None).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicatedRegion::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn writes(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedWrite<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedWrite>>>>(ReplicatedRegion::VT_WRITES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicatedRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicatedWrite>>>>("writes", Self::VT_WRITES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicatedRegionArgs<'a> {
+    pub region: Option<&'a RegionId>,
+    pub epoch: u64,
+    pub writes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedWrite<'a>>>>>,
+}
+impl<'a> Default for ReplicatedRegionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicatedRegionArgs {
+      region: None, // required field
+      epoch: 0,
+      writes: None, // required field
+    }
+  }
+}
+
+pub struct ReplicatedRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicatedRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(ReplicatedRegion::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(ReplicatedRegion::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_writes(&mut self, writes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicatedWrite<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicatedRegion::VT_WRITES, writes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicatedRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicatedRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicatedRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicatedRegion::VT_REGION,"region");
+    self.fbb_.required(o, ReplicatedRegion::VT_WRITES,"writes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicatedRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicatedRegion");
+      ds.field("region", &self.region());
+      ds.field("epoch", &self.epoch());
+      ds.field("writes", &self.writes());
+      ds.finish()
+  }
+}
+pub enum ReplicateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A leader's shipment to one shard of a follower: answered once every write in it is
+/// durable there (datanode/src/replication.rs).
+pub struct Replicate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Replicate<'a> {
+  type Inner = Replicate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Replicate<'a> {
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REGIONS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Replicate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Replicate<'bldr>> {
+    let mut builder = ReplicateBuilder::new(_fbb);
+    builder.add_leader(args.leader);
+    if let Some(x) = args.regions { builder.add_regions(x); }
+    builder.add_shard(args.shard);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn leader(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Replicate::VT_LEADER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shard(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(Replicate::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn regions(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedRegion<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedRegion>>>>(Replicate::VT_REGIONS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Replicate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u16>("shard", Self::VT_SHARD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicatedRegion>>>>("regions", Self::VT_REGIONS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicateArgs<'a> {
+    pub leader: u64,
+    pub shard: u16,
+    pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicatedRegion<'a>>>>>,
+}
+impl<'a> Default for ReplicateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicateArgs {
+      leader: 0,
+      shard: 0,
+      regions: None, // required field
+    }
+  }
+}
+
+pub struct ReplicateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_leader(&mut self, leader: u64) {
+    self.fbb_.push_slot::<u64>(Replicate::VT_LEADER, leader, 0);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u16) {
+    self.fbb_.push_slot::<u16>(Replicate::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_regions(&mut self, regions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicatedRegion<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Replicate::VT_REGIONS, regions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Replicate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Replicate::VT_REGIONS,"regions");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Replicate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Replicate");
+      ds.field("leader", &self.leader());
+      ds.field("shard", &self.shard());
+      ds.field("regions", &self.regions());
+      ds.finish()
+  }
+}
+pub enum HeartbeatOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct Heartbeat<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -4862,6 +5375,237 @@ impl ::core::fmt::Debug for ShardStatsReply<'_> {
       ds.finish()
   }
 }
+pub enum RegionFollowersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The followers of a region the heartbeating datanode leads.
+pub struct RegionFollowers<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegionFollowers<'a> {
+  type Inner = RegionFollowers<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegionFollowers<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegionFollowers { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegionFollowersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegionFollowers<'bldr>> {
+    let mut builder = RegionFollowersBuilder::new(_fbb);
+    if let Some(x) = args.followers { builder.add_followers(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(RegionFollowers::VT_REGION, None).unwrap()}
+  }
+  #[inline]
+  pub fn followers(&self) -> ::flatbuffers::Vector<'a, Replica> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Replica>>>(RegionFollowers::VT_FOLLOWERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegionFollowers<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Replica>>>("followers", Self::VT_FOLLOWERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegionFollowersArgs<'a> {
+    pub region: Option<&'a RegionId>,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Replica>>>,
+}
+impl<'a> Default for RegionFollowersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegionFollowersArgs {
+      region: None, // required field
+      followers: None, // required field
+    }
+  }
+}
+
+pub struct RegionFollowersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionFollowersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(RegionFollowers::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Replica>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionFollowers::VT_FOLLOWERS, followers);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionFollowersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegionFollowersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegionFollowers<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RegionFollowers::VT_REGION,"region");
+    self.fbb_.required(o, RegionFollowers::VT_FOLLOWERS,"followers");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegionFollowers<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegionFollowers");
+      ds.field("region", &self.region());
+      ds.field("followers", &self.followers());
+      ds.finish()
+  }
+}
+pub enum DatanodeAddrOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Where a datanode's region service listens.
+pub struct DatanodeAddr<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DatanodeAddr<'a> {
+  type Inner = DatanodeAddr<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DatanodeAddr<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ADDR: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DatanodeAddr { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DatanodeAddrArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DatanodeAddr<'bldr>> {
+    let mut builder = DatanodeAddrBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.addr { builder.add_addr(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DatanodeAddr::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn addr(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DatanodeAddr::VT_ADDR, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DatanodeAddr<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("addr", Self::VT_ADDR, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DatanodeAddrArgs<'a> {
+    pub id: u64,
+    pub addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DatanodeAddrArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DatanodeAddrArgs {
+      id: 0,
+      addr: None, // required field
+    }
+  }
+}
+
+pub struct DatanodeAddrBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DatanodeAddrBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(DatanodeAddr::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_addr(&mut self, addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DatanodeAddr::VT_ADDR, addr);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DatanodeAddrBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DatanodeAddrBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DatanodeAddr<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DatanodeAddr::VT_ADDR,"addr");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DatanodeAddr<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DatanodeAddr");
+      ds.field("id", &self.id());
+      ds.field("addr", &self.addr());
+      ds.finish()
+  }
+}
 pub enum HeartbeatReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4880,6 +5624,9 @@ impl<'a> ::flatbuffers::Follow<'a> for HeartbeatReply<'a> {
 impl<'a> HeartbeatReply<'a> {
   pub const VT_CATALOG_VERSION: ::flatbuffers::VOffsetT = 4;
   pub const VT_LEASES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FOLLOWS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PEERS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4892,6 +5639,9 @@ impl<'a> HeartbeatReply<'a> {
   ) -> ::flatbuffers::WIPOffset<HeartbeatReply<'bldr>> {
     let mut builder = HeartbeatReplyBuilder::new(_fbb);
     builder.add_catalog_version(args.catalog_version);
+    if let Some(x) = args.peers { builder.add_peers(x); }
+    if let Some(x) = args.followers { builder.add_followers(x); }
+    if let Some(x) = args.follows { builder.add_follows(x); }
     if let Some(x) = args.leases { builder.add_leases(x); }
     builder.finish()
   }
@@ -4914,6 +5664,30 @@ impl<'a> HeartbeatReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RegionLease>>>(HeartbeatReply::VT_LEASES, None)}
   }
+  /// The regions it holds a follower's copy of, at their epochs.
+  #[inline]
+  pub fn follows(&self) -> Option<::flatbuffers::Vector<'a, RegionLease>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RegionLease>>>(HeartbeatReply::VT_FOLLOWS, None)}
+  }
+  /// The followers of the regions it leads that have any.
+  #[inline]
+  pub fn followers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>(HeartbeatReply::VT_FOLLOWERS, None)}
+  }
+  /// The addresses of those followers' datanodes.
+  #[inline]
+  pub fn peers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr>>>>(HeartbeatReply::VT_PEERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
@@ -4924,6 +5698,9 @@ impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("catalog_version", Self::VT_CATALOG_VERSION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("leases", Self::VT_LEASES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("follows", Self::VT_FOLLOWS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>("followers", Self::VT_FOLLOWERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DatanodeAddr>>>>("peers", Self::VT_PEERS, false)?
      .finish();
     Ok(())
   }
@@ -4931,6 +5708,9 @@ impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
 pub struct HeartbeatReplyArgs<'a> {
     pub catalog_version: u64,
     pub leases: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
+    pub follows: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>>>,
+    pub peers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr<'a>>>>>,
 }
 impl<'a> Default for HeartbeatReplyArgs<'a> {
   #[inline]
@@ -4938,6 +5718,9 @@ impl<'a> Default for HeartbeatReplyArgs<'a> {
     HeartbeatReplyArgs {
       catalog_version: 0,
       leases: None,
+      follows: None,
+      followers: None,
+      peers: None,
     }
   }
 }
@@ -4954,6 +5737,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatReplyBuilder<'a, 'b,
   #[inline]
   pub fn add_leases(&mut self, leases: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RegionLease>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_LEASES, leases);
+  }
+  #[inline]
+  pub fn add_follows(&mut self, follows: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RegionLease>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_FOLLOWS, follows);
+  }
+  #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionFollowers<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_FOLLOWERS, followers);
+  }
+  #[inline]
+  pub fn add_peers(&mut self, peers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DatanodeAddr<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_PEERS, peers);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatReplyBuilder<'a, 'b, A> {
@@ -4975,6 +5770,9 @@ impl ::core::fmt::Debug for HeartbeatReply<'_> {
     let mut ds = f.debug_struct("HeartbeatReply");
       ds.field("catalog_version", &self.catalog_version());
       ds.field("leases", &self.leases());
+      ds.field("follows", &self.follows());
+      ds.field("followers", &self.followers());
+      ds.field("peers", &self.peers());
       ds.finish()
   }
 }
@@ -6263,6 +7061,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_replicate(&self) -> Option<Replicate<'a>> {
+    if self.body_type() == Request::Replicate {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Replicate::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -6294,6 +7106,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::PlaceRegions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlaceRegions>>("Request::PlaceRegions", pos),
           Request::ChangeMembership => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembership>>("Request::ChangeMembership", pos),
           Request::WatchCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCatalog>>("Request::WatchCatalog", pos),
+          Request::Replicate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Replicate>>("Request::Replicate", pos),
           _ => Ok(()),
         }
      })?
@@ -6491,6 +7304,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::WatchCatalog => {
           if let Some(x) = self.body_as_watch_catalog() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::Replicate => {
+          if let Some(x) = self.body_as_replicate() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

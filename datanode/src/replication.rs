@@ -1,0 +1,430 @@
+//! A cluster datanode's replication, PacificA's primary-backup with the metasrv as the
+//! configuration manager (`metronome_catalog::replicas` holds the rule).
+//!
+//! As a leader, [`Replicator`] is the engines' [`Ship`]: each write of a region that has
+//! followers at the epoch it was admitted under is queued, in sequence order, in one
+//! outbox per follower shard, and leaves once the leader's own WAL made it durable (so a
+//! follower never holds what the leader may lose to a power cut, and never gets ahead
+//! of it: no tail ever needs truncating); one task per outbox ships everything ready as one
+//! [`RegionRequest::Replicate`] (one frame per follower shard, however many writes), one
+//! shipment in flight at a time, and tells each write once the follower made it durable.
+//! A write is acknowledged only when the leader's own WAL and every follower have it.
+//! A shipment that fails is sent again, the same writes first (the follower skips what
+//! it has), so a follower's copy is always a prefix of the leader's. A follower that
+//! cannot take them for [`FOLLOWER_REMOVAL_AFTER`] is removed from the region's
+//! configuration by compare-and-set at the metasrv (`Command::ReconfigureRegion`) before
+//! anything more is acknowledged without it.
+//!
+//! As a follower, [`LeasedRegions`](crate::lease::LeasedRegions) admits a shipment only
+//! for regions the metasrv says it follows at the shipment's epoch: a leader of an older
+//! epoch (a zombie cut off from the metasrv) is fenced off.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use metronome_catalog::client::{MetaClient, MetaError};
+use metronome_catalog::replicas::Replica;
+use metronome_catalog::Command;
+use metronome_core::data::RegionId;
+use metronome_core::rt::{task, time};
+use metronome_wire::{RegionReply, RegionRequest, RegionService, ReplicatedRegion};
+
+use crate::datanode::DatanodeHandle;
+use crate::engine::replica::{Ship, Ticket};
+use crate::lease::Leases;
+
+/// How long a follower may fail to take a leader's writes before the leader asks the
+/// metasrv to remove it: writes wait this long at most for a follower that is gone.
+pub const FOLLOWER_REMOVAL_AFTER: Duration = Duration::from_secs(3);
+/// How long one shipment may take, connecting included.
+const SHIPMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most payload bytes one shipment carries.
+const SHIPMENT_BYTES_MAX: usize = 8 << 20;
+/// The most payload bytes queued for one follower shard: past it, writes are refused
+/// (`Overloaded` at the leader) rather than held in memory without bound.
+const OUTBOX_BYTES_MAX: usize = 256 << 20;
+/// Pauses between attempts to ship to a follower that failed.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Reaches datanode `id` at `addr`.
+pub type Dial = Arc<dyn Fn(u64, &str) -> Arc<dyn RegionService> + Send + Sync>;
+
+/// Where a queued write stands in the leader's own WAL.
+const IN_WAL: u8 = 0;
+const DURABLE: u8 = 1;
+const NOT_DURABLE: u8 = 2;
+
+/// A write waiting in an outbox.
+struct Entry {
+    region: RegionId,
+    epoch: u64,
+    sequence: u64,
+    payload: bytes::Bytes,
+    /// [`IN_WAL`] until the leader's WAL answers; only a [`DURABLE`] write is shipped.
+    wal: Arc<AtomicU8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The writes queued for one follower shard, oldest first.
+#[derive(Default)]
+struct Outbox {
+    entries: Mutex<VecDeque<Entry>>,
+    queued_bytes: Mutex<usize>,
+}
+
+struct Shared {
+    datanode: u64,
+    leases: Arc<Leases>,
+    handle: DatanodeHandle,
+    metasrv: MetaClient,
+    dial: Dial,
+    outboxes: Mutex<BTreeMap<Replica, (Arc<Outbox>, async_channel::Sender<()>)>>,
+    /// Outboxes created by a shard, whose shipping task the runtime's side starts.
+    created: async_channel::Sender<(Replica, Arc<Outbox>, async_channel::Receiver<()>)>,
+}
+
+/// A leader datanode's replication: the engines' [`Ship`].
+pub struct Replicator {
+    shared: Arc<Shared>,
+}
+
+impl Replicator {
+    /// Starts datanode `leases.datanode()`'s replication (on the runtime that serves its
+    /// region service, not on a shard); hand it to the engines with
+    /// [`DatanodeHandle::set_shipping`].
+    pub fn start(
+        leases: Arc<Leases>,
+        handle: DatanodeHandle,
+        metasrv: MetaClient,
+        dial: Dial,
+    ) -> Arc<Replicator> {
+        let (created, starts) = async_channel::unbounded();
+        let shared = Arc::new(Shared {
+            datanode: leases.datanode(),
+            leases,
+            handle,
+            metasrv,
+            dial,
+            outboxes: Mutex::new(BTreeMap::new()),
+            created,
+        });
+        let weak = Arc::downgrade(&shared);
+        task::spawn(async move {
+            while let Ok((follower, outbox, woken)) = starts.recv().await {
+                let Some(shared) = weak.upgrade() else { return };
+                task::spawn(ship_to(shared, follower, outbox, woken));
+            }
+        });
+        Arc::new(Replicator { shared })
+    }
+}
+
+impl Ship for Replicator {
+    fn ship(
+        &self,
+        region: RegionId,
+        epoch: u64,
+        sequence: u64,
+        payload: bytes::Bytes,
+    ) -> Result<Ticket, String> {
+        let shared = &self.shared;
+        let followers = shared.leases.followers(region, epoch).ok_or_else(|| {
+            format!(
+                "datanode {} no longer leads region {region} at epoch {epoch}",
+                shared.datanode
+            )
+        })?;
+        if followers.is_empty() {
+            return Ok(Ticket::none());
+        }
+        let mut shipped = Vec::with_capacity(followers.len());
+        let mut wakes = Vec::with_capacity(followers.len());
+        let wal = Arc::new(AtomicU8::new(IN_WAL));
+        let mut outboxes = shared.outboxes.lock().expect("outboxes");
+        for follower in followers {
+            let (outbox, wake) = outboxes
+                .entry(follower)
+                .or_insert_with(|| {
+                    let outbox = Arc::new(Outbox::default());
+                    let (wake, woken) = async_channel::bounded(1);
+                    // The channel is unbounded and the receiver lives with `shared`.
+                    let _ = shared.created.try_send((follower, outbox.clone(), woken));
+                    (outbox, wake)
+                })
+                .clone();
+            let mut queued = outbox.queued_bytes.lock().expect("queued");
+            if *queued + payload.len() > OUTBOX_BYTES_MAX {
+                return Err(format!(
+                    "{} bytes are queued for datanode {} shard {}, the limit is \
+                     {OUTBOX_BYTES_MAX}",
+                    *queued, follower.datanode, follower.shard
+                ));
+            }
+            *queued += payload.len();
+            let (done, outcome) = oneshot::channel();
+            outbox.entries.lock().expect("entries").push_back(Entry {
+                region,
+                epoch,
+                sequence,
+                payload: payload.clone(),
+                wal: wal.clone(),
+                done,
+            });
+            wakes.push(wake);
+            shipped.push(outcome);
+        }
+        let release = Box::new(move |durable: bool| {
+            wal.store(
+                if durable { DURABLE } else { NOT_DURABLE },
+                Ordering::Release,
+            );
+            for wake in wakes {
+                // A full channel already holds a wake-up.
+                let _ = wake.try_send(());
+            }
+        });
+        Ok(Ticket::new(shipped, release))
+    }
+}
+
+/// Ships `outbox` to `follower` for as long as the replicator lives.
+async fn ship_to(
+    shared: Arc<Shared>,
+    follower: Replica,
+    outbox: Arc<Outbox>,
+    woken: async_channel::Receiver<()>,
+) {
+    // (region, epoch) whose configuration this leader changed to leave the follower out:
+    // their writes need it no more.
+    let mut removed: BTreeSet<(RegionId, u64)> = BTreeSet::new();
+    let mut failing_since: Option<Instant> = None;
+    let mut retry = RETRY_FIRST;
+    let mut client: Option<(String, Arc<dyn RegionService>)> = None;
+    loop {
+        if outbox.entries.lock().expect("entries").is_empty() && woken.recv().await.is_err() {
+            return;
+        }
+        // Writes the follower is no longer needed for: a configuration this leader
+        // changed without it (done), or one that moved on without this leader (failed).
+        let finished = settle(&shared, follower, &outbox, &removed);
+        if finished > 0 {
+            continue;
+        }
+        let (regions, count, bytes) = shipment(&outbox);
+        if count == 0 {
+            // The oldest is not durable at the leader yet: its release wakes this.
+            if woken.recv().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let addr = shared.leases.peer_addr(follower.datanode);
+        let reply = match addr {
+            None => Err(format!(
+                "the metasrv named no address for datanode {}",
+                follower.datanode
+            )),
+            Some(addr) => {
+                let service = match &client {
+                    Some((at, service)) if *at == addr => service.clone(),
+                    _ => {
+                        let service = (shared.dial)(follower.datanode, &addr);
+                        client = Some((addr, service.clone()));
+                        service
+                    }
+                };
+                let request = RegionRequest::Replicate {
+                    leader: shared.datanode,
+                    shard: follower.shard,
+                    regions,
+                };
+                match time::timeout(SHIPMENT_TIMEOUT, service.call(request)).await {
+                    Ok(Ok(RegionReply::Done)) => Ok(()),
+                    Ok(Ok(other)) => Err(format!("answered {other:?}")),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!("no answer within {SHIPMENT_TIMEOUT:?}")),
+                }
+            }
+        };
+        match reply {
+            Ok(()) => {
+                complete(&outbox, count, bytes, |_| Ok(()));
+                failing_since = None;
+                retry = RETRY_FIRST;
+            }
+            Err(reason) => {
+                let since = *failing_since.get_or_insert_with(time::now);
+                tracing::warn!(
+                    datanode = shared.datanode,
+                    follower = follower.datanode,
+                    shard = follower.shard,
+                    %reason,
+                    "a follower did not take the leader's writes"
+                );
+                if time::elapsed(since) >= FOLLOWER_REMOVAL_AFTER {
+                    remove_follower(&shared, follower, &outbox, &mut removed, &reason).await;
+                    failing_since = None;
+                }
+                time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Completes the oldest writes whose (region, epoch) needs the follower no more; returns
+/// how many.
+fn settle(
+    shared: &Shared,
+    follower: Replica,
+    outbox: &Outbox,
+    removed: &BTreeSet<(RegionId, u64)>,
+) -> usize {
+    let mut entries = outbox.entries.lock().expect("entries");
+    let mut finished = 0;
+    let mut freed = 0;
+    let mut kept = VecDeque::with_capacity(entries.len());
+    for entry in entries.drain(..) {
+        let outcome = if entry.wal.load(Ordering::Acquire) == NOT_DURABLE {
+            Some(Err(format!(
+                "write {} of region {} is not durable at its leader",
+                entry.sequence, entry.region
+            )))
+        } else if removed.contains(&(entry.region, entry.epoch)) {
+            Some(Ok(()))
+        } else {
+            match shared.leases.followers(entry.region, entry.epoch) {
+                Some(followers) if followers.contains(&follower) => None,
+                _ => Some(Err(format!(
+                    "datanode {} no longer leads region {} with datanode {} as a follower \
+                     at epoch {}",
+                    shared.datanode, entry.region, follower.datanode, entry.epoch
+                ))),
+            }
+        };
+        match outcome {
+            Some(outcome) => {
+                finished += 1;
+                freed += entry.payload.len();
+                let _ = entry.done.send(outcome);
+            }
+            None => kept.push_back(entry),
+        }
+    }
+    *entries = kept;
+    drop(entries);
+    *outbox.queued_bytes.lock().expect("queued") -= freed;
+    finished
+}
+
+/// The oldest writes of `outbox` that the leader's WAL made durable, up to
+/// [`SHIPMENT_BYTES_MAX`] (one at least), grouped by region in order; with their count
+/// and bytes. None if the oldest is still on its way to the leader's disk.
+fn shipment(outbox: &Outbox) -> (Vec<ReplicatedRegion>, usize, usize) {
+    let entries = outbox.entries.lock().expect("entries");
+    let mut regions: Vec<ReplicatedRegion> = Vec::new();
+    let (mut count, mut bytes) = (0, 0);
+    for entry in entries.iter() {
+        if entry.wal.load(Ordering::Acquire) != DURABLE
+            || (count > 0 && bytes + entry.payload.len() > SHIPMENT_BYTES_MAX)
+        {
+            break;
+        }
+        count += 1;
+        bytes += entry.payload.len();
+        let write = (entry.sequence, entry.payload.clone());
+        match regions
+            .iter_mut()
+            .find(|r| r.region == entry.region && r.epoch == entry.epoch)
+        {
+            Some(region) => region.writes.push(write),
+            None => regions.push(ReplicatedRegion {
+                region: entry.region,
+                epoch: entry.epoch,
+                writes: vec![write],
+            }),
+        }
+    }
+    (regions, count, bytes)
+}
+
+/// Completes the `count` oldest writes of `outbox` with `outcome`.
+fn complete(
+    outbox: &Outbox,
+    count: usize,
+    bytes: usize,
+    outcome: impl Fn(&Entry) -> Result<(), String>,
+) {
+    let mut entries = outbox.entries.lock().expect("entries");
+    for entry in entries.drain(..count) {
+        let result = outcome(&entry);
+        let _ = entry.done.send(result);
+    }
+    drop(entries);
+    *outbox.queued_bytes.lock().expect("queued") -= bytes;
+}
+
+/// Asks the metasrv to leave `follower` out of the configuration of every region with
+/// writes waiting for it, each at the epoch they were made under.
+async fn remove_follower(
+    shared: &Shared,
+    follower: Replica,
+    outbox: &Outbox,
+    removed: &mut BTreeSet<(RegionId, u64)>,
+    reason: &str,
+) {
+    let waiting: BTreeSet<(RegionId, u64)> = outbox
+        .entries
+        .lock()
+        .expect("entries")
+        .iter()
+        .map(|entry| (entry.region, entry.epoch))
+        .filter(|key| !removed.contains(key))
+        .collect();
+    for (region, epoch) in waiting {
+        let Some(followers) = shared.leases.followers(region, epoch) else {
+            continue;
+        };
+        let leader = Replica {
+            datanode: shared.datanode,
+            shard: shared.handle.shard_of(region),
+        };
+        let command = Command::ReconfigureRegion {
+            region,
+            epoch,
+            leader,
+            followers: followers.into_iter().filter(|f| *f != follower).collect(),
+        };
+        match shared.metasrv.execute(&command).await {
+            Ok(_) => {
+                tracing::warn!(
+                    datanode = shared.datanode,
+                    %region,
+                    epoch,
+                    follower = follower.datanode,
+                    %reason,
+                    "removed a follower that did not take the leader's writes"
+                );
+                removed.insert((region, epoch));
+            }
+            // The configuration moved on (a failover): the writes fail when the leases
+            // tell this leader so.
+            Err(MetaError::Refused(refusal)) => tracing::warn!(
+                datanode = shared.datanode,
+                %region,
+                %refusal,
+                "the metasrv refused to remove a follower"
+            ),
+            Err(error) => tracing::warn!(
+                datanode = shared.datanode,
+                %region,
+                %error,
+                "cannot reach the metasrv to remove a follower; trying again"
+            ),
+        }
+    }
+}
