@@ -35,24 +35,9 @@ mutations=(
         let renewal = held.renew(sent_at, grants, metronome_catalog::lease::LEASE);"
 "ack-after-leader-fsync-only|datanode/src/engine/replica.rs|cluster|    for follower in std::mem::take(&mut ticket.acked) {|    // MUTATION: acknowledge once the leader's WAL has the write, not waiting for followers.
     for follower in std::mem::take(&mut ticket.acked).into_iter().take(0) {"
-"ship-before-leader-durable|datanode/src/engine/mod.rs|cluster|        let replicated = replica::await_shipped(id, sequence, outcome.is_ok(), shipped).await;|        // MUTATION: the followers get the write whether or not the leader's WAL kept it.
-        let replicated = replica::await_shipped(id, sequence, true, shipped).await;"
-"drop-follower-without-the-metasrv|datanode/src/replication.rs|cluster|            Err(MetaError::Refused(refusal)) => tracing::warn!(|            // MUTATION: a follower the metasrv would not remove is dropped all the same.
-            Err(MetaError::Refused(refusal)) if removed.insert((region, epoch)) => tracing::warn!(
-                datanode = shared.datanode,
-                %region,
-                %refusal,
-                \"the metasrv refused to remove a follower\"
-            ),
-            Err(MetaError::Refused(refusal)) => tracing::warn!("
-"add-tags-twice|datanode/src/engine/lifecycle.rs|cluster|            schema.tags.extend_from_slice(&tags[present..]);|            // MUTATION: add every tag asked for, even those another frontend added first.
-            schema.tags.extend_from_slice(&tags);"
-"append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
-        let kept = {
-            self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));
-            Ok::<(), io::Error>(())
-        };
-        match kept {"
+"ship-before-leader-durable|datanode/src/replication.rs|cluster|        let wal = Arc::new(AtomicU8::new(IN_WAL));|        // MUTATION: ship a write at once, in parallel with the leader's own sync.
+        let wal = Arc::new(AtomicU8::new(DURABLE));"
+"failover-within-the-lease|metasrv/src/failover.rs|cluster|silent_for(route.datanode) < LEASE_WAIT|/* MUTATION: promote a follower once its leader missed two heartbeats, within the lease. */ silent_for(route.datanode) < Duration::from_secs(11)"
 )
 
 run() {

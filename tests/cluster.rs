@@ -12,29 +12,10 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::roles::{field, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role};
+use common::roles::{
+    datanode, field, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role,
+};
 use common::{free_port, get_query, read_log_until, remote_write, write_request};
-
-fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
-    start(
-        "datanode",
-        &[
-            "datanode",
-            "--node-id",
-            &id.to_string(),
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--metasrv",
-            metasrv,
-            "--shards",
-            "1",
-            "--pin-to-cores",
-            "false",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ],
-    )
-}
 
 /// Region directories a datanode holds (each shard's `regions/`).
 fn regions_on(dir: &Path) -> usize {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use metronome_catalog::client::MetaError;
+use metronome_catalog::replicas::Replica;
 use metronome_catalog::request::RaftStatus;
 use metronome_catalog::{Catalog, TableKind};
 use metronome_core::data::RegionId;
@@ -44,7 +45,7 @@ impl DatanodeView {
     }
 }
 
-/// A region and the datanode shard that serves it.
+/// A region, the datanode shard that leads it, and its followers.
 #[derive(Debug, Clone)]
 pub struct RegionView {
     pub database: String,
@@ -55,6 +56,8 @@ pub struct RegionView {
     pub shard: u16,
     /// The route's epoch, at which the datanode holds the region's lease.
     pub epoch: u64,
+    /// The other copies, which take the leader's writes.
+    pub followers: Vec<Replica>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,7 @@ impl ClusterView {
                     datanode: route.datanode,
                     shard: route.shard,
                     epoch: route.epoch,
+                    followers: route.followers.as_slice().to_vec(),
                 });
             }
         }
@@ -186,8 +190,11 @@ impl ClusterView {
                     "region": region.region.to_string(),
                     "leader": region.datanode,
                     "shard": region.shard,
-                    // No replication yet: every region has its one copy.
-                    "followers": [],
+                    "followers": region
+                        .followers
+                        .iter()
+                        .map(|f| json!({"datanode": f.datanode, "shard": f.shard}))
+                        .collect::<Vec<Json>>(),
                     "epoch": region.epoch,
                 })
             })

@@ -52,6 +52,28 @@ pub fn field(line: &str, key: &str) -> SocketAddr {
         .unwrap()
 }
 
+/// Datanode `id` of the metasrv at `metasrv`, one shard, its data in `dir`.
+pub fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
+    start(
+        "datanode",
+        &[
+            "datanode",
+            "--node-id",
+            &id.to_string(),
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--metasrv",
+            metasrv,
+            "--shards",
+            "1",
+            "--pin-to-cores",
+            "false",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
 /// Stops a role with SIGTERM and checks that it exits cleanly.
 pub fn stop(mut role: Role) {
     role.process.signal(libc::SIGTERM);

@@ -18,7 +18,7 @@ use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::MemTable;
 
-use crate::cluster_view::ClusterView;
+use crate::cluster_view::{ClusterView, RegionView};
 use crate::meta::Meta;
 
 pub const CLUSTER_INFO: &str = "cluster_info";
@@ -149,7 +149,19 @@ pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
 
 /// `region_peers`: every region, its datanode shard and that datanode's liveness.
 pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
-    let regions = &view.regions;
+    // A row per copy: the leader's, then each follower's.
+    let peers: Vec<(&RegionView, u64, u16, bool)> = view
+        .regions
+        .iter()
+        .flat_map(|r| {
+            std::iter::once((r, r.datanode, r.shard, true)).chain(
+                r.followers
+                    .iter()
+                    .map(move |f| (r, f.datanode, f.shard, false)),
+            )
+        })
+        .collect();
+    let regions = &peers;
     let datanode = |id: u64| view.datanode(id);
     table(
         vec![
@@ -165,29 +177,30 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             Field::new("epoch", DataType::Int64, false),
         ],
         vec![
-            text(regions.iter().map(|r| Some(r.database.clone()))),
-            text(regions.iter().map(|r| Some(r.table.clone()))),
-            text(regions.iter().map(|r| Some(r.region.to_string()))),
-            int(regions.iter().map(|r| Some(r.datanode))),
+            text(regions.iter().map(|(r, ..)| Some(r.database.clone()))),
+            text(regions.iter().map(|(r, ..)| Some(r.table.clone()))),
+            text(regions.iter().map(|(r, ..)| Some(r.region.to_string()))),
+            int(regions.iter().map(|(_, peer, ..)| Some(*peer))),
             text(
                 regions
                     .iter()
-                    .map(|r| datanode(r.datanode).map(|d| d.addr.clone())),
+                    .map(|(_, peer, ..)| datanode(*peer).map(|d| d.addr.clone())),
             ),
-            int(regions.iter().map(|r| Some(u64::from(r.shard)))),
-            // No replication yet: each region's one copy leads it.
-            Arc::new(BooleanArray::from_iter(regions.iter().map(|_| Some(true)))),
-            text(regions.iter().map(|r| {
-                let alive = datanode(r.datanode).is_some_and(|d| d.alive());
+            int(regions.iter().map(|(_, _, shard, _)| Some(u64::from(*shard)))),
+            Arc::new(BooleanArray::from_iter(
+                regions.iter().map(|(.., leads)| Some(*leads)),
+            )),
+            text(regions.iter().map(|(_, peer, ..)| {
+                let alive = datanode(*peer).is_some_and(|d| d.alive());
                 Some(if alive { "ALIVE" } else { "DOWNGRADED" })
             })),
-            int(regions.iter().map(|r| {
-                datanode(r.datanode)
+            int(regions.iter().map(|(_, peer, ..)| {
+                datanode(*peer)
                     .filter(|d| !d.alive())
                     .and_then(|d| d.since_heartbeat_ms)
                     .map(|ms| ms / 1000)
             })),
-            int(regions.iter().map(|r| Some(r.epoch))),
+            int(regions.iter().map(|(r, ..)| Some(r.epoch))),
         ],
     )
 }

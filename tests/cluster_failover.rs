@@ -1,0 +1,172 @@
+//! Replicated regions across real processes: a metasrv, two datanodes and a frontend
+//! whose regions have two copies each (`--replicas 2`). A datanode killed with SIGKILL
+//! while remote writes stream in: the regions it led fail over to their copies on the
+//! other datanode once its lease has lapsed, writes are acknowledged again, and every
+//! sample acknowledged before, during and after is read back.
+#![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::roles::{datanode, field, ready, sql_at, start, stop};
+use common::{free_port, remote_write, write_request};
+
+/// Series per write; each write is one round, at a timestamp of its own.
+const SERIES: usize = 20;
+const TS_BASE_MS: i64 = 1_700_000_000_000;
+
+fn rows(reply: &common::Reply) -> serde_json::Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["output"][0]["records"]["rows"].clone()
+}
+
+#[test]
+fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sample() {
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let metasrv_addr = format!("127.0.0.1:{}", free_port());
+    let metasrv = start(
+        "metasrv",
+        &[
+            "metasrv",
+            "--node-id",
+            "1",
+            "--rpc-addr",
+            &metasrv_addr,
+            "--data-dir",
+            dirs[0].path().to_str().unwrap(),
+        ],
+    );
+    ready(&metasrv);
+    let first = datanode(1, &metasrv_addr, dirs[1].path());
+    ready(&first);
+    let second = datanode(2, &metasrv_addr, dirs[2].path());
+    ready(&second);
+    let frontend = start(
+        "frontend",
+        &[
+            "frontend",
+            "--metasrv",
+            &metasrv_addr,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--postgres-addr",
+            "127.0.0.1:0",
+            "--replicas",
+            "2",
+        ],
+    );
+    let http = field(&ready(&frontend), "http=");
+
+    // Every metric region has a copy on each datanode: a leader and a follower.
+    let peers = sql_at(
+        http,
+        "SELECT peer_id, is_leader, count(*) FROM information_schema.region_peers \
+         GROUP BY peer_id, is_leader ORDER BY peer_id, is_leader",
+    );
+    assert_eq!(
+        rows(&peers),
+        serde_json::json!([[1, false, 2], [1, true, 2], [2, false, 2], [2, true, 2]]),
+        "{}",
+        peers.body
+    );
+
+    let round = |n: usize| -> Vec<common::Series> {
+        (0..SERIES)
+            .map(|i| {
+                (
+                    vec![
+                        ("__name__", "failover_test".to_string()),
+                        ("host", format!("host-{i:02}")),
+                    ],
+                    vec![(TS_BASE_MS + n as i64 * 1000, n as f64)],
+                )
+            })
+            .collect()
+    };
+    let mut acknowledged = Vec::new();
+    let mut n = 0;
+    let mut write = |acknowledged: &mut Vec<usize>| {
+        let reply = remote_write(http, &write_request(&round(n)));
+        if reply.status == 204 {
+            acknowledged.push(n);
+        }
+        n += 1;
+        reply.status == 204
+    };
+    for _ in 0..10 {
+        assert!(write(&mut acknowledged), "writes before the kill succeed");
+    }
+
+    // Datanode 2 leads half of the regions; it dies mid-stream.
+    let mut second = second;
+    second.process.0.kill().unwrap();
+    second.process.0.wait().unwrap();
+    let killed = Instant::now();
+    let before = acknowledged.len();
+    let failover = loop {
+        if write(&mut acknowledged) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no write was acknowledged within 60 s of the kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("failover_ms={}", failover.as_millis());
+    // The lease (16 s) had to lapse first: no write reached the dead datanode's regions
+    // before that, and none could have been acknowledged.
+    assert!(
+        failover >= Duration::from_secs(10),
+        "acknowledged {failover:?} after the kill, before the lease could lapse"
+    );
+    assert_eq!(acknowledged.len(), before + 1);
+    for _ in 0..5 {
+        assert!(write(&mut acknowledged), "writes after the failover succeed");
+    }
+
+    // Every region is led by datanode 1 now, at the next epoch, with no follower (until a
+    // new copy can catch up): those datanode 2 led failed over, and datanode 1 dropped its
+    // dead follower from the others before it acknowledged anything more.
+    let peers = sql_at(
+        http,
+        "SELECT peer_id, is_leader, epoch, count(*) FROM information_schema.region_peers \
+         GROUP BY peer_id, is_leader, epoch ORDER BY peer_id, is_leader, epoch",
+    );
+    assert_eq!(
+        rows(&peers),
+        serde_json::json!([[1, true, 2, 4]]),
+        "{}",
+        peers.body
+    );
+
+    // Every acknowledged sample reads back, with its value, exactly once.
+    let counts = sql_at(
+        http,
+        "SELECT CAST(value AS BIGINT), count(*) FROM failover_test GROUP BY value ORDER BY value",
+    );
+    let counts: Vec<(usize, u64)> = rows(&counts)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_u64().unwrap() as usize,
+                row[1].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for round in &acknowledged {
+        assert!(
+            counts.contains(&(*round, SERIES as u64)),
+            "round {round} was acknowledged, and reads back as {:?}",
+            counts.iter().find(|(r, _)| r == round)
+        );
+    }
+
+    stop(frontend);
+    stop(first);
+    stop(metasrv);
+}
