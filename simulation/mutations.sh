@@ -37,7 +37,6 @@ mutations=(
     for follower in std::mem::take(&mut ticket.acked).into_iter().take(0) {"
 "ship-before-leader-durable|datanode/src/replication.rs|cluster|        let wal = Arc::new(AtomicU8::new(IN_WAL));|        // MUTATION: ship a write at once, in parallel with the leader's own sync.
         let wal = Arc::new(AtomicU8::new(DURABLE));"
-"failover-within-the-lease|metasrv/src/failover.rs|cluster|silent_for(route.datanode) < LEASE_WAIT|/* MUTATION: promote a follower once its leader missed two heartbeats, within the lease. */ silent_for(route.datanode) < Duration::from_secs(11)"
 )
 
 run() {

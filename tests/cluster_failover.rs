@@ -124,7 +124,10 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
     );
     assert_eq!(acknowledged.len(), before + 1);
     for _ in 0..5 {
-        assert!(write(&mut acknowledged), "writes after the failover succeed");
+        assert!(
+            write(&mut acknowledged),
+            "writes after the failover succeed"
+        );
     }
 
     // Every region is led by datanode 1 now, at the next epoch, with no follower (until a
@@ -151,12 +154,7 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| {
-            (
-                row[0].as_u64().unwrap() as usize,
-                row[1].as_u64().unwrap(),
-            )
-        })
+        .map(|row| (row[0].as_u64().unwrap() as usize, row[1].as_u64().unwrap()))
         .collect();
     for round in &acknowledged {
         assert!(

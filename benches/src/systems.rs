@@ -24,9 +24,10 @@ pub enum Kind {
     MetronomeBaseline,
     /// This build as a cluster on loopback (`metronome cluster`: three metasrv replicas,
     /// three datanodes of one shard, and `frontends` frontends among which the load's
-    /// senders are shared), each role its own process.
+    /// senders are shared), each role its own process, each region in `replicas` copies.
     MetronomeCluster {
         frontends: u8,
+        replicas: u8,
     },
     Prometheus,
     VictoriaMetrics,
@@ -38,13 +39,24 @@ impl std::str::FromStr for Kind {
         match text {
             "metronome" => Ok(Kind::Metronome),
             "metronome-baseline" => Ok(Kind::MetronomeBaseline),
-            "metronome-cluster" => Ok(Kind::MetronomeCluster { frontends: 1 }),
-            "metronome-cluster-2fe" => Ok(Kind::MetronomeCluster { frontends: 2 }),
+            "metronome-cluster" => Ok(Kind::MetronomeCluster {
+                frontends: 1,
+                replicas: 1,
+            }),
+            "metronome-cluster-2fe" => Ok(Kind::MetronomeCluster {
+                frontends: 2,
+                replicas: 1,
+            }),
+            "metronome-cluster-r2" => Ok(Kind::MetronomeCluster {
+                frontends: 1,
+                replicas: 2,
+            }),
             "prometheus" => Ok(Kind::Prometheus),
             "victoria-metrics" | "victoriametrics" | "vm" => Ok(Kind::VictoriaMetrics),
             other => Err(format!(
                 "unknown system {other:?}: use metronome, metronome-baseline, \
-                 metronome-cluster, metronome-cluster-2fe, prometheus or victoria-metrics"
+                 metronome-cluster, metronome-cluster-2fe, metronome-cluster-r2, prometheus \
+                 or victoria-metrics"
             )),
         }
     }
@@ -55,8 +67,12 @@ impl Kind {
         match self {
             Kind::Metronome => "metronome",
             Kind::MetronomeBaseline => "metronome-baseline",
-            Kind::MetronomeCluster { frontends: 1 } => "metronome-cluster",
-            Kind::MetronomeCluster { .. } => "metronome-cluster-2fe",
+            Kind::MetronomeCluster {
+                frontends: 1,
+                replicas: 1,
+            } => "metronome-cluster",
+            Kind::MetronomeCluster { replicas: 1, .. } => "metronome-cluster-2fe",
+            Kind::MetronomeCluster { .. } => "metronome-cluster-r2",
             Kind::Prometheus => "prometheus",
             Kind::VictoriaMetrics => "victoria-metrics",
         }
@@ -252,7 +268,10 @@ impl System {
         let port = free_port()?;
         let mut command = Command::new(binary);
         match kind {
-            Kind::MetronomeCluster { frontends } => {
+            Kind::MetronomeCluster {
+                frontends,
+                replicas,
+            } => {
                 // Port 0: the frontends' ready lines name the ports they got.
                 command
                     .args([
@@ -265,6 +284,8 @@ impl System {
                         &frontends.to_string(),
                         "--shards",
                         "1",
+                        "--replicas",
+                        &replicas.to_string(),
                     ])
                     .args([
                         "--http-addr",

@@ -95,6 +95,8 @@ struct History {
     cut_off: Vec<(u64, Instant, Instant)>,
     /// By term, the metasrv replicas that reported themselves leader.
     leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// (datanode, when): a datanode powered off for longer than its lease.
+    killed: Vec<(u64, Instant)>,
     /// Set when the checks begin: the writers start no more writes.
     stopped: bool,
 }
@@ -552,6 +554,45 @@ async fn check_after_healing(
             );
         }
     }
+    // Failover time: from a leader's kill to the first write completed on the region's
+    // next leader.
+    let mut failover_ms = Vec::new();
+    for (dead, at) in &history.killed {
+        // The regions it led when it died: their last write before was its.
+        let mut last: BTreeMap<RegionId, (Instant, u64)> = BTreeMap::new();
+        for s in &history.observed {
+            if s.write && s.succeeded && s.finished < *at {
+                let entry = last.entry(s.region).or_insert((s.finished, s.datanode));
+                if s.finished > entry.0 {
+                    *entry = (s.finished, s.datanode);
+                }
+            }
+        }
+        let led: BTreeSet<RegionId> = last
+            .into_iter()
+            .filter(|(_, (_, datanode))| datanode == dead)
+            .map(|(region, _)| region)
+            .collect();
+        for region in led {
+            if let Some(next) = history
+                .observed
+                .iter()
+                .filter(|s| {
+                    s.write
+                        && s.succeeded
+                        && s.region == region
+                        && s.datanode != *dead
+                        && s.finished > *at
+                })
+                .map(|s| s.finished)
+                .min()
+            {
+                failover_ms.push(next.duration_since(*at).as_millis());
+            }
+        }
+    }
+    failover_ms.sort_unstable();
+    println!("cluster_failover_ms={failover_ms:?}");
     let reconfigured = epochs.values().filter(|epoch| **epoch > 1).count();
     println!("cluster_regions_reconfigured={reconfigured} copies_compared={compared}");
     // At most one metasrv leader per term.
@@ -693,6 +734,13 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     hold
                 };
                 faults.push(format!("{} down for {hold:?}", datanode.name));
+                if hold > LEASE {
+                    history
+                        .lock()
+                        .unwrap()
+                        .killed
+                        .push((datanode_index as u64 + 1, time::drift::true_now()));
+                }
                 datanode.power_off();
                 time::sleep(hold).await;
                 madsim::runtime::Handle::current().restart(datanode.handle().id());

@@ -41,7 +41,13 @@ fn main() -> Result<(), String> {
             .with_file_name("metronome"),
     };
     std::fs::create_dir_all(&args.data_root).map_err(|error| error.to_string())?;
-    let kinds = [Kind::Metronome, Kind::MetronomeCluster { frontends: 1 }];
+    let kinds = [
+        Kind::Metronome,
+        Kind::MetronomeCluster {
+            frontends: 1,
+            replicas: 1,
+        },
+    ];
     let mut systems = Vec::new();
     for kind in kinds {
         let dir = args.data_root.join(kind.name());

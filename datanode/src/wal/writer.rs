@@ -561,6 +561,13 @@ impl Writer {
         } else {
             self.file.write_at(bytes, self.offset).await?;
         }
+        // Rare but legal: a sync that stalls (a busy disk), so that whatever else the
+        // datanode does meanwhile — shipping to followers, say — meets a power cut between
+        // the write and its sync.
+        if metronome_core::buggify!(0.01) {
+            let stall_ms = metronome_core::rt::rand::gen_range(20..500);
+            time::sleep(std::time::Duration::from_millis(stall_ms)).await;
+        }
         self.file.sync_data().await?;
 
         self.offset += len;

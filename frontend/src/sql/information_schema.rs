@@ -186,7 +186,9 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
                     .iter()
                     .map(|(_, peer, ..)| datanode(*peer).map(|d| d.addr.clone())),
             ),
-            int(regions.iter().map(|(_, _, shard, _)| Some(u64::from(*shard)))),
+            int(regions
+                .iter()
+                .map(|(_, _, shard, _)| Some(u64::from(*shard)))),
             Arc::new(BooleanArray::from_iter(
                 regions.iter().map(|(.., leads)| Some(*leads)),
             )),
