@@ -362,7 +362,7 @@ impl System {
 
     /// Where remote writes may go: every frontend of a cluster, else the one address.
     pub fn write_urls(&self) -> Vec<String> {
-        if let Kind::MetronomeCluster { frontends } = self.kind {
+        if let Kind::MetronomeCluster { frontends, .. } = self.kind {
             let found = metronome_frontends(&self.log);
             if found.len() == usize::from(frontends) {
                 return found

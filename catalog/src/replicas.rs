@@ -2,7 +2,7 @@
 //! hold it at. The metasrv is the configuration manager: a route's replicas are chosen
 //! when the region is created ([`Catalog::choose_followers`]) and change only by
 //! compare-and-set on the epoch ([`Command::ReconfigureRegion`]), which gives the route
-//! the next epoch. Plain code over the catalog, like `Catalog::apply`.
+//! the next epoch: it keeps only members, and a new leader starts alone. Plain code over the catalog, like `Catalog::apply`.
 //!
 //! The rule that makes a failover lose nothing: a leader acknowledges a write only once
 //! it is durable on every member of the configuration it writes under, so any member of
@@ -285,6 +285,17 @@ impl Catalog {
                 )));
             }
         }
+        // A new leader leads alone: another member may hold a write the new leader lacks
+        // (never acknowledged, but at a sequence the new leader will give another write),
+        // and would then skip the new leader's write as one it has. Members join a new
+        // leader only by catching up from it.
+        if leader != route.leader() && !followers.is_empty() {
+            return Err(invalid(format!(
+                "datanode {} would lead with followers from the previous configuration; a \
+                 new leader starts alone",
+                leader.datanode
+            )));
+        }
         let followers = Followers::from_slice(followers)
             .ok_or_else(|| invalid(format!("at most {FOLLOWERS_MAX} followers")))?;
         *route = Route {
@@ -401,6 +412,8 @@ mod tests {
             ),
             // One datanode twice.
             (route.epoch, follower, vec![follower]),
+            // A new leader that keeps the old one as a follower.
+            (route.epoch, follower, vec![route.leader()]),
         ] {
             let refused = catalog.apply(&Command::ReconfigureRegion {
                 region,

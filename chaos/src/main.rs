@@ -1,7 +1,8 @@
 //! `metronome-chaos`: a real cluster (3 metasrv replicas, 3 datanodes, 2 frontends) from
 //! the built `metronome` binary, each process in its own network namespace, a remote-write
 //! load through both frontends, and real faults chosen by a seed: kill -9 and restart of
-//! any process (the metasrv leader included, with DDL through a frontend while it is
+//! any process (with `--replicas 2`, a datanode down past its lease half of the time, so
+//! that its regions fail over) (the metasrv leader included, with DDL through a frontend while it is
 //! down), SIGSTOP past a datanode's lease and SIGCONT, a process cut off both ways (its
 //! link down) or one way (blackhole routes from its namespace), and added latency (`tc
 //! netem delay`, or a `tbf` rate limit where the kernel has no netem). After the faults heal it checks, through each frontend, every
@@ -48,6 +49,10 @@ struct Args {
     /// Share loopback instead of a namespace per process (no network faults).
     #[arg(long)]
     loopback: bool,
+    /// Copies of each region: with 2 or more, a killed datanode stays down past its lease
+    /// half of the time, and its regions fail over.
+    #[arg(long, default_value_t = 1)]
+    replicas: u8,
 }
 
 /// xorshift64*: the fault schedule's random numbers, from the seed alone.
@@ -126,7 +131,7 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(reason) = fallback {
         println!("chaos: no network namespaces here ({reason}): loopback, process faults only");
     }
-    let mut cluster = Cluster::new(&binary, &topology, &args.dir, 3, 3, 2);
+    let mut cluster = Cluster::new(&binary, &topology, &args.dir, 3, 3, 2, args.replicas);
     let outcome = chaos(args, &topology, &mut cluster);
     cluster.kill_all();
     topology.tear_down();
@@ -189,9 +194,19 @@ fn chaos(args: &Args, topology: &Topology, cluster: &mut Cluster) -> Result<(), 
             0 => {
                 let index = pick(&mut rng, Role::Datanode, 3);
                 cluster.kill(index);
-                thread::sleep(rng.millis(200, 3000));
+                // Past its lease half of the time when regions have copies: they fail over.
+                let down = if args.replicas > 1 && rng.below(2) == 0 {
+                    LEASE + rng.millis(2000, 6000)
+                } else {
+                    rng.millis(200, 3000)
+                };
+                thread::sleep(down);
                 cluster.start(index)?;
-                format!("kill -9 of {}, restarted", cluster.processes[index].name)
+                format!(
+                    "kill -9 of {}, down {:.1} s, restarted",
+                    cluster.processes[index].name,
+                    down.as_secs_f64()
+                )
             }
             1 | 2 => {
                 // The leader, or any replica; DDL goes through while it is down.

@@ -48,7 +48,8 @@ impl Process {
     }
 }
 
-/// The whole cluster: 3 metasrv replicas, `datanodes` datanodes, `frontends` frontends.
+/// The whole cluster: 3 metasrv replicas, `datanodes` datanodes, `frontends` frontends
+/// whose new regions have `replicas` copies.
 pub struct Cluster {
     binary: PathBuf,
     pub processes: Vec<Process>,
@@ -82,6 +83,7 @@ impl Cluster {
         metasrvs: u64,
         datanodes: u64,
         frontends: u64,
+        replicas: u8,
     ) -> Cluster {
         let metasrv_addrs: Vec<String> = (1..=metasrvs)
             .map(|id| address(topology, Role::Metasrv, id, METASRV_PORT))
@@ -155,6 +157,8 @@ impl Cluster {
                     address(topology, Role::Frontend, id, HTTP_PORT),
                     "--postgres-addr".into(),
                     address(topology, Role::Frontend, id, POSTGRES_PORT),
+                    "--replicas".into(),
+                    replicas.to_string(),
                 ],
             );
         }

@@ -138,7 +138,7 @@ impl Leases {
     }
 
     /// Asks for a heartbeat now and waits (a bounded time) until one completed.
-    async fn renew_now(&self) {
+    pub(crate) async fn renew_now(&self) {
         let (done, completed) = async_channel::bounded(1);
         self.waiting.lock().expect("leases").push(done);
         // A full channel is a wake already pending: one heartbeat serves both.
@@ -180,7 +180,8 @@ impl Leases {
                     return Err(RegionError::new(
                         ErrorKind::WrongRoute,
                         format!(
-                            "datanode {} follows region {region} at epoch {held}: a leader                              of epoch {epoch} was replaced",
+                            "datanode {} follows region {region} at epoch {held}: a leader \
+                             of epoch {epoch} was replaced",
                             self.datanode
                         ),
                     ))
@@ -193,7 +194,8 @@ impl Leases {
                     return Err(RegionError::new(
                         ErrorKind::WrongRoute,
                         format!(
-                            "datanode {} does not follow region {region} at epoch {epoch}                              (it follows it at {held:?})",
+                            "datanode {} does not follow region {region} at epoch {epoch} \
+                             (it follows it at {held:?})",
                             self.datanode
                         ),
                     ))
@@ -234,10 +236,28 @@ impl RegionService for LeasedRegions {
                 }
                 // Rare but legal: a follower slow to take a shipment (a long fsync), past
                 // the leader's patience some of the time, so that it sends again.
-                if metronome_core::buggify!(0.02) {
+                if metronome_core::buggify!(0.002) {
                     time::sleep(Duration::from_millis(rand::gen_range(100..3000))).await;
                 }
-                return self.regions.call(request).await;
+                let admitted: Vec<(RegionId, u64)> =
+                    regions.iter().map(|one| (one.region, one.epoch)).collect();
+                let reply = self.regions.call(request).await?;
+                // A follower promoted while it took the shipment may have written its own
+                // writes at those sequences, and skipped the old leader's: the old leader
+                // must not count them as replicated.
+                for (region, epoch) in admitted {
+                    if self.leases.follows(region) != Some(epoch) {
+                        return Err(RegionError::new(
+                            ErrorKind::WrongRoute,
+                            format!(
+                                "datanode {} stopped following region {region} at epoch \
+                                 {epoch} while it took the shipment",
+                                self.leases.datanode
+                            ),
+                        ));
+                    }
+                }
+                return Ok(reply);
             }
             let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
                 return self.regions.call(request).await;

@@ -37,7 +37,8 @@ use crate::engine::replica::{Ship, Ticket};
 use crate::lease::Leases;
 
 /// How long a follower may fail to take a leader's writes before the leader asks the
-/// metasrv to remove it: writes wait this long at most for a follower that is gone.
+/// metasrv to remove it: writes wait this long for a follower that is gone, and then for
+/// the metasrv's answer.
 pub const FOLLOWER_REMOVAL_AFTER: Duration = Duration::from_secs(3);
 /// How long one shipment may take, connecting included.
 const SHIPMENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +70,9 @@ struct Entry {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// An outbox and what wakes its shipping task.
+type Waking = (Arc<Outbox>, async_channel::Sender<()>);
+
 /// The writes queued for one follower shard, oldest first.
 #[derive(Default)]
 struct Outbox {
@@ -82,7 +86,7 @@ struct Shared {
     handle: DatanodeHandle,
     metasrv: MetaClient,
     dial: Dial,
-    outboxes: Mutex<BTreeMap<Replica, (Arc<Outbox>, async_channel::Sender<()>)>>,
+    outboxes: Mutex<BTreeMap<Replica, Waking>>,
     /// Outboxes created by a shard, whose shipping task the runtime's side starts.
     created: async_channel::Sender<(Replica, Arc<Outbox>, async_channel::Receiver<()>)>,
 }
@@ -129,7 +133,7 @@ impl Ship for Replicator {
         region: RegionId,
         epoch: u64,
         sequence: u64,
-        payload: bytes::Bytes,
+        payload: &[u8],
     ) -> Result<Ticket, String> {
         let shared = &self.shared;
         let followers = shared.leases.followers(region, epoch).ok_or_else(|| {
@@ -141,30 +145,41 @@ impl Ship for Replicator {
         if followers.is_empty() {
             return Ok(Ticket::none());
         }
-        let mut shipped = Vec::with_capacity(followers.len());
-        let mut wakes = Vec::with_capacity(followers.len());
-        let wal = Arc::new(AtomicU8::new(IN_WAL));
         let mut outboxes = shared.outboxes.lock().expect("outboxes");
-        for follower in followers {
-            let (outbox, wake) = outboxes
-                .entry(follower)
-                .or_insert_with(|| {
-                    let outbox = Arc::new(Outbox::default());
-                    let (wake, woken) = async_channel::bounded(1);
-                    // The channel is unbounded and the receiver lives with `shared`.
-                    let _ = shared.created.try_send((follower, outbox.clone(), woken));
-                    (outbox, wake)
-                })
-                .clone();
-            let mut queued = outbox.queued_bytes.lock().expect("queued");
-            if *queued + payload.len() > OUTBOX_BYTES_MAX {
+        let boxes: Vec<Waking> = followers
+            .iter()
+            .map(|follower| {
+                outboxes
+                    .entry(*follower)
+                    .or_insert_with(|| {
+                        let outbox = Arc::new(Outbox::default());
+                        let (wake, woken) = async_channel::bounded(1);
+                        // The channel is unbounded and the receiver lives with `shared`.
+                        let _ = shared.created.try_send((*follower, outbox.clone(), woken));
+                        (outbox, wake)
+                    })
+                    .clone()
+            })
+            .collect();
+        drop(outboxes);
+        // Every follower has room, or the write goes to none: an entry queued for one
+        // and never released would hold up that follower's outbox for good.
+        for ((outbox, _), follower) in boxes.iter().zip(&followers) {
+            let queued = *outbox.queued_bytes.lock().expect("queued");
+            if queued + payload.len() > OUTBOX_BYTES_MAX {
                 return Err(format!(
-                    "{} bytes are queued for datanode {} shard {}, the limit is \
+                    "{queued} bytes are queued for datanode {} shard {}, the limit is \
                      {OUTBOX_BYTES_MAX}",
-                    *queued, follower.datanode, follower.shard
+                    follower.datanode, follower.shard
                 ));
             }
-            *queued += payload.len();
+        }
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        let wal = Arc::new(AtomicU8::new(IN_WAL));
+        let mut shipped = Vec::with_capacity(boxes.len());
+        let mut wakes = Vec::with_capacity(boxes.len());
+        for (outbox, wake) in boxes {
+            *outbox.queued_bytes.lock().expect("queued") += payload.len();
             let (done, outcome) = oneshot::channel();
             outbox.entries.lock().expect("entries").push_back(Entry {
                 region,
@@ -257,6 +272,10 @@ async fn ship_to(
                 retry = RETRY_FIRST;
             }
             Err(reason) => {
+                // The follower may refuse because the configuration moved on (a dropped
+                // region, a failover) before this leader heard: hear first, so that the
+                // writes no longer waiting on it settle rather than get it removed.
+                shared.leases.renew_now().await;
                 let since = *failing_since.get_or_insert_with(time::now);
                 tracing::warn!(
                     datanode = shared.datanode,
@@ -288,6 +307,8 @@ fn settle(
     let mut finished = 0;
     let mut freed = 0;
     let mut kept = VecDeque::with_capacity(entries.len());
+    // Whether the follower is still one of (region, epoch)'s, asked once per pair.
+    let mut member: BTreeMap<(RegionId, u64), bool> = BTreeMap::new();
     for entry in entries.drain(..) {
         let outcome = if entry.wal.load(Ordering::Acquire) == NOT_DURABLE {
             Some(Err(format!(
@@ -297,9 +318,17 @@ fn settle(
         } else if removed.contains(&(entry.region, entry.epoch)) {
             Some(Ok(()))
         } else {
-            match shared.leases.followers(entry.region, entry.epoch) {
-                Some(followers) if followers.contains(&follower) => None,
-                _ => Some(Err(format!(
+            let still = *member
+                .entry((entry.region, entry.epoch))
+                .or_insert_with(|| {
+                    shared
+                        .leases
+                        .followers(entry.region, entry.epoch)
+                        .is_some_and(|followers| followers.contains(&follower))
+                });
+            match still {
+                true => None,
+                false => Some(Err(format!(
                     "datanode {} no longer leads region {} with datanode {} as a follower \
                      at epoch {}",
                     shared.datanode, entry.region, follower.datanode, entry.epoch
@@ -419,12 +448,16 @@ async fn remove_follower(
                 %refusal,
                 "the metasrv refused to remove a follower"
             ),
-            Err(error) => tracing::warn!(
-                datanode = shared.datanode,
-                %region,
-                %error,
-                "cannot reach the metasrv to remove a follower; trying again"
-            ),
+            // The others would wait as long: the shipping loop tries again soon.
+            Err(error) => {
+                tracing::warn!(
+                    datanode = shared.datanode,
+                    %region,
+                    %error,
+                    "cannot reach the metasrv to remove a follower; trying again"
+                );
+                return;
+            }
         }
     }
 }

@@ -126,17 +126,22 @@ pub async fn open(
     peers: Peers,
     build: BuildInfo,
 ) -> Result<Arc<Frontend>, String> {
-    // The metasrv may not be up yet, and regions need a datanode to live on: wait for
-    // both, saying so now and then, rather than exit.
+    // The metasrv may not be up yet, and regions need as many datanodes to live on as
+    // they have copies: wait for both, saying so now and then, rather than exit.
     let metasrv = peers.metasrv.peer();
+    let needed = usize::from(config.replicas.max(1));
     let mut waited = 0u32;
     let catalog = loop {
         let say = waited.is_multiple_of(WAIT_LOG_EVERY);
         match peers.metasrv.catalog().await {
-            Ok(catalog) if !catalog.datanodes.is_empty() => break catalog,
-            Ok(_) if say => {
-                tracing::info!(%metasrv, "waiting for a datanode to register with the metasrv")
-            }
+            Ok(catalog) if catalog.datanodes.len() >= needed => break catalog,
+            Ok(catalog) if say => tracing::info!(
+                %metasrv,
+                registered = catalog.datanodes.len(),
+                needed,
+                "waiting for datanodes to register with the metasrv (regions have {needed} \
+                 copies on as many datanodes)"
+            ),
             Err(error) if say => {
                 tracing::warn!(%metasrv, %error, "cannot read the catalog; retrying")
             }

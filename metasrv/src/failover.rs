@@ -19,6 +19,7 @@
 //! acknowledged, but a divergent tail all the same) and truncating by epoch is not built
 //! yet: a region that failed over keeps one copy until catch-up exists.
 
+use std::collections::BTreeSet;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -84,8 +85,36 @@ async fn fail_over(service: &MetaService, leading_since: Instant) -> Result<(), 
         now.saturating_duration_since(last)
     };
     let catalog = service.catalog().await?;
+    let gone: BTreeSet<u64> = catalog
+        .routes()
+        .filter(|(_, route)| !route.followers.is_empty())
+        .map(|(_, route)| route.datanode)
+        .filter(|datanode| silent_for(*datanode) >= LEASE_WAIT)
+        .collect();
+    for datanode in gone {
+        // Checked again, atomically with the heartbeats' record: from here until the
+        // moves are done, the datanode's heartbeats renew no lease.
+        if !service.begin_failover(datanode, leading_since, LEASE_WAIT) {
+            continue;
+        }
+        let moved = fail_over_datanode(service, datanode, &silent_for).await;
+        service.end_failover(datanode);
+        moved?;
+    }
+    Ok(())
+}
+
+/// Promotes a live follower of every replicated region `datanode` leads.
+async fn fail_over_datanode(
+    service: &MetaService,
+    datanode: u64,
+    silent_for: &impl Fn(u64) -> Duration,
+) -> Result<(), ExecuteError> {
+    // Read after the datanode was marked: no grant to it can come from a catalog older
+    // than the moves below.
+    let catalog = service.catalog().await?;
     for (region, route) in catalog.routes() {
-        if route.followers.is_empty() || silent_for(route.datanode) < LEASE_WAIT {
+        if route.followers.is_empty() || route.datanode != datanode {
             continue;
         }
         let Some(promoted) = route

@@ -125,6 +125,9 @@ pub struct MetaService {
     raft: MetaRaft,
     state: StateMachine,
     datanodes: Mutex<BTreeMap<u64, DatanodeStatus>>,
+    /// Datanodes whose regions the failure detector is moving (`crate::failover`): their
+    /// heartbeats renew no lease until it is done. Locked after `datanodes`, never before.
+    failing_over: Mutex<BTreeSet<u64>>,
     disk_thread: DiskThread,
     /// `raft::election::drive`, which ends when the raft stops; aborted on drop, since it
     /// holds a handle that would otherwise keep the raft alive.
@@ -258,6 +261,7 @@ impl MetaService {
             raft,
             state,
             datanodes: Mutex::new(BTreeMap::new()),
+            failing_over: Mutex::new(BTreeSet::new()),
             disk_thread,
             _elections: elections,
         })
@@ -441,14 +445,61 @@ impl MetaService {
         // Recorded before the catalog is read: whatever later decides from the heartbeats
         // that a datanode is gone (failover) sees this one before its grants could be
         // read from a catalog older than that decision.
+        // A datanode whose regions are being failed over gets no lease meanwhile: the
+        // detector decided it was silent for a lease, and a grant read from the catalog
+        // before its change commits would hand the old leader a fresh lease on a region
+        // its follower is about to lead.
         self.leads()?;
-        self.record_heartbeat(datanode, shards)?;
+        if self.record_heartbeat(datanode, shards)? {
+            return Err(ExecuteError::Unavailable(format!(
+                "datanode {datanode} was silent for a lease and its regions are being failed \
+                 over; it holds no lease until that is done"
+            )));
+        }
         let catalog = self.catalog().await?;
         let (leases, replication) = catalog.grants(datanode);
         Ok((catalog.version, leases, replication))
     }
 
-    fn record_heartbeat(&self, datanode: u64, shards: Vec<ShardStats>) -> Result<(), ExecuteError> {
+    /// Marks `datanode` as being failed over if no heartbeat of it arrived within
+    /// `silent_for` (counting from `since` for one never heard); false if one did.
+    /// Atomic with [`MetaService::heartbeat`]'s record: either the heartbeat is seen here,
+    /// or it is refused its lease.
+    pub(crate) fn begin_failover(
+        &self,
+        datanode: u64,
+        since: Instant,
+        silent_for: Duration,
+    ) -> bool {
+        let datanodes = self.datanodes.lock().expect("datanodes");
+        let last = datanodes
+            .get(&datanode)
+            .map(|status| status.last_heartbeat.max(since))
+            .unwrap_or(since);
+        if time::now().saturating_duration_since(last) < silent_for {
+            return false;
+        }
+        self.failing_over
+            .lock()
+            .expect("failing over")
+            .insert(datanode);
+        true
+    }
+
+    /// Lets `datanode`'s heartbeats renew leases again, from the catalog as it now is.
+    pub(crate) fn end_failover(&self, datanode: u64) {
+        self.failing_over
+            .lock()
+            .expect("failing over")
+            .remove(&datanode);
+    }
+
+    /// Records a heartbeat; true if its datanode is being failed over.
+    fn record_heartbeat(
+        &self,
+        datanode: u64,
+        shards: Vec<ShardStats>,
+    ) -> Result<bool, ExecuteError> {
         let mut datanodes = self.datanodes.lock().expect("datanodes");
         if !datanodes.contains_key(&datanode) && datanodes.len() >= DATANODES_MAX {
             return Err(ExecuteError::Refused(format!(
@@ -462,7 +513,8 @@ impl MetaService {
                 shards,
             },
         );
-        Ok(())
+        let failing_over = self.failing_over.lock().expect("failing over");
+        Ok(failing_over.contains(&datanode))
     }
 
     /// The catalog's version once it is past `since`, or as it is after

@@ -547,10 +547,7 @@ async fn check_after_healing(
                  leader on datanode {leader} {}; first difference {:?}; faults {faults:?}",
                 rows.len(),
                 expected.len(),
-                rows.iter()
-                    .zip(expected.iter())
-                    .find(|(a, b)| a != b)
-                    .or_else(|| None),
+                rows.iter().zip(expected.iter()).find(|(a, b)| a != b),
             );
         }
     }

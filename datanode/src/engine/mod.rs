@@ -374,20 +374,27 @@ impl ShardEngine {
                 "region {id}: a write's sequence {sequence} stays above the flushed {}",
                 region.manifest.flushed_sequence
             );
-            // Queued for the followers in the step that takes the sequence, after the WAL
-            // took the record, so a region's writes reach its followers in sequence order;
-            // each leaves once the leader's WAL made it durable (`replica::Ticket`).
-            let shipping = self.shipping.borrow().get().cloned();
-            let copy = shipping
-                .as_ref()
-                .map(|_| bytes::Bytes::from(payload.clone()));
+            // Queued for the followers in the step that takes the sequence, so a region's
+            // writes reach its followers in sequence order, and before the WAL takes it:
+            // a write that cannot be shipped takes no sequence (the follower would see a
+            // gap). Each leaves once the leader's WAL made it durable (`replica::Ticket`);
+            // one the WAL refuses never leaves.
+            let ticket = match (epoch, self.shipping.borrow().get()) {
+                (0, _) => replica::Ticket::none(),
+                (_, Some(shipping)) => shipping
+                    .ship(id, epoch, sequence, &payload)
+                    .map_err(|reason| replica::not_replicated(id, sequence, reason))?,
+                (_, None) => {
+                    return Err(EngineError::Unavailable(format!(
+                        "region {id}: a write at epoch {epoch} came before this datanode's \
+                         replication started"
+                    )))
+                }
+            };
             let durable = self.wal.enqueue(id, sequence, payload)?;
             region.manifest.last_sequence = sequence;
             region.in_flight.insert(sequence);
-            let shipped = match (shipping, copy) {
-                (Some(shipping), Some(copy)) => shipping.ship(id, epoch, sequence, copy),
-                _ => Ok(replica::Ticket::none()),
-            };
+            let shipped = ticket;
             (sequence, durable, shipped)
         };
         let outcome = durable
@@ -414,6 +421,17 @@ impl ShardEngine {
             return Ok(());
         };
         region.in_flight.remove(&sequence);
+        let lowest = region.in_flight.first().copied().unwrap_or(u64::MAX);
+        let ready: Vec<_> = {
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut region.durable_waiters)
+                .into_iter()
+                .partition(|(waits_for, _)| *waits_for < lowest);
+            region.durable_waiters = waiting;
+            ready
+        };
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
+        }
         outcome?;
         // A region dropped while the write was in flight has nothing to apply it to.
         if region.state() != &RegionState::Dropped {

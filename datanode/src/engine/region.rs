@@ -54,6 +54,10 @@ pub(super) struct Region {
     /// Sequences taken by writes not yet applied (or failed): a flush may only claim the
     /// sequences below the lowest of them.
     pub(super) in_flight: BTreeSet<u64>,
+    /// A follower's waits for a write already queued in the WAL to become durable (a
+    /// leader's shipment sent again while the first was still being synced): each is told
+    /// once no sequence at or below its own is in flight.
+    pub(super) durable_waiters: Vec<(u64, futures::channel::oneshot::Sender<()>)>,
     /// A flush is under way. Flushes and compactions are jobs that run alongside each
     /// other in any state that serves, so they are not states of the region.
     pub(super) flushing: bool,
@@ -86,6 +90,7 @@ impl Region {
             memtable: Memtable::default(),
             frozen: Vec::new(),
             in_flight: BTreeSet::new(),
+            durable_waiters: Vec::new(),
             flushing: false,
             compacting: false,
         }

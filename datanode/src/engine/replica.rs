@@ -65,17 +65,25 @@ impl Drop for Ticket {
 /// Where a leader's writes go to its followers.
 pub trait Ship: Send + Sync {
     /// Queues write `sequence` of `region`, made under the route epoch `epoch`, for each
-    /// of the region's followers at that epoch. Called in the step that takes the
-    /// sequence, so a region's writes queue in order. An error: the write cannot be
-    /// shipped (the region is not led here at that epoch any more, or the followers are
-    /// too far behind).
+    /// of the region's followers at that epoch (copying `payload` only if it has any).
+    /// Called in the step that takes the sequence, before the WAL queues it, so a region's
+    /// writes queue in order. An error: the write cannot be shipped (the region is not
+    /// led here at that epoch any more, or a follower is too far behind), and the engine
+    /// refuses it.
     fn ship(
         &self,
         region: RegionId,
         epoch: u64,
         sequence: u64,
-        payload: bytes::Bytes,
+        payload: &[u8],
     ) -> Result<Ticket, String>;
+}
+
+/// Why write `sequence` of `region` is not on every copy.
+pub(super) fn not_replicated(region: RegionId, sequence: u64, reason: String) -> EngineError {
+    EngineError::Unavailable(format!(
+        "write {sequence} of region {region} is not on every replica: {reason}"
+    ))
 }
 
 /// Lets write `sequence` of `region` go to its followers once the leader's WAL told its
@@ -84,15 +92,14 @@ pub(super) async fn await_shipped(
     region: RegionId,
     sequence: u64,
     durable: bool,
-    shipped: Result<Ticket, String>,
+    mut ticket: Ticket,
 ) -> Result<(), EngineError> {
-    let unavailable = |reason: String| {
-        EngineError::Unavailable(format!(
-            "write {sequence} of region {region} is not on every replica: {reason}"
-        ))
-    };
-    let mut ticket = shipped.map_err(unavailable)?;
+    let unavailable = |reason: String| not_replicated(region, sequence, reason);
     ticket.release(durable);
+    if !durable {
+        // The WAL's error is the write's; nothing was shipped.
+        return Ok(());
+    }
     for follower in std::mem::take(&mut ticket.acked) {
         follower
             .await
@@ -113,46 +120,73 @@ impl ShardEngine {
     }
 
     /// Takes a leader's writes to its copy of region `id`, `(sequence, batch as logged)`
-    /// in sequence order; returns once every one is durable and applied. A write it
-    /// already has (a shipment sent again) is skipped; a gap (a write it never had) is an
-    /// error, since the copy would no longer be a prefix of the leader's.
+    /// in sequence order; returns once every one is durable and applied. A write already
+    /// taken (a shipment sent again) is not taken twice, but waited for if its sync is
+    /// still under way: the answer says every write in the shipment is durable here. A
+    /// gap (a write it never had) is an error, since the copy would no longer be a prefix
+    /// of the leader's. Writes to a region dropped here are taken as done: it holds
+    /// nothing anyone reads.
     pub async fn apply_replicated(
         &self,
         id: RegionId,
         writes: Vec<(u64, bytes::Bytes)>,
     ) -> Result<(), EngineError> {
         let mut pending = Vec::with_capacity(writes.len());
-        let gap = {
+        let mut refused = None;
+        let mut queued_before = None;
+        {
             let mut regions = self.regions.borrow_mut();
+            if regions
+                .get(&id)
+                .is_some_and(|region| region.state() == &RegionState::Dropped)
+            {
+                return Ok(());
+            }
             let region = region_mut(&mut regions, id, Need::Writable)?;
-            let mut gap = None;
             for (sequence, payload) in writes {
                 let last = region.manifest.last_sequence;
                 if sequence <= last {
+                    // Taken already; durable unless still in flight.
+                    if region.in_flight.range(..=sequence).next().is_some() {
+                        let (told, durable) = oneshot::channel();
+                        region.durable_waiters.push((sequence, told));
+                        queued_before = Some(durable);
+                    }
                     continue;
                 }
                 if sequence != last + 1 {
-                    gap = Some(EngineError::Unavailable(format!(
+                    refused = Some(EngineError::Unavailable(format!(
                         "region {id}: the leader sent write {sequence}, the copy here ends \
                          at {last}; it must catch up before it takes more"
                     )));
                     break;
                 }
-                let batch = write_batch::decode(&payload).map_err(|error| {
-                    EngineError::Internal(format!(
-                        "region {id}: the leader's write {sequence} does not decode: {error}"
-                    ))
-                })?;
-                batch
-                    .check(&region.manifest.schema)
-                    .map_err(|fault| EngineError::InvalidWrite { region: id, fault })?;
-                let durable = self.wal.enqueue(id, sequence, payload.to_vec())?;
+                let batch = match write_batch::decode(&payload) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        refused = Some(EngineError::Internal(format!(
+                            "region {id}: the leader's write {sequence} does not decode: {error}"
+                        )));
+                        break;
+                    }
+                };
+                if let Err(fault) = batch.check(&region.manifest.schema) {
+                    refused = Some(EngineError::InvalidWrite { region: id, fault });
+                    break;
+                }
+                let durable = match self.wal.enqueue(id, sequence, payload.to_vec()) {
+                    Ok(durable) => durable,
+                    Err(error) => {
+                        refused = Some(error.into());
+                        break;
+                    }
+                };
                 region.manifest.last_sequence = sequence;
                 region.in_flight.insert(sequence);
                 pending.push((sequence, batch, durable));
             }
-            gap
-        };
+        }
+        // Whatever was queued is awaited and applied, even when a later write was refused.
         let mut failed = None;
         for (sequence, batch, durable) in pending {
             let outcome = durable
@@ -162,7 +196,19 @@ impl ShardEngine {
                 failed.get_or_insert(error);
             }
         }
-        match failed.or(gap) {
+        if let Some(durable) = queued_before {
+            // Told once nothing at or below it is in flight: durable, unless the WAL failed
+            // (a failed WAL takes nothing more, so its failure covers them).
+            if durable.await.is_err() {
+                failed.get_or_insert(EngineError::Unavailable(format!(
+                    "region {id}: the shard stopped before a write sent again was durable"
+                )));
+            }
+            if let Some(reason) = self.wal.failure() {
+                failed.get_or_insert(EngineError::Wal(WalError::Failed(reason)));
+            }
+        }
+        match failed.or(refused) {
             Some(error) => Err(error),
             None => Ok(()),
         }

@@ -565,7 +565,7 @@ impl Writer {
         // datanode does meanwhile — shipping to followers, say — meets a power cut between
         // the write and its sync.
         if metronome_core::buggify!(0.01) {
-            let stall_ms = metronome_core::rt::rand::gen_range(20..500);
+            let stall_ms = metronome_core::rt::rand::gen_range(20..1000);
             time::sleep(std::time::Duration::from_millis(stall_ms)).await;
         }
         self.file.sync_data().await?;

@@ -419,7 +419,8 @@ pub fn table_definition(
                         .filter(|n| (1..=REPLICAS_MAX).contains(n))
                         .ok_or_else(|| {
                             SqlError::Invalid(format!(
-                                "replicas = {text} must be a whole number from 1 to                                  {REPLICAS_MAX}"
+                                "replicas = {text} must be a whole number from 1 to \
+                                 {REPLICAS_MAX}"
                             ))
                         })?,
                 );
