@@ -1,0 +1,316 @@
+//! The whole-cluster simulation's checks once every fault healed: liveness, every
+//! acknowledged sample read back, writes only under leases and one writer per region
+//! and epoch, each follower's copy equal to its leader's, one metasrv leader per term.
+
+use super::*;
+
+/// The checks once every fault healed.
+pub(super) async fn check_after_healing(
+    history: Shared,
+    slots: Vec<FrontendSlot>,
+    handles: cluster::DatanodeHandles,
+    faults: Vec<String>,
+) {
+    // What the writers attempted from here on is not checked: they stop (a write in
+    // flight was recorded as attempted before it left, and is indeterminate).
+    history.lock().unwrap().stopped = true;
+    // Liveness: a write through each frontend succeeds within the bound.
+    let healed = time::now();
+    for (index, slot) in slots.iter().enumerate() {
+        let frontend = frontend(slot, RECOVERY_MAX).await;
+        let batch = series("sim_after_heal", &format!("check{index}"), 0);
+        loop {
+            match time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
+                Ok(Ok(_)) => break,
+                outcome => assert!(
+                    time::now().duration_since(healed) < RECOVERY_MAX,
+                    "no write through frontend {} succeeded {RECOVERY_MAX:?} after the \
+                     faults healed: {outcome:?}; faults {faults:?}",
+                    index + 1
+                ),
+            }
+            time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let elapsed = time::now().duration_since(healed);
+    eprintln!("cluster_recovery_ms={}", elapsed.as_millis());
+
+    let history = {
+        let mut shared = history.lock().unwrap();
+        let taken = std::mem::take(&mut *shared);
+        // The writers that were in a write when they were told to stop must still see it.
+        shared.stopped = true;
+        taken
+    };
+    let writes = history.observed.iter().filter(|s| s.write).count();
+    let refused = history
+        .observed
+        .iter()
+        .filter(|s| s.write && !s.succeeded)
+        .count();
+    eprintln!(
+        "cluster_samples_acknowledged={} attempted={} metrics={} datanode_writes={writes} \
+         refused={refused} cut_offs={}",
+        history.acknowledged.len(),
+        history.attempted.len(),
+        history.metrics.len(),
+        history.cut_off.len()
+    );
+    assert!(
+        history.refused_as_invalid.is_empty(),
+        "valid writes were refused as invalid (a 400: Prometheus would drop them): {:?}; \
+         faults {faults:?}",
+        &history.refused_as_invalid[..history.refused_as_invalid.len().min(3)]
+    );
+    assert!(
+        history.acknowledged.len() >= PROGRESS_MIN,
+        "the writers made progress: {} samples acknowledged; faults {faults:?}",
+        history.acknowledged.len()
+    );
+    // Every acknowledged sample reads back through either frontend; nothing else does.
+    for slot in &slots {
+        let frontend = frontend(slot, RECOVERY_MAX).await;
+        let mut read: BTreeMap<SampleKey, f64> = BTreeMap::new();
+        for metric in &history.metrics {
+            let samples = loop {
+                match read_back(&frontend, metric).await {
+                    Ok(samples) => break samples,
+                    Err(error) => assert!(
+                        time::now().duration_since(healed) < 2 * RECOVERY_MAX,
+                        "reading {metric} back fails: {error}; faults {faults:?}"
+                    ),
+                }
+                time::sleep(Duration::from_millis(200)).await;
+            };
+            read.extend(samples);
+        }
+        let lost: Vec<&SampleKey> = history
+            .acknowledged
+            .iter()
+            .filter(|key| read.get(*key) != history.attempted.get(*key))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged samples do not read back as written, first {:?}; faults {faults:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let phantoms: Vec<(&SampleKey, &f64)> = read
+            .iter()
+            .filter(|(key, value)| history.attempted.get(*key) != Some(*value))
+            .collect();
+        assert!(
+            phantoms.is_empty(),
+            "samples no one wrote read back: {:?} (attempted as {:?}); faults {faults:?}",
+            &phantoms[..phantoms.len().min(5)],
+            phantoms
+                .iter()
+                .take(5)
+                .map(|(key, _)| history.attempted.get(*key))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // A datanode cut off from every metasrv replica cannot renew its leases: from a lease
+    // after the cut began until it heals, it completes no write. (A write in progress
+    // when the cut heals may complete under a lease renewed since: the simulated network
+    // holds what was sent into a cut link, as TCP would, and delivers it once it heals.)
+    for (datanode, from, to) in &history.cut_off {
+        let late: Vec<&Observed> = history
+            .observed
+            .iter()
+            .filter(|seen| {
+                seen.write
+                    && seen.succeeded
+                    && seen.datanode == *datanode
+                    && seen.finished > *from + LEASE
+                    && seen.finished < *to
+            })
+            .collect();
+        assert!(
+            late.is_empty(),
+            "datanode {datanode}, cut off from the metasrv from {from:?} to {to:?}, completed \
+             {} writes after its lease could have run out, first {:?}",
+            late.len(),
+            late.first()
+        );
+    }
+    // Every write completed under a lease the metasrv granted: a heartbeat from its
+    // datanode, answered with its region at its epoch, received less than a lease before
+    // the write completed (the lease, counted from the heartbeat's sending on a clock
+    // that may run slow, ran out in real time before the heartbeat's arrival plus a
+    // lease). This is what a clock without the leases' drift margin breaks.
+    let mut grants: BTreeMap<u64, Vec<&Granted>> = BTreeMap::new();
+    for granted in &history.granted {
+        grants.entry(granted.datanode).or_default().push(granted);
+    }
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        let under_lease = grants.get(&seen.datanode).is_some_and(|grants| {
+            grants.iter().any(|granted| {
+                granted.received < seen.finished
+                    && seen.finished < granted.received + LEASE
+                    && granted.leases.contains(&(seen.region, seen.epoch))
+            })
+        });
+        assert!(
+            under_lease,
+            "a write to region {} completed on datanode {} at {:?} under no lease granted in \
+             the {LEASE:?} before; faults {faults:?}",
+            seen.region, seen.datanode, seen.finished
+        );
+    }
+    // No two datanodes complete writes to one region at overlapping times.
+    let mut by_region: BTreeMap<RegionId, Vec<&Observed>> = BTreeMap::new();
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        by_region.entry(seen.region).or_default().push(seen);
+    }
+    for (region, writes) in &by_region {
+        for (i, a) in writes.iter().enumerate() {
+            for b in &writes[i + 1..] {
+                let overlap = a.started < b.finished && b.started < a.finished;
+                assert!(
+                    a.datanode == b.datanode || !overlap,
+                    "datanodes {} and {} both wrote region {region} at once",
+                    a.datanode,
+                    b.datanode
+                );
+            }
+        }
+    }
+    // An epoch has one leader: the writes completed at one (region, epoch) were all
+    // one datanode's, and none at an epoch the region has not reached.
+    let frontend = frontend(&slots[0], RECOVERY_MAX).await;
+    let catalog = frontend
+        .meta
+        .refresh()
+        .await
+        .expect("the catalog after healing");
+    let epochs: BTreeMap<RegionId, u64> = catalog
+        .routes()
+        .map(|(region, route)| (region, route.epoch))
+        .collect();
+    let mut leaders: BTreeMap<(RegionId, u64), u64> = BTreeMap::new();
+    for seen in history.observed.iter().filter(|s| s.write && s.succeeded) {
+        let leader = *leaders
+            .entry((seen.region, seen.epoch))
+            .or_insert(seen.datanode);
+        assert_eq!(
+            leader, seen.datanode,
+            "datanodes {leader} and {} both completed writes to region {} at epoch {}",
+            seen.datanode, seen.region, seen.epoch
+        );
+        assert!(
+            epochs
+                .get(&seen.region)
+                .is_some_and(|epoch| *epoch >= seen.epoch),
+            "a write completed on datanode {} at epoch {} for region {}, which is at {:?}",
+            seen.datanode,
+            seen.epoch,
+            seen.region,
+            epochs.get(&seen.region)
+        );
+    }
+    // Every copy of a region holds what its leader holds, once the writes in flight
+    // have settled: a leader acknowledges only what every member of its configuration
+    // made durable, and ships only what its own WAL made durable.
+    time::sleep(WRITE_TIMEOUT + FOLLOWER_REMOVAL_AFTER).await;
+    let catalog = frontend
+        .meta
+        .refresh()
+        .await
+        .expect("the catalog after the writes settled");
+    let mut compared = 0;
+    for (region, route) in catalog.routes() {
+        let copies: Vec<(u64, Vec<String>)> = {
+            let mut copies = Vec::new();
+            for replica in route.replicas() {
+                let handle = handles.lock().unwrap().get(&replica.datanode).cloned();
+                let handle = handle.expect("every datanode started");
+                let rows = handle
+                    .scan_series(region, metronome_core::data::ScanRequest::all())
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!(
+                            "region {region} on datanode {}: {error}; faults {faults:?}",
+                            replica.datanode
+                        )
+                    });
+                let rows: Vec<String> = rows
+                    .into_iter()
+                    .flat_map(|mut series| {
+                        while series.tags.last().is_some_and(String::is_empty) {
+                            series.tags.pop();
+                        }
+                        let tags = series.tags;
+                        series
+                            .rows
+                            .into_iter()
+                            .map(move |(ts, values)| format!("{tags:?} {ts} {values:?}"))
+                    })
+                    .collect();
+                copies.push((replica.datanode, rows));
+            }
+            copies
+        };
+        let (leader, expected) = &copies[0];
+        for (follower, rows) in &copies[1..] {
+            compared += 1;
+            assert!(
+                rows == expected,
+                "region {region}: the follower on datanode {follower} holds {} rows, its \
+                 leader on datanode {leader} {}; first difference {:?}; faults {faults:?}",
+                rows.len(),
+                expected.len(),
+                rows.iter().zip(expected.iter()).find(|(a, b)| a != b),
+            );
+        }
+    }
+    // Failover time: from a leader's kill to the first write completed on the region's
+    // next leader.
+    let mut failover_ms = Vec::new();
+    for (dead, at) in &history.killed {
+        // The regions it led when it died: their last write before was its.
+        let mut last: BTreeMap<RegionId, (Instant, u64)> = BTreeMap::new();
+        for s in &history.observed {
+            if s.write && s.succeeded && s.finished < *at {
+                let entry = last.entry(s.region).or_insert((s.finished, s.datanode));
+                if s.finished > entry.0 {
+                    *entry = (s.finished, s.datanode);
+                }
+            }
+        }
+        let led: BTreeSet<RegionId> = last
+            .into_iter()
+            .filter(|(_, (_, datanode))| datanode == dead)
+            .map(|(region, _)| region)
+            .collect();
+        for region in led {
+            if let Some(next) = history
+                .observed
+                .iter()
+                .filter(|s| {
+                    s.write
+                        && s.succeeded
+                        && s.region == region
+                        && s.datanode != *dead
+                        && s.finished > *at
+                })
+                .map(|s| s.finished)
+                .min()
+            {
+                failover_ms.push(next.duration_since(*at).as_millis());
+            }
+        }
+    }
+    failover_ms.sort_unstable();
+    println!("cluster_failover_ms={failover_ms:?}");
+    let reconfigured = epochs.values().filter(|epoch| **epoch > 1).count();
+    println!("cluster_regions_reconfigured={reconfigured} copies_compared={compared}");
+    // At most one metasrv leader per term.
+    for (term, leaders) in &history.leaders {
+        assert!(
+            leaders.len() == 1,
+            "term {term} saw metasrv leaders {leaders:?}"
+        );
+    }
+}
