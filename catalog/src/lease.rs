@@ -182,6 +182,12 @@ impl RegionLeases {
         Ok(())
     }
 
+    /// The epoch the latest renewal granted `region` at, whether or not its lease has
+    /// lapsed since.
+    pub fn granted_epoch(&self, region: RegionId) -> Option<u64> {
+        self.held.get(&region).map(|held| held.epoch)
+    }
+
     /// The regions held, with their epochs, for introspection.
     pub fn held(&self) -> impl Iterator<Item = Grant> + '_ {
         self.held.iter().map(|(region, held)| (*region, held.epoch))

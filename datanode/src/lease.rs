@@ -82,6 +82,26 @@ impl Leases {
         )
     }
 
+    /// The followers of `region` as the latest renewal configured it, if it was granted
+    /// to this datanode at `epoch` then, even if the lease has lapsed since: a lapse is no
+    /// change of configuration, and a write the leader made durable must still reach its
+    /// followers, or their copies would no longer be a prefix of its own.
+    pub fn configured_followers(&self, region: RegionId, epoch: u64) -> Option<Vec<Replica>> {
+        let held = self.held.lock().expect("leases");
+        if held.granted_epoch(region) != Some(epoch) {
+            return None;
+        }
+        let replication = self.replication.lock().expect("replication");
+        Some(
+            replication
+                .followers
+                .iter()
+                .find(|(id, _)| *id == region)
+                .map(|(_, followers)| followers.clone())
+                .unwrap_or_default(),
+        )
+    }
+
     /// The epoch at which this datanode holds a follower's copy of `region`, if it does.
     pub fn follows(&self, region: RegionId) -> Option<u64> {
         let replication = self.replication.lock().expect("replication");

@@ -295,8 +295,8 @@ async fn ship_to(
     }
 }
 
-/// Completes the oldest writes whose (region, epoch) needs the follower no more; returns
-/// how many.
+/// Completes the oldest writes whose (region, epoch) needs the follower no more (its
+/// configuration changed: a lapsed lease is no change); returns how many.
 fn settle(
     shared: &Shared,
     follower: Replica,
@@ -323,7 +323,7 @@ fn settle(
                 .or_insert_with(|| {
                     shared
                         .leases
-                        .followers(entry.region, entry.epoch)
+                        .configured_followers(entry.region, entry.epoch)
                         .is_some_and(|followers| followers.contains(&follower))
                 });
             match still {
@@ -415,7 +415,7 @@ async fn remove_follower(
         .filter(|key| !removed.contains(key))
         .collect();
     for (region, epoch) in waiting {
-        let Some(followers) = shared.leases.followers(region, epoch) else {
+        let Some(followers) = shared.leases.configured_followers(region, epoch) else {
             continue;
         };
         let leader = Replica {
