@@ -24,8 +24,8 @@
 //! - at no instant do two datanodes complete writes to one region, one datanode at most
 //!   completes writes at a region's epoch, and no write completes at an epoch the
 //!   catalog never reached;
-//! - once the writes in flight settled, every follower's copy of a region holds exactly
-//!   its leader's rows;
+//! - once the writes in flight settled, every follower of a region holds every
+//!   acknowledged sample its leader holds, and nothing its leader lacks;
 //! - at most one metasrv leader per term;
 //! - liveness: once the faults heal, a write through each frontend succeeds within a
 //!   bound.
