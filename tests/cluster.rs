@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::roles::{
-    datanode, field, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role,
+    datanode, field, frontend, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role,
 };
 use common::{free_port, get_query, read_log_until, remote_write, write_request};
 
@@ -68,18 +68,7 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
     let second = datanode(2, &metasrv_addr, second_dir.path());
     ready(&second);
 
-    let frontend = start(
-        "frontend",
-        &[
-            "frontend",
-            "--metasrv",
-            &metasrv_addr,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-        ],
-    );
+    let frontend = frontend(&metasrv_addr, &[]);
     let line = ready(&frontend);
     let http = field(&line, "http=");
 

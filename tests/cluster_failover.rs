@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::roles::{datanode, field, ready, sql_at, start, stop};
+use common::roles::{datanode, field, frontend, ready, sql_at, start, stop};
 use common::{free_port, remote_write, write_request};
 
 /// Series per write; each write is one round, at a timestamp of its own.
@@ -43,20 +43,7 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
     ready(&first);
     let second = datanode(2, &metasrv_addr, dirs[2].path());
     ready(&second);
-    let frontend = start(
-        "frontend",
-        &[
-            "frontend",
-            "--metasrv",
-            &metasrv_addr,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-            "--replicas",
-            "2",
-        ],
-    );
+    let frontend = frontend(&metasrv_addr, &["--replicas", "2"]);
     let http = field(&ready(&frontend), "http=");
 
     // Every metric region has a copy on each datanode: a leader and a follower.

@@ -68,18 +68,10 @@ impl Leases {
     /// The followers of `region` if this datanode leads it at `epoch` under a lease that
     /// has not lapsed (none: a region of one copy); `None` otherwise.
     pub fn followers(&self, region: RegionId, epoch: u64) -> Option<Vec<Replica>> {
-        let held = self.held.lock().expect("leases");
-        held.check(region, epoch, time::now()).ok()?;
-        // Read under the leases' lock: a renewal replaces both under it.
-        let replication = self.replication.lock().expect("replication");
-        Some(
-            replication
-                .followers
-                .iter()
-                .find(|(id, _)| *id == region)
-                .map(|(_, followers)| followers.clone())
-                .unwrap_or_default(),
-        )
+        // A renewal between the two reads changes the followers only with the epoch,
+        // which the second read checks again.
+        self.check(region, epoch).ok()?;
+        self.configured_followers(region, epoch)
     }
 
     /// The followers of `region` as the latest renewal configured it, if it was granted
@@ -91,6 +83,7 @@ impl Leases {
         if held.granted_epoch(region) != Some(epoch) {
             return None;
         }
+        // Read under the leases' lock: a renewal replaces both under it.
         let replication = self.replication.lock().expect("replication");
         Some(
             replication

@@ -74,6 +74,21 @@ pub fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
     )
 }
 
+/// A frontend of the metasrv at `metasrv` on free ports, with `flags` besides.
+pub fn frontend(metasrv: &str, flags: &[&str]) -> Role {
+    let mut args = vec![
+        "frontend",
+        "--metasrv",
+        metasrv,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--postgres-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(flags);
+    start("frontend", &args)
+}
+
 /// Stops a role with SIGTERM and checks that it exits cleanly.
 pub fn stop(mut role: Role) {
     role.process.signal(libc::SIGTERM);
