@@ -379,17 +379,16 @@ impl ShardEngine {
             // a write that cannot be shipped takes no sequence (the follower would see a
             // gap). Each leaves once the leader's WAL made it durable (`replica::Ticket`);
             // one the WAL refuses never leaves.
-            let ticket = match (epoch, self.shipping.borrow().get()) {
-                (0, _) => replica::Ticket::none(),
-                (_, Some(shipping)) => shipping
+            // No shipping: standalone (its in-process writes name their route's epoch,
+            // and it has no followers), or a cluster datanode before it joined — which
+            // holds no lease yet, so serves no write (its replication is set before its
+            // first heartbeat).
+            let shipping = self.shipping.borrow().get().cloned();
+            let ticket = match shipping {
+                Some(shipping) if epoch != 0 => shipping
                     .ship(id, epoch, sequence, &payload)
                     .map_err(|reason| replica::not_replicated(id, sequence, reason))?,
-                (_, None) => {
-                    return Err(EngineError::Unavailable(format!(
-                        "region {id}: a write at epoch {epoch} came before this datanode's \
-                         replication started"
-                    )))
-                }
+                _ => replica::Ticket::none(),
             };
             let durable = self.wal.enqueue(id, sequence, payload)?;
             region.manifest.last_sequence = sequence;
