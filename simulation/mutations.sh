@@ -35,8 +35,14 @@ mutations=(
         let renewal = held.renew(sent_at, grants, metronome_catalog::lease::LEASE);"
 "ack-after-leader-fsync-only|datanode/src/engine/replica.rs|cluster|    for follower in std::mem::take(&mut ticket.acked) {|    // MUTATION: acknowledge once the leader's WAL has the write, not waiting for followers.
     for follower in std::mem::take(&mut ticket.acked).into_iter().take(0) {"
-"ship-before-leader-durable|datanode/src/replication.rs|cluster|        let wal = Arc::new(AtomicU8::new(IN_WAL));|        // MUTATION: ship a write at once, in parallel with the leader's own sync.
-        let wal = Arc::new(AtomicU8::new(DURABLE));"
+"add-tags-twice|datanode/src/engine/lifecycle.rs|cluster|            schema.tags.extend_from_slice(&tags[present..]);|            // MUTATION: add every tag asked for, even those another frontend added first.
+            schema.tags.extend_from_slice(&tags);"
+"append-not-durable|metasrv/src/raft/log_store.rs|metasrv_raft|        match self.record(LogEdit::Append(entries)).await {|        // MUTATION: the entries are kept in memory only, and reported durable.
+        let kept = {
+            self.memory.lock().expect(\"raft log\").apply(LogEdit::Append(entries));
+            Ok::<(), io::Error>(())
+        };
+        match kept {"
 )
 
 run() {
