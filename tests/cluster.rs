@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::roles::{
-    datanode, field, frontend, frontend_addrs, ready, sql_at, start, start_cluster, stop, Role,
+    datanode, field, frontend, frontend_addrs, metasrv, ready, sql_at, start, start_cluster, stop,
+    Role,
 };
 use common::{free_port, get_query, read_log_until, remote_write, write_request};
 
@@ -42,18 +43,7 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
         line.contains("cannot register with the metasrv; retrying") && line.contains(&metasrv_addr)
     });
 
-    let metasrv = start(
-        "metasrv",
-        &[
-            "metasrv",
-            "--node-id",
-            "1",
-            "--rpc-addr",
-            &metasrv_addr,
-            "--data-dir",
-            dirs[0].path().to_str().unwrap(),
-        ],
-    );
+    let metasrv = metasrv(&metasrv_addr, dirs[0].path());
     let line = ready(&metasrv);
     assert!(
         line.contains("role=metasrv") && line.contains("id=1"),

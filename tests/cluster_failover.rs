@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::roles::{datanode, field, frontend, ready, sql_at, start, stop};
+use common::roles::{datanode, field, frontend, metasrv, ready, sql_at, stop};
 use common::{free_port, remote_write, write_request};
 
 /// Series per write; each write is one round, at a timestamp of its own.
@@ -26,18 +26,7 @@ fn rows(reply: &common::Reply) -> serde_json::Value {
 fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sample() {
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let metasrv_addr = format!("127.0.0.1:{}", free_port());
-    let metasrv = start(
-        "metasrv",
-        &[
-            "metasrv",
-            "--node-id",
-            "1",
-            "--rpc-addr",
-            &metasrv_addr,
-            "--data-dir",
-            dirs[0].path().to_str().unwrap(),
-        ],
-    );
+    let metasrv = metasrv(&metasrv_addr, dirs[0].path());
     ready(&metasrv);
     let first = datanode(1, &metasrv_addr, dirs[1].path());
     ready(&first);

@@ -304,6 +304,10 @@ impl Catalog {
             epoch: epoch + 1,
             followers,
         };
+        assert!(
+            route.replicas().all(|r| current.contains(&r)),
+            "region {region}: a reconfiguration keeps only members"
+        );
         Ok(())
     }
 

@@ -52,6 +52,22 @@ pub fn field(line: &str, key: &str) -> SocketAddr {
         .unwrap()
 }
 
+/// A single metasrv replica listening at `addr`, its data in `dir`.
+pub fn metasrv(addr: &str, dir: &Path) -> Role {
+    start(
+        "metasrv",
+        &[
+            "metasrv",
+            "--node-id",
+            "1",
+            "--rpc-addr",
+            addr,
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
 /// Datanode `id` of the metasrv at `metasrv`, one shard, its data in `dir`.
 pub fn datanode(id: u64, metasrv: &str, dir: &Path) -> Role {
     start(
