@@ -183,6 +183,20 @@ pub enum Command {
         leader: Replica,
         followers: Vec<Replica>,
     },
+    /// Gives a region at `epoch` the learner `learner`, which catches up from its leader
+    /// ([`crate::replicas`]); the epoch stays.
+    AddLearner {
+        region: RegionId,
+        epoch: u64,
+        learner: Replica,
+    },
+    /// Takes the learner `learner` of a region at `epoch` away (its catch-up failed, or
+    /// its datanode is gone); the epoch stays.
+    RemoveLearner {
+        region: RegionId,
+        epoch: u64,
+        learner: Replica,
+    },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
     Batch(Vec<Command>),
@@ -386,6 +400,16 @@ impl Catalog {
                 leader,
                 followers,
             } => self.reconfigure_region(*region, *epoch, *leader, followers),
+            Command::AddLearner {
+                region,
+                epoch,
+                learner,
+            } => self.add_learner(*region, *epoch, *learner),
+            Command::RemoveLearner {
+                region,
+                epoch,
+                learner,
+            } => self.remove_learner(*region, *epoch, *learner),
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();

@@ -25,6 +25,19 @@ pub struct Route {
     /// a region of one replica, and in catalogs written before replication.
     #[serde(default, skip_serializing_if = "Followers::is_empty")]
     pub followers: Followers,
+    /// A copy catching up from the leader to become a follower ([`crate::replicas`]): it
+    /// takes the leader's writes but counts toward no acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<Replica>,
+    /// The copies the region should have, the leader's included, when more than one:
+    /// the metasrv adds a learner while it has fewer. 0 (routes of one copy, catalogs
+    /// written before) counts as one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicas: u8,
+}
+
+fn is_zero(replicas: &u8) -> bool {
+    *replicas == 0
 }
 
 fn first_epoch() -> u64 {
@@ -45,6 +58,8 @@ impl Route {
                     shard: 0,
                 }; crate::replicas::FOLLOWERS_MAX],
             },
+            learner: None,
+            replicas: 0,
         }
     }
 }

@@ -2,13 +2,18 @@
 //! hold it at. The metasrv is the configuration manager: a route's replicas are chosen
 //! when the region is created ([`Catalog::choose_followers`]) and change only by
 //! compare-and-set on the epoch ([`Command::ReconfigureRegion`]), which gives the route
-//! the next epoch: it keeps only members, and a new leader starts alone. Plain code over the catalog, like `Catalog::apply`.
+//! the next epoch: it keeps members, adds the learner, and a new leader starts alone.
+//! Plain code over the catalog, like `Catalog::apply`.
 //!
 //! The rule that makes a failover lose nothing: a leader acknowledges a write only once
 //! it is durable on every member of the configuration it writes under, so any member of
-//! that configuration holds every acknowledged write. A reconfiguration therefore only
-//! keeps members of the current configuration (it removes followers, or promotes one);
-//! a new member must first catch up from the leader, which is not built yet.
+//! that configuration holds every acknowledged write. A reconfiguration therefore keeps
+//! only members of the current configuration (it removes followers, or promotes one),
+//! except for the learner: a copy the metasrv added ([`Command::AddLearner`], epoch
+//! unchanged) that installs the leader's copy of the region and takes its writes, counts
+//! toward nothing, and becomes a follower only by a reconfiguration its leader asks for
+//! once the learner holds every write the leader has taken (KIP-903's rule: a member
+//! joins the acknowledgements only once caught up).
 
 use std::collections::BTreeMap;
 
@@ -95,9 +100,20 @@ impl Route {
         }
     }
 
-    /// The leader, then the followers.
+    /// The leader, then the followers (not the learner).
     pub fn replicas(&self) -> impl Iterator<Item = Replica> + '_ {
         std::iter::once(self.leader()).chain(self.followers.as_slice().iter().copied())
+    }
+
+    /// The copies the region should have, the leader's included.
+    pub fn replicas_wanted(&self) -> usize {
+        usize::from(self.replicas.max(1))
+    }
+
+    /// Whether `datanode` holds the leader's copy, a follower's or the learner's.
+    pub fn holds(&self, datanode: u64) -> bool {
+        self.replicas().any(|r| r.datanode == datanode)
+            || self.learner.is_some_and(|l| l.datanode == datanode)
     }
 }
 
@@ -108,6 +124,9 @@ pub enum Role {
     Leader,
     /// Takes the leader's writes, in order, at the route's epoch.
     Follower,
+    /// Installs the leader's copy, then takes its writes as a follower does, counting
+    /// toward no acknowledgement.
+    Learner,
 }
 
 /// What a heartbeat's reply tells a datanode about replication, beside its leases.
@@ -118,7 +137,12 @@ pub struct ReplicationGrants {
     pub follows: Vec<Grant>,
     /// The followers of the regions it leads (at the epochs of its leases) that have any.
     pub followers: Vec<(RegionId, Vec<Replica>)>,
-    /// Where those followers' datanodes listen.
+    /// The regions it is a learner of, at their epochs: it takes their leaders' copies
+    /// and writes at those epochs only.
+    pub learns: Vec<Grant>,
+    /// The learners of the regions it leads (at the epochs of its leases).
+    pub learners: Vec<(RegionId, Replica)>,
+    /// Where those followers' and learners' datanodes listen.
     pub peers: Vec<(u64, String)>,
 }
 
@@ -139,6 +163,11 @@ impl Catalog {
                     }
                 }
                 Role::Follower => replication.follows.push((region, route.epoch)),
+                Role::Learner => replication.learns.push((region, route.epoch)),
+            }
+            if let (Role::Leader, Some(learner)) = (role, route.learner) {
+                peers.insert(learner.datanode);
+                replication.learners.push((region, learner));
             }
         }
         replication.peers = peers
@@ -220,6 +249,9 @@ impl Catalog {
             }
             let mut route = Route::new(leader.datanode, leader.shard);
             route.followers = Followers::from_slice(&members).expect("at most FOLLOWERS_MAX");
+            if replicas > 1 {
+                route.replicas = replicas;
+            }
             chosen.push(route);
         }
         Ok(chosen)
@@ -239,6 +271,8 @@ impl Catalog {
                 Some((region, route, Role::Leader))
             } else if route.followers.contains(datanode) {
                 Some((region, route, Role::Follower))
+            } else if route.learner.is_some_and(|l| l.datanode == datanode) {
+                Some((region, route, Role::Learner))
             } else {
                 None
             }
@@ -268,10 +302,12 @@ impl Catalog {
             )));
         }
         let current: Vec<Replica> = route.replicas().collect();
+        // The learner joins only under the leader it caught up from.
+        let learner = route.learner.filter(|_| leader == route.leader());
         let mut next = vec![leader];
         next.extend_from_slice(followers);
         for (i, member) in next.iter().enumerate() {
-            if !current.contains(member) {
+            if !current.contains(member) && Some(*member) != learner {
                 return Err(invalid(format!(
                     "datanode {} shard {} is not a member at epoch {epoch}: a new member \
                      must catch up first",
@@ -298,17 +334,140 @@ impl Catalog {
         }
         let followers = Followers::from_slice(followers)
             .ok_or_else(|| invalid(format!("at most {FOLLOWERS_MAX} followers")))?;
+        // A learner left out is dropped: it caught up under this configuration only.
         *route = Route {
             datanode: leader.datanode,
             shard: leader.shard,
             epoch: epoch + 1,
             followers,
+            learner: None,
+            replicas: route.replicas,
         };
         assert!(
-            route.replicas().all(|r| current.contains(&r)),
-            "region {region}: a reconfiguration keeps only members"
+            route
+                .replicas()
+                .all(|r| current.contains(&r) || Some(r) == learner),
+            "region {region}: a reconfiguration keeps only members and the learner"
         );
         Ok(())
+    }
+
+    /// [`Command::AddLearner`]: at `epoch` (compare-and-set, the epoch stays), a region
+    /// with no learner and fewer copies than it wants takes `learner`, a registered
+    /// shard of a datanode holding no copy of it.
+    pub(crate) fn add_learner(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        learner: Replica,
+    ) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("learner of region {region}"),
+            reason,
+        };
+        let shards = self
+            .datanodes
+            .get(&learner.datanode)
+            .map(|info| info.shards)
+            .ok_or_else(|| invalid(format!("datanode {} is not registered", learner.datanode)))?;
+        if learner.shard >= shards {
+            return Err(invalid(format!(
+                "datanode {} has {shards} shards, not {}",
+                learner.datanode,
+                learner.shard + 1
+            )));
+        }
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch {
+            return Err(invalid(format!(
+                "it expected epoch {epoch}, the region is at epoch {}",
+                route.epoch
+            )));
+        }
+        if let Some(existing) = route.learner {
+            return Err(invalid(format!(
+                "datanode {} is its learner already",
+                existing.datanode
+            )));
+        }
+        if route.holds(learner.datanode) {
+            return Err(invalid(format!(
+                "datanode {} holds a copy already",
+                learner.datanode
+            )));
+        }
+        let copies = route.replicas().count();
+        if copies >= route.replicas_wanted() || copies >= usize::from(REPLICAS_MAX) {
+            return Err(invalid(format!("it has the {copies} copies it wants")));
+        }
+        route.learner = Some(learner);
+        Ok(())
+    }
+
+    /// [`Command::RemoveLearner`]: at `epoch` (the epoch stays), if `learner` is still
+    /// the region's learner.
+    pub(crate) fn remove_learner(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        learner: Replica,
+    ) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("learner of region {region}"),
+            reason,
+        };
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch || route.learner != Some(learner) {
+            return Err(invalid(format!(
+                "datanode {} is not its learner at epoch {epoch}",
+                learner.datanode
+            )));
+        }
+        route.learner = None;
+        Ok(())
+    }
+
+    /// A shard for a new learner of `region`: on a datanode that `alive` accepts and that
+    /// holds no copy of it, the one holding the fewest copies of any region first, ties
+    /// by datanode; its shard holding the fewest. `None` when the region has a learner,
+    /// the copies it wants, or no datanode fits. Deterministic over the catalog.
+    pub fn choose_learner(&self, region: RegionId, alive: impl Fn(u64) -> bool) -> Option<Replica> {
+        let route = self.route(region)?;
+        if route.learner.is_some()
+            || route.replicas().count() >= route.replicas_wanted().min(usize::from(REPLICAS_MAX))
+        {
+            return None;
+        }
+        let mut per_shard: BTreeMap<(u64, u16), usize> = BTreeMap::new();
+        for (_, route) in self.routes() {
+            for replica in route.replicas().chain(route.learner) {
+                *per_shard
+                    .entry((replica.datanode, replica.shard))
+                    .or_default() += 1;
+            }
+        }
+        let per_datanode = |id: u64| -> usize {
+            per_shard
+                .range((id, 0)..=(id, u16::MAX))
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        let (&datanode, info) = self
+            .datanodes
+            .iter()
+            .filter(|(id, _)| !route.holds(**id) && alive(**id))
+            .min_by_key(|(id, _)| (per_datanode(**id), **id))?;
+        let shard = (0..info.shards).min_by_key(|shard| {
+            (
+                per_shard.get(&(datanode, *shard)).copied().unwrap_or(0),
+                *shard,
+            )
+        })?;
+        Some(Replica { datanode, shard })
     }
 
     fn route_mut(&mut self, region: RegionId) -> Option<&mut Route> {
@@ -444,6 +603,109 @@ mod tests {
         assert!(catalog.apply(&failover).is_err());
         let roles: Vec<Role> = catalog.replicas_on(route.datanode).map(|r| r.2).collect();
         assert!(roles.is_empty(), "the old leader holds nothing: {roles:?}");
+    }
+
+    #[test]
+    fn a_learner_joins_only_under_the_leader_it_caught_up_from() {
+        let mut catalog = catalog(3);
+        let (region, route) = replicated(&mut catalog, 1, 2)[0];
+        assert_eq!(route.replicas_wanted(), 2);
+        let follower = route.followers.as_slice()[0];
+        let all_alive = |_: u64| true;
+        assert_eq!(
+            catalog.choose_learner(region, all_alive),
+            None,
+            "it has its copies"
+        );
+        // Failover: the follower leads alone, and the region wants a second copy.
+        catalog
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch: route.epoch,
+                leader: follower,
+                followers: vec![],
+            })
+            .unwrap();
+        let epoch = route.epoch + 1;
+        assert_eq!(
+            catalog.choose_learner(region, |_| false),
+            None,
+            "none alive"
+        );
+        let learner = catalog.choose_learner(region, all_alive).unwrap();
+        assert_ne!(learner.datanode, follower.datanode);
+        let add = |epoch, learner| Command::AddLearner {
+            region,
+            epoch,
+            learner,
+        };
+        assert!(
+            catalog.apply(&add(epoch - 1, learner)).is_err(),
+            "stale epoch"
+        );
+        assert!(
+            catalog.apply(&add(epoch, follower)).is_err(),
+            "the leader cannot learn"
+        );
+        let unknown = Replica {
+            datanode: 9,
+            shard: 0,
+        };
+        assert!(
+            catalog.apply(&add(epoch, unknown)).is_err(),
+            "not registered"
+        );
+        catalog.apply(&add(epoch, learner)).unwrap();
+        let now = catalog.route(region).unwrap();
+        assert_eq!(
+            (now.epoch, now.learner),
+            (epoch, Some(learner)),
+            "epoch kept"
+        );
+        assert!(catalog.apply(&add(epoch, learner)).is_err(), "one learner");
+        let (_, grants) = catalog.grants(learner.datanode);
+        assert_eq!(grants.learns, vec![(region, epoch)]);
+        let (leases, grants) = catalog.grants(follower.datanode);
+        assert_eq!(leases, vec![(region, epoch)]);
+        assert_eq!(grants.learners, vec![(region, learner)]);
+        assert!(grants.peers.iter().any(|(id, _)| *id == learner.datanode));
+        // Only its leader may make it a follower: a failover to the learner is refused.
+        let mut other = catalog.clone();
+        assert!(other
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch,
+                leader: learner,
+                followers: vec![],
+            })
+            .is_err());
+        // Removal by compare-and-set, then the learner joins by a reconfiguration.
+        let mut removed = catalog.clone();
+        let remove = Command::RemoveLearner {
+            region,
+            epoch,
+            learner,
+        };
+        removed.apply(&remove).unwrap();
+        assert_eq!(removed.route(region).unwrap().learner, None);
+        assert!(removed.apply(&remove).is_err(), "removed already");
+        catalog
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch,
+                leader: follower,
+                followers: vec![learner],
+            })
+            .unwrap();
+        let now = catalog.route(region).unwrap();
+        assert_eq!(now.epoch, epoch + 1);
+        assert_eq!(now.followers.as_slice(), &[learner]);
+        assert_eq!(now.learner, None);
+        assert_eq!(
+            now.replicas_wanted(),
+            2,
+            "the wish survives reconfigurations"
+        );
     }
 
     #[test]

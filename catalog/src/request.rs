@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use metronome_core::data::RegionId;
 use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
 use metronome_wire::region_request::{read_shard_stats, shard_stats};
@@ -284,25 +285,34 @@ impl MetaReply {
                 };
                 let leases = Some(builder.create_vector(&grants(leases)));
                 let follows = Some(builder.create_vector(&grants(&replication.follows)));
-                let followers: Vec<_> = replication
-                    .followers
+                let learns = Some(builder.create_vector(&grants(&replication.learns)));
+                let learners: Vec<(RegionId, Vec<Replica>)> = replication
+                    .learners
                     .iter()
-                    .map(|(region, followers)| {
-                        let followers: Vec<fb::Replica> = followers
-                            .iter()
-                            .map(|f| fb::Replica::new(f.datanode, f.shard))
-                            .collect();
-                        let followers = builder.create_vector(&followers);
-                        fb::RegionFollowers::create(
-                            builder,
-                            &fb::RegionFollowersArgs {
-                                region: Some(&metronome_wire::convert::region_id(*region)),
-                                followers: Some(followers),
-                            },
-                        )
-                    })
+                    .map(|(region, learner)| (*region, vec![*learner]))
                     .collect();
-                let followers = Some(builder.create_vector(&followers));
+                let mut per_region = |lists: &[(RegionId, Vec<Replica>)]| {
+                    let tables: Vec<_> = lists
+                        .iter()
+                        .map(|(region, followers)| {
+                            let followers: Vec<fb::Replica> = followers
+                                .iter()
+                                .map(|f| fb::Replica::new(f.datanode, f.shard))
+                                .collect();
+                            let followers = builder.create_vector(&followers);
+                            fb::RegionFollowers::create(
+                                builder,
+                                &fb::RegionFollowersArgs {
+                                    region: Some(&metronome_wire::convert::region_id(*region)),
+                                    followers: Some(followers),
+                                },
+                            )
+                        })
+                        .collect();
+                    builder.create_vector(&tables)
+                };
+                let followers = Some(per_region(&replication.followers));
+                let learners = Some(per_region(&learners));
                 let peers: Vec<_> = replication
                     .peers
                     .iter()
@@ -324,6 +334,8 @@ impl MetaReply {
                     follows,
                     followers,
                     peers,
+                    learns,
+                    learners,
                 };
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
@@ -421,21 +433,33 @@ impl MetaReply {
                         })
                         .collect::<Vec<Grant>>()
                 };
-                let followers = table
-                    .followers()
-                    .iter()
-                    .flatten()
-                    .map(|one| {
-                        (
-                            metronome_wire::convert::read_region_id(one.region()),
-                            one.followers()
-                                .iter()
-                                .map(|f| Replica {
-                                    datanode: f.datanode(),
-                                    shard: f.shard(),
-                                })
-                                .collect(),
-                        )
+                let per_region = |lists: Option<
+                    flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::RegionFollowers<'_>>>,
+                >| {
+                    lists
+                        .iter()
+                        .flatten()
+                        .map(|one| {
+                            (
+                                metronome_wire::convert::read_region_id(one.region()),
+                                one.followers()
+                                    .iter()
+                                    .map(|f| Replica {
+                                        datanode: f.datanode(),
+                                        shard: f.shard(),
+                                    })
+                                    .collect::<Vec<Replica>>(),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let followers = per_region(table.followers());
+                // One learner per region: a list of any other length is not one.
+                let learners = per_region(table.learners())
+                    .into_iter()
+                    .filter_map(|(region, learners)| match learners.as_slice() {
+                        [learner] => Some((region, *learner)),
+                        _ => None,
                     })
                     .collect();
                 let peers = table
@@ -450,6 +474,8 @@ impl MetaReply {
                     replication: ReplicationGrants {
                         follows: grants(table.follows()),
                         followers,
+                        learns: grants(table.learns()),
+                        learners,
                         peers,
                     },
                 }
@@ -657,6 +683,14 @@ mod tests {
                             datanode: 5,
                             shard: 1,
                         }],
+                    )],
+                    learns: vec![(metronome_core::data::RegionId::new(4, 2), 3)],
+                    learners: vec![(
+                        metronome_core::data::RegionId::new(3, 5),
+                        Replica {
+                            datanode: 6,
+                            shard: 0,
+                        },
                     )],
                     peers: vec![(5, "10.0.0.5:4100".into())],
                 },

@@ -88,7 +88,12 @@ enum Request {
     /// Batches go out one at a time as the shard merges them; `None` ends the scan.
     ScanBatches(RegionId, ScanRequest, usize, ScanSender),
     Compact(RegionId, Reply<usize>),
+    /// A leader's copy of a region for a learner (`engine::install`).
+    Snapshot(RegionId, Reply<Snapshot>),
 }
+
+/// A region's schema, the sequence its rows are as of, and the rows.
+pub type Snapshot = (RegionSchema, u64, Vec<SeriesRows>);
 
 /// A shard that finished recovery, or why it could not.
 type ShardReady = Result<(u16, IoDriver, Vec<RegionId>, EngineRecovery), String>;
@@ -348,7 +353,9 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         Request::Region(request, reply) => {
             let write = matches!(
                 request,
-                RegionRequest::Write { .. } | RegionRequest::Replicate { .. }
+                RegionRequest::Write { .. }
+                    | RegionRequest::Replicate { .. }
+                    | RegionRequest::Install { .. }
             );
             let _ = reply.send(crate::service::handle(&engine, index, request).await);
             if write && engine.wants_flush() {
@@ -386,6 +393,9 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         }
         Request::Flush(id, reply) => {
             let _ = reply.send(engine.flush_region(id).await);
+        }
+        Request::Snapshot(id, reply) => {
+            let _ = reply.send(engine.snapshot(id).await);
         }
         Request::Compact(id, reply) => {
             let _ = reply.send(engine.compact_region(id).await);
@@ -459,7 +469,8 @@ impl DatanodeHandle {
             return Ok(RegionReply::ShardStats(all));
         };
         let index = match &request {
-            RegionRequest::Create { shard, .. } => {
+            // A learner's copy goes where the region lives here, if it does.
+            RegionRequest::Create { shard, .. } | RegionRequest::Install { shard, .. } => {
                 let mut routes = self.routes.lock().expect("routes");
                 *routes.entry(region).or_insert(shard % self.shard_count())
             }
@@ -646,6 +657,13 @@ impl DatanodeHandle {
     }
 
     /// Flushes a region's memtable to an SST now (normally memory pressure decides).
+    /// Region `region`'s rows as of its last write now, for a learner
+    /// ([`ShardEngine::snapshot`](crate::engine::ShardEngine::snapshot)).
+    pub async fn snapshot(&self, region: RegionId) -> Result<Snapshot, EngineError> {
+        self.call(region, |reply| Request::Snapshot(region, reply))
+            .await
+    }
+
     pub async fn flush(&self, region: RegionId) -> Result<Option<SstMeta>, EngineError> {
         self.call(region, |reply| Request::Flush(region, reply))
             .await

@@ -21,6 +21,10 @@ use metronome_wire::{
 
 /// How long a request waits for a heartbeat it asked for before it is refused.
 const RENEWAL_WAIT_MAX: Duration = Duration::from_secs(1);
+/// How long a write waits for its region's leader to add a follower, and how often it
+/// looks: the addition takes a metasrv command and a heartbeat.
+const GATE_WAIT_MAX: Duration = Duration::from_secs(3);
+const GATE_POLL: Duration = Duration::from_millis(5);
 
 /// The leases one datanode holds, renewed by its heartbeat (`heartbeat::run`).
 pub struct Leases {
@@ -33,6 +37,8 @@ pub struct Leases {
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// Requests waiting for the next heartbeat to complete.
     waiting: Mutex<Vec<async_channel::Sender<()>>>,
+    /// Regions whose writes wait while their leader adds a follower (`crate::catch_up`).
+    gated: Mutex<std::collections::BTreeSet<RegionId>>,
 }
 
 impl Leases {
@@ -44,7 +50,64 @@ impl Leases {
             replication: Mutex::new(ReplicationGrants::default()),
             wake: async_channel::bounded(1),
             waiting: Mutex::new(Vec::new()),
+            gated: Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// Holds `region`'s new writes back (`true`) or lets them in again.
+    pub(crate) fn set_gate(&self, region: RegionId, closed: bool) {
+        let mut gated = self.gated.lock().expect("gated");
+        if closed {
+            gated.insert(region);
+        } else {
+            gated.remove(&region);
+        }
+    }
+
+    /// Whether `region`'s new writes are held back.
+    pub(crate) fn gated(&self, region: RegionId) -> bool {
+        self.gated.lock().expect("gated").contains(&region)
+    }
+
+    /// Waits while `region`'s writes are held back, at most [`GATE_WAIT_MAX`].
+    async fn pass_gate(&self, region: RegionId) {
+        let since = time::now();
+        while self.gated(region) && time::elapsed(since) < GATE_WAIT_MAX {
+            time::sleep(GATE_POLL).await;
+        }
+    }
+
+    /// The learner of `region` if this datanode leads it at `epoch` under a lease that
+    /// has not lapsed.
+    pub fn learner(&self, region: RegionId, epoch: u64) -> Option<Replica> {
+        self.check(region, epoch).ok()?;
+        let held = self.held.lock().expect("leases");
+        if held.granted_epoch(region) != Some(epoch) {
+            return None;
+        }
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .learners
+            .iter()
+            .find(|(id, _)| *id == region)
+            .map(|(_, learner)| *learner)
+    }
+
+    /// Every (region, epoch, learner) this datanode leads under a lease now.
+    pub fn learners(&self) -> Vec<(RegionId, u64, Replica)> {
+        let learners = self
+            .replication
+            .lock()
+            .expect("replication")
+            .learners
+            .clone();
+        learners
+            .into_iter()
+            .filter_map(|(region, learner)| {
+                let epoch = self.held.lock().expect("leases").granted_epoch(region)?;
+                (self.learner(region, epoch) == Some(learner)).then_some((region, epoch, learner))
+            })
+            .collect()
     }
 
     /// Whether a request for `region` that followed a route at `epoch` may be served now.
@@ -95,11 +158,24 @@ impl Leases {
         )
     }
 
-    /// The epoch at which this datanode holds a follower's copy of `region`, if it does.
+    /// The epoch at which this datanode holds a follower's or a learner's copy of
+    /// `region`, if it does: it takes the leader's writes at that epoch.
     pub fn follows(&self, region: RegionId) -> Option<u64> {
         let replication = self.replication.lock().expect("replication");
         replication
             .follows
+            .iter()
+            .chain(&replication.learns)
+            .find(|(id, _)| *id == region)
+            .map(|(_, epoch)| *epoch)
+    }
+
+    /// The epoch at which this datanode is a learner of `region`, if it is: it takes the
+    /// leader's copy at that epoch.
+    pub fn learns(&self, region: RegionId) -> Option<u64> {
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .learns
             .iter()
             .find(|(id, _)| *id == region)
             .map(|(_, epoch)| *epoch)
@@ -183,10 +259,20 @@ impl Leases {
     /// metasrv said this datanode follows the region at that epoch, asking it once if it
     /// may only not have heard yet. A shipment of an older epoch is fenced off: its
     /// leader was replaced.
-    async fn admit_follower(&self, region: RegionId, epoch: u64) -> Result<(), RegionError> {
+    async fn admit_follower(
+        &self,
+        region: RegionId,
+        epoch: u64,
+        install: bool,
+    ) -> Result<(), RegionError> {
         let mut asked = false;
         loop {
-            let held = self.follows(region);
+            // A leader's copy goes to a learner only; its writes to followers and learners.
+            let held = if install {
+                self.learns(region)
+            } else {
+                self.follows(region)
+            };
             match held {
                 Some(held) if held == epoch => return Ok(()),
                 Some(held) if held > epoch => {
@@ -245,7 +331,9 @@ impl RegionService for LeasedRegions {
         Box::pin(async move {
             if let RegionRequest::Replicate { regions, .. } = &request {
                 for one in regions {
-                    self.leases.admit_follower(one.region, one.epoch).await?;
+                    self.leases
+                        .admit_follower(one.region, one.epoch, false)
+                        .await?;
                 }
                 // Rare but legal: a follower slow to take a shipment (a long fsync), past
                 // the leader's patience some of the time, so that it sends again.
@@ -272,9 +360,17 @@ impl RegionService for LeasedRegions {
                 }
                 return Ok(reply);
             }
+            if let RegionRequest::Install { region, epoch, .. } = &request {
+                self.leases.admit_follower(*region, *epoch, true).await?;
+                return self.regions.call(request).await;
+            }
             let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
                 return self.regions.call(request).await;
             };
+            if matches!(request, RegionRequest::Write { .. }) {
+                // Its leader is adding a follower: the write takes its sequence after.
+                self.leases.pass_gate(region).await;
+            }
             self.leases.admit(region, epoch).await?;
             // Rare but legal: a shard slow to take the request (a long fsync, a busy
             // core), sometimes past the lease, so the check below is exercised.

@@ -8,13 +8,15 @@
 //! It also owns the datanode's side of the control plane: its registration and
 //! [`heartbeat`] to the metasrv (through `metronome-catalog`'s client, never the
 //! metasrv's server), the region [`lease`]s a cluster datanode serves under, and the
-//! [`replication`] of a leader's writes to its followers.
+//! [`replication`] of a leader's writes to its followers, and the [`catch_up`] that makes
+//! a learner a follower.
 //!
 //! It must not: acknowledge a write before it is durable on every replica of its
 //! region's configuration; share a lock between shards;
 //! perform I/O except through `metronome_core::rt`; or import `frontend` (they meet
 //! through `wire`).
 
+pub mod catch_up;
 pub mod datanode;
 pub mod engine;
 pub mod heartbeat;

@@ -198,6 +198,17 @@ pub enum Edit {
     /// a closed region, and recovery quarantined the region for it (the simulation found
     /// this).
     Close { flushed_sequence: u64 },
+    /// A learner installed its leader's copy (`engine::install`): `files` replace the
+    /// region's files and hold every write up to `sequence`, which the region's
+    /// sequences restart from; its WAL records from commits before `wal_commit_floor`
+    /// belong to the copy replaced, whose sequences the leader gave to other writes, and
+    /// are never replayed.
+    Installed {
+        files: Vec<SstMeta>,
+        sequence: u64,
+        schema: RegionSchema,
+        wal_commit_floor: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +241,10 @@ pub struct RegionManifest {
     /// was flushed completely before closing, so no WAL record of it needs replaying.
     #[serde(default)]
     pub closed: bool,
+    /// WAL records of this region from commits below this are not replayed: they belong
+    /// to a copy an install replaced ([`Edit::Installed`]). 0: none was.
+    #[serde(default)]
+    pub wal_commit_floor: u64,
 }
 
 impl RegionManifest {
@@ -246,6 +261,7 @@ impl RegionManifest {
             ttl_ms: None,
             version: 0,
             closed: false,
+            wal_commit_floor: 0,
         }
     }
 
@@ -289,6 +305,25 @@ impl RegionManifest {
             Edit::Close { flushed_sequence } => {
                 self.closed = true;
                 self.flushed_sequence = self.flushed_sequence.max(*flushed_sequence);
+            }
+            Edit::Installed {
+                files,
+                sequence,
+                schema,
+                wal_commit_floor,
+            } => {
+                assert!(
+                    *wal_commit_floor >= self.wal_commit_floor,
+                    "region {}: an install's WAL floor only rises",
+                    self.region
+                );
+                self.files = files.clone();
+                self.flushed_sequence = *sequence;
+                self.last_sequence = *sequence;
+                self.schema = schema.clone();
+                self.wal_commit_floor = *wal_commit_floor;
+                let above = files.iter().map(|f| f.file_id + 1).max().unwrap_or(0);
+                self.next_file_id = self.next_file_id.max(above);
             }
         }
         self.version += 1;
@@ -508,6 +543,7 @@ mod tests {
             ttl_ms: None,
             version: 0,
             closed: false,
+            wal_commit_floor: 3,
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

@@ -20,7 +20,7 @@
 //! epoch (a zombie cut off from the metasrv) is fenced off.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use metronome_core::data::RegionId;
 use metronome_core::rt::{task, time};
 use metronome_wire::{RegionReply, RegionRequest, RegionService, ReplicatedRegion};
 
+use crate::catch_up::Learning;
 use crate::datanode::DatanodeHandle;
 use crate::engine::replica::{Ship, Ticket};
 use crate::lease::Leases;
@@ -60,7 +61,7 @@ const DURABLE: u8 = 1;
 const NOT_DURABLE: u8 = 2;
 
 /// A write waiting in an outbox.
-struct Entry {
+pub(crate) struct Entry {
     region: RegionId,
     epoch: u64,
     sequence: u64,
@@ -68,27 +69,76 @@ struct Entry {
     /// [`IN_WAL`] until the leader's WAL answers; only a [`DURABLE`] write is shipped.
     wal: Arc<AtomicU8>,
     done: oneshot::Sender<Result<(), String>>,
+    /// Counts the region's writes queued for a copy until this entry is done.
+    _queued: Queued,
+}
+
+/// One write of a region queued for one copy, counted in the region's tally while the
+/// entry lives: a leader adding a follower waits until the tally is zero.
+struct Queued(Arc<AtomicUsize>);
+
+impl Queued {
+    fn new(tally: &Arc<AtomicUsize>) -> Queued {
+        tally.fetch_add(1, Ordering::AcqRel);
+        Queued(tally.clone())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// An outbox and what wakes its shipping task.
 type Waking = (Arc<Outbox>, async_channel::Sender<()>);
 
-/// The writes queued for one follower shard, oldest first.
+/// The writes queued for one follower shard (or one learner's region), oldest first.
 #[derive(Default)]
-struct Outbox {
+pub(crate) struct Outbox {
     entries: Mutex<VecDeque<Entry>>,
     queued_bytes: Mutex<usize>,
 }
 
-struct Shared {
-    datanode: u64,
-    leases: Arc<Leases>,
-    handle: DatanodeHandle,
-    metasrv: MetaClient,
-    dial: Dial,
+pub(crate) struct Shared {
+    pub(crate) datanode: u64,
+    pub(crate) leases: Arc<Leases>,
+    pub(crate) handle: DatanodeHandle,
+    pub(crate) metasrv: MetaClient,
+    pub(crate) dial: Dial,
     outboxes: Mutex<BTreeMap<Replica, Waking>>,
+    /// The learners being caught up, by region (`crate::catch_up`).
+    pub(crate) learning: Mutex<BTreeMap<RegionId, Learning>>,
+    /// Per region, how many of its writes are queued for a copy.
+    queued: Mutex<BTreeMap<RegionId, Arc<AtomicUsize>>>,
     /// Outboxes created by a shard, whose shipping task the runtime's side starts.
     created: async_channel::Sender<(Replica, Arc<Outbox>, async_channel::Receiver<()>)>,
+}
+
+impl Shared {
+    /// How many of `region`'s writes are queued for a copy, not yet done.
+    pub(crate) fn queued_writes(&self, region: RegionId) -> usize {
+        self.queued
+            .lock()
+            .expect("queued")
+            .get(&region)
+            .map_or(0, |tally| tally.load(Ordering::Acquire))
+    }
+}
+
+impl Outbox {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.lock().expect("entries").is_empty()
+    }
+
+    /// Whether a write it holds failed at the leader's WAL (the shard restarts).
+    pub(crate) fn holds_failed(&self) -> bool {
+        self.entries
+            .lock()
+            .expect("entries")
+            .iter()
+            .any(|entry| entry.wal.load(Ordering::Acquire) == NOT_DURABLE)
+    }
 }
 
 /// A leader datanode's replication: the engines' [`Ship`].
@@ -114,6 +164,8 @@ impl Replicator {
             metasrv,
             dial,
             outboxes: Mutex::new(BTreeMap::new()),
+            learning: Mutex::new(BTreeMap::new()),
+            queued: Mutex::new(BTreeMap::new()),
             created,
         });
         let weak = Arc::downgrade(&shared);
@@ -123,6 +175,7 @@ impl Replicator {
                 task::spawn(ship_to(shared, follower, outbox, woken));
             }
         });
+        task::spawn(crate::catch_up::supervise(Arc::downgrade(&shared)));
         Arc::new(Replicator { shared })
     }
 }
@@ -136,15 +189,35 @@ impl Ship for Replicator {
         payload: &[u8],
     ) -> Result<Ticket, String> {
         let shared = &self.shared;
+        if shared.leases.gated(region) {
+            return Err(format!(
+                "datanode {} is adding a follower to region {region}; try again",
+                shared.datanode
+            ));
+        }
         let followers = shared.leases.followers(region, epoch).ok_or_else(|| {
             format!(
                 "datanode {} no longer leads region {region} at epoch {epoch}",
                 shared.datanode
             )
         })?;
-        if followers.is_empty() {
+        let learner = shared
+            .learning
+            .lock()
+            .expect("learning")
+            .get(&region)
+            .filter(|learning| learning.epoch == epoch && !learning.failed())
+            .map(|learning| (learning.outbox.clone(), learning.wake.clone()));
+        if followers.is_empty() && learner.is_none() {
             return Ok(Ticket::none());
         }
+        let tally = shared
+            .queued
+            .lock()
+            .expect("queued")
+            .entry(region)
+            .or_default()
+            .clone();
         let mut outboxes = shared.outboxes.lock().expect("outboxes");
         let boxes: Vec<Waking> = followers
             .iter()
@@ -188,9 +261,33 @@ impl Ship for Replicator {
                 payload: payload.clone(),
                 wal: wal.clone(),
                 done,
+                _queued: Queued::new(&tally),
             });
             wakes.push(wake);
             shipped.push(outcome);
+        }
+        // A learner takes the write too, but counts toward nothing: its outcome is not
+        // waited for. One that fell too far behind starts its catch-up again.
+        if let Some((outbox, wake)) = learner {
+            let queued = *outbox.queued_bytes.lock().expect("queued");
+            if queued + payload.len() > OUTBOX_BYTES_MAX {
+                if let Some(learning) = shared.learning.lock().expect("learning").get(&region) {
+                    learning.fail();
+                }
+            } else {
+                *outbox.queued_bytes.lock().expect("queued") += payload.len();
+                let (done, _outcome) = oneshot::channel();
+                outbox.entries.lock().expect("entries").push_back(Entry {
+                    region,
+                    epoch,
+                    sequence,
+                    payload: payload.clone(),
+                    wal: wal.clone(),
+                    done,
+                    _queued: Queued::new(&tally),
+                });
+                wakes.push(wake);
+            }
         }
         let release = Box::new(move |durable: bool| {
             wal.store(
@@ -353,7 +450,7 @@ fn settle(
 /// The oldest writes of `outbox` that the leader's WAL made durable, up to
 /// [`SHIPMENT_BYTES_MAX`] (one at least), grouped by region in order; with their count
 /// and bytes. None if the oldest is still on its way to the leader's disk.
-fn shipment(outbox: &Outbox) -> (Vec<ReplicatedRegion>, usize, usize) {
+pub(crate) fn shipment(outbox: &Outbox) -> (Vec<ReplicatedRegion>, usize, usize) {
     let entries = outbox.entries.lock().expect("entries");
     let mut regions: Vec<ReplicatedRegion> = Vec::new();
     let (mut count, mut bytes) = (0, 0);
@@ -382,7 +479,7 @@ fn shipment(outbox: &Outbox) -> (Vec<ReplicatedRegion>, usize, usize) {
 }
 
 /// Completes the `count` oldest writes of `outbox` with `outcome`.
-fn complete(
+pub(crate) fn complete(
     outbox: &Outbox,
     count: usize,
     bytes: usize,

@@ -70,6 +70,27 @@ pub(crate) async fn handle(
                 .await?;
             RegionReply::Done
         }
+        RegionRequest::Install {
+            leader,
+            region,
+            epoch,
+            sequence,
+            schema,
+            chunk,
+            chunks,
+            batch,
+            ..
+        } => {
+            let piece = crate::engine::Piece {
+                leader,
+                epoch,
+                sequence,
+                chunk,
+                chunks,
+            };
+            engine.install_piece(region, schema, piece, &batch).await?;
+            RegionReply::Done
+        }
         RegionRequest::Replicate { regions, .. } => {
             // Every region's writes are queued for the WAL before any is awaited: one
             // shipment rides one group commit.

@@ -58,6 +58,8 @@ pub struct RegionView {
     pub epoch: u64,
     /// The other copies, which take the leader's writes.
     pub followers: Vec<Replica>,
+    /// A copy catching up to become a follower.
+    pub learner: Option<Replica>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +130,7 @@ impl ClusterView {
                     shard: route.shard,
                     epoch: route.epoch,
                     followers: route.followers.as_slice().to_vec(),
+                    learner: route.learner,
                 });
             }
         }
@@ -195,6 +198,9 @@ impl ClusterView {
                         .iter()
                         .map(|f| json!({"datanode": f.datanode, "shard": f.shard}))
                         .collect::<Vec<Json>>(),
+                    "learner": region
+                        .learner
+                        .map(|l| json!({"datanode": l.datanode, "shard": l.shard})),
                     "epoch": region.epoch,
                 })
             })

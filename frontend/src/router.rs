@@ -180,6 +180,21 @@ impl RegionRouter {
         request: RegionRequest,
     ) -> Result<RegionReply, RegionError> {
         let drop = matches!(request, RegionRequest::Drop { .. });
+        // A learner's copy too, though it may have none yet: one that misses a change
+        // takes the leader's copy again when the change's first write reaches it.
+        if let Some(learner) = route.learner {
+            let mut copy = request.clone();
+            if let RegionRequest::Create { shard, .. } = &mut copy {
+                *shard = learner.shard;
+            }
+            let outcome = match self.client(learner.datanode).await {
+                Ok(client) => client.call(copy).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                tracing::info!(learner = learner.datanode, %error, "a learner missed a change");
+            }
+        }
         for follower in route.followers.as_slice() {
             let mut copy = request.clone();
             if let RegionRequest::Create { shard, .. } = &mut copy {
@@ -219,7 +234,9 @@ impl RegionService for RegionRouter {
         Box::pin(async move {
             if let Some(region) = request.region() {
                 let route = self.route(region).await?;
-                if !route.followers.is_empty() && replicated_change(&request) {
+                if (!route.followers.is_empty() || route.learner.is_some())
+                    && replicated_change(&request)
+                {
                     return self.change_every_replica(route, request).await;
                 }
                 // A datanode of a cluster serves writes and scans under a lease at the

@@ -16,8 +16,8 @@
 //! region as it was, and its successor decides again once it has waited the lease out;
 //! one that dies after leaves it done. The other followers are left out of the new
 //! configuration, since one of them may hold a write the promoted one lacks (never
-//! acknowledged, but a divergent tail all the same) and truncating by epoch is not built
-//! yet: a region that failed over keeps one copy until catch-up exists.
+//! acknowledged, but a divergent tail all the same): they come back as learners
+//! (`crate::repair`), which replace whatever copy they had with the new leader's.
 
 use std::collections::BTreeSet;
 use std::sync::Weak;
@@ -68,6 +68,9 @@ pub async fn run(service: Weak<MetaService>) {
         }
         if let Err(error) = fail_over(&service, since).await {
             tracing::warn!(%error, "the failure detector could not act; it tries again");
+        }
+        if let Err(error) = crate::repair::repair(&service, since).await {
+            tracing::warn!(%error, "the region repair could not act; it tries again");
         }
     }
 }

@@ -13,4 +13,5 @@
 
 pub mod failover;
 pub mod raft;
+pub mod repair;
 pub mod service;

@@ -63,6 +63,9 @@ const REPLICAS: u8 = 2;
 const FAULTS_FOR: Duration = Duration::from_secs(30);
 /// After the last fault heals, a write through each frontend succeeds within this.
 const RECOVERY_MAX: Duration = Duration::from_secs(40);
+/// How long after the writes settled every region may take to get its copies back: a
+/// metasrv leader's wait of a lease, then a catch-up per learner, a few at a time.
+const REPAIR_MAX: Duration = Duration::from_secs(90);
 /// Samples the writers must have had acknowledged by the end (within `RECOVERY_MAX` of
 /// healing), for the checks to be worth something.
 const PROGRESS_MIN: usize = 300;

@@ -108,6 +108,22 @@ pub enum RegionRequest {
         shard: u16,
         regions: Vec<ReplicatedRegion>,
     },
+    /// Piece `chunk` of `chunks` of a leader's copy of region `region` for its learner on
+    /// shard `shard` (`metronome_datanode::catch_up`): the region's rows as of write
+    /// `sequence`, as a write batch ([`write_batch`]), in `schema`; the learner installs
+    /// them in place of any copy it had once the last piece arrived. Served under the
+    /// learner's grant, not a lease.
+    Install {
+        leader: u64,
+        shard: u16,
+        region: RegionId,
+        epoch: u64,
+        sequence: u64,
+        schema: RegionSchema,
+        chunk: u32,
+        chunks: u32,
+        batch: bytes::Bytes,
+    },
 }
 
 /// One region's writes in a [`RegionRequest::Replicate`], in sequence order, under the
@@ -144,7 +160,8 @@ impl RegionRequest {
             | RegionRequest::Scan { region, .. }
             | RegionRequest::Close { region }
             | RegionRequest::Open { region }
-            | RegionRequest::Flush { region } => Some(*region),
+            | RegionRequest::Flush { region }
+            | RegionRequest::Install { region, .. } => Some(*region),
             RegionRequest::ShardStats | RegionRequest::Replicate { .. } => None,
         }
     }
@@ -286,6 +303,35 @@ impl RegionRequest {
                 );
                 (fb::Request::Replicate, table.as_union_value())
             }),
+            RegionRequest::Install {
+                leader,
+                shard,
+                region,
+                epoch,
+                sequence,
+                schema,
+                chunk,
+                chunks,
+                batch,
+            } => frame::request_body(|builder| {
+                let schema = convert::region_schema(builder, schema);
+                let batch = builder.create_vector(batch);
+                let table = fb::InstallRegion::create(
+                    builder,
+                    &fb::InstallRegionArgs {
+                        leader: *leader,
+                        shard: *shard,
+                        region: Some(&convert::region_id(*region)),
+                        epoch: *epoch,
+                        sequence: *sequence,
+                        schema: Some(schema),
+                        chunk: *chunk,
+                        chunks: *chunks,
+                        batch: Some(batch),
+                    },
+                );
+                (fb::Request::InstallRegion, table.as_union_value())
+            }),
         })
     }
 
@@ -381,6 +427,20 @@ impl RegionRequest {
                                 .collect(),
                         })
                         .collect(),
+                }
+            }
+            fb::Request::InstallRegion => {
+                let table = request.body_as_install_region().expect("verified");
+                RegionRequest::Install {
+                    leader: table.leader(),
+                    shard: table.shard(),
+                    region: region(table.region()),
+                    epoch: table.epoch(),
+                    sequence: table.sequence(),
+                    schema: convert::read_region_schema(table.schema()).map_err(convert)?,
+                    chunk: table.chunk(),
+                    chunks: table.chunks(),
+                    batch: bytes::Bytes::copy_from_slice(table.batch().bytes()),
                 }
             }
             fb::Request::CloseRegion => RegionRequest::Close {
@@ -716,6 +776,17 @@ pub(crate) mod tests {
                         (8, bytes::Bytes::from_static(b"")),
                     ],
                 }],
+            },
+            RegionRequest::Install {
+                leader: 2,
+                shard: 1,
+                region,
+                epoch: 4,
+                sequence: 90,
+                schema: schema.clone(),
+                chunk: 1,
+                chunks: 3,
+                batch: bytes::Bytes::from_static(b"rows"),
             },
         ]
     }

@@ -135,6 +135,35 @@ impl ShardEngine {
         file_id: u64,
         schema: &RegionSchema,
     ) -> Result<Option<SstMeta>, EngineError> {
+        let meta = self.store_sst(id, frozen, file_id, schema).await?;
+        let key = sst_key(&self.root, id, file_id);
+        let edit = Edit::Flushed {
+            file: meta.clone(),
+            flushed_sequence,
+        };
+        if !self
+            .commit_edit(id, Some(incarnation), |_| Ok(edit))
+            .await?
+        {
+            // Dropped while flushing: the file belongs to no one.
+            self.sst_cache.borrow_mut().remove(&key);
+            let _ = self.store.delete(&key).await;
+            return Ok(None);
+        }
+        self.flushes_done.set(self.flushes_done.get() + 1);
+        tracing::debug!(region = %id, file_id, rows = meta.rows, bytes = meta.bytes, "flushed a memtable");
+        Ok(Some(meta))
+    }
+
+    /// Encodes `frozen` as SST `file_id` of region `id` and stores it (not yet in the
+    /// manifest).
+    pub(super) async fn store_sst(
+        &self,
+        id: RegionId,
+        frozen: &Memtable,
+        file_id: u64,
+        schema: &RegionSchema,
+    ) -> Result<SstMeta, EngineError> {
         // In chunks, yielding between them: encoding is CPU work on the shard's only
         // thread, and the writes that arrive meanwhile must not wait for all of it.
         let mut writer = sst::SstWriter::new(schema, file_id).map_err(EngineError::Io)?;
@@ -161,22 +190,6 @@ impl ShardEngine {
         let key = sst_key(&self.root, id, file_id);
         self.sst_cache.borrow_mut().remove(&key);
         self.store.put(&key, bytes).await?;
-
-        let edit = Edit::Flushed {
-            file: meta.clone(),
-            flushed_sequence,
-        };
-        if !self
-            .commit_edit(id, Some(incarnation), |_| Ok(edit))
-            .await?
-        {
-            // Dropped while flushing: the file belongs to no one.
-            self.sst_cache.borrow_mut().remove(&key);
-            let _ = self.store.delete(&key).await;
-            return Ok(None);
-        }
-        self.flushes_done.set(self.flushes_done.get() + 1);
-        tracing::debug!(region = %id, file_id, rows = meta.rows, bytes = meta.bytes, "flushed a memtable");
-        Ok(Some(meta))
+        Ok(meta)
     }
 }

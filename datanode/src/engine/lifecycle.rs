@@ -38,6 +38,7 @@ impl ShardEngine {
                     // Past the tombstone's, so its edit logs are superseded.
                     version: tombstone.manifest.version + 1,
                     closed: false,
+                    wal_commit_floor: tombstone.manifest.wal_commit_floor,
                 },
                 None => RegionManifest::new(id, schema),
             }

@@ -42,6 +42,7 @@ mod compaction;
 mod config;
 mod error;
 mod flush;
+mod install;
 mod lifecycle;
 mod read;
 mod recovery;
@@ -51,6 +52,7 @@ pub mod replica;
 pub use config::{EngineConfig, SstStore};
 use error::corrupt_sst;
 pub use error::EngineError;
+pub use install::{install_batches, Piece};
 use read::*;
 use recovery::*;
 use region::*;
@@ -98,6 +100,8 @@ pub struct ShardEngine {
     /// Where a leader's writes go to their followers (a cluster datanode's); none in
     /// standalone and in tests of the engine alone.
     shipping: RefCell<replica::Shipping>,
+    /// Learners' installs under way, by region.
+    installs: RefCell<BTreeMap<RegionId, install::Staging>>,
 }
 
 fn parse_region_dir(name: &str) -> Option<RegionId> {
@@ -143,7 +147,7 @@ impl ShardEngine {
         let mut rows_replayed = 0u64;
         let (wal, wal_recovery) = Wal::open(disk.clone(), wal_config, |header, payload| {
             if let Some(region) = regions.get_mut(&header.region) {
-                rows_replayed += replay_record(region, header.sequence, payload);
+                rows_replayed += replay_record(region, header.sequence, header.commit, payload);
             }
         })
         .await?;
@@ -180,6 +184,7 @@ impl ShardEngine {
             sst_cache: RefCell::new(SstCache::new(sst_cache_bytes)),
             stopped: Cell::new(false),
             shipping: RefCell::new(replica::Shipping::default()),
+            installs: RefCell::new(BTreeMap::new()),
         };
         Ok((Rc::new(engine), recovery))
     }

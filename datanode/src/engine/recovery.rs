@@ -63,7 +63,16 @@ pub(super) async fn load_regions(
 
 /// Replays the WAL record of write `sequence` into `region`; returns the rows it applied.
 /// A record the region cannot take quarantines it rather than being skipped.
-pub(super) fn replay_record(region: &mut Region, sequence: u64, payload: &[u8]) -> u64 {
+pub(super) fn replay_record(
+    region: &mut Region,
+    sequence: u64,
+    commit: u64,
+    payload: &[u8],
+) -> u64 {
+    if commit < region.manifest.wal_commit_floor {
+        // A record of the copy an install replaced: its sequence is another write's now.
+        return 0;
+    }
     // Sequences continue above every record ever logged, replayed or not.
     region.manifest.last_sequence = region.manifest.last_sequence.max(sequence);
     let replays = matches!(region.state(), RegionState::Open | RegionState::Closed);

@@ -158,6 +158,9 @@ struct Shared {
     stats: Cell<WalStats>,
     /// Each region's last queued sequence in this run, to assert their order.
     last_sequences: RefCell<BTreeMap<RegionId, u64>>,
+    /// The number the next commit gets: a record queued from now on is in it or a later
+    /// one.
+    next_commit: Cell<u64>,
 }
 
 /// A shard's WAL. Cheap to clone; all clones feed the same writer task.
@@ -304,10 +307,23 @@ impl Wal {
             segments: RefCell::new(segments),
             stats: Cell::new(WalStats::default()),
             last_sequences: RefCell::new(BTreeMap::new()),
+            next_commit: Cell::new(next_commit),
         });
         let writer = Writer::start(shared.clone(), next_commit).await?;
         task::spawn_local(writer.run(woken));
         Ok((Wal { shared }, recovery))
+    }
+
+    /// The commit that a record queued now would be part of, or an earlier one: every
+    /// record queued from now on is in a commit at or above it.
+    pub fn next_commit(&self) -> u64 {
+        self.shared.next_commit.get()
+    }
+
+    /// Forgets the order of `region`'s sequences: an install restarts them, perhaps
+    /// below those queued before (which must all be done).
+    pub fn restart_sequences(&self, region: RegionId) {
+        self.shared.last_sequences.borrow_mut().remove(&region);
     }
 
     /// Appends a record and waits until it is durable.
@@ -572,6 +588,7 @@ impl Writer {
 
         self.offset += len;
         self.next_commit += 1;
+        self.shared.next_commit.set(self.next_commit);
         let mut segments = self.shared.segments.borrow_mut();
         let info = segments
             .values_mut()

@@ -3,8 +3,8 @@
 //!
 //! - `cluster_info`: one row per metasrv replica (its raft state as it reports it) and per
 //!   registered datanode (its liveness from the metasrv leader's heartbeats);
-//! - `region_peers`: one row per region with the datanode shard that serves it, and that
-//!   datanode's liveness.
+//! - `region_peers`: one row per copy of a region (its role: leader, follower or learner)
+//!   with the datanode shard that holds it, and that datanode's liveness.
 //!
 //! Both are read from [`ClusterView`] when a query names them, as `/v1/cluster` is.
 
@@ -149,16 +149,18 @@ pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
 
 /// `region_peers`: every region, its datanode shard and that datanode's liveness.
 pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
-    // A row per copy: the leader's, then each follower's.
-    let peers: Vec<(&RegionView, u64, u16, bool)> = view
+    // A row per copy: the leader's, then each follower's, then the learner's.
+    let peers: Vec<(&RegionView, u64, u16, &str)> = view
         .regions
         .iter()
         .flat_map(|r| {
-            std::iter::once((r, r.datanode, r.shard, true)).chain(
-                r.followers
-                    .iter()
-                    .map(move |f| (r, f.datanode, f.shard, false)),
-            )
+            std::iter::once((r, r.datanode, r.shard, "LEADER"))
+                .chain(
+                    r.followers
+                        .iter()
+                        .map(move |f| (r, f.datanode, f.shard, "FOLLOWER")),
+                )
+                .chain(r.learner.map(|l| (r, l.datanode, l.shard, "LEARNER")))
         })
         .collect();
     let regions = &peers;
@@ -175,6 +177,7 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             Field::new("status", DataType::Utf8, false),
             Field::new("down_seconds", DataType::Int64, true),
             Field::new("epoch", DataType::Int64, false),
+            Field::new("role", DataType::Utf8, false),
         ],
         vec![
             text(regions.iter().map(|(r, ..)| Some(r.database.clone()))),
@@ -190,7 +193,7 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
                 .iter()
                 .map(|(_, _, shard, _)| Some(u64::from(*shard)))),
             Arc::new(BooleanArray::from_iter(
-                regions.iter().map(|(.., leads)| Some(*leads)),
+                regions.iter().map(|(.., role)| Some(*role == "LEADER")),
             )),
             text(regions.iter().map(|(_, peer, ..)| {
                 let alive = datanode(*peer).is_some_and(|d| d.alive());
@@ -203,6 +206,7 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
                     .map(|ms| ms / 1000)
             })),
             int(regions.iter().map(|(r, ..)| Some(r.epoch))),
+            text(regions.iter().map(|(.., role)| Some(role.to_string()))),
         ],
     )
 }

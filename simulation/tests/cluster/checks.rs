@@ -220,11 +220,33 @@ pub(super) async fn check_after_healing(
     // shipped (a power cut before its sync, whose write survived it) may be on the
     // leader alone until catch-up exists: it was never acknowledged.
     time::sleep(WRITE_TIMEOUT + FOLLOWER_REMOVAL_AFTER).await;
-    let catalog = frontend
-        .meta
-        .refresh()
-        .await
-        .expect("the catalog after the writes settled");
+    // Every region gets back the copies it wants: the metasrv gives it a learner, which
+    // its leader catches up and makes a follower (checked below like any follower).
+    let repairing = time::now();
+    let catalog = loop {
+        let catalog = frontend
+            .meta
+            .refresh()
+            .await
+            .expect("the catalog after the writes settled");
+        let short: Vec<(RegionId, metronome_catalog::Route)> = catalog
+            .routes()
+            .filter(|(_, route)| route.replicas().count() < route.replicas_wanted())
+            .collect();
+        if short.is_empty() {
+            break catalog;
+        }
+        assert!(
+            time::now().duration_since(repairing) < REPAIR_MAX,
+            "regions still lack copies {REPAIR_MAX:?} after the faults healed: {short:?}; \
+             faults {faults:?}"
+        );
+        time::sleep(Duration::from_secs(1)).await;
+    };
+    println!(
+        "cluster_repair_ms={}",
+        time::now().duration_since(repairing).as_millis()
+    );
     let mut compared = 0;
     for (region, route) in catalog.routes() {
         let mut copies: Vec<(u64, Rows)> = Vec::new();

@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 22;
+pub const ENUM_MAX_REQUEST: u8 = 23;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 23] = [
+pub const ENUM_VALUES_REQUEST: [Request; 24] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -536,6 +536,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 23] = [
   Request::ChangeMembership,
   Request::WatchCatalog,
   Request::Replicate,
+  Request::InstallRegion,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -566,9 +567,10 @@ impl Request {
   pub const ChangeMembership: Self = Self(20);
   pub const WatchCatalog: Self = Self(21);
   pub const Replicate: Self = Self(22);
+  pub const InstallRegion: Self = Self(23);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 22;
+  pub const ENUM_MAX: u8 = 23;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -593,6 +595,7 @@ impl Request {
     Self::ChangeMembership,
     Self::WatchCatalog,
     Self::Replicate,
+    Self::InstallRegion,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -620,6 +623,7 @@ impl Request {
       Self::ChangeMembership => Some("ChangeMembership"),
       Self::WatchCatalog => Some("WatchCatalog"),
       Self::Replicate => Some("Replicate"),
+      Self::InstallRegion => Some("InstallRegion"),
       _ => None,
     }
   }
@@ -3994,6 +3998,246 @@ impl ::core::fmt::Debug for Replicate<'_> {
       ds.finish()
   }
 }
+pub enum InstallRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One piece of a leader's copy of a region for its learner (datanode/src/catch_up.rs):
+/// the region's rows as of write `sequence` (and perhaps some later ones, which the
+/// learner takes again), `chunk` of `chunks` in order; the learner installs them when
+/// the last one arrives, in place of whatever copy it had.
+pub struct InstallRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InstallRegion<'a> {
+  type Inner = InstallRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InstallRegion<'a> {
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SEQUENCE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SCHEMA: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CHUNK: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CHUNKS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_BATCH: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InstallRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InstallRegionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InstallRegion<'bldr>> {
+    let mut builder = InstallRegionBuilder::new(_fbb);
+    builder.add_sequence(args.sequence);
+    builder.add_epoch(args.epoch);
+    builder.add_leader(args.leader);
+    if let Some(x) = args.batch { builder.add_batch(x); }
+    builder.add_chunks(args.chunks);
+    builder.add_chunk(args.chunk);
+    if let Some(x) = args.schema { builder.add_schema(x); }
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.add_shard(args.shard);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn leader(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InstallRegion::VT_LEADER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shard(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(InstallRegion::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(InstallRegion::VT_REGION, None).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InstallRegion::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sequence(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InstallRegion::VT_SEQUENCE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn schema(&self) -> RegionSchema<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<RegionSchema>>(InstallRegion::VT_SCHEMA, None).unwrap()}
+  }
+  #[inline]
+  pub fn chunk(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InstallRegion::VT_CHUNK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chunks(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InstallRegion::VT_CHUNKS, Some(0)).unwrap()}
+  }
+  /// The rows, as a write batch (wire/src/write_batch.rs).
+  #[inline]
+  pub fn batch(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(InstallRegion::VT_BATCH, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InstallRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u16>("shard", Self::VT_SHARD, false)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<u64>("sequence", Self::VT_SEQUENCE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<RegionSchema>>("schema", Self::VT_SCHEMA, true)?
+     .visit_field::<u32>("chunk", Self::VT_CHUNK, false)?
+     .visit_field::<u32>("chunks", Self::VT_CHUNKS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("batch", Self::VT_BATCH, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InstallRegionArgs<'a> {
+    pub leader: u64,
+    pub shard: u16,
+    pub region: Option<&'a RegionId>,
+    pub epoch: u64,
+    pub sequence: u64,
+    pub schema: Option<::flatbuffers::WIPOffset<RegionSchema<'a>>>,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub batch: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for InstallRegionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InstallRegionArgs {
+      leader: 0,
+      shard: 0,
+      region: None, // required field
+      epoch: 0,
+      sequence: 0,
+      schema: None, // required field
+      chunk: 0,
+      chunks: 0,
+      batch: None, // required field
+    }
+  }
+}
+
+pub struct InstallRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InstallRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_leader(&mut self, leader: u64) {
+    self.fbb_.push_slot::<u64>(InstallRegion::VT_LEADER, leader, 0);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u16) {
+    self.fbb_.push_slot::<u16>(InstallRegion::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(InstallRegion::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(InstallRegion::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_sequence(&mut self, sequence: u64) {
+    self.fbb_.push_slot::<u64>(InstallRegion::VT_SEQUENCE, sequence, 0);
+  }
+  #[inline]
+  pub fn add_schema(&mut self, schema: ::flatbuffers::WIPOffset<RegionSchema<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<RegionSchema>>(InstallRegion::VT_SCHEMA, schema);
+  }
+  #[inline]
+  pub fn add_chunk(&mut self, chunk: u32) {
+    self.fbb_.push_slot::<u32>(InstallRegion::VT_CHUNK, chunk, 0);
+  }
+  #[inline]
+  pub fn add_chunks(&mut self, chunks: u32) {
+    self.fbb_.push_slot::<u32>(InstallRegion::VT_CHUNKS, chunks, 0);
+  }
+  #[inline]
+  pub fn add_batch(&mut self, batch: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InstallRegion::VT_BATCH, batch);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InstallRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InstallRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InstallRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, InstallRegion::VT_REGION,"region");
+    self.fbb_.required(o, InstallRegion::VT_SCHEMA,"schema");
+    self.fbb_.required(o, InstallRegion::VT_BATCH,"batch");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InstallRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InstallRegion");
+      ds.field("leader", &self.leader());
+      ds.field("shard", &self.shard());
+      ds.field("region", &self.region());
+      ds.field("epoch", &self.epoch());
+      ds.field("sequence", &self.sequence());
+      ds.field("schema", &self.schema());
+      ds.field("chunk", &self.chunk());
+      ds.field("chunks", &self.chunks());
+      ds.field("batch", &self.batch());
+      ds.finish()
+  }
+}
 pub enum HeartbeatOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5627,6 +5871,8 @@ impl<'a> HeartbeatReply<'a> {
   pub const VT_FOLLOWS: ::flatbuffers::VOffsetT = 8;
   pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_PEERS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEARNS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5639,6 +5885,8 @@ impl<'a> HeartbeatReply<'a> {
   ) -> ::flatbuffers::WIPOffset<HeartbeatReply<'bldr>> {
     let mut builder = HeartbeatReplyBuilder::new(_fbb);
     builder.add_catalog_version(args.catalog_version);
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.learns { builder.add_learns(x); }
     if let Some(x) = args.peers { builder.add_peers(x); }
     if let Some(x) = args.followers { builder.add_followers(x); }
     if let Some(x) = args.follows { builder.add_follows(x); }
@@ -5680,13 +5928,29 @@ impl<'a> HeartbeatReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>(HeartbeatReply::VT_FOLLOWERS, None)}
   }
-  /// The addresses of those followers' datanodes.
+  /// The addresses of those followers' and learners' datanodes.
   #[inline]
   pub fn peers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr>>>>(HeartbeatReply::VT_PEERS, None)}
+  }
+  /// The regions it is a learner of, at their epochs.
+  #[inline]
+  pub fn learns(&self) -> Option<::flatbuffers::Vector<'a, RegionLease>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RegionLease>>>(HeartbeatReply::VT_LEARNS, None)}
+  }
+  /// The learners of the regions it leads, one each (`followers` holds one replica).
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>(HeartbeatReply::VT_LEARNERS, None)}
   }
 }
 
@@ -5701,6 +5965,8 @@ impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("follows", Self::VT_FOLLOWS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>("followers", Self::VT_FOLLOWERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DatanodeAddr>>>>("peers", Self::VT_PEERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("learns", Self::VT_LEARNS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>("learners", Self::VT_LEARNERS, false)?
      .finish();
     Ok(())
   }
@@ -5711,6 +5977,8 @@ pub struct HeartbeatReplyArgs<'a> {
     pub follows: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
     pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>>>,
     pub peers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr<'a>>>>>,
+    pub learns: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>>>,
 }
 impl<'a> Default for HeartbeatReplyArgs<'a> {
   #[inline]
@@ -5721,6 +5989,8 @@ impl<'a> Default for HeartbeatReplyArgs<'a> {
       follows: None,
       followers: None,
       peers: None,
+      learns: None,
+      learners: None,
     }
   }
 }
@@ -5751,6 +6021,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatReplyBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_PEERS, peers);
   }
   #[inline]
+  pub fn add_learns(&mut self, learns: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RegionLease>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_LEARNS, learns);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionFollowers<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_LEARNERS, learners);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HeartbeatReplyBuilder {
@@ -5773,6 +6051,8 @@ impl ::core::fmt::Debug for HeartbeatReply<'_> {
       ds.field("follows", &self.follows());
       ds.field("followers", &self.followers());
       ds.field("peers", &self.peers());
+      ds.field("learns", &self.learns());
+      ds.field("learners", &self.learners());
       ds.finish()
   }
 }
@@ -7075,6 +7355,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_install_region(&self) -> Option<InstallRegion<'a>> {
+    if self.body_type() == Request::InstallRegion {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { InstallRegion::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -7107,6 +7401,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::ChangeMembership => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembership>>("Request::ChangeMembership", pos),
           Request::WatchCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCatalog>>("Request::WatchCatalog", pos),
           Request::Replicate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Replicate>>("Request::Replicate", pos),
+          Request::InstallRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InstallRegion>>("Request::InstallRegion", pos),
           _ => Ok(()),
         }
      })?
@@ -7311,6 +7606,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::Replicate => {
           if let Some(x) = self.body_as_replicate() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::InstallRegion => {
+          if let Some(x) = self.body_as_install_region() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,0 +1,334 @@
+//! A leader's side of catch-up (KIP-903's rule: a copy counts toward acknowledgements
+//! only once it holds everything): the metasrv gives a region a learner
+//! (`Command::AddLearner`, `metronome_catalog::replicas`), and its leader makes the
+//! learner a follower.
+//!
+//! 1. It queues each of the region's writes for the learner from now on, as for a
+//!    follower but without waiting for the outcome ([`Learning`]).
+//! 2. It takes a snapshot of its own copy — every write up to a sequence, perhaps more
+//!    (`engine::install`) — and sends it in pieces (`RegionRequest::Install`); the learner
+//!    installs it in place of any copy it had.
+//! 3. It ships the queued writes; the learner takes those above the snapshot's sequence.
+//! 4. Once the learner has nearly everything, it holds the region's new writes back (the
+//!    gate in [`Leases`](crate::lease::Leases)), waits until every write queued for any
+//!    copy is done — so the learner holds every write the leader has taken — and asks the
+//!    metasrv to make the learner a follower (`Command::ReconfigureRegion`, a
+//!    compare-and-set on the epoch). It lets writes in again only once its lease is at
+//!    the new epoch, or gone: a write admitted at the old epoch after the change would
+//!    be acknowledged without the new follower, which a failover may then promote.
+//!
+//! A catch-up that fails is tried again; one that keeps failing for
+//! [`LEARNER_REMOVAL_AFTER`] asks the metasrv to take the learner away (the metasrv adds
+//! another when it can).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use metronome_catalog::client::MetaError;
+use metronome_catalog::replicas::Replica;
+use metronome_catalog::Command;
+use metronome_core::data::RegionId;
+use metronome_core::rt::{task, time};
+use metronome_wire::{write_batch, RegionReply, RegionRequest, RegionService};
+
+use crate::engine::install_batches;
+use crate::replication::{complete, shipment, Outbox, Shared};
+
+/// How often the leader looks for learners of the regions it leads.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// The most rows one piece of a snapshot carries (one SST at the learner).
+const PIECE_ROWS_MAX: usize = 256 * 1024;
+/// How long one piece, or one shipment, may take.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+const SHIPMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a catch-up may keep failing before the leader asks to remove the learner.
+pub const LEARNER_REMOVAL_AFTER: Duration = Duration::from_secs(10);
+/// How long the leader holds a region's writes back for the writes queued before to be
+/// done, before it gives up this attempt.
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
+/// The pause between attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// A learner being caught up: where the region's writes queue for it.
+pub(crate) struct Learning {
+    pub(crate) epoch: u64,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) wake: async_channel::Sender<()>,
+    failed: AtomicBool,
+}
+
+impl Learning {
+    /// Whether the learner fell too far behind to queue more: the attempt starts over.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// Catches up every learner of the regions this leader leads, one task each, until the
+/// replicator is dropped.
+pub(crate) async fn supervise(shared: Weak<Shared>) {
+    let running: Arc<Mutex<BTreeSet<(RegionId, u64, Replica)>>> = Arc::default();
+    let mut ticks = time::interval(SUPERVISE_EVERY);
+    loop {
+        ticks.tick().await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        for key in strong.leases.learners() {
+            if !running.lock().expect("running").insert(key) {
+                continue;
+            }
+            let (shared, running) = (strong.clone(), running.clone());
+            task::spawn(async move {
+                catch_up(&shared, key.0, key.1, key.2).await;
+                running.lock().expect("running").remove(&key);
+            });
+        }
+    }
+}
+
+/// Makes `learner` a follower of `region` at `epoch`, trying again while it is still
+/// the learner and this datanode still leads the region at that epoch.
+async fn catch_up(shared: &Shared, region: RegionId, epoch: u64, learner: Replica) {
+    let mut failing_since = None;
+    while shared.leases.learner(region, epoch) == Some(learner) {
+        let started = time::now();
+        let outcome = attempt(shared, region, epoch, learner).await;
+        shared.learning.lock().expect("learning").remove(&region);
+        match outcome {
+            Ok(()) => {
+                tracing::info!(
+                    datanode = shared.datanode,
+                    %region,
+                    epoch = epoch + 1,
+                    learner = learner.datanode,
+                    took_ms = time::elapsed(started).as_millis() as u64,
+                    "a learner caught up and follows"
+                );
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    datanode = shared.datanode,
+                    %region,
+                    learner = learner.datanode,
+                    %reason,
+                    "a learner's catch-up failed; trying again"
+                );
+                let since = *failing_since.get_or_insert_with(time::now);
+                if time::elapsed(since) >= LEARNER_REMOVAL_AFTER {
+                    let command = Command::RemoveLearner {
+                        region,
+                        epoch,
+                        learner,
+                    };
+                    match shared.metasrv.execute(&command).await {
+                        Ok(_) => tracing::warn!(
+                            %region,
+                            learner = learner.datanode,
+                            "removed a learner that could not catch up"
+                        ),
+                        Err(error) => tracing::warn!(%region, %error, "could not remove a learner"),
+                    }
+                    return;
+                }
+                time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// One attempt: queue, install, ship, then the switch.
+async fn attempt(
+    shared: &Shared,
+    region: RegionId,
+    epoch: u64,
+    learner: Replica,
+) -> Result<(), String> {
+    let outbox = Arc::new(Outbox::default());
+    let (wake, woken) = async_channel::bounded(1);
+    shared.learning.lock().expect("learning").insert(
+        region,
+        Learning {
+            epoch,
+            outbox: outbox.clone(),
+            wake,
+            failed: AtomicBool::new(false),
+        },
+    );
+    // From here every write of the region is queued for the learner, or is in the
+    // snapshot: the snapshot holds every write up to the last one sequenced now.
+    let (schema, sequence, series) = shared
+        .handle
+        .snapshot(region)
+        .await
+        .map_err(|error| format!("the snapshot failed: {error}"))?;
+    let addr = shared
+        .leases
+        .peer_addr(learner.datanode)
+        .ok_or_else(|| format!("no address for datanode {}", learner.datanode))?;
+    let service = (shared.dial)(learner.datanode, &addr);
+    let pieces = install_batches(series, PIECE_ROWS_MAX);
+    let chunks = pieces.len() as u32;
+    for (chunk, piece) in pieces.iter().enumerate() {
+        let batch = write_batch::encode(piece).map_err(|error| error.0)?;
+        let request = RegionRequest::Install {
+            leader: shared.datanode,
+            shard: learner.shard,
+            region,
+            epoch,
+            sequence,
+            schema: schema.clone(),
+            chunk: chunk as u32,
+            chunks,
+            batch: batch.into(),
+        };
+        call(&*service, request, PIECE_TIMEOUT).await?;
+    }
+    // What the learner lacks now is in its outbox: ship it while writes go on.
+    loop {
+        check_learning(shared, region, &outbox)?;
+        let shipped = ship_once(shared, region, learner, &outbox, &*service, &woken).await?;
+        if shipped == 0 || outbox.is_empty() {
+            break;
+        }
+    }
+    switch(shared, region, epoch, learner, &outbox, &*service, &woken).await
+}
+
+/// Holds the region's writes back until every one taken is on every copy and the
+/// learner, makes the learner a follower, and lets writes in at the new epoch.
+async fn switch(
+    shared: &Shared,
+    region: RegionId,
+    epoch: u64,
+    learner: Replica,
+    outbox: &Outbox,
+    service: &dyn RegionService,
+    woken: &async_channel::Receiver<()>,
+) -> Result<(), String> {
+    shared.leases.set_gate(region, true);
+    let asked = AtomicBool::new(false);
+    let outcome = async {
+        let since = time::now();
+        while !outbox.is_empty() || shared.queued_writes(region) > 0 {
+            check_learning(shared, region, outbox)?;
+            if time::elapsed(since) >= SETTLE_WAIT_MAX {
+                return Err(format!(
+                    "the writes of region {region} did not settle within {SETTLE_WAIT_MAX:?}"
+                ));
+            }
+            if ship_once(shared, region, learner, outbox, service, woken).await? == 0 {
+                time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let mut followers = shared
+            .leases
+            .configured_followers(region, epoch)
+            .ok_or_else(|| format!("this datanode no longer leads region {region} at {epoch}"))?;
+        followers.push(learner);
+        let command = Command::ReconfigureRegion {
+            region,
+            epoch,
+            leader: Replica {
+                datanode: shared.datanode,
+                shard: shared.handle.shard_of(region),
+            },
+            followers,
+        };
+        // Until the metasrv says yes or no, the change may have been made: writes stay
+        // held back, and the same command goes again (it cannot take effect twice).
+        asked.store(true, Ordering::Release);
+        loop {
+            match shared.metasrv.execute(&command).await {
+                Ok(_) => return Ok(()),
+                Err(MetaError::Refused(refusal)) => {
+                    return Err(format!("the metasrv refused the new follower: {refusal}"))
+                }
+                Err(error) if shared.leases.check(region, epoch).is_err() => {
+                    return Err(format!(
+                        "the metasrv did not answer ({error}) before the lease at epoch \
+                         {epoch} ended"
+                    ))
+                }
+                Err(_) => time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    .await;
+    let refused = matches!(&outcome, Err(reason) if reason.starts_with("the metasrv refused"));
+    if asked.load(Ordering::Acquire) && !refused {
+        // The configuration may be at the next epoch: a write admitted at this one must
+        // not be acknowledged without the new follower, so writes wait until the lease
+        // at this epoch is gone (renewed at the next, or lapsed).
+        while shared.leases.check(region, epoch).is_ok() {
+            shared.leases.renew_now().await;
+        }
+    }
+    shared.leases.set_gate(region, false);
+    outcome
+}
+
+/// Fails the attempt if the learner fell behind or a write failed at the leader.
+fn check_learning(shared: &Shared, region: RegionId, outbox: &Outbox) -> Result<(), String> {
+    let failed = shared
+        .learning
+        .lock()
+        .expect("learning")
+        .get(&region)
+        .is_none_or(Learning::failed);
+    if failed {
+        return Err("the learner fell too far behind".to_string());
+    }
+    if outbox.holds_failed() {
+        return Err("a write failed at the leader's WAL".to_string());
+    }
+    Ok(())
+}
+
+/// Ships what of `outbox` is durable at the leader, once; returns how many writes (0:
+/// none was ready, after waiting a little for one).
+async fn ship_once(
+    shared: &Shared,
+    region: RegionId,
+    learner: Replica,
+    outbox: &Outbox,
+    service: &dyn RegionService,
+    woken: &async_channel::Receiver<()>,
+) -> Result<usize, String> {
+    let (regions, count, bytes) = shipment(outbox);
+    if count == 0 {
+        // The oldest is not durable at the leader yet: its release wakes this.
+        let _ = time::timeout(Duration::from_millis(50), woken.recv()).await;
+        return Ok(0);
+    }
+    let request = RegionRequest::Replicate {
+        leader: shared.datanode,
+        shard: learner.shard,
+        regions,
+    };
+    call(service, request, SHIPMENT_TIMEOUT)
+        .await
+        .map_err(|error| format!("shipping region {region}'s writes: {error}"))?;
+    complete(outbox, count, bytes, |_| Ok(()));
+    Ok(count)
+}
+
+async fn call(
+    service: &dyn RegionService,
+    request: RegionRequest,
+    timeout: Duration,
+) -> Result<(), String> {
+    match time::timeout(timeout, service.call(request)).await {
+        Ok(Ok(RegionReply::Done)) => Ok(()),
+        Ok(Ok(other)) => Err(format!("answered {other:?}")),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}

@@ -1,0 +1,74 @@
+//! Repair: the metasrv leader gives each region with fewer copies than it wants a
+//! learner (`Command::AddLearner`), which its leader catches up and makes a follower
+//! (`metronome_datanode::catch_up`); it takes a learner away once its datanode is gone.
+//!
+//! Run from the failure detector's loop, so with its wait: a metasrv leader decides
+//! nothing until it has led for a lease and heard the datanodes' heartbeats itself. A
+//! learner goes only to a datanode this leader heard within
+//! [`ALIVE_SINCE_HEARTBEAT_MAX`], and only for a region whose leader it heard too.
+
+use std::time::Instant;
+
+use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
+use metronome_catalog::Command;
+use metronome_core::rt::time;
+
+use crate::failover::LEASE_WAIT;
+use crate::service::{ExecuteError, MetaService};
+
+/// Learners caught up at once in the whole cluster: each costs its leader a snapshot
+/// and the network a copy of the region.
+pub const LEARNERS_MAX: usize = 4;
+
+/// Adds learners where copies are missing and removes those on datanodes gone.
+pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(), ExecuteError> {
+    let heard = service.datanodes();
+    let now = time::now();
+    let silent_for = |datanode: u64| {
+        let last = heard.get(&datanode).map_or(leading_since, |status| {
+            status.last_heartbeat.max(leading_since)
+        });
+        now.saturating_duration_since(last)
+    };
+    let alive = |datanode: u64| {
+        heard.get(&datanode).is_some_and(|status| {
+            now.saturating_duration_since(status.last_heartbeat) <= ALIVE_SINCE_HEARTBEAT_MAX
+        })
+    };
+    let catalog = service.catalog().await?;
+    let mut learners = catalog
+        .routes()
+        .filter(|(_, route)| route.learner.is_some())
+        .count();
+    for (region, route) in catalog.routes() {
+        let command = match route.learner {
+            Some(learner) if silent_for(learner.datanode) >= LEASE_WAIT => Command::RemoveLearner {
+                region,
+                epoch: route.epoch,
+                learner,
+            },
+            Some(_) => continue,
+            None if learners >= LEARNERS_MAX || !alive(route.datanode) => continue,
+            None => match catalog.choose_learner(region, alive) {
+                Some(learner) => {
+                    learners += 1;
+                    Command::AddLearner {
+                        region,
+                        epoch: route.epoch,
+                        learner,
+                    }
+                }
+                None => continue,
+            },
+        };
+        match service.execute(command.clone()).await {
+            Ok(_) => tracing::info!(%region, ?command, "region copies repaired"),
+            // The region moved on meanwhile: the next look sees it.
+            Err(ExecuteError::Refused(reason)) => {
+                tracing::info!(%region, %reason, "a repair was overtaken")
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
