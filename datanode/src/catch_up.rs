@@ -17,9 +17,11 @@
 //!    the new epoch, or gone: a write admitted at the old epoch after the change would
 //!    be acknowledged without the new follower, which a failover may then promote.
 //!
-//! A catch-up that fails is tried again; one that keeps failing for
+//! A catch-up that fails is tried again (a new snapshot each time); one that keeps
+//! failing for
 //! [`LEARNER_REMOVAL_AFTER`] asks the metasrv to take the learner away (the metasrv adds
-//! another when it can).
+//! another when it can). Known limit: the snapshot is read whole into the leader's
+//! memory, outside the shard's memory budget.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +46,7 @@ const PIECE_ROWS_MAX: usize = 256 * 1024;
 const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 const SHIPMENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a catch-up may keep failing before the leader asks to remove the learner.
-pub const LEARNER_REMOVAL_AFTER: Duration = Duration::from_secs(10);
+pub const LEARNER_REMOVAL_AFTER: Duration = Duration::from_secs(30);
 /// How long the leader holds a region's writes back for the writes queued before to be
 /// done, before it gives up this attempt.
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(2);
@@ -73,21 +75,23 @@ impl Learning {
 /// Catches up every learner of the regions this leader leads, one task each, until the
 /// replicator is dropped.
 pub(crate) async fn supervise(shared: Weak<Shared>) {
-    let running: Arc<Mutex<BTreeSet<(RegionId, u64, Replica)>>> = Arc::default();
+    // One catch-up per region at a time: the gate and the learner's outbox are the
+    // region's, and an attempt for a learner since replaced may still be finishing.
+    let running: Arc<Mutex<BTreeSet<RegionId>>> = Arc::default();
     let mut ticks = time::interval(SUPERVISE_EVERY);
     loop {
         ticks.tick().await;
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        for key in strong.leases.learners() {
-            if !running.lock().expect("running").insert(key) {
+        for (region, epoch, learner) in strong.leases.learners() {
+            if !running.lock().expect("running").insert(region) {
                 continue;
             }
             let (shared, running) = (strong.clone(), running.clone());
             task::spawn(async move {
-                catch_up(&shared, key.0, key.1, key.2).await;
-                running.lock().expect("running").remove(&key);
+                catch_up(&shared, region, epoch, learner).await;
+                running.lock().expect("running").remove(&region);
             });
         }
     }
@@ -214,10 +218,11 @@ async fn switch(
     woken: &async_channel::Receiver<()>,
 ) -> Result<(), String> {
     shared.leases.set_gate(region, true);
-    let asked = AtomicBool::new(false);
+    // What the metasrv said of the change: `None` until it was asked.
+    let answer: Mutex<Option<Answer>> = Mutex::new(None);
     let outcome = async {
         let since = time::now();
-        while !outbox.is_empty() || shared.queued_writes(region) > 0 {
+        while !settled(shared, region, outbox) {
             check_learning(shared, region, outbox)?;
             if time::elapsed(since) >= SETTLE_WAIT_MAX {
                 return Err(format!(
@@ -228,6 +233,8 @@ async fn switch(
                 time::sleep(Duration::from_millis(2)).await;
             }
         }
+        // A write the learner's full outbox could not take is in no outbox.
+        check_learning(shared, region, outbox)?;
         let mut followers = shared
             .leases
             .configured_followers(region, epoch)
@@ -244,35 +251,67 @@ async fn switch(
         };
         // Until the metasrv says yes or no, the change may have been made: writes stay
         // held back, and the same command goes again (it cannot take effect twice).
-        asked.store(true, Ordering::Release);
+        *answer.lock().expect("answer") = Some(Answer::Unknown);
         loop {
-            match shared.metasrv.execute(&command).await {
-                Ok(_) => return Ok(()),
-                Err(MetaError::Refused(refusal)) => {
-                    return Err(format!("the metasrv refused the new follower: {refusal}"))
-                }
-                Err(error) if shared.leases.check(region, epoch).is_err() => {
-                    return Err(format!(
+            let (said, outcome) = match shared.metasrv.execute(&command).await {
+                Ok(_) => (Answer::Made, Ok(())),
+                // A refusal is final, but an earlier try of the same command (the client
+                // sends again when an answer is lost) may have made the change: the
+                // refusal is then its own ("the region is at the next epoch").
+                Err(MetaError::Refused(refusal)) => (
+                    Answer::Refused,
+                    Err(format!("the metasrv refused the new follower: {refusal}")),
+                ),
+                Err(error) if shared.leases.check(region, epoch).is_err() => (
+                    Answer::Unknown,
+                    Err(format!(
                         "the metasrv did not answer ({error}) before the lease at epoch \
                          {epoch} ended"
-                    ))
+                    )),
+                ),
+                Err(_) => {
+                    time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                Err(_) => time::sleep(Duration::from_millis(100)).await,
-            }
+            };
+            *answer.lock().expect("answer") = Some(said);
+            return outcome;
         }
     }
     .await;
-    let refused = matches!(&outcome, Err(reason) if reason.starts_with("the metasrv refused"));
-    if asked.load(Ordering::Acquire) && !refused {
+    let answer = *answer.lock().expect("answer");
+    if let Some(answer) = answer {
         // The configuration may be at the next epoch: a write admitted at this one must
-        // not be acknowledged without the new follower, so writes wait until the lease
-        // at this epoch is gone (renewed at the next, or lapsed).
+        // not be acknowledged without the new follower, so writes wait until the lease at
+        // this epoch is gone (renewed at the next, or lapsed) — or, after a refusal, until
+        // a heartbeat sent since still grants this epoch: the change was never made.
         while shared.leases.check(region, epoch).is_ok() {
-            shared.leases.renew_now().await;
+            let renewed = shared.leases.renew_now().await;
+            if answer == Answer::Refused
+                && renewed
+                && shared.leases.granted_epoch(region) == Some(epoch)
+            {
+                break;
+            }
         }
     }
     shared.leases.set_gate(region, false);
     outcome
+}
+
+/// What the metasrv answered to making the learner a follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Made,
+    Refused,
+    /// No answer came: the change may have been made.
+    Unknown,
+}
+
+/// Whether every write of `region` queued for a copy is done: each is on every follower
+/// and on the learner.
+fn settled(shared: &Shared, region: RegionId, outbox: &Outbox) -> bool {
+    outbox.is_empty() && shared.queued_writes(region) == 0
 }
 
 /// Fails the attempt if the learner fell behind or a write failed at the leader.

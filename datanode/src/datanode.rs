@@ -448,14 +448,45 @@ impl DatanodeHandle {
     /// it names, unless the region already lives on another; `ShardStats`: every shard,
     /// leaving out one that does not answer).
     pub async fn region_call(&self, request: RegionRequest) -> Result<RegionReply, EngineError> {
-        if let RegionRequest::Replicate { shard, .. } = &request {
-            if *shard >= self.shard_count() {
+        if let RegionRequest::Replicate {
+            leader,
+            shard,
+            regions,
+        } = request
+        {
+            if shard >= self.shard_count() {
                 return Err(EngineError::Internal(format!(
                     "a leader shipped writes to shard {shard}, and this datanode has {}",
                     self.shard_count()
                 )));
             }
-            return self.on_shard(*shard, request).await;
+            // Each region's writes go to the shard that holds its copy here: the one named,
+            // unless the copy lived on another already (a learner's install goes there).
+            let mut by_shard: BTreeMap<u16, Vec<metronome_wire::ReplicatedRegion>> =
+                BTreeMap::new();
+            {
+                let routes = self.routes.lock().expect("routes");
+                for one in regions {
+                    let index = routes.get(&one.region).copied().unwrap_or(shard);
+                    by_shard.entry(index).or_default().push(one);
+                }
+            }
+            let shipped =
+                futures::future::join_all(by_shard.into_iter().map(|(index, regions)| {
+                    self.on_shard(
+                        index,
+                        RegionRequest::Replicate {
+                            leader,
+                            shard: index,
+                            regions,
+                        },
+                    )
+                }))
+                .await;
+            return shipped
+                .into_iter()
+                .find(|reply| reply.is_err())
+                .unwrap_or(Ok(RegionReply::Done));
         }
         let Some(region) = request.region() else {
             let mut all = Vec::with_capacity(self.shards.len());
@@ -656,7 +687,6 @@ impl DatanodeHandle {
         self.region_done(RegionRequest::Open { region }).await
     }
 
-    /// Flushes a region's memtable to an SST now (normally memory pressure decides).
     /// Region `region`'s rows as of its last write now, for a learner
     /// ([`ShardEngine::snapshot`](crate::engine::ShardEngine::snapshot)).
     pub async fn snapshot(&self, region: RegionId) -> Result<Snapshot, EngineError> {
@@ -664,6 +694,7 @@ impl DatanodeHandle {
             .await
     }
 
+    /// Flushes a region's memtable to an SST now (normally memory pressure decides).
     pub async fn flush(&self, region: RegionId) -> Result<Option<SstMeta>, EngineError> {
         self.call(region, |reply| Request::Flush(region, reply))
             .await

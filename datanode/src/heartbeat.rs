@@ -102,18 +102,21 @@ pub async fn run(
         if metronome_core::buggify!(0.02) {
             time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
         }
-        match metasrv.heartbeat(datanode, &stats).await {
+        let renewed = match metasrv.heartbeat(datanode, &stats).await {
             Ok((_, grants, replication)) => {
                 if metronome_core::buggify!(0.02) {
                     time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
                 }
                 leases.renew(sent_at, &grants, replication)
             }
-            Err(error) => tracing::warn!(%error, datanode, "heartbeat to the metasrv failed"),
-        }
+            Err(error) => {
+                tracing::warn!(%error, datanode, "heartbeat to the metasrv failed");
+                false
+            }
+        };
         for request in waiting {
             // A request that stopped waiting dropped its end: nothing to tell it.
-            let _ = request.try_send(());
+            let _ = request.try_send(renewed);
         }
     }
 }

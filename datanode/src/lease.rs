@@ -35,8 +35,8 @@ pub struct Leases {
     replication: Mutex<ReplicationGrants>,
     /// Asks the heartbeat to go now (one pending wake at most).
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
-    /// Requests waiting for the next heartbeat to complete.
-    waiting: Mutex<Vec<async_channel::Sender<()>>>,
+    /// Requests waiting for the next heartbeat to complete, told whether it renewed.
+    waiting: Mutex<Vec<async_channel::Sender<bool>>>,
     /// Regions whose writes wait while their leader adds a follower (`crate::catch_up`).
     gated: Mutex<std::collections::BTreeSet<RegionId>>,
 }
@@ -192,13 +192,20 @@ impl Leases {
     }
 
     /// Takes the grants of the reply to the heartbeat sent at `sent_at`.
-    pub(crate) fn renew(&self, sent_at: Instant, grants: &[Grant], replication: ReplicationGrants) {
+    /// Returns whether they were taken (not a late reply to an earlier heartbeat).
+    pub(crate) fn renew(
+        &self,
+        sent_at: Instant,
+        grants: &[Grant],
+        replication: ReplicationGrants,
+    ) -> bool {
         let mut held = self.held.lock().expect("leases");
         let renewal = held.renew(sent_at, grants, LEASE_HELD);
         if let Ok(Renewal::Taken) = renewal {
             *self.replication.lock().expect("replication") = replication;
         }
         drop(held);
+        let taken = matches!(renewal, Ok(Renewal::Taken));
         match renewal {
             Ok(Renewal::Taken) => {}
             Ok(Renewal::Outdated) => {
@@ -211,12 +218,13 @@ impl Leases {
                  run out"
             ),
         }
+        taken
     }
 
     /// The heartbeat is about to go: the requests waiting so far are waiting for it.
     /// Those that come later wait for the next, which their wake starts at once, since
     /// this one may have read the catalog before their region was in it.
-    pub(crate) fn starting(&self) -> Vec<async_channel::Sender<()>> {
+    pub(crate) fn starting(&self) -> Vec<async_channel::Sender<bool>> {
         std::mem::take(&mut *self.waiting.lock().expect("leases"))
     }
 
@@ -226,13 +234,22 @@ impl Leases {
         let _ = self.wake.1.recv().await;
     }
 
-    /// Asks for a heartbeat now and waits (a bounded time) until one completed.
-    pub(crate) async fn renew_now(&self) {
+    /// Asks for a heartbeat now and waits (a bounded time) until one completed; true if
+    /// one did, sent after this was asked (so its grants were read after).
+    pub(crate) async fn renew_now(&self) -> bool {
         let (done, completed) = async_channel::bounded(1);
         self.waiting.lock().expect("leases").push(done);
         // A full channel is a wake already pending: one heartbeat serves both.
         let _ = self.wake.0.try_send(());
-        let _ = time::timeout(RENEWAL_WAIT_MAX, completed.recv()).await;
+        matches!(
+            time::timeout(RENEWAL_WAIT_MAX, completed.recv()).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// The epoch at which the latest renewal granted `region`, lapsed or not.
+    pub(crate) fn granted_epoch(&self, region: RegionId) -> Option<u64> {
+        self.held.lock().expect("leases").granted_epoch(region)
     }
 
     /// Admits a request for `region` at `epoch`, asking the metasrv once if the refusal

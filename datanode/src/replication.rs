@@ -79,14 +79,14 @@ struct Queued(Arc<AtomicUsize>);
 
 impl Queued {
     fn new(tally: &Arc<AtomicUsize>) -> Queued {
-        tally.fetch_add(1, Ordering::AcqRel);
+        tally.fetch_add(1, Ordering::SeqCst);
         Queued(tally.clone())
     }
 }
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -122,7 +122,7 @@ impl Shared {
             .lock()
             .expect("queued")
             .get(&region)
-            .map_or(0, |tally| tally.load(Ordering::Acquire))
+            .map_or(0, |tally| tally.load(Ordering::SeqCst))
     }
 }
 
@@ -189,6 +189,17 @@ impl Ship for Replicator {
         payload: &[u8],
     ) -> Result<Ticket, String> {
         let shared = &self.shared;
+        let tally = shared
+            .queued
+            .lock()
+            .expect("queued")
+            .entry(region)
+            .or_default()
+            .clone();
+        // Counted before the gate is looked at, and until the write is queued: a leader
+        // that closes the gate and then finds nothing counted knows that every write
+        // that passed the gate is queued (`catch_up::switch`), whatever thread ships it.
+        let _passing = Queued::new(&tally);
         if shared.leases.gated(region) {
             return Err(format!(
                 "datanode {} is adding a follower to region {region}; try again",
@@ -211,13 +222,6 @@ impl Ship for Replicator {
         if followers.is_empty() && learner.is_none() {
             return Ok(Ticket::none());
         }
-        let tally = shared
-            .queued
-            .lock()
-            .expect("queued")
-            .entry(region)
-            .or_default()
-            .clone();
         let mut outboxes = shared.outboxes.lock().expect("outboxes");
         let boxes: Vec<Waking> = followers
             .iter()

@@ -42,11 +42,14 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
         .count();
     for (region, route) in catalog.routes() {
         let command = match route.learner {
-            Some(learner) if silent_for(learner.datanode) >= LEASE_WAIT => Command::RemoveLearner {
-                region,
-                epoch: route.epoch,
-                learner,
-            },
+            Some(learner) if silent_for(learner.datanode) >= LEASE_WAIT => {
+                learners -= 1;
+                Command::RemoveLearner {
+                    region,
+                    epoch: route.epoch,
+                    learner,
+                }
+            }
             Some(_) => continue,
             None if learners >= LEARNERS_MAX || !alive(route.datanode) => continue,
             None => match catalog.choose_learner(region, alive) {

@@ -99,7 +99,12 @@ impl ShardEngine {
             return Err(out_of_order());
         }
         if piece.chunk == 0 {
-            self.installs.borrow_mut().remove(&id);
+            // An install started over: the pieces stored for the last one go.
+            let abandoned = self.installs.borrow_mut().remove(&id);
+            for file in abandoned.map(|staging| staging.files).unwrap_or_default() {
+                let key = sst_key(&self.root, id, file.file_id);
+                let _ = self.store.delete(&key).await;
+            }
             let exists = self
                 .regions
                 .borrow()
@@ -120,16 +125,18 @@ impl ShardEngine {
                 },
             );
         }
-        let matches = self.installs.borrow().get(&id).is_some_and(|staging| {
-            (
-                staging.leader,
-                staging.epoch,
-                staging.sequence,
-                staging.next_chunk,
-            ) == (piece.leader, piece.epoch, piece.sequence, piece.chunk)
-                && staging.schema == schema
-        });
-        if !matches {
+        let staged = |installs: &BTreeMap<RegionId, Staging>| {
+            installs.get(&id).is_some_and(|staging| {
+                (
+                    staging.leader,
+                    staging.epoch,
+                    staging.sequence,
+                    staging.next_chunk,
+                ) == (piece.leader, piece.epoch, piece.sequence, piece.chunk)
+                    && staging.schema == schema
+            })
+        };
+        if !staged(&self.installs.borrow()) {
             return Err(out_of_order());
         }
         let batch = write_batch::decode(batch).map_err(|error| {
@@ -153,11 +160,17 @@ impl ShardEngine {
                 file_id
             };
             let meta = self.store_sst(id, &rows, file_id, &schema).await?;
-            match self.installs.borrow_mut().get_mut(&id) {
-                Some(staging) if staging.next_chunk == piece.chunk => staging.files.push(meta),
-                // Started over meanwhile: the file is an orphan, deleted at the next open.
-                _ => return Err(out_of_order()),
+            if !staged(&self.installs.borrow()) {
+                // Started over meanwhile: the file belongs to no install.
+                let _ = self.store.delete(&sst_key(&self.root, id, file_id)).await;
+                return Err(out_of_order());
             }
+            self.installs
+                .borrow_mut()
+                .get_mut(&id)
+                .expect("staged")
+                .files
+                .push(meta);
         }
         let done = {
             let mut installs = self.installs.borrow_mut();
@@ -182,8 +195,13 @@ impl ShardEngine {
                     "region {id}: writes are in flight to the copy an install would replace"
                 )));
             }
+            if let Some(reason) = self.wal.failure() {
+                // Its next commit number may be one a recovered record has.
+                return Err(EngineError::Wal(WalError::Failed(reason)));
+            }
             // A new life: the replaced copy's flushes and compactions still running
-            // record nothing in it, and its rows leave memory.
+            // record nothing in it, and its rows leave memory. None starts until the
+            // install is recorded: it would plan from the files replaced.
             let incarnation = self.incarnations.get() + 1;
             self.incarnations.set(incarnation);
             region.incarnation = incarnation;
@@ -193,10 +211,30 @@ impl ShardEngine {
                 .set(self.memory_bytes.get().saturating_sub(released));
             region.memtable = Memtable::default();
             region.frozen.clear();
-            region.flushing = false;
-            region.compacting = false;
+            region.flushing = true;
+            region.compacting = true;
             incarnation
         };
+        let outcome = self.record_install(id, incarnation, staging).await;
+        if let Some(region) = self
+            .regions
+            .borrow_mut()
+            .get_mut(&id)
+            .filter(|r| r.incarnation == incarnation)
+        {
+            region.flushing = false;
+            region.compacting = false;
+        }
+        outcome
+    }
+
+    /// Records an install in the manifest, and deletes the files it replaced.
+    async fn record_install(
+        &self,
+        id: RegionId,
+        incarnation: u64,
+        staging: Staging,
+    ) -> Result<(), EngineError> {
         // No record of the region is queued (none in flight), so each one queued from
         // now on is in a commit at or above this; each record of the replaced copy is
         // below it.
