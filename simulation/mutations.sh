@@ -45,8 +45,6 @@ mutations=(
         match kept {"
 "promote-before-caught-up|datanode/src/catch_up.rs|cluster|    outbox.is_empty() && shared.queued_writes(region) == 0|    // MUTATION: make the learner a follower without waiting for what it lacks.
     true"
-"replay-replaced-copy|datanode/src/engine/recovery.rs|cluster|    if commit < region.manifest.wal_commit_floor {|    // MUTATION: replay the WAL records of the copy an install replaced.
-    if commit < region.manifest.wal_commit_floor && false {"
 )
 
 run() {

@@ -127,6 +127,11 @@ impl Shared {
 }
 
 impl Outbox {
+    fn push(&self, entry: Entry) {
+        *self.queued_bytes.lock().expect("queued") += entry.payload.len();
+        self.entries.lock().expect("entries").push_back(entry);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.lock().expect("entries").is_empty()
     }
@@ -255,18 +260,18 @@ impl Ship for Replicator {
         let wal = Arc::new(AtomicU8::new(IN_WAL));
         let mut shipped = Vec::with_capacity(boxes.len());
         let mut wakes = Vec::with_capacity(boxes.len());
+        let entry = |done| Entry {
+            region,
+            epoch,
+            sequence,
+            payload: payload.clone(),
+            wal: wal.clone(),
+            done,
+            _queued: Queued::new(&tally),
+        };
         for (outbox, wake) in boxes {
-            *outbox.queued_bytes.lock().expect("queued") += payload.len();
             let (done, outcome) = oneshot::channel();
-            outbox.entries.lock().expect("entries").push_back(Entry {
-                region,
-                epoch,
-                sequence,
-                payload: payload.clone(),
-                wal: wal.clone(),
-                done,
-                _queued: Queued::new(&tally),
-            });
+            outbox.push(entry(done));
             wakes.push(wake);
             shipped.push(outcome);
         }
@@ -279,17 +284,7 @@ impl Ship for Replicator {
                     learning.fail();
                 }
             } else {
-                *outbox.queued_bytes.lock().expect("queued") += payload.len();
-                let (done, _outcome) = oneshot::channel();
-                outbox.entries.lock().expect("entries").push_back(Entry {
-                    region,
-                    epoch,
-                    sequence,
-                    payload: payload.clone(),
-                    wal: wal.clone(),
-                    done,
-                    _queued: Queued::new(&tally),
-                });
+                outbox.push(entry(oneshot::channel().0));
                 wakes.push(wake);
             }
         }
