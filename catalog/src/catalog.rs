@@ -197,6 +197,26 @@ pub enum Command {
         epoch: u64,
         learner: Replica,
     },
+    /// Starts moving the leadership of a region at `epoch` to `to` ([`crate::migration`]):
+    /// a follower's copy, or a shard of a datanode holding none, which becomes the
+    /// region's learner. The epoch stays; the region's leader completes the move.
+    MigrateRegion {
+        region: RegionId,
+        epoch: u64,
+        to: Replica,
+    },
+    /// The leader of a region at `epoch` hands it to the copy it is moving to, which
+    /// holds every write the leader took: at the next epoch, with the other copies as
+    /// followers ([`crate::migration`]).
+    HandOver {
+        region: RegionId,
+        epoch: u64,
+    },
+    /// Ends a migration of a region at `epoch` without moving it (the epoch stays).
+    CancelMigration {
+        region: RegionId,
+        epoch: u64,
+    },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
     Batch(Vec<Command>),
@@ -410,6 +430,11 @@ impl Catalog {
                 epoch,
                 learner,
             } => self.remove_learner(*region, *epoch, *learner),
+            Command::MigrateRegion { region, epoch, to } => {
+                self.migrate_region(*region, *epoch, *to)
+            }
+            Command::HandOver { region, epoch } => self.hand_over(*region, *epoch),
+            Command::CancelMigration { region, epoch } => self.cancel_migration(*region, *epoch),
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();

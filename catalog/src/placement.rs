@@ -34,6 +34,10 @@ pub struct Route {
     /// written before) counts as one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replicas: u8,
+    /// The copy the region's leadership is moving to, while a migration runs
+    /// ([`crate::migration`]): a follower, or the learner. Any reconfiguration ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<Replica>,
 }
 
 fn is_zero(replicas: &u8) -> bool {
@@ -60,6 +64,7 @@ impl Route {
             },
             learner: None,
             replicas: 0,
+            moving_to: None,
         }
     }
 }

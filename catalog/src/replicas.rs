@@ -28,6 +28,9 @@ use crate::placement::Route;
 pub const FOLLOWERS_MAX: usize = 2;
 /// Copies of a region, the leader's included: a table's `replicas` option.
 pub const REPLICAS_MAX: u8 = FOLLOWERS_MAX as u8 + 1;
+/// Copies of a new region when neither the table nor the frontend's configuration says,
+/// in a cluster of as many datanodes or more (else one).
+pub const CLUSTER_REPLICAS_DEFAULT: u8 = 2;
 
 /// One copy of a region: the datanode and its shard that hold it.
 #[derive(
@@ -142,6 +145,9 @@ pub struct ReplicationGrants {
     pub learns: Vec<Grant>,
     /// The learners of the regions it leads (at the epochs of its leases).
     pub learners: Vec<(RegionId, Replica)>,
+    /// Where the regions it leads are moving to, for those migrating
+    /// (`crate::migration`): a follower, or the learner.
+    pub moving: Vec<(RegionId, Replica)>,
     /// Where those followers' and learners' datanodes listen.
     pub peers: Vec<(u64, String)>,
 }
@@ -169,12 +175,25 @@ impl Catalog {
                 peers.insert(learner.datanode);
                 replication.learners.push((region, learner));
             }
+            if let (Role::Leader, Some(to)) = (role, route.moving_to) {
+                replication.moving.push((region, to));
+            }
         }
         replication.peers = peers
             .into_iter()
             .filter_map(|id| self.datanodes.get(&id).map(|info| (id, info.addr.clone())))
             .collect();
         (leases, replication)
+    }
+
+    /// Copies of a new region when nothing says: [`CLUSTER_REPLICAS_DEFAULT`] once as
+    /// many datanodes registered, else one (standalone's single datanode).
+    pub fn default_replicas(&self) -> u8 {
+        if self.datanodes.len() >= usize::from(CLUSTER_REPLICAS_DEFAULT) {
+            CLUSTER_REPLICAS_DEFAULT
+        } else {
+            1
+        }
     }
 
     /// Followers for new regions led by `leaders`: `replicas - 1` each, on the registered
@@ -301,6 +320,14 @@ impl Catalog {
                 route.epoch
             )));
         }
+        // A leader names itself by the shard holding its copy, which may not be the one
+        // the route says: a learner installs where a stale copy of the region already
+        // lives. The datanode is what identifies a member.
+        let leader = if leader.datanode == route.datanode {
+            route.leader()
+        } else {
+            leader
+        };
         let current: Vec<Replica> = route.replicas().collect();
         // The learner joins only under the leader it caught up from.
         let learner = route.learner.filter(|_| leader == route.leader());
@@ -342,6 +369,8 @@ impl Catalog {
             followers,
             learner: None,
             replicas: route.replicas,
+            // A migration ends with any reconfiguration: it moved, or was overtaken.
+            moving_to: None,
         };
         assert!(
             route
@@ -428,6 +457,10 @@ impl Catalog {
             )));
         }
         route.learner = None;
+        // A migration to that learner ends with it.
+        if route.moving_to == Some(learner) {
+            route.moving_to = None;
+        }
         Ok(())
     }
 
@@ -470,7 +503,7 @@ impl Catalog {
         Some(Replica { datanode, shard })
     }
 
-    fn route_mut(&mut self, region: RegionId) -> Option<&mut Route> {
+    pub(crate) fn route_mut(&mut self, region: RegionId) -> Option<&mut Route> {
         self.databases.values_mut().find_map(|database| {
             let metrics = database
                 .metrics
@@ -700,6 +733,21 @@ mod tests {
         let now = catalog.route(region).unwrap();
         assert_eq!(now.epoch, epoch + 1);
         assert_eq!(now.followers.as_slice(), &[learner]);
+        // A leader whose copy lives on another shard than the route says (a learner
+        // installs where a stale copy lives) is still the leader: the datanode counts.
+        catalog
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch: epoch + 1,
+                leader: Replica {
+                    datanode: follower.datanode,
+                    shard: 1 - follower.shard,
+                },
+                followers: vec![],
+            })
+            .unwrap();
+        let now = catalog.route(region).unwrap();
+        assert_eq!((now.leader(), now.epoch), (follower, epoch + 2));
         assert_eq!(now.learner, None);
         assert_eq!(
             now.replicas_wanted(),

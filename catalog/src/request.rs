@@ -291,6 +291,11 @@ impl MetaReply {
                     .iter()
                     .map(|(region, learner)| (*region, vec![*learner]))
                     .collect();
+                let moving: Vec<(RegionId, Vec<Replica>)> = replication
+                    .moving
+                    .iter()
+                    .map(|(region, to)| (*region, vec![*to]))
+                    .collect();
                 let mut per_region = |lists: &[(RegionId, Vec<Replica>)]| {
                     let tables: Vec<_> = lists
                         .iter()
@@ -313,6 +318,7 @@ impl MetaReply {
                 };
                 let followers = Some(per_region(&replication.followers));
                 let learners = Some(per_region(&learners));
+                let moving_to = Some(per_region(&moving));
                 let peers: Vec<_> = replication
                     .peers
                     .iter()
@@ -336,6 +342,7 @@ impl MetaReply {
                     peers,
                     learns,
                     learners,
+                    moving_to,
                 };
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
@@ -454,14 +461,18 @@ impl MetaReply {
                         .collect::<Vec<_>>()
                 };
                 let followers = per_region(table.followers());
-                // One learner per region: a list of any other length is not one.
-                let learners = per_region(table.learners())
-                    .into_iter()
-                    .filter_map(|(region, learners)| match learners.as_slice() {
-                        [learner] => Some((region, *learner)),
-                        _ => None,
-                    })
-                    .collect();
+                // One learner, one target per region: a list of any other length is not.
+                let one_each = |lists: Vec<(RegionId, Vec<Replica>)>| {
+                    lists
+                        .into_iter()
+                        .filter_map(|(region, list)| match list.as_slice() {
+                            [one] => Some((region, *one)),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let learners = one_each(per_region(table.learners()));
+                let moving = one_each(per_region(table.moving_to()));
                 let peers = table
                     .peers()
                     .iter()
@@ -476,6 +487,7 @@ impl MetaReply {
                         followers,
                         learns: grants(table.learns()),
                         learners,
+                        moving,
                         peers,
                     },
                 }
@@ -690,6 +702,13 @@ mod tests {
                         Replica {
                             datanode: 6,
                             shard: 0,
+                        },
+                    )],
+                    moving: vec![(
+                        metronome_core::data::RegionId::new(3, 0),
+                        Replica {
+                            datanode: 5,
+                            shard: 1,
                         },
                     )],
                     peers: vec![(5, "10.0.0.5:4100".into())],

@@ -5873,6 +5873,7 @@ impl<'a> HeartbeatReply<'a> {
   pub const VT_PEERS: ::flatbuffers::VOffsetT = 12;
   pub const VT_LEARNS: ::flatbuffers::VOffsetT = 14;
   pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MOVING_TO: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5885,6 +5886,7 @@ impl<'a> HeartbeatReply<'a> {
   ) -> ::flatbuffers::WIPOffset<HeartbeatReply<'bldr>> {
     let mut builder = HeartbeatReplyBuilder::new(_fbb);
     builder.add_catalog_version(args.catalog_version);
+    if let Some(x) = args.moving_to { builder.add_moving_to(x); }
     if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.learns { builder.add_learns(x); }
     if let Some(x) = args.peers { builder.add_peers(x); }
@@ -5952,6 +5954,14 @@ impl<'a> HeartbeatReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>(HeartbeatReply::VT_LEARNERS, None)}
   }
+  /// Where the regions it leads are moving to, for those migrating (one replica each).
+  #[inline]
+  pub fn moving_to(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>(HeartbeatReply::VT_MOVING_TO, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
@@ -5967,6 +5977,7 @@ impl ::flatbuffers::Verifiable for HeartbeatReply<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DatanodeAddr>>>>("peers", Self::VT_PEERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionLease>>>("learns", Self::VT_LEARNS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionFollowers>>>>("moving_to", Self::VT_MOVING_TO, false)?
      .finish();
     Ok(())
   }
@@ -5979,6 +5990,7 @@ pub struct HeartbeatReplyArgs<'a> {
     pub peers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DatanodeAddr<'a>>>>>,
     pub learns: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionLease>>>,
     pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>>>,
+    pub moving_to: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionFollowers<'a>>>>>,
 }
 impl<'a> Default for HeartbeatReplyArgs<'a> {
   #[inline]
@@ -5991,6 +6003,7 @@ impl<'a> Default for HeartbeatReplyArgs<'a> {
       peers: None,
       learns: None,
       learners: None,
+      moving_to: None,
     }
   }
 }
@@ -6029,6 +6042,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatReplyBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_LEARNERS, learners);
   }
   #[inline]
+  pub fn add_moving_to(&mut self, moving_to: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionFollowers<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatReply::VT_MOVING_TO, moving_to);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HeartbeatReplyBuilder {
@@ -6053,6 +6070,7 @@ impl ::core::fmt::Debug for HeartbeatReply<'_> {
       ds.field("peers", &self.peers());
       ds.field("learns", &self.learns());
       ds.field("learners", &self.learners());
+      ds.field("moving_to", &self.moving_to());
       ds.finish()
   }
 }

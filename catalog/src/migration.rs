@@ -1,0 +1,522 @@
+//! Region migration: moving a region's leadership to another copy, as a procedure whose
+//! state is the route's own (`Route::moving_to`), so it lives in the raft state machine
+//! and survives any metasrv leader change. Plain code over the catalog, like
+//! `Catalog::apply`.
+//!
+//! 1. [`Command::MigrateRegion`] (compare-and-set on the epoch, which stays) names the
+//!    copy the leadership moves to: a follower, or a shard of a datanode holding no copy,
+//!    which becomes the region's learner and is caught up first (`crate::replicas`).
+//! 2. The region's leader holds its writes back until every write it took is on every
+//!    copy, then hands the region over ([`Command::HandOver`], compare-and-set): the
+//!    target leads at the next epoch, the followers follow it, and the old leader's copy
+//!    leaves the configuration. The region then has a copy fewer when the target was a
+//!    follower, and gets it back by catch-up (`crate::replicas`).
+//! 3. Any other outcome ends it instead: [`Command::CancelMigration`], the learner's
+//!    removal, or any reconfiguration (a failover, a follower's removal). Each is a
+//!    compare-and-set on the same route, so a migration completes or rolls back, never
+//!    both.
+//!
+//! Why a new leader may keep followers here when a failover's may not: the old leader
+//! vouches, by holding writes back until its copies settled, that every follower holds
+//! every write it shipped, and the target — a follower, or the learner holding the
+//! leader's snapshot and every write since — holds at least as much; after a failover
+//! nobody can. Why the old leader cannot stay as a follower: its copy may hold writes
+//! no one else has (made durable but never shipped, like a write a power cut kept
+//! though it was never acknowledged), which a follower must never hold beyond its
+//! leader; the simulation found that case (a learner installs such a write with the
+//! leader's snapshot, leads, and hands over to a follower that never had it).
+//!
+//! [`Catalog::rebalance`] picks the moves that even out leadership among live datanodes.
+
+use std::collections::BTreeMap;
+
+use metronome_core::data::RegionId;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::placement::Route;
+use crate::replicas::{Followers, Replica};
+
+/// Migrations running at once in the whole cluster: each holds a region's writes back
+/// for a moment, and one to a datanode holding no copy costs its leader a snapshot.
+pub const MIGRATIONS_MAX: usize = 4;
+
+impl Catalog {
+    /// [`Command::MigrateRegion`](crate::Command::MigrateRegion).
+    pub(crate) fn migrate_region(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        to: Replica,
+    ) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("migration of region {region}"),
+            reason,
+        };
+        let shards = self
+            .datanodes
+            .get(&to.datanode)
+            .map(|info| info.shards)
+            .ok_or_else(|| invalid(format!("datanode {} is not registered", to.datanode)))?;
+        if to.shard >= shards {
+            return Err(invalid(format!(
+                "datanode {} has {shards} shards, not {}",
+                to.datanode,
+                to.shard + 1
+            )));
+        }
+        let running = self.migrations().count();
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch {
+            return Err(invalid(format!(
+                "it expected epoch {epoch}, the region is at epoch {}",
+                route.epoch
+            )));
+        }
+        if let Some(moving) = route.moving_to {
+            return Err(invalid(format!(
+                "it is moving to datanode {} already",
+                moving.datanode
+            )));
+        }
+        if running >= MIGRATIONS_MAX {
+            return Err(invalid(format!(
+                "{running} migrations are running, the most at once is {MIGRATIONS_MAX}"
+            )));
+        }
+        if to.datanode == route.datanode {
+            return Err(invalid(format!(
+                "datanode {} leads it already",
+                to.datanode
+            )));
+        }
+        let follower = route.followers.as_slice().iter().copied();
+        if let Some(held) = follower
+            .chain(route.learner)
+            .find(|r| r.datanode == to.datanode)
+        {
+            if held != to {
+                return Err(invalid(format!(
+                    "datanode {} holds its copy on shard {}, not {}",
+                    to.datanode, held.shard, to.shard
+                )));
+            }
+        } else if let Some(learner) = route.learner {
+            return Err(invalid(format!(
+                "datanode {} is catching up a copy of it; migrate once it follows",
+                learner.datanode
+            )));
+        } else {
+            route.learner = Some(to);
+        }
+        route.moving_to = Some(to);
+        Ok(())
+    }
+
+    /// [`Command::HandOver`](crate::Command::HandOver).
+    pub(crate) fn hand_over(&mut self, region: RegionId, epoch: u64) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("hand-over of region {region}"),
+            reason,
+        };
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch {
+            return Err(invalid(format!(
+                "it expected epoch {epoch}, the region is at epoch {}",
+                route.epoch
+            )));
+        }
+        let to = route
+            .moving_to
+            .ok_or_else(|| invalid(format!("it is not moving at epoch {epoch}")))?;
+        let old = *route;
+        assert!(
+            route.learner == Some(to) || route.followers.as_slice().contains(&to),
+            "region {region}: a migration's target is a follower or the learner"
+        );
+        let followers: Vec<Replica> = route
+            .followers
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|f| *f != to)
+            .collect();
+        *route = Route {
+            datanode: to.datanode,
+            shard: to.shard,
+            epoch: epoch + 1,
+            followers: Followers::from_slice(&followers).expect("no more followers than before"),
+            learner: None,
+            replicas: route.replicas,
+            moving_to: None,
+        };
+        assert!(
+            route
+                .replicas()
+                .all(|r| old.replicas().any(|m| m == r) || old.learner == Some(r))
+                && !route.holds(old.datanode),
+            "region {region}: a hand-over keeps only members and the learner, without the \
+             old leader"
+        );
+        Ok(())
+    }
+
+    /// [`Command::CancelMigration`](crate::Command::CancelMigration): the learner the
+    /// migration added goes with it.
+    pub(crate) fn cancel_migration(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+    ) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("migration of region {region}"),
+            reason,
+        };
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch || route.moving_to.is_none() {
+            return Err(invalid(format!("it is not moving at epoch {epoch}")));
+        }
+        if route.learner == route.moving_to {
+            route.learner = None;
+        }
+        route.moving_to = None;
+        Ok(())
+    }
+
+    /// The regions moving, with where to.
+    pub fn migrations(&self) -> impl Iterator<Item = (RegionId, Replica)> + '_ {
+        self.routes()
+            .filter_map(|(region, route)| route.moving_to.map(|to| (region, to)))
+    }
+
+    /// Where on `datanode` a migration of `region` would go: its copy there if it holds
+    /// one, else its shard holding the fewest copies of any region.
+    pub fn migration_target(
+        &self,
+        region: RegionId,
+        datanode: u64,
+    ) -> Result<Replica, CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: format!("migration of region {region}"),
+            reason,
+        };
+        let route = self
+            .route(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        let info = self
+            .datanodes
+            .get(&datanode)
+            .ok_or_else(|| invalid(format!("datanode {datanode} is not registered")))?;
+        if let Some(held) = route
+            .replicas()
+            .chain(route.learner)
+            .find(|r| r.datanode == datanode)
+        {
+            return Ok(held);
+        }
+        let mut per_shard: BTreeMap<u16, usize> = BTreeMap::new();
+        for (_, other) in self.routes() {
+            for copy in other.replicas().chain(other.learner) {
+                if copy.datanode == datanode {
+                    *per_shard.entry(copy.shard).or_default() += 1;
+                }
+            }
+        }
+        let shard = (0..info.shards)
+            .min_by_key(|shard| (per_shard.get(shard).copied().unwrap_or(0), *shard))
+            .expect("a registered datanode has a shard");
+        Ok(Replica { datanode, shard })
+    }
+
+    /// One move that evens out leadership among the datanodes `alive` accepts: from
+    /// one leading the most regions to a follower's copy on one leading at least two
+    /// fewer (so each move narrows the gap, and moves never go back and forth). Only
+    /// leadership moves, never a copy; `None` while a migration runs. Deterministic over
+    /// the catalog: the busiest datanode first, ties by id; its first region by id with a
+    /// follower on the least busy.
+    pub fn rebalance(&self, alive: impl Fn(u64) -> bool) -> Option<(RegionId, u64, Replica)> {
+        if self.migrations().next().is_some() {
+            return None;
+        }
+        let mut leading: BTreeMap<u64, usize> = self
+            .datanodes
+            .keys()
+            .filter(|id| alive(**id))
+            .map(|id| (*id, 0))
+            .collect();
+        for (_, route) in self.routes() {
+            if let Some(count) = leading.get_mut(&route.datanode) {
+                *count += 1;
+            }
+        }
+        let mut busiest: Vec<(u64, usize)> = leading.iter().map(|(id, n)| (*id, *n)).collect();
+        busiest.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+        for (from, most) in &busiest {
+            let mut routes: Vec<(RegionId, Route)> = self
+                .routes()
+                .filter(|(_, route)| route.datanode == *from && route.learner.is_none())
+                .collect();
+            routes.sort_by_key(|(region, _)| *region);
+            let mut idle: Vec<(u64, usize)> = busiest
+                .iter()
+                .filter(|(_, n)| n + 2 <= *most)
+                .copied()
+                .collect();
+            idle.sort_by_key(|(id, n)| (*n, *id));
+            for (to, _) in idle {
+                if let Some((region, route, follower)) = routes.iter().find_map(|(r, route)| {
+                    let f = route
+                        .followers
+                        .as_slice()
+                        .iter()
+                        .find(|f| f.datanode == to)?;
+                    Some((*r, *route, *f))
+                }) {
+                    return Some((region, route.epoch, follower));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Command, DEFAULT_DATABASE};
+
+    fn catalog(datanodes: u64) -> Catalog {
+        let mut catalog = Catalog::default();
+        for id in 1..=datanodes {
+            catalog
+                .apply(&Command::RegisterDatanode {
+                    id,
+                    addr: format!("10.0.0.{id}:4100"),
+                    shards: 2,
+                })
+                .unwrap();
+        }
+        catalog
+    }
+
+    fn replicated(catalog: &mut Catalog, regions: u32, replicas: u8) -> Vec<(RegionId, Route)> {
+        let routes = catalog.place_among(regions, None).unwrap();
+        catalog
+            .apply(&Command::CreateMetricRegions {
+                database: DEFAULT_DATABASE.to_string(),
+                routes,
+                replicas,
+            })
+            .unwrap();
+        catalog.routes().collect()
+    }
+
+    #[test]
+    fn leadership_moves_to_a_follower_and_the_old_leader_leaves() {
+        let mut catalog = catalog(3);
+        let (region, route) = replicated(&mut catalog, 1, 3)[0];
+        let to = route.followers.as_slice()[0];
+        let other = route.followers.as_slice()[1];
+        let migrate = Command::MigrateRegion {
+            region,
+            epoch: route.epoch,
+            to,
+        };
+        catalog.apply(&migrate).unwrap();
+        assert_eq!(catalog.route(region).unwrap().moving_to, Some(to));
+        assert_eq!(catalog.route(region).unwrap().epoch, route.epoch);
+        assert!(catalog.apply(&migrate).is_err(), "one migration at a time");
+        let hand_over = Command::HandOver {
+            region,
+            epoch: route.epoch,
+        };
+        catalog.apply(&hand_over).unwrap();
+        let now = catalog.route(region).unwrap();
+        assert_eq!(now.leader(), to);
+        assert_eq!(now.epoch, route.epoch + 1);
+        assert_eq!(now.followers.as_slice(), &[other]);
+        assert!(!now.holds(route.datanode));
+        assert_eq!(now.moving_to, None);
+        // A copy short: the old leader's datanode may take one again, by catch-up.
+        assert_eq!(
+            catalog.choose_learner(region, |_| true).map(|l| l.datanode),
+            Some(route.datanode)
+        );
+        assert!(catalog.apply(&hand_over).is_err(), "it happens once");
+    }
+
+    #[test]
+    fn a_copy_moves_through_a_learner_and_the_old_leader_leaves() {
+        let mut catalog = catalog(3);
+        let (region, route) = replicated(&mut catalog, 1, 2)[0];
+        let outsider = (1..=3).find(|id| !route.holds(*id)).unwrap();
+        let to = catalog.migration_target(region, outsider).unwrap();
+        assert_eq!(to.datanode, outsider);
+        let wrong_shard = Replica {
+            datanode: route.followers.as_slice()[0].datanode,
+            shard: 1 - route.followers.as_slice()[0].shard,
+        };
+        for refused in [
+            Command::MigrateRegion {
+                region,
+                epoch: route.epoch + 1,
+                to,
+            },
+            Command::MigrateRegion {
+                region,
+                epoch: route.epoch,
+                to: route.leader(),
+            },
+            Command::MigrateRegion {
+                region,
+                epoch: route.epoch,
+                to: wrong_shard,
+            },
+            Command::HandOver {
+                region,
+                epoch: route.epoch,
+            },
+        ] {
+            assert!(catalog.apply(&refused).is_err(), "{refused:?}");
+        }
+        catalog
+            .apply(&Command::MigrateRegion {
+                region,
+                epoch: route.epoch,
+                to,
+            })
+            .unwrap();
+        let moving = catalog.route(region).unwrap();
+        assert_eq!((moving.learner, moving.moving_to), (Some(to), Some(to)));
+        // Its leader is told, and the learner too.
+        let (_, grants) = catalog.grants(route.datanode);
+        assert_eq!(grants.learners, vec![(region, to)]);
+        // Rolled back and started again: the learner goes with the cancelled move.
+        let mut cancelled = catalog.clone();
+        cancelled
+            .apply(&Command::CancelMigration {
+                region,
+                epoch: route.epoch,
+            })
+            .unwrap();
+        let after = cancelled.route(region).unwrap();
+        assert_eq!((after.learner, after.moving_to), (None, None));
+        // A failover overtakes it.
+        let mut failed_over = catalog.clone();
+        failed_over
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch: route.epoch,
+                leader: route.followers.as_slice()[0],
+                followers: vec![],
+            })
+            .unwrap();
+        let after = failed_over.route(region).unwrap();
+        assert_eq!((after.learner, after.moving_to), (None, None));
+        assert!(failed_over
+            .apply(&Command::HandOver {
+                region,
+                epoch: route.epoch,
+            })
+            .is_err());
+        // Completed: the learner leads, the follower stays, the old leader is gone.
+        catalog
+            .apply(&Command::HandOver {
+                region,
+                epoch: route.epoch,
+            })
+            .unwrap();
+        let now = catalog.route(region).unwrap();
+        assert_eq!(now.leader(), to);
+        assert_eq!(now.followers.as_slice(), route.followers.as_slice());
+        assert!(!now.holds(route.datanode));
+        assert_eq!(now.replicas_wanted(), 2);
+    }
+
+    #[test]
+    fn migrations_are_bounded() {
+        let mut catalog = catalog(3);
+        let routes = replicated(&mut catalog, 6, 2);
+        let mut started = 0;
+        for (region, route) in routes {
+            let to = route.followers.as_slice()[0];
+            let result = catalog.apply(&Command::MigrateRegion {
+                region,
+                epoch: route.epoch,
+                to,
+            });
+            if started < MIGRATIONS_MAX {
+                result.unwrap();
+                started += 1;
+            } else {
+                assert!(result.is_err());
+            }
+        }
+        assert_eq!(catalog.migrations().count(), MIGRATIONS_MAX);
+    }
+
+    #[test]
+    fn rebalancing_moves_leadership_to_the_idle_and_converges() {
+        let mut catalog = catalog(2);
+        let routes = replicated(&mut catalog, 4, 2);
+        // Datanode 2 fails and comes back: datanode 1 leads everything.
+        for (region, route) in &routes {
+            if route.datanode == 2 {
+                let follower = route.followers.as_slice()[0];
+                catalog
+                    .apply(&Command::ReconfigureRegion {
+                        region: *region,
+                        epoch: route.epoch,
+                        leader: follower,
+                        followers: vec![],
+                    })
+                    .unwrap();
+                let epoch = catalog.route(*region).unwrap().epoch;
+                let learner = Replica {
+                    datanode: 2,
+                    shard: route.shard,
+                };
+                catalog
+                    .apply(&Command::AddLearner {
+                        region: *region,
+                        epoch,
+                        learner,
+                    })
+                    .unwrap();
+                catalog
+                    .apply(&Command::ReconfigureRegion {
+                        region: *region,
+                        epoch,
+                        leader: follower,
+                        followers: vec![learner],
+                    })
+                    .unwrap();
+            }
+        }
+        let leading = |catalog: &Catalog, id: u64| {
+            catalog
+                .routes()
+                .filter(|(_, route)| route.datanode == id)
+                .count()
+        };
+        assert_eq!(leading(&catalog, 1), 4);
+        assert_eq!(catalog.rebalance(|id| id == 1), None, "datanode 2 is down");
+        let mut moves = 0;
+        while let Some((region, epoch, to)) = catalog.rebalance(|_| true) {
+            assert_eq!(to.datanode, 2);
+            catalog
+                .apply(&Command::MigrateRegion { region, epoch, to })
+                .unwrap();
+            assert_eq!(catalog.rebalance(|_| true), None, "one move at a time");
+            catalog.apply(&Command::HandOver { region, epoch }).unwrap();
+            moves += 1;
+            assert!(moves <= 2, "it converges");
+        }
+        assert_eq!((leading(&catalog, 1), leading(&catalog, 2)), (2, 2));
+    }
+}
