@@ -1,4 +1,4 @@
-//! A leader's side of catch-up (KIP-903's rule: a copy counts toward acknowledgements
+//! A leader's side of catch-up and hand-over (KIP-903's rule: a copy counts toward acknowledgements
 //! only once it holds everything): the metasrv gives a region a learner
 //! (`Command::AddLearner`, `metronome_catalog::replicas`), and its leader makes the
 //! learner a follower.
@@ -17,6 +17,13 @@
 //!    the new epoch, or gone: a write admitted at the old epoch after the change would
 //!    be acknowledged without the new follower, which a failover may then promote.
 //!
+//! The same switch completes a migration (`metronome_catalog::migration`): when the
+//! region is moving to the learner, or to a follower, the leader asks for
+//! `Command::HandOver` instead, after checking that the target's copy has its schema
+//! (the gate holds schema changes as well as writes and scans, so none lands between
+//! the check and the change). A hand-over that keeps failing for
+//! [`LEARNER_REMOVAL_AFTER`] cancels the migration (`Command::CancelMigration`).
+//!
 //! A catch-up that fails is tried again (a new snapshot each time); one that keeps
 //! failing for
 //! [`LEARNER_REMOVAL_AFTER`] asks the metasrv to take the learner away (the metasrv adds
@@ -33,7 +40,7 @@ use metronome_catalog::replicas::Replica;
 use metronome_catalog::Command;
 use metronome_core::data::RegionId;
 use metronome_core::rt::{task, time};
-use metronome_wire::{write_batch, RegionReply, RegionRequest, RegionService};
+use metronome_wire::{write_batch, RegionReply, RegionRequest, RegionService, RegionServiceExt};
 
 use crate::engine::install_batches;
 use crate::replication::{complete, shipment, Outbox, Shared};
@@ -72,10 +79,10 @@ impl Learning {
     }
 }
 
-/// Catches up every learner of the regions this leader leads, one task each, until the
-/// replicator is dropped.
+/// Catches up every learner of the regions this leader leads, and hands over every
+/// region migrating to a follower, one task each, until the replicator is dropped.
 pub(crate) async fn supervise(shared: Weak<Shared>) {
-    // One catch-up per region at a time: the gate and the learner's outbox are the
+    // One change per region at a time: the gate and the learner's outbox are the
     // region's, and an attempt for a learner since replaced may still be finishing.
     let running: Arc<Mutex<BTreeSet<RegionId>>> = Arc::default();
     let mut ticks = time::interval(SUPERVISE_EVERY);
@@ -84,15 +91,69 @@ pub(crate) async fn supervise(shared: Weak<Shared>) {
         let Some(strong) = shared.upgrade() else {
             return;
         };
-        for (region, epoch, learner) in strong.leases.learners() {
+        let learners = strong
+            .leases
+            .learners()
+            .into_iter()
+            .map(|(r, e, l)| (r, e, l, true));
+        // A migration to the learner is the learner's catch-up, ending in a hand-over.
+        let followers = strong
+            .leases
+            .migrations()
+            .into_iter()
+            .filter(|(region, epoch, to)| strong.leases.learner(*region, *epoch) != Some(*to))
+            .map(|(r, e, to)| (r, e, to, false));
+        for (region, epoch, target, learns) in learners.chain(followers).collect::<Vec<_>>() {
             if !running.lock().expect("running").insert(region) {
                 continue;
             }
             let (shared, running) = (strong.clone(), running.clone());
             task::spawn(async move {
-                catch_up(&shared, region, epoch, learner).await;
+                if learns {
+                    catch_up(&shared, region, epoch, target).await;
+                } else {
+                    hand_over(&shared, region, epoch, target).await;
+                }
                 running.lock().expect("running").remove(&region);
             });
+        }
+    }
+}
+
+/// Hands `region`, led here at `epoch`, over to its follower `to`, trying again while it
+/// is still moving there; cancels the migration if it keeps failing.
+async fn hand_over(shared: &Shared, region: RegionId, epoch: u64, to: Replica) {
+    let started = time::now();
+    while shared.leases.moving_to(region, epoch) == Some(to) {
+        let Some(addr) = shared.leases.peer_addr(to.datanode) else {
+            tracing::warn!(%region, to = to.datanode, "no address for a hand-over's target");
+            time::sleep(RETRY_PAUSE).await;
+            continue;
+        };
+        let service = (shared.dial)(to.datanode, &addr);
+        match switch(shared, region, epoch, to, &*service, None).await {
+            Ok(()) => {
+                tracing::info!(
+                    datanode = shared.datanode,
+                    %region,
+                    epoch = epoch + 1,
+                    to = to.datanode,
+                    took_ms = time::elapsed(started).as_millis() as u64,
+                    "handed a region over to its follower"
+                );
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(%region, to = to.datanode, %reason, "a hand-over failed");
+                if time::elapsed(started) >= LEARNER_REMOVAL_AFTER {
+                    let command = Command::CancelMigration { region, epoch };
+                    if let Err(error) = shared.metasrv.execute(&command).await {
+                        tracing::warn!(%region, %error, "could not cancel a migration");
+                    }
+                    return;
+                }
+                time::sleep(RETRY_PAUSE).await;
+            }
         }
     }
 }
@@ -113,7 +174,7 @@ async fn catch_up(shared: &Shared, region: RegionId, epoch: u64, learner: Replic
                     epoch = epoch + 1,
                     learner = learner.datanode,
                     took_ms = time::elapsed(started).as_millis() as u64,
-                    "a learner caught up and follows"
+                    "a learner caught up: it follows, or leads if the region was moving to it"
                 );
                 return;
             }
@@ -203,51 +264,86 @@ async fn attempt(
             break;
         }
     }
-    switch(shared, region, epoch, learner, &outbox, &*service, &woken).await
+    let catching = Catching {
+        outbox: &outbox,
+        woken: &woken,
+    };
+    switch(shared, region, epoch, learner, &*service, Some(catching)).await
 }
 
-/// Holds the region's writes back until every one taken is on every copy and the
-/// learner, makes the learner a follower, and lets writes in at the new epoch.
+/// A learner's side of a switch: where its writes queue, and what wakes its shipper.
+#[derive(Clone, Copy)]
+struct Catching<'a> {
+    outbox: &'a Outbox,
+    woken: &'a async_channel::Receiver<()>,
+}
+
+/// Holds the region's requests back until every write taken is on every copy (the
+/// learner's included, when `catching` one), then asks the metasrv for the change:
+/// handing the region over to `target` if it is moving there, else making the learner
+/// `target` a follower; and lets requests in at the new epoch.
 async fn switch(
     shared: &Shared,
     region: RegionId,
     epoch: u64,
-    learner: Replica,
-    outbox: &Outbox,
+    target: Replica,
     service: &dyn RegionService,
-    woken: &async_channel::Receiver<()>,
+    catching: Option<Catching<'_>>,
 ) -> Result<(), String> {
     shared.leases.set_gate(region, true);
     // What the metasrv said of the change: `None` until it was asked.
     let answer: Mutex<Option<Answer>> = Mutex::new(None);
     let outcome = async {
         let since = time::now();
-        while !settled(shared, region, outbox) {
-            check_learning(shared, region, outbox)?;
+        while !settled(shared, region, catching.map(|c| c.outbox)) {
+            if let Some(c) = catching {
+                check_learning(shared, region, c.outbox)?;
+            }
             if time::elapsed(since) >= SETTLE_WAIT_MAX {
                 return Err(format!(
                     "the writes of region {region} did not settle within {SETTLE_WAIT_MAX:?}"
                 ));
             }
-            if ship_once(shared, region, learner, outbox, service, woken).await? == 0 {
+            let shipped = match catching {
+                Some(c) => ship_once(shared, region, target, c.outbox, service, c.woken).await?,
+                None => 0,
+            };
+            if shipped == 0 {
                 time::sleep(Duration::from_millis(2)).await;
             }
         }
-        // A write the learner's full outbox could not take is in no outbox.
-        check_learning(shared, region, outbox)?;
-        let mut followers = shared
-            .leases
-            .configured_followers(region, epoch)
-            .ok_or_else(|| format!("this datanode no longer leads region {region} at {epoch}"))?;
-        followers.push(learner);
-        let command = Command::ReconfigureRegion {
-            region,
-            epoch,
-            leader: Replica {
-                datanode: shared.datanode,
-                shard: shared.handle.shard_of(region),
-            },
-            followers,
+        if let Some(c) = catching {
+            // A write the learner's full outbox could not take is in no outbox.
+            check_learning(shared, region, c.outbox)?;
+        }
+        // A copy that missed a schema change (the frontend's route did not name it yet)
+        // would lead, or follow, without a column the leader's writes use. The gate
+        // holds schema changes too, so none lands here between the look and the change.
+        same_schema(shared, region, target, service).await?;
+        let command = if shared.leases.moving_to(region, epoch) == Some(target) {
+            Command::HandOver { region, epoch }
+        } else if catching.is_some() {
+            let mut followers = shared
+                .leases
+                .configured_followers(region, epoch)
+                .ok_or_else(|| {
+                    format!("this datanode no longer leads region {region} at {epoch}")
+                })?;
+            followers.push(target);
+            Command::ReconfigureRegion {
+                region,
+                epoch,
+                leader: Replica {
+                    datanode: shared.datanode,
+                    shard: shared.handle.shard_of(region),
+                },
+                followers,
+            }
+        } else {
+            return Err(format!(
+                "region {region} is no longer moving to datanode {}",
+                target.datanode
+            ));
         };
         // Until the metasrv says yes or no, the change may have been made: writes stay
         // held back, and the same command goes again (it cannot take effect twice).
@@ -260,7 +356,7 @@ async fn switch(
                 // refusal is then its own ("the region is at the next epoch").
                 Err(MetaError::Refused(refusal)) => (
                     Answer::Refused,
-                    Err(format!("the metasrv refused the new follower: {refusal}")),
+                    Err(format!("the metasrv refused the change: {refusal}")),
                 ),
                 Err(error) if shared.leases.check(region, epoch).is_err() => (
                     Answer::Unknown,
@@ -299,7 +395,38 @@ async fn switch(
     outcome
 }
 
-/// What the metasrv answered to making the learner a follower.
+/// Fails unless `target`'s copy of `region` has this leader's tags and fields.
+async fn same_schema(
+    shared: &Shared,
+    region: RegionId,
+    target: Replica,
+    service: &dyn RegionService,
+) -> Result<(), String> {
+    let own = shared
+        .handle
+        .schema(region)
+        .await
+        .map_err(|error| format!("reading region {region}'s schema: {error}"))?;
+    let theirs = time::timeout(SHIPMENT_TIMEOUT, service.region_schema(region))
+        .await
+        .map_err(|_| {
+            format!(
+                "datanode {} did not answer with its schema",
+                target.datanode
+            )
+        })?
+        .map_err(|error| format!("reading datanode {}'s schema: {error}", target.datanode))?;
+    match theirs {
+        Some(theirs) if theirs.tags == own.tags && theirs.fields == own.fields => Ok(()),
+        other => Err(format!(
+            "datanode {}'s copy of region {region} has the schema {other:?}, the leader's is \
+             {own:?}: it missed a change",
+            target.datanode
+        )),
+    }
+}
+
+/// What the metasrv answered to the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Made,
@@ -309,9 +436,9 @@ enum Answer {
 }
 
 /// Whether every write of `region` queued for a copy is done: each is on every follower
-/// and on the learner.
-fn settled(shared: &Shared, region: RegionId, outbox: &Outbox) -> bool {
-    outbox.is_empty() && shared.queued_writes(region) == 0
+/// and on the learner, if there is one.
+fn settled(shared: &Shared, region: RegionId, learner: Option<&Outbox>) -> bool {
+    learner.is_none_or(Outbox::is_empty) && shared.queued_writes(region) == 0
 }
 
 /// Fails the attempt if the learner fell behind or a write failed at the leader.

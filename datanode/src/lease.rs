@@ -21,8 +21,9 @@ use metronome_wire::{
 
 /// How long a request waits for a heartbeat it asked for before it is refused.
 const RENEWAL_WAIT_MAX: Duration = Duration::from_secs(1);
-/// How long a write waits for its region's leader to add a follower, and how often it
-/// looks: the addition takes a metasrv command and a heartbeat.
+/// How long a request waits for its region's leader to change its configuration (add a
+/// follower, hand the region over), and how often it looks: a change takes a metasrv
+/// command and a heartbeat.
 const GATE_WAIT_MAX: Duration = Duration::from_secs(3);
 const GATE_POLL: Duration = Duration::from_millis(5);
 
@@ -37,7 +38,8 @@ pub struct Leases {
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// Requests waiting for the next heartbeat to complete, told whether it renewed.
     waiting: Mutex<Vec<async_channel::Sender<bool>>>,
-    /// Regions whose writes wait while their leader adds a follower (`crate::catch_up`).
+    /// Regions whose requests wait while their leader changes their configuration
+    /// (`crate::catch_up`).
     gated: Mutex<std::collections::BTreeSet<RegionId>>,
 }
 
@@ -54,7 +56,7 @@ impl Leases {
         })
     }
 
-    /// Holds `region`'s new writes back (`true`) or lets them in again.
+    /// Holds `region`'s new requests back (`true`) or lets them in again.
     pub(crate) fn set_gate(&self, region: RegionId, closed: bool) {
         let mut gated = self.gated.lock().expect("gated");
         if closed {
@@ -64,17 +66,29 @@ impl Leases {
         }
     }
 
-    /// Whether `region`'s new writes are held back.
+    /// Whether `region`'s new requests are held back.
     pub(crate) fn gated(&self, region: RegionId) -> bool {
         self.gated.lock().expect("gated").contains(&region)
     }
 
-    /// Waits while `region`'s writes are held back, at most [`GATE_WAIT_MAX`].
-    async fn pass_gate(&self, region: RegionId) {
+    /// Waits while `region`'s requests are held back, at most [`GATE_WAIT_MAX`]; refuses
+    /// the request past it: admitted at the epoch it names, it could be acknowledged
+    /// under a configuration that may have changed meanwhile.
+    async fn pass_gate(&self, region: RegionId) -> Result<(), RegionError> {
         let since = time::now();
-        while self.gated(region) && time::elapsed(since) < GATE_WAIT_MAX {
+        while self.gated(region) {
+            if time::elapsed(since) >= GATE_WAIT_MAX {
+                return Err(RegionError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "datanode {}: region {region} is held back while its leader changes                          its configuration; try again",
+                        self.datanode
+                    ),
+                ));
+            }
             time::sleep(GATE_POLL).await;
         }
+        Ok(())
     }
 
     /// The learner of `region` if this datanode leads it at `epoch` under a lease that
@@ -91,6 +105,34 @@ impl Leases {
             .iter()
             .find(|(id, _)| *id == region)
             .map(|(_, learner)| *learner)
+    }
+
+    /// Where `region` is moving to if this datanode leads it at `epoch` under a lease
+    /// that has not lapsed and it is migrating (`metronome_catalog::migration`).
+    pub fn moving_to(&self, region: RegionId, epoch: u64) -> Option<Replica> {
+        self.check(region, epoch).ok()?;
+        let held = self.held.lock().expect("leases");
+        if held.granted_epoch(region) != Some(epoch) {
+            return None;
+        }
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .moving
+            .iter()
+            .find(|(id, _)| *id == region)
+            .map(|(_, to)| *to)
+    }
+
+    /// Every (region, epoch, target) this datanode leads under a lease now and moves.
+    pub fn migrations(&self) -> Vec<(RegionId, u64, Replica)> {
+        let moving = self.replication.lock().expect("replication").moving.clone();
+        moving
+            .into_iter()
+            .filter_map(|(region, to)| {
+                let epoch = self.held.lock().expect("leases").granted_epoch(region)?;
+                (self.moving_to(region, epoch) == Some(to)).then_some((region, epoch, to))
+            })
+            .collect()
     }
 
     /// Every (region, epoch, learner) this datanode leads under a lease now.
@@ -381,13 +423,17 @@ impl RegionService for LeasedRegions {
                 self.leases.admit_follower(*region, *epoch, true).await?;
                 return self.regions.call(request).await;
             }
+            // Its leader is changing its configuration: a write takes its sequence after,
+            // a scan sees what the next leader acknowledged, if it moved, and a schema
+            // change lands after the leader compared its schema with the next member's
+            // (`crate::catch_up`): the frontend then finds the route changed and makes
+            // the change on the next configuration's copies too.
+            if let Some(region) = request.region() {
+                self.leases.pass_gate(region).await?;
+            }
             let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
                 return self.regions.call(request).await;
             };
-            if matches!(request, RegionRequest::Write { .. }) {
-                // Its leader is adding a follower: the write takes its sequence after.
-                self.leases.pass_gate(region).await;
-            }
             self.leases.admit(region, epoch).await?;
             // Rare but legal: a shard slow to take the request (a long fsync, a busy
             // core), sometimes past the lease, so the check below is exercised.

@@ -207,7 +207,7 @@ impl Ship for Replicator {
         let _passing = Queued::new(&tally);
         if shared.leases.gated(region) {
             return Err(format!(
-                "datanode {} is adding a follower to region {region}; try again",
+                "datanode {} is changing the configuration of region {region}; try again",
                 shared.datanode
             ));
         }

@@ -140,10 +140,11 @@ impl ShardEngine {
     /// Tags the region already has, where the request expects them, are not added again:
     /// two frontends that found the same tags missing both add them, and the second must
     /// succeed (a refusal here reached Prometheus as a 400, and it drops such a batch).
-    /// Every frontend asks for a slice of the catalog's one append-only tag list that
-    /// starts where the region's tags ended when it looked; the region's tags are a prefix
-    /// of that list, so the slice's first tag is either absent or at the position the
-    /// slice then follows. Anything else (a tag present elsewhere) is refused.
+    /// Every frontend asks for a slice of the catalog's one append-only tag list (the whole
+    /// list, so that a copy that missed a change gets it in its place); the region's tags
+    /// are a prefix of that list, so the slice's first tag is either absent or at the
+    /// position the slice then follows. Anything else (a tag present elsewhere) is
+    /// refused.
     pub async fn add_tags(&self, id: RegionId, tags: Vec<String>) -> Result<(), EngineError> {
         if tags.is_empty() {
             region(&self.regions.borrow(), id, Need::Serving)?;
