@@ -12,7 +12,8 @@
 //! and SQL ([`sql`], DataFusion for queries) over HTTP and the PostgreSQL wire protocol
 //! ([`pg`]), whose timestamps both bring to their table's unit ([`precision`]); and
 //! [`router`], the one `RegionService` the stores use, which sends each region's
-//! requests to the datanode its route names and owns the partition hash. [`start`] is
+//! requests to the datanode its route names and owns the partition hash; [`admin`] runs cluster administration (region migration) for SQL
+//! and HTTP. [`start`] is
 //! the frontend as a role: its configuration sections and peers in, its servers out.
 //!
 //! It must not: store data; import `datanode` or the metasrv's server (it links the
@@ -20,6 +21,7 @@
 //! `metronome_wire::RegionService`); or let bad input panic, hang or allocate without
 //! bound: every rejection names what and where.
 
+pub mod admin;
 pub mod cluster_view;
 pub mod http;
 pub mod line_protocol;

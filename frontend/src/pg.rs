@@ -449,6 +449,9 @@ async fn describe(
     parsed: &Parsed,
     format: &Format,
 ) -> PgWireResult<(Vec<Type>, Vec<FieldInfo>)> {
+    if let Some(call) = &parsed.admin {
+        return Ok((vec![], fields(&crate::sql::admin::schema(call), format)));
+    }
     match &parsed.statement {
         Statement::Query(_) => {
             let plan = sql.plan_query(&parsed.statement).await.map_err(pg_error)?;

@@ -60,9 +60,10 @@ async fn add_missing_tags(
                 schema.tags, layout.tags
             )));
         }
-        let missing = &layout.tags[schema.tags.len()..];
-        if !missing.is_empty() {
-            regions.add_tags(*region, missing.to_vec()).await?;
+        // The whole list, not only what the leader lacks: a copy that missed an earlier
+        // change gets it too, in its place (the datanode adds what follows its tags).
+        if schema.tags.len() < layout.tags.len() {
+            regions.add_tags(*region, layout.tags.clone()).await?;
         }
     }
     Ok(())

@@ -46,6 +46,10 @@ pub type Connect = Arc<dyn Fn(u64, &DatanodeInfo) -> Arc<dyn RegionService> + Se
 /// A datanode's client, and the address it was dialed at (`None`: given at the start).
 type Dialed = (Option<String>, Arc<dyn RegionService>);
 
+/// How many configurations one schema change follows before it gives up (each round
+/// is a region's configuration that changed while the change was made).
+const CHANGE_ROUNDS_MAX: usize = 4;
+
 /// The frontend's region service: each request to the datanode of its region's route.
 pub struct RegionRouter {
     meta: Arc<Meta>,
@@ -168,6 +172,45 @@ fn replicated_change(request: &RegionRequest) -> bool {
 }
 
 impl RegionRouter {
+    /// Makes a replicated change on every copy of `route`, and a schema change again on
+    /// every copy of each configuration that followed while it was made: a copy the
+    /// route did not name yet (a learner added, a region handed over) may have missed
+    /// it. A leader changing its configuration holds schema changes back until it is
+    /// done (`metronome_datanode::catch_up`), so once the change is made on the old
+    /// copies, the catalog read after names the new ones.
+    async fn change_everywhere(
+        &self,
+        region: RegionId,
+        mut route: Route,
+        request: RegionRequest,
+    ) -> Result<RegionReply, RegionError> {
+        let again = matches!(
+            request,
+            RegionRequest::AddTags { .. }
+                | RegionRequest::AddField { .. }
+                | RegionRequest::SetTtl { .. }
+        );
+        for _ in 0..CHANGE_ROUNDS_MAX {
+            let reply = self.change_every_replica(route, request.clone()).await?;
+            if !again || self.connect.is_none() {
+                return Ok(reply);
+            }
+            self.meta.refresh().await.map_err(unavailable)?;
+            let now = self.route(region).await?;
+            if (now.epoch, now.learner) == (route.epoch, route.learner) {
+                return Ok(reply);
+            }
+            route = now;
+        }
+        Err(RegionError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "region {region}'s configuration changed {CHANGE_ROUNDS_MAX} times while \
+                 its schema changed; try again"
+            ),
+        ))
+    }
+
     /// Makes a region's creation or schema change on every copy: the followers first,
     /// then the leader, so that no write the leader takes with the new columns can reach
     /// a follower without them. A follower that cannot be reached fails the change
@@ -234,10 +277,12 @@ impl RegionService for RegionRouter {
         Box::pin(async move {
             if let Some(region) = request.region() {
                 let route = self.route(region).await?;
-                if (!route.followers.is_empty() || route.learner.is_some())
+                if (self.connect.is_some()
+                    || !route.followers.is_empty()
+                    || route.learner.is_some())
                     && replicated_change(&request)
                 {
-                    return self.change_every_replica(route, request).await;
+                    return self.change_everywhere(region, route, request).await;
                 }
                 // A datanode of a cluster serves writes and scans under a lease at the
                 // route's epoch: the request names the epoch it follows.

@@ -34,8 +34,9 @@ pub struct FrontendConfig {
     pub postgres: PostgresSection,
     pub query: QuerySection,
     pub ingest: IngestSection,
-    /// Copies of each new region unless a table says otherwise (`[frontend] replicas`).
-    pub replicas: u8,
+    /// Copies of each new region unless a table says otherwise (`[frontend] replicas`);
+    /// `None`: the catalog's default (two once two datanodes registered, else one).
+    pub replicas: Option<u8>,
 }
 
 impl FrontendConfig {
@@ -49,8 +50,7 @@ impl FrontendConfig {
             replicas: config
                 .frontend
                 .as_ref()
-                .and_then(|frontend| frontend.replicas)
-                .unwrap_or(1),
+                .and_then(|frontend| frontend.replicas),
         }
     }
 }
@@ -129,7 +129,7 @@ pub async fn open(
     // The metasrv may not be up yet, and regions need as many datanodes to live on as
     // they have copies: wait for both, saying so now and then, rather than exit.
     let metasrv = peers.metasrv.peer();
-    let needed = usize::from(config.replicas.max(1));
+    let needed = usize::from(config.replicas.unwrap_or(1).max(1));
     let mut waited = 0u32;
     let catalog = loop {
         let say = waited.is_multiple_of(WAIT_LOG_EVERY);
@@ -206,7 +206,9 @@ pub async fn open(
             meta.clone(),
             regions.clone(),
             metric_routes,
-            config.replicas,
+            config
+                .replicas
+                .unwrap_or_else(|| meta.catalog().default_replicas()),
             config.ingest,
         )
         .await

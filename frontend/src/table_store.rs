@@ -24,8 +24,9 @@ use metronome_core::write_batch::WriteBatch;
 pub struct TableStore {
     meta: Arc<Meta>,
     regions: Arc<dyn RegionService>,
-    /// Copies of each region of a table that sets no `replicas` option.
-    replicas: u8,
+    /// Copies of each region of a table that sets no `replicas` option (`None`: the
+    /// catalog's default when the table is created).
+    replicas: Option<u8>,
 }
 
 /// The regions of a regular table with their routes.
@@ -41,7 +42,7 @@ impl TableStore {
     pub async fn open(
         meta: Arc<Meta>,
         regions: Arc<dyn RegionService>,
-        replicas: u8,
+        replicas: Option<u8>,
     ) -> Result<TableStore, Error> {
         let store = TableStore {
             meta,
@@ -86,9 +87,11 @@ impl TableStore {
                     table.database, table.name, table.schema
                 )));
             }
-            let missing = &table.schema.tags[schema.tags.len()..];
-            if !missing.is_empty() {
-                self.regions.add_tags(*region, missing.to_vec()).await?;
+            // The whole list: a copy that missed an earlier change gets it in its place.
+            if schema.tags.len() < table.schema.tags.len() {
+                self.regions
+                    .add_tags(*region, table.schema.tags.clone())
+                    .await?;
             }
             for field in &table.schema.fields[schema.fields.len()..] {
                 self.regions.add_field(*region, field.clone()).await?;
@@ -125,7 +128,9 @@ impl TableStore {
                 if_not_exists,
                 partition_columns,
                 column_order,
-                replicas: replicas.unwrap_or(self.replicas),
+                replicas: replicas
+                    .or(self.replicas)
+                    .unwrap_or_else(|| guard.catalog().default_replicas()),
             })
             .await?;
         let catalog = guard.catalog();

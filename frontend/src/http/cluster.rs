@@ -10,6 +10,12 @@
 //!  "regions": [{"table": "public.cpu", "region": "7.0", "leader": 1, "shard": 0,
 //!               "followers": [], "epoch": 0}]}
 //! ```
+//!
+//! `POST /v1/admin/migrate_region?region=7.0&to=2`: moves region 7.0's leadership to
+//! datanode 2 (`crate::admin`) and answers once it has,
+//! `{"status": "success", "data": {"region": "7.0", "from": 1, "to": 2, "shard": 0,
+//! "epoch": 4, "took_ms": 812}}`, or with an error and its status (400 for a bad
+//! request, 503 for one that did not complete).
 
 use std::sync::Arc;
 
@@ -18,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use metronome_core::error::{Error, ErrorKind};
 use serde_json::json;
 
-use super::{status_code, Frontend};
+use super::{status_code, Frontend, Params};
 use crate::cluster_view::ClusterView;
 
 pub(super) async fn cluster(State(frontend): State<Arc<Frontend>>) -> Response {
@@ -33,6 +39,41 @@ pub(super) async fn cluster(State(frontend): State<Arc<Frontend>>) -> Response {
                 kind => status_code(kind.http_status()),
             };
             (status, axum::Json(body)).into_response()
+        }
+    }
+}
+
+pub(super) async fn migrate_region(
+    State(frontend): State<Arc<Frontend>>,
+    params: Params,
+) -> Response {
+    let migrated = async {
+        let region = params
+            .get("region")
+            .ok_or_else(|| Error::invalid("the parameter \"region\" is missing (as \"7.0\")"))?;
+        let region = crate::admin::parse_region(region)?;
+        let to = params
+            .get("to")
+            .ok_or_else(|| Error::invalid("the parameter \"to\" (a datanode id) is missing"))?;
+        let to: u64 = to
+            .parse()
+            .map_err(|_| Error::invalid(format!("\"to\" = {to:?} is not a datanode id")))?;
+        crate::admin::migrate_region(&frontend.meta, region, to).await
+    }
+    .await;
+    match migrated {
+        Ok(done) => axum::Json(json!({"status": "success", "data": {
+            "region": done.region.to_string(),
+            "from": done.from,
+            "to": done.to,
+            "shard": done.shard,
+            "epoch": done.epoch,
+            "took_ms": done.took_ms,
+        }}))
+        .into_response(),
+        Err(error) => {
+            let body = json!({"status": "error", "error": error.message});
+            (status_code(error.kind.http_status()), axum::Json(body)).into_response()
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP API, served with axum: the router and what every handler shares (the
 //! [`Frontend`], query parameters, the status of an error), with one module per API:
 //! [`prometheus`] (the Prometheus query API), [`write`] (Prometheus remote write and
-//! InfluxDB line protocol), [`sql`] (`/v1/sql`); [`observe`] holds the layers around every
+//! InfluxDB line protocol), [`sql`] (`/v1/sql`), [`cluster`] (`/v1/cluster` and the
+//! cluster's administration, `/v1/admin/…`); [`observe`] holds the layers around every
 //! request (request ids, metrics, logs, caught panics).
 //!
 //! Every rejection carries a message that names what was wrong: remote write answers in
@@ -83,6 +84,7 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/metrics", get(self_metrics))
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster::cluster))
+        .route("/v1/admin/migrate_region", post(cluster::migrate_region))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(observe::catch_panics))
         .layer(axum::middleware::from_fn_with_state(

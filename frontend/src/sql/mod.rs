@@ -9,6 +9,7 @@
 //! `ROLLBACK` follow a [`Session`], which tells the truth about the absence of
 //! transactions.
 
+pub mod admin;
 pub mod ddl;
 mod error;
 pub mod information_schema;
@@ -163,6 +164,8 @@ pub struct SqlEngine {
 pub struct Parsed {
     pub statement: Statement,
     pub extensions: ddl::Extensions,
+    /// An `ADMIN` call ([`admin`]); `statement` is then the `SELECT` it reads as.
+    pub admin: Option<admin::AdminCall>,
 }
 
 impl SqlEngine {
@@ -204,6 +207,13 @@ impl SqlEngine {
             )));
         }
         limits::check(sql)?;
+        if let Some((statement, call)) = admin::parse(sql)? {
+            return Ok(vec![Parsed {
+                statement,
+                extensions: ddl::Extensions::default(),
+                admin: Some(call),
+            }]);
+        }
         let (text, extensions) = ddl::strip_extensions(sql)?;
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, &text)
             .map_err(|error| SqlError::Invalid(format!("syntax error: {error}")))?;
@@ -218,6 +228,7 @@ impl SqlEngine {
                 Parsed {
                     statement,
                     extensions,
+                    admin: None,
                 }
             })
             .collect())
@@ -360,6 +371,9 @@ impl SqlEngine {
         params: &[ScalarValue],
     ) -> Result<SqlOutput, SqlError> {
         let database = &self.database;
+        if let Some(call) = &parsed.admin {
+            return admin::execute(&self.meta, call).await;
+        }
         match &parsed.statement {
             Statement::Query(_) => {
                 let mut plan = self.plan_query(&parsed.statement).await?;
