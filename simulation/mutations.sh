@@ -43,8 +43,10 @@ mutations=(
             Ok::<(), io::Error>(())
         };
         match kept {"
-"promote-before-caught-up|datanode/src/catch_up.rs|cluster|    outbox.is_empty() && shared.queued_writes(region) == 0|    // MUTATION: make the learner a follower without waiting for what it lacks.
+"promote-before-caught-up|datanode/src/catch_up.rs|cluster|    learner.is_none_or(Outbox::is_empty) && shared.queued_writes(region) == 0|    // MUTATION: make the learner a follower without waiting for what it lacks.
     true"
+"switch-without-gate|datanode/src/catch_up.rs|cluster|    shared.leases.set_gate(region, true);|    // MUTATION: let writes in while the configuration changes (a hand-over, a new follower).
+    shared.leases.set_gate(region, false);"
 )
 
 run() {

@@ -89,9 +89,10 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 1)]
     shards: u16,
     /// Copies of each new region, the leader's included (1 to 3, at most the datanodes):
-    /// with 2 or more, a datanode's death fails its regions over to a follower.
-    #[arg(long, default_value_t = 1)]
-    replicas: u8,
+    /// with 2 or more, a datanode's death fails its regions over to a follower. Unset:
+    /// 2 with two datanodes or more, else 1.
+    #[arg(long)]
+    replicas: Option<u8>,
     /// One directory per node below this one (`metasrv-1`, `datanode-1`, …); a cluster
     /// started again on it finds its data.
     #[arg(long, default_value = "./metronome-cluster")]
@@ -303,24 +304,22 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
             } else {
                 ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
             };
-            let (node, line) = Node::start(
-                format!("frontend-{id}"),
-                vec![
-                    "frontend".into(),
-                    "--metasrv".into(),
-                    metasrv_rpc.clone(),
-                    "--http-addr".into(),
-                    http,
-                    "--postgres-addr".into(),
-                    postgres,
-                    "--replicas".into(),
-                    args.replicas.to_string(),
-                    "--log".into(),
-                    log.clone(),
-                ],
-                exited_sender.clone(),
-            )
-            .await?;
+            let mut flags: Vec<String> = vec![
+                "frontend".into(),
+                "--metasrv".into(),
+                metasrv_rpc.clone(),
+                "--http-addr".into(),
+                http,
+                "--postgres-addr".into(),
+                postgres,
+                "--log".into(),
+                log.clone(),
+            ];
+            if let Some(replicas) = args.replicas {
+                flags.extend(["--replicas".into(), replicas.to_string()]);
+            }
+            let (node, line) =
+                Node::start(format!("frontend-{id}"), flags, exited_sender.clone()).await?;
             summary.push(format!(
                 "frontend {id} http={} postgres={}",
                 field(&line, "http=")?,

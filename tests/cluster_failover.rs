@@ -2,8 +2,10 @@
 //! whose regions have two copies each (`--replicas 2`). A datanode killed with SIGKILL
 //! while remote writes stream in: the regions it led fail over to their copies on the
 //! other datanode once its lease has lapsed, writes are acknowledged again, and every
-//! sample acknowledged before, during and after is read back. Restarted, it catches up
-//! and follows again; killing the other datanode then loses nothing either.
+//! sample acknowledged before, during and after is read back. Restarted, it catches up,
+//! follows again and takes its share of the regions back; an operator moves a region
+//! with `ADMIN migrate_region` and with HTTP; killing the other datanode then loses
+//! nothing either.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -131,17 +133,24 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
     let second = datanode(2, &metasrv_addr, dirs[2].path());
     ready(&second);
     let returned = Instant::now();
+    let per_peer = "SELECT peer_id, role, count(*) FROM information_schema.region_peers \
+                    GROUP BY peer_id, role ORDER BY peer_id, role";
     let repaired = loop {
         assert!(
             write(&mut acknowledged),
             "writes during the catch-up succeed"
         );
-        let peers = sql_at(
-            http,
-            "SELECT peer_id, role, count(*) FROM information_schema.region_peers \
-             GROUP BY peer_id, role ORDER BY peer_id, role",
-        );
-        if rows(&peers) == serde_json::json!([[1, "LEADER", 4], [2, "FOLLOWER", 4]]) {
+        let peers = sql_at(http, per_peer);
+        let copies = |rows: &serde_json::Value, peer: u64| -> u64 {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row[0] == peer && row[1] != "LEARNER")
+                .map(|row| row[2].as_u64().unwrap())
+                .sum()
+        };
+        let now = rows(&peers);
+        if copies(&now, 1) == 4 && copies(&now, 2) == 4 {
             break returned.elapsed();
         }
         assert!(
@@ -152,6 +161,80 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("repair_ms={}", repaired.as_millis());
+
+    // With every copy back, the metasrv evens leadership out: datanode 2 takes its share
+    // of the regions back, by hand-overs (each then copies the region back to the old
+    // leader, whose copy leaves the configuration), while writes go on.
+    let balanced = serde_json::json!([
+        [1, "FOLLOWER", 2],
+        [1, "LEADER", 2],
+        [2, "FOLLOWER", 2],
+        [2, "LEADER", 2]
+    ]);
+    let rebalanced = loop {
+        write(&mut acknowledged);
+        let peers = sql_at(http, per_peer);
+        if rows(&peers) == balanced {
+            break returned.elapsed();
+        }
+        assert!(
+            returned.elapsed() < Duration::from_secs(120),
+            "datanode 2 did not take its share of the regions back: {}",
+            peers.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("rebalanced_ms={}", rebalanced.as_millis());
+
+    // An operator moves a region by hand, with SQL and then with HTTP, and back: each
+    // answers once the region's leader is where it was asked to be.
+    let led_by_first = sql_at(
+        http,
+        "SELECT region_id FROM information_schema.region_peers \
+         WHERE peer_id = 1 AND role = 'LEADER' ORDER BY region_id LIMIT 1",
+    );
+    let region = rows(&led_by_first)[0][0].as_str().unwrap().to_string();
+    let moved = sql_at(http, &format!("ADMIN migrate_region('{region}', 2)"));
+    let moved = rows(&moved);
+    assert_eq!(moved[0][0], region.as_str(), "{moved}");
+    assert_eq!(
+        (&moved[0][1], &moved[0][2]),
+        (&serde_json::json!(1), &serde_json::json!(2))
+    );
+    eprintln!("migration_sql_ms={}", moved[0][5]);
+    write(&mut acknowledged);
+    let back = common::post(
+        &format!("http://{http}/v1/admin/migrate_region?region={region}&to=1"),
+        "text/plain",
+        None,
+        b"",
+    );
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.json()["data"]["to"], 1, "{}", back.body);
+    eprintln!("migration_http_ms={}", back.json()["data"]["took_ms"]);
+    let refused = sql_at(http, &format!("ADMIN migrate_region('{region}', 9)"));
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("datanode 9 is not registered"),
+        "{}",
+        refused.body
+    );
+    // Each move left the old leader's copy out; the region gets it back by catch-up.
+    let moved_back = Instant::now();
+    while rows(&sql_at(http, per_peer)) != balanced {
+        assert!(
+            moved_back.elapsed() < Duration::from_secs(60),
+            "the moved region did not get its second copy back"
+        );
+        write(&mut acknowledged);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..3 {
+        assert!(
+            write(&mut acknowledged),
+            "writes after the migrations succeed"
+        );
+    }
 
     // The caught-up copies are whole: with datanode 1 killed in turn, datanode 2 leads
     // every region and reads back every sample acknowledged since the beginning.

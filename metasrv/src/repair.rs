@@ -1,6 +1,9 @@
 //! Repair: the metasrv leader gives each region with fewer copies than it wants a
 //! learner (`Command::AddLearner`), which its leader catches up and makes a follower
 //! (`metronome_datanode::catch_up`); it takes a learner away once its datanode is gone.
+//! Once every region has its copies, it evens out leadership among the live datanodes,
+//! one hand-over at a time (`Catalog::rebalance`, `metronome_catalog::migration`): a
+//! datanode back from a failure takes its share of the regions back.
 //!
 //! Run from the failure detector's loop, so with its wait: a metasrv leader decides
 //! nothing until it has led for a lease and heard the datanodes' heartbeats itself. A
@@ -69,6 +72,20 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
             // The region moved on meanwhile: the next look sees it.
             Err(ExecuteError::Refused(reason)) => {
                 tracing::info!(%region, %reason, "a repair was overtaken")
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if learners > 0 {
+        return Ok(());
+    }
+    let leaders_alive = |datanode: u64| alive(datanode) && silent_for(datanode) < LEASE_WAIT;
+    if let Some((region, epoch, to)) = catalog.rebalance(leaders_alive) {
+        let command = Command::MigrateRegion { region, epoch, to };
+        match service.execute(command.clone()).await {
+            Ok(_) => tracing::info!(%region, to = to.datanode, "rebalancing: leadership moves"),
+            Err(ExecuteError::Refused(reason)) => {
+                tracing::info!(%region, %reason, "a rebalancing move was overtaken")
             }
             Err(error) => return Err(error),
         }

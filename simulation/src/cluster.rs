@@ -389,7 +389,7 @@ where
                 catalog_refresh: Some(start::CATALOG_REFRESH_INTERVAL),
             };
             let mut config = FrontendConfig::of(&Config::default());
-            config.replicas = region_replicas;
+            config.replicas = Some(region_replicas);
             let frontend = loop {
                 match start::open(&config, peers(), Default::default()).await {
                     Ok(frontend) => break frontend,

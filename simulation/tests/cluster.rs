@@ -9,8 +9,10 @@
 //! restart, a datanode cut off from every metasrv replica (past its lease, some of the
 //! time), a node cut off from everything, one way or both, several nodes cut off one by
 //! one and healed in another order, a node paused (past its lease, some of the time),
-//! packet loss, slow links, a clock's rate changed, and two datanodes that cannot reach
-//! each other. Every region has two copies (a leader and a follower, `REPLICAS`): a
+//! packet loss, slow links, a clock's rate changed, two datanodes that cannot reach
+//! each other, and an operator's migration of a region to a datanode (which runs on
+//! while the next faults come). The metasrv also moves leadership back and forth on its
+//! own to even it out once a failed datanode has its copies back. Every region has two copies (a leader and a follower, `REPLICAS`): a
 //! datanode down past its lease (half of its outages) fails its regions over, and a
 //! leader that cannot reach its follower removes it from the configuration. Every node's clock drifts from
 //! the start, within what the leases allow for (`CLOCK_DRIFT_PPM_MAX`).
@@ -414,7 +416,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..14) {
+        match rand::gen_range(0..15) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
@@ -630,6 +632,25 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 let rate_ppm = drift();
                 faults.push(format!("{}'s clock now runs at {rate_ppm} ppm", node.name));
                 time::drift::set(node.handle().id(), rate_ppm);
+            }
+            14 => {
+                // An operator's migration, running on while the next faults come.
+                let slot = slots[0].clone();
+                let to = datanode_index as u64 + 1;
+                let pick = rand::gen_range(0..usize::MAX);
+                faults.push(format!("a migration of some region to {}", datanode.name));
+                checker.handle().spawn(async move {
+                    let frontend = frontend(&slot, RECOVERY_MAX).await;
+                    let catalog = frontend.meta.catalog();
+                    let regions: Vec<RegionId> = catalog.routes().map(|(r, _)| r).collect();
+                    let region = regions[pick % regions.len()];
+                    let outcome = time::timeout(
+                        Duration::from_secs(60),
+                        metronome_frontend::admin::migrate_region(&frontend.meta, region, to),
+                    )
+                    .await;
+                    tracing::info!(%region, to, ?outcome, "a migration ended");
+                });
             }
             _ => {
                 faults.push(format!("a quiet {hold:?}"));
