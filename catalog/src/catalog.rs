@@ -205,17 +205,20 @@ pub enum Command {
         epoch: u64,
         to: Replica,
     },
-    /// The leader of a region at `epoch` hands it to the copy it is moving to, which
-    /// holds every write the leader took: at the next epoch, with the other copies as
-    /// followers ([`crate::migration`]).
+    /// The leader of a region at `epoch` hands it to `to`, the copy it is moving to,
+    /// which holds every write the leader took: `to` leads alone at the next epoch
+    /// ([`crate::migration`]).
     HandOver {
         region: RegionId,
         epoch: u64,
+        to: Replica,
     },
-    /// Ends a migration of a region at `epoch` without moving it (the epoch stays).
+    /// Ends a migration of a region at `epoch` to `to` without moving it (the epoch
+    /// stays).
     CancelMigration {
         region: RegionId,
         epoch: u64,
+        to: Replica,
     },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
@@ -433,8 +436,10 @@ impl Catalog {
             Command::MigrateRegion { region, epoch, to } => {
                 self.migrate_region(*region, *epoch, *to)
             }
-            Command::HandOver { region, epoch } => self.hand_over(*region, *epoch),
-            Command::CancelMigration { region, epoch } => self.cancel_migration(*region, *epoch),
+            Command::HandOver { region, epoch, to } => self.hand_over(*region, *epoch, *to),
+            Command::CancelMigration { region, epoch, to } => {
+                self.cancel_migration(*region, *epoch, *to)
+            }
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();

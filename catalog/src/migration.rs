@@ -7,24 +7,22 @@
 //!    copy the leadership moves to: a follower, or a shard of a datanode holding no copy,
 //!    which becomes the region's learner and is caught up first (`crate::replicas`).
 //! 2. The region's leader holds its writes back until every write it took is on every
-//!    copy, then hands the region over ([`Command::HandOver`], compare-and-set): the
-//!    target leads at the next epoch, the followers follow it, and the old leader's copy
-//!    leaves the configuration. The region then has a copy fewer when the target was a
-//!    follower, and gets it back by catch-up (`crate::replicas`).
+//!    copy, then hands the region over ([`Command::HandOver`], compare-and-set on the
+//!    epoch and the target): the target leads alone at the next epoch, and the region
+//!    gets its other copies back by catch-up (`crate::replicas`).
 //! 3. Any other outcome ends it instead: [`Command::CancelMigration`], the learner's
 //!    removal, or any reconfiguration (a failover, a follower's removal). Each is a
 //!    compare-and-set on the same route, so a migration completes or rolls back, never
 //!    both.
 //!
-//! Why a new leader may keep followers here when a failover's may not: the old leader
-//! vouches, by holding writes back until its copies settled, that every follower holds
-//! every write it shipped, and the target — a follower, or the learner holding the
-//! leader's snapshot and every write since — holds at least as much; after a failover
-//! nobody can. Why the old leader cannot stay as a follower: its copy may hold writes
-//! no one else has (made durable but never shipped, like a write a power cut kept
-//! though it was never acknowledged), which a follower must never hold beyond its
-//! leader; the simulation found that case (a learner installs such a write with the
-//! leader's snapshot, leads, and hands over to a follower that never had it).
+//! Why the new leader starts alone, as after a failover: a copy may hold writes the
+//! target lacks (made durable but never shipped, like a write a power cut kept though
+//! it was never acknowledged; a learner even installs such a write with its leader's
+//! snapshot), and a follower ahead of its leader skips the leader's next write at that
+//! sequence as one it has — acknowledged, and missing there. The simulation found the
+//! old leader in that position; a review found a learner-made follower in it. The old
+//! leader holding writes back until its copies settled vouches only that the target
+//! holds every acknowledged write.
 //!
 //! [`Catalog::rebalance`] picks the moves that even out leadership among live datanodes.
 
@@ -115,7 +113,12 @@ impl Catalog {
     }
 
     /// [`Command::HandOver`](crate::Command::HandOver).
-    pub(crate) fn hand_over(&mut self, region: RegionId, epoch: u64) -> Result<(), CatalogError> {
+    pub(crate) fn hand_over(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        to: Replica,
+    ) -> Result<(), CatalogError> {
         let invalid = |reason: String| CatalogError::Invalid {
             what: format!("hand-over of region {region}"),
             reason,
@@ -129,37 +132,31 @@ impl Catalog {
                 route.epoch
             )));
         }
-        let to = route
-            .moving_to
-            .ok_or_else(|| invalid(format!("it is not moving at epoch {epoch}")))?;
+        // Named, not implied: a hand-over sent again after its migration ended and
+        // another began at the same epoch must not hand the region to the new target.
+        if route.moving_to != Some(to) {
+            return Err(invalid(format!(
+                "it is not moving to datanode {} at epoch {epoch}",
+                to.datanode
+            )));
+        }
         let old = *route;
         assert!(
             route.learner == Some(to) || route.followers.as_slice().contains(&to),
             "region {region}: a migration's target is a follower or the learner"
         );
-        let followers: Vec<Replica> = route
-            .followers
-            .as_slice()
-            .iter()
-            .copied()
-            .filter(|f| *f != to)
-            .collect();
         *route = Route {
             datanode: to.datanode,
             shard: to.shard,
             epoch: epoch + 1,
-            followers: Followers::from_slice(&followers).expect("no more followers than before"),
+            followers: Followers::default(),
             learner: None,
             replicas: route.replicas,
             moving_to: None,
         };
         assert!(
-            route
-                .replicas()
-                .all(|r| old.replicas().any(|m| m == r) || old.learner == Some(r))
-                && !route.holds(old.datanode),
-            "region {region}: a hand-over keeps only members and the learner, without the \
-             old leader"
+            route.followers.is_empty() && !route.holds(old.datanode),
+            "region {region}: the new leader starts alone"
         );
         Ok(())
     }
@@ -170,6 +167,7 @@ impl Catalog {
         &mut self,
         region: RegionId,
         epoch: u64,
+        to: Replica,
     ) -> Result<(), CatalogError> {
         let invalid = |reason: String| CatalogError::Invalid {
             what: format!("migration of region {region}"),
@@ -178,8 +176,11 @@ impl Catalog {
         let route = self
             .route_mut(region)
             .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch || route.moving_to.is_none() {
-            return Err(invalid(format!("it is not moving at epoch {epoch}")));
+        if route.epoch != epoch || route.moving_to != Some(to) {
+            return Err(invalid(format!(
+                "it is not moving to datanode {} at epoch {epoch}",
+                to.datanode
+            )));
         }
         if route.learner == route.moving_to {
             route.learner = None;
@@ -288,36 +289,11 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Command, DEFAULT_DATABASE};
-
-    fn catalog(datanodes: u64) -> Catalog {
-        let mut catalog = Catalog::default();
-        for id in 1..=datanodes {
-            catalog
-                .apply(&Command::RegisterDatanode {
-                    id,
-                    addr: format!("10.0.0.{id}:4100"),
-                    shards: 2,
-                })
-                .unwrap();
-        }
-        catalog
-    }
-
-    fn replicated(catalog: &mut Catalog, regions: u32, replicas: u8) -> Vec<(RegionId, Route)> {
-        let routes = catalog.place_among(regions, None).unwrap();
-        catalog
-            .apply(&Command::CreateMetricRegions {
-                database: DEFAULT_DATABASE.to_string(),
-                routes,
-                replicas,
-            })
-            .unwrap();
-        catalog.routes().collect()
-    }
+    use crate::catalog::Command;
+    use crate::replicas::tests::{catalog, replicated};
 
     #[test]
-    fn leadership_moves_to_a_follower_and_the_old_leader_leaves() {
+    fn leadership_moves_to_a_follower_which_leads_alone() {
         let mut catalog = catalog(3);
         let (region, route) = replicated(&mut catalog, 1, 3)[0];
         let to = route.followers.as_slice()[0];
@@ -334,19 +310,18 @@ mod tests {
         let hand_over = Command::HandOver {
             region,
             epoch: route.epoch,
+            to,
         };
         catalog.apply(&hand_over).unwrap();
         let now = catalog.route(region).unwrap();
         assert_eq!(now.leader(), to);
         assert_eq!(now.epoch, route.epoch + 1);
-        assert_eq!(now.followers.as_slice(), &[other]);
-        assert!(!now.holds(route.datanode));
+        assert!(now.followers.is_empty(), "the new leader starts alone");
+        assert!(!now.holds(route.datanode) && !now.holds(other.datanode));
         assert_eq!(now.moving_to, None);
-        // A copy short: the old leader's datanode may take one again, by catch-up.
-        assert_eq!(
-            catalog.choose_learner(region, |_| true).map(|l| l.datanode),
-            Some(route.datanode)
-        );
+        // Copies short: they come back by catch-up, on the datanodes that held them.
+        let learner = catalog.choose_learner(region, |_| true).unwrap();
+        assert!([route.datanode, other.datanode].contains(&learner.datanode));
         assert!(catalog.apply(&hand_over).is_err(), "it happens once");
     }
 
@@ -380,6 +355,7 @@ mod tests {
             Command::HandOver {
                 region,
                 epoch: route.epoch,
+                to,
             },
         ] {
             assert!(catalog.apply(&refused).is_err(), "{refused:?}");
@@ -402,6 +378,7 @@ mod tests {
             .apply(&Command::CancelMigration {
                 region,
                 epoch: route.epoch,
+                to,
             })
             .unwrap();
         let after = cancelled.route(region).unwrap();
@@ -422,18 +399,30 @@ mod tests {
             .apply(&Command::HandOver {
                 region,
                 epoch: route.epoch,
+                to,
             })
             .is_err());
-        // Completed: the learner leads, the follower stays, the old leader is gone.
+        // A hand-over names its target: one meant for another move does not apply.
+        let elsewhere = route.followers.as_slice()[0];
+        assert!(catalog
+            .clone()
+            .apply(&Command::HandOver {
+                region,
+                epoch: route.epoch,
+                to: elsewhere,
+            })
+            .is_err());
+        // Completed: the learner leads, alone; the others get copies back by catch-up.
         catalog
             .apply(&Command::HandOver {
                 region,
                 epoch: route.epoch,
+                to,
             })
             .unwrap();
         let now = catalog.route(region).unwrap();
         assert_eq!(now.leader(), to);
-        assert_eq!(now.followers.as_slice(), route.followers.as_slice());
+        assert!(now.followers.is_empty());
         assert!(!now.holds(route.datanode));
         assert_eq!(now.replicas_wanted(), 2);
     }
@@ -513,7 +502,9 @@ mod tests {
                 .apply(&Command::MigrateRegion { region, epoch, to })
                 .unwrap();
             assert_eq!(catalog.rebalance(|_| true), None, "one move at a time");
-            catalog.apply(&Command::HandOver { region, epoch }).unwrap();
+            catalog
+                .apply(&Command::HandOver { region, epoch, to })
+                .unwrap();
             moves += 1;
             assert!(moves <= 2, "it converges");
         }

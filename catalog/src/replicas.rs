@@ -525,11 +525,12 @@ impl Catalog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::{Command, DEFAULT_DATABASE};
 
-    fn catalog(datanodes: u64) -> Catalog {
+    /// A catalog with `datanodes` registered, two shards each.
+    pub(crate) fn catalog(datanodes: u64) -> Catalog {
         let mut catalog = Catalog::default();
         for id in 1..=datanodes {
             catalog
@@ -543,7 +544,12 @@ mod tests {
         catalog
     }
 
-    fn replicated(catalog: &mut Catalog, regions: u32, replicas: u8) -> Vec<(RegionId, Route)> {
+    /// `regions` metric regions of `replicas` copies, placed; every route after.
+    pub(crate) fn replicated(
+        catalog: &mut Catalog,
+        regions: u32,
+        replicas: u8,
+    ) -> Vec<(RegionId, Route)> {
         let routes = catalog.place_among(regions, None).unwrap();
         catalog
             .apply(&Command::CreateMetricRegions {

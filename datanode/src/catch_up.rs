@@ -146,7 +146,7 @@ async fn hand_over(shared: &Shared, region: RegionId, epoch: u64, to: Replica) {
             Err(reason) => {
                 tracing::warn!(%region, to = to.datanode, %reason, "a hand-over failed");
                 if time::elapsed(started) >= LEARNER_REMOVAL_AFTER {
-                    let command = Command::CancelMigration { region, epoch };
+                    let command = Command::CancelMigration { region, epoch, to };
                     if let Err(error) = shared.metasrv.execute(&command).await {
                         tracing::warn!(%region, %error, "could not cancel a migration");
                     }
@@ -321,7 +321,11 @@ async fn switch(
         // holds schema changes too, so none lands here between the look and the change.
         same_schema(shared, region, target, service).await?;
         let command = if shared.leases.moving_to(region, epoch) == Some(target) {
-            Command::HandOver { region, epoch }
+            Command::HandOver {
+                region,
+                epoch,
+                to: target,
+            }
         } else if catching.is_some() {
             let mut followers = shared
                 .leases

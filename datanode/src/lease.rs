@@ -81,7 +81,8 @@ impl Leases {
                 return Err(RegionError::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "datanode {}: region {region} is held back while its leader changes                          its configuration; try again",
+                        "datanode {}: region {region} is held back while its leader changes \
+                         its configuration; try again",
                         self.datanode
                     ),
                 ));

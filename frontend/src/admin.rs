@@ -78,10 +78,14 @@ pub async fn migrate_region(
         match route.moving_to {
             Some(to) if to.datanode == datanode => {}
             Some(to) => {
-                return Err(Error::invalid(format!(
-                    "region {region} is moving to datanode {} already",
-                    to.datanode
-                )))
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "region {region} is moving to datanode {} already; try again once \
+                         it has",
+                        to.datanode
+                    ),
+                ))
             }
             None if starts >= MIGRATION_STARTS_MAX => {
                 return Err(Error::new(
@@ -107,11 +111,13 @@ pub async fn migrate_region(
                 match meta.lock().await.execute(command).await {
                     Ok(()) => tracing::info!(%region, datanode, "migration started"),
                     // Refused at the epoch read: the route changed since (look again),
-                    // or the migration cannot be (say why).
+                    // or the migration cannot be now (too many running, a copy catching
+                    // up: say why, as a refusal to try again later). What cannot ever
+                    // be (an unknown datanode) was refused above.
                     Err(MetaError::Refused(reason)) => {
                         let now = meta.refresh().await?.route(region);
                         if now.is_some_and(|now| now.epoch == route.epoch) {
-                            return Err(Error::invalid(reason));
+                            return Err(Error::new(ErrorKind::Unavailable, reason));
                         }
                         continue;
                     }
