@@ -46,32 +46,14 @@ impl Catalog {
         epoch: u64,
         to: Replica,
     ) -> Result<(), CatalogError> {
+        let what = format!("migration of region {region}");
         let invalid = |reason: String| CatalogError::Invalid {
-            what: format!("migration of region {region}"),
+            what: what.clone(),
             reason,
         };
-        let shards = self
-            .datanodes
-            .get(&to.datanode)
-            .map(|info| info.shards)
-            .ok_or_else(|| invalid(format!("datanode {} is not registered", to.datanode)))?;
-        if to.shard >= shards {
-            return Err(invalid(format!(
-                "datanode {} has {shards} shards, not {}",
-                to.datanode,
-                to.shard + 1
-            )));
-        }
+        self.check_shard(to, &what)?;
         let running = self.migrations().count();
-        let route = self
-            .route_mut(region)
-            .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch {
-            return Err(invalid(format!(
-                "it expected epoch {epoch}, the region is at epoch {}",
-                route.epoch
-            )));
-        }
+        let route = self.route_at(region, epoch, &what)?;
         if let Some(moving) = route.moving_to {
             return Err(invalid(format!(
                 "it is moving to datanode {} already",
@@ -119,19 +101,12 @@ impl Catalog {
         epoch: u64,
         to: Replica,
     ) -> Result<(), CatalogError> {
+        let what = format!("hand-over of region {region}");
         let invalid = |reason: String| CatalogError::Invalid {
-            what: format!("hand-over of region {region}"),
+            what: what.clone(),
             reason,
         };
-        let route = self
-            .route_mut(region)
-            .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch {
-            return Err(invalid(format!(
-                "it expected epoch {epoch}, the region is at epoch {}",
-                route.epoch
-            )));
-        }
+        let route = self.route_at(region, epoch, &what)?;
         // Named, not implied: a hand-over sent again after its migration ended and
         // another began at the same epoch must not hand the region to the new target.
         if route.moving_to != Some(to) {
@@ -169,14 +144,13 @@ impl Catalog {
         epoch: u64,
         to: Replica,
     ) -> Result<(), CatalogError> {
+        let what = format!("migration of region {region}");
         let invalid = |reason: String| CatalogError::Invalid {
-            what: format!("migration of region {region}"),
+            what: what.clone(),
             reason,
         };
-        let route = self
-            .route_mut(region)
-            .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch || route.moving_to != Some(to) {
+        let route = self.route_at(region, epoch, &what)?;
+        if route.moving_to != Some(to) {
             return Err(invalid(format!(
                 "it is not moving to datanode {} at epoch {epoch}",
                 to.datanode

@@ -204,6 +204,75 @@ impl Catalog {
     }
 }
 
+/// Finding a route to change, for the state machine's commands.
+impl Catalog {
+    /// The route of `region` for a change that expects it at `epoch` (compare-and-set);
+    /// refused, naming `what`, when no table has the region or it is at another epoch.
+    pub(crate) fn route_at(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        what: &str,
+    ) -> Result<&mut Route, CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: what.to_string(),
+            reason,
+        };
+        let route = self
+            .route_mut(region)
+            .ok_or_else(|| invalid("no table has that region".to_string()))?;
+        if route.epoch != epoch {
+            return Err(invalid(format!(
+                "it expected epoch {epoch}, the region is at epoch {}",
+                route.epoch
+            )));
+        }
+        Ok(route)
+    }
+
+    /// Refuses, naming `what`, a replica on a datanode not registered or a shard it
+    /// does not have.
+    pub(crate) fn check_shard(&self, replica: Replica, what: &str) -> Result<(), CatalogError> {
+        let invalid = |reason: String| CatalogError::Invalid {
+            what: what.to_string(),
+            reason,
+        };
+        let shards = self
+            .datanodes
+            .get(&replica.datanode)
+            .map(|info| info.shards)
+            .ok_or_else(|| invalid(format!("datanode {} is not registered", replica.datanode)))?;
+        if replica.shard >= shards {
+            return Err(invalid(format!(
+                "datanode {} has {shards} shards, not {}",
+                replica.datanode,
+                replica.shard + 1
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn route_mut(&mut self, region: RegionId) -> Option<&mut Route> {
+        self.databases.values_mut().find_map(|database| {
+            let metrics = database
+                .metrics
+                .iter_mut()
+                .flat_map(|m| m.regions.iter_mut());
+            let tables = database
+                .tables
+                .values_mut()
+                .flat_map(|table| match &mut table.kind {
+                    TableKind::Regular { regions, .. } => regions.as_mut_slice(),
+                    TableKind::Metric { .. } => &mut [],
+                });
+            metrics
+                .chain(tables)
+                .find(|(id, _)| *id == region)
+                .map(|(_, route)| route)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

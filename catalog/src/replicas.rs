@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use metronome_core::data::RegionId;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, CatalogError, TableKind};
+use crate::catalog::{Catalog, CatalogError};
 use crate::lease::Grant;
 use crate::placement::Route;
 
@@ -307,19 +307,12 @@ impl Catalog {
         leader: Replica,
         followers: &[Replica],
     ) -> Result<(), CatalogError> {
+        let what = format!("reconfiguration of region {region}");
         let invalid = |reason: String| CatalogError::Invalid {
-            what: format!("reconfiguration of region {region}"),
+            what: what.clone(),
             reason,
         };
-        let route = self
-            .route_mut(region)
-            .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch {
-            return Err(invalid(format!(
-                "it expected epoch {epoch}, the region is at epoch {}",
-                route.epoch
-            )));
-        }
+        let route = self.route_at(region, epoch, &what)?;
         // A leader names itself by the shard holding its copy, which may not be the one
         // the route says: a learner installs where a stale copy of the region already
         // lives. The datanode is what identifies a member.
@@ -390,31 +383,13 @@ impl Catalog {
         epoch: u64,
         learner: Replica,
     ) -> Result<(), CatalogError> {
+        let what = format!("learner of region {region}");
         let invalid = |reason: String| CatalogError::Invalid {
-            what: format!("learner of region {region}"),
+            what: what.clone(),
             reason,
         };
-        let shards = self
-            .datanodes
-            .get(&learner.datanode)
-            .map(|info| info.shards)
-            .ok_or_else(|| invalid(format!("datanode {} is not registered", learner.datanode)))?;
-        if learner.shard >= shards {
-            return Err(invalid(format!(
-                "datanode {} has {shards} shards, not {}",
-                learner.datanode,
-                learner.shard + 1
-            )));
-        }
-        let route = self
-            .route_mut(region)
-            .ok_or_else(|| invalid("no table has that region".to_string()))?;
-        if route.epoch != epoch {
-            return Err(invalid(format!(
-                "it expected epoch {epoch}, the region is at epoch {}",
-                route.epoch
-            )));
-        }
+        self.check_shard(learner, &what)?;
+        let route = self.route_at(region, epoch, &what)?;
         if let Some(existing) = route.learner {
             return Err(invalid(format!(
                 "datanode {} is its learner already",
@@ -501,26 +476,6 @@ impl Catalog {
             )
         })?;
         Some(Replica { datanode, shard })
-    }
-
-    pub(crate) fn route_mut(&mut self, region: RegionId) -> Option<&mut Route> {
-        self.databases.values_mut().find_map(|database| {
-            let metrics = database
-                .metrics
-                .iter_mut()
-                .flat_map(|m| m.regions.iter_mut());
-            let tables = database
-                .tables
-                .values_mut()
-                .flat_map(|table| match &mut table.kind {
-                    TableKind::Regular { regions, .. } => regions.as_mut_slice(),
-                    TableKind::Metric { .. } => &mut [],
-                });
-            metrics
-                .chain(tables)
-                .find(|(id, _)| *id == region)
-                .map(|(_, route)| route)
-        })
     }
 }
 
