@@ -293,6 +293,8 @@ async fn switch(
     shared.leases.set_gate(region, true);
     // What the metasrv said of the change: `None` until it was asked.
     let answer: Mutex<Option<Answer>> = Mutex::new(None);
+    // The command that rules the change out, should its answer never come.
+    let fence: Mutex<Option<Command>> = Mutex::new(None);
     let outcome = async {
         let since = time::now();
         while !settled(shared, region, catching.map(|c| c.outbox)) {
@@ -352,6 +354,18 @@ async fn switch(
         // Until the metasrv says yes or no, the change may have been made: writes stay
         // held back, and the same command goes again (it cannot take effect twice).
         *answer.lock().expect("answer") = Some(Answer::Unknown);
+        *fence.lock().expect("fence") = Some(match &command {
+            Command::HandOver { to, .. } => Command::CancelMigration {
+                region,
+                epoch,
+                to: *to,
+            },
+            _ => Command::RemoveLearner {
+                region,
+                epoch,
+                learner: target,
+            },
+        });
         loop {
             let (said, outcome) = match shared.metasrv.execute(&command).await {
                 Ok(_) => (Answer::Made, Ok(())),
@@ -380,6 +394,22 @@ async fn switch(
     }
     .await;
     let answer = *answer.lock().expect("answer");
+    if answer == Some(Answer::Unknown) {
+        // The change may still commit, later than its caller's patience (a proposal in
+        // the metasrv's log outlives a timeout) — after a heartbeat has granted this
+        // epoch again, which would leave two leaders, or a follower without the writes
+        // taken meanwhile. Its compare-and-set opposite decides it: both are in one
+        // log, so one of them applies first, and the other is refused.
+        let fence = fence.lock().expect("fence").clone();
+        if let Some(fence) = fence {
+            loop {
+                match shared.metasrv.execute(&fence).await {
+                    Ok(_) | Err(MetaError::Refused(_)) => break,
+                    Err(_) => time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
     if let Some(answer) = answer {
         // The configuration may be at the next epoch: a write admitted at this one must
         // not be acknowledged without the new follower, so writes wait until the lease at
