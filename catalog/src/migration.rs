@@ -101,20 +101,9 @@ impl Catalog {
         epoch: u64,
         to: Replica,
     ) -> Result<(), CatalogError> {
-        let what = format!("hand-over of region {region}");
-        let invalid = |reason: String| CatalogError::Invalid {
-            what: what.clone(),
-            reason,
-        };
-        let route = self.route_at(region, epoch, &what)?;
         // Named, not implied: a hand-over sent again after its migration ended and
         // another began at the same epoch must not hand the region to the new target.
-        if route.moving_to != Some(to) {
-            return Err(invalid(format!(
-                "it is not moving to datanode {} at epoch {epoch}",
-                to.datanode
-            )));
-        }
+        let route = self.moving_route(region, epoch, to, "hand-over")?;
         let old = *route;
         assert!(
             route.learner == Some(to) || route.followers.as_slice().contains(&to),
@@ -144,23 +133,35 @@ impl Catalog {
         epoch: u64,
         to: Replica,
     ) -> Result<(), CatalogError> {
-        let what = format!("migration of region {region}");
-        let invalid = |reason: String| CatalogError::Invalid {
-            what: what.clone(),
-            reason,
-        };
-        let route = self.route_at(region, epoch, &what)?;
-        if route.moving_to != Some(to) {
-            return Err(invalid(format!(
-                "it is not moving to datanode {} at epoch {epoch}",
-                to.datanode
-            )));
-        }
+        let route = self.moving_route(region, epoch, to, "migration")?;
         if route.learner == route.moving_to {
             route.learner = None;
         }
         route.moving_to = None;
         Ok(())
+    }
+
+    /// The route of `region` at `epoch` if it is moving to `to`; refused otherwise,
+    /// naming `step` of the migration.
+    fn moving_route(
+        &mut self,
+        region: RegionId,
+        epoch: u64,
+        to: Replica,
+        step: &str,
+    ) -> Result<&mut Route, CatalogError> {
+        let what = format!("{step} of region {region}");
+        let route = self.route_at(region, epoch, &what)?;
+        if route.moving_to != Some(to) {
+            return Err(CatalogError::Invalid {
+                what,
+                reason: format!(
+                    "it is not moving to datanode {} at epoch {epoch}",
+                    to.datanode
+                ),
+            });
+        }
+        Ok(route)
     }
 
     /// The regions moving, with where to.

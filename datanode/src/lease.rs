@@ -95,60 +95,58 @@ impl Leases {
     /// The learner of `region` if this datanode leads it at `epoch` under a lease that
     /// has not lapsed.
     pub fn learner(&self, region: RegionId, epoch: u64) -> Option<Replica> {
-        self.check(region, epoch).ok()?;
-        let held = self.held.lock().expect("leases");
-        if held.granted_epoch(region) != Some(epoch) {
-            return None;
-        }
-        let replication = self.replication.lock().expect("replication");
-        replication
-            .learners
-            .iter()
-            .find(|(id, _)| *id == region)
-            .map(|(_, learner)| *learner)
+        self.led_grant(region, epoch, |grants| &grants.learners)
     }
 
     /// Where `region` is moving to if this datanode leads it at `epoch` under a lease
     /// that has not lapsed and it is migrating (`metronome_catalog::migration`).
     pub fn moving_to(&self, region: RegionId, epoch: u64) -> Option<Replica> {
+        self.led_grant(region, epoch, |grants| &grants.moving)
+    }
+
+    /// Every (region, epoch, target) this datanode leads under a lease now and moves.
+    pub fn migrations(&self) -> Vec<(RegionId, u64, Replica)> {
+        self.led_grants(|grants| &grants.moving)
+    }
+
+    /// Every (region, epoch, learner) this datanode leads under a lease now.
+    pub fn learners(&self) -> Vec<(RegionId, u64, Replica)> {
+        self.led_grants(|grants| &grants.learners)
+    }
+
+    /// What the latest renewal's `list` says of `region`, if this datanode leads it at
+    /// `epoch` under a lease that has not lapsed.
+    fn led_grant(
+        &self,
+        region: RegionId,
+        epoch: u64,
+        list: fn(&ReplicationGrants) -> &Vec<(RegionId, Replica)>,
+    ) -> Option<Replica> {
         self.check(region, epoch).ok()?;
         let held = self.held.lock().expect("leases");
         if held.granted_epoch(region) != Some(epoch) {
             return None;
         }
+        // Read under the leases' lock: a renewal replaces both under it.
         let replication = self.replication.lock().expect("replication");
-        replication
-            .moving
+        list(&replication)
             .iter()
             .find(|(id, _)| *id == region)
-            .map(|(_, to)| *to)
+            .map(|(_, replica)| *replica)
     }
 
-    /// Every (region, epoch, target) this datanode leads under a lease now and moves.
-    pub fn migrations(&self) -> Vec<(RegionId, u64, Replica)> {
-        let moving = self.replication.lock().expect("replication").moving.clone();
-        moving
+    /// Every entry of `list` whose region this datanode leads under a lease now.
+    fn led_grants(
+        &self,
+        list: fn(&ReplicationGrants) -> &Vec<(RegionId, Replica)>,
+    ) -> Vec<(RegionId, u64, Replica)> {
+        let entries = list(&self.replication.lock().expect("replication")).clone();
+        entries
             .into_iter()
-            .filter_map(|(region, to)| {
+            .filter_map(|(region, replica)| {
                 let epoch = self.held.lock().expect("leases").granted_epoch(region)?;
-                (self.moving_to(region, epoch) == Some(to)).then_some((region, epoch, to))
-            })
-            .collect()
-    }
-
-    /// Every (region, epoch, learner) this datanode leads under a lease now.
-    pub fn learners(&self) -> Vec<(RegionId, u64, Replica)> {
-        let learners = self
-            .replication
-            .lock()
-            .expect("replication")
-            .learners
-            .clone();
-        learners
-            .into_iter()
-            .filter_map(|(region, learner)| {
-                let epoch = self.held.lock().expect("leases").granted_epoch(region)?;
-                (self.learner(region, epoch) == Some(learner)).then_some((region, epoch, learner))
+                (self.led_grant(region, epoch, list) == Some(replica))
+                    .then_some((region, epoch, replica))
             })
             .collect()
     }
