@@ -4,8 +4,9 @@
 //! other datanode once its lease has lapsed, writes are acknowledged again, and every
 //! sample acknowledged before, during and after is read back. Restarted, it catches up,
 //! follows again and takes its share of the regions back; an operator moves a region
-//! with `ADMIN migrate_region` and with HTTP; killing the other datanode then loses
-//! nothing either.
+//! with `ADMIN migrate_region` and with HTTP; a third datanode joins and datanode 1 is
+//! drained onto it while writes go on; killing datanode 1 then costs nothing, and
+//! killing datanode 2 loses nothing either: the moved copies are whole.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -236,11 +237,133 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
         );
     }
 
-    // The caught-up copies are whole: with datanode 1 killed in turn, datanode 2 leads
-    // every region and reads back every sample acknowledged since the beginning.
+    // A third datanode joins and the operator drains datanode 1 while writes go on:
+    // every copy it held moves to datanode 3 (datanode 2 holds one of each already).
+    let refused = sql_at(http, "ADMIN drain_datanode(9)");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("not registered"), "{}", refused.body);
+    let dir = tempfile::tempdir().unwrap();
+    let third = datanode(3, &metasrv_addr, dir.path());
+    ready(&third);
+    let draining = std::thread::spawn(move || {
+        common::post(
+            &format!("http://{http}/v1/admin/drain_datanode?id=1"),
+            "text/plain",
+            None,
+            b"",
+        )
+    });
+    while !draining.is_finished() {
+        write(&mut acknowledged);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drained = draining.join().unwrap();
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    assert_eq!(
+        drained.json()["data"]["regions_held"],
+        0,
+        "{}",
+        drained.body
+    );
+    assert_eq!(
+        drained.json()["data"]["regions_moved"],
+        4,
+        "{}",
+        drained.body
+    );
+    eprintln!("drain_ms={}", drained.json()["data"]["took_ms"]);
+    let after_drain = serde_json::json!([
+        [2, "FOLLOWER", 2],
+        [2, "LEADER", 2],
+        [3, "FOLLOWER", 2],
+        [3, "LEADER", 2]
+    ]);
+    let copies = rows(&sql_at(
+        http,
+        "SELECT peer_id, role, count(*) FROM information_schema.region_peers \
+         GROUP BY peer_id, role ORDER BY peer_id, role",
+    ));
+    // Leadership is shared out by rebalancing once the copies settled; either way no
+    // copy is left on datanode 1 and each region has its two.
+    let per_region = rows(&sql_at(
+        http,
+        "SELECT region_id, count(*) FROM information_schema.region_peers \
+         WHERE peer_id <> 1 GROUP BY region_id HAVING count(*) = 2",
+    ));
+    assert_eq!(per_region.as_array().unwrap().len(), 4, "{copies}");
+    assert!(
+        !copies.as_array().unwrap().iter().any(|row| row[0] == 1),
+        "{copies}"
+    );
+    let marked = rows(&sql_at(
+        http,
+        "SELECT peer_id, draining FROM information_schema.cluster_info \
+         WHERE peer_type = 'DATANODE' ORDER BY peer_id",
+    ));
+    assert_eq!(
+        marked,
+        serde_json::json!([[1, true], [2, false], [3, false]])
+    );
+    // And in /metrics, with the failovers, migrations and copies added so far.
+    let metrics = common::get(&format!("http://{http}/metrics"));
+    let figure = |series: &str| -> u64 {
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in:\n{}", metrics.body))
+    };
+    assert_eq!(figure("metronome_datanode_draining{datanode=\"1\"}"), 1);
+    assert!(
+        figure("metronome_region_failovers_total") >= 2,
+        "{}",
+        metrics.body
+    );
+    assert!(
+        figure("metronome_region_hand_overs_total") >= 3,
+        "{}",
+        metrics.body
+    );
+    assert!(
+        figure("metronome_region_followers_added_total") >= 4,
+        "{}",
+        metrics.body
+    );
+    assert!(
+        figure("metronome_region_followers_removed_total") >= 1,
+        "{}",
+        metrics.body
+    );
+    let rebalanced = Instant::now();
+    while rows(&sql_at(
+        http,
+        "SELECT peer_id, role, count(*) FROM information_schema.region_peers \
+         GROUP BY peer_id, role ORDER BY peer_id, role",
+    )) != after_drain
+    {
+        assert!(
+            rebalanced.elapsed() < Duration::from_secs(90),
+            "leadership did not even out over datanodes 2 and 3"
+        );
+        write(&mut acknowledged);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A drained datanode killed costs nothing: it leads and follows nothing.
     let mut first = first;
     first.process.0.kill().unwrap();
     first.process.0.wait().unwrap();
+    assert!(
+        write(&mut acknowledged),
+        "a write right after the drained datanode died"
+    );
+
+    // The copies the drain moved are whole: with datanode 2 killed, datanode 3 leads
+    // every region and reads back every sample acknowledged since the beginning.
+    let mut second = second;
+    second.process.0.kill().unwrap();
+    second.process.0.wait().unwrap();
     let killed = Instant::now();
     while !write(&mut acknowledged) {
         assert!(
@@ -252,7 +375,7 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
     every_acknowledged_round_reads_back(http, &acknowledged);
 
     stop(frontend);
-    stop(second);
+    stop(third);
     stop(metasrv);
 }
 

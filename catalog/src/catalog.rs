@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, TimeUnit};
 
 pub use crate::placement::{DatanodeInfo, Route};
-use crate::replicas::Replica;
+use crate::replicas::{Replica, RouteChanges};
 
 mod names;
 use names::check_layout;
@@ -220,6 +220,12 @@ pub enum Command {
         epoch: u64,
         to: Replica,
     },
+    /// Marks datanode `id` as being drained (`drain`), or no longer ([`crate::drain`]):
+    /// its copies move elsewhere, and it gets no new one.
+    DrainDatanode {
+        id: u64,
+        drain: bool,
+    },
     /// Several commands applied in order as one: all of them or none, one log record,
     /// one sync, one version. Batches do not nest.
     Batch(Vec<Command>),
@@ -253,6 +259,10 @@ pub struct Catalog {
     /// The datanodes that registered, by id (see [`crate::placement`]).
     #[serde(default)]
     pub datanodes: BTreeMap<u64, DatanodeInfo>,
+    /// How many configuration changes of each kind the catalog applied, for operators'
+    /// metrics (`crate::replicas::RouteChanges`).
+    #[serde(default)]
+    pub changes: RouteChanges,
 }
 
 impl Default for Catalog {
@@ -264,6 +274,7 @@ impl Default for Catalog {
             next_table_id: 1,
             version: 0,
             datanodes: BTreeMap::new(),
+            changes: RouteChanges::default(),
         }
     }
 }
@@ -440,6 +451,7 @@ impl Catalog {
             Command::CancelMigration { region, epoch, to } => {
                 self.cancel_migration(*region, *epoch, *to)
             }
+            Command::DrainDatanode { id, drain } => self.drain_datanode(*id, *drain),
             Command::CreateDatabase { name } => {
                 check_name("database name", name)?;
                 self.databases.entry(name.clone()).or_default();

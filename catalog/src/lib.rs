@@ -1,8 +1,9 @@
 //! The catalog as every role links it: the state machine of databases, tables, regions
 //! and routes ([`Catalog`], [`Command`], `Catalog::apply`), with the datanode registry and
 //! the placement of new regions ([`placement`]), the regions' configurations of leader
-//! and followers ([`replicas`]) and their migrations ([`migration`]), the region leases the metasrv grants
-//! and datanodes hold ([`lease`]), the metasrv's one request and
+//! and followers ([`replicas`]), their migrations ([`migration`]) and the drain of a
+//! datanode ([`drain`]), the region leases the metasrv grants and datanodes hold
+//! ([`lease`]), the metasrv's one request and
 //! one reply type with their wire form ([`request`]), and the client that reaches a
 //! metasrv ([`client`]). Frontends and datanodes link this crate; only the metasrv
 //! (`metronome-metasrv`) links the server and the store, and whatever consensus they
@@ -14,6 +15,7 @@
 
 mod catalog;
 pub mod client;
+pub mod drain;
 pub mod lease;
 pub mod migration;
 pub mod placement;

@@ -52,6 +52,9 @@ impl Catalog {
             reason,
         };
         self.check_shard(to, &what)?;
+        if self.is_draining(to.datanode) {
+            return Err(invalid(format!("datanode {} is draining", to.datanode)));
+        }
         let running = self.migrations().count();
         let route = self.route_at(region, epoch, &what)?;
         if let Some(moving) = route.moving_to {
@@ -91,6 +94,7 @@ impl Catalog {
             route.learner = Some(to);
         }
         route.moving_to = Some(to);
+        self.changes.migrations_started += 1;
         Ok(())
     }
 
@@ -122,6 +126,7 @@ impl Catalog {
             route.followers.is_empty() && !route.holds(old.datanode),
             "region {region}: the new leader starts alone"
         );
+        self.changes.hand_overs += 1;
         Ok(())
     }
 
@@ -138,6 +143,7 @@ impl Catalog {
             route.learner = None;
         }
         route.moving_to = None;
+        self.changes.migrations_cancelled += 1;
         Ok(())
     }
 
@@ -209,7 +215,8 @@ impl Catalog {
         Ok(Replica { datanode, shard })
     }
 
-    /// One move that evens out leadership among the datanodes `alive` accepts: from
+    /// One move that evens out leadership among the datanodes `alive` accepts and that
+    /// are not draining (`Catalog::drain_move` empties those): from
     /// one leading the most regions to a follower's copy on one leading at least two
     /// fewer (so each move narrows the gap, and moves never go back and forth). Only
     /// leadership moves, never a copy; `None` while a migration runs. Deterministic over
@@ -222,7 +229,7 @@ impl Catalog {
         let mut leading: BTreeMap<u64, usize> = self
             .datanodes
             .keys()
-            .filter(|id| alive(**id))
+            .filter(|id| alive(**id) && !self.is_draining(**id))
             .map(|id| (*id, 0))
             .collect();
         for (_, route) in self.routes() {

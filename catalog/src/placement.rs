@@ -76,6 +76,9 @@ pub struct DatanodeInfo {
     /// datanode names its in-process endpoint).
     pub addr: String,
     pub shards: u16,
+    /// An operator is moving every copy off it ([`crate::drain`]): it gets no new one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Shards one datanode may declare; a machine has far fewer cores.
@@ -111,11 +114,14 @@ impl Catalog {
                 "it must have 1 to {DATANODE_SHARDS_MAX} shards, got {shards}"
             )));
         }
+        // A drain outlives the datanode's restarts.
+        let draining = self.is_draining(id);
         self.datanodes.insert(
             id,
             DatanodeInfo {
                 addr: addr.to_string(),
                 shards,
+                draining,
             },
         );
         Ok(())
@@ -167,11 +173,17 @@ impl Catalog {
             ));
         }
         let alive = alive.filter(|alive| self.datanodes.keys().any(|id| alive.contains(id)));
+        let usable = |id: &u64| alive.is_none_or(|alive| alive.contains(id));
+        // A draining datanode gets no new region, unless no usable one is not draining.
+        let skip_draining = self
+            .datanodes
+            .iter()
+            .any(|(id, info)| usable(id) && !info.draining);
         // (regions, shard, datanode) per slot.
         let mut slots: Vec<(usize, u16, u64)> = self
             .datanodes
             .iter()
-            .filter(|(id, _)| alive.is_none_or(|alive| alive.contains(*id)))
+            .filter(|(id, info)| usable(id) && !(skip_draining && info.draining))
             .flat_map(|(id, info)| (0..info.shards).map(move |shard| (0, shard, *id)))
             .collect();
         for (_, route) in self.routes() {

@@ -120,6 +120,24 @@ impl Route {
     }
 }
 
+/// Configuration changes the catalog applied, by kind, since it was created: replicated
+/// like the rest of the catalog, so every metasrv replica and frontend reports the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteChanges {
+    /// A follower made the leader by `ReconfigureRegion` (its leader was gone).
+    pub failovers: u64,
+    /// Leadership handed over by a migration (`HandOver`).
+    pub hand_overs: u64,
+    /// Learners that caught up and became followers.
+    pub followers_added: u64,
+    /// Followers left out of a configuration by a leader that kept leading (one it could
+    /// not reach, or a copy on a draining datanode).
+    pub followers_removed: u64,
+    pub migrations_started: u64,
+    /// Migrations ended without moving (`CancelMigration`).
+    pub migrations_cancelled: u64,
+}
+
 /// What a datanode does for a region it is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -352,8 +370,29 @@ impl Catalog {
                 leader.datanode
             )));
         }
-        let followers = Followers::from_slice(followers)
+        // Copies beyond those wanted on draining datanodes leave as the learner joins.
+        let surplus = self.surplus_followers(&self.route(region).expect("routed"), followers);
+        let kept: Vec<Replica> = followers
+            .iter()
+            .filter(|f| !surplus.contains(f))
+            .copied()
+            .collect();
+        let followers = Followers::from_slice(&kept)
             .ok_or_else(|| invalid(format!("at most {FOLLOWERS_MAX} followers")))?;
+        let old = self.route(region).expect("routed");
+        if leader.datanode != old.datanode {
+            self.changes.failovers += 1;
+        } else {
+            let joined = learner.is_some_and(|l| followers.as_slice().contains(&l));
+            self.changes.followers_added += u64::from(joined);
+            self.changes.followers_removed += old
+                .followers
+                .as_slice()
+                .iter()
+                .filter(|f| !followers.as_slice().contains(f))
+                .count() as u64;
+        }
+        let route = self.route_mut(region).expect("routed");
         // A learner left out is dropped: it caught up under this configuration only.
         *route = Route {
             datanode: leader.datanode,
@@ -402,11 +441,20 @@ impl Catalog {
                 learner.datanode
             )));
         }
+        // Copies on draining datanodes do not count: a learner replaces them.
         let copies = route.replicas().count();
-        if copies >= route.replicas_wanted() || copies >= usize::from(REPLICAS_MAX) {
+        let route = *route;
+        let kept = self.copies_kept(&route);
+        if kept >= route.replicas_wanted() || kept >= usize::from(REPLICAS_MAX) {
             return Err(invalid(format!("it has the {copies} copies it wants")));
         }
-        route.learner = Some(learner);
+        if self.is_draining(learner.datanode) {
+            return Err(invalid(format!(
+                "datanode {} is draining",
+                learner.datanode
+            )));
+        }
+        self.route_mut(region).expect("routed").learner = Some(learner);
         Ok(())
     }
 
@@ -446,7 +494,7 @@ impl Catalog {
     pub fn choose_learner(&self, region: RegionId, alive: impl Fn(u64) -> bool) -> Option<Replica> {
         let route = self.route(region)?;
         if route.learner.is_some()
-            || route.replicas().count() >= route.replicas_wanted().min(usize::from(REPLICAS_MAX))
+            || self.copies_kept(&route) >= route.replicas_wanted().min(usize::from(REPLICAS_MAX))
         {
             return None;
         }
@@ -467,7 +515,7 @@ impl Catalog {
         let (&datanode, info) = self
             .datanodes
             .iter()
-            .filter(|(id, _)| !route.holds(**id) && alive(**id))
+            .filter(|(id, info)| !route.holds(**id) && !info.draining && alive(**id))
             .min_by_key(|(id, _)| (per_datanode(**id), **id))?;
         let shard = (0..info.shards).min_by_key(|shard| {
             (

@@ -1,11 +1,17 @@
 //! Cluster administration a frontend runs on an operator's behalf, from SQL
-//! (`ADMIN migrate_region('7.0', 2)`, `sql::admin`) and HTTP
-//! (`POST /v1/admin/migrate_region?region=7.0&to=2`).
+//! (`ADMIN migrate_region('7.0', 2)`, `ADMIN drain_datanode(2)`,
+//! `ADMIN undrain_datanode(2)`: `sql::admin`) and HTTP
+//! (`POST /v1/admin/migrate_region?region=7.0&to=2`,
+//! `POST /v1/admin/drain_datanode?id=2`, `POST /v1/admin/undrain_datanode?id=2`).
 //!
 //! A migration is the metasrv's procedure (`metronome_catalog::migration`): the frontend
 //! starts it with one compare-and-set command and waits until the route says it
 //! completed, starting it again if a reconfiguration overtook it (a failover, or the
 //! learner becoming a follower just before), at most [`MIGRATION_STARTS_MAX`] times.
+//!
+//! A drain is the metasrv's too (`metronome_catalog::drain`): one command marks the
+//! datanode, the metasrv's repair and rebalancing move its copies, and the frontend
+//! waits until no route names it.
 
 use std::time::Duration;
 
@@ -22,7 +28,10 @@ use crate::meta::Meta;
 pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(120);
 /// How many times a migration overtaken by another change is started again.
 pub const MIGRATION_STARTS_MAX: u32 = 5;
-/// How often the route is looked at while a migration runs.
+/// How long a drain may take before the caller is told it has not completed (it goes
+/// on without the caller; asking again waits again).
+pub const DRAIN_WAIT_MAX: Duration = Duration::from_secs(300);
+/// How often the route is looked at while a migration or a drain runs.
 const POLL: Duration = Duration::from_millis(100);
 
 /// A completed migration.
@@ -124,6 +133,66 @@ pub async fn migrate_region(
                     Err(error) => return Err(error.into()),
                 }
             }
+        }
+        time::sleep(POLL).await;
+    }
+}
+
+/// A datanode drained, or no longer draining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drained {
+    pub datanode: u64,
+    pub draining: bool,
+    /// The regions it still holds a copy of: 0 once drained.
+    pub copies: u64,
+    /// The regions it held a copy of when asked, each with its copies elsewhere now.
+    pub moved: u64,
+    pub took_ms: u64,
+}
+
+/// Marks `datanode` as draining (`drain`) and returns once it holds no copy of any
+/// region and the regions it held have their copies elsewhere; or takes the mark away
+/// (`!drain`) and returns at once.
+pub async fn drain_datanode(meta: &Meta, datanode: u64, drain: bool) -> Result<Drained, Error> {
+    let started = time::now();
+    let held = meta.refresh().await?.regions_on(datanode);
+    let command = Command::DrainDatanode {
+        id: datanode,
+        drain,
+    };
+    match meta.lock().await.execute(command).await {
+        Ok(()) => tracing::info!(datanode, drain, "drain mark set"),
+        Err(MetaError::Refused(reason)) => return Err(Error::invalid(reason)),
+        Err(error) => return Err(error.into()),
+    }
+    loop {
+        let catalog = meta.refresh().await?;
+        let copies = catalog.regions_on(datanode).len() as u64;
+        let short = held
+            .iter()
+            .filter(|region| catalog.copies_missing(**region) > 0)
+            .count();
+        let drained = Drained {
+            datanode,
+            draining: drain,
+            copies,
+            moved: held.len() as u64,
+            took_ms: time::elapsed(started).as_millis() as u64,
+        };
+        if !drain || (copies == 0 && short == 0) {
+            return Ok(drained);
+        }
+        if time::elapsed(started) >= DRAIN_WAIT_MAX {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "datanode {datanode} still holds copies of {copies} regions, and {short} \
+                     of those it held lack copies elsewhere, after {DRAIN_WAIT_MAX:?}; the \
+                     metasrv goes on moving them (information_schema.region_peers shows \
+                     where they are; a copy stays while every other datanode holds one or \
+                     is draining), and asking again waits again"
+                ),
+            ));
         }
         time::sleep(POLL).await;
     }

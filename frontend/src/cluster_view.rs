@@ -34,6 +34,8 @@ pub struct DatanodeView {
     /// Since its last heartbeat reached the metasrv leader; `None` if it never did since
     /// that leader was elected.
     pub since_heartbeat_ms: Option<u64>,
+    /// An operator is moving its copies away (`ADMIN drain_datanode`).
+    pub draining: bool,
 }
 
 impl DatanodeView {
@@ -102,6 +104,7 @@ impl ClusterView {
                 addr: info.addr.clone(),
                 shards: info.shards,
                 since_heartbeat_ms: since.get(id).copied(),
+                draining: info.draining,
             })
             .collect();
         let mut regions = Vec::new();
@@ -182,6 +185,7 @@ impl ClusterView {
                 "shards": datanode.shards,
                 "alive": datanode.alive(),
                 "since_heartbeat_ms": datanode.since_heartbeat_ms,
+                "draining": datanode.draining,
             }));
         }
         let regions: Vec<Json> = self

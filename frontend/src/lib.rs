@@ -22,6 +22,7 @@
 //! bound: every rejection names what and where.
 
 pub mod admin;
+pub mod cluster_metrics;
 pub mod cluster_view;
 pub mod http;
 pub mod line_protocol;

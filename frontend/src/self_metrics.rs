@@ -15,6 +15,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use metronome_wire::ShardStats;
+
+use crate::cluster_metrics::{ClusterCollector, ClusterFigures};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -128,6 +130,7 @@ pub struct SelfMetrics {
     pub samples_ingested: Counter,
     pub series_ingested: Counter,
     shards: Arc<Mutex<Vec<ShardStats>>>,
+    cluster: Arc<Mutex<Option<ClusterFigures>>>,
     build: BuildInfo,
 }
 
@@ -189,8 +192,12 @@ impl SelfMetrics {
         registry.register_collector(Box::new(ShardCollector {
             latest: shards.clone(),
         }));
+        let cluster = ClusterCollector::default();
+        let latest = cluster.latest.clone();
+        registry.register_collector(Box::new(cluster));
         SelfMetrics {
             registry: root,
+            cluster: latest,
             http_requests,
             http_request_seconds,
             samples_ingested,
@@ -209,6 +216,11 @@ impl SelfMetrics {
         let mut latest = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         latest.clear();
         latest.extend_from_slice(shards);
+    }
+
+    /// Records the cluster's figures from the latest catalog.
+    pub fn set_cluster(&self, figures: ClusterFigures) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = Some(figures);
     }
 
     /// The exposition text in `format`.

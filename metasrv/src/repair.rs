@@ -1,9 +1,12 @@
 //! Repair: the metasrv leader gives each region with fewer copies than it wants a
 //! learner (`Command::AddLearner`), which its leader catches up and makes a follower
 //! (`metronome_datanode::catch_up`); it takes a learner away once its datanode is gone.
-//! Once every region has its copies, it evens out leadership among the live datanodes,
-//! one hand-over at a time (`Catalog::rebalance`, `metronome_catalog::migration`): a
-//! datanode back from a failure takes its share of the regions back.
+//! Once every region has its copies, it moves leadership off draining datanodes
+//! (`Catalog::drain_move`, `metronome_catalog::drain`), then evens it out among the live
+//! datanodes, one hand-over at a time (`Catalog::rebalance`,
+//! `metronome_catalog::migration`): a datanode back from a failure takes its share of
+//! the regions back. Copies on a draining datanode count as missing, so they get
+//! learners elsewhere like any region short of copies.
 //!
 //! Run from the failure detector's loop, so with its wait: a metasrv leader decides
 //! nothing until it has led for a lease and heard the datanodes' heartbeats itself. A
@@ -80,10 +83,15 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
         return Ok(());
     }
     let leaders_alive = |datanode: u64| alive(datanode) && silent_for(datanode) < LEASE_WAIT;
-    if let Some((region, epoch, to)) = catalog.rebalance(leaders_alive) {
+    // Leadership leaves a draining datanode first.
+    let (moving, why) = match catalog.drain_move(leaders_alive) {
+        Some(one) => (Some(one), "draining"),
+        None => (catalog.rebalance(leaders_alive), "rebalancing"),
+    };
+    if let Some((region, epoch, to)) = moving {
         let command = Command::MigrateRegion { region, epoch, to };
         match service.execute(command.clone()).await {
-            Ok(_) => tracing::info!(%region, to = to.datanode, "rebalancing: leadership moves"),
+            Ok(_) => tracing::info!(%region, to = to.datanode, why, "leadership moves"),
             Err(ExecuteError::Refused(reason)) => {
                 tracing::info!(%region, %reason, "a rebalancing move was overtaken")
             }

@@ -16,6 +16,11 @@
 //! `{"status": "success", "data": {"region": "7.0", "from": 1, "to": 2, "shard": 0,
 //! "epoch": 4, "took_ms": 812}}`, or with an error and its status (400 for a bad
 //! request, 503 for one that did not complete).
+//!
+//! `POST /v1/admin/drain_datanode?id=2`: moves every copy off datanode 2 and answers
+//! once none is left, `{"status": "success", "data": {"datanode": 2, "draining": true,
+//! "regions_held": 0, "regions_moved": 4, "took_ms": 9120}}`; `POST /v1/admin/undrain_datanode?id=2` takes
+//! the mark away and answers at once.
 
 use std::sync::Arc;
 
@@ -68,6 +73,47 @@ pub(super) async fn migrate_region(
             "to": done.to,
             "shard": done.shard,
             "epoch": done.epoch,
+            "took_ms": done.took_ms,
+        }}))
+        .into_response(),
+        Err(error) => {
+            let body = json!({"status": "error", "error": error.message});
+            (status_code(error.kind.http_status()), axum::Json(body)).into_response()
+        }
+    }
+}
+
+pub(super) async fn drain_datanode(
+    State(frontend): State<Arc<Frontend>>,
+    params: Params,
+) -> Response {
+    drain(frontend, params, true).await
+}
+
+pub(super) async fn undrain_datanode(
+    State(frontend): State<Arc<Frontend>>,
+    params: Params,
+) -> Response {
+    drain(frontend, params, false).await
+}
+
+async fn drain(frontend: Arc<Frontend>, params: Params, drain: bool) -> Response {
+    let drained = async {
+        let id = params
+            .get("id")
+            .ok_or_else(|| Error::invalid("the parameter \"id\" (a datanode id) is missing"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| Error::invalid(format!("\"id\" = {id:?} is not a datanode id")))?;
+        crate::admin::drain_datanode(&frontend.meta, id, drain).await
+    }
+    .await;
+    match drained {
+        Ok(done) => axum::Json(json!({"status": "success", "data": {
+            "datanode": done.datanode,
+            "draining": done.draining,
+            "regions_held": done.copies,
+            "regions_moved": done.moved,
             "took_ms": done.took_ms,
         }}))
         .into_response(),

@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 
+use crate::cluster_metrics::ClusterFigures;
 use crate::meta::Meta;
 use crate::prom_store::PromStore;
 use crate::promql::{QueryError, QueryLimits};
@@ -85,6 +86,11 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/admin/migrate_region", post(cluster::migrate_region))
+        .route("/v1/admin/drain_datanode", post(cluster::drain_datanode))
+        .route(
+            "/v1/admin/undrain_datanode",
+            post(cluster::undrain_datanode),
+        )
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(observe::catch_panics))
         .layer(axum::middleware::from_fn_with_state(
@@ -231,6 +237,9 @@ async fn self_metrics(State(frontend): State<Arc<Frontend>>, headers: HeaderMap)
     if let Some(source) = &frontend.shard_figures {
         frontend.metrics.set_shards(&source().await);
     }
+    frontend
+        .metrics
+        .set_cluster(ClusterFigures::of(&frontend.meta.catalog()));
     let format = Format::negotiate(
         headers
             .get(header::ACCEPT)

@@ -1,6 +1,8 @@
 //! `ADMIN function(arguments)`, GreptimeDB's statement for cluster administration:
-//! `ADMIN migrate_region('7.0', 2)` moves region 7.0's leadership to datanode 2 and
-//! answers, once it has, with one row (`crate::admin` does the work).
+//! `ADMIN migrate_region('7.0', 2)` moves region 7.0's leadership to datanode 2,
+//! `ADMIN drain_datanode(2)` moves every copy off datanode 2 (`ADMIN
+//! undrain_datanode(2)` ends that), and each answers, once done, with one row
+//! (`crate::admin` does the work).
 //!
 //! sqlparser has no `ADMIN` statement, so [`parse`] reads the call as the expression of
 //! a `SELECT` and keeps the function and its literal arguments; anything else is refused
@@ -8,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, SetExpr, Statement,
@@ -19,16 +21,19 @@ use datafusion::sql::sqlparser::parser::Parser;
 use metronome_core::data::RegionId;
 
 use super::{SqlError, SqlOutput};
-use crate::admin::{parse_region, Migrated};
+use crate::admin::{parse_region, Drained, Migrated};
 
 /// The administration functions, with their arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCall {
     /// `migrate_region(region, to_datanode)`.
     MigrateRegion { region: RegionId, datanode: u64 },
+    /// `drain_datanode(datanode)` (`drain`) and `undrain_datanode(datanode)`.
+    DrainDatanode { datanode: u64, drain: bool },
 }
 
-const FUNCTIONS: &str = "migrate_region(region, to_datanode)";
+const FUNCTIONS: &str =
+    "migrate_region(region, to_datanode), drain_datanode(datanode), undrain_datanode(datanode)";
 
 /// A literal argument.
 enum Literal {
@@ -88,18 +93,23 @@ pub fn parse(sql: &str) -> Result<Option<(Statement, AdminCall)>, SqlError> {
                         parse_region(text).map_err(|error| SqlError::Invalid(error.message))?
                     }
                 },
-                datanode: match datanode {
-                    Literal::Number(number) => number
-                        .parse()
-                        .map_err(|_| syntax(format!("{number} is not a datanode id")))?,
-                    Literal::Text(text) => {
-                        return Err(syntax(format!("'{text}' is not a datanode id")))
-                    }
-                },
+                datanode: datanode_id(datanode)?,
             },
+            (name @ ("drain_datanode" | "undrain_datanode"), [datanode]) => {
+                AdminCall::DrainDatanode {
+                    datanode: datanode_id(datanode)?,
+                    drain: name == "drain_datanode",
+                }
+            }
             ("migrate_region", other) => {
                 return Err(syntax(format!(
                     "migrate_region takes 2 arguments, not {}",
+                    other.len()
+                )))
+            }
+            (name @ ("drain_datanode" | "undrain_datanode"), other) => {
+                return Err(syntax(format!(
+                    "{name} takes 1 argument, not {}",
                     other.len()
                 )))
             }
@@ -107,6 +117,20 @@ pub fn parse(sql: &str) -> Result<Option<(Statement, AdminCall)>, SqlError> {
         }
     };
     Ok(Some((statement, call)))
+}
+
+fn datanode_id(argument: &Literal) -> Result<u64, SqlError> {
+    let syntax = |reason: String| {
+        SqlError::Invalid(format!(
+            "ADMIN takes one function call ({FUNCTIONS}): {reason}"
+        ))
+    };
+    match argument {
+        Literal::Number(number) => number
+            .parse()
+            .map_err(|_| syntax(format!("{number} is not a datanode id"))),
+        Literal::Text(text) => Err(syntax(format!("'{text}' is not a datanode id"))),
+    }
 }
 
 fn literal(expr: &Expr) -> Result<Literal, SqlError> {
@@ -141,12 +165,45 @@ pub fn schema(call: &AdminCall) -> SchemaRef {
             Field::new("epoch", DataType::Int64, false),
             Field::new("took_ms", DataType::Int64, false),
         ])),
+        AdminCall::DrainDatanode { .. } => Arc::new(Schema::new(vec![
+            Field::new("datanode", DataType::Int64, false),
+            Field::new("draining", DataType::Boolean, false),
+            Field::new("regions_held", DataType::Int64, false),
+            Field::new("regions_moved", DataType::Int64, false),
+            Field::new("took_ms", DataType::Int64, false),
+        ])),
     }
 }
 
 /// Runs `call` with the frontend's view of the cluster.
 pub async fn execute(meta: &crate::meta::Meta, call: &AdminCall) -> Result<SqlOutput, SqlError> {
+    let int = |value: u64| Arc::new(Int64Array::from(vec![value as i64])) as ArrayRef;
+    let one_row = |columns: Vec<ArrayRef>| {
+        let schema = schema(call);
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|error| SqlError::internal(error.to_string()))?;
+        Ok(SqlOutput::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    };
     match call {
+        AdminCall::DrainDatanode { datanode, drain } => {
+            let Drained {
+                datanode,
+                draining,
+                copies,
+                moved,
+                took_ms,
+            } = crate::admin::drain_datanode(meta, *datanode, *drain).await?;
+            one_row(vec![
+                int(datanode),
+                Arc::new(BooleanArray::from(vec![draining])) as ArrayRef,
+                int(copies),
+                int(moved),
+                int(took_ms),
+            ])
+        }
         AdminCall::MigrateRegion { region, datanode } => {
             let Migrated {
                 region,
@@ -156,24 +213,14 @@ pub async fn execute(meta: &crate::meta::Meta, call: &AdminCall) -> Result<SqlOu
                 epoch,
                 took_ms,
             } = crate::admin::migrate_region(meta, *region, *datanode).await?;
-            let schema = schema(call);
-            let int = |value: u64| Arc::new(Int64Array::from(vec![value as i64])) as ArrayRef;
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(StringArray::from(vec![region.to_string()])) as ArrayRef,
-                    int(from),
-                    int(to),
-                    int(u64::from(shard)),
-                    int(epoch),
-                    int(took_ms),
-                ],
-            )
-            .map_err(|error| SqlError::internal(error.to_string()))?;
-            Ok(SqlOutput::Rows {
-                schema,
-                batches: vec![batch],
-            })
+            one_row(vec![
+                Arc::new(StringArray::from(vec![region.to_string()])) as ArrayRef,
+                int(from),
+                int(to),
+                int(u64::from(shard)),
+                int(epoch),
+                int(took_ms),
+            ])
         }
     }
 }
@@ -203,6 +250,20 @@ mod tests {
             call(&format!("  admin MIGRATE_REGION({packed}, 2);")),
             Ok(Some(expected))
         );
+        assert_eq!(
+            call("ADMIN drain_datanode(3)"),
+            Ok(Some(AdminCall::DrainDatanode {
+                datanode: 3,
+                drain: true
+            }))
+        );
+        assert_eq!(
+            call("admin UNDRAIN_DATANODE(3)"),
+            Ok(Some(AdminCall::DrainDatanode {
+                datanode: 3,
+                drain: false
+            }))
+        );
         assert_eq!(call("SELECT 1"), Ok(None));
         assert_eq!(call("administrators"), Ok(None));
         for (sql, named) in [
@@ -217,6 +278,8 @@ mod tests {
             ("ADMIN migrate_region('7.1', 2 + 1)", "literal arguments"),
             ("ADMIN migrate_region('7.1', 2), 3", "not one function call"),
             ("ADMIN 1; SELECT 2", "2 statements"),
+            ("ADMIN drain_datanode(1, 2)", "takes 1 argument, not 2"),
+            ("ADMIN drain_datanode('one')", "is not a datanode id"),
         ] {
             let error = call(sql).unwrap_err();
             assert!(error.contains(named), "{sql}: {error}");

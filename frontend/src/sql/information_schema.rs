@@ -126,6 +126,11 @@ pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             .map(|m| m.status.as_ref().err().cloned())
             .chain(datanodes.iter().map(|_| None)),
     );
+    let draining: ArrayRef = Arc::new(BooleanArray::from_iter(
+        rows.clone()
+            .map(|_| None)
+            .chain(datanodes.iter().map(|d| Some(d.draining))),
+    ));
     table(
         vec![
             Field::new("peer_id", DataType::Int64, true),
@@ -139,10 +144,11 @@ pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             Field::new("shards", DataType::Int64, true),
             Field::new("since_heartbeat_ms", DataType::Int64, true),
             Field::new("error", DataType::Utf8, true),
+            Field::new("draining", DataType::Boolean, true),
         ],
         vec![
             peer_id, peer_type, peer_addr, alive, is_leader, raft_state, raft_term, applied,
-            shards, since, error,
+            shards, since, error, draining,
         ],
     )
 }
