@@ -10,12 +10,16 @@
 //! time), a node cut off from everything, one way or both, several nodes cut off one by
 //! one and healed in another order, a node paused (past its lease, some of the time),
 //! packet loss, slow links, a clock's rate changed, two datanodes that cannot reach
-//! each other, and an operator's migration of a region to a datanode (which runs on
-//! while the next faults come). The metasrv also moves leadership back and forth on its
-//! own to even it out once a failed datanode has its copies back. Every region has two copies (a leader and a follower, `REPLICAS`): a
-//! datanode down past its lease (half of its outages) fails its regions over, and a
-//! leader that cannot reach its follower removes it from the configuration. Every node's clock drifts from
-//! the start, within what the leases allow for (`CLOCK_DRIFT_PPM_MAX`).
+//! each other, an operator's migration of a region to a datanode (which runs on while
+//! the next faults come), and back-to-back failovers (a datanode down past its lease,
+//! then, as soon as a region took it back as a follower, that region's leader), and an
+//! operator's drain of a datanode, undone after a while. The
+//! metasrv also moves leadership back and forth on its own to even it out once a failed
+//! datanode has its copies back. Every region has two copies (a leader and a follower)
+//! or, one seed in three, three (`REPLICAS`): a datanode down past its lease (half of its
+//! outages) fails its regions over, and a leader that cannot reach a follower removes it
+//! from the configuration. Every node's clock drifts from the start, within what the
+//! leases allow for (`CLOCK_DRIFT_PPM_MAX`).
 //!
 //! Checked on every seed:
 //! - every acknowledged sample reads back, with its value, through either frontend once
@@ -39,7 +43,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use madsim::net::NetSim;
+use metronome_catalog::client::MetaError;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE};
+use metronome_catalog::Command;
 use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::error::ErrorKind;
 use metronome_core::rt::disk::SimFaults;
@@ -59,8 +65,12 @@ use std::net::IpAddr;
 const METASRVS: u64 = 3;
 const DATANODES: u64 = 3;
 const FRONTENDS: u64 = 2;
-/// Copies of each region: a leader and a follower on another datanode.
-const REPLICAS: u8 = 2;
+/// Copies of each region, per seed: a leader and a follower on another datanode two
+/// times in three, a leader and two followers (one on every datanode) otherwise.
+const REPLICAS: [u8; 3] = [2, 2, 3];
+/// How long the back-to-back failover fault waits for a region to take its failed
+/// datanode back as a follower.
+const CAUGHT_UP_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long the faults go on, in simulated time.
 const FAULTS_FOR: Duration = Duration::from_secs(30);
 /// After the last fault heals, a write through each frontend succeeds within this.
@@ -247,6 +257,30 @@ async fn metasrv_leader() -> Option<u64> {
 }
 
 /// The frontend published in `slot`, waiting for it (it restarts after each fault).
+/// The leader of the first region seen to make `datanode` a follower after it was the
+/// region's learner, watching the catalog for at most `within`.
+async fn leader_after_catch_up(datanode: u64, within: Duration) -> Option<u64> {
+    let metasrv = cluster::meta_client(METASRVS);
+    let since = time::now();
+    let mut learning = BTreeSet::new();
+    while time::now().duration_since(since) < within {
+        if let Ok(catalog) = metasrv.catalog().await {
+            for (region, route) in catalog.routes() {
+                if route.learner.is_some_and(|l| l.datanode == datanode) {
+                    learning.insert(region);
+                } else if learning.contains(&region)
+                    && route.datanode != datanode
+                    && route.followers.contains(datanode)
+                {
+                    return Some(route.datanode);
+                }
+            }
+        }
+        time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 async fn frontend(slot: &FrontendSlot, within: Duration) -> Arc<Frontend> {
     let since = time::now();
     loop {
@@ -318,6 +352,8 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
     // heartbeat or reply, an early answer to a catalog watch) are taken often here.
     metronome_core::rt::rand::enable_buggify(true);
     let history: Shared = Arc::default();
+    let replicas = REPLICAS[rand::gen_range(0..REPLICAS.len())];
+    tracing::info!(replicas, "copies of each region");
     let disk_faults = SimFaults {
         latency_max: Duration::from_millis(1),
         torn_write_probability: 0.5,
@@ -398,7 +434,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 SimFaults::default(),
                 cluster::frontend_main(
                     METASRVS,
-                    REPLICAS,
+                    replicas,
                     slots[id as usize - 1].clone(),
                     move |fe| workload(fe, id, history.clone(), sequences.clone(), started),
                 ),
@@ -416,7 +452,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..15) {
+        match rand::gen_range(0..17) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
@@ -651,6 +687,81 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     .await;
                     tracing::info!(%region, to, ?outcome, "a migration ended");
                 });
+            }
+            15 => {
+                // Back-to-back failovers: a datanode down past its lease, so its regions
+                // fail over; back, it catches up as their learner; and as soon as one
+                // region makes it a follower again, that region's leader goes down past
+                // its lease too, so the copy just caught up may be the one promoted.
+                let down = LEASE + Duration::from_millis(rand::gen_range(1000..4000));
+                let first = datanode_index as u64 + 1;
+                history
+                    .lock()
+                    .unwrap()
+                    .killed
+                    .push((first, time::drift::true_now()));
+                datanode.power_off();
+                time::sleep(down).await;
+                madsim::runtime::Handle::current().restart(datanode.handle().id());
+                let leader = checker
+                    .handle()
+                    .spawn(leader_after_catch_up(first, CAUGHT_UP_WAIT_MAX))
+                    .await
+                    .unwrap();
+                match leader {
+                    Some(second) => {
+                        faults.push(format!(
+                            "datanode-{first} down for {down:?}, then datanode-{second}, the \
+                             leader it caught up from, down for {down:?}"
+                        ));
+                        let node = &datanodes[second as usize - 1];
+                        history
+                            .lock()
+                            .unwrap()
+                            .killed
+                            .push((second, time::drift::true_now()));
+                        node.power_off();
+                        time::sleep(down).await;
+                        madsim::runtime::Handle::current().restart(node.handle().id());
+                    }
+                    None => faults.push(format!(
+                        "datanode-{first} down for {down:?}, and no region took it back as a \
+                         follower within {CAUGHT_UP_WAIT_MAX:?}"
+                    )),
+                }
+            }
+            16 => {
+                // An operator drains a datanode for a while, then takes the mark away:
+                // its copies move while the next faults come.
+                let id = datanode_index as u64 + 1;
+                let hold = Duration::from_millis(rand::gen_range(3000..20_000));
+                let set = |drain: bool| {
+                    checker.handle().spawn(async move {
+                        let metasrv = cluster::meta_client(METASRVS);
+                        let command = Command::DrainDatanode { id, drain };
+                        // Taking the mark away must happen: the checks want every copy back.
+                        let tries = if drain { 20 } else { 1000 };
+                        for _ in 0..tries {
+                            match metasrv.execute(&command).await {
+                                Ok(_) => return Ok(()),
+                                Err(MetaError::Refused(reason)) => return Err(reason),
+                                Err(_) => time::sleep(Duration::from_millis(500)).await,
+                            }
+                        }
+                        Err("no metasrv answered".to_string())
+                    })
+                };
+                let drained = set(true).await.unwrap();
+                faults.push(format!(
+                    "{} drained for {hold:?} ({drained:?})",
+                    datanode.name
+                ));
+                time::sleep(hold).await;
+                let undrained = set(false).await.unwrap();
+                assert!(
+                    undrained.is_ok() || drained.is_err(),
+                    "a drain mark set could not be taken away: {undrained:?}"
+                );
             }
             _ => {
                 faults.push(format!("a quiet {hold:?}"));
