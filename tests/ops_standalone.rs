@@ -301,7 +301,8 @@ fn metrics_answer_in_the_format_the_scraper_asks_for() {
     }
     assert!(
         text.lines()
-            .any(|l| l.starts_with("metronome_wal_syncs_total{shard=\"1\"} ")),
+            .any(|l| l.starts_with("metronome_wal_syncs_total{datanode=\"")
+                && l.contains(",shard=\"1\"} ")),
         "both shards' figures:\n{text}"
     );
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use metronome_catalog::{DatanodeInfo, Route};
 use metronome_core::data::RegionId;
 use metronome_wire::{
-    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService, ShardStats,
 };
 
 use crate::meta::Meta;
@@ -137,7 +137,25 @@ impl RegionRouter {
     }
 
     /// Every datanode this frontend can reach: those it has, and the registered ones.
-    async fn every_client(&self) -> Result<Vec<Arc<dyn RegionService>>, RegionError> {
+    /// Every datanode's shard figures, with the datanode's id: shard numbers repeat
+    /// from one datanode to the next.
+    pub async fn shard_stats(&self) -> Result<Vec<(u64, ShardStats)>, RegionError> {
+        let mut all = Vec::new();
+        for (id, client) in self.every_client().await? {
+            match client.call(RegionRequest::ShardStats).await? {
+                RegionReply::ShardStats(stats) => all.extend(stats.into_iter().map(|s| (id, s))),
+                other => {
+                    return Err(RegionError::new(
+                        ErrorKind::Internal,
+                        format!("datanode {id} answered its shard figures with {other:?}"),
+                    ))
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    async fn every_client(&self) -> Result<Vec<(u64, Arc<dyn RegionService>)>, RegionError> {
         let mut ids: Vec<u64> = self
             .datanodes
             .read()
@@ -152,7 +170,7 @@ impl RegionRouter {
         ids.dedup();
         let mut clients = Vec::with_capacity(ids.len());
         for id in ids {
-            clients.push(self.client(id).await?);
+            clients.push((id, self.client(id).await?));
         }
         Ok(clients)
     }
@@ -331,20 +349,12 @@ impl RegionService for RegionRouter {
                     _ => Err(error),
                 };
             }
-            // A request of no region (shard figures) is every datanode's, together.
-            let mut all = Vec::new();
-            for client in self.every_client().await? {
-                match client.call(request.clone()).await? {
-                    RegionReply::ShardStats(stats) => all.extend(stats),
-                    other => {
-                        return Err(RegionError::new(
-                            ErrorKind::Internal,
-                            format!("{request:?} was answered with {other:?}"),
-                        ))
-                    }
-                }
-            }
-            Ok(RegionReply::ShardStats(all))
+            // A request of no region (shard figures) is each datanode's: asked of each,
+            // answered with which datanode said what (`RegionRouter::shard_stats`).
+            Err(RegionError::new(
+                ErrorKind::Internal,
+                format!("{request:?} names no region: ask each datanode (shard_stats)"),
+            ))
         })
     }
 }

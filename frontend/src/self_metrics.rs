@@ -39,6 +39,7 @@ pub struct HandlerLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ShardLabels {
+    pub datanode: u64,
     pub shard: u16,
 }
 
@@ -129,7 +130,7 @@ pub struct SelfMetrics {
     pub http_request_seconds: Family<HandlerLabels, Histogram>,
     pub samples_ingested: Counter,
     pub series_ingested: Counter,
-    shards: Arc<Mutex<Vec<ShardStats>>>,
+    shards: Arc<Mutex<Vec<(u64, ShardStats)>>>,
     cluster: Arc<Mutex<Option<ClusterFigures>>>,
     build: BuildInfo,
 }
@@ -211,8 +212,8 @@ impl SelfMetrics {
         &self.build
     }
 
-    /// Records the latest datanode figures.
-    pub fn set_shards(&self, shards: &[ShardStats]) {
+    /// Records the latest figures of every datanode's shards, each with its datanode.
+    pub fn set_shards(&self, shards: &[(u64, ShardStats)]) {
         let mut latest = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         latest.clear();
         latest.extend_from_slice(shards);
@@ -241,7 +242,7 @@ type Figure = fn(&ShardStats) -> u64;
 /// The datanode's per-shard figures as they were last read.
 #[derive(Debug)]
 struct ShardCollector {
-    latest: Arc<Mutex<Vec<ShardStats>>>,
+    latest: Arc<Mutex<Vec<(u64, ShardStats)>>>,
 }
 
 impl Collector for ShardCollector {
@@ -267,8 +268,9 @@ impl Collector for ShardCollector {
                 unit.as_ref(),
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for figures in &shards {
+            for (datanode, figures) in &shards {
                 let labels = ShardLabels {
+                    datanode: *datanode,
                     shard: figures.shard,
                 };
                 ConstGauge::new(value(figures)).encode(metric.encode_family(&labels)?)?;
@@ -298,8 +300,9 @@ impl Collector for ShardCollector {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for figures in &shards {
+            for (datanode, figures) in &shards {
                 let labels = ShardLabels {
+                    datanode: *datanode,
                     shard: figures.shard,
                 };
                 ConstCounter::new(value(figures)).encode(metric.encode_family(&labels)?)?;
@@ -312,8 +315,9 @@ impl Collector for ShardCollector {
             Some(&Unit::Seconds),
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for figures in &shards {
+        for (datanode, figures) in &shards {
             let labels = ShardLabels {
+                datanode: *datanode,
                 shard: figures.shard,
             };
             let seconds = figures.wal_commit_micros_total as f64 / 1e6;
@@ -644,7 +648,8 @@ mod tests {
     #[test]
     fn counters_are_counters_in_both_formats() {
         let metrics = SelfMetrics::default();
-        metrics.set_shards(&[figures(0, 7), figures(1, 9)]);
+        // Two datanodes' shard 0, each its own series.
+        metrics.set_shards(&[(1, figures(0, 7)), (1, figures(1, 9)), (2, figures(0, 4))]);
         metrics.samples_ingested.inc_by(5);
         // A family without members is left out of the exposition.
         metrics
@@ -655,12 +660,14 @@ mod tests {
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         for line in [
             "# TYPE metronome_wal_syncs counter",
-            "metronome_wal_syncs_total{shard=\"1\"} 9",
+            "metronome_wal_syncs_total{datanode=\"1\",shard=\"1\"} 9",
+            "metronome_wal_syncs_total{datanode=\"1\",shard=\"0\"} 7",
+            "metronome_wal_syncs_total{datanode=\"2\",shard=\"0\"} 4",
             "# TYPE metronome_flushes counter",
             "# TYPE metronome_compactions counter",
             "# TYPE metronome_wal_sync_seconds counter",
             "# UNIT metronome_wal_sync_seconds seconds",
-            "metronome_wal_sync_seconds_total{shard=\"0\"} 1.5",
+            "metronome_wal_sync_seconds_total{datanode=\"2\",shard=\"0\"} 1.5",
             "# TYPE metronome_memtable_bytes gauge",
             "metronome_ingested_samples_total 5",
         ] {
@@ -674,7 +681,7 @@ mod tests {
             "# HELP metronome_wal_syncs_total WAL commits (one fdatasync each) since the \
              shard started, per shard.",
             "# TYPE metronome_wal_syncs_total counter",
-            "metronome_wal_syncs_total{shard=\"1\"} 9",
+            "metronome_wal_syncs_total{datanode=\"1\",shard=\"1\"} 9",
             "# TYPE metronome_wal_sync_seconds_total counter",
             "# TYPE metronome_ingested_samples_total counter",
             "# TYPE metronome_build_info gauge",

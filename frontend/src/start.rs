@@ -14,7 +14,7 @@ use metronome_catalog::{DEFAULT_DATABASE, REGIONS_PER_TABLE_MAX};
 use metronome_core::config::{Config, HttpSection, IngestSection, PostgresSection, QuerySection};
 use metronome_core::rt::net;
 use metronome_core::rt::{task, time};
-use metronome_wire::{RegionService, RegionServiceExt};
+use metronome_wire::RegionService;
 use tokio::net::TcpListener;
 
 use crate::http::{Frontend, ShardFiguresSource};
@@ -195,11 +195,12 @@ pub async fn open(
             .await
             .map_err(|error| format!("cannot place the metric regions: {error}"))?
     };
-    let regions: Arc<dyn RegionService> = Arc::new(RegionRouter::new(
+    let router = Arc::new(RegionRouter::new(
         meta.clone(),
         peers.datanodes,
         peers.connect,
     ));
+    let regions: Arc<dyn RegionService> = router.clone();
     let store = Arc::new(
         PromStore::open(
             DEFAULT_DATABASE,
@@ -232,11 +233,10 @@ pub async fn open(
         },
     ));
     let shard_figures: ShardFiguresSource = {
-        let regions = regions.clone();
         Arc::new(move || {
-            let regions = regions.clone();
+            let router = router.clone();
             Box::pin(async move {
-                regions.shard_stats().await.unwrap_or_else(|error| {
+                router.shard_stats().await.unwrap_or_else(|error| {
                     tracing::warn!(%error, "cannot read the shards' figures");
                     Vec::new()
                 })

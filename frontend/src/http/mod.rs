@@ -40,9 +40,11 @@ use crate::table_store::TableStore;
 pub(crate) use observe::logged_message;
 pub use prometheus::{parse_duration_ms, parse_time_ms};
 
-/// Reads the datanode's figures for `/metrics`.
+/// Reads every datanode's shard figures for `/metrics`, each with its datanode's id.
 pub type ShardFiguresSource = Arc<
-    dyn Fn() -> metronome_wire::BoxFuture<'static, Vec<metronome_wire::ShardStats>> + Send + Sync,
+    dyn Fn() -> metronome_wire::BoxFuture<'static, Vec<(u64, metronome_wire::ShardStats)>>
+        + Send
+        + Sync,
 >;
 
 /// What the HTTP handlers share.
