@@ -6,28 +6,32 @@
 //! is in the catalog, so it survives any metasrv leader change and the datanode's own
 //! restarts). From then on:
 //! - no new region, learner or migration goes to it (`place_among`, `choose_learner`,
-//!   `migrate_region`);
+//!   `migrate_region`), nor a new region's follower while another datanode can take it
+//!   (`choose_followers`);
 //! - a copy on it no longer counts toward the copies its region wants, so repair gives
 //!   the region a learner elsewhere (`choose_learner`), and when that learner joins, the
 //!   configuration leaves out followers on draining datanodes while it has more copies
-//!   than it wants ([`Catalog::surplus_followers`], in `reconfigure_region`): a copy is
-//!   added before one is removed, and the region never has fewer than it wants;
-//! - a region it leads hands its leadership to a follower on a datanode not draining,
-//!   first among rebalancing moves ([`Catalog::drain_move`]); the new leader leads
-//!   alone, and its copies come back by catch-up, elsewhere.
+//!   than it wants ([`Catalog::surplus_followers`], in `reconfigure_region`): for a
+//!   follower's copy, a copy is added before one is removed;
+//! - a follower there whose region has the copies it wants without it (a learner could
+//!   not join: its followers were full; or the drain was undone and done again) leaves
+//!   the configuration ([`Catalog::drain_move`]);
+//! - a region it leads hands its leadership to a follower on a datanode not draining
+//!   ([`Catalog::drain_move`], before any rebalancing move), but only while enough live
+//!   datanodes not draining exist to hold the copies it wants: the new leader leads
+//!   alone for a moment, as after a failover, and its copies come back by catch-up,
+//!   elsewhere.
 //!
 //! The datanode is drained once no route names it ([`Catalog::regions_on`]) and the
-//! regions it held have their copies elsewhere ([`Catalog::copies_missing`]: a region
-//! handed over leads alone for a moment, as after a failover). A copy that
-//! has nowhere else to go (every other datanode holds one already, or is draining)
-//! stays, and the drain waits; [`Command::DrainDatanode`] with `drain: false` takes the
-//! mark away.
+//! regions it held have their copies elsewhere ([`Catalog::copies_missing`]). A copy
+//! that has nowhere else to go (too few datanodes not draining) stays, and the drain
+//! waits; [`Command::DrainDatanode`] with `drain: false` takes the mark away.
 
 use metronome_core::data::RegionId;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, Command};
 use crate::placement::Route;
-use crate::replicas::Replica;
+use crate::replicas::{Replica, FOLLOWERS_MAX};
 
 impl Catalog {
     /// [`Command::DrainDatanode`](crate::Command::DrainDatanode).
@@ -87,26 +91,64 @@ impl Catalog {
         surplus
     }
 
-    /// One move of leadership off a draining datanode: the first region by id that one
-    /// leads, to its first follower on a datanode `alive` accepts that is not draining.
-    /// `None` while a migration runs, or when no such region has such a follower (repair
-    /// gives it one first).
-    pub fn drain_move(&self, alive: impl Fn(u64) -> bool) -> Option<(RegionId, u64, Replica)> {
+    /// Whether a learner of `route` could join it: the followers it would have then fit
+    /// in a route once those on draining datanodes beyond the copies it wants leave.
+    pub(crate) fn learner_can_join(&self, route: &Route) -> bool {
+        let followers = route.followers.as_slice();
+        followers.len() < FOLLOWERS_MAX || followers.iter().any(|f| self.is_draining(f.datanode))
+    }
+
+    /// One move off a draining datanode, the first region by id first; `None` while a
+    /// migration runs. A follower there leaves its region's configuration once the
+    /// region has the copies it wants without it ([`Command::ReconfigureRegion`] at the
+    /// same leader: a follower left out loses no acknowledged write). A region led there
+    /// hands its leadership to a follower on a datanode `alive` accepts that is not
+    /// draining ([`Command::MigrateRegion`]), but only while as many such datanodes
+    /// exist as the region wants copies: the new leader starts alone, and its copies
+    /// must have somewhere to come back to. Repair gives a region a learner first,
+    /// where one could join (`choose_learner`).
+    pub fn drain_move(&self, alive: impl Fn(u64) -> bool) -> Option<Command> {
         if self.migrations().next().is_some() {
             return None;
         }
+        let usable = self
+            .datanodes
+            .iter()
+            .filter(|(id, info)| !info.draining && alive(**id))
+            .count();
         let mut routes: Vec<(RegionId, Route)> = self
             .routes()
-            .filter(|(_, route)| self.is_draining(route.datanode) && route.learner.is_none())
+            .filter(|(_, route)| route.learner.is_none())
+            .filter(|(_, route)| route.replicas().any(|r| self.is_draining(r.datanode)))
             .collect();
         routes.sort_by_key(|(region, _)| *region);
         routes.into_iter().find_map(|(region, route)| {
-            let to = route
-                .followers
-                .as_slice()
+            let followers = route.followers.as_slice();
+            if let Some(leaving) = followers.iter().find(|f| self.is_draining(f.datanode)) {
+                if self.copies_kept(&route) >= route.replicas_wanted() {
+                    return Some(Command::ReconfigureRegion {
+                        region,
+                        epoch: route.epoch,
+                        leader: route.leader(),
+                        followers: followers
+                            .iter()
+                            .filter(|f| *f != leaving)
+                            .copied()
+                            .collect(),
+                    });
+                }
+            }
+            if !self.is_draining(route.datanode) || usable < route.replicas_wanted() {
+                return None;
+            }
+            let to = followers
                 .iter()
                 .find(|f| alive(f.datanode) && !self.is_draining(f.datanode))?;
-            Some((region, route.epoch, *to))
+            Some(Command::MigrateRegion {
+                region,
+                epoch: route.epoch,
+                to: *to,
+            })
         })
     }
 
@@ -200,7 +242,14 @@ mod tests {
             .iter()
             .find(|(_, route)| route.datanode == drained)
             .expect("some region is led on datanode 1");
-        let (moved, epoch, to) = catalog.drain_move(|_| true).unwrap();
+        let Some(Command::MigrateRegion {
+            region: moved,
+            epoch,
+            to,
+        }) = catalog.drain_move(|_| true)
+        else {
+            panic!("a hand-over of the region datanode 1 leads");
+        };
         assert_eq!((moved, epoch), (led, led_route.epoch));
         assert_ne!(to.datanode, drained);
         assert_eq!(
@@ -222,6 +271,100 @@ mod tests {
         catalog.apply(&drain(drained, false)).unwrap();
         assert!(!catalog.is_draining(drained));
         assert_eq!(catalog.drain_move(|_| true), None);
+    }
+
+    #[test]
+    fn a_led_copy_with_nowhere_to_go_stays_rather_than_be_lost() {
+        // Two datanodes, two copies of each region: a region datanode 1 leads would be
+        // left with one copy for good if it handed over.
+        let mut catalog = catalog(2);
+        let routes = replicated(&mut catalog, 2, 2);
+        catalog.apply(&drain(1, true)).unwrap();
+        assert_eq!(catalog.drain_move(|_| true), None);
+        for (region, _) in &routes {
+            assert_eq!(catalog.choose_learner(*region, |_| true), None);
+        }
+        // The drain waits: every region still holds a copy there.
+        assert_eq!(catalog.regions_on(1).len(), routes.len());
+    }
+
+    #[test]
+    fn three_copies_hand_over_when_no_learner_could_join() {
+        let mut catalog = catalog(4);
+        let routes = replicated(&mut catalog, 4, 3);
+        let (region, route) = routes[0];
+        catalog.apply(&drain(route.datanode, true)).unwrap();
+        // Its two followers are full and none is draining: a learner could never join.
+        assert_eq!(catalog.choose_learner(region, |_| true), None);
+        let learner = Replica {
+            datanode: (1..=4).find(|id| !route.holds(*id)).unwrap(),
+            shard: 0,
+        };
+        let add = Command::AddLearner {
+            region,
+            epoch: route.epoch,
+            learner,
+        };
+        assert!(catalog.clone().apply(&add).is_err());
+        // A region where it follows takes a learner, which replaces it when it joins.
+        let (other, _) = routes
+            .iter()
+            .find(|(_, r)| r.followers.contains(route.datanode))
+            .expect("it follows some region");
+        assert!(catalog.choose_learner(*other, |_| true).is_some());
+        // The region it leads hands over: three datanodes not draining can hold its copies.
+        let handed = routes
+            .iter()
+            .filter(|(_, r)| r.datanode == route.datanode)
+            .map(|(r, _)| *r)
+            .collect::<Vec<_>>();
+        match catalog.drain_move(|_| true) {
+            Some(Command::MigrateRegion { region, to, .. }) => {
+                assert!(handed.contains(&region));
+                assert_ne!(to.datanode, route.datanode);
+            }
+            other => panic!("a hand-over, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_copy_left_over_by_an_undone_drain_leaves_when_drained() {
+        let mut catalog = catalog(3);
+        let (region, route) = replicated(&mut catalog, 1, 2)[0];
+        catalog.apply(&drain(route.datanode, true)).unwrap();
+        let learner = catalog.choose_learner(region, |_| true).unwrap();
+        catalog
+            .apply(&Command::AddLearner {
+                region,
+                epoch: route.epoch,
+                learner,
+            })
+            .unwrap();
+        let mut followers = route.followers.as_slice().to_vec();
+        followers.push(learner);
+        catalog
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch: route.epoch,
+                leader: route.leader(),
+                followers,
+            })
+            .unwrap();
+        // Undone before the hand-over: three copies of a region that wants two.
+        catalog.apply(&drain(route.datanode, false)).unwrap();
+        assert_eq!(catalog.route(region).unwrap().replicas().count(), 3);
+        assert_eq!(catalog.drain_move(|_| true), None);
+        // Draining the learner's datanode now takes its copy straight out.
+        catalog.apply(&drain(learner.datanode, true)).unwrap();
+        let Some(removal @ Command::ReconfigureRegion { .. }) = catalog.drain_move(|_| true) else {
+            panic!("the copy on datanode {} leaves", learner.datanode);
+        };
+        catalog.apply(&removal).unwrap();
+        let after = catalog.route(region).unwrap();
+        assert!(!after.holds(learner.datanode));
+        assert_eq!(after.leader(), route.leader());
+        assert_eq!(catalog.copies_missing(region), 0);
+        assert_eq!(catalog.regions_on(learner.datanode), vec![]);
     }
 
     #[test]

@@ -263,13 +263,14 @@ impl Catalog {
                         .map(|(_, n)| *n)
                         .sum()
                 };
+                // A draining datanode only when no other will do (`crate::drain`).
                 let Some((&datanode, info)) = self
                     .datanodes
                     .iter()
                     .filter(|(id, _)| {
                         **id != leader.datanode && members.iter().all(|m| m.datanode != **id)
                     })
-                    .min_by_key(|(id, _)| (per_datanode(**id), **id))
+                    .min_by_key(|(id, info)| (info.draining, per_datanode(**id), **id))
                 else {
                     unreachable!("checked: as many datanodes as replicas");
                 };
@@ -454,6 +455,12 @@ impl Catalog {
                 learner.datanode
             )));
         }
+        if !self.learner_can_join(&route) {
+            return Err(invalid(format!(
+                "it has {FOLLOWERS_MAX} followers, none on a draining datanode: a learner \
+                 could never join"
+            )));
+        }
         self.route_mut(region).expect("routed").learner = Some(learner);
         Ok(())
     }
@@ -495,6 +502,7 @@ impl Catalog {
         let route = self.route(region)?;
         if route.learner.is_some()
             || self.copies_kept(&route) >= route.replicas_wanted().min(usize::from(REPLICAS_MAX))
+            || !self.learner_can_join(&route)
         {
             return None;
         }

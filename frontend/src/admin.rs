@@ -176,7 +176,7 @@ pub async fn drain_datanode(meta: &Meta, datanode: u64, drain: bool) -> Result<D
             datanode,
             draining: drain,
             copies,
-            moved: held.len() as u64,
+            moved: if drain { held.len() as u64 } else { 0 },
             took_ms: time::elapsed(started).as_millis() as u64,
         };
         if !drain || (copies == 0 && short == 0) {

@@ -125,7 +125,8 @@ impl Collector for ClusterCollector {
             ),
             (
                 "region_migrations_cancelled",
-                "Region migrations ended without moving the region.",
+                "Region migrations cancelled by their leader (others that did not move \
+                 end with a failover or with their learner's removal).",
                 changes.migrations_cancelled,
             ),
         ];

@@ -83,17 +83,17 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
         return Ok(());
     }
     let leaders_alive = |datanode: u64| alive(datanode) && silent_for(datanode) < LEASE_WAIT;
-    // Leadership leaves a draining datanode first.
-    let (moving, why) = match catalog.drain_move(leaders_alive) {
-        Some(one) => (Some(one), "draining"),
-        None => (catalog.rebalance(leaders_alive), "rebalancing"),
-    };
-    if let Some((region, epoch, to)) = moving {
-        let command = Command::MigrateRegion { region, epoch, to };
+    // Copies leave a draining datanode first.
+    let moving = catalog.drain_move(leaders_alive).or_else(|| {
+        catalog
+            .rebalance(leaders_alive)
+            .map(|(region, epoch, to)| Command::MigrateRegion { region, epoch, to })
+    });
+    if let Some(command) = moving {
         match service.execute(command.clone()).await {
-            Ok(_) => tracing::info!(%region, to = to.datanode, why, "leadership moves"),
+            Ok(_) => tracing::info!(?command, "a copy or a leadership moves"),
             Err(ExecuteError::Refused(reason)) => {
-                tracing::info!(%region, %reason, "a rebalancing move was overtaken")
+                tracing::info!(?command, %reason, "a move was overtaken")
             }
             Err(error) => return Err(error),
         }
