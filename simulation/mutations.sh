@@ -47,6 +47,8 @@ mutations=(
     true"
 "switch-without-gate|datanode/src/catch_up.rs|cluster|    shared.leases.set_gate(region, true);|    // MUTATION: let writes in while the configuration changes (a hand-over, a new follower).
     shared.leases.set_gate(region, false);"
+"keep-a-replaced-disks-copies|catalog/src/placement.rs|cluster|        if known != 0 && incarnation != 0 && known != incarnation {|        // MUTATION: a datanode back with an empty disk keeps the copies it lost.
+        if false && known != 0 && incarnation != 0 && known != incarnation {"
 )
 
 run() {

@@ -449,6 +449,7 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
             node_id,
             advertised.to_string(),
             shard_count,
+            datanode.incarnation,
         );
         tokio::pin!(signals);
         let stopped_early = tokio::select! {

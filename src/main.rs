@@ -387,6 +387,7 @@ async fn serve(
             id: 0,
             addr: format!("inproc://{DATANODE_ENDPOINT}"),
             shards: shard_count,
+            incarnation: 0,
         })
         .await
         .map_err(|error| format!("cannot register the datanode: {error}"))?;

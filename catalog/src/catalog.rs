@@ -168,11 +168,15 @@ pub enum Command {
         metadata: MetricMetadata,
     },
     /// Records a datanode's region-service address and shard count (it registers at
-    /// start; a later registration replaces the earlier one).
+    /// start; a later registration replaces the earlier one). `incarnation` names its
+    /// data directory (0: unknown): a datanode back with another has lost its copies
+    /// (`Catalog::register_datanode`).
     RegisterDatanode {
         id: u64,
         addr: String,
         shards: u16,
+        #[serde(default)]
+        incarnation: u64,
     },
     /// Gives a region a new configuration if it is still at `epoch` (compare-and-set),
     /// at the next epoch: `leader` and `followers` must be members at `epoch`
@@ -371,10 +375,14 @@ impl Catalog {
             Command::CreateMetricRegions { database, .. } => {
                 self.database(database).is_ok_and(|db| db.metrics.is_some())
             }
-            Command::RegisterDatanode { id, addr, shards } => self
-                .datanodes
-                .get(id)
-                .is_some_and(|known| known.addr == *addr && known.shards == *shards),
+            Command::RegisterDatanode {
+                id,
+                addr,
+                shards,
+                incarnation,
+            } => self.datanodes.get(id).is_some_and(|known| {
+                known.addr == *addr && known.shards == *shards && known.incarnation == *incarnation
+            }),
             Command::EnsureMetric {
                 database,
                 name,
@@ -425,9 +433,12 @@ impl Catalog {
                 }
                 Ok(())
             }
-            Command::RegisterDatanode { id, addr, shards } => {
-                self.register_datanode(*id, addr, *shards)
-            }
+            Command::RegisterDatanode {
+                id,
+                addr,
+                shards,
+                incarnation,
+            } => self.register_datanode(*id, addr, *shards, *incarnation),
             Command::ReconfigureRegion {
                 region,
                 epoch,

@@ -197,6 +197,7 @@ mod tests {
                 id: drained,
                 addr: "10.0.0.1:4200".to_string(),
                 shards: 2,
+                incarnation: 0,
             })
             .unwrap();
         assert!(catalog.is_draining(drained));

@@ -79,6 +79,14 @@ pub struct DatanodeInfo {
     /// An operator is moving every copy off it ([`crate::drain`]): it gets no new one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Names the data directory it registered with (chosen at random when the directory
+    /// was created); 0 when unknown (registered before incarnations existed).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub incarnation: u64,
+}
+
+fn is_zero_u64(incarnation: &u64) -> bool {
+    *incarnation == 0
 }
 
 /// Shards one datanode may declare; a machine has far fewer cores.
@@ -92,12 +100,16 @@ const DATANODE_ADDR_BYTES_MAX: usize = 256;
 
 impl Catalog {
     /// Records that datanode `id` serves at `addr` with `shards` shards; a datanode that
-    /// registers again (after a restart, at a new address) replaces its entry.
+    /// registers again (after a restart, at a new address) replaces its entry. One back
+    /// with another data directory than it had (`incarnation`: its disk was replaced or
+    /// wiped) holds none of its copies any more: they leave every route
+    /// ([`Catalog::forget_copies`]) before it serves anything.
     pub(crate) fn register_datanode(
         &mut self,
         id: u64,
         addr: &str,
         shards: u16,
+        incarnation: u64,
     ) -> Result<(), CatalogError> {
         let invalid = |reason: String| CatalogError::Invalid {
             what: format!("registration of datanode {id}"),
@@ -116,15 +128,72 @@ impl Catalog {
         }
         // A drain outlives the datanode's restarts.
         let draining = self.is_draining(id);
+        let known = self.datanodes.get(&id).map_or(0, |info| info.incarnation);
         self.datanodes.insert(
             id,
             DatanodeInfo {
                 addr: addr.to_string(),
                 shards,
                 draining,
+                incarnation,
             },
         );
+        if known != 0 && incarnation != 0 && known != incarnation {
+            self.forget_copies(id);
+        }
         Ok(())
+    }
+
+    /// Takes datanode `id`'s copies out of every route, for a datanode that lost them
+    /// all: a region it led is led by its first follower, alone, at the next epoch (that
+    /// follower holds every acknowledged write, as after a failover; the old leader's
+    /// process is gone with its disk); one it followed goes on without it, at the next
+    /// epoch; its learner's place and a migration to it end. A region whose only copy it
+    /// held has nowhere else to be, and stays routed to it.
+    pub(crate) fn forget_copies(&mut self, id: u64) {
+        let regions: Vec<RegionId> = self
+            .routes()
+            .filter(|(_, route)| route.holds(id))
+            .map(|(region, _)| region)
+            .collect();
+        for region in regions {
+            let route = self.route_mut(region).expect("routed");
+            if route.learner.is_some_and(|l| l.datanode == id) {
+                route.learner = None;
+            }
+            if route.moving_to.is_some_and(|to| to.datanode == id) {
+                route.moving_to = None;
+            }
+            let followers = route.followers.as_slice().to_vec();
+            if route.datanode == id {
+                let Some(next) = followers.first() else {
+                    continue;
+                };
+                *route = Route {
+                    datanode: next.datanode,
+                    shard: next.shard,
+                    epoch: route.epoch + 1,
+                    followers: Followers::default(),
+                    learner: None,
+                    replicas: route.replicas,
+                    moving_to: None,
+                };
+                self.changes.failovers += 1;
+            } else if followers.iter().any(|f| f.datanode == id) {
+                let kept: Vec<Replica> =
+                    followers.into_iter().filter(|f| f.datanode != id).collect();
+                route.followers = Followers::from_slice(&kept).expect("fewer than before");
+                route.epoch += 1;
+                // A reconfiguration ends a migration.
+                route.moving_to = None;
+                self.changes.followers_removed += 1;
+            }
+            assert!(
+                !self.route(region).expect("routed").holds(id)
+                    || self.route(region).expect("routed").datanode == id,
+                "region {region}: only a region's last copy stays on a datanode that lost it"
+            );
+        }
     }
 
     /// Every region the catalog routes, with its route: the metric regions and the
@@ -296,6 +365,7 @@ mod tests {
                 id,
                 addr: format!("10.0.0.{id}:4100"),
                 shards,
+                incarnation: 0,
             })
             .unwrap();
     }
@@ -362,6 +432,70 @@ mod tests {
     }
 
     #[test]
+    fn a_datanode_back_with_another_disk_loses_its_copies_to_the_others() {
+        let mut catalog = crate::replicas::tests::catalog(3);
+        let before = crate::replicas::tests::replicated(&mut catalog, 6, 2);
+        let register = |incarnation: u64| Command::RegisterDatanode {
+            id: 1,
+            addr: "10.0.0.1:4100".to_string(),
+            shards: 2,
+            incarnation,
+        };
+        // Unknown incarnations (0) and the same one again change no route.
+        catalog.apply(&register(0)).unwrap();
+        catalog.apply(&register(7)).unwrap();
+        catalog.apply(&register(7)).unwrap();
+        assert!(catalog.is_noop(&register(7)));
+        assert_eq!(catalog.routes().collect::<Vec<_>>(), before);
+        // Another one: its disk was replaced.
+        catalog.apply(&register(8)).unwrap();
+        assert_eq!(catalog.regions_on(1), vec![]);
+        for (region, old) in &before {
+            let now = catalog.route(*region).unwrap();
+            if old.datanode == 1 {
+                // Led by its follower, which holds every acknowledged write, alone.
+                assert_eq!(now.leader(), old.followers.as_slice()[0]);
+                assert!(now.followers.is_empty());
+                assert_eq!(now.epoch, old.epoch + 1);
+            } else if old.followers.contains(1) {
+                assert_eq!(now.leader(), old.leader());
+                assert!(now.followers.is_empty());
+                assert_eq!(now.epoch, old.epoch + 1);
+            } else {
+                assert_eq!(now, *old);
+            }
+        }
+        let led = before.iter().filter(|(_, r)| r.datanode == 1).count() as u64;
+        assert!(led > 0);
+        assert_eq!(catalog.changes.failovers, led);
+        // A region of one copy there has nowhere else to be.
+        let mut alone = Catalog::default();
+        register_on(&mut alone, 1);
+        let routes = alone.place_among(1, None).unwrap();
+        alone
+            .apply(&Command::CreateMetricRegions {
+                database: crate::DEFAULT_DATABASE.to_string(),
+                routes,
+                replicas: 1,
+            })
+            .unwrap();
+        alone.apply(&register(3)).unwrap();
+        alone.apply(&register(4)).unwrap();
+        assert_eq!(alone.regions_on(1).len(), 1);
+    }
+
+    fn register_on(catalog: &mut Catalog, id: u64) {
+        catalog
+            .apply(&Command::RegisterDatanode {
+                id,
+                addr: format!("10.0.0.{id}:4100"),
+                shards: 2,
+                incarnation: 0,
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn a_registration_is_checked_and_a_second_one_replaces_the_first() {
         let mut catalog = Catalog::default();
         for (addr, shards) in [("", 1), ("a:1", 0), ("a:1", DATANODE_SHARDS_MAX + 1)] {
@@ -369,6 +503,7 @@ mod tests {
                 id: 1,
                 addr: addr.to_string(),
                 shards,
+                incarnation: 0,
             });
             assert!(refused.is_err(), "{addr} {shards}");
         }
@@ -378,6 +513,7 @@ mod tests {
             id: 1,
             addr: "10.0.0.1:4100".to_string(),
             shards: 2,
+            incarnation: 0,
         };
         assert!(catalog.is_noop(&again));
         catalog
@@ -385,6 +521,7 @@ mod tests {
                 id: 1,
                 addr: "10.0.0.9:4100".to_string(),
                 shards: 4,
+                incarnation: 0,
             })
             .unwrap();
         assert_eq!(catalog.datanodes[&1].addr, "10.0.0.9:4100");

@@ -549,6 +549,7 @@ pub(crate) mod tests {
                     id,
                     addr: format!("10.0.0.{id}:4100"),
                     shards: 2,
+                    incarnation: 0,
                 })
                 .unwrap();
         }

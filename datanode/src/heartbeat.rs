@@ -38,8 +38,14 @@ pub async fn register(
     id: u64,
     addr: String,
     shards: u16,
+    incarnation: u64,
 ) -> Result<(), String> {
-    let registration = Command::RegisterDatanode { id, addr, shards };
+    let registration = Command::RegisterDatanode {
+        id,
+        addr,
+        shards,
+        incarnation,
+    };
     let mut retry = REGISTER_RETRY_FIRST;
     loop {
         match metasrv.execute(&registration).await {

@@ -248,3 +248,45 @@ async fn region_requests_through_the_protocol_match_direct_calls() {
     drop(client);
     datanode.into_shards().stop_and_join().unwrap();
 }
+
+/// A data directory names itself: the same incarnation after a restart, another for an
+/// empty directory (a replaced disk), and a damaged name refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let replaced = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = || DatanodeConfig {
+        shards: ShardsConfig {
+            count: 1,
+            pin_to_cores: false,
+            ..ShardsConfig::per_core()
+        },
+        engine: EngineConfig::default(),
+    };
+    let start = |path: &std::path::Path| Datanode::start(Disk::real(path), config());
+    let first = start(dir.path()).await.unwrap();
+    let incarnation = first.incarnation;
+    assert_ne!(incarnation, 0);
+    first.into_shards().stop_and_join().unwrap();
+    let again = start(dir.path()).await.unwrap();
+    assert_eq!(again.incarnation, incarnation, "a restart keeps it");
+    again.into_shards().stop_and_join().unwrap();
+    let other = start(replaced.path()).await.unwrap();
+    assert_ne!(
+        other.incarnation, incarnation,
+        "an empty directory gets another"
+    );
+    other.into_shards().stop_and_join().unwrap();
+    Disk::real(dir.path())
+        .write_atomic(
+            metronome_datanode::datanode::INCARNATION_FILE,
+            b"not a number\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    let refused = start(dir.path())
+        .await
+        .err()
+        .expect("a damaged name refuses to start");
+    assert!(refused.contains("incarnation"), "{refused}");
+}

@@ -194,6 +194,7 @@ mod tests {
                     id,
                     addr: format!("10.0.0.{id}:4100"),
                     shards: 1,
+                    incarnation: 0,
                 })
                 .unwrap();
         }

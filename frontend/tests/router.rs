@@ -50,6 +50,7 @@ async fn register(meta: &Meta, addr: &str) {
             id: 1,
             addr: addr.to_string(),
             shards: 1,
+            incarnation: 0,
         })
         .await
         .unwrap();

@@ -343,6 +343,7 @@ pub fn datanode_main(
                 id,
                 datanode_addr(id).to_string(),
                 DATANODE_SHARDS,
+                datanode.incarnation,
             )
             .await
             .expect("the metasrv accepts the registration");

@@ -13,7 +13,8 @@
 //! each other, an operator's migration of a region to a datanode (which runs on while
 //! the next faults come), and back-to-back failovers (a datanode down past its lease,
 //! then, as soon as a region took it back as a follower, that region's leader), and an
-//! operator's drain of a datanode, undone after a while. The
+//! operator's drain of a datanode, undone after a while, and a datanode's disk replaced
+//! (once every region has its copies). The
 //! metasrv also moves leadership back and forth on its own to even it out once a failed
 //! datanode has its copies back. Every region has two copies (a leader and a follower)
 //! or, one seed in three, three (`REPLICAS`): a datanode down past its lease (half of its
@@ -281,6 +282,24 @@ async fn leader_after_catch_up(datanode: u64, within: Duration) -> Option<u64> {
     None
 }
 
+/// Whether every region has all the copies it wants and no learner, watching the
+/// catalog for at most `within`.
+async fn every_region_whole(within: Duration) -> bool {
+    let metasrv = cluster::meta_client(METASRVS);
+    let since = time::now();
+    while time::now().duration_since(since) < within {
+        if let Ok(catalog) = metasrv.catalog().await {
+            if catalog.routes().all(|(region, route)| {
+                route.learner.is_none() && catalog.copies_missing(region) == 0
+            }) {
+                return true;
+            }
+        }
+        time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn frontend(slot: &FrontendSlot, within: Duration) -> Arc<Frontend> {
     let since = time::now();
     loop {
@@ -452,7 +471,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..17) {
+        match rand::gen_range(0..18) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
@@ -762,6 +781,43 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     undrained.is_ok() || drained.is_err(),
                     "a drain mark set could not be taken away: {undrained:?}"
                 );
+            }
+            17 => {
+                // A datanode's disk replaced: it comes back empty under the same id, past
+                // its lease half of the time. Only once every region has all its copies:
+                // a second disk lost before the first one's copies were made again loses
+                // what only those two held, which no number of copies prevents.
+                let hold = if rand::gen_range(0..2) == 0 {
+                    LEASE + Duration::from_millis(rand::gen_range(1000..5000))
+                } else {
+                    hold
+                };
+                let whole = checker
+                    .handle()
+                    .spawn(every_region_whole(REPAIR_MAX))
+                    .await
+                    .unwrap();
+                if !whole {
+                    faults.push(format!(
+                        "no disk replaced: some region lacked copies for {REPAIR_MAX:?}"
+                    ));
+                    continue;
+                }
+                faults.push(format!(
+                    "{}'s disk replaced, down for {hold:?}",
+                    datanode.name
+                ));
+                if hold > LEASE {
+                    history
+                        .lock()
+                        .unwrap()
+                        .killed
+                        .push((datanode_index as u64 + 1, time::drift::true_now()));
+                }
+                datanode.power_off();
+                datanode.disk.wipe();
+                time::sleep(hold).await;
+                madsim::runtime::Handle::current().restart(datanode.handle().id());
             }
             _ => {
                 faults.push(format!("a quiet {hold:?}"));

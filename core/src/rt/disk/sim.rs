@@ -177,6 +177,16 @@ impl SimDisk {
         self.lock().seed
     }
 
+    /// Simulates a disk replaced by a new one: every file and directory is gone, and
+    /// every open handle dies (call it with the node down).
+    pub fn wipe(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.inodes.clear();
+        state.live.clear();
+        state.durable.clear();
+    }
+
     /// Simulates power loss: everything not durable is lost (within the seeded
     /// allowances for torn writes and surviving directories), and every open handle dies.
     pub fn crash(&self) {
