@@ -15,6 +15,36 @@ pub mod systems;
 
 use hdrhistogram::Histogram;
 
+/// The `metronome` binary a benchmark starts: `given`, else the one built beside it.
+pub fn metronome_binary(given: Option<&std::path::Path>) -> Result<std::path::PathBuf, String> {
+    match given {
+        Some(path) => Ok(path.to_path_buf()),
+        None => std::env::current_exe()
+            .map(|exe| exe.with_file_name("metronome"))
+            .map_err(|error| error.to_string()),
+    }
+}
+
+/// Runs `statement` through the SQL endpoint of the frontend at `base` (`http://…`);
+/// returns the rows of its first output, or the error with the statement.
+pub fn sql_rows(
+    agent: &ureq::Agent,
+    base: &str,
+    statement: &str,
+) -> Result<serde_json::Value, String> {
+    let mut reply = agent
+        .post(&format!("{base}/v1/sql"))
+        .header("Content-Type", "text/plain")
+        .send(statement.as_bytes())
+        .map_err(|error| format!("{statement}: {error}"))?;
+    let body = reply.body_mut().read_to_string().unwrap_or_default();
+    if reply.status() != 200 {
+        return Err(format!("{statement}: {} {body}", reply.status()));
+    }
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    Ok(json["output"][0]["records"]["rows"].clone())
+}
+
 /// `--target name=url` arguments as (name, url without a trailing slash).
 pub fn parse_targets(targets: &[String]) -> Vec<(String, String)> {
     targets

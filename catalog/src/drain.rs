@@ -176,12 +176,39 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use crate::catalog::Command;
+    use metronome_core::data::RegionId;
+
+    use crate::catalog::{Catalog, Command};
+    use crate::placement::Route;
     use crate::replicas::tests::{catalog, replicated};
     use crate::replicas::Replica;
 
     fn drain(id: u64, drain: bool) -> Command {
         Command::DrainDatanode { id, drain }
+    }
+
+    /// Gives `region` (at `route`) the learner repair would, and makes it a follower as
+    /// its leader would once caught up; returns the learner.
+    fn join_learner(catalog: &mut Catalog, region: RegionId, route: &Route) -> Replica {
+        let learner = catalog.choose_learner(region, |_| true).unwrap();
+        catalog
+            .apply(&Command::AddLearner {
+                region,
+                epoch: route.epoch,
+                learner,
+            })
+            .unwrap();
+        let mut followers = route.followers.as_slice().to_vec();
+        followers.push(learner);
+        catalog
+            .apply(&Command::ReconfigureRegion {
+                region,
+                epoch: route.epoch,
+                leader: route.leader(),
+                followers,
+            })
+            .unwrap();
+        learner
     }
 
     #[test]
@@ -216,25 +243,8 @@ mod tests {
             .find(|(_, route)| route.followers.contains(drained))
             .expect("some region follows on datanode 1");
         assert_eq!(catalog.copies_kept(&route), 1);
-        let learner = catalog.choose_learner(region, |_| true).unwrap();
+        let learner = join_learner(&mut catalog, region, &route);
         assert!(!route.holds(learner.datanode));
-        catalog
-            .apply(&Command::AddLearner {
-                region,
-                epoch: route.epoch,
-                learner,
-            })
-            .unwrap();
-        let mut followers = route.followers.as_slice().to_vec();
-        followers.push(learner);
-        catalog
-            .apply(&Command::ReconfigureRegion {
-                region,
-                epoch: route.epoch,
-                leader: route.leader(),
-                followers,
-            })
-            .unwrap();
         let after = catalog.route(region).unwrap();
         assert_eq!(after.followers.as_slice(), &[learner]);
         assert!(!after.holds(drained));
@@ -333,24 +343,7 @@ mod tests {
         let mut catalog = catalog(3);
         let (region, route) = replicated(&mut catalog, 1, 2)[0];
         catalog.apply(&drain(route.datanode, true)).unwrap();
-        let learner = catalog.choose_learner(region, |_| true).unwrap();
-        catalog
-            .apply(&Command::AddLearner {
-                region,
-                epoch: route.epoch,
-                learner,
-            })
-            .unwrap();
-        let mut followers = route.followers.as_slice().to_vec();
-        followers.push(learner);
-        catalog
-            .apply(&Command::ReconfigureRegion {
-                region,
-                epoch: route.epoch,
-                leader: route.leader(),
-                followers,
-            })
-            .unwrap();
+        let learner = join_learner(&mut catalog, region, &route);
         // Undone before the hand-over: three copies of a region that wants two.
         catalog.apply(&drain(route.datanode, false)).unwrap();
         assert_eq!(catalog.route(region).unwrap().replicas().count(), 3);

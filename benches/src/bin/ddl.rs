@@ -34,12 +34,7 @@ struct Args {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let binary = match &args.metronome_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|error| error.to_string())?
-            .with_file_name("metronome"),
-    };
+    let binary = metronome_benches::metronome_binary(args.metronome_bin.as_deref())?;
     std::fs::create_dir_all(&args.data_root).map_err(|error| error.to_string())?;
     let kinds = [
         Kind::Metronome,

@@ -47,12 +47,7 @@ const TS_BASE_S: u64 = 1_700_000_000;
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let binary = match &args.metronome_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|error| error.to_string())?
-            .with_file_name("metronome"),
-    };
+    let binary = metronome_benches::metronome_binary(args.metronome_bin.as_deref())?;
     std::fs::create_dir_all(&args.data_root).map_err(|error| error.to_string())?;
     let kind = Kind::MetronomeCluster {
         frontends: 1,
@@ -67,19 +62,7 @@ fn main() -> Result<(), String> {
         .timeout_global(Some(Duration::from_secs(180)))
         .build()
         .into();
-    let sql = |statement: &str| -> Result<serde_json::Value, String> {
-        let mut reply = agent
-            .post(&format!("{base}/v1/sql"))
-            .header("Content-Type", "text/plain")
-            .send(statement.as_bytes())
-            .map_err(|error| format!("{statement}: {error}"))?;
-        let body = reply.body_mut().read_to_string().unwrap_or_default();
-        if reply.status() != 200 {
-            return Err(format!("{statement}: {} {body}", reply.status()));
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        Ok(json["output"][0]["records"]["rows"].clone())
-    };
+    let sql = |statement: &str| metronome_benches::sql_rows(&agent, &base, statement);
     sql(&format!(
         "CREATE TABLE {TABLE} (host STRING, ts TIMESTAMP TIME INDEX, v DOUBLE, \
          PRIMARY KEY (host)) WITH (partitions = 1, replicas = 2)"
