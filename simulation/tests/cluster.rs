@@ -471,7 +471,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         let hold = Duration::from_millis(rand::gen_range(500..5000));
         let datanode_index = rand::gen_range(0..DATANODES as usize);
         let datanode = &datanodes[datanode_index];
-        match rand::gen_range(0..18) {
+        match rand::gen_range(0..17) {
             0 => {
                 faults.push(format!("power loss of {}", datanode.name));
                 datanode.power_cycle();
@@ -515,8 +515,8 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 frontends[index].power_cycle();
             }
             4 => {
-                // Past its lease a third of the time.
-                let hold = if rand::gen_range(0..3) == 0 {
+                // Past its lease half of the time.
+                let hold = if rand::gen_range(0..2) == 0 {
                     LEASE + Duration::from_millis(rand::gen_range(1000..6000))
                 } else {
                     hold
@@ -707,7 +707,9 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     tracing::info!(%region, to, ?outcome, "a migration ended");
                 });
             }
-            15 => {
+            // The two longest faults share a draw, so that the others (a lease's edge
+            // above all) still come often enough in a seed's 30 s.
+            15 if rand::gen_range(0..2) == 0 => {
                 // Back-to-back failovers: a datanode down past its lease, so its regions
                 // fail over; back, it catches up as their learner; and as soon as one
                 // region makes it a follower again, that region's leader goes down past
@@ -782,7 +784,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     "a drain mark set could not be taken away: {undrained:?}"
                 );
             }
-            17 => {
+            15 => {
                 // A datanode's disk replaced: it comes back empty under the same id, past
                 // its lease half of the time. Only once every region has all its copies:
                 // a second disk lost before the first one's copies were made again loses
