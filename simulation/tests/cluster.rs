@@ -246,62 +246,7 @@ async fn monitor(history: Shared) {
     }
 }
 
-/// The metasrv replica that says it leads, if one does.
-async fn metasrv_leader() -> Option<u64> {
-    for id in 1..=METASRVS {
-        let client = client_of(metasrv_addr(id), Duration::from_millis(500));
-        if let Some(status) = raft_status(&client).await {
-            if status.state == "Leader" {
-                return Some(status.node_id);
-            }
-        }
-    }
-    None
-}
-
 /// The frontend published in `slot`, waiting for it (it restarts after each fault).
-/// The leader of the first region seen to make `datanode` a follower after it was the
-/// region's learner, watching the catalog for at most `within`.
-async fn leader_after_catch_up(datanode: u64, within: Duration) -> Option<u64> {
-    let metasrv = cluster::meta_client(METASRVS);
-    let since = time::now();
-    let mut learning = BTreeSet::new();
-    while time::now().duration_since(since) < within {
-        if let Ok(catalog) = metasrv.catalog().await {
-            for (region, route) in catalog.routes() {
-                if route.learner.is_some_and(|l| l.datanode == datanode) {
-                    learning.insert(region);
-                } else if learning.contains(&region)
-                    && route.datanode != datanode
-                    && route.followers.contains(datanode)
-                {
-                    return Some(route.datanode);
-                }
-            }
-        }
-        time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-/// Whether every region has all the copies it wants and no learner, watching the
-/// catalog for at most `within`.
-async fn every_region_whole(within: Duration) -> bool {
-    let metasrv = cluster::meta_client(METASRVS);
-    let since = time::now();
-    while time::now().duration_since(since) < within {
-        if let Ok(catalog) = metasrv.catalog().await {
-            if catalog.routes().all(|(region, route)| {
-                route.learner.is_none() && catalog.copies_missing(region) == 0
-            }) {
-                return true;
-            }
-        }
-        time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 async fn frontend(slot: &FrontendSlot, within: Duration) -> Arc<Frontend> {
     let since = time::now();
     loop {
@@ -352,7 +297,10 @@ async fn read_back(frontend: &Frontend, metric: &str) -> Result<Vec<(SampleKey, 
 
 #[path = "cluster/checks.rs"]
 mod checks;
+#[path = "cluster/watch.rs"]
+mod watch;
 use checks::check_after_healing;
+use watch::{every_region_whole, leader_after_catch_up, metasrv_leader};
 
 #[madsim::test]
 async fn acknowledged_samples_survive_a_cluster_under_faults() {
