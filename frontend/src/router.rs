@@ -209,7 +209,30 @@ impl RegionRouter {
                 | RegionRequest::SetTtl { .. }
         );
         for _ in 0..CHANGE_ROUNDS_MAX {
-            let reply = self.change_every_replica(route, request.clone()).await?;
+            let reply = match self.change_every_replica(route, request.clone()).await {
+                Ok(reply) => reply,
+                // A copy that refuses may belong to a configuration this frontend has not
+                // seen yet (a follower removed, a datanode back on an empty disk), and the
+                // catalog watch may lag: read the catalog at once, and go again on the
+                // route as it is now (the simulation found a frontend stuck for good on a
+                // removed follower that answered NotFound).
+                Err(error)
+                    if self.connect.is_some()
+                        && matches!(
+                            error.kind,
+                            ErrorKind::NotFound | ErrorKind::WrongRoute | ErrorKind::Unavailable
+                        ) =>
+                {
+                    self.meta.refresh().await.map_err(unavailable)?;
+                    let now = self.route(region).await?;
+                    if now == route {
+                        return Err(error);
+                    }
+                    route = now;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             if !again || self.connect.is_none() {
                 return Ok(reply);
             }
