@@ -469,8 +469,7 @@ mod tests {
         assert!(led > 0);
         assert_eq!(catalog.changes.failovers, led);
         // A region of one copy there has nowhere else to be.
-        let mut alone = Catalog::default();
-        register_on(&mut alone, 1);
+        let mut alone = crate::replicas::tests::catalog(1);
         let routes = alone.place_among(1, None).unwrap();
         alone
             .apply(&Command::CreateMetricRegions {
@@ -482,17 +481,6 @@ mod tests {
         alone.apply(&register(3)).unwrap();
         alone.apply(&register(4)).unwrap();
         assert_eq!(alone.regions_on(1).len(), 1);
-    }
-
-    fn register_on(catalog: &mut Catalog, id: u64) {
-        catalog
-            .apply(&Command::RegisterDatanode {
-                id,
-                addr: format!("10.0.0.{id}:4100"),
-                shards: 2,
-                incarnation: 0,
-            })
-            .unwrap();
     }
 
     #[test]
