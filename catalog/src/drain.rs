@@ -126,6 +126,10 @@ impl Catalog {
             let followers = route.followers.as_slice();
             if let Some(leaving) = followers.iter().find(|f| self.is_draining(f.datanode)) {
                 if self.copies_kept(&route) >= route.replicas_wanted() {
+                    assert!(
+                        route.replicas_wanted() < 1 + followers.len(),
+                        "region {region}: a follower leaves only a region with copies to spare"
+                    );
                     return Some(Command::ReconfigureRegion {
                         region,
                         epoch: route.epoch,

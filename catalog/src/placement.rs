@@ -140,6 +140,12 @@ impl Catalog {
         );
         if known != 0 && incarnation != 0 && known != incarnation {
             self.forget_copies(id);
+            assert!(
+                self.routes()
+                    .filter(|(_, route)| route.holds(id))
+                    .all(|(_, route)| route.datanode == id && route.followers.is_empty()),
+                "datanode {id} keeps only the regions it held the last copy of"
+            );
         }
         Ok(())
     }

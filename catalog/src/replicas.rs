@@ -372,7 +372,14 @@ impl Catalog {
             )));
         }
         // Copies beyond those wanted on draining datanodes leave as the learner joins.
-        let surplus = self.surplus_followers(&self.route(region).expect("routed"), followers);
+        let before = self.route(region).expect("routed");
+        let surplus = self.surplus_followers(&before, followers);
+        assert!(
+            surplus
+                .iter()
+                .all(|f| self.is_draining(f.datanode) && Some(*f) != before.learner),
+            "region {region}: only followers on draining datanodes leave as a learner joins"
+        );
         let kept: Vec<Replica> = followers
             .iter()
             .filter(|f| !surplus.contains(f))
