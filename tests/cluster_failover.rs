@@ -79,11 +79,62 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
         assert!(write(&mut acknowledged), "writes before the kill succeed");
     }
 
+    // Every write was acknowledged, so every follower holds it: each leader reports its
+    // follower zero writes behind, in SQL and in /metrics.
+    let lags = sql_at(
+        http,
+        "SELECT peer_id, lag_writes, count(*) FROM information_schema.region_peers \
+         WHERE role = 'FOLLOWER' GROUP BY peer_id, lag_writes ORDER BY peer_id",
+    );
+    assert_eq!(
+        rows(&lags),
+        serde_json::json!([[1, 0, 2], [2, 0, 2]]),
+        "{}",
+        lags.body
+    );
+    let lag_line = |leader: u64, copy: u64| {
+        let metrics = common::get(&format!("http://{http}/metrics"));
+        let prefix =
+            format!("metronome_replication_lag_writes{{leader=\"{leader}\",copy=\"{copy}\"}} ");
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse::<f64>().ok())
+    };
+    assert_eq!(lag_line(1, 2), Some(0.0));
+    assert_eq!(lag_line(2, 1), Some(0.0));
+
     // Datanode 2 leads half of the regions; it dies mid-stream.
     let mut second = second;
     second.process.0.kill().unwrap();
     second.process.0.wait().unwrap();
     let killed = Instant::now();
+    // A write now queues at datanode 1 for its follower on datanode 2, which takes
+    // nothing: until datanode 1 removes it from the configuration (3 s after its first
+    // failed shipment), the copy shows behind. (The write is not counted: it may fail.)
+    let probe = std::thread::spawn(move || remote_write(http, &write_request(&round(5_000))));
+    let (mut in_sql, mut in_metrics) = (false, false);
+    while !(in_sql && in_metrics) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the dead follower never showed behind: in SQL {in_sql}, in /metrics {in_metrics}"
+        );
+        let behind = sql_at(
+            http,
+            "SELECT max(lag_writes) FROM information_schema.region_peers \
+             WHERE peer_id = 2 AND role = 'FOLLOWER'",
+        );
+        in_sql |= rows(&behind)[0][0]
+            .as_u64()
+            .is_some_and(|writes| writes > 0);
+        in_metrics |= lag_line(1, 2).is_some_and(|writes| writes > 0.0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "dead_follower_shown_behind_ms={}",
+        killed.elapsed().as_millis()
+    );
+    let _ = probe.join();
     let before = acknowledged.len();
     let failover = loop {
         if write(&mut acknowledged) {

@@ -531,6 +531,18 @@ impl DatanodeHandle {
                 .find(|reply| reply.is_err())
                 .unwrap_or(Ok(RegionReply::Done));
         }
+        if let RegionRequest::Replication = request {
+            // The fences are the leases' (`LeasedRegions` adds them): none here.
+            let copies = self
+                .shipping
+                .get()
+                .map(|ship| ship.lag())
+                .unwrap_or_default();
+            return Ok(RegionReply::Replication(metronome_wire::Replication {
+                copies,
+                ..metronome_wire::Replication::default()
+            }));
+        }
         let Some(region) = request.region() else {
             let mut all = Vec::with_capacity(self.shards.len());
             for index in 0..self.shard_count() {

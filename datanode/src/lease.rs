@@ -8,6 +8,7 @@
 //! (a region created since the last heartbeat, an epoch newer than the one held, or a
 //! lapsed lease) makes the heartbeat go at once, and is checked again when it is back.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ pub struct Leases {
     /// Regions whose requests wait while their leader changes their configuration
     /// (`crate::catch_up`).
     gated: Mutex<std::collections::BTreeSet<RegionId>>,
+    /// Writes refused for want of a lease at their epoch, since the datanode started.
+    fenced_writes: AtomicU64,
+    /// Leaders' shipments refused because their epoch was replaced.
+    fenced_shipments: AtomicU64,
 }
 
 impl Leases {
@@ -53,6 +58,8 @@ impl Leases {
             wake: async_channel::bounded(1),
             waiting: Mutex::new(Vec::new()),
             gated: Mutex::new(std::collections::BTreeSet::new()),
+            fenced_writes: AtomicU64::new(0),
+            fenced_shipments: AtomicU64::new(0),
         })
     }
 
@@ -112,6 +119,36 @@ impl Leases {
     /// Every (region, epoch, learner) this datanode leads under a lease now.
     pub fn learners(&self) -> Vec<(RegionId, u64, Replica)> {
         self.led_grants(|grants| &grants.learners)
+    }
+
+    /// Every (region, epoch, followers) this datanode leads under a lease now, for the
+    /// regions that have followers.
+    pub fn led_followers(&self) -> Vec<(RegionId, u64, Vec<Replica>)> {
+        let regions: Vec<RegionId> = self
+            .replication
+            .lock()
+            .expect("replication")
+            .followers
+            .iter()
+            .map(|(region, _)| *region)
+            .collect();
+        regions
+            .into_iter()
+            .filter_map(|region| {
+                let epoch = self.granted_epoch(region)?;
+                Some((region, epoch, self.followers(region, epoch)?))
+            })
+            .collect()
+    }
+
+    /// (writes, shipments) fenced off since the datanode started: writes refused for
+    /// want of a lease at their route's epoch, and leaders' shipments (writes or a copy)
+    /// refused because a newer epoch had replaced their leader.
+    pub fn fenced(&self) -> (u64, u64) {
+        (
+            self.fenced_writes.load(Ordering::Relaxed),
+            self.fenced_shipments.load(Ordering::Relaxed),
+        )
     }
 
     /// What the latest renewal's `list` says of `region`, if this datanode leads it at
@@ -334,6 +371,7 @@ impl Leases {
             match held {
                 Some(held) if held == epoch => return Ok(()),
                 Some(held) if held > epoch => {
+                    self.fenced_shipments.fetch_add(1, Ordering::Relaxed);
                     return Err(RegionError::new(
                         ErrorKind::WrongRoute,
                         format!(
@@ -341,7 +379,7 @@ impl Leases {
                              of epoch {epoch} was replaced",
                             self.datanode
                         ),
-                    ))
+                    ));
                 }
                 _ if !asked => {
                     asked = true;
@@ -406,6 +444,7 @@ impl RegionService for LeasedRegions {
                 // must not count them as replicated.
                 for (region, epoch) in admitted {
                     if self.leases.follows(region) != Some(epoch) {
+                        self.leases.fenced_shipments.fetch_add(1, Ordering::Relaxed);
                         return Err(RegionError::new(
                             ErrorKind::WrongRoute,
                             format!(
@@ -430,10 +469,25 @@ impl RegionService for LeasedRegions {
             if let Some(region) = request.region() {
                 self.leases.pass_gate(region).await?;
             }
+            if let RegionRequest::Replication = request {
+                let mut figures = match self.regions.call(request).await? {
+                    RegionReply::Replication(figures) => figures,
+                    other => return Ok(other),
+                };
+                (figures.fenced_writes, figures.fenced_shipments) = self.leases.fenced();
+                return Ok(RegionReply::Replication(figures));
+            }
             let (Some(region), Some(epoch)) = (request.region(), request.epoch()) else {
                 return self.regions.call(request).await;
             };
-            self.leases.admit(region, epoch).await?;
+            let write = matches!(request, RegionRequest::Write { .. });
+            let fenced = |error: RegionError| {
+                if write {
+                    self.leases.fenced_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                error
+            };
+            self.leases.admit(region, epoch).await.map_err(fenced)?;
             // Rare but legal: a shard slow to take the request (a long fsync, a busy
             // core), sometimes past the lease, so the check below is exercised.
             if metronome_core::buggify!(0.001) {
@@ -446,7 +500,7 @@ impl RegionService for LeasedRegions {
             // that ended past the lease may have missed what the region's next holder
             // took meanwhile: it is refused too.
             if let Err(refusal) = self.leases.check(region, epoch) {
-                return Err(self.leases.refused(refusal));
+                return Err(fenced(self.leases.refused(refusal)));
             }
             Ok(reply)
         })

@@ -30,7 +30,7 @@ use metronome_catalog::replicas::Replica;
 use metronome_catalog::Command;
 use metronome_core::data::RegionId;
 use metronome_core::rt::{task, time};
-use metronome_wire::{RegionReply, RegionRequest, RegionService, ReplicatedRegion};
+use metronome_wire::{CopyLag, RegionReply, RegionRequest, RegionService, ReplicatedRegion};
 
 use crate::catch_up::Learning;
 use crate::datanode::DatanodeHandle;
@@ -66,6 +66,8 @@ pub(crate) struct Entry {
     epoch: u64,
     sequence: u64,
     payload: bytes::Bytes,
+    /// When the leader queued it: the copy's lag is the age of its oldest write.
+    queued_at: Instant,
     /// [`IN_WAL`] until the leader's WAL answers; only a [`DURABLE`] write is shipped.
     wal: Arc<AtomicU8>,
     done: oneshot::Sender<Result<(), String>>,
@@ -265,6 +267,7 @@ impl Ship for Replicator {
             epoch,
             sequence,
             payload: payload.clone(),
+            queued_at: time::now(),
             wal: wal.clone(),
             done,
             _queued: Queued::new(&tally),
@@ -300,6 +303,65 @@ impl Ship for Replicator {
         });
         Ok(Ticket::new(shipped, release))
     }
+
+    fn lag(&self) -> Vec<CopyLag> {
+        copy_lags(&self.shared)
+    }
+}
+
+/// Every copy of the regions this datanode leads under a lease (each follower and
+/// learner, at its epoch), with the writes queued for it that it has not made durable:
+/// those count toward the copy's lag, whether or not they left the leader yet.
+fn copy_lags(shared: &Shared) -> Vec<CopyLag> {
+    // (writes, bytes, oldest queued) per (region, epoch, copy, learner).
+    type Tally = (u64, u64, Option<Instant>);
+    let mut copies: BTreeMap<(RegionId, u64, Replica, bool), Tally> = BTreeMap::new();
+    for (region, epoch, followers) in shared.leases.led_followers() {
+        for follower in followers {
+            copies.entry((region, epoch, follower, false)).or_default();
+        }
+    }
+    let learners = shared.leases.learners();
+    for (region, epoch, learner) in &learners {
+        copies.entry((*region, *epoch, *learner, true)).or_default();
+    }
+    let mut outboxes: Vec<(Replica, bool, Arc<Outbox>)> = shared
+        .outboxes
+        .lock()
+        .expect("outboxes")
+        .iter()
+        .map(|(follower, (outbox, _))| (*follower, false, outbox.clone()))
+        .collect();
+    for (region, learning) in shared.learning.lock().expect("learning").iter() {
+        if let Some((_, _, learner)) = learners.iter().find(|(r, ..)| r == region) {
+            outboxes.push((*learner, true, learning.outbox.clone()));
+        }
+    }
+    for (copy, learner, outbox) in outboxes {
+        for entry in outbox.entries.lock().expect("entries").iter() {
+            let (writes, bytes, oldest) = copies
+                .entry((entry.region, entry.epoch, copy, learner))
+                .or_default();
+            *writes += 1;
+            *bytes += entry.payload.len() as u64;
+            *oldest = Some(oldest.map_or(entry.queued_at, |at| at.min(entry.queued_at)));
+        }
+    }
+    copies
+        .into_iter()
+        .map(
+            |((region, epoch, copy, learner), (writes, bytes, oldest))| CopyLag {
+                region,
+                epoch,
+                datanode: copy.datanode,
+                shard: copy.shard,
+                learner,
+                writes,
+                bytes,
+                oldest_ms: oldest.map_or(0, |at| time::elapsed(at).as_millis() as u64),
+            },
+        )
+        .collect()
 }
 
 /// Ships `outbox` to `follower` for as long as the replicator lives.

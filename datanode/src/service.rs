@@ -119,5 +119,11 @@ pub(crate) async fn handle(
             RegionReply::Done
         }
         RegionRequest::ShardStats => RegionReply::ShardStats(vec![engine.stats(shard)]),
+        // The datanode's handle answers it: replication is no shard's.
+        RegionRequest::Replication => {
+            return Err(EngineError::Internal(format!(
+                "shard {shard} was asked for the datanode's replication figures"
+            )))
+        }
     })
 }

@@ -3,15 +3,17 @@
 //! same version): the configuration changes applied since the catalog was created, and
 //! where each region's copies are now.
 //!
-//! It must not ask anything of the datanodes or the metasrv: a scrape reads what the
-//! frontend already has. Figures a datanode alone knows (how far behind a follower is,
-//! writes fenced off) are not here yet.
+//! [`ClusterCollector`] must not ask anything of the datanodes or the metasrv: it reads
+//! what the frontend already has. [`ReplicationCollector`] encodes what datanodes alone
+//! know (how far behind each copy is, what each fenced off), which the scrape's handler
+//! read of them (`crate::datanode_figures`) just before.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use metronome_catalog::replicas::RouteChanges;
 use metronome_catalog::Catalog;
+use metronome_wire::Replication;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -27,6 +29,13 @@ struct CopyLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DatanodeLabels {
     datanode: u64,
+}
+
+/// A leader's datanode and the datanode of copies of regions it leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LagLabels {
+    leader: u64,
+    copy: u64,
 }
 
 /// What a scrape reports of the cluster, taken from one catalog.
@@ -179,6 +188,88 @@ impl Collector for ClusterCollector {
     }
 }
 
+/// Encodes every datanode's latest replication figures, as the scrape read them.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicationCollector {
+    pub(crate) latest: Arc<Mutex<Vec<(u64, Replication)>>>,
+}
+
+/// (writes, bytes, oldest wait in ms) queued at a leader's datanode for another's copies.
+type Lag = (u64, u64, u64);
+/// A family's name, help and value.
+type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+impl Collector for ReplicationCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Summed over the regions, per (leader, copy) datanode pair: a label per region
+        // would make a series per region and copy.
+        let mut lags: BTreeMap<(u64, u64), Lag> = BTreeMap::new();
+        for (leader, figures) in &latest {
+            for copy in &figures.copies {
+                let lag = lags.entry((*leader, copy.datanode)).or_default();
+                lag.0 += copy.writes;
+                lag.1 += copy.bytes;
+                lag.2 = lag.2.max(copy.oldest_ms);
+            }
+        }
+        let gauges: [Family<Lag, f64>; 3] = [
+            (
+                "replication_lag_writes",
+                "Writes a leader's datanode queued for the copies on another datanode \
+                 (followers and learners) that those have not made durable yet.",
+                |lag| lag.0 as f64,
+            ),
+            ("replication_lag_bytes", "Bytes of those writes.", |lag| {
+                lag.1 as f64
+            }),
+            (
+                "replication_lag_seconds",
+                "How long the oldest of those writes has waited.",
+                |lag| lag.2 as f64 / 1000.0,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for ((leader, copy), lag) in &lags {
+                let labels = LagLabels {
+                    leader: *leader,
+                    copy: *copy,
+                };
+                ConstGauge::new(value(lag)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let counters: [Family<Replication, u64>; 2] = [
+            (
+                "fenced_writes",
+                "Writes a datanode refused for want of a lease at their route's epoch (a \
+                 stale route, or a leader cut off from the metasrv), since it started.",
+                |figures| figures.fenced_writes,
+            ),
+            (
+                "fenced_shipments",
+                "Leaders' shipments a datanode refused because a newer epoch had \
+                 replaced their leader, since it started.",
+                |figures| figures.fenced_shipments,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (datanode, figures) in &latest {
+                let labels = DatanodeLabels {
+                    datanode: *datanode,
+                };
+                ConstCounter::new(value(figures)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +340,56 @@ mod tests {
             })
             .sum();
         assert_eq!(leaders, 3, "{text}");
+    }
+
+    #[test]
+    fn lags_sum_per_datanode_pair_and_fences_count_per_datanode() {
+        use metronome_core::data::RegionId;
+        use metronome_wire::CopyLag;
+        let lag = |number, datanode, writes, oldest_ms| CopyLag {
+            region: RegionId::new(9, number),
+            epoch: 1,
+            datanode,
+            shard: 0,
+            learner: false,
+            writes,
+            bytes: writes * 10,
+            oldest_ms,
+        };
+        let metrics = SelfMetrics::default();
+        metrics.set_replication(&[
+            (
+                1,
+                Replication {
+                    copies: vec![lag(0, 2, 3, 40), lag(1, 2, 4, 1500), lag(2, 3, 0, 0)],
+                    fenced_writes: 5,
+                    fenced_shipments: 0,
+                },
+            ),
+            (
+                2,
+                Replication {
+                    copies: vec![],
+                    fenced_writes: 0,
+                    fenced_shipments: 2,
+                },
+            ),
+        ]);
+        let text = metrics.render(Format::Text004);
+        for line in [
+            "metronome_replication_lag_writes{leader=\"1\",copy=\"2\"} 7",
+            "metronome_replication_lag_writes{leader=\"1\",copy=\"3\"} 0",
+            "metronome_replication_lag_bytes{leader=\"1\",copy=\"2\"} 70",
+            "metronome_replication_lag_seconds{leader=\"1\",copy=\"2\"} 1.5",
+            "metronome_fenced_writes_total{datanode=\"1\"} 5",
+            "metronome_fenced_shipments_total{datanode=\"2\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        // A scrape that reached no datanode reports no lag, not a stale one.
+        metrics.set_replication(&[]);
+        let text = metrics.render(Format::Text004);
+        assert!(!text.contains("replication_lag_writes{"), "{text}");
     }
 
     fn figure(text: &str, series: &str) -> Option<u64> {

@@ -1,21 +1,24 @@
 //! The cluster as this frontend sees it: each metasrv replica with the raft state it
 //! reports (asked of every replica, not the leader), each registered datanode with its
-//! liveness (from the metasrv leader's heartbeats), and every region with its route. One
+//! liveness (from the metasrv leader's heartbeats), and every region with its route
+//! and, when asked, how far behind each copy is (from the region's leader). One
 //! view in two forms: the JSON of `GET /v1/cluster` and the SQL tables
 //! `information_schema.cluster_info` and `information_schema.region_peers` (GreptimeDB's
 //! names, `sql/information_schema.rs`).
 //!
 //! Frontends do not register with the metasrv, so the view lists none of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use metronome_catalog::client::MetaError;
 use metronome_catalog::replicas::Replica;
 use metronome_catalog::request::RaftStatus;
 use metronome_catalog::{Catalog, TableKind};
 use metronome_core::data::RegionId;
+use metronome_wire::{CopyLag, Replication};
 use serde_json::{json, Value as Json};
 
+use crate::datanode_figures::DatanodeFigures;
 use crate::meta::Meta;
 use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
 
@@ -69,16 +72,69 @@ pub struct ClusterView {
     pub metasrvs: Vec<MetasrvView>,
     pub datanodes: Vec<DatanodeView>,
     pub regions: Vec<RegionView>,
+    /// The datanodes that told how far behind the copies of the regions they lead are
+    /// ([`ClusterView::with_replication`]); none unless asked.
+    pub answered: BTreeSet<u64>,
+    /// What they told, by (region, copy's datanode), for the regions they lead at the
+    /// epoch of the view's route.
+    pub lags: BTreeMap<(RegionId, u64), CopyLag>,
 }
 
 impl ClusterView {
     /// Asks the metasrv: its leader for the datanodes' liveness (an error if no leader
     /// answers), every replica for its raft state; the routes are this frontend's
     /// catalog's.
-    pub async fn gather(meta: &Meta) -> Result<ClusterView, MetaError> {
+    /// With `datanodes`, each leader is asked how far behind its copies are too.
+    pub async fn gather(
+        meta: &Meta,
+        datanodes: Option<&dyn DatanodeFigures>,
+    ) -> Result<ClusterView, MetaError> {
         let liveness = meta.liveness().await?;
         let replicas = meta.raft_statuses().await;
-        Ok(ClusterView::of(&meta.catalog(), replicas, &liveness))
+        let view = ClusterView::of(&meta.catalog(), replicas, &liveness);
+        Ok(match datanodes {
+            Some(datanodes) => view.with_replication(datanodes.replication().await),
+            None => view,
+        })
+    }
+
+    /// The view with what the datanodes told of the copies of the regions they lead
+    /// (`(datanode, figures)`): a copy's figures count only from the datanode the view's
+    /// route names as the region's leader, at the route's epoch (a datanode that led it
+    /// before a failover may still hold writes queued for an older configuration).
+    pub fn with_replication(mut self, figures: Vec<(u64, Replication)>) -> ClusterView {
+        let routes: BTreeMap<RegionId, (u64, u64)> = self
+            .regions
+            .iter()
+            .map(|r| (r.region, (r.datanode, r.epoch)))
+            .collect();
+        for (datanode, figures) in figures {
+            self.answered.insert(datanode);
+            for lag in figures.copies {
+                if routes.get(&lag.region) == Some(&(datanode, lag.epoch)) {
+                    self.lags.insert((lag.region, lag.datanode), lag);
+                }
+            }
+        }
+        self
+    }
+
+    /// How far behind `region`'s copy on `datanode` is, if its leader told: none for the
+    /// leader's own copy.
+    pub fn lag(&self, region: &RegionView, datanode: u64) -> Option<CopyLag> {
+        if datanode == region.datanode {
+            return self.answered.contains(&datanode).then_some(CopyLag {
+                region: region.region,
+                epoch: region.epoch,
+                datanode,
+                shard: region.shard,
+                learner: false,
+                writes: 0,
+                bytes: 0,
+                oldest_ms: 0,
+            });
+        }
+        self.lags.get(&(region.region, datanode)).cloned()
     }
 
     /// The view from the catalog, the replicas' raft states (by address) and the leader's
@@ -141,6 +197,8 @@ impl ClusterView {
             metasrvs,
             datanodes,
             regions,
+            answered: BTreeSet::new(),
+            lags: BTreeMap::new(),
         }
     }
 
@@ -200,15 +258,90 @@ impl ClusterView {
                     "followers": region
                         .followers
                         .iter()
-                        .map(|f| json!({"datanode": f.datanode, "shard": f.shard}))
+                        .map(|f| self.copy_json(region, *f))
                         .collect::<Vec<Json>>(),
-                    "learner": region
-                        .learner
-                        .map(|l| json!({"datanode": l.datanode, "shard": l.shard})),
+                    "learner": region.learner.map(|l| self.copy_json(region, l)),
                     "epoch": region.epoch,
                 })
             })
             .collect();
         json!({"nodes": nodes, "regions": regions})
+    }
+
+    /// A follower or learner of `region`, with its lag if its leader told it.
+    fn copy_json(&self, region: &RegionView, copy: Replica) -> Json {
+        let lag = self
+            .lag(region, copy.datanode)
+            .map(|lag| json!({"writes": lag.writes, "bytes": lag.bytes, "ms": lag.oldest_ms}));
+        json!({"datanode": copy.datanode, "shard": copy.shard, "lag": lag})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metronome_catalog::{Command, DEFAULT_DATABASE};
+
+    #[test]
+    fn a_copy_lag_counts_only_from_its_region_leader_at_the_route_epoch() {
+        let mut catalog = Catalog::default();
+        for id in 1..=3 {
+            catalog
+                .apply(&Command::RegisterDatanode {
+                    id,
+                    addr: format!("10.0.0.{id}:4100"),
+                    shards: 1,
+                    incarnation: 0,
+                })
+                .unwrap();
+        }
+        catalog
+            .apply(&Command::CreateMetricRegions {
+                database: DEFAULT_DATABASE.to_string(),
+                routes: catalog.place_among(1, None).unwrap(),
+                replicas: 2,
+            })
+            .unwrap();
+        let (region, route) = catalog.routes().next().unwrap();
+        let follower = route.followers.as_slice()[0].datanode;
+        let stranger = (1..=3)
+            .find(|d| *d != route.datanode && *d != follower)
+            .unwrap();
+        let lag = |epoch, writes| CopyLag {
+            region,
+            epoch,
+            datanode: follower,
+            shard: 0,
+            learner: false,
+            writes,
+            bytes: writes,
+            oldest_ms: writes,
+        };
+        let figures = |copies| Replication {
+            copies,
+            ..Replication::default()
+        };
+        let view = ClusterView::of(&catalog, Vec::new(), &[]);
+        let of = |view: &ClusterView, datanode| view.lag(&view.regions[0], datanode);
+        // Nothing asked: nothing known, the leader's own copy included.
+        assert_eq!(of(&view, route.datanode), None);
+        assert_eq!(of(&view, follower), None);
+        // The leader at an older epoch (before a failover) and another datanode do not
+        // speak for the region; its leader at the route's epoch does.
+        let view = view.with_replication(vec![
+            (route.datanode, figures(vec![lag(route.epoch - 1, 70)])),
+            (stranger, figures(vec![lag(route.epoch, 80)])),
+        ]);
+        assert_eq!(of(&view, follower), None);
+        assert_eq!(of(&view, route.datanode).map(|l| l.writes), Some(0));
+        let view =
+            view.with_replication(vec![(route.datanode, figures(vec![lag(route.epoch, 9)]))]);
+        assert_eq!(of(&view, follower), Some(lag(route.epoch, 9)));
+        let document = view.to_json();
+        assert_eq!(
+            document["regions"][0]["followers"][0]["lag"],
+            json!({"writes": 9, "bytes": 9, "ms": 9}),
+            "{document}"
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! ([`pg`]), whose timestamps both bring to their table's unit ([`precision`]); and
 //! [`router`], the one `RegionService` the stores use, which sends each region's
 //! requests to the datanode its route names and owns the partition hash; [`admin`] runs cluster administration (region migration) for SQL
-//! and HTTP. [`start`] is
+//! and HTTP; [`datanode_figures`] reads what only datanodes know for monitoring. [`start`] is
 //! the frontend as a role: its configuration sections and peers in, its servers out.
 //!
 //! It must not: store data; import `datanode` or the metasrv's server (it links the
@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod cluster_metrics;
 pub mod cluster_view;
+pub mod datanode_figures;
 pub mod http;
 pub mod line_protocol;
 pub mod meta;

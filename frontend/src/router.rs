@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use metronome_catalog::{DatanodeInfo, Route};
 use metronome_core::data::RegionId;
 use metronome_wire::{
-    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService, ShardStats,
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
 };
 
 use crate::meta::Meta;
@@ -136,26 +136,17 @@ impl RegionRouter {
         }
     }
 
-    /// Every datanode this frontend can reach: those it has, and the registered ones.
-    /// Every datanode's shard figures, with the datanode's id: shard numbers repeat
-    /// from one datanode to the next.
-    pub async fn shard_stats(&self) -> Result<Vec<(u64, ShardStats)>, RegionError> {
-        let mut all = Vec::new();
-        for (id, client) in self.every_client().await? {
-            match client.call(RegionRequest::ShardStats).await? {
-                RegionReply::ShardStats(stats) => all.extend(stats.into_iter().map(|s| (id, s))),
-                other => {
-                    return Err(RegionError::new(
-                        ErrorKind::Internal,
-                        format!("datanode {id} answered its shard figures with {other:?}"),
-                    ))
-                }
-            }
-        }
-        Ok(all)
-    }
-
-    async fn every_client(&self) -> Result<Vec<(u64, Arc<dyn RegionService>)>, RegionError> {
+    /// Asks every datanode this frontend can reach (those it has, and the registered
+    /// ones) `request`, one that names no region, all at once and each for at most
+    /// `wait`: the replies of those that answered, with their ids. One that did not is
+    /// logged and left out: figures for monitoring must not wait on a datanode that is
+    /// gone.
+    pub async fn ask_every(
+        &self,
+        request: RegionRequest,
+        wait: std::time::Duration,
+    ) -> Vec<(u64, RegionReply)> {
+        assert!(request.region().is_none(), "{request:?} names a region");
         let mut ids: Vec<u64> = self
             .datanodes
             .read()
@@ -168,11 +159,28 @@ impl RegionRouter {
         }
         ids.sort_unstable();
         ids.dedup();
-        let mut clients = Vec::with_capacity(ids.len());
-        for id in ids {
-            clients.push((id, self.client(id).await?));
+        let asked = ids.into_iter().map(|id| {
+            let request = request.clone();
+            async move {
+                let client = self.client(id).await?;
+                match metronome_core::rt::time::timeout(wait, client.call(request)).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(RegionError::new(
+                        ErrorKind::Timeout,
+                        format!("datanode {id} did not answer within {wait:?}"),
+                    )),
+                }
+                .map(|reply| (id, reply))
+            }
+        });
+        let mut replies = Vec::new();
+        for outcome in futures::future::join_all(asked).await {
+            match outcome {
+                Ok(reply) => replies.push(reply),
+                Err(error) => tracing::warn!(%error, "a datanode's figures are left out"),
+            }
         }
-        Ok(clients)
+        replies
     }
 }
 
@@ -373,10 +381,10 @@ impl RegionService for RegionRouter {
                 };
             }
             // A request of no region (shard figures) is each datanode's: asked of each,
-            // answered with which datanode said what (`RegionRouter::shard_stats`).
+            // answered with which datanode said what (`RegionRouter::ask_every`).
             Err(RegionError::new(
                 ErrorKind::Internal,
-                format!("{request:?} names no region: ask each datanode (shard_stats)"),
+                format!("{request:?} names no region: ask each datanode (ask_every)"),
             ))
         })
     }

@@ -14,9 +14,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use metronome_wire::ShardStats;
+use metronome_wire::{Replication, ShardStats};
 
-use crate::cluster_metrics::{ClusterCollector, ClusterFigures};
+use crate::cluster_metrics::{ClusterCollector, ClusterFigures, ReplicationCollector};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -132,6 +132,7 @@ pub struct SelfMetrics {
     pub series_ingested: Counter,
     shards: Arc<Mutex<Vec<(u64, ShardStats)>>>,
     cluster: Arc<Mutex<Option<ClusterFigures>>>,
+    replication: Arc<Mutex<Vec<(u64, Replication)>>>,
     build: BuildInfo,
 }
 
@@ -196,7 +197,11 @@ impl SelfMetrics {
         let cluster = ClusterCollector::default();
         let latest = cluster.latest.clone();
         registry.register_collector(Box::new(cluster));
+        let replication = ReplicationCollector::default();
+        let replication_latest = replication.latest.clone();
+        registry.register_collector(Box::new(replication));
         SelfMetrics {
+            replication: replication_latest,
             registry: root,
             cluster: latest,
             http_requests,
@@ -217,6 +222,13 @@ impl SelfMetrics {
         let mut latest = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         latest.clear();
         latest.extend_from_slice(shards);
+    }
+
+    /// Records every datanode's latest replication figures, each with its datanode.
+    pub fn set_replication(&self, figures: &[(u64, Replication)]) {
+        let mut latest = self.replication.lock().unwrap_or_else(|e| e.into_inner());
+        latest.clear();
+        latest.extend_from_slice(figures);
     }
 
     /// Records the cluster's figures from the latest catalog.

@@ -17,7 +17,7 @@ use metronome_core::rt::{task, time};
 use metronome_wire::RegionService;
 use tokio::net::TcpListener;
 
-use crate::http::{Frontend, ShardFiguresSource};
+use crate::http::Frontend;
 use crate::meta::Meta;
 use crate::pg::PgServer;
 use crate::prom_store::PromStore;
@@ -224,6 +224,7 @@ pub async fn open(
     let sql = Arc::new(SqlEngine::new(
         DEFAULT_DATABASE,
         meta.clone(),
+        router.clone(),
         tables.clone(),
         store.clone(),
         SqlLimits {
@@ -232,24 +233,13 @@ pub async fn open(
             result_bytes_max: usize::try_from(query.sql_result_bytes_max).unwrap_or(usize::MAX),
         },
     ));
-    let shard_figures: ShardFiguresSource = {
-        Arc::new(move || {
-            let router = router.clone();
-            Box::pin(async move {
-                router.shard_stats().await.unwrap_or_else(|error| {
-                    tracing::warn!(%error, "cannot read the shards' figures");
-                    Vec::new()
-                })
-            })
-        })
-    };
     Ok(Arc::new(Frontend {
         meta: meta.clone(),
         store,
         sql,
         tables,
         metrics: SelfMetrics::new(build),
-        shard_figures: Some(shard_figures),
+        datanodes: router.clone(),
         query_limits: QueryLimits {
             samples_max: usize::try_from(query.samples_max).unwrap_or(usize::MAX),
             timeout: Duration::from_millis(query.timeout_ms),

@@ -41,6 +41,34 @@ pub struct ShardStats {
     pub regions: u64,
 }
 
+/// A copy of a region its leader's datanode reports on: a follower, or the learner, with
+/// the writes queued for it that it has not made durable yet (its lag behind the leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyLag {
+    pub region: metronome_core::data::RegionId,
+    /// The epoch of the configuration the copy belongs to.
+    pub epoch: u64,
+    pub datanode: u64,
+    pub shard: u16,
+    pub learner: bool,
+    pub writes: u64,
+    pub bytes: u64,
+    /// How long the oldest of those writes has waited, in milliseconds; 0 with none.
+    pub oldest_ms: u64,
+}
+
+/// A datanode's replication figures for monitoring: the copies of the regions it leads,
+/// and what it fenced off since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replication {
+    pub copies: Vec<CopyLag>,
+    /// Writes refused for want of a lease at their route's epoch (a stale route, a
+    /// lapsed lease: a leader cut off from the metasrv).
+    pub fenced_writes: u64,
+    /// Leaders' shipments refused because a newer epoch replaced their leader.
+    pub fenced_shipments: u64,
+}
+
 /// A boxed future, so that [`RegionService`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

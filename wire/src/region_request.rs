@@ -17,7 +17,7 @@ use crate::convert::{self, ConvertError};
 use crate::fb;
 use crate::frame::{self, Body};
 use crate::write_batch::{self, SeriesPiece};
-use crate::{ErrorKind, RegionError, ShardStats};
+use crate::{CopyLag, ErrorKind, RegionError, Replication, ShardStats};
 
 /// The body of a request whose table holds only the region's id.
 macro_rules! region_only {
@@ -101,6 +101,8 @@ pub enum RegionRequest {
     },
     /// Every shard's figures, for monitoring.
     ShardStats,
+    /// The datanode's replication figures, for monitoring.
+    Replication,
     /// A leader's writes shipped to shard `shard` of a follower
     /// (`metronome_datanode::replication`): answered `Done` once every one is durable
     /// there. Served under the follower's grants, not a lease.
@@ -145,6 +147,7 @@ pub enum RegionReply {
     Schema(Option<RegionSchema>),
     Series(Vec<SeriesRows>),
     ShardStats(Vec<ShardStats>),
+    Replication(Replication),
 }
 
 impl RegionRequest {
@@ -163,7 +166,9 @@ impl RegionRequest {
             | RegionRequest::Open { region }
             | RegionRequest::Flush { region }
             | RegionRequest::Install { region, .. } => Some(*region),
-            RegionRequest::ShardStats | RegionRequest::Replicate { .. } => None,
+            RegionRequest::ShardStats
+            | RegionRequest::Replication
+            | RegionRequest::Replicate { .. } => None,
         }
     }
 
@@ -259,6 +264,10 @@ impl RegionRequest {
             RegionRequest::ShardStats => frame::request_body(|builder| {
                 let table = fb::GetShardStats::create(builder, &fb::GetShardStatsArgs {});
                 (fb::Request::GetShardStats, table.as_union_value())
+            }),
+            RegionRequest::Replication => frame::request_body(|builder| {
+                let table = fb::GetReplication::create(builder, &fb::GetReplicationArgs {});
+                (fb::Request::GetReplication, table.as_union_value())
             }),
             RegionRequest::Replicate {
                 leader,
@@ -405,6 +414,7 @@ impl RegionRequest {
                 }
             }
             fb::Request::GetShardStats => RegionRequest::ShardStats,
+            fb::Request::GetReplication => RegionRequest::Replication,
             fb::Request::Replicate => {
                 let table = request.body_as_replicate().expect("verified");
                 RegionRequest::Replicate {
@@ -503,6 +513,17 @@ impl RegionReply {
                 let table = fb::ShardStatsReply::create(builder, &args);
                 (fb::Reply::ShardStatsReply, table.as_union_value())
             }),
+            RegionReply::Replication(figures) => frame::reply_body(|builder| {
+                let copies: Vec<fb::CopyLag> = figures.copies.iter().map(copy_lag).collect();
+                let copies = builder.create_vector(&copies);
+                let args = fb::ReplicationReplyArgs {
+                    copies: Some(copies),
+                    fenced_writes: figures.fenced_writes,
+                    fenced_shipments: figures.fenced_shipments,
+                };
+                let table = fb::ReplicationReply::create(builder, &args);
+                (fb::Reply::ReplicationReply, table.as_union_value())
+            }),
             RegionReply::Series(_) => unreachable!("a scan's reply is sent as pages"),
         }
     }
@@ -522,6 +543,14 @@ impl RegionReply {
             fb::Reply::ShardStatsReply => {
                 let table = reply.body_as_shard_stats_reply().expect("verified");
                 RegionReply::ShardStats(table.shards().iter().map(read_shard_stats).collect())
+            }
+            fb::Reply::ReplicationReply => {
+                let table = reply.body_as_replication_reply().expect("verified");
+                RegionReply::Replication(Replication {
+                    copies: table.copies().iter().map(read_copy_lag).collect(),
+                    fenced_writes: table.fenced_writes(),
+                    fenced_shipments: table.fenced_shipments(),
+                })
             }
             _ => return None,
         }))
@@ -549,6 +578,31 @@ pub fn read_shard_stats(stats: &fb::ShardStats) -> ShardStats {
         flushes: stats.flushes(),
         compactions: stats.compactions(),
         regions: stats.regions(),
+    }
+}
+
+fn copy_lag(lag: &CopyLag) -> fb::CopyLag {
+    fb::CopyLag::new(
+        &convert::region_id(lag.region),
+        lag.epoch,
+        &fb::Replica::new(lag.datanode, lag.shard),
+        lag.learner,
+        lag.writes,
+        lag.bytes,
+        lag.oldest_ms,
+    )
+}
+
+fn read_copy_lag(lag: &fb::CopyLag) -> CopyLag {
+    CopyLag {
+        region: convert::read_region_id(lag.region()),
+        epoch: lag.epoch(),
+        datanode: lag.copy().datanode(),
+        shard: lag.copy().shard(),
+        learner: lag.learner(),
+        writes: lag.writes(),
+        bytes: lag.bytes(),
+        oldest_ms: lag.oldest_ms(),
     }
 }
 
@@ -613,6 +667,7 @@ pub(crate) mod tests {
             RegionRequest::Open { region },
             RegionRequest::Flush { region },
             RegionRequest::ShardStats,
+            RegionRequest::Replication,
             RegionRequest::Replicate {
                 leader: 2,
                 shard: 1,
@@ -649,6 +704,36 @@ pub(crate) mod tests {
                 assert_eq!(encoded.take(), Some(write_batch::encode(batch).unwrap()));
             }
             assert_eq!(decoded.as_ref(), Ok(&request));
+        }
+    }
+
+    #[test]
+    fn replication_figures_cross_the_wire_unchanged() {
+        let lag = |datanode, learner, writes| CopyLag {
+            region: RegionId::new(7, 2),
+            epoch: 5,
+            datanode,
+            shard: 1,
+            learner,
+            writes,
+            bytes: writes * 100,
+            oldest_ms: writes * 3,
+        };
+        for reply in [
+            RegionReply::Replication(Replication::default()),
+            RegionReply::Replication(Replication {
+                copies: vec![lag(2, false, 0), lag(3, true, 40)],
+                fenced_writes: 9,
+                fenced_shipments: u64::MAX,
+            }),
+        ] {
+            let frame = reply.encode().into_frame(frame::Header {
+                kind: frame::FrameKind::Reply,
+                request_id: 1,
+                last: true,
+            });
+            let decoded = RegionReply::decode(frame::verify_reply(&frame).unwrap());
+            assert_eq!(decoded.unwrap().unwrap(), reply);
         }
     }
 

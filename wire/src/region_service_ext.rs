@@ -7,7 +7,8 @@ use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest
 use metronome_core::write_batch::WriteBatch;
 
 use crate::{
-    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService, ShardStats,
+    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService, Replication,
+    ShardStats,
 };
 
 /// A reply of another kind than the request's.
@@ -17,6 +18,7 @@ fn unexpected(what: &str, reply: &RegionReply) -> RegionError {
         RegionReply::Schema(_) => "Schema",
         RegionReply::Series(_) => "Series",
         RegionReply::ShardStats(_) => "ShardStats",
+        RegionReply::Replication(_) => "Replication",
     };
     RegionError::new(
         ErrorKind::Internal,
@@ -156,6 +158,15 @@ pub trait RegionServiceExt: RegionService {
             match self.call(RegionRequest::ShardStats).await? {
                 RegionReply::ShardStats(stats) => Ok(stats),
                 other => Err(unexpected("shard stats", &other)),
+            }
+        })
+    }
+
+    fn replication(&self) -> BoxFuture<'_, Result<Replication, RegionError>> {
+        Box::pin(async move {
+            match self.call(RegionRequest::Replication).await? {
+                RegionReply::Replication(figures) => Ok(figures),
+                other => Err(unexpected("replication", &other)),
             }
         })
     }

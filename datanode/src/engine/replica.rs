@@ -77,6 +77,9 @@ pub trait Ship: Send + Sync {
         sequence: u64,
         payload: &[u8],
     ) -> Result<Ticket, String>;
+
+    /// How far behind each copy of the regions led here is (for monitoring).
+    fn lag(&self) -> Vec<metronome_wire::CopyLag>;
 }
 
 /// Why write `sequence` of `region` is not on every copy.

@@ -33,7 +33,7 @@ use super::{status_code, Frontend, Params};
 use crate::cluster_view::ClusterView;
 
 pub(super) async fn cluster(State(frontend): State<Arc<Frontend>>) -> Response {
-    match ClusterView::gather(&frontend.meta).await {
+    match ClusterView::gather(&frontend.meta, Some(frontend.datanodes.as_ref())).await {
         Ok(view) => axum::Json(view.to_json()).into_response(),
         Err(error) => {
             let error = Error::from(error);

@@ -29,6 +29,7 @@ use axum::Router;
 use serde_json::json;
 
 use crate::cluster_metrics::ClusterFigures;
+use crate::datanode_figures::DatanodeFigures;
 use crate::meta::Meta;
 use crate::prom_store::PromStore;
 use crate::promql::{QueryError, QueryLimits};
@@ -40,13 +41,6 @@ use crate::table_store::TableStore;
 pub(crate) use observe::logged_message;
 pub use prometheus::{parse_duration_ms, parse_time_ms};
 
-/// Reads every datanode's shard figures for `/metrics`, each with its datanode's id.
-pub type ShardFiguresSource = Arc<
-    dyn Fn() -> metronome_wire::BoxFuture<'static, Vec<(u64, metronome_wire::ShardStats)>>
-        + Send
-        + Sync,
->;
-
 /// What the HTTP handlers share.
 pub struct Frontend {
     pub meta: Arc<Meta>,
@@ -54,7 +48,8 @@ pub struct Frontend {
     pub sql: Arc<SqlEngine>,
     pub tables: Arc<TableStore>,
     pub metrics: SelfMetrics,
-    pub shard_figures: Option<ShardFiguresSource>,
+    /// What `/metrics` and `/v1/cluster` read of the datanodes.
+    pub datanodes: Arc<dyn DatanodeFigures>,
     pub query_limits: QueryLimits,
 }
 
@@ -236,9 +231,12 @@ impl Params {
 /// `/metrics` in the format the scraper's `Accept` header prefers: OpenMetrics 1.0 or
 /// Prometheus' text format 0.0.4.
 async fn self_metrics(State(frontend): State<Arc<Frontend>>, headers: HeaderMap) -> Response {
-    if let Some(source) = &frontend.shard_figures {
-        frontend.metrics.set_shards(&source().await);
-    }
+    let (shards, replication) = futures::join!(
+        frontend.datanodes.shards(),
+        frontend.datanodes.replication()
+    );
+    frontend.metrics.set_shards(&shards);
+    frontend.metrics.set_replication(&replication);
     frontend
         .metrics
         .set_cluster(ClusterFigures::of(&frontend.meta.catalog()));

@@ -4,7 +4,9 @@
 //! - `cluster_info`: one row per metasrv replica (its raft state as it reports it) and per
 //!   registered datanode (its liveness from the metasrv leader's heartbeats);
 //! - `region_peers`: one row per copy of a region (its role: leader, follower or learner)
-//!   with the datanode shard that holds it, and that datanode's liveness.
+//!   with the datanode shard that holds it, that datanode's liveness, and how far behind
+//!   the leader the copy is (`lag_writes`, `lag_bytes`, `lag_ms`: the writes queued for
+//!   it that it has not made durable, as the leader tells; null if it did not answer).
 //!
 //! Both are read from [`ClusterView`] when a query names them, as `/v1/cluster` is.
 
@@ -19,6 +21,7 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::MemTable;
 
 use crate::cluster_view::{ClusterView, RegionView};
+use crate::datanode_figures::DatanodeFigures;
 use crate::meta::Meta;
 
 pub const CLUSTER_INFO: &str = "cluster_info";
@@ -28,6 +31,7 @@ pub const REGION_PEERS: &str = "region_peers";
 pub struct InformationSchema {
     inner: InformationSchemaProvider,
     meta: Arc<Meta>,
+    datanodes: Arc<dyn DatanodeFigures>,
 }
 
 impl std::fmt::Debug for InformationSchema {
@@ -37,17 +41,27 @@ impl std::fmt::Debug for InformationSchema {
 }
 
 impl InformationSchema {
-    pub fn new(catalogs: Arc<dyn CatalogProviderList>, meta: Arc<Meta>) -> InformationSchema {
+    pub fn new(
+        catalogs: Arc<dyn CatalogProviderList>,
+        meta: Arc<Meta>,
+        datanodes: Arc<dyn DatanodeFigures>,
+    ) -> InformationSchema {
         InformationSchema {
             inner: InformationSchemaProvider::new(catalogs),
             meta,
+            datanodes,
         }
     }
 
-    async fn view(&self) -> DfResult<ClusterView> {
-        ClusterView::gather(&self.meta).await.map_err(|error| {
-            DataFusionError::Execution(format!("cannot read the cluster's state: {error}"))
-        })
+    /// The cluster's view; with how far behind each copy is for `replication` only (it
+    /// asks every datanode).
+    async fn view(&self, replication: bool) -> DfResult<ClusterView> {
+        let datanodes = replication.then_some(self.datanodes.as_ref());
+        ClusterView::gather(&self.meta, datanodes)
+            .await
+            .map_err(|error| {
+                DataFusionError::Execution(format!("cannot read the cluster's state: {error}"))
+            })
     }
 }
 
@@ -153,7 +167,8 @@ pub fn cluster_info(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
     )
 }
 
-/// `region_peers`: every region, its datanode shard and that datanode's liveness.
+/// `region_peers`: every copy of every region, its datanode shard, that datanode's
+/// liveness and the copy's lag.
 pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
     // A row per copy: the leader's, then each follower's, then the learner's.
     let peers: Vec<(&RegionView, u64, u16, &str)> = view
@@ -171,6 +186,11 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
         .collect();
     let regions = &peers;
     let datanode = |id: u64| view.datanode(id);
+    // Writes queued for the copy that it has not made durable, as its leader told.
+    let lags: Vec<_> = regions
+        .iter()
+        .map(|(r, peer, ..)| view.lag(r, *peer))
+        .collect();
     table(
         vec![
             Field::new("table_schema", DataType::Utf8, false),
@@ -184,6 +204,9 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             Field::new("down_seconds", DataType::Int64, true),
             Field::new("epoch", DataType::Int64, false),
             Field::new("role", DataType::Utf8, false),
+            Field::new("lag_writes", DataType::Int64, true),
+            Field::new("lag_bytes", DataType::Int64, true),
+            Field::new("lag_ms", DataType::Int64, true),
         ],
         vec![
             text(regions.iter().map(|(r, ..)| Some(r.database.clone()))),
@@ -213,6 +236,9 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             })),
             int(regions.iter().map(|(r, ..)| Some(r.epoch))),
             text(regions.iter().map(|(.., role)| Some(role.to_string()))),
+            int(lags.iter().map(|lag| lag.as_ref().map(|l| l.writes))),
+            int(lags.iter().map(|lag| lag.as_ref().map(|l| l.bytes))),
+            int(lags.iter().map(|lag| lag.as_ref().map(|l| l.oldest_ms))),
         ],
     )
 }
@@ -227,8 +253,8 @@ impl SchemaProvider for InformationSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         match name.to_ascii_lowercase().as_str() {
-            CLUSTER_INFO => Ok(Some(cluster_info(&self.view().await?)?)),
-            REGION_PEERS => Ok(Some(region_peers(&self.view().await?)?)),
+            CLUSTER_INFO => Ok(Some(cluster_info(&self.view(false).await?)?)),
+            REGION_PEERS => Ok(Some(region_peers(&self.view(true).await?)?)),
             _ => self.inner.table(name).await,
         }
     }

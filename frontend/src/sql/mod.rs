@@ -42,6 +42,7 @@ use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
 use metronome_core::rt::time;
 
+use crate::datanode_figures::DatanodeFigures;
 use crate::meta::Meta;
 use metronome_core::error::{Error, ErrorKind};
 
@@ -153,6 +154,8 @@ impl Default for SqlLimits {
 pub struct SqlEngine {
     database: String,
     meta: Arc<Meta>,
+    /// What `information_schema.region_peers` reads of the datanodes.
+    datanodes: Arc<dyn DatanodeFigures>,
     tables: Arc<TableStore>,
     prom: Arc<PromStore>,
     limits: SqlLimits,
@@ -172,6 +175,7 @@ impl SqlEngine {
     pub fn new(
         database: &str,
         meta: Arc<Meta>,
+        datanodes: Arc<dyn DatanodeFigures>,
         tables: Arc<TableStore>,
         prom: Arc<PromStore>,
         limits: SqlLimits,
@@ -191,6 +195,7 @@ impl SqlEngine {
         SqlEngine {
             database: database.to_string(),
             meta,
+            datanodes,
             tables,
             prom,
             limits,
@@ -269,6 +274,7 @@ impl SqlEngine {
         let information_schema = Arc::new(information_schema::InformationSchema::new(
             context.state().catalog_list().clone(),
             self.meta.clone(),
+            self.datanodes.clone(),
         ));
         datafusion::catalog::CatalogProvider::register_schema(
             catalog.as_ref(),

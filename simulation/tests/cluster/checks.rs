@@ -1,8 +1,14 @@
 //! The whole-cluster simulation's checks once every fault healed: liveness, every
 //! acknowledged sample read back, writes only under leases and one writer per region
-//! and epoch, each follower's copy equal to its leader's, one metasrv leader per term.
+//! and epoch, every follower reported by its leader with no write left queued for it,
+//! each follower's copy equal to its leader's, one metasrv leader per term.
 
 use super::*;
+use metronome_frontend::cluster_view::ClusterView;
+use metronome_wire::CopyLag;
+
+/// How long after the writers stopped every follower may still be reported behind.
+const LAG_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// A copy's rows: (series tags, timestamp) to the values, as text.
 type Rows = BTreeMap<(Vec<String>, i64), String>;
@@ -247,6 +253,38 @@ pub(super) async fn check_after_healing(
         "cluster_repair_ms={}",
         time::now().duration_since(repairing).as_millis()
     );
+    // Every follower's lag, as its leader reports it through a frontend (the path of
+    // `information_schema.region_peers` and `/metrics`): each follower the catalog
+    // names is reported by its leader at the route's epoch, and with the writers
+    // stopped, none keeps a write queued.
+    let reporting = time::now();
+    loop {
+        let catalog = frontend.meta.refresh().await.expect("the catalog");
+        let figures = frontend.datanodes.replication().await;
+        let fenced = figures.iter().fold((0, 0), |(writes, shipments), (_, f)| {
+            (writes + f.fenced_writes, shipments + f.fenced_shipments)
+        });
+        let view = ClusterView::of(&catalog, Vec::new(), &[]).with_replication(figures);
+        let behind: Vec<(RegionId, u64, Option<CopyLag>)> = view
+            .regions
+            .iter()
+            .flat_map(|r| r.followers.iter().map(move |f| (r, f.datanode)))
+            .map(|(r, follower)| (r.region, follower, view.lag(r, follower)))
+            .filter(|(.., lag)| lag.as_ref().is_none_or(|lag| lag.writes > 0))
+            .collect();
+        if behind.is_empty() {
+            // Since each datanode last started: a measure of how often fencing acted.
+            println!("cluster_fenced_writes={} shipments={}", fenced.0, fenced.1);
+            break;
+        }
+        assert!(
+            time::now().duration_since(reporting) < LAG_WAIT_MAX,
+            "{LAG_WAIT_MAX:?} after the writers stopped, followers are unreported or behind \
+             (region, follower, lag): {:?}; faults {faults:?}",
+            &behind[..behind.len().min(5)]
+        );
+        time::sleep(Duration::from_millis(200)).await;
+    }
     let mut compared = 0;
     for (region, route) in catalog.routes() {
         let mut copies: Vec<(u64, Rows)> = Vec::new();

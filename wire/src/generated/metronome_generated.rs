@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 23;
+pub const ENUM_MAX_REQUEST: u8 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 24] = [
+pub const ENUM_VALUES_REQUEST: [Request; 25] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -537,6 +537,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 24] = [
   Request::WatchCatalog,
   Request::Replicate,
   Request::InstallRegion,
+  Request::GetReplication,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -568,9 +569,10 @@ impl Request {
   pub const WatchCatalog: Self = Self(21);
   pub const Replicate: Self = Self(22);
   pub const InstallRegion: Self = Self(23);
+  pub const GetReplication: Self = Self(24);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 23;
+  pub const ENUM_MAX: u8 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -596,6 +598,7 @@ impl Request {
     Self::WatchCatalog,
     Self::Replicate,
     Self::InstallRegion,
+    Self::GetReplication,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -624,6 +627,7 @@ impl Request {
       Self::WatchCatalog => Some("WatchCatalog"),
       Self::Replicate => Some("Replicate"),
       Self::InstallRegion => Some("InstallRegion"),
+      Self::GetReplication => Some("GetReplication"),
       _ => None,
     }
   }
@@ -683,10 +687,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 14;
+pub const ENUM_MAX_REPLY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 15] = [
+pub const ENUM_VALUES_REPLY: [Reply; 16] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -702,6 +706,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 15] = [
   Reply::RaftStatus,
   Reply::RegionsPlaced,
   Reply::CatalogVersion,
+  Reply::ReplicationReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -724,9 +729,10 @@ impl Reply {
   pub const RaftStatus: Self = Self(12);
   pub const RegionsPlaced: Self = Self(13);
   pub const CatalogVersion: Self = Self(14);
+  pub const ReplicationReply: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -743,6 +749,7 @@ impl Reply {
     Self::RaftStatus,
     Self::RegionsPlaced,
     Self::CatalogVersion,
+    Self::ReplicationReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -762,6 +769,7 @@ impl Reply {
       Self::RaftStatus => Some("RaftStatus"),
       Self::RegionsPlaced => Some("RegionsPlaced"),
       Self::CatalogVersion => Some("CatalogVersion"),
+      Self::ReplicationReply => Some("ReplicationReply"),
       _ => None,
     }
   }
@@ -1686,6 +1694,262 @@ impl<'a> Replica {
         &x_le as *const _ as *const u8,
         self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// A copy of a region the answering datanode leads (a follower, or the learner), and the
+/// writes queued for it that it has not made durable yet (datanode/src/replication.rs).
+// struct CopyLag, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct CopyLag(pub [u8; 64]);
+impl Default for CopyLag { 
+  fn default() -> Self { 
+    Self([0; 64])
+  }
+}
+impl ::core::fmt::Debug for CopyLag {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("CopyLag")
+      .field("region", &self.region())
+      .field("epoch", &self.epoch())
+      .field("copy", &self.copy())
+      .field("learner", &self.learner())
+      .field("writes", &self.writes())
+      .field("bytes", &self.bytes())
+      .field("oldest_ms", &self.oldest_ms())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for CopyLag {}
+impl<'a> ::flatbuffers::Follow<'a> for CopyLag {
+  type Inner = &'a CopyLag;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a CopyLag>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a CopyLag {
+  type Inner = &'a CopyLag;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<CopyLag>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for CopyLag {
+    type Output = CopyLag;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const CopyLag as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for CopyLag {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> CopyLag {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    region: &RegionId,
+    epoch: u64,
+    copy: &Replica,
+    learner: bool,
+    writes: u64,
+    bytes: u64,
+    oldest_ms: u64,
+  ) -> Self {
+    let mut s = Self([0; 64]);
+    s.set_region(region);
+    s.set_epoch(epoch);
+    s.set_copy(copy);
+    s.set_learner(learner);
+    s.set_writes(writes);
+    s.set_bytes(bytes);
+    s.set_oldest_ms(oldest_ms);
+    s
+  }
+
+  pub fn region(&self) -> &RegionId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const RegionId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_region(&mut self, x: &RegionId) {
+    self.0[0..0 + 8].copy_from_slice(&x.0)
+  }
+
+  pub fn epoch(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_epoch(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn copy(&self) -> &Replica {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[16..].as_ptr() as *const Replica) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_copy(&mut self, x: &Replica) {
+    self.0[16..16 + 16].copy_from_slice(&x.0)
+  }
+
+  pub fn learner(&self) -> bool {
+    let mut mem = ::core::mem::MaybeUninit::<<bool as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<bool as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_learner(&mut self, x: bool) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        ::core::mem::size_of::<<bool as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn writes(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[40..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_writes(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[40..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn bytes(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[48..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_bytes(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[48..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  /// How long the oldest of those writes has waited; 0 with none.
+  pub fn oldest_ms(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[56..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_oldest_ms(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[56..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -3321,6 +3585,85 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetShardStatsBuilder<'a, 'b, 
 impl ::core::fmt::Debug for GetShardStats<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("GetShardStats");
+      ds.finish()
+  }
+}
+pub enum GetReplicationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// How far behind the copies of the regions a datanode leads are, and what it fenced off.
+pub struct GetReplication<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetReplication<'a> {
+  type Inner = GetReplication<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetReplication<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetReplication { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GetReplicationArgs
+  ) -> ::flatbuffers::WIPOffset<GetReplication<'bldr>> {
+    let mut builder = GetReplicationBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GetReplication<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetReplicationArgs {
+}
+impl<'a> Default for GetReplicationArgs {
+  #[inline]
+  fn default() -> Self {
+    GetReplicationArgs {
+    }
+  }
+}
+
+pub struct GetReplicationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetReplicationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetReplicationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetReplicationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetReplication<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetReplication<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetReplication");
       ds.finish()
   }
 }
@@ -5619,6 +5962,139 @@ impl ::core::fmt::Debug for ShardStatsReply<'_> {
       ds.finish()
   }
 }
+pub enum ReplicationReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ReplicationReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReplicationReply<'a> {
+  type Inner = ReplicationReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReplicationReply<'a> {
+  pub const VT_COPIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FENCED_WRITES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FENCED_SHIPMENTS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReplicationReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReplicationReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReplicationReply<'bldr>> {
+    let mut builder = ReplicationReplyBuilder::new(_fbb);
+    builder.add_fenced_shipments(args.fenced_shipments);
+    builder.add_fenced_writes(args.fenced_writes);
+    if let Some(x) = args.copies { builder.add_copies(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn copies(&self) -> ::flatbuffers::Vector<'a, CopyLag> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, CopyLag>>>(ReplicationReply::VT_COPIES, None).unwrap()}
+  }
+  /// Writes it refused for want of a lease at their route's epoch, since it started.
+  #[inline]
+  pub fn fenced_writes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicationReply::VT_FENCED_WRITES, Some(0)).unwrap()}
+  }
+  /// Leaders' shipments it refused because their epoch was replaced, since it started.
+  #[inline]
+  pub fn fenced_shipments(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReplicationReply::VT_FENCED_SHIPMENTS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReplicationReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, CopyLag>>>("copies", Self::VT_COPIES, true)?
+     .visit_field::<u64>("fenced_writes", Self::VT_FENCED_WRITES, false)?
+     .visit_field::<u64>("fenced_shipments", Self::VT_FENCED_SHIPMENTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicationReplyArgs<'a> {
+    pub copies: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, CopyLag>>>,
+    pub fenced_writes: u64,
+    pub fenced_shipments: u64,
+}
+impl<'a> Default for ReplicationReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicationReplyArgs {
+      copies: None, // required field
+      fenced_writes: 0,
+      fenced_shipments: 0,
+    }
+  }
+}
+
+pub struct ReplicationReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicationReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_copies(&mut self, copies: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , CopyLag>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicationReply::VT_COPIES, copies);
+  }
+  #[inline]
+  pub fn add_fenced_writes(&mut self, fenced_writes: u64) {
+    self.fbb_.push_slot::<u64>(ReplicationReply::VT_FENCED_WRITES, fenced_writes, 0);
+  }
+  #[inline]
+  pub fn add_fenced_shipments(&mut self, fenced_shipments: u64) {
+    self.fbb_.push_slot::<u64>(ReplicationReply::VT_FENCED_SHIPMENTS, fenced_shipments, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicationReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReplicationReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicationReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReplicationReply::VT_COPIES,"copies");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReplicationReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicationReply");
+      ds.field("copies", &self.copies());
+      ds.field("fenced_writes", &self.fenced_writes());
+      ds.field("fenced_shipments", &self.fenced_shipments());
+      ds.finish()
+  }
+}
 pub enum RegionFollowersOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7387,6 +7863,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_replication(&self) -> Option<GetReplication<'a>> {
+    if self.body_type() == Request::GetReplication {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetReplication::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -7420,6 +7910,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::WatchCatalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCatalog>>("Request::WatchCatalog", pos),
           Request::Replicate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Replicate>>("Request::Replicate", pos),
           Request::InstallRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InstallRegion>>("Request::InstallRegion", pos),
+          Request::GetReplication => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetReplication>>("Request::GetReplication", pos),
           _ => Ok(()),
         }
      })?
@@ -7631,6 +8122,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::InstallRegion => {
           if let Some(x) = self.body_as_install_region() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::GetReplication => {
+          if let Some(x) = self.body_as_get_replication() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7889,6 +8387,20 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_replication_reply(&self) -> Option<ReplicationReply<'a>> {
+    if self.body_type() == Reply::ReplicationReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ReplicationReply::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -7913,6 +8425,7 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::RaftStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftStatus>>("Reply::RaftStatus", pos),
           Reply::RegionsPlaced => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegionsPlaced>>("Reply::RegionsPlaced", pos),
           Reply::CatalogVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CatalogVersion>>("Reply::CatalogVersion", pos),
+          Reply::ReplicationReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReplicationReply>>("Reply::ReplicationReply", pos),
           _ => Ok(()),
         }
      })?
@@ -8061,6 +8574,13 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::CatalogVersion => {
           if let Some(x) = self.body_as_catalog_version() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::ReplicationReply => {
+          if let Some(x) = self.body_as_replication_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
