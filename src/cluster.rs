@@ -481,6 +481,7 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
                 node_id,
                 heartbeat::HEARTBEAT_INTERVAL,
                 leases,
+                datanode.quarantined(),
             )));
             tracing::info!(
                 role = %"datanode",

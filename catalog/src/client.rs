@@ -1,6 +1,7 @@
 //! The metasrv's clients' end: catalog commands, the catalog itself, and heartbeats,
 //! over the protocol.
 
+use metronome_core::data::RegionId;
 use metronome_core::rt::time;
 use metronome_wire::fb;
 use metronome_wire::rpc::{RpcClient, RpcError};
@@ -339,17 +340,19 @@ impl MetaClient {
         }
     }
 
-    /// Reports that `datanode` is alive, with its shards' figures; returns the catalog
-    /// version the metasrv has reached, the regions it leases to the datanode, and what
-    /// the datanode replicates.
+    /// Reports that `datanode` is alive, with its shards' figures and the regions whose
+    /// copy it holds quarantined; returns the catalog version the metasrv has reached,
+    /// the regions it leases to the datanode, and what the datanode replicates.
     pub async fn heartbeat(
         &self,
         datanode: u64,
         shards: &[ShardStats],
+        quarantined: &[RegionId],
     ) -> Result<(u64, Vec<Grant>, ReplicationGrants), MetaError> {
         let request = MetaRequest::Heartbeat {
             datanode,
             shards: shards.to_vec(),
+            quarantined: quarantined.to_vec(),
         };
         match self.call(&request).await? {
             MetaReply::Heartbeat {

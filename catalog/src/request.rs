@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use metronome_core::data::RegionId;
-use metronome_wire::fb;
 use metronome_wire::frame::{self, Body};
 use metronome_wire::region_request::{read_shard_stats, shard_stats};
 use metronome_wire::ShardStats;
+use metronome_wire::{convert, fb};
 
 use crate::catalog::{Catalog, Command, Route};
 use crate::lease::Grant;
@@ -31,6 +31,8 @@ pub enum MetaRequest {
     Heartbeat {
         datanode: u64,
         shards: Vec<ShardStats>,
+        /// The regions whose copy on the datanode is quarantined.
+        quarantined: Vec<RegionId>,
     },
     /// Which datanodes have heartbeated, and how long ago.
     Liveness,
@@ -128,12 +130,22 @@ impl MetaRequest {
                 let table = fb::GetCatalog::create(builder, &fb::GetCatalogArgs {});
                 (fb::Request::GetCatalog, table.as_union_value())
             }
-            MetaRequest::Heartbeat { datanode, shards } => {
+            MetaRequest::Heartbeat {
+                datanode,
+                shards,
+                quarantined,
+            } => {
                 let stats: Vec<fb::ShardStats> = shards.iter().map(shard_stats).collect();
                 let shards = builder.create_vector(&stats);
+                let quarantined: Vec<fb::RegionId> = quarantined
+                    .iter()
+                    .map(|id| convert::region_id(*id))
+                    .collect();
+                let quarantined = builder.create_vector(&quarantined);
                 let args = fb::HeartbeatArgs {
                     datanode: *datanode,
                     shards: Some(shards),
+                    quarantined: Some(quarantined),
                 };
                 let table = fb::Heartbeat::create(builder, &args);
                 (fb::Request::Heartbeat, table.as_union_value())
@@ -203,6 +215,10 @@ impl MetaRequest {
                 MetaRequest::Heartbeat {
                     datanode: heartbeat.datanode(),
                     shards: heartbeat.shards().iter().map(read_shard_stats).collect(),
+                    quarantined: heartbeat
+                        .quarantined()
+                        .map(|ids| ids.iter().map(convert::read_region_id).collect())
+                        .unwrap_or_default(),
                 }
             }
             fb::Request::GetLiveness => MetaRequest::Liveness,
@@ -655,6 +671,10 @@ mod tests {
                 flushes: 3,
                 ..ShardStats::default()
             }],
+            quarantined: vec![
+                metronome_core::data::RegionId::new(3, 1),
+                metronome_core::data::RegionId::new(9, 0),
+            ],
         };
         let raft = MetaRequest::Raft {
             kind: RaftKind::Vote,

@@ -48,6 +48,33 @@ fn synced_data_survives_a_crash_and_unsynced_data_does_not() {
 }
 
 #[test]
+fn damage_flips_a_stored_byte_that_survives_restarts_and_only_that_one() {
+    block_on(async {
+        let (sim, disk) = disk(3);
+        durable_file(&disk, "wal", "0001.wal", b"abcd").await;
+        durable_file(&disk, "wal", "0002.log", b"efgh").await;
+        sim.crash();
+        let found: Vec<String> = sim
+            .durable_files(".wal")
+            .into_iter()
+            .map(|(path, bytes)| format!("{}={}", path.display(), String::from_utf8_lossy(&bytes)))
+            .collect();
+        assert_eq!(found, ["wal/0001.wal=abcd"]);
+        assert!(sim.damage(std::path::Path::new("wal/0001.wal"), 2));
+        assert!(
+            !sim.damage(std::path::Path::new("wal/0001.wal"), 4),
+            "past the end"
+        );
+        assert!(!sim.damage(std::path::Path::new("wal/none"), 0));
+        let expected = [b'a', b'b', b'c' ^ 0xff, b'd'];
+        assert_eq!(read_all(&disk, "wal/0001.wal").await.unwrap(), expected);
+        sim.crash();
+        assert_eq!(read_all(&disk, "wal/0001.wal").await.unwrap(), expected);
+        assert_eq!(read_all(&disk, "wal/0002.log").await.unwrap(), b"efgh");
+    });
+}
+
+#[test]
 fn a_handle_opened_before_a_crash_is_dead_after_it() {
     block_on(async {
         let (sim, disk) = disk(2);

@@ -258,6 +258,16 @@ impl Datanode {
         })
     }
 
+    /// The regions whose copy recovery found damaged and quarantined (their reasons are
+    /// in `recoveries`): a region is quarantined only as a shard starts, and stays so
+    /// until the datanode starts again.
+    pub fn quarantined(&self) -> Vec<RegionId> {
+        self.recoveries
+            .iter()
+            .flat_map(|recovery| recovery.quarantined.iter().map(|(region, _)| *region))
+            .collect()
+    }
+
     pub fn handle(&self) -> DatanodeHandle {
         self.handle.clone()
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use metronome_catalog::client::{MetaClient, MetaError};
 use metronome_catalog::Command;
+use metronome_core::data::RegionId;
 use metronome_core::rt::{rand, time};
 
 use crate::datanode::DatanodeHandle;
@@ -69,14 +70,17 @@ pub async fn register(
 
 /// Reports datanode `datanode`'s figures to `metasrv` every `interval`, and whenever a
 /// request asks for its leases to be renewed, forever (the caller stops it by dropping or
-/// aborting its task). Runs on the frontend's runtime, outside the shards, which it
-/// reaches through `handle`.
+/// aborting its task), with the regions whose copy it found damaged at its start
+/// (`quarantined`: [`Datanode::quarantined`](crate::datanode::Datanode::quarantined)),
+/// which the metasrv replaces. Runs on the frontend's runtime, outside the shards, which
+/// it reaches through `handle`.
 pub async fn run(
     metasrv: MetaClient,
     handle: DatanodeHandle,
     datanode: u64,
     interval: Duration,
     leases: Arc<Leases>,
+    quarantined: Vec<RegionId>,
 ) {
     let mut ticks = time::interval(interval);
     let mut last_sent: Option<std::time::Instant> = None;
@@ -108,7 +112,7 @@ pub async fn run(
         if metronome_core::buggify!(0.02) {
             time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;
         }
-        let renewed = match metasrv.heartbeat(datanode, &stats).await {
+        let renewed = match metasrv.heartbeat(datanode, &stats, &quarantined).await {
             Ok((_, grants, replication)) => {
                 if metronome_core::buggify!(0.02) {
                     time::sleep(Duration::from_millis(rand::gen_range(10..2000))).await;

@@ -69,6 +69,9 @@ pub async fn run(service: Weak<MetaService>) {
         if let Err(error) = fail_over(&service, since).await {
             tracing::warn!(%error, "the failure detector could not act; it tries again");
         }
+        if let Err(error) = crate::quarantine::replace_quarantined(&service).await {
+            tracing::warn!(%error, "quarantined copies could not be replaced; trying again");
+        }
         if let Err(error) = crate::repair::repair(&service, since).await {
             tracing::warn!(%error, "the region repair could not act; it tries again");
         }
@@ -120,13 +123,16 @@ async fn fail_over_datanode(
         if route.followers.is_empty() || route.datanode != datanode {
             continue;
         }
-        let Some(promoted) = route
-            .followers
-            .as_slice()
-            .iter()
-            .copied()
-            .find(|follower| silent_for(follower.datanode) <= ALIVE_SINCE_HEARTBEAT_MAX)
-        else {
+        // Not a follower whose datanode found its copy damaged (`crate::quarantine`).
+        let heard = service.datanodes();
+        let whole = |follower: &Replica| {
+            heard
+                .get(&follower.datanode)
+                .is_none_or(|status| !status.quarantined.contains(&region))
+        };
+        let Some(promoted) = route.followers.as_slice().iter().copied().find(|follower| {
+            silent_for(follower.datanode) <= ALIVE_SINCE_HEARTBEAT_MAX && whole(follower)
+        }) else {
             tracing::error!(
                 %region,
                 leader = route.datanode,

@@ -6,13 +6,15 @@
 //! catalog itself (its state machine, its requests and the client) is
 //! `metronome-catalog`, which the other roles link without this server. Still to come with
 //! the cluster work: the migration procedures. Its [`failover`] detector promotes a
-//! follower of a region whose leader's lease lapsed, and its [`repair`] gives a region
-//! short of copies a learner to catch up.
+//! follower of a region whose leader's lease lapsed, [`quarantine`] replaces the copies
+//! datanodes found damaged, and [`repair`] gives a region short of copies a learner to
+//! catch up.
 //!
 //! It must not: hold data rows; decide anything outside the catalog's state machine; or
 //! perform I/O except through `metronome_core::rt`.
 
 pub mod failover;
+pub mod quarantine;
 pub mod raft;
 pub mod repair;
 pub mod service;

@@ -58,7 +58,13 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
             }
             Some(_) => continue,
             None if learners >= LEARNERS_MAX || !alive(route.datanode) => continue,
-            None => match catalog.choose_learner(region, alive) {
+            // Not where the region's copy is quarantined: the install would not replace it.
+            None => match catalog.choose_learner(region, |datanode| {
+                alive(datanode)
+                    && heard
+                        .get(&datanode)
+                        .is_none_or(|status| !status.quarantined.contains(&region))
+            }) {
                 Some(learner) => {
                     learners += 1;
                     Command::AddLearner {

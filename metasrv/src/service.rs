@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use metronome_core::data::RegionId;
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::Shards;
 use metronome_core::rt::{task, time};
@@ -58,6 +59,8 @@ const SINGLE_REPLICA_ELECTION_MAX: Duration = Duration::from_secs(30);
 pub struct DatanodeStatus {
     pub last_heartbeat: Instant,
     pub shards: Vec<ShardStats>,
+    /// The regions whose copy it holds quarantined, as its last heartbeat said.
+    pub quarantined: BTreeSet<RegionId>,
 }
 
 /// Which replica this is and who its peers are.
@@ -441,6 +444,7 @@ impl MetaService {
         &self,
         datanode: u64,
         shards: Vec<ShardStats>,
+        quarantined: BTreeSet<RegionId>,
     ) -> Result<(u64, Vec<Grant>, ReplicationGrants), ExecuteError> {
         // Recorded before the catalog is read: whatever later decides from the heartbeats
         // that a datanode is gone (failover) sees this one before its grants could be
@@ -450,10 +454,11 @@ impl MetaService {
         // before its change commits would hand the old leader a fresh lease on a region
         // its follower is about to lead.
         self.leads()?;
-        if self.record_heartbeat(datanode, shards)? {
+        if self.record_heartbeat(datanode, shards, quarantined)? {
             return Err(ExecuteError::Unavailable(format!(
-                "datanode {datanode} was silent for a lease and its regions are being failed \
-                 over; it holds no lease until that is done"
+                "the regions of datanode {datanode} are being failed over (it was silent \
+                 for a lease, or holds a quarantined copy); it holds no lease until that \
+                 is done"
             )));
         }
         let catalog = self.catalog().await?;
@@ -486,6 +491,22 @@ impl MetaService {
         true
     }
 
+    /// Marks `datanode` as being failed over if its last heartbeat still named `region`'s
+    /// copy quarantined (`crate::quarantine`); false if not.
+    pub(crate) fn begin_replacing(&self, datanode: u64, region: RegionId) -> bool {
+        let datanodes = self.datanodes.lock().expect("datanodes");
+        let names = datanodes
+            .get(&datanode)
+            .is_some_and(|status| status.quarantined.contains(&region));
+        if names {
+            self.failing_over
+                .lock()
+                .expect("failing over")
+                .insert(datanode);
+        }
+        names
+    }
+
     /// Lets `datanode`'s heartbeats renew leases again, from the catalog as it now is.
     pub(crate) fn end_failover(&self, datanode: u64) {
         self.failing_over
@@ -499,6 +520,7 @@ impl MetaService {
         &self,
         datanode: u64,
         shards: Vec<ShardStats>,
+        quarantined: BTreeSet<RegionId>,
     ) -> Result<bool, ExecuteError> {
         let mut datanodes = self.datanodes.lock().expect("datanodes");
         if !datanodes.contains_key(&datanode) && datanodes.len() >= DATANODES_MAX {
@@ -511,6 +533,7 @@ impl MetaService {
             DatanodeStatus {
                 last_heartbeat: time::now(),
                 shards,
+                quarantined,
             },
         );
         let failing_over = self.failing_over.lock().expect("failing over");
@@ -596,8 +619,13 @@ impl MetaService {
                 Ok(catalog) => Ok(MetaReply::Catalog(catalog)),
                 Err(error) => error_reply(error),
             },
-            MetaRequest::Heartbeat { datanode, shards } => {
-                match self.heartbeat(datanode, shards).await {
+            MetaRequest::Heartbeat {
+                datanode,
+                shards,
+                quarantined,
+            } => {
+                let quarantined = quarantined.into_iter().collect();
+                match self.heartbeat(datanode, shards, quarantined).await {
                     Ok((catalog_version, leases, replication)) => Ok(MetaReply::Heartbeat {
                         catalog_version,
                         leases,

@@ -73,7 +73,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         wal_commits: 9,
         ..ShardStats::default()
     }];
-    let (version, leases, _) = client.heartbeat(17, &stats).await.unwrap();
+    let (version, leases, _) = client.heartbeat(17, &stats, &[]).await.unwrap();
     assert_eq!(version, 2);
     // Datanode 17 serves no region of the catalog, so it holds none.
     assert_eq!(leases, vec![]);
@@ -87,7 +87,7 @@ async fn commands_catalog_and_heartbeats_over_the_protocol_survive_a_restart() {
         .metrics
         .clone()
         .unwrap();
-    let (_, leases, _) = client.heartbeat(0, &stats).await.unwrap();
+    let (_, leases, _) = client.heartbeat(0, &stats, &[]).await.unwrap();
     assert_eq!(leases, vec![(metrics.regions[0].0, 1)]);
 
     // A watch is answered as soon as the catalog moves past the version it names, whether
@@ -189,5 +189,98 @@ async fn a_single_replica_carries_an_earlier_catalog_over_and_a_cluster_refuses_
         .await
         .unwrap();
     assert_eq!((version, applied), (3, true));
+    service.stop().await.unwrap().stop_and_join().unwrap();
+}
+
+/// A datanode that names a region's copy quarantined in its heartbeat (damage found as it
+/// started) loses the copy: as the leader, to a live follower at once, with no lease to
+/// wait out; as a follower, by leaving the configuration. Repair then gives the region a
+/// learner anywhere but there, and a datanode that stops naming the region keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_copies_are_replaced_and_never_chosen_again() {
+    use metronome_catalog::replicas::Replica;
+    use metronome_core::data::RegionId;
+    use metronome_metasrv::quarantine::replace_quarantined;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let service = Arc::new(
+        MetaService::start(Disk::real(dir.path()), "meta", ReplicaConfig::single())
+            .await
+            .unwrap(),
+    );
+    for id in 1..=3 {
+        let register = Command::RegisterDatanode {
+            id,
+            addr: format!("10.0.0.{id}:4100"),
+            shards: 1,
+            incarnation: id,
+        };
+        service.execute(register).await.unwrap();
+    }
+    let routes = service.local_catalog().place_among(3, None).unwrap();
+    let create = Command::CreateMetricRegions {
+        database: DEFAULT_DATABASE.into(),
+        routes,
+        replicas: 2,
+    };
+    service.execute(create).await.unwrap();
+    let catalog = service.local_catalog();
+    let routes: Vec<(RegionId, Route)> = catalog.routes().collect();
+    // Region a: its leader names it. Region b: its follower names it. Region c: named by
+    // nobody.
+    let (a, a_route) = routes[0];
+    let (b, b_route) = routes[1];
+    let (c, c_route) = routes[2];
+    let b_follower = b_route.followers.as_slice()[0];
+    let heartbeat = |datanode: u64, named: Vec<RegionId>| {
+        let service = service.clone();
+        async move {
+            service
+                .heartbeat(datanode, Vec::new(), named.into_iter().collect())
+                .await
+                .unwrap()
+        }
+    };
+    for id in 1..=3 {
+        let mut named = Vec::new();
+        if id == a_route.datanode {
+            named.push(a);
+        }
+        if id == b_follower.datanode {
+            named.push(b);
+        }
+        heartbeat(id, named).await;
+    }
+    replace_quarantined(&service).await.unwrap();
+    let catalog = service.local_catalog();
+    let a_now = catalog.route(a).unwrap();
+    assert_eq!(a_now.epoch, a_route.epoch + 1);
+    assert_eq!(a_now.leader(), a_route.followers.as_slice()[0]);
+    assert!(a_now.followers.is_empty(), "{a_now:?}");
+    let b_now = catalog.route(b).unwrap();
+    assert_eq!(b_now.leader(), b_route.leader());
+    assert!(b_now.followers.is_empty(), "{b_now:?}");
+    assert_eq!(b_now.epoch, b_route.epoch + 1);
+    assert_eq!(catalog.route(c), Some(c_route));
+    // Nothing more to replace: the damaged copies are out of every configuration.
+    let version = catalog.version;
+    replace_quarantined(&service).await.unwrap();
+    assert_eq!(service.local_catalog().version, version);
+
+    // Repair gives a and b learners, never on the datanode that named them.
+    metronome_metasrv::repair::repair(&service, metronome_core::rt::time::now())
+        .await
+        .unwrap();
+    let catalog = service.local_catalog();
+    for (region, named_by) in [(a, a_route.datanode), (b, b_follower.datanode)] {
+        let learner: Option<Replica> = catalog.route(region).unwrap().learner;
+        let learner = learner.expect("a region short of a copy gets a learner");
+        assert_ne!(learner.datanode, named_by, "region {region}");
+    }
+
+    // A datanode that no longer names a region (restarted, its copy whole) keeps it.
+    heartbeat(c_route.datanode, vec![c]).await;
+    heartbeat(c_route.datanode, vec![]).await;
+    replace_quarantined(&service).await.unwrap();
+    assert_eq!(service.local_catalog().route(c), Some(c_route));
     service.stop().await.unwrap().stop_and_join().unwrap();
 }

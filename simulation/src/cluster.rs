@@ -347,7 +347,8 @@ pub fn datanode_main(
             )
             .await
             .expect("the metasrv accepts the registration");
-            heartbeat::run(metasrv, handle, id, heartbeat_every, leases).await;
+            let quarantined = datanode.quarantined();
+            heartbeat::run(metasrv, handle, id, heartbeat_every, leases, quarantined).await;
             drop((server, datanode));
         })
     })

@@ -297,10 +297,12 @@ async fn read_back(frontend: &Frontend, metric: &str) -> Result<Vec<(SampleKey, 
 
 #[path = "cluster/checks.rs"]
 mod checks;
+#[path = "cluster/damage.rs"]
+mod damage;
 #[path = "cluster/watch.rs"]
 mod watch;
 use checks::check_after_healing;
-use watch::{every_region_whole, leader_after_catch_up, metasrv_leader};
+use watch::{every_region_whole, held_without, leader_after_catch_up, metasrv_leader};
 
 #[madsim::test]
 async fn acknowledged_samples_survive_a_cluster_under_faults() {
@@ -760,6 +762,20 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                         "no disk replaced: some region lacked copies for {WHOLE_WAIT_MAX:?}"
                     ));
                     continue;
+                }
+                // Half the time the disk went bad first: the datanode restarted on a
+                // damaged WAL for a while, its copy of a region quarantined. It is
+                // replaced once no region's only copies are there (a hand-over meanwhile
+                // may have left one there alone).
+                if rand::gen_range(0..2) == 0 {
+                    faults.push(damage::damage_wal_and_restart(datanode));
+                    time::sleep(Duration::from_millis(rand::gen_range(2000..10000))).await;
+                    let id = datanode_index as u64 + 1;
+                    let spare = checker.handle().spawn(held_without(id, WHOLE_WAIT_MAX));
+                    if !spare.await.unwrap() {
+                        faults.push(format!("no disk replaced: a region was only on {id}"));
+                        continue;
+                    }
                 }
                 faults.push(format!(
                     "{}'s disk replaced, down for {hold:?}",

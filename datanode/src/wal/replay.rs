@@ -122,6 +122,13 @@ pub fn scan_segment(
                     offset: offset as u64,
                     region: Some(header.region),
                 });
+                // The intact header's commit counts as seen: a segment whose first commit
+                // holds only this record does not start past a gap (which would affect
+                // every region).
+                commits = Some((
+                    commits.map_or(header.commit, |(first, _)| first),
+                    header.commit,
+                ));
                 last_commit = header.commit;
                 in_commit = true;
                 offset += HEADER_BYTES + header.payload_len as usize;
@@ -297,6 +304,25 @@ mod tests {
         let regions: Vec<u32> = seen.iter().map(|(region, _)| *region).collect();
         assert_eq!(regions, [2, 1, 2, 3]);
         assert!(matches!(result.end, SegmentEnd::Clean { .. }));
+        assert_eq!(result.commits, Some((1, 3)));
+    }
+
+    #[test]
+    fn a_damaged_payload_alone_in_the_first_commit_leaves_the_commits_numbered() {
+        // Commit 1 holds one record: damaged, it still counts as commit 1, so the
+        // segment does not seem to start at commit 2 (a gap that affects every region).
+        let (mut bytes, starts) = segment(1, &[&[(7, b"only")], &[(8, b"next")]]);
+        bytes[starts[0] + HEADER_BYTES] ^= 1;
+        let (result, seen) = scan(&bytes, 1);
+        assert_eq!(
+            result.corruptions,
+            [Corruption {
+                offset: starts[0] as u64,
+                region: Some(RegionId::new(1, 7))
+            }]
+        );
+        assert_eq!(seen.len(), 1);
+        assert_eq!(result.commits, Some((1, 2)));
     }
 
     #[test]

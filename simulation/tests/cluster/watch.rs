@@ -1,6 +1,6 @@
 //! What the cluster harness's faults wait for, read from the cluster itself: the metasrv
 //! replica that leads, a region taking a datanode back as a follower, every region
-//! with all its copies. Each asks as a client would and changes nothing.
+//! with all its copies, or with a copy off a datanode. Each asks as a client would and changes nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -57,6 +57,25 @@ pub async fn every_region_whole(within: Duration) -> bool {
             if catalog.routes().all(|(region, route)| {
                 route.learner.is_none() && catalog.copies_missing(region) == 0
             }) {
+                return true;
+            }
+        }
+        time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Waits up to `within` until every region has a copy in its configuration off
+/// `datanode`: true once it does (that datanode's disk may go then, losing nothing).
+pub async fn held_without(datanode: u64, within: Duration) -> bool {
+    let metasrv = cluster::meta_client(METASRVS);
+    let since = time::now();
+    while time::now().duration_since(since) < within {
+        if let Ok(catalog) = metasrv.catalog().await {
+            if catalog
+                .routes()
+                .all(|(_, route)| route.replicas().any(|copy| copy.datanode != datanode))
+            {
                 return true;
             }
         }

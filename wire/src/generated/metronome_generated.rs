@@ -4599,6 +4599,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Heartbeat<'a> {
 impl<'a> Heartbeat<'a> {
   pub const VT_DATANODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_SHARDS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_QUARANTINED: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4611,6 +4612,7 @@ impl<'a> Heartbeat<'a> {
   ) -> ::flatbuffers::WIPOffset<Heartbeat<'bldr>> {
     let mut builder = HeartbeatBuilder::new(_fbb);
     builder.add_datanode(args.datanode);
+    if let Some(x) = args.quarantined { builder.add_quarantined(x); }
     if let Some(x) = args.shards { builder.add_shards(x); }
     builder.finish()
   }
@@ -4630,6 +4632,15 @@ impl<'a> Heartbeat<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ShardStats>>>(Heartbeat::VT_SHARDS, None).unwrap()}
   }
+  /// The regions whose copy on the datanode is quarantined (damage found at its start):
+  /// the metasrv replaces those copies (metasrv/src/quarantine.rs).
+  #[inline]
+  pub fn quarantined(&self) -> Option<::flatbuffers::Vector<'a, RegionId>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, RegionId>>>(Heartbeat::VT_QUARANTINED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Heartbeat<'_> {
@@ -4640,6 +4651,7 @@ impl ::flatbuffers::Verifiable for Heartbeat<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("datanode", Self::VT_DATANODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ShardStats>>>("shards", Self::VT_SHARDS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, RegionId>>>("quarantined", Self::VT_QUARANTINED, false)?
      .finish();
     Ok(())
   }
@@ -4647,6 +4659,7 @@ impl ::flatbuffers::Verifiable for Heartbeat<'_> {
 pub struct HeartbeatArgs<'a> {
     pub datanode: u64,
     pub shards: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ShardStats>>>,
+    pub quarantined: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, RegionId>>>,
 }
 impl<'a> Default for HeartbeatArgs<'a> {
   #[inline]
@@ -4654,6 +4667,7 @@ impl<'a> Default for HeartbeatArgs<'a> {
     HeartbeatArgs {
       datanode: 0,
       shards: None, // required field
+      quarantined: None,
     }
   }
 }
@@ -4670,6 +4684,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_shards(&mut self, shards: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ShardStats>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Heartbeat::VT_SHARDS, shards);
+  }
+  #[inline]
+  pub fn add_quarantined(&mut self, quarantined: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , RegionId>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Heartbeat::VT_QUARANTINED, quarantined);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatBuilder<'a, 'b, A> {
@@ -4692,6 +4710,7 @@ impl ::core::fmt::Debug for Heartbeat<'_> {
     let mut ds = f.debug_struct("Heartbeat");
       ds.field("datanode", &self.datanode());
       ds.field("shards", &self.shards());
+      ds.field("quarantined", &self.quarantined());
       ds.finish()
   }
 }

@@ -187,6 +187,46 @@ impl SimDisk {
         state.durable.clear();
     }
 
+    /// Every file whose name ends with `suffix`, with the bytes a restart would find in
+    /// it (its durable ones), by path.
+    pub fn durable_files(&self, suffix: &str) -> Vec<(PathBuf, Vec<u8>)> {
+        let state = self.lock();
+        state
+            .durable
+            .iter()
+            .filter(|(path, _)| path.to_string_lossy().ends_with(suffix))
+            .filter_map(|(path, entry)| match entry {
+                Entry::File(inode) => {
+                    Some((path.clone(), state.inodes.get(inode)?.durable.clone()))
+                }
+                Entry::Dir => None,
+            })
+            .collect()
+    }
+
+    /// Simulates damage to stored data (bit rot, a misdirected write): flips every bit of
+    /// byte `offset` of file `path`, in what survives a restart and in what reads return.
+    /// Call it with the node down. False if the file holds no such byte.
+    pub fn damage(&self, path: &Path, offset: u64) -> bool {
+        let mut state = self.lock();
+        let Some(Entry::File(inode)) = state.durable.get(path).copied() else {
+            return false;
+        };
+        let Some(inode) = state.inodes.get_mut(&inode) else {
+            return false;
+        };
+        let at = offset as usize;
+        if at >= inode.durable.len() {
+            return false;
+        }
+        inode.durable[at] ^= 0xff;
+        if let Some(byte) = inode.live.get_mut(at) {
+            *byte ^= 0xff;
+        }
+        tracing::warn!(path = %path.display(), offset, "simulated damage to stored data");
+        true
+    }
+
     /// Simulates power loss: everything not durable is lost (within the seeded
     /// allowances for torn writes and surviving directories), and every open handle dies.
     pub fn crash(&self) {
