@@ -481,7 +481,6 @@ pub fn datanode(args: DatanodeArgs) -> Result<(), String> {
                 node_id,
                 heartbeat::HEARTBEAT_INTERVAL,
                 leases,
-                datanode.quarantined(),
             )));
             tracing::info!(
                 role = %"datanode",

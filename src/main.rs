@@ -375,7 +375,6 @@ async fn serve(
         0,
         heartbeat::HEARTBEAT_INTERVAL,
         metronome_datanode::lease::Leases::new(0),
-        datanode.quarantined(),
     ));
     drop(handle);
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::catalog::{Catalog, Command, Route};
 use crate::lease::Grant;
 use crate::replicas::ReplicationGrants;
-use crate::request::{MembershipChange, MetaReply, MetaRequest, RaftStatus};
+use crate::request::{Liveness, MembershipChange, MetaReply, MetaRequest, RaftStatus};
 
 /// Why a metasrv request did not take effect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,10 +283,10 @@ impl MetaClient {
     }
 
     /// (datanode, milliseconds since its last heartbeat) of every datanode the metasrv
-    /// has heard from since it started.
-    pub async fn liveness(&self) -> Result<Vec<(u64, u64)>, MetaError> {
+    /// has heard from since it started, and the copies they name quarantined.
+    pub async fn liveness(&self) -> Result<Liveness, MetaError> {
         match self.call(&MetaRequest::Liveness).await? {
-            MetaReply::Liveness(datanodes) => Ok(datanodes),
+            MetaReply::Liveness(liveness) => Ok(liveness),
             other => Err(MetaError::Internal(format!(
                 "a liveness request was answered with {other:?}"
             ))),

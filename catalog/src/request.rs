@@ -82,6 +82,14 @@ pub enum RaftKind {
     InstallSnapshot,
 }
 
+/// What the metasrv leader heard of the datanodes: (datanode, milliseconds since its
+/// last heartbeat), and the copies each names quarantined, as (datanode, region).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Liveness {
+    pub datanodes: Vec<(u64, u64)>,
+    pub quarantined: Vec<(u64, RegionId)>,
+}
+
 /// A reply to a [`MetaRequest`] that succeeded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaReply {
@@ -100,8 +108,7 @@ pub enum MetaReply {
         /// The copies it follows, and its own regions' followers.
         replication: ReplicationGrants,
     },
-    /// (datanode, milliseconds since its last heartbeat), by datanode.
-    Liveness(Vec<(u64, u64)>),
+    Liveness(Liveness),
     /// openraft's reply to a [`MetaRequest::Raft`], in serde JSON.
     Raft(Vec<u8>),
     /// The replica asked is not the raft leader; the leader, if one is known, by id and
@@ -363,14 +370,26 @@ impl MetaReply {
                 let table = fb::HeartbeatReply::create(builder, &args);
                 (fb::Reply::HeartbeatReply, table.as_union_value())
             }
-            MetaReply::Liveness(datanodes) => {
-                let entries: Vec<fb::DatanodeLiveness> = datanodes
+            MetaReply::Liveness(liveness) => {
+                let entries: Vec<fb::DatanodeLiveness> = liveness
+                    .datanodes
                     .iter()
                     .map(|(datanode, since)| fb::DatanodeLiveness::new(*datanode, *since))
                     .collect();
                 let datanodes = Some(builder.create_vector(&entries));
-                let table =
-                    fb::LivenessReply::create(builder, &fb::LivenessReplyArgs { datanodes });
+                let copies: Vec<fb::QuarantinedCopy> = liveness
+                    .quarantined
+                    .iter()
+                    .map(|(datanode, region)| {
+                        fb::QuarantinedCopy::new(*datanode, &convert::region_id(*region))
+                    })
+                    .collect();
+                let quarantined = Some(builder.create_vector(&copies));
+                let args = fb::LivenessReplyArgs {
+                    datanodes,
+                    quarantined,
+                };
+                let table = fb::LivenessReply::create(builder, &args);
                 (fb::Reply::LivenessReply, table.as_union_value())
             }
             MetaReply::Raft(payload) => {
@@ -508,14 +527,25 @@ impl MetaReply {
                     },
                 }
             }
-            fb::Reply::LivenessReply => MetaReply::Liveness(
-                reply
-                    .body_as_liveness_reply()?
-                    .datanodes()
-                    .iter()
-                    .map(|entry| (entry.datanode(), entry.since_heartbeat_ms()))
-                    .collect(),
-            ),
+            fb::Reply::LivenessReply => {
+                let table = reply.body_as_liveness_reply()?;
+                MetaReply::Liveness(Liveness {
+                    datanodes: table
+                        .datanodes()
+                        .iter()
+                        .map(|entry| (entry.datanode(), entry.since_heartbeat_ms()))
+                        .collect(),
+                    quarantined: table
+                        .quarantined()
+                        .map(|copies| {
+                            copies
+                                .iter()
+                                .map(|c| (c.datanode(), convert::read_region_id(c.region())))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+            }
             fb::Reply::RaftMessageReply => MetaReply::Raft(
                 reply
                     .body_as_raft_message_reply()?
@@ -696,6 +726,11 @@ mod tests {
             assert_eq!(round_trip(&request), Ok(request));
         }
         for reply in [
+            MetaReply::Liveness(Liveness {
+                datanodes: vec![(1, 900), (2, 60_000)],
+                quarantined: vec![(2, metronome_core::data::RegionId::new(3, 1))],
+            }),
+            MetaReply::Liveness(Liveness::default()),
             MetaReply::Catalog(Arc::new(state.clone())),
             MetaReply::Executed {
                 version: 9,

@@ -90,6 +90,8 @@ enum Request {
     Compact(RegionId, Reply<usize>),
     /// A leader's copy of a region for a learner (`engine::install`).
     Snapshot(RegionId, Reply<Snapshot>),
+    /// The shard's quarantined regions.
+    Quarantined(Reply<Vec<RegionId>>),
 }
 
 /// A region's schema, the sequence its rows are as of, and the rows.
@@ -256,16 +258,6 @@ impl Datanode {
             recoveries,
             driver,
         })
-    }
-
-    /// The regions whose copy recovery found damaged and quarantined (their reasons are
-    /// in `recoveries`): a region is quarantined only as a shard starts, and stays so
-    /// until the datanode starts again.
-    pub fn quarantined(&self) -> Vec<RegionId> {
-        self.recoveries
-            .iter()
-            .flat_map(|recovery| recovery.quarantined.iter().map(|(region, _)| *region))
-            .collect()
     }
 
     pub fn handle(&self) -> DatanodeHandle {
@@ -452,6 +444,9 @@ async fn serve(engine: Rc<ShardEngine>, index: u16, request: Request) {
         }
         Request::Compact(id, reply) => {
             let _ = reply.send(engine.compact_region(id).await);
+        }
+        Request::Quarantined(reply) => {
+            let _ = reply.send(Ok(engine.quarantined()));
         }
     }
 }
@@ -763,6 +758,22 @@ impl DatanodeHandle {
     pub async fn flush(&self, region: RegionId) -> Result<Option<SstMeta>, EngineError> {
         self.call(region, |reply| Request::Flush(region, reply))
             .await
+    }
+
+    /// The regions whose copy a shard quarantined (damage found as it started or
+    /// restarted, a drop that failed halfway), from every shard that answers: what the
+    /// heartbeat names, so that the metasrv replaces those copies.
+    pub async fn quarantined(&self) -> Vec<RegionId> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let (reply, outcome) = oneshot::channel();
+            if shard.send(Request::Quarantined(reply)).await.is_ok() {
+                if let Ok(Ok(regions)) = outcome.await {
+                    all.extend(regions);
+                }
+            }
+        }
+        all
     }
 
     /// Flushes every region's memtable, one region at a time; returns how many regions

@@ -70,17 +70,15 @@ pub async fn register(
 
 /// Reports datanode `datanode`'s figures to `metasrv` every `interval`, and whenever a
 /// request asks for its leases to be renewed, forever (the caller stops it by dropping or
-/// aborting its task), with the regions whose copy it found damaged at its start
-/// (`quarantined`: [`Datanode::quarantined`](crate::datanode::Datanode::quarantined)),
-/// which the metasrv replaces. Runs on the frontend's runtime, outside the shards, which
-/// it reaches through `handle`.
+/// aborting its task), with the regions its shards hold quarantined
+/// ([`DatanodeHandle::quarantined`]), whose copies the metasrv replaces. Runs on the
+/// frontend's runtime, outside the shards, which it reaches through `handle`.
 pub async fn run(
     metasrv: MetaClient,
     handle: DatanodeHandle,
     datanode: u64,
     interval: Duration,
     leases: Arc<Leases>,
-    quarantined: Vec<RegionId>,
 ) {
     let mut ticks = time::interval(interval);
     let mut last_sent: Option<std::time::Instant> = None;
@@ -101,6 +99,11 @@ pub async fn run(
         }
         let waiting = leases.starting();
         let stats = time::timeout(STATS_WAIT_MAX, handle.stats())
+            .await
+            .unwrap_or_default();
+        // None named this time (a shard too slow to say) is no news: the metasrv undoes
+        // nothing for it.
+        let quarantined: Vec<RegionId> = time::timeout(STATS_WAIT_MAX, handle.quarantined())
             .await
             .unwrap_or_default();
         // The lease runs from before the heartbeat leaves, so it ends before the

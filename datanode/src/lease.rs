@@ -44,7 +44,8 @@ pub struct Leases {
     gated: Mutex<std::collections::BTreeSet<RegionId>>,
     /// Writes refused for want of a lease at their epoch, since the datanode started.
     fenced_writes: AtomicU64,
-    /// Leaders' shipments refused because their epoch was replaced.
+    /// Leaders' shipments refused because they came under an older epoch than the one
+    /// followed (each try counts).
     fenced_shipments: AtomicU64,
 }
 

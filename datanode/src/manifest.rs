@@ -209,6 +209,10 @@ pub enum Edit {
         schema: RegionSchema,
         wal_commit_floor: u64,
     },
+    /// Recovery found the region's copy damaged (a WAL record that no longer reads
+    /// back): it stays quarantined across restarts, after the WAL segment that held the
+    /// damage is gone, until it is dropped.
+    Quarantined { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +249,9 @@ pub struct RegionManifest {
     /// to a copy an install replaced ([`Edit::Installed`]). 0: none was.
     #[serde(default)]
     pub wal_commit_floor: u64,
+    /// Why recovery quarantined the region, if it did ([`Edit::Quarantined`]).
+    #[serde(default)]
+    pub quarantined: Option<String>,
 }
 
 impl RegionManifest {
@@ -262,6 +269,7 @@ impl RegionManifest {
             version: 0,
             closed: false,
             wal_commit_floor: 0,
+            quarantined: None,
         }
     }
 
@@ -324,6 +332,10 @@ impl RegionManifest {
                 self.wal_commit_floor = *wal_commit_floor;
                 let above = files.iter().map(|f| f.file_id + 1).max().unwrap_or(0);
                 self.next_file_id = self.next_file_id.max(above);
+            }
+            // The first reason stays.
+            Edit::Quarantined { reason } => {
+                self.quarantined.get_or_insert_with(|| reason.clone());
             }
         }
         self.version += 1;
@@ -544,6 +556,7 @@ mod tests {
             version: 0,
             closed: false,
             wal_commit_floor: 3,
+            quarantined: Some("WAL corruption in 1.wal at offset 0".into()),
         };
         let bytes = manifest.encode();
         assert_eq!(RegionManifest::decode(&bytes).unwrap(), manifest);

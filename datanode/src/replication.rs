@@ -310,8 +310,9 @@ impl Ship for Replicator {
 }
 
 /// Every copy of the regions this datanode leads under a lease (each follower and
-/// learner, at its epoch), with the writes queued for it that it has not made durable:
-/// those count toward the copy's lag, whether or not they left the leader yet.
+/// learner, at its epoch), with the writes queued for it under that epoch that it has
+/// not made durable: those count toward the copy's lag, whether or not they left the
+/// leader yet.
 fn copy_lags(shared: &Shared) -> Vec<CopyLag> {
     // (writes, bytes, oldest queued) per (region, epoch, copy, learner).
     type Tally = (u64, u64, Option<Instant>);
@@ -337,11 +338,15 @@ fn copy_lags(shared: &Shared) -> Vec<CopyLag> {
             outboxes.push((*learner, true, learning.outbox.clone()));
         }
     }
+    // Only the copies of what it leads now, at the epoch it leads at: writes still
+    // queued under an older configuration are settled as that one's, not this one's lag.
     for (copy, learner, outbox) in outboxes {
         for entry in outbox.entries.lock().expect("entries").iter() {
-            let (writes, bytes, oldest) = copies
-                .entry((entry.region, entry.epoch, copy, learner))
-                .or_default();
+            let Some((writes, bytes, oldest)) =
+                copies.get_mut(&(entry.region, entry.epoch, copy, learner))
+            else {
+                continue;
+            };
             *writes += 1;
             *bytes += entry.payload.len() as u64;
             *oldest = Some(oldest.map_or(entry.queued_at, |at| at.min(entry.queued_at)));

@@ -737,9 +737,10 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
         }
     });
     on_shard(move |_| async move {
-        let (engine, recovery) = ShardEngine::open(disk, "shard-0", EngineConfig::default())
-            .await
-            .unwrap();
+        let (engine, recovery) =
+            ShardEngine::open(disk.clone(), "shard-0", EngineConfig::default())
+                .await
+                .unwrap();
         assert_eq!(recovery.quarantined.len(), 1, "{recovery:?}");
         let error = engine.scan(R1, &ScanRequest::all()).await.unwrap_err();
         let message = error.to_string();
@@ -758,6 +759,28 @@ fn wal_corruption_quarantines_only_the_damaged_region() {
             1,
             "the other region serves on"
         );
+        // R2 flushed: the segment holding the damage is then no longer needed by any
+        // region that serves, and may be purged. R1 must stay quarantined all the same:
+        // its copy lacks the damaged write.
+        engine.flush_region(R2).await.unwrap();
+        drop(engine);
+        for segment in disk.list_dir("shard-0/wal").await.unwrap() {
+            disk.remove(format!("shard-0/wal/{segment}")).await.unwrap();
+        }
+        let (engine, recovery) = ShardEngine::open(disk, "shard-0", EngineConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(recovery.quarantined.len(), 1, "{recovery:?}");
+        let message = engine
+            .scan(R1, &ScanRequest::all())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("quarantined") && message.contains("offset 0"),
+            "{message}"
+        );
+        assert_eq!(engine.scan(R2, &ScanRequest::all()).await.unwrap().len(), 1);
     });
 }
 

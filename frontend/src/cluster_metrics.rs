@@ -252,8 +252,8 @@ impl Collector for ReplicationCollector {
             ),
             (
                 "fenced_shipments",
-                "Leaders' shipments a datanode refused because a newer epoch had \
-                 replaced their leader, since it started.",
+                "Leaders' shipments (each try) a datanode refused because they came under \
+                 an older epoch than the one it follows the region at, since it started.",
                 |figures| figures.fenced_shipments,
             ),
         ];
@@ -274,28 +274,11 @@ impl Collector for ReplicationCollector {
 mod tests {
     use super::*;
     use crate::self_metrics::{Format, SelfMetrics};
-    use metronome_catalog::{Command, DEFAULT_DATABASE};
+    use metronome_catalog::Command;
 
     #[test]
     fn a_failover_and_a_drain_show_in_the_metrics() {
-        let mut catalog = Catalog::default();
-        for id in 1..=3 {
-            catalog
-                .apply(&Command::RegisterDatanode {
-                    id,
-                    addr: format!("10.0.0.{id}:4100"),
-                    shards: 1,
-                    incarnation: 0,
-                })
-                .unwrap();
-        }
-        catalog
-            .apply(&Command::CreateMetricRegions {
-                database: DEFAULT_DATABASE.to_string(),
-                routes: catalog.place_among(3, None).unwrap(),
-                replicas: 2,
-            })
-            .unwrap();
+        let mut catalog = crate::cluster_view::test_catalog(3, 3, 2);
         let (region, route) = catalog.routes().next().unwrap();
         let follower = route.followers.as_slice()[0];
         catalog

@@ -78,6 +78,9 @@ pub struct ClusterView {
     /// What they told, by (region, copy's datanode), for the regions they lead at the
     /// epoch of the view's route.
     pub lags: BTreeMap<(RegionId, u64), CopyLag>,
+    /// The copies their datanodes name quarantined, as (region, datanode): found
+    /// damaged as the datanode started, serving nothing (`metronome_metasrv::quarantine`).
+    pub quarantined: BTreeSet<(RegionId, u64)>,
 }
 
 impl ClusterView {
@@ -91,7 +94,12 @@ impl ClusterView {
     ) -> Result<ClusterView, MetaError> {
         let liveness = meta.liveness().await?;
         let replicas = meta.raft_statuses().await;
-        let view = ClusterView::of(&meta.catalog(), replicas, &liveness);
+        let mut view = ClusterView::of(&meta.catalog(), replicas, &liveness.datanodes);
+        view.quarantined = liveness
+            .quarantined
+            .into_iter()
+            .map(|(datanode, region)| (region, datanode))
+            .collect();
         Ok(match datanodes {
             Some(datanodes) => view.with_replication(datanodes.replication().await),
             None => view,
@@ -199,6 +207,7 @@ impl ClusterView {
             regions,
             answered: BTreeSet::new(),
             lags: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
         }
     }
 
@@ -273,35 +282,47 @@ impl ClusterView {
         let lag = self
             .lag(region, copy.datanode)
             .map(|lag| json!({"writes": lag.writes, "bytes": lag.bytes, "ms": lag.oldest_ms}));
-        json!({"datanode": copy.datanode, "shard": copy.shard, "lag": lag})
+        let quarantined = self.quarantined.contains(&(region.region, copy.datanode));
+        json!({
+            "datanode": copy.datanode,
+            "shard": copy.shard,
+            "lag": lag,
+            "quarantined": quarantined,
+        })
     }
+}
+
+/// A catalog for tests: `datanodes` registered (one shard each, at `10.0.0.<id>:4100`)
+/// and `regions` metric regions placed over them with `replicas` copies each.
+#[cfg(test)]
+pub(crate) fn test_catalog(datanodes: u64, regions: u32, replicas: u8) -> Catalog {
+    use metronome_catalog::{Command, DEFAULT_DATABASE};
+    let mut catalog = Catalog::default();
+    for id in 1..=datanodes {
+        let register = Command::RegisterDatanode {
+            id,
+            addr: format!("10.0.0.{id}:4100"),
+            shards: 1,
+            incarnation: 0,
+        };
+        catalog.apply(&register).unwrap();
+    }
+    let create = Command::CreateMetricRegions {
+        database: DEFAULT_DATABASE.to_string(),
+        routes: catalog.place_among(regions, None).unwrap(),
+        replicas,
+    };
+    catalog.apply(&create).unwrap();
+    catalog
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metronome_catalog::{Command, DEFAULT_DATABASE};
 
     #[test]
     fn a_copy_lag_counts_only_from_its_region_leader_at_the_route_epoch() {
-        let mut catalog = Catalog::default();
-        for id in 1..=3 {
-            catalog
-                .apply(&Command::RegisterDatanode {
-                    id,
-                    addr: format!("10.0.0.{id}:4100"),
-                    shards: 1,
-                    incarnation: 0,
-                })
-                .unwrap();
-        }
-        catalog
-            .apply(&Command::CreateMetricRegions {
-                database: DEFAULT_DATABASE.to_string(),
-                routes: catalog.place_among(1, None).unwrap(),
-                replicas: 2,
-            })
-            .unwrap();
+        let catalog = test_catalog(3, 1, 2);
         let (region, route) = catalog.routes().next().unwrap();
         let follower = route.followers.as_slice()[0].datanode;
         let stranger = (1..=3)
@@ -337,10 +358,16 @@ mod tests {
         let view =
             view.with_replication(vec![(route.datanode, figures(vec![lag(route.epoch, 9)]))]);
         assert_eq!(of(&view, follower), Some(lag(route.epoch, 9)));
+        let mut view = view;
+        view.quarantined.insert((region, follower));
         let document = view.to_json();
         assert_eq!(
             document["regions"][0]["followers"][0]["lag"],
             json!({"writes": 9, "bytes": 9, "ms": 9}),
+            "{document}"
+        );
+        assert_eq!(
+            document["regions"][0]["followers"][0]["quarantined"], true,
             "{document}"
         );
     }

@@ -79,8 +79,9 @@ impl Meta {
         self.client.watch_catalog(since).await
     }
 
-    /// (datanode, milliseconds since its last heartbeat), as the metasrv knows them.
-    pub async fn liveness(&self) -> Result<Vec<(u64, u64)>, MetaError> {
+    /// (datanode, milliseconds since its last heartbeat), as the metasrv knows them,
+    /// and the copies the datanodes name quarantined.
+    pub async fn liveness(&self) -> Result<metronome_catalog::request::Liveness, MetaError> {
         self.client.liveness().await
     }
 

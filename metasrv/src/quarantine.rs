@@ -59,16 +59,16 @@ pub async fn replace_quarantined(service: &MetaService) -> Result<(), ExecuteErr
     let catalog = service.catalog().await?;
     for (region, route) in catalog.routes() {
         let leader = route.leader();
-        let command = if damaged(region, leader.datanode) {
-            let Some(promoted) = route
-                .followers
-                .as_slice()
-                .iter()
-                .copied()
-                .find(|f| alive(f.datanode) && !damaged(region, f.datanode))
-            else {
-                continue;
-            };
+        // With no whole live follower to promote, the damaged leader stays (the region
+        // refuses every request, naming the damage); its damaged copies go all the same.
+        let promoted = route
+            .followers
+            .as_slice()
+            .iter()
+            .copied()
+            .find(|f| alive(f.datanode) && !damaged(region, f.datanode))
+            .filter(|_| damaged(region, leader.datanode));
+        let command = if let Some(promoted) = promoted {
             Command::ReconfigureRegion {
                 region,
                 epoch: route.epoch,

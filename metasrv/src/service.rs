@@ -35,7 +35,9 @@ use crate::raft::worker::DiskThread;
 use crate::raft::{self, MetaRaft, RaftTuning};
 use metronome_catalog::lease::{Grant, ALIVE_SINCE_HEARTBEAT_MAX};
 use metronome_catalog::replicas::ReplicationGrants;
-use metronome_catalog::request::{MembershipChange, MetaReply, MetaRequest, RaftKind, RaftStatus};
+use metronome_catalog::request::{
+    Liveness, MembershipChange, MetaReply, MetaRequest, RaftKind, RaftStatus,
+};
 use metronome_catalog::{Catalog, Command, Route};
 
 /// Datanodes whose heartbeats are remembered; more is a misconfiguration or an attack.
@@ -641,17 +643,29 @@ impl MetaService {
                 if let Err(error) = self.leads() {
                     return error_reply(error);
                 }
-                Ok(MetaReply::Liveness(
-                    self.datanodes()
-                        .into_iter()
-                        .map(|(datanode, status)| {
-                            let since = time::now()
-                                .saturating_duration_since(status.last_heartbeat)
-                                .as_millis();
-                            (datanode, u64::try_from(since).unwrap_or(u64::MAX))
-                        })
-                        .collect(),
-                ))
+                let heard = self.datanodes();
+                let quarantined = heard
+                    .iter()
+                    .flat_map(|(datanode, status)| {
+                        status
+                            .quarantined
+                            .iter()
+                            .map(move |region| (*datanode, *region))
+                    })
+                    .collect();
+                let datanodes = heard
+                    .into_iter()
+                    .map(|(datanode, status)| {
+                        let since = time::now()
+                            .saturating_duration_since(status.last_heartbeat)
+                            .as_millis();
+                        (datanode, u64::try_from(since).unwrap_or(u64::MAX))
+                    })
+                    .collect();
+                Ok(MetaReply::Liveness(Liveness {
+                    datanodes,
+                    quarantined,
+                }))
             }
             MetaRequest::RaftStatus => Ok(MetaReply::RaftStatus(self.raft_status())),
             MetaRequest::ChangeMembership(change) => match self.change_membership(change).await {

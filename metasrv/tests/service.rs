@@ -216,7 +216,7 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
         };
         service.execute(register).await.unwrap();
     }
-    let routes = service.local_catalog().place_among(3, None).unwrap();
+    let routes = service.local_catalog().place_among(4, None).unwrap();
     let create = Command::CreateMetricRegions {
         database: DEFAULT_DATABASE.into(),
         routes,
@@ -230,6 +230,10 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
     let (a, a_route) = routes[0];
     let (b, b_route) = routes[1];
     let (c, c_route) = routes[2];
+    // Region d: its leader and its follower both name it: no one to promote, but the
+    // damaged follower goes all the same.
+    let (d, d_route) = routes[3];
+    let d_follower = d_route.followers.as_slice()[0];
     let b_follower = b_route.followers.as_slice()[0];
     let heartbeat = |datanode: u64, named: Vec<RegionId>| {
         let service = service.clone();
@@ -248,6 +252,9 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
         if id == b_follower.datanode {
             named.push(b);
         }
+        if id == d_route.datanode || id == d_follower.datanode {
+            named.push(d);
+        }
         heartbeat(id, named).await;
     }
     replace_quarantined(&service).await.unwrap();
@@ -261,6 +268,9 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
     assert!(b_now.followers.is_empty(), "{b_now:?}");
     assert_eq!(b_now.epoch, b_route.epoch + 1);
     assert_eq!(catalog.route(c), Some(c_route));
+    let d_now = catalog.route(d).unwrap();
+    assert_eq!(d_now.leader(), d_route.leader());
+    assert!(d_now.followers.is_empty(), "{d_now:?}");
     // Nothing more to replace: the damaged copies are out of every configuration.
     let version = catalog.version;
     replace_quarantined(&service).await.unwrap();

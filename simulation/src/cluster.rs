@@ -347,8 +347,7 @@ pub fn datanode_main(
             )
             .await
             .expect("the metasrv accepts the registration");
-            let quarantined = datanode.quarantined();
-            heartbeat::run(metasrv, handle, id, heartbeat_every, leases, quarantined).await;
+            heartbeat::run(metasrv, handle, id, heartbeat_every, leases).await;
             drop((server, datanode));
         })
     })

@@ -764,24 +764,20 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     continue;
                 }
                 // Half the time the disk went bad first: the datanode restarted on a
-                // damaged WAL for a while, its copy of a region quarantined. It is
-                // replaced once no region's only copies are there (a hand-over meanwhile
-                // may have left one there alone).
-                if rand::gen_range(0..2) == 0 {
+                // damaged WAL for a while, its copy of a region quarantined. Its copies
+                // may have moved meanwhile: it goes down, and its disk is replaced once
+                // every region has a copy elsewhere (a hand-over may have left one
+                // there alone, which fails over once the lease lapsed).
+                let damaged = rand::gen_range(0..2) == 0;
+                if damaged {
                     faults.push(damage::damage_wal_and_restart(datanode));
                     time::sleep(Duration::from_millis(rand::gen_range(2000..10000))).await;
-                    let id = datanode_index as u64 + 1;
-                    let spare = checker.handle().spawn(held_without(id, WHOLE_WAIT_MAX));
-                    if !spare.await.unwrap() {
-                        faults.push(format!("no disk replaced: a region was only on {id}"));
-                        continue;
-                    }
                 }
                 faults.push(format!(
                     "{}'s disk replaced, down for {hold:?}",
                     datanode.name
                 ));
-                if hold > LEASE {
+                if hold > LEASE || damaged {
                     history
                         .lock()
                         .unwrap()
@@ -789,6 +785,18 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                         .push((datanode_index as u64 + 1, time::drift::true_now()));
                 }
                 datanode.power_off();
+                let id = datanode_index as u64 + 1;
+                if damaged
+                    && !checker
+                        .handle()
+                        .spawn(held_without(id, WHOLE_WAIT_MAX))
+                        .await
+                        .unwrap()
+                {
+                    faults.push(format!("disk kept: a region was only on {id}"));
+                    madsim::runtime::Handle::current().restart(datanode.handle().id());
+                    continue;
+                }
                 datanode.disk.wipe();
                 time::sleep(hold).await;
                 madsim::runtime::Handle::current().restart(datanode.handle().id());

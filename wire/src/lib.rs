@@ -65,7 +65,8 @@ pub struct Replication {
     /// Writes refused for want of a lease at their route's epoch (a stale route, a
     /// lapsed lease: a leader cut off from the metasrv).
     pub fenced_writes: u64,
-    /// Leaders' shipments refused because a newer epoch replaced their leader.
+    /// Leaders' shipments refused because they came under an older epoch than the one
+    /// the datanode follows the region at (each try counts).
     pub fenced_shipments: u64,
 }
 

@@ -39,6 +39,8 @@ impl ShardEngine {
                     version: tombstone.manifest.version + 1,
                     closed: false,
                     wal_commit_floor: tombstone.manifest.wal_commit_floor,
+                    // A new copy: the old one's damage went with it.
+                    quarantined: None,
                 },
                 None => RegionManifest::new(id, schema),
             }

@@ -142,6 +142,11 @@ impl ShardEngine {
         };
         let mut recovery = EngineRecovery::default();
         let mut regions = load_regions(&manifests, &root).await?;
+        let quarantined_at_load: BTreeSet<RegionId> = regions
+            .iter()
+            .filter(|(_, region)| matches!(region.state(), RegionState::Quarantined(_)))
+            .map(|(id, _)| *id)
+            .collect();
         let mut wal_config = config.wal.clone();
         wal_config.dir = root.join(&config.wal.dir);
         let mut rows_replayed = 0u64;
@@ -153,10 +158,16 @@ impl ShardEngine {
         .await?;
 
         quarantine_corrupted(&mut regions, &wal_recovery.corruptions);
+        // Quarantined by the WAL's replay (a damaged record, one the region cannot take),
+        // not by its manifest: what the manifest must record.
+        let mut newly_quarantined = Vec::new();
         for (id, region) in &regions {
             if let RegionState::Quarantined(reason) = region.state() {
                 tracing::error!(region = %id, %reason, "region quarantined");
                 recovery.quarantined.push((*id, reason.clone()));
+                if !quarantined_at_load.contains(id) {
+                    newly_quarantined.push((*id, reason.clone()));
+                }
             }
         }
         recovery.regions = regions
@@ -186,6 +197,13 @@ impl ShardEngine {
             shipping: RefCell::new(replica::Shipping::default()),
             installs: RefCell::new(BTreeMap::new()),
         };
+        // Recorded before anything can purge the WAL: once the segment holding the
+        // damage is gone, only the manifest remembers that the copy lacks a write.
+        for (id, reason) in newly_quarantined {
+            engine
+                .commit_edit(id, None, |_| Ok(Edit::Quarantined { reason }))
+                .await?;
+        }
         Ok((Rc::new(engine), recovery))
     }
 
@@ -292,6 +310,16 @@ impl ShardEngine {
                 .filter(|r| !matches!(r.state(), RegionState::Dropped | RegionState::Closed))
                 .count() as u64,
         }
+    }
+
+    /// The regions this shard holds quarantined.
+    pub fn quarantined(&self) -> Vec<RegionId> {
+        self.regions
+            .borrow()
+            .iter()
+            .filter(|(_, region)| matches!(region.state(), RegionState::Quarantined(_)))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn memory_bytes(&self) -> usize {

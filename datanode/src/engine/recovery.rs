@@ -37,7 +37,12 @@ pub(super) async fn load_regions(
                     // Fold the edit log into a fresh checkpoint.
                     manifest.store(manifests, root).await?;
                 }
-                Region::new(manifest, 0)
+                let quarantined = manifest.quarantined.clone();
+                let mut region = Region::new(manifest, 0);
+                if let Some(reason) = quarantined {
+                    region.quarantine(|| format!("{reason} (found at an earlier start)"));
+                }
+                region
             }
             Ok(Some((manifest, _))) => quarantined_region(
                 id,

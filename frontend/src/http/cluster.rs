@@ -129,28 +129,10 @@ mod tests {
     use super::*;
     use metronome_catalog::client::MetaError;
     use metronome_catalog::request::RaftStatus;
-    use metronome_catalog::{Catalog, Command, DEFAULT_DATABASE};
 
     #[test]
     fn nodes_carry_their_liveness_and_regions_their_routes() {
-        let mut catalog = Catalog::default();
-        for id in [1, 2] {
-            catalog
-                .apply(&Command::RegisterDatanode {
-                    id,
-                    addr: format!("10.0.0.{id}:4100"),
-                    shards: 1,
-                    incarnation: 0,
-                })
-                .unwrap();
-        }
-        catalog
-            .apply(&Command::CreateMetricRegions {
-                database: DEFAULT_DATABASE.to_string(),
-                routes: catalog.place_among(2, None).unwrap(),
-                replicas: 1,
-            })
-            .unwrap();
+        let catalog = crate::cluster_view::test_catalog(2, 2, 1);
         let replicas = [
             (
                 "10.0.0.9:4000".to_string(),

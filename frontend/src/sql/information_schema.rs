@@ -4,7 +4,8 @@
 //! - `cluster_info`: one row per metasrv replica (its raft state as it reports it) and per
 //!   registered datanode (its liveness from the metasrv leader's heartbeats);
 //! - `region_peers`: one row per copy of a region (its role: leader, follower or learner)
-//!   with the datanode shard that holds it, that datanode's liveness, and how far behind
+//!   with the datanode shard that holds it, that datanode's liveness (`status`: `ALIVE`,
+//!   `DOWNGRADED`, or `QUARANTINED` for a copy its datanode found damaged), and how far behind
 //!   the leader the copy is (`lag_writes`, `lag_bytes`, `lag_ms`: the writes queued for
 //!   it that it has not made durable, as the leader tells; null if it did not answer).
 //!
@@ -224,9 +225,15 @@ pub fn region_peers(view: &ClusterView) -> DfResult<Arc<dyn TableProvider>> {
             Arc::new(BooleanArray::from_iter(
                 regions.iter().map(|(.., role)| Some(*role == "LEADER")),
             )),
-            text(regions.iter().map(|(_, peer, ..)| {
+            text(regions.iter().map(|(r, peer, ..)| {
                 let alive = datanode(*peer).is_some_and(|d| d.alive());
-                Some(if alive { "ALIVE" } else { "DOWNGRADED" })
+                Some(if view.quarantined.contains(&(r.region, *peer)) {
+                    "QUARANTINED"
+                } else if alive {
+                    "ALIVE"
+                } else {
+                    "DOWNGRADED"
+                })
             })),
             int(regions.iter().map(|(_, peer, ..)| {
                 datanode(*peer)

@@ -2084,6 +2084,117 @@ impl<'a> DatanodeLiveness {
 
 }
 
+/// A copy of a region a datanode names quarantined in its heartbeats.
+// struct QuarantinedCopy, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct QuarantinedCopy(pub [u8; 16]);
+impl Default for QuarantinedCopy { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for QuarantinedCopy {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("QuarantinedCopy")
+      .field("datanode", &self.datanode())
+      .field("region", &self.region())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for QuarantinedCopy {}
+impl<'a> ::flatbuffers::Follow<'a> for QuarantinedCopy {
+  type Inner = &'a QuarantinedCopy;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a QuarantinedCopy>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a QuarantinedCopy {
+  type Inner = &'a QuarantinedCopy;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<QuarantinedCopy>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for QuarantinedCopy {
+    type Output = QuarantinedCopy;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const QuarantinedCopy as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for QuarantinedCopy {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> QuarantinedCopy {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    datanode: u64,
+    region: &RegionId,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_datanode(datanode);
+    s.set_region(region);
+    s
+  }
+
+  pub fn datanode(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_datanode(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn region(&self) -> &RegionId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[8..].as_ptr() as *const RegionId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_region(&mut self, x: &RegionId) {
+    self.0[8..8 + 8].copy_from_slice(&x.0)
+  }
+
+}
+
 pub enum FieldColumnOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6702,6 +6813,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LivenessReply<'a> {
 
 impl<'a> LivenessReply<'a> {
   pub const VT_DATANODES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_QUARANTINED: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6713,6 +6825,7 @@ impl<'a> LivenessReply<'a> {
     args: &'args LivenessReplyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LivenessReply<'bldr>> {
     let mut builder = LivenessReplyBuilder::new(_fbb);
+    if let Some(x) = args.quarantined { builder.add_quarantined(x); }
     if let Some(x) = args.datanodes { builder.add_datanodes(x); }
     builder.finish()
   }
@@ -6725,6 +6838,13 @@ impl<'a> LivenessReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DatanodeLiveness>>>(LivenessReply::VT_DATANODES, None).unwrap()}
   }
+  #[inline]
+  pub fn quarantined(&self) -> Option<::flatbuffers::Vector<'a, QuarantinedCopy>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, QuarantinedCopy>>>(LivenessReply::VT_QUARANTINED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LivenessReply<'_> {
@@ -6734,18 +6854,21 @@ impl ::flatbuffers::Verifiable for LivenessReply<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DatanodeLiveness>>>("datanodes", Self::VT_DATANODES, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, QuarantinedCopy>>>("quarantined", Self::VT_QUARANTINED, false)?
      .finish();
     Ok(())
   }
 }
 pub struct LivenessReplyArgs<'a> {
     pub datanodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DatanodeLiveness>>>,
+    pub quarantined: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, QuarantinedCopy>>>,
 }
 impl<'a> Default for LivenessReplyArgs<'a> {
   #[inline]
   fn default() -> Self {
     LivenessReplyArgs {
       datanodes: None, // required field
+      quarantined: None,
     }
   }
 }
@@ -6758,6 +6881,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LivenessReplyBuilder<'a, 'b, 
   #[inline]
   pub fn add_datanodes(&mut self, datanodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DatanodeLiveness>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LivenessReply::VT_DATANODES, datanodes);
+  }
+  #[inline]
+  pub fn add_quarantined(&mut self, quarantined: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , QuarantinedCopy>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LivenessReply::VT_QUARANTINED, quarantined);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LivenessReplyBuilder<'a, 'b, A> {
@@ -6779,6 +6906,7 @@ impl ::core::fmt::Debug for LivenessReply<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("LivenessReply");
       ds.field("datanodes", &self.datanodes());
+      ds.field("quarantined", &self.quarantined());
       ds.finish()
   }
 }
