@@ -299,6 +299,8 @@ async fn read_back(frontend: &Frontend, metric: &str) -> Result<Vec<(SampleKey, 
 mod checks;
 #[path = "cluster/damage.rs"]
 mod damage;
+#[path = "cluster/migration.rs"]
+mod migration;
 #[path = "cluster/watch.rs"]
 mod watch;
 use checks::check_after_healing;
@@ -646,6 +648,15 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 let rate_ppm = drift();
                 faults.push(format!("{}'s clock now runs at {rate_ppm} ppm", node.name));
                 time::drift::set(node.handle().id(), rate_ppm);
+            }
+            14 if rand::gen_range(0..2) == 0 => {
+                let to = datanode_index as u64 + 1;
+                let pick = rand::gen_range(0..usize::MAX);
+                let slot = slots[0].clone();
+                faults.push(
+                    migration::migrate_killing_metasrv_leaders(&metasrvs, &checker, slot, to, pick)
+                        .await,
+                );
             }
             14 => {
                 // An operator's migration, running on while the next faults come.
