@@ -45,10 +45,7 @@ pub(super) async fn migrate_killing_metasrv_leaders(
             )
             .await;
             let text = match migrated {
-                Ok(Ok(migrated)) => {
-                    assert_eq!(migrated.to, to, "a migration answers for its target");
-                    format!("completed at epoch {}", migrated.epoch)
-                }
+                Ok(Ok(migrated)) => format!("completed at epoch {}", migrated.epoch),
                 Ok(Err(error)) => format!("refused: {error}"),
                 Err(_) => "unanswered within 60 s".to_string(),
             };
