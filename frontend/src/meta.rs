@@ -9,10 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use metronome_catalog::client::{MetaClient, MetaError};
 use metronome_catalog::{Catalog, Command, Route};
 use metronome_core::data::RegionId;
+use metronome_core::rt::task::{self, JoinHandle};
+use metronome_core::rt::time;
 
 pub struct Meta {
     client: MetaClient,
@@ -42,6 +45,39 @@ impl Meta {
             routes: RwLock::new(routes),
             change: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Follows the catalog other nodes change (a new metric, a table, a route): the
+    /// metasrv answers a watch as soon as its catalog moves past this copy's version (or
+    /// after a few quiet seconds), and the copy is read again then; after a failure,
+    /// again after `retry`. The task holds the view only while it watches: it ends once
+    /// every other holder dropped it (a frontend that failed to open and tries again
+    /// would otherwise leave one such task behind per try).
+    pub fn follow(meta: &Arc<Meta>, retry: Duration) -> JoinHandle<()> {
+        let weak = Arc::downgrade(meta);
+        task::spawn(async move {
+            loop {
+                let Some(meta) = weak.upgrade() else {
+                    return;
+                };
+                let since = meta.catalog().version;
+                match meta.watch(since).await {
+                    Ok(version) if version == since => continue,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot watch the catalog; reading it again");
+                        drop(meta);
+                        time::sleep(retry).await;
+                        continue;
+                    }
+                }
+                if let Err(error) = meta.refresh().await {
+                    tracing::warn!(%error, "cannot read the catalog again");
+                    drop(meta);
+                    time::sleep(retry).await;
+                }
+            }
+        })
     }
 
     /// The catalog as of the last completed change.
@@ -155,5 +191,28 @@ impl MetaGuard<'_> {
         }
         self.meta.publish(next);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metronome_core::rt::net::{FrameLimits, InProcNetwork};
+    use metronome_wire::rpc::{self, RpcClient};
+
+    /// The watch ends once the view is dropped: a frontend's failed start, tried again,
+    /// leaves no task behind (one per try did, before).
+    #[tokio::test]
+    async fn following_ends_once_the_view_is_dropped() {
+        let network = InProcNetwork::new();
+        let limits = FrameLimits::default();
+        // No one listens there: every watch fails at once.
+        let connector = rpc::inproc_connector(network, "nowhere", limits);
+        let client = MetaClient::new(RpcClient::new("nowhere", connector, Duration::from_secs(1)));
+        let meta = Arc::new(Meta::new(client, Catalog::default()));
+        let following = Meta::follow(&meta, Duration::from_millis(5));
+        drop(meta);
+        let ended = time::timeout(Duration::from_secs(10), following).await;
+        assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
     }
 }

@@ -151,29 +151,10 @@ pub async fn open(
         time::sleep(WAIT_RETRY).await;
     };
     let meta = Arc::new(Meta::new(peers.metasrv, catalog.clone()));
-    // Other frontends change the catalog too (a new metric, a table): the metasrv answers
-    // a watch as soon as its catalog moves past this copy's version (or after a few quiet
-    // seconds), and the copy is read again then. (A scan that meets a label this copy does
-    // not name reads it at once, `PromStore::scan`.)
+    // Other frontends change the catalog too (a new metric, a table); a scan that meets
+    // a label this copy does not name reads it at once (`PromStore::scan`).
     if let Some(retry) = peers.catalog_refresh {
-        let meta = meta.clone();
-        task::spawn(async move {
-            loop {
-                let since = meta.catalog().version;
-                match meta.watch(since).await {
-                    Ok(version) if version == since => continue,
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot watch the catalog; reading it again");
-                        time::sleep(retry).await;
-                    }
-                }
-                if let Err(error) = meta.refresh().await {
-                    tracing::warn!(%error, "cannot read the catalog again");
-                    time::sleep(retry).await;
-                }
-            }
-        });
+        Meta::follow(&meta, retry);
     }
     // The metric regions are placed once, by the metasrv when the first frontend starts,
     // over the datanodes alive then; later frontends find them.
