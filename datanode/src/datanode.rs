@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::oneshot;
 use metronome_core::data::{FieldColumn, RegionId, RegionSchema, Row, ScanRequest, SeriesRows};
-use metronome_core::rt::disk::{Disk, OpenOptions};
+use metronome_core::rt::disk::Disk;
 use metronome_core::rt::shard::{self, IoDriver, ShardContext, ShardError, Shards, ShardsConfig};
-use metronome_core::rt::{rand, task, time};
+use metronome_core::rt::{task, time};
 use metronome_core::write_batch::WriteBatch;
 use std::time::Duration;
 
@@ -101,48 +101,11 @@ pub type Snapshot = (RegionSchema, u64, Vec<SeriesRows>);
 type ShardReady = Result<(u16, IoDriver, Vec<RegionId>, EngineRecovery), String>;
 
 /// The running datanode.
-/// The file that names a datanode's data directory (its incarnation), in decimal.
-pub const INCARNATION_FILE: &str = "incarnation";
-
-/// This data directory's incarnation: the one it holds, or a new one for a directory
-/// that holds no shard yet. A directory with shards and no incarnation was written
-/// before incarnations existed, and gets one too: the metasrv compares only known ones.
-async fn incarnation(disk: &Disk) -> Result<u64, String> {
-    match disk.open(INCARNATION_FILE, OpenOptions::read()).await {
-        Ok(file) => {
-            let text = file
-                .read_exact_at(file.len() as usize, 0)
-                .await
-                .map_err(|error| format!("cannot read {INCARNATION_FILE}: {error}"))?;
-            String::from_utf8_lossy(&text)
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n != 0)
-                .ok_or_else(|| {
-                    format!(
-                        "{INCARNATION_FILE} in the data directory holds {:?}, not a positive \
-                         number: it names the directory, restore it or start on an empty one",
-                        String::from_utf8_lossy(&text)
-                    )
-                })
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let chosen = rand::gen_range(1..u64::MAX);
-            disk.write_atomic(INCARNATION_FILE, format!("{chosen}\n").into_bytes())
-                .await
-                .map_err(|error| format!("cannot write {INCARNATION_FILE}: {error}"))?;
-            Ok(chosen)
-        }
-        Err(error) => Err(format!("cannot open {INCARNATION_FILE}: {error}")),
-    }
-}
-
 pub struct Datanode {
     shards: Shards,
     handle: DatanodeHandle,
     /// Names this data directory: chosen at random when the directory was first used,
-    /// kept in [`INCARNATION_FILE`]. A datanode that registers with another one than
+    /// kept in [`INCARNATION_FILE`](crate::incarnation::INCARNATION_FILE). A datanode that registers with another one than
     /// before lost its copies (`Catalog::register_datanode`).
     pub incarnation: u64,
     pub recoveries: Vec<EngineRecovery>,
@@ -167,7 +130,7 @@ impl Datanode {
     /// Starts the shards on `disk` and waits until every one has recovered.
     pub async fn start(disk: Disk, config: DatanodeConfig) -> Result<Datanode, String> {
         let count = config.shards.count;
-        let incarnation = incarnation(&disk).await?;
+        let incarnation = crate::incarnation::read_or_choose(&disk).await?;
         let existing: Vec<u16> = disk
             .list_dir("")
             .await

@@ -20,6 +20,7 @@ pub mod catch_up;
 pub mod datanode;
 pub mod engine;
 pub mod heartbeat;
+pub mod incarnation;
 pub mod lease;
 pub mod manifest;
 pub mod memtable;

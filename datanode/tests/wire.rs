@@ -279,7 +279,7 @@ async fn a_data_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
     other.into_shards().stop_and_join().unwrap();
     Disk::real(dir.path())
         .write_atomic(
-            metronome_datanode::datanode::INCARNATION_FILE,
+            metronome_datanode::incarnation::INCARNATION_FILE,
             b"not a number\n".to_vec(),
         )
         .await
