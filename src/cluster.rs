@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::Args;
 use metronome_catalog::client::MetaClient;
+use metronome_catalog::rebalance::Balance;
 use metronome_catalog::request::MembershipChange;
 use metronome_catalog::DatanodeInfo;
 use metronome_core::config::{Config, Role};
@@ -58,6 +59,11 @@ pub struct MetasrvArgs {
     /// until `metronome membership add` adds this replica.
     #[arg(long)]
     join: bool,
+    /// How uneven the datanodes' copies and leaderships may get before the metasrv (as
+    /// leader) moves regions: the most one holds as a multiple of the fewest another
+    /// holds, 1 to 100, or 0 to move nothing by itself [default: the file's, or 1.25].
+    #[arg(long)]
+    rebalance_ratio: Option<f64>,
     /// Directory of the raft log, its snapshots and the catalog.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -321,6 +327,12 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
                 .push(parse_peer(peer).map_err(|error| format!("invalid metasrv.peers: {error}"))?);
         }
     }
+    let balance = Balance::new(
+        args.rebalance_ratio
+            .or(section.rebalance_ratio)
+            .unwrap_or(Balance::RATIO_DEFAULT),
+    )
+    .map_err(|error| format!("--rebalance-ratio (metasrv.rebalance_ratio): {error}"))?;
     let data_dir = data_dir(args.data_dir.clone(), &config, &args.config)?;
     init_logging(args.log.as_deref().unwrap_or(&config.log.filter))?;
     let _lock = prepare_data_dir(&data_dir)?;
@@ -365,7 +377,10 @@ pub fn metasrv(args: MetasrvArgs) -> Result<(), String> {
             initialize: !args.join,
         };
         let service = Arc::new(MetaService::start(disk, "meta", replica).await?);
-        let failover = task::spawn(metronome_metasrv::failover::run(Arc::downgrade(&service)));
+        let failover = task::spawn(metronome_metasrv::failover::run(
+            Arc::downgrade(&service),
+            balance,
+        ));
         let (rpc, server) = serve_rpc(rpc_addr, service.clone()).await?;
         let signals = shutdown_signal()?;
         tracing::info!(

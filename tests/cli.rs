@@ -75,6 +75,28 @@ fn a_cluster_role_without_its_addresses_names_what_is_missing() {
 }
 
 #[test]
+fn a_rebalance_ratio_below_one_is_refused_naming_the_flag() {
+    for ratio in ["0.5", "NaN", "1000"] {
+        let output = metronome()
+            .args([
+                "metasrv",
+                "--rpc-addr",
+                "127.0.0.1:0",
+                "--rebalance-ratio",
+                ratio,
+            ])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{ratio}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--rebalance-ratio") && stderr.contains(ratio),
+            "{ratio}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_role_s_file_that_sets_another_role_s_key_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     for (role, text, key) in [

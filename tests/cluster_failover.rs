@@ -4,8 +4,8 @@
 //! other datanode once its lease has lapsed, writes are acknowledged again, and every
 //! sample acknowledged before, during and after is read back. Restarted, it catches up,
 //! follows again and takes its share of the regions back; an operator moves a region
-//! with `ADMIN migrate_region` and with HTTP; a third datanode joins and datanode 1 is
-//! drained onto it while writes go on; killing datanode 1 then costs nothing, and
+//! with `ADMIN migrate_region` and with HTTP; a third datanode joins and takes copies
+//! until they are even; datanode 1 is drained onto it while writes go on; killing datanode 1 then costs nothing, and
 //! killing datanode 2 loses nothing either: the moved copies are whole.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
@@ -288,14 +288,51 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
         );
     }
 
-    // A third datanode joins and the operator drains datanode 1 while writes go on:
-    // every copy it held moves to datanode 3 (datanode 2 holds one of each already).
+    // A third datanode joins, holding nothing: the metasrv moves copies onto it, one
+    // migration at a time, until the copies are even (8 over 3 datanodes: 3, 3, 2).
     let refused = sql_at(http, "ADMIN drain_datanode(9)");
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert!(refused.body.contains("not registered"), "{}", refused.body);
     let dir = tempfile::tempdir().unwrap();
     let third = datanode(3, &metasrv_addr, dir.path());
     ready(&third);
+    let joined = Instant::now();
+    let copies_held = || {
+        rows(&sql_at(
+            http,
+            "SELECT peer_id, count(*) FROM information_schema.region_peers \
+             WHERE role <> 'LEARNER' GROUP BY peer_id ORDER BY peer_id",
+        ))
+    };
+    let even = |held: &serde_json::Value| {
+        let counts: Vec<u64> = (1..=3)
+            .map(|id| {
+                held.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|row| row[0] == id)
+                    .map_or(0, |row| row[1].as_u64().unwrap())
+            })
+            .collect();
+        counts.iter().sum::<u64>() == 8
+            && counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
+    };
+    while !even(&copies_held()) {
+        assert!(
+            joined.elapsed() < Duration::from_secs(90),
+            "the copies did not even out onto the datanode that joined: {}",
+            copies_held()
+        );
+        write(&mut acknowledged);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("join_rebalanced_ms={}", joined.elapsed().as_millis());
+    let held = copies_held();
+    assert!(held[2][1].as_u64() >= Some(2), "{held}");
+    let held_by_first = held[0][1].as_u64().unwrap();
+
+    // The operator drains datanode 1 while writes go on: every copy it held leaves, for
+    // datanodes 2 and 3, which end up with a copy of every region each.
     let draining = std::thread::spawn(move || {
         common::post(
             &format!("http://{http}/v1/admin/drain_datanode?id=1"),
@@ -318,7 +355,7 @@ fn a_killed_datanode_fails_over_to_its_followers_and_loses_no_acknowledged_sampl
     );
     assert_eq!(
         drained.json()["data"]["regions_moved"],
-        4,
+        held_by_first,
         "{}",
         drained.body
     );

@@ -1,8 +1,8 @@
 //! The catalog as every role links it: the state machine of databases, tables, regions
 //! and routes ([`Catalog`], [`Command`], `Catalog::apply`), with the datanode registry and
 //! the placement of new regions ([`placement`]), the regions' configurations of leader
-//! and followers ([`replicas`]), their migrations ([`migration`]) and the drain of a
-//! datanode ([`drain`]), the region leases the metasrv grants and datanodes hold
+//! and followers ([`replicas`]), their migrations ([`migration`]), the moves that even
+//! out the datanodes' load ([`rebalance`]) and the drain of a datanode ([`drain`]), the region leases the metasrv grants and datanodes hold
 //! ([`lease`]), the metasrv's one request and
 //! one reply type with their wire form ([`request`]), and the client that reaches a
 //! metasrv ([`client`]). Frontends and datanodes link this crate; only the metasrv
@@ -19,6 +19,7 @@ pub mod drain;
 pub mod lease;
 pub mod migration;
 pub mod placement;
+pub mod rebalance;
 pub mod replicas;
 pub mod request;
 

@@ -24,7 +24,8 @@
 //! leader holding writes back until its copies settled vouches only that the target
 //! holds every acknowledged write.
 //!
-//! [`Catalog::rebalance`] picks the moves that even out leadership among live datanodes.
+//! [`Catalog::rebalance`](crate::rebalance) picks the migrations that even out copies and
+//! leadership among live datanodes.
 
 use std::collections::BTreeMap;
 
@@ -214,58 +215,6 @@ impl Catalog {
             .expect("a registered datanode has a shard");
         Ok(Replica { datanode, shard })
     }
-
-    /// One move that evens out leadership among the datanodes `alive` accepts and that
-    /// are not draining (`Catalog::drain_move` empties those): from
-    /// one leading the most regions to a follower's copy on one leading at least two
-    /// fewer (so each move narrows the gap, and moves never go back and forth). Only
-    /// leadership moves, never a copy; `None` while a migration runs. Deterministic over
-    /// the catalog: the busiest datanode first, ties by id; its first region by id with a
-    /// follower on the least busy.
-    pub fn rebalance(&self, alive: impl Fn(u64) -> bool) -> Option<(RegionId, u64, Replica)> {
-        if self.migrations().next().is_some() {
-            return None;
-        }
-        let mut leading: BTreeMap<u64, usize> = self
-            .datanodes
-            .keys()
-            .filter(|id| alive(**id) && !self.is_draining(**id))
-            .map(|id| (*id, 0))
-            .collect();
-        for (_, route) in self.routes() {
-            if let Some(count) = leading.get_mut(&route.datanode) {
-                *count += 1;
-            }
-        }
-        let mut busiest: Vec<(u64, usize)> = leading.iter().map(|(id, n)| (*id, *n)).collect();
-        busiest.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
-        for (from, most) in &busiest {
-            let mut routes: Vec<(RegionId, Route)> = self
-                .routes()
-                .filter(|(_, route)| route.datanode == *from && route.learner.is_none())
-                .collect();
-            routes.sort_by_key(|(region, _)| *region);
-            let mut idle: Vec<(u64, usize)> = busiest
-                .iter()
-                .filter(|(_, n)| n + 2 <= *most)
-                .copied()
-                .collect();
-            idle.sort_by_key(|(id, n)| (*n, *id));
-            for (to, _) in idle {
-                if let Some((region, route, follower)) = routes.iter().find_map(|(r, route)| {
-                    let f = route
-                        .followers
-                        .as_slice()
-                        .iter()
-                        .find(|f| f.datanode == to)?;
-                    Some((*r, *route, *f))
-                }) {
-                    return Some((region, route.epoch, follower));
-                }
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
@@ -429,67 +378,5 @@ mod tests {
             }
         }
         assert_eq!(catalog.migrations().count(), MIGRATIONS_MAX);
-    }
-
-    #[test]
-    fn rebalancing_moves_leadership_to_the_idle_and_converges() {
-        let mut catalog = catalog(2);
-        let routes = replicated(&mut catalog, 4, 2);
-        // Datanode 2 fails and comes back: datanode 1 leads everything.
-        for (region, route) in &routes {
-            if route.datanode == 2 {
-                let follower = route.followers.as_slice()[0];
-                catalog
-                    .apply(&Command::ReconfigureRegion {
-                        region: *region,
-                        epoch: route.epoch,
-                        leader: follower,
-                        followers: vec![],
-                    })
-                    .unwrap();
-                let epoch = catalog.route(*region).unwrap().epoch;
-                let learner = Replica {
-                    datanode: 2,
-                    shard: route.shard,
-                };
-                catalog
-                    .apply(&Command::AddLearner {
-                        region: *region,
-                        epoch,
-                        learner,
-                    })
-                    .unwrap();
-                catalog
-                    .apply(&Command::ReconfigureRegion {
-                        region: *region,
-                        epoch,
-                        leader: follower,
-                        followers: vec![learner],
-                    })
-                    .unwrap();
-            }
-        }
-        let leading = |catalog: &Catalog, id: u64| {
-            catalog
-                .routes()
-                .filter(|(_, route)| route.datanode == id)
-                .count()
-        };
-        assert_eq!(leading(&catalog, 1), 4);
-        assert_eq!(catalog.rebalance(|id| id == 1), None, "datanode 2 is down");
-        let mut moves = 0;
-        while let Some((region, epoch, to)) = catalog.rebalance(|_| true) {
-            assert_eq!(to.datanode, 2);
-            catalog
-                .apply(&Command::MigrateRegion { region, epoch, to })
-                .unwrap();
-            assert_eq!(catalog.rebalance(|_| true), None, "one move at a time");
-            catalog
-                .apply(&Command::HandOver { region, epoch, to })
-                .unwrap();
-            moves += 1;
-            assert!(moves <= 2, "it converges");
-        }
-        assert_eq!((leading(&catalog, 1), leading(&catalog, 2)), (2, 2));
     }
 }

@@ -56,7 +56,7 @@ impl Role {
 
 /// `[metasrv]`: one replica of the metasrv's raft (`metronome metasrv`). Its flags
 /// override these.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetasrvSection {
     /// This replica's raft id, at least 1.
@@ -65,6 +65,12 @@ pub struct MetasrvSection {
     pub rpc_addr: Option<SocketAddr>,
     /// Every replica as `"id=addr"`, this one included.
     pub peers: Vec<String>,
+    /// How uneven the datanodes' copies and leaderships may get before the metasrv
+    /// moves regions to even them out: the most one datanode holds as a multiple of the
+    /// fewest another holds (counts one apart are always even). 1 to 100, or 0 for no
+    /// rebalancing; 1.25 if unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebalance_ratio: Option<f64>,
 }
 
 /// `[datanode]`: a datanode of a cluster (`metronome datanode`). Its flags override these.
@@ -483,6 +489,7 @@ mod tests {
         let metasrv = Config::from_toml(files[0].1, "metasrv").unwrap();
         let section = metasrv.metasrv.unwrap();
         assert_eq!((section.node_id, section.peers.len()), (Some(1), 3));
+        assert_eq!(section.rebalance_ratio, Some(1.25));
         let datanode = Config::from_toml(files[1].1, "datanode").unwrap();
         assert_eq!(datanode.datanode.unwrap().metasrv.len(), 3);
 

@@ -24,6 +24,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use metronome_catalog::lease::{ALIVE_SINCE_HEARTBEAT_MAX, CLOCK_DRIFT_PPM_MAX, LEASE};
+use metronome_catalog::rebalance::Balance;
 use metronome_catalog::replicas::Replica;
 use metronome_catalog::Command;
 use metronome_core::rt::time;
@@ -42,8 +43,9 @@ const _: () = assert!(LEASE_WAIT.as_millis() == 16_160);
 /// How often the detector looks.
 const DETECT_EVERY: Duration = Duration::from_millis(500);
 
-/// Runs the failure detector of `service` until it is dropped.
-pub async fn run(service: Weak<MetaService>) {
+/// Runs the failure detector of `service` until it is dropped, with the repair and the
+/// rebalancing (to `balance`) that follow it.
+pub async fn run(service: Weak<MetaService>, balance: Balance) {
     let mut ticks = time::interval(DETECT_EVERY);
     // (term, since when this replica has known it leads in that term)
     let mut leading: Option<(u64, Instant)> = None;
@@ -72,7 +74,7 @@ pub async fn run(service: Weak<MetaService>) {
         if let Err(error) = crate::quarantine::replace_quarantined(&service).await {
             tracing::warn!(%error, "quarantined copies could not be replaced; trying again");
         }
-        if let Err(error) = crate::repair::repair(&service, since).await {
+        if let Err(error) = crate::repair::repair(&service, since, balance).await {
             tracing::warn!(%error, "the region repair could not act; it tries again");
         }
     }

@@ -2,10 +2,10 @@
 //! learner (`Command::AddLearner`), which its leader catches up and makes a follower
 //! (`metronome_datanode::catch_up`); it takes a learner away once its datanode is gone.
 //! Once every region has its copies, it moves leadership off draining datanodes
-//! (`Catalog::drain_move`, `metronome_catalog::drain`), then evens it out among the live
-//! datanodes, one hand-over at a time (`Catalog::rebalance`,
-//! `metronome_catalog::migration`): a datanode back from a failure takes its share of
-//! the regions back. Copies on a draining datanode count as missing, so they get
+//! (`Catalog::drain_move`, `metronome_catalog::drain`), then evens out copies and
+//! leadership among the live datanodes, one migration at a time, as far as the
+//! configured [`Balance`] asks (`Catalog::rebalance`, `metronome_catalog::rebalance`): a
+//! datanode that joined takes copies, and one back from a failure its share back. Copies on a draining datanode count as missing, so they get
 //! learners elsewhere like any region short of copies.
 //!
 //! Run from the failure detector's loop, so with its wait: a metasrv leader decides
@@ -16,6 +16,7 @@
 use std::time::Instant;
 
 use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
+use metronome_catalog::rebalance::Balance;
 use metronome_catalog::Command;
 use metronome_core::rt::time;
 
@@ -27,7 +28,11 @@ use crate::service::{ExecuteError, MetaService};
 pub const LEARNERS_MAX: usize = 4;
 
 /// Adds learners where copies are missing and removes those on datanodes gone.
-pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(), ExecuteError> {
+pub async fn repair(
+    service: &MetaService,
+    leading_since: Instant,
+    balance: Balance,
+) -> Result<(), ExecuteError> {
     let heard = service.datanodes();
     let now = time::now();
     let silent_for = |datanode: u64| {
@@ -90,11 +95,9 @@ pub async fn repair(service: &MetaService, leading_since: Instant) -> Result<(),
     }
     let leaders_alive = |datanode: u64| alive(datanode) && silent_for(datanode) < LEASE_WAIT;
     // Copies leave a draining datanode first.
-    let moving = catalog.drain_move(leaders_alive).or_else(|| {
-        catalog
-            .rebalance(leaders_alive)
-            .map(|(region, epoch, to)| Command::MigrateRegion { region, epoch, to })
-    });
+    let moving = catalog
+        .drain_move(leaders_alive)
+        .or_else(|| catalog.rebalance(balance, leaders_alive));
     if let Some(command) = moving {
         match service.execute(command.clone()).await {
             Ok(_) => tracing::info!(?command, "a copy or a leadership moves"),

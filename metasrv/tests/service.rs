@@ -277,9 +277,13 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
     assert_eq!(service.local_catalog().version, version);
 
     // Repair gives a and b learners, never on the datanode that named them.
-    metronome_metasrv::repair::repair(&service, metronome_core::rt::time::now())
-        .await
-        .unwrap();
+    metronome_metasrv::repair::repair(
+        &service,
+        metronome_core::rt::time::now(),
+        metronome_catalog::rebalance::Balance::default(),
+    )
+    .await
+    .unwrap();
     let catalog = service.local_catalog();
     for (region, named_by) in [(a, a_route.datanode), (b, b_follower.datanode)] {
         let learner: Option<Replica> = catalog.route(region).unwrap().learner;

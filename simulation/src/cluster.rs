@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
+use metronome_catalog::rebalance::Balance;
 use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
 use metronome_catalog::DatanodeInfo;
 use metronome_core::config::Config;
@@ -153,15 +154,17 @@ impl rpc::Dispatch for ObservedMeta {
 
 /// Metasrv replica `id` of `replicas`, its raft tuned by `tuning`.
 pub fn metasrv_main(id: u64, replicas: u64, tuning: RaftTuning) -> NodeMain {
-    metasrv_main_observed(id, replicas, tuning, None)
+    metasrv_main_observed(id, replicas, tuning, None, Balance::default())
 }
 
-/// [`metasrv_main`], telling `granted` of every heartbeat it answered with leases.
+/// [`metasrv_main`], telling `granted` of every heartbeat it answered with leases, and
+/// rebalancing to `balance`.
 pub fn metasrv_main_observed(
     id: u64,
     replicas: u64,
     tuning: RaftTuning,
     granted: Option<GrantObserver>,
+    balance: Balance,
 ) -> NodeMain {
     Box::new(move |disk| {
         let tuning = tuning.clone();
@@ -199,6 +202,7 @@ pub fn metasrv_main_observed(
             .expect("the port is free");
             let _failover = DropAbort(task::spawn(metronome_metasrv::failover::run(
                 Arc::downgrade(&service),
+                balance,
             )));
             let dispatch: Arc<dyn rpc::Dispatch> = match granted {
                 Some(observe) => Arc::new(ObservedMeta { service, observe }),

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use madsim::net::NetSim;
 use metronome_catalog::client::MetaError;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE};
+use metronome_catalog::rebalance::Balance;
 use metronome_catalog::Command;
 use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::error::ErrorKind;
@@ -347,6 +348,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     METASRVS,
                     RaftTuning::default(),
                     Some(granted.clone()),
+                    Balance::default(),
                 ),
             )
         })
