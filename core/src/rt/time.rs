@@ -68,8 +68,9 @@ pub mod drift {
     }
 
     /// The fastest or slowest a clock may be set to run: far past any real quartz
-    /// (typically tens of ppm), within what keeps the arithmetic simple.
-    pub const RATE_PPM_MAX: i64 = 100_000;
+    /// (typically tens of ppm), as far as a negative test needs (a clock at half speed,
+    /// like a guest's paused half the time), and short of a clock that stands still.
+    pub const RATE_PPM_MAX: i64 = 500_000;
 
     thread_local! {
         // One madsim runtime per thread at a time; [`clear`] starts each run afresh.
