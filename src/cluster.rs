@@ -118,6 +118,10 @@ pub struct FrontendArgs {
     /// option), the leader's included [default: the file's, or 1].
     #[arg(long)]
     replicas: Option<u8>,
+    /// Where queries read a replicated region: leader, follower (as of the leader's
+    /// commit point) or follower_preferred [default: the file's, or leader].
+    #[arg(long)]
+    read_preference: Option<metronome_core::config::ReadPreference>,
     /// TOML configuration file: its `[frontend]`, `[http]`, `[postgres]`, `[query]`,
     /// `[ingest]` and `[log]` apply (config/frontend.toml is the documented example).
     #[arg(long, short = 'c')]
@@ -551,6 +555,12 @@ pub fn frontend(args: FrontendArgs) -> Result<(), String> {
                 .frontend
                 .get_or_insert_with(Default::default)
                 .replicas = Some(replicas);
+        }
+        if let Some(preference) = args.read_preference {
+            config
+                .frontend
+                .get_or_insert_with(Default::default)
+                .read_preference = preference;
         }
     })?;
     let section = config.frontend.clone().unwrap_or_default();

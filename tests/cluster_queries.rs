@@ -1,23 +1,34 @@
-//! The same data written to a standalone and to a cluster answers PromQL and SQL alike.
+//! The same data written to a standalone and to a cluster answers PromQL and SQL alike,
+//! read at the regions' leaders or at their followers.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
-use common::roles::{frontend_addrs, sql_at, start_cluster, stop};
+use common::roles::{field, frontend, frontend_addrs, ready, sql_at, start_cluster, stop};
 use common::{get_query, remote_write, write_request};
 
 /// The same data written to a standalone and to a cluster (three datanodes, so regions
-/// live apart and queries fan out and merge) answers every PromQL and SQL query alike.
+/// live apart and queries fan out and merge; two copies of each region) answers every
+/// PromQL and SQL query alike, through a frontend that reads at the leaders and through
+/// one that reads at the followers only (`--read-preference follower`, which fails a
+/// read rather than take it to a leader), right after the writes were acknowledged.
 #[test]
 fn promql_and_sql_answer_in_a_cluster_as_in_standalone() {
     let dir = tempfile::tempdir().unwrap();
     let standalone = common::start_standalone(&dir.path().join("standalone"));
     let (cluster, lines) = start_cluster(&dir.path().join("cluster"), 1, 3, 1);
-    let frontend = *frontend_addrs(&lines)
+    let frontend_at_leaders = *frontend_addrs(&lines)
         .first()
         .unwrap_or_else(|| panic!("a frontend's ready line: {lines:#?}"));
-    let nodes = [standalone.http, frontend];
+    let metasrv = lines
+        .iter()
+        .find(|line| line.starts_with("[metasrv-1]") && line.contains(" ready"))
+        .map(|line| field(line, "rpc=").to_string())
+        .unwrap_or_else(|| panic!("the metasrv's ready line: {lines:#?}"));
+    let at_followers = frontend(&metasrv, &["--read-preference", "follower"]);
+    let frontend_at_followers = field(&ready(&at_followers), "http=");
+    let nodes = [standalone.http, frontend_at_leaders];
 
     // Ten minutes of samples every 15 s: counters, a gauge and a classic histogram, over
     // enough series that the metric regions of every datanode hold some.
@@ -69,8 +80,8 @@ fn promql_and_sql_answer_in_a_cluster_as_in_standalone() {
         );
         assert_eq!(reply.status, 200, "{node}: {}", reply.body);
     }
-    // The cluster's metric regions are spread: some on each datanode.
-    let cluster_view = common::get(&format!("http://{frontend}/v1/cluster")).json();
+    // The cluster's metric regions are spread: some on each datanode, with a follower.
+    let cluster_view = common::get(&format!("http://{frontend_at_leaders}/v1/cluster")).json();
     let leaders: std::collections::BTreeSet<u64> = cluster_view["regions"]
         .as_array()
         .unwrap()
@@ -132,6 +143,17 @@ fn promql_and_sql_answer_in_a_cluster_as_in_standalone() {
             reply.json()
         });
         assert_eq!(alone["status"], "success", "{path} {params:?}: {alone}");
+        let at_followers = get_query(&format!("http://{frontend_at_followers}{path}"), &params);
+        assert_eq!(
+            at_followers.status, 200,
+            "{path} {params:?} read at the followers: {}",
+            at_followers.body
+        );
+        assert_eq!(
+            alone,
+            at_followers.json(),
+            "{path} {params:?} at the followers"
+        );
         let empty = alone["data"]
             .as_array()
             .map(|data| data.is_empty())
@@ -168,6 +190,18 @@ fn promql_and_sql_answer_in_a_cluster_as_in_standalone() {
             "{statement} finds rows: {alone}"
         );
         assert_eq!(alone, clustered, "{statement}");
+        let at_followers = sql_at(frontend_at_followers, statement);
+        assert_eq!(
+            at_followers.status, 200,
+            "{statement}: {}",
+            at_followers.body
+        );
+        assert_eq!(
+            alone,
+            at_followers.json()["output"],
+            "{statement} at the followers"
+        );
     }
+    stop(at_followers);
     stop(cluster);
 }

@@ -97,6 +97,37 @@ pub struct FrontendSection {
     /// option), the leader's included: 1 to 3, and at most the datanodes registered.
     /// Every frontend of a cluster should say the same. Default 1.
     pub replicas: Option<u8>,
+    /// Where its queries read a replicated region: `leader` (the default), `follower`
+    /// (a follower, as of the leader's commit point; a region without one fails the
+    /// query), or `follower_preferred` (a follower, else the leader).
+    pub read_preference: ReadPreference,
+}
+
+/// Where a frontend's queries read a replicated region (`[frontend] read_preference`).
+/// A follower's answer is the leader's as of its commit point (read index): as fresh,
+/// off the leader's core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPreference {
+    #[default]
+    Leader,
+    Follower,
+    FollowerPreferred,
+}
+
+impl std::str::FromStr for ReadPreference {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ReadPreference, String> {
+        match text {
+            "leader" => Ok(ReadPreference::Leader),
+            "follower" => Ok(ReadPreference::Follower),
+            "follower_preferred" => Ok(ReadPreference::FollowerPreferred),
+            other => Err(format!(
+                "{other:?} is no read preference: leader, follower or follower_preferred"
+            )),
+        }
+    }
 }
 
 /// Where a datanode keeps its files and how much memory its shards use (per shard).
@@ -490,6 +521,25 @@ mod tests {
         let section = metasrv.metasrv.unwrap();
         assert_eq!((section.node_id, section.peers.len()), (Some(1), 3));
         assert_eq!(section.rebalance_ratio, Some(1.25));
+        let frontend = Config::from_toml(files[2].1, "frontend").unwrap();
+        assert_eq!(
+            frontend.frontend.unwrap().read_preference,
+            ReadPreference::Leader
+        );
+        for (text, preference) in [
+            ("follower", ReadPreference::Follower),
+            ("follower_preferred", ReadPreference::FollowerPreferred),
+        ] {
+            let config = Config::from_toml(
+                &format!("[frontend]\nread_preference = \"{text}\"\n"),
+                "fe.toml",
+            )
+            .unwrap();
+            assert_eq!(config.frontend.unwrap().read_preference, preference);
+            assert_eq!(text.parse::<ReadPreference>(), Ok(preference));
+        }
+        let error = "followers".parse::<ReadPreference>().unwrap_err();
+        assert!(error.contains("follower_preferred"), "{error}");
         let datanode = Config::from_toml(files[1].1, "datanode").unwrap();
         assert_eq!(datanode.datanode.unwrap().metasrv.len(), 3);
 

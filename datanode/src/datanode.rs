@@ -652,6 +652,7 @@ impl DatanodeHandle {
                 region,
                 request,
                 epoch: 0,
+                committed: None,
             })
             .await?
         {

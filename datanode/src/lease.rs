@@ -249,6 +249,45 @@ impl Leases {
             .map(|(_, epoch)| *epoch)
     }
 
+    /// The epoch at which this datanode is a follower of `region` (a member of its
+    /// configuration, not a learner), if it is.
+    fn member_at(&self, region: RegionId) -> Option<u64> {
+        let replication = self.replication.lock().expect("replication");
+        replication
+            .follows
+            .iter()
+            .find(|(id, _)| *id == region)
+            .map(|(_, epoch)| *epoch)
+    }
+
+    /// Admits a read of `region` at this datanode as its follower at `epoch` (the epoch
+    /// of the route under which its leader told the commit point, `engine::follower_read`),
+    /// asking the metasrv once if it may only not have heard yet. A learner's copy, or one
+    /// left out of the configuration, serves no read: it may hold writes the leader's log
+    /// does not.
+    async fn admit_follower_read(&self, region: RegionId, epoch: u64) -> Result<(), RegionError> {
+        let mut asked = false;
+        loop {
+            match self.member_at(region) {
+                Some(held) if held == epoch => return Ok(()),
+                held if asked || held.is_some_and(|held| held > epoch) => {
+                    return Err(RegionError::new(
+                        ErrorKind::WrongRoute,
+                        format!(
+                            "datanode {} does not follow region {region} at epoch {epoch} \
+                             (it follows it at {held:?}): read at the leader",
+                            self.datanode
+                        ),
+                    ))
+                }
+                _ => {
+                    asked = true;
+                    self.renew_now().await;
+                }
+            }
+        }
+    }
+
     /// The epoch at which this datanode is a learner of `region`, if it is: it takes the
     /// leader's copy at that epoch.
     pub fn learns(&self, region: RegionId) -> Option<u64> {
@@ -410,8 +449,9 @@ impl Leases {
     }
 }
 
-/// A datanode's region service in a cluster: writes and scans only under a lease, held
-/// when they are admitted and still when they complete.
+/// A datanode's region service in a cluster: writes, scans and commit points only under a
+/// lease, held when they are admitted and still when they complete; a follower's reads
+/// (`engine::follower_read`) only at the epoch it follows at.
 pub struct LeasedRegions {
     regions: Arc<dyn RegionService>,
     leases: Arc<Leases>,
@@ -460,6 +500,16 @@ impl RegionService for LeasedRegions {
             }
             if let RegionRequest::Install { region, epoch, .. } = &request {
                 self.leases.admit_follower(*region, *epoch, true).await?;
+                return self.regions.call(request).await;
+            }
+            if let RegionRequest::Scan {
+                region,
+                epoch,
+                committed: Some(_),
+                ..
+            } = &request
+            {
+                self.leases.admit_follower_read(*region, *epoch).await?;
                 return self.regions.call(request).await;
             }
             // Its leader is changing its configuration: a write takes its sequence after,

@@ -104,8 +104,21 @@ pub(crate) async fn handle(
             RegionReply::Done
         }
         RegionRequest::Scan {
-            region, request, ..
-        } => RegionReply::Series(engine.scan_series(region, &request).await?),
+            region,
+            request,
+            committed,
+            ..
+        } => RegionReply::Series(match committed {
+            None => engine.scan_series(region, &request).await?,
+            Some(committed) => {
+                engine
+                    .scan_series_committed(region, &request, committed)
+                    .await?
+            }
+        }),
+        RegionRequest::CommitPoint { region, .. } => {
+            RegionReply::CommitPoint(engine.commit_point(region)?)
+        }
         RegionRequest::Close { region } => {
             engine.close_region(region).await?;
             RegionReply::Done

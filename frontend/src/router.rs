@@ -2,7 +2,8 @@
 //!
 //! [`RegionRouter`] is the frontend's one [`RegionService`]: it maps each region to the
 //! datanode its catalog route names and passes the request, unchanged, to that
-//! datanode's client. Routes come from the catalog the frontend already follows
+//! datanode's client (a scan, the read preference permitting, to one of its followers,
+//! as of the leader's commit point). Routes come from the catalog the frontend already follows
 //! ([`Meta`]); a region it has not seen yet makes it read the catalog again. A route is
 //! remembered after its table is dropped (region ids are never reused), so that the
 //! regions of a table just dropped can still be reached to be deleted. In standalone
@@ -19,7 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use metronome_catalog::{DatanodeInfo, Route};
+use metronome_core::config::ReadPreference;
 use metronome_core::data::RegionId;
+use metronome_core::rt::rand;
 use metronome_wire::{
     BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
 };
@@ -57,6 +60,8 @@ pub struct RegionRouter {
     /// and those dialed since, with the address they were dialed at.
     datanodes: RwLock<BTreeMap<u64, Dialed>>,
     connect: Option<Connect>,
+    /// Where scans of a replicated region go ([`RegionRouter::read_at_follower`]).
+    read_preference: ReadPreference,
 }
 
 impl RegionRouter {
@@ -80,7 +85,61 @@ impl RegionRouter {
                     .collect(),
             ),
             connect,
+            read_preference: ReadPreference::Leader,
         }
+    }
+
+    /// The router, its scans of replicated regions read where `preference` says.
+    pub fn reading_at(mut self, preference: ReadPreference) -> RegionRouter {
+        self.read_preference = preference;
+        self
+    }
+
+    /// A scan of `region` at one of its followers, as of its leader's commit point (read
+    /// index, `metronome_datanode::engine::follower_read`): the leader tells the point
+    /// under its lease at the route's epoch, then a follower chosen at random answers
+    /// once it applied every write up to it, with those writes' rows only.
+    async fn read_at_follower(
+        &self,
+        region: RegionId,
+        route: &Route,
+        mut request: RegionRequest,
+    ) -> Result<RegionReply, RegionError> {
+        let followers = route.followers.as_slice();
+        if followers.is_empty() {
+            return Err(RegionError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "region {region} has no follower to read at (read_preference = \
+                     follower): it keeps one copy"
+                ),
+            ));
+        }
+        let leader = self.client(route.datanode).await?;
+        let asked = RegionRequest::CommitPoint {
+            region,
+            epoch: route.epoch,
+        };
+        let committed = match leader.call(asked).await? {
+            RegionReply::CommitPoint(sequence) => sequence,
+            other => {
+                return Err(RegionError::new(
+                    ErrorKind::Internal,
+                    format!("region {region}'s leader answered a commit point with {other:?}"),
+                ))
+            }
+        };
+        let follower = followers[rand::gen_range(0..followers.len())];
+        if let RegionRequest::Scan {
+            epoch,
+            committed: at,
+            ..
+        } = &mut request
+        {
+            *epoch = route.epoch;
+            *at = Some(committed);
+        }
+        self.client(follower.datanode).await?.call(request).await
     }
 
     /// The route of `region`, fetching the catalog from the metasrv if this frontend has
@@ -332,6 +391,34 @@ impl RegionService for RegionRouter {
                     && replicated_change(&request)
                 {
                     return self.change_everywhere(region, route, request).await;
+                }
+                // A scan may read at a follower, as the read preference says; one that
+                // prefers a follower reads at the leader if the follower's read fails.
+                let at_follower = matches!(
+                    request,
+                    RegionRequest::Scan {
+                        committed: None,
+                        ..
+                    }
+                ) && (self.read_preference == ReadPreference::Follower
+                    || (self.read_preference == ReadPreference::FollowerPreferred
+                        && !route.followers.is_empty()));
+                if at_follower {
+                    match self.read_at_follower(region, &route, request.clone()).await {
+                        Err(error) if self.read_preference == ReadPreference::FollowerPreferred => {
+                            tracing::debug!(%region, %error, "a follower read failed; at the leader");
+                        }
+                        // Only at a follower: once more if the route changed meanwhile.
+                        Err(error) if self.connect.is_some() && error.kind.is_retryable() => {
+                            self.meta.refresh().await.map_err(unavailable)?;
+                            let now = self.route(region).await?;
+                            if now == route {
+                                return Err(error);
+                            }
+                            return self.read_at_follower(region, &now, request).await;
+                        }
+                        outcome => return outcome,
+                    }
                 }
                 // A datanode of a cluster serves writes and scans under a lease at the
                 // route's epoch: the request names the epoch it follows.

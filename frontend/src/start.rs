@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
 use metronome_catalog::{DEFAULT_DATABASE, REGIONS_PER_TABLE_MAX};
-use metronome_core::config::{Config, HttpSection, IngestSection, PostgresSection, QuerySection};
+use metronome_core::config::{
+    Config, HttpSection, IngestSection, PostgresSection, QuerySection, ReadPreference,
+};
 use metronome_core::rt::net;
 use metronome_core::rt::{task, time};
 use metronome_wire::RegionService;
@@ -37,6 +39,8 @@ pub struct FrontendConfig {
     /// Copies of each new region unless a table says otherwise (`[frontend] replicas`);
     /// `None`: the catalog's default (two once two datanodes registered, else one).
     pub replicas: Option<u8>,
+    /// Where queries read a replicated region (`[frontend] read_preference`).
+    pub read_preference: ReadPreference,
 }
 
 impl FrontendConfig {
@@ -51,6 +55,10 @@ impl FrontendConfig {
                 .frontend
                 .as_ref()
                 .and_then(|frontend| frontend.replicas),
+            read_preference: config
+                .frontend
+                .as_ref()
+                .map_or(ReadPreference::Leader, |frontend| frontend.read_preference),
         }
     }
 }
@@ -176,11 +184,10 @@ pub async fn open(
             .await
             .map_err(|error| format!("cannot place the metric regions: {error}"))?
     };
-    let router = Arc::new(RegionRouter::new(
-        meta.clone(),
-        peers.datanodes,
-        peers.connect,
-    ));
+    let router = Arc::new(
+        RegionRouter::new(meta.clone(), peers.datanodes, peers.connect)
+            .reading_at(config.read_preference),
+    );
     let regions: Arc<dyn RegionService> = router.clone();
     let store = Arc::new(
         PromStore::open(

@@ -18,13 +18,14 @@ use metronome_catalog::client::MetaClient;
 use metronome_catalog::rebalance::Balance;
 use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
 use metronome_catalog::DatanodeInfo;
-use metronome_core::config::Config;
+use metronome_core::config::{Config, ReadPreference};
 use metronome_core::rt::disk::Disk;
 use metronome_core::rt::net::{FrameLimits, Listener};
+use metronome_core::rt::object::SimObjectStore;
 use metronome_core::rt::shard::{IoDriverChoice, ShardsConfig};
 use metronome_core::rt::{rand, task, time};
 use metronome_datanode::datanode::{Datanode, DatanodeConfig, DatanodeHandle};
-use metronome_datanode::engine::EngineConfig;
+use metronome_datanode::engine::{EngineConfig, SstStore};
 use metronome_datanode::heartbeat;
 use metronome_datanode::lease::{LeasedRegions, Leases};
 use metronome_datanode::replication::Replicator;
@@ -224,6 +225,8 @@ pub struct Observed {
     pub region: metronome_core::data::RegionId,
     pub epoch: u64,
     pub write: bool,
+    /// A scan at a follower, as of its leader's commit point.
+    pub follower: bool,
     pub started: std::time::Instant,
     pub finished: std::time::Instant,
     pub succeeded: bool,
@@ -247,6 +250,13 @@ impl RegionService for Observing {
             let region = request.region();
             let epoch = request.epoch();
             let write = matches!(request, metronome_wire::RegionRequest::Write { .. });
+            let follower = matches!(
+                request,
+                metronome_wire::RegionRequest::Scan {
+                    committed: Some(_),
+                    ..
+                }
+            );
             // The simulation's one clock: the checker compares instants across nodes,
             // whose own clocks drift.
             let started = time::drift::true_now();
@@ -257,6 +267,7 @@ impl RegionService for Observing {
                     region,
                     epoch,
                     write,
+                    follower,
                     started,
                     finished: time::drift::true_now(),
                     succeeded: outcome.is_ok(),
@@ -268,8 +279,9 @@ impl RegionService for Observing {
 }
 
 /// The engine settings of a simulated datanode: small memtables and WAL segments, so
-/// that flushes, compactions and WAL purges happen within a seed's few seconds.
-fn datanode_config() -> DatanodeConfig {
+/// that flushes, compactions and WAL purges happen within a seed's few seconds; SSTs and
+/// manifests in `objects` when given.
+fn datanode_config(objects: Option<SimObjectStore>) -> DatanodeConfig {
     DatanodeConfig {
         shards: ShardsConfig {
             count: DATANODE_SHARDS,
@@ -285,32 +297,51 @@ fn datanode_config() -> DatanodeConfig {
                 commit_bytes_max: 16 * 1024,
                 ..WalConfig::new("wal")
             },
+            sst_store: objects.map_or(SstStore::Local, SstStore::Sim),
             ..EngineConfig::default()
         },
     }
 }
 
+/// How many times a datanode whose object store failed its start is started again.
+const START_ATTEMPTS_MAX: u32 = 60;
+
 /// Each datanode's engines as it last started, by id: the checker reads a region's
 /// copies there directly, follower copies included, which no lease lets a client read.
 pub type DatanodeHandles = Arc<Mutex<BTreeMap<u64, DatanodeHandle>>>;
 
-/// Datanode `id`: its engine on the node's disk, its region service behind its leases,
-/// registered with metasrv replicas `1..=replicas` and heartbeating every `heartbeat`,
-/// its handle published in `handles`.
+/// Datanode `id`: its engine on the node's disk (its SSTs and manifests in `objects`
+/// when given, a store outside the node that its power cycles leave alone), its region
+/// service behind its leases, registered with metasrv replicas `1..=replicas` and
+/// heartbeating every `heartbeat`, its handle published in `handles`.
 pub fn datanode_main(
     id: u64,
     replicas: u64,
     heartbeat_every: Duration,
     observe: Observer,
     handles: DatanodeHandles,
+    objects: Option<SimObjectStore>,
 ) -> NodeMain {
     Box::new(move |disk| {
         let observe = observe.clone();
         let handles = handles.clone();
+        let objects = objects.clone();
         Box::pin(async move {
-            let datanode = Datanode::start(disk, datanode_config())
-                .await
-                .expect("a datanode opens what it wrote");
+            // With an object store that fails some of its calls, a start may fail as a
+            // process's would: it is started again, as a supervisor would. With the
+            // local disk alone, a failed start is a bug.
+            let mut attempts = 0;
+            let datanode = loop {
+                match Datanode::start(disk.clone(), datanode_config(objects.clone())).await {
+                    Ok(datanode) => break datanode,
+                    Err(error) if objects.is_some() && attempts < START_ATTEMPTS_MAX => {
+                        attempts += 1;
+                        tracing::warn!(%error, attempts, "the datanode did not start; again");
+                        time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(error) => panic!("a datanode opens what it wrote: {error}"),
+                }
+            };
             let handle = datanode.handle();
             handles.lock().unwrap().insert(id, handle.clone());
             let leases = Leases::new(id);
@@ -370,11 +401,13 @@ fn connect() -> Connect {
 pub type FrontendSlot = Arc<Mutex<Option<Arc<Frontend>>>>;
 
 /// A frontend of metasrv replicas `1..=replicas` that gives new regions
-/// `region_replicas` copies: opens its engines, publishes them in `slot`, then runs
-/// `work` on them (on this node, so that the node's faults are its).
+/// `region_replicas` copies and reads where `read_preference` says: opens its engines,
+/// publishes them in `slot`, then runs `work` on them (on this node, so that the node's
+/// faults are its).
 pub fn frontend_main<W, F>(
     replicas: u64,
     region_replicas: u8,
+    read_preference: ReadPreference,
     slot: FrontendSlot,
     work: W,
 ) -> NodeMain
@@ -395,6 +428,7 @@ where
             };
             let mut config = FrontendConfig::of(&Config::default());
             config.replicas = Some(region_replicas);
+            config.read_preference = read_preference;
             let frontend = loop {
                 match start::open(&config, peers(), Default::default()).await {
                     Ok(frontend) => break frontend,

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use madsim::net::NetSim;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE, LEASE_HELD};
+use metronome_core::config::ReadPreference;
 use metronome_core::data::{RegionId, ScanRequest};
 use metronome_core::rt::time;
 use metronome_frontend::remote_write::PromSeries;
@@ -139,6 +140,7 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
                     HEARTBEAT_INTERVAL,
                     observer.clone(),
                     handles.clone(),
+                    None,
                 ),
             )
         })
@@ -163,7 +165,9 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
         "frontend-1",
         frontend_ip(1),
         Default::default(),
-        cluster::frontend_main(1, 2, slot.clone(), |_| std::future::pending::<()>()),
+        cluster::frontend_main(1, 2, ReadPreference::Leader, slot.clone(), |_| {
+            std::future::pending::<()>()
+        }),
     );
     let frontend = loop {
         if let Some(frontend) = slot.lock().unwrap().clone() {
@@ -227,6 +231,7 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
                         region: *region,
                         request: ScanRequest::all(),
                         epoch: *epoch,
+                        committed: None,
                     };
                     let _ = time::timeout(Duration::from_secs(3), stale.call(scan)).await;
                 }

@@ -14,7 +14,8 @@
 //! the next faults come), and back-to-back failovers (a datanode down past its lease,
 //! then, as soon as a region took it back as a follower, that region's leader), and an
 //! operator's drain of a datanode, undone after a while, and a datanode's disk replaced
-//! (once every region has its copies). The
+//! (once every region has its copies). One seed in three, the datanodes keep their SSTs
+//! and manifests in object stores that fail 0.5–3 % of their calls. The
 //! metasrv also moves leadership back and forth on its own to even it out once a failed
 //! datanode has its copies back. Every region has two copies (a leader and a follower)
 //! or, one seed in three, three (`REPLICAS`): a datanode down past its lease (half of its
@@ -35,7 +36,10 @@
 //!   acknowledged sample its leader holds, and nothing its leader lacks;
 //! - at most one metasrv leader per term;
 //! - liveness: once the faults heal, a write through each frontend succeeds within a
-//!   bound.
+//!   bound;
+//! - read your writes: a metric just begun, read back through the frontend that wrote
+//!   it as soon as the write was acknowledged (at a follower for the second frontend,
+//!   as of its leader's commit point), holds that write whenever the read answers.
 #![cfg(madsim)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,9 +52,11 @@ use metronome_catalog::client::MetaError;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE};
 use metronome_catalog::rebalance::Balance;
 use metronome_catalog::Command;
+use metronome_core::config::ReadPreference;
 use metronome_core::data::{MatchOp, RegionId};
 use metronome_core::error::ErrorKind;
 use metronome_core::rt::disk::SimFaults;
+use metronome_core::rt::object::{SimObjectFaults, SimObjectStore};
 use metronome_core::rt::{rand, time};
 use metronome_datanode::replication::FOLLOWER_REMOVAL_AFTER;
 use metronome_frontend::http::Frontend;
@@ -70,6 +76,10 @@ const FRONTENDS: u64 = 2;
 /// Copies of each region, per seed: a leader and a follower on another datanode two
 /// times in three, a leader and two followers (one on every datanode) otherwise.
 const REPLICAS: [u8; 3] = [2, 2, 3];
+/// Where each frontend's reads go: the second reads at the followers (as of the
+/// leaders' commit points), at a leader when a follower cannot answer.
+const READ_PREFERENCES: [ReadPreference; FRONTENDS as usize] =
+    [ReadPreference::Leader, ReadPreference::FollowerPreferred];
 /// How long the back-to-back failover fault waits for a region to take its failed
 /// datanode back as a follower.
 const CAUGHT_UP_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -108,6 +118,8 @@ struct History {
     observed: Vec<Observed>,
     /// Valid writes refused as the client's mistake (a 400, which Prometheus drops).
     refused_as_invalid: Vec<String>,
+    /// Reads that answered without a sample their frontend had just had acknowledged.
+    stale_reads: Vec<String>,
     /// Heartbeats the metasrv answered with leases.
     granted: Vec<Granted>,
     /// (datanode, from, to): the datanode could reach no metasrv replica in between.
@@ -204,9 +216,31 @@ async fn workload(
         }
         match time::timeout(WRITE_TIMEOUT, frontend.store.write(&batch)).await {
             Ok(Ok(_)) => {
-                let mut history = history.lock().unwrap();
-                for (key, _) in keys(&batch) {
-                    history.acknowledged.insert(key);
+                {
+                    let mut history = history.lock().unwrap();
+                    for (key, _) in keys(&batch) {
+                        history.acknowledged.insert(key);
+                    }
+                }
+                // Read your writes: a metric just begun is read back at once, through
+                // this frontend (at a follower, for the second): a read that answers
+                // must hold what was acknowledged (one that fails says nothing).
+                if metric != "sim_load" {
+                    if let Ok(Ok(read)) =
+                        time::timeout(WRITE_TIMEOUT, read_back(&frontend, &metric)).await
+                    {
+                        let read: BTreeMap<SampleKey, f64> = read.into_iter().collect();
+                        let missing: Vec<(SampleKey, f64)> = keys(&batch)
+                            .into_iter()
+                            .filter(|(key, value)| read.get(key) != Some(value))
+                            .collect();
+                        if !missing.is_empty() {
+                            history.lock().unwrap().stale_reads.push(format!(
+                                "frontend {writer} ({:?}) read {metric} without {missing:?}",
+                                READ_PREFERENCES[writer as usize - 1]
+                            ));
+                        }
+                    }
                 }
             }
             // The client's mistake, which it must not retry: Prometheus drops such a
@@ -328,6 +362,22 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
     let history: Shared = Arc::default();
     let replicas = REPLICAS[rand::gen_range(0..REPLICAS.len())];
     tracing::info!(replicas, "copies of each region");
+    // One seed in three, each datanode keeps its SSTs and manifests in an object store of
+    // its own (outside the node, as S3 would be) that fails some of its calls: flushes,
+    // compactions, installs and the migrations of rebalancing meet its errors.
+    let object_faults = (rand::gen_range(0..3) == 0).then(|| SimObjectFaults {
+        error_probability: rand::gen_range(5..=30) as f64 / 1000.0,
+        latency_max: Duration::from_millis(rand::gen_range(1..=5)),
+        only: None,
+    });
+    tracing::info!(?object_faults, "an object store for SSTs and manifests");
+    let stores: Vec<Option<SimObjectStore>> = (1..=DATANODES)
+        .map(|_| {
+            object_faults
+                .clone()
+                .map(|faults| SimObjectStore::new(rand::seed(), faults))
+        })
+        .collect();
     let disk_faults = SimFaults {
         latency_max: Duration::from_millis(1),
         torn_write_probability: 0.5,
@@ -371,6 +421,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     HEARTBEAT_INTERVAL,
                     observer.clone(),
                     handles.clone(),
+                    stores[id as usize - 1].clone(),
                 ),
             )
         })
@@ -410,6 +461,7 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                 cluster::frontend_main(
                     METASRVS,
                     replicas,
+                    READ_PREFERENCES[id as usize - 1],
                     slots[id as usize - 1].clone(),
                     move |fe| workload(fe, id, history.clone(), sequences.clone(), started),
                 ),
@@ -811,6 +863,9 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
                     continue;
                 }
                 datanode.disk.wipe();
+                if let Some(store) = &stores[datanode_index] {
+                    store.wipe();
+                }
                 time::sleep(hold).await;
                 madsim::runtime::Handle::current().restart(datanode.handle().id());
             }
@@ -821,6 +876,18 @@ async fn acknowledged_samples_survive_a_cluster_under_faults() {
         }
     }
     tracing::info!(?faults, "faults healed");
+    // The object stores' faults heal with the others.
+    if object_faults.is_some() {
+        let errors: u64 = stores
+            .iter()
+            .flatten()
+            .map(|store| store.stats().errors)
+            .sum();
+        eprintln!("cluster_object_store_errors={errors}");
+        for store in stores.iter().flatten() {
+            store.set_faults(SimObjectFaults::default());
+        }
+    }
     // A seed may have kept writes failing most of the time (a datanode cut off past its
     // lease fails every write that touches it): the writers go on after the faults heal
     // until they made enough progress for the checks to mean something.

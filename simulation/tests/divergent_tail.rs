@@ -33,6 +33,7 @@ use madsim::net::NetSim;
 use metronome_catalog::lease::HEARTBEAT_INTERVAL;
 use metronome_catalog::rebalance::Balance;
 use metronome_catalog::Catalog;
+use metronome_core::config::ReadPreference;
 use metronome_core::data::{RegionId, ScanRequest};
 use metronome_core::rt::{task, time};
 use metronome_frontend::http::Frontend;
@@ -82,6 +83,7 @@ async fn a_deposed_leader_s_unshipped_tail_reaches_no_copy() {
                     HEARTBEAT_INTERVAL,
                     observer.clone(),
                     handles.clone(),
+                    None,
                 ),
             )
         })
@@ -106,7 +108,9 @@ async fn a_deposed_leader_s_unshipped_tail_reaches_no_copy() {
         "frontend-1",
         frontend_ip(1),
         Default::default(),
-        cluster::frontend_main(1, 3, slot.clone(), |_| std::future::pending::<()>()),
+        cluster::frontend_main(1, 3, ReadPreference::Leader, slot.clone(), |_| {
+            std::future::pending::<()>()
+        }),
     );
     let frontend = loop {
         if let Some(frontend) = slot.lock().unwrap().clone() {

@@ -163,6 +163,7 @@ pub fn scan<'b>(
     region: RegionId,
     request: &ScanRequest,
     epoch: u64,
+    committed: Option<u64>,
 ) -> WIPOffset<fb::Scan<'b>> {
     let matchers: Vec<_> = request
         .matchers
@@ -196,6 +197,7 @@ pub fn scan<'b>(
             series_only: request.series_only,
             projection,
             epoch,
+            committed,
         },
     )
 }
@@ -335,10 +337,10 @@ mod tests {
         };
         for request in [request, empty_projection, ScanRequest::all()] {
             let mut builder = FlatBufferBuilder::new();
-            let offset = scan(&mut builder, RegionId::new(4, 2), &request, 3);
+            let offset = scan(&mut builder, RegionId::new(4, 2), &request, 3, Some(8));
             builder.finish_minimal(offset);
             let table = flatbuffers::root::<fb::Scan>(builder.finished_data()).unwrap();
-            assert_eq!(table.epoch(), 3);
+            assert_eq!((table.epoch(), table.committed()), (3, Some(8)));
             assert_eq!(
                 read_scan(table).unwrap(),
                 (RegionId::new(4, 2), request.clone())

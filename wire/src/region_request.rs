@@ -85,6 +85,17 @@ pub enum RegionRequest {
         request: ScanRequest,
         /// As a write's.
         epoch: u64,
+        /// A read at a follower, as of its leader's commit point (a frontend's read
+        /// preference): the follower answers once it holds every write up to this
+        /// sequence, with those writes' rows only. `None`: a read at the leader.
+        committed: Option<u64>,
+    },
+    /// The leader's commit point for the region at `epoch`: the sequence up to which
+    /// every write is on every copy of its configuration (a follower read's first step,
+    /// served under the leader's lease like a scan).
+    CommitPoint {
+        region: RegionId,
+        epoch: u64,
     },
     /// Closes a region: it finishes the writes in flight, flushes everything, and serves
     /// nothing (requests get `WrongRoute`) until opened again; its data stays.
@@ -148,6 +159,8 @@ pub enum RegionReply {
     Series(Vec<SeriesRows>),
     ShardStats(Vec<ShardStats>),
     Replication(Replication),
+    /// A leader's commit point ([`RegionRequest::CommitPoint`]).
+    CommitPoint(u64),
 }
 
 impl RegionRequest {
@@ -162,6 +175,7 @@ impl RegionRequest {
             | RegionRequest::SetTtl { region, .. }
             | RegionRequest::Write { region, .. }
             | RegionRequest::Scan { region, .. }
+            | RegionRequest::CommitPoint { region, .. }
             | RegionRequest::Close { region }
             | RegionRequest::Open { region }
             | RegionRequest::Flush { region }
@@ -178,14 +192,19 @@ impl RegionRequest {
     /// committed them.
     pub fn epoch(&self) -> Option<u64> {
         match self {
-            RegionRequest::Write { epoch, .. } | RegionRequest::Scan { epoch, .. } => Some(*epoch),
+            RegionRequest::Write { epoch, .. }
+            | RegionRequest::Scan { epoch, .. }
+            | RegionRequest::CommitPoint { epoch, .. } => Some(*epoch),
             _ => None,
         }
     }
 
     /// Names the epoch of the route the request follows (see [`RegionRequest::epoch`]).
     pub fn set_epoch(&mut self, route_epoch: u64) {
-        if let RegionRequest::Write { epoch, .. } | RegionRequest::Scan { epoch, .. } = self {
+        if let RegionRequest::Write { epoch, .. }
+        | RegionRequest::Scan { epoch, .. }
+        | RegionRequest::CommitPoint { epoch, .. } = self
+        {
             *epoch = route_epoch;
         }
     }
@@ -252,9 +271,18 @@ impl RegionRequest {
                 region,
                 request,
                 epoch,
+                committed,
             } => frame::request_body(|builder| {
-                let table = convert::scan(builder, *region, request, *epoch);
+                let table = convert::scan(builder, *region, request, *epoch, *committed);
                 (fb::Request::Scan, table.as_union_value())
+            }),
+            RegionRequest::CommitPoint { region, epoch } => frame::request_body(|builder| {
+                let args = fb::GetCommitPointArgs {
+                    region: Some(&convert::region_id(*region)),
+                    epoch: *epoch,
+                };
+                let table = fb::GetCommitPoint::create(builder, &args);
+                (fb::Request::GetCommitPoint, table.as_union_value())
             }),
             RegionRequest::Close { region } => region_only!(CloseRegion, CloseRegionArgs, *region),
             RegionRequest::Open { region } => region_only!(OpenRegion, OpenRegionArgs, *region),
@@ -411,6 +439,14 @@ impl RegionRequest {
                     region: id,
                     request: scan,
                     epoch: table.epoch(),
+                    committed: table.committed(),
+                }
+            }
+            fb::Request::GetCommitPoint => {
+                let table = request.body_as_get_commit_point().expect("verified");
+                RegionRequest::CommitPoint {
+                    region: convert::read_region_id(table.region()),
+                    epoch: table.epoch(),
                 }
             }
             fb::Request::GetShardStats => RegionRequest::ShardStats,
@@ -524,6 +560,13 @@ impl RegionReply {
                 let table = fb::ReplicationReply::create(builder, &args);
                 (fb::Reply::ReplicationReply, table.as_union_value())
             }),
+            RegionReply::CommitPoint(sequence) => frame::reply_body(|builder| {
+                let args = fb::CommitPointArgs {
+                    sequence: *sequence,
+                };
+                let table = fb::CommitPoint::create(builder, &args);
+                (fb::Reply::CommitPoint, table.as_union_value())
+            }),
             RegionReply::Series(_) => unreachable!("a scan's reply is sent as pages"),
         }
     }
@@ -551,6 +594,10 @@ impl RegionReply {
                     fenced_writes: table.fenced_writes(),
                     fenced_shipments: table.fenced_shipments(),
                 })
+            }
+            fb::Reply::CommitPoint => {
+                let table = reply.body_as_commit_point().expect("verified");
+                RegionReply::CommitPoint(table.sequence())
             }
             _ => return None,
         }))
@@ -646,9 +693,17 @@ pub(crate) mod tests {
             },
             RegionRequest::Scan {
                 region,
+                request: scan.clone(),
+                epoch: 9,
+                committed: None,
+            },
+            RegionRequest::Scan {
+                region,
                 request: scan,
                 epoch: 9,
+                committed: Some(u64::MAX),
             },
+            RegionRequest::CommitPoint { region, epoch: 11 },
             RegionRequest::Drop { region },
             RegionRequest::Schema { region },
             RegionRequest::AddTags {
@@ -720,6 +775,8 @@ pub(crate) mod tests {
             oldest_ms: writes * 3,
         };
         for reply in [
+            RegionReply::CommitPoint(0),
+            RegionReply::CommitPoint(u64::MAX),
             RegionReply::Replication(Replication::default()),
             RegionReply::Replication(Replication {
                 copies: vec![lag(2, false, 0), lag(3, true, 40)],

@@ -19,6 +19,7 @@ fn unexpected(what: &str, reply: &RegionReply) -> RegionError {
         RegionReply::Series(_) => "Series",
         RegionReply::ShardStats(_) => "ShardStats",
         RegionReply::Replication(_) => "Replication",
+        RegionReply::CommitPoint(_) => "CommitPoint",
     };
     RegionError::new(
         ErrorKind::Internal,
@@ -111,6 +112,7 @@ pub trait RegionServiceExt: RegionService {
                 region,
                 request,
                 epoch: 0,
+                committed: None,
             };
             match self.call(scan).await? {
                 RegionReply::Series(series) => Ok(series),

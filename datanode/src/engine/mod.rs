@@ -42,6 +42,7 @@ mod compaction;
 mod config;
 mod error;
 mod flush;
+mod follower_read;
 mod install;
 mod lifecycle;
 mod read;
@@ -435,6 +436,9 @@ impl ShardEngine {
         let replicated = replica::await_shipped(id, sequence, outcome.is_ok(), shipped).await;
         self.apply_durable(id, sequence, batch, outcome)?;
         replicated?;
+        if let Some(region) = self.regions.borrow_mut().get_mut(&id) {
+            region.acknowledged_max = region.acknowledged_max.max(sequence);
+        }
         Ok(sequence)
     }
 

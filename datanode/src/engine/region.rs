@@ -54,6 +54,11 @@ pub(super) struct Region {
     /// Sequences taken by writes not yet applied (or failed): a flush may only claim the
     /// sequences below the lowest of them.
     pub(super) in_flight: BTreeSet<u64>,
+    /// The highest sequence of a write this copy, as a leader, acknowledged: durable on
+    /// every member of its configuration, and so is every write below it (each member
+    /// takes writes in sequence order). Writes complete out of order, so the applied
+    /// prefix may lag it (`super::follower_read`). In memory: 0 at open.
+    pub(super) acknowledged_max: u64,
     /// A follower's waits for a write already queued in the WAL to become durable (a
     /// leader's shipment sent again while the first was still being synced): each is told
     /// once no sequence at or below its own is in flight.
@@ -90,6 +95,7 @@ impl Region {
             memtable: Memtable::default(),
             frozen: Vec::new(),
             in_flight: BTreeSet::new(),
+            acknowledged_max: 0,
             durable_waiters: Vec::new(),
             flushing: false,
             compacting: false,
@@ -229,11 +235,11 @@ pub(super) fn region_mut(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use metronome_core::data::{FieldColumn, FieldType};
 
-    fn region() -> Region {
+    pub(in crate::engine) fn region() -> Region {
         let schema = RegionSchema {
             tags: vec!["host".into()],
             time_index: "ts".into(),

@@ -509,10 +509,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 24;
+pub const ENUM_MAX_REQUEST: u8 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 25] = [
+pub const ENUM_VALUES_REQUEST: [Request; 26] = [
   Request::NONE,
   Request::CreateRegion,
   Request::DropRegion,
@@ -538,6 +538,7 @@ pub const ENUM_VALUES_REQUEST: [Request; 25] = [
   Request::Replicate,
   Request::InstallRegion,
   Request::GetReplication,
+  Request::GetCommitPoint,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -570,9 +571,10 @@ impl Request {
   pub const Replicate: Self = Self(22);
   pub const InstallRegion: Self = Self(23);
   pub const GetReplication: Self = Self(24);
+  pub const GetCommitPoint: Self = Self(25);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 24;
+  pub const ENUM_MAX: u8 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateRegion,
@@ -599,6 +601,7 @@ impl Request {
     Self::Replicate,
     Self::InstallRegion,
     Self::GetReplication,
+    Self::GetCommitPoint,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -628,6 +631,7 @@ impl Request {
       Self::Replicate => Some("Replicate"),
       Self::InstallRegion => Some("InstallRegion"),
       Self::GetReplication => Some("GetReplication"),
+      Self::GetCommitPoint => Some("GetCommitPoint"),
       _ => None,
     }
   }
@@ -687,10 +691,10 @@ pub struct RequestUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 15;
+pub const ENUM_MAX_REPLY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 16] = [
+pub const ENUM_VALUES_REPLY: [Reply; 17] = [
   Reply::NONE,
   Reply::Done,
   Reply::Error,
@@ -707,6 +711,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 16] = [
   Reply::RegionsPlaced,
   Reply::CatalogVersion,
   Reply::ReplicationReply,
+  Reply::CommitPoint,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -730,9 +735,10 @@ impl Reply {
   pub const RegionsPlaced: Self = Self(13);
   pub const CatalogVersion: Self = Self(14);
   pub const ReplicationReply: Self = Self(15);
+  pub const CommitPoint: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -750,6 +756,7 @@ impl Reply {
     Self::RegionsPlaced,
     Self::CatalogVersion,
     Self::ReplicationReply,
+    Self::CommitPoint,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -770,6 +777,7 @@ impl Reply {
       Self::RegionsPlaced => Some("RegionsPlaced"),
       Self::CatalogVersion => Some("CatalogVersion"),
       Self::ReplicationReply => Some("ReplicationReply"),
+      Self::CommitPoint => Some("CommitPoint"),
       _ => None,
     }
   }
@@ -3424,6 +3432,7 @@ impl<'a> Scan<'a> {
   pub const VT_SERIES_ONLY: ::flatbuffers::VOffsetT = 14;
   pub const VT_PROJECTION: ::flatbuffers::VOffsetT = 16;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 18;
+  pub const VT_COMMITTED: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3435,6 +3444,7 @@ impl<'a> Scan<'a> {
     args: &'args ScanArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Scan<'bldr>> {
     let mut builder = ScanBuilder::new(_fbb);
+    if let Some(x) = args.committed { builder.add_committed(x); }
     builder.add_epoch(args.epoch);
     if let Some(x) = args.limit { builder.add_limit(x); }
     builder.add_end(args.end);
@@ -3507,6 +3517,16 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Scan::VT_EPOCH, Some(0)).unwrap()}
   }
+  /// A read at a follower (a frontend's read preference): the follower answers once it
+  /// holds every write up to this sequence, its leader's commit point, with those
+  /// writes' rows only. Absent: a read at the leader.
+  #[inline]
+  pub fn committed(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Scan::VT_COMMITTED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -3523,6 +3543,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<bool>("series_only", Self::VT_SERIES_ONLY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("projection", Self::VT_PROJECTION, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<u64>("committed", Self::VT_COMMITTED, false)?
      .finish();
     Ok(())
   }
@@ -3536,6 +3557,7 @@ pub struct ScanArgs<'a> {
     pub series_only: bool,
     pub projection: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
     pub epoch: u64,
+    pub committed: Option<u64>,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -3549,6 +3571,7 @@ impl<'a> Default for ScanArgs<'a> {
       series_only: false,
       projection: None,
       epoch: 0,
+      committed: None,
     }
   }
 }
@@ -3591,6 +3614,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Scan::VT_EPOCH, epoch, 0);
   }
   #[inline]
+  pub fn add_committed(&mut self, committed: u64) {
+    self.fbb_.push_slot_always::<u64>(Scan::VT_COMMITTED, committed);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -3617,6 +3644,123 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("limit", &self.limit());
       ds.field("series_only", &self.series_only());
       ds.field("projection", &self.projection());
+      ds.field("epoch", &self.epoch());
+      ds.field("committed", &self.committed());
+      ds.finish()
+  }
+}
+pub enum GetCommitPointOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A leader's commit point for a region: the sequence up to which every write is on
+/// every copy of its configuration at `epoch` (a follower read's first step).
+pub struct GetCommitPoint<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetCommitPoint<'a> {
+  type Inner = GetCommitPoint<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetCommitPoint<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetCommitPoint { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetCommitPointArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GetCommitPoint<'bldr>> {
+    let mut builder = GetCommitPointBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> &'a RegionId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RegionId>(GetCommitPoint::VT_REGION, None).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetCommitPoint::VT_EPOCH, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetCommitPoint<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<RegionId>("region", Self::VT_REGION, true)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetCommitPointArgs<'a> {
+    pub region: Option<&'a RegionId>,
+    pub epoch: u64,
+}
+impl<'a> Default for GetCommitPointArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetCommitPointArgs {
+      region: None, // required field
+      epoch: 0,
+    }
+  }
+}
+
+pub struct GetCommitPointBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetCommitPointBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: &RegionId) {
+    self.fbb_.push_slot_always::<&RegionId>(GetCommitPoint::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(GetCommitPoint::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetCommitPointBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetCommitPointBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetCommitPoint<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GetCommitPoint::VT_REGION,"region");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetCommitPoint<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetCommitPoint");
+      ds.field("region", &self.region());
       ds.field("epoch", &self.epoch());
       ds.finish()
   }
@@ -6092,6 +6236,102 @@ impl ::core::fmt::Debug for ShardStatsReply<'_> {
       ds.finish()
   }
 }
+pub enum CommitPointOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CommitPoint<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommitPoint<'a> {
+  type Inner = CommitPoint<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommitPoint<'a> {
+  pub const VT_SEQUENCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommitPoint { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitPointArgs
+  ) -> ::flatbuffers::WIPOffset<CommitPoint<'bldr>> {
+    let mut builder = CommitPointBuilder::new(_fbb);
+    builder.add_sequence(args.sequence);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn sequence(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitPoint::VT_SEQUENCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommitPoint<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("sequence", Self::VT_SEQUENCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitPointArgs {
+    pub sequence: u64,
+}
+impl<'a> Default for CommitPointArgs {
+  #[inline]
+  fn default() -> Self {
+    CommitPointArgs {
+      sequence: 0,
+    }
+  }
+}
+
+pub struct CommitPointBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitPointBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sequence(&mut self, sequence: u64) {
+    self.fbb_.push_slot::<u64>(CommitPoint::VT_SEQUENCE, sequence, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitPointBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitPointBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommitPoint<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommitPoint<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommitPoint");
+      ds.field("sequence", &self.sequence());
+      ds.finish()
+  }
+}
 pub enum ReplicationReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8024,6 +8264,20 @@ impl<'a> RequestMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_commit_point(&self) -> Option<GetCommitPoint<'a>> {
+    if self.body_type() == Request::GetCommitPoint {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetCommitPoint::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RequestMessage<'_> {
@@ -8058,6 +8312,7 @@ impl ::flatbuffers::Verifiable for RequestMessage<'_> {
           Request::Replicate => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Replicate>>("Request::Replicate", pos),
           Request::InstallRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InstallRegion>>("Request::InstallRegion", pos),
           Request::GetReplication => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetReplication>>("Request::GetReplication", pos),
+          Request::GetCommitPoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetCommitPoint>>("Request::GetCommitPoint", pos),
           _ => Ok(()),
         }
      })?
@@ -8276,6 +8531,13 @@ impl ::core::fmt::Debug for RequestMessage<'_> {
         },
         Request::GetReplication => {
           if let Some(x) = self.body_as_get_replication() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::GetCommitPoint => {
+          if let Some(x) = self.body_as_get_commit_point() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -8548,6 +8810,20 @@ impl<'a> ReplyMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_commit_point(&self) -> Option<CommitPoint<'a>> {
+    if self.body_type() == Reply::CommitPoint {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CommitPoint::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
@@ -8573,6 +8849,7 @@ impl ::flatbuffers::Verifiable for ReplyMessage<'_> {
           Reply::RegionsPlaced => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegionsPlaced>>("Reply::RegionsPlaced", pos),
           Reply::CatalogVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CatalogVersion>>("Reply::CatalogVersion", pos),
           Reply::ReplicationReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReplicationReply>>("Reply::ReplicationReply", pos),
+          Reply::CommitPoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitPoint>>("Reply::CommitPoint", pos),
           _ => Ok(()),
         }
      })?
@@ -8728,6 +9005,13 @@ impl ::core::fmt::Debug for ReplyMessage<'_> {
         },
         Reply::ReplicationReply => {
           if let Some(x) = self.body_as_replication_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::CommitPoint => {
+          if let Some(x) = self.body_as_commit_point() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

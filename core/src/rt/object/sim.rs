@@ -94,6 +94,12 @@ impl SimObjectStore {
         self.lock().stats.clone()
     }
 
+    /// Deletes every object, as a bucket emptied (the simulation's replaced disk, when its
+    /// datanode keeps its SSTs here).
+    pub fn wipe(&self) {
+        self.lock().objects.clear();
+    }
+
     /// The keys stored, sorted.
     pub fn keys(&self) -> Vec<String> {
         self.lock().objects.keys().cloned().collect()
