@@ -165,12 +165,18 @@ impl Catalog {
     }
 
     /// How many copies `region` lacks of those it wants, counting only copies on
-    /// datanodes not draining, and wanting no more than there are such datanodes.
-    pub fn copies_missing(&self, region: RegionId) -> usize {
+    /// datanodes not draining, and wanting no more than there are datanodes not
+    /// draining that `usable` accepts (the live ones, for a drain's wait: a datanode that
+    /// is down takes no copy).
+    pub fn copies_missing(&self, region: RegionId, usable: impl Fn(u64) -> bool) -> usize {
         let Some(route) = self.route(region) else {
             return 0;
         };
-        let usable = self.datanodes.values().filter(|d| !d.draining).count();
+        let usable = self
+            .datanodes
+            .iter()
+            .filter(|(id, d)| !d.draining && usable(**id))
+            .count();
         route
             .replicas_wanted()
             .min(usable)
@@ -213,6 +219,19 @@ mod tests {
             })
             .unwrap();
         learner
+    }
+
+    #[test]
+    fn a_drain_wants_no_copy_on_a_datanode_that_is_down() {
+        let mut catalog = catalog(3);
+        let (region, route) = replicated(&mut catalog, 1, 2)[0];
+        let outsider = (1..=3).find(|id| !route.holds(*id)).unwrap();
+        catalog.apply(&drain(route.datanode, true)).unwrap();
+        // Its leader's copy no longer counts: one copy kept of the two wanted, while the
+        // datanode that could take the second is up.
+        assert_eq!(catalog.copies_missing(region, |_| true), 1);
+        // With that datanode down, the one copy is all the region can have.
+        assert_eq!(catalog.copies_missing(region, |id| id != outsider), 0);
     }
 
     #[test]
@@ -361,7 +380,7 @@ mod tests {
         let after = catalog.route(region).unwrap();
         assert!(!after.holds(learner.datanode));
         assert_eq!(after.leader(), route.leader());
-        assert_eq!(catalog.copies_missing(region), 0);
+        assert_eq!(catalog.copies_missing(region, |_| true), 0);
         assert_eq!(catalog.regions_on(learner.datanode), vec![]);
     }
 

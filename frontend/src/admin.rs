@@ -13,9 +13,11 @@
 //! datanode, the metasrv's repair and rebalancing move its copies, and the frontend
 //! waits until no route names it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use metronome_catalog::client::MetaError;
+use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
 use metronome_catalog::Command;
 use metronome_core::data::RegionId;
 use metronome_core::error::{Error, ErrorKind};
@@ -168,9 +170,20 @@ pub async fn drain_datanode(meta: &Meta, datanode: u64, drain: bool) -> Result<D
     loop {
         let catalog = meta.refresh().await?;
         let copies = catalog.regions_on(datanode).len() as u64;
+        // A datanode that is down takes no copy: the regions want no more copies than
+        // the live datanodes can hold (all registered ones, if the metasrv cannot say).
+        let live: Option<BTreeSet<u64>> = meta.liveness().await.ok().map(|liveness| {
+            liveness
+                .datanodes
+                .iter()
+                .filter(|(_, ms)| *ms <= ALIVE_SINCE_HEARTBEAT_MAX.as_millis() as u64)
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        let usable = |id: u64| live.as_ref().is_none_or(|live| live.contains(&id));
         let short = held
             .iter()
-            .filter(|region| catalog.copies_missing(**region) > 0)
+            .filter(|region| catalog.copies_missing(**region, usable) > 0)
             .count();
         let drained = Drained {
             datanode,

@@ -80,7 +80,7 @@ impl ClusterFigures {
                     .entry((learner.datanode, "learner"))
                     .or_default() += 1;
             }
-            if catalog.copies_missing(region) > 0 {
+            if catalog.copies_missing(region, |_| true) > 0 {
                 figures.regions_missing_copies += 1;
             }
         }
@@ -307,7 +307,7 @@ mod tests {
         // count: both show as regions missing copies.
         let missing = catalog
             .routes()
-            .filter(|(r, _)| catalog.copies_missing(*r) > 0)
+            .filter(|(r, _)| catalog.copies_missing(*r, |_| true) > 0)
             .count();
         assert!(missing >= 2, "{missing}");
         assert!(

@@ -55,7 +55,7 @@ pub async fn every_region_whole(within: Duration) -> bool {
     while time::now().duration_since(since) < within {
         if let Ok(catalog) = metasrv.catalog().await {
             if catalog.routes().all(|(region, route)| {
-                route.learner.is_none() && catalog.copies_missing(region) == 0
+                route.learner.is_none() && catalog.copies_missing(region, |_| true) == 0
             }) {
                 return true;
             }
