@@ -7,6 +7,10 @@
 //! The metasrv replicas' addresses are part of their raft membership, so they must stay
 //! the same when the cluster starts again on its data: they are chosen once (free loopback
 //! ports) and kept in `<data-dir>/metasrv-peers`.
+//!
+//! A `--config` file (or `METRONOME_CONFIG`) may set any section some role reads; each
+//! role gets the sections it reads, without the ones naming a node (ids, addresses,
+//! peers: the supervisor gives those), as `<data-dir>/<role>.toml`, its `--config`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
+use metronome_core::config::{Config, DatanodeSection, FrontendSection, MetasrvSection, Role};
 use metronome_core::rt::disk::startup;
 use metronome_core::rt::net::{Address, FrameLimits, Listener};
 use metronome_core::rt::{task, time};
@@ -21,7 +26,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::mpsc;
 
-use crate::{frontend_runtime, init_logging, shutdown_signal, RUNTIME_SHUTDOWN_TIMEOUT};
+use crate::{
+    frontend_runtime, init_logging, load_config, shutdown_signal, RUNTIME_SHUTDOWN_TIMEOUT,
+};
 
 /// How long a child may take to say it is ready, and to stop after SIGTERM.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,9 +92,9 @@ pub struct ClusterArgs {
     datanodes: u32,
     #[arg(long, default_value_t = 1)]
     frontends: u32,
-    /// Shards of each datanode.
-    #[arg(long, default_value_t = 1)]
-    shards: u16,
+    /// Shards of each datanode [default: the --config file's, or 1].
+    #[arg(long)]
+    shards: Option<u16>,
     /// Copies of each new region, the leader's included (1 to 3, at most the datanodes):
     /// with 2 or more, a datanode's death fails its regions over to a follower. Unset:
     /// 2 with two datanodes or more, else 1.
@@ -105,6 +112,106 @@ pub struct ClusterArgs {
     postgres_addr: SocketAddr,
     #[arg(long, default_value = "info")]
     log: String,
+    /// TOML configuration file: each role gets the sections it reads (`[storage]` and
+    /// `[shards]` the datanodes, `[http]`, `[query]`, `[ingest]`, `[frontend]` the
+    /// frontends, `[metasrv]` the metasrv), less what names a node, which this command
+    /// gives. `data_dir` is refused: --data-dir holds a directory per node.
+    #[arg(long, short = 'c', env = "METRONOME_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Each role's `--config` file, written below the cluster's data directory from its
+/// `--config` file (none without one), and the datanodes' shards the file sets.
+#[derive(Default)]
+struct RoleFiles {
+    metasrv: Option<String>,
+    datanode: Option<String>,
+    frontend: Option<String>,
+    shards: Option<u16>,
+}
+
+impl RoleFiles {
+    fn write(path: Option<&Path>, data_dir: &Path) -> Result<RoleFiles, String> {
+        let Some(path) = path else {
+            return Ok(RoleFiles::default());
+        };
+        let config = load_config(Some(path))?;
+        let invalid =
+            |message: String| format!("invalid configuration in {}: {message}", path.display());
+        let defaults = Config::default();
+        if config.data_dir != defaults.data_dir {
+            return Err(invalid(
+                "`data_dir` is not read by `metronome cluster`: its --data-dir holds one \
+                 directory per node"
+                    .to_string(),
+            ));
+        }
+        config.validate().map_err(invalid)?;
+        let base = || Config {
+            log: config.log.clone(),
+            ..Config::default()
+        };
+        let metasrv = Config {
+            metasrv: config.metasrv.as_ref().map(|section| MetasrvSection {
+                rebalance_ratio: section.rebalance_ratio,
+                ..MetasrvSection::default()
+            }),
+            ..base()
+        };
+        let datanode = Config {
+            shards: config.shards.clone(),
+            storage: config.storage.clone(),
+            datanode: config.datanode.as_ref().map(|_| DatanodeSection::default()),
+            ..base()
+        };
+        let frontend = Config {
+            http: config.http.clone(),
+            postgres: config.postgres.clone(),
+            query: config.query.clone(),
+            ingest: config.ingest,
+            frontend: config.frontend.as_ref().map(|section| FrontendSection {
+                replicas: section.replicas,
+                read_preference: section.read_preference,
+                ..FrontendSection::default()
+            }),
+            ..base()
+        };
+        startup::create_dir_all(data_dir)
+            .map_err(|error| format!("{}: {error}", data_dir.display()))?;
+        let mut written = [None, None, None];
+        for (slot, (role, file)) in written.iter_mut().zip([
+            (Role::Metasrv, metasrv),
+            (Role::Datanode, datanode),
+            (Role::Frontend, frontend),
+        ]) {
+            assert!(
+                file.check_role(role).is_ok(),
+                "a {} file of its sections",
+                role.name()
+            );
+            let text = toml::to_string(&file).map_err(|error| {
+                format!("cannot write the {} configuration: {error}", role.name())
+            })?;
+            let at = data_dir.join(format!("{}.toml", role.name()));
+            startup::write_synced(&at, text.as_bytes())
+                .map_err(|error| format!("{}: {error}", at.display()))?;
+            *slot = Some(at.display().to_string());
+        }
+        let [metasrv, datanode, frontend] = written;
+        Ok(RoleFiles {
+            metasrv,
+            datanode,
+            frontend,
+            shards: (config.shards.count != defaults.shards.count).then_some(config.shards.count),
+        })
+    }
+
+    /// `--config <file>` for `role`'s command line, if there is a file.
+    fn flags(file: &Option<String>) -> Vec<String> {
+        file.iter()
+            .flat_map(|file| ["--config".to_string(), file.clone()])
+            .collect()
+    }
 }
 
 /// A child process, and its name in the log.
@@ -232,6 +339,8 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
     let (exited_sender, mut exited) = mpsc::unbounded_channel();
     let dir = |name: &str| args.data_dir.join(name).display().to_string();
     let log = args.log.clone();
+    let files = RoleFiles::write(args.config.as_deref(), &args.data_dir)?;
+    let shards = args.shards.or(files.shards).unwrap_or(1);
     let mut nodes: Vec<Node> = Vec::new();
     let started = async {
         // One replica dials no one: it takes any free port. Several keep theirs.
@@ -264,6 +373,7 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
             if replicas.len() > 1 {
                 flags.extend(["--peers".to_string(), peers.join(",")]);
             }
+            flags.extend(RoleFiles::flags(&files.metasrv));
             let (metasrv, line) = Node::start(name.clone(), flags, exited_sender.clone()).await?;
             let rpc = field(&line, "rpc=")?;
             summary.push(format!("metasrv {id} rpc={rpc}"));
@@ -273,28 +383,25 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
         let metasrv_rpc = bound.join(",");
         for id in 1..=args.datanodes {
             let name = format!("datanode-{id}");
-            let (node, line) = Node::start(
-                name.clone(),
-                vec![
-                    "datanode".into(),
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--rpc-addr".into(),
-                    "127.0.0.1:0".into(),
-                    "--metasrv".into(),
-                    metasrv_rpc.clone(),
-                    "--shards".into(),
-                    args.shards.to_string(),
-                    "--pin-to-cores".into(),
-                    "false".into(),
-                    "--data-dir".into(),
-                    dir(&name),
-                    "--log".into(),
-                    log.clone(),
-                ],
-                exited_sender.clone(),
-            )
-            .await?;
+            let mut flags: Vec<String> = vec![
+                "datanode".into(),
+                "--node-id".into(),
+                id.to_string(),
+                "--rpc-addr".into(),
+                "127.0.0.1:0".into(),
+                "--metasrv".into(),
+                metasrv_rpc.clone(),
+                "--shards".into(),
+                shards.to_string(),
+                "--pin-to-cores".into(),
+                "false".into(),
+                "--data-dir".into(),
+                dir(&name),
+                "--log".into(),
+                log.clone(),
+            ];
+            flags.extend(RoleFiles::flags(&files.datanode));
+            let (node, line) = Node::start(name.clone(), flags, exited_sender.clone()).await?;
             summary.push(format!("datanode {id} rpc={}", field(&line, "rpc=")?));
             nodes.push(node);
         }
@@ -318,6 +425,7 @@ async fn supervise(args: &ClusterArgs) -> Result<(), String> {
             if let Some(replicas) = args.replicas {
                 flags.extend(["--replicas".into(), replicas.to_string()]);
             }
+            flags.extend(RoleFiles::flags(&files.frontend));
             let (node, line) =
                 Node::start(format!("frontend-{id}"), flags, exited_sender.clone()).await?;
             summary.push(format!(

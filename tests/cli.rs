@@ -75,6 +75,26 @@ fn a_cluster_role_without_its_addresses_names_what_is_missing() {
 }
 
 #[test]
+fn a_cluster_s_config_file_may_not_name_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, "data_dir = \"/somewhere\"\n").unwrap();
+    let output = metronome()
+        .args(["cluster", "--data-dir"])
+        .arg(dir.path().join("cluster"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("data_dir") && stderr.contains("cluster.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_rebalance_ratio_below_one_is_refused_naming_the_flag() {
     for ratio in ["0.5", "NaN", "1000"] {
         let output = metronome()

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::roles::{
-    datanode, field, frontend, frontend_addrs, metasrv, ready, sql_at, start, start_cluster, stop,
-    Role,
+    datanode, field, frontend, frontend_addrs, metasrv, ready, sql_at, start, start_cluster_with,
+    stop, Role,
 };
 use common::{free_port, get_query, read_log_until, remote_write, write_request};
 
@@ -220,12 +220,26 @@ fn a_cluster_of_processes_takes_writes_through_its_frontend_and_spreads_regions(
 #[test]
 fn metronome_cluster_starts_every_role_and_stops_them_together() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, lines) = start_cluster(dir.path(), 3, 2, 2);
+    // Its --config file's sections reach the roles that read them.
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[shards]\ncount = 2\n[frontend]\nreplicas = 1\n[metasrv]\nrebalance_ratio = 2.0\n",
+    )
+    .unwrap();
+    let (cluster, lines) = start_cluster_with(
+        &dir.path().join("cluster"),
+        3,
+        2,
+        2,
+        &["--config", config.to_str().unwrap()],
+    );
     let frontends = frontend_addrs(&lines);
     assert_eq!(frontends.len(), 2, "{lines:#?}");
     let datanodes = lines
         .iter()
         .filter(|line| line.starts_with("[datanode-") && line.contains("role=datanode"))
+        .inspect(|line| assert!(line.contains("shards=2"), "{line}"))
         .count();
     assert_eq!(datanodes, 2, "{lines:#?}");
 
@@ -255,6 +269,14 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
     )
     .json();
     assert_eq!(count["data"]["result"][0]["value"][1], "10", "{count}");
+    // One copy of each region, as the file's [frontend] says (two datanodes would
+    // give two).
+    let view = common::get(&format!("http://{}/v1/cluster", frontends[0])).json();
+    let regions = view["regions"].as_array().unwrap();
+    assert!(!regions.is_empty(), "{view}");
+    for region in regions {
+        assert_eq!(region["followers"], serde_json::json!([]), "{view}");
+    }
 
     // Ctrl-C stops every role, and the supervisor exits cleanly once they are gone.
     stop(cluster);
@@ -267,7 +289,7 @@ fn metronome_cluster_starts_every_role_and_stops_them_together() {
         "datanode-1",
         "datanode-2",
     ] {
-        let path = dir.path().join(node);
+        let path = dir.path().join("cluster").join(node);
         assert!(path.join("LOCK").exists(), "{node} ran there");
         let relocked = start(
             "relocked",

@@ -120,24 +120,39 @@ pub fn start_cluster(
     datanodes: u32,
     frontends: u32,
 ) -> (Role, Vec<String>) {
-    let cluster = start(
-        "cluster",
-        &[
-            "cluster",
-            "--metasrvs",
-            &metasrvs.to_string(),
-            "--datanodes",
-            &datanodes.to_string(),
-            "--frontends",
-            &frontends.to_string(),
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--postgres-addr",
-            "127.0.0.1:0",
-        ],
+    start_cluster_with(dir, metasrvs, datanodes, frontends, &[])
+}
+
+/// [`start_cluster`] with more `flags`.
+pub fn start_cluster_with(
+    dir: &Path,
+    metasrvs: u32,
+    datanodes: u32,
+    frontends: u32,
+    flags: &[&str],
+) -> (Role, Vec<String>) {
+    let (metasrvs, datanodes, frontends) = (
+        metasrvs.to_string(),
+        datanodes.to_string(),
+        frontends.to_string(),
     );
+    let mut args = vec![
+        "cluster",
+        "--metasrvs",
+        &metasrvs,
+        "--datanodes",
+        &datanodes,
+        "--frontends",
+        &frontends,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--postgres-addr",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(flags);
+    let cluster = start("cluster", &args);
     let lines = read_log_until(&cluster.lines, "the cluster's ready line", |line| {
         line.contains("role=cluster") && line.contains(" ready")
     });
