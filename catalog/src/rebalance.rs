@@ -83,10 +83,16 @@ impl Default for Balance {
 
 impl Catalog {
     /// One migration that evens out copies, else leadership, among the datanodes `alive`
-    /// accepts that are not draining; `None` while a migration runs, or when they are
-    /// even by `balance`. Deterministic over the catalog: the busiest datanode first and
-    /// the idlest next, ties by id; the first fitting region by id.
-    pub fn rebalance(&self, balance: Balance, alive: impl Fn(u64) -> bool) -> Option<Command> {
+    /// accepts that are not draining, leaving out the moves of a region to a datanode
+    /// that `avoid` names (ones that failed lately); `None` while a migration runs, or
+    /// when they are even by `balance`. Deterministic over the catalog: the busiest
+    /// datanode first and the idlest next, ties by id; the first fitting region by id.
+    pub fn rebalance(
+        &self,
+        balance: Balance,
+        alive: impl Fn(u64) -> bool,
+        avoid: impl Fn(RegionId, u64) -> bool,
+    ) -> Option<Command> {
         if self.migrations().next().is_some() {
             return None;
         }
@@ -109,8 +115,8 @@ impl Catalog {
                 *count += 1;
             }
         }
-        self.copy_move(balance, &copies, &routes)
-            .or_else(|| leadership_move(balance, &leading, &routes))
+        self.copy_move(balance, &copies, &routes, &avoid)
+            .or_else(|| leadership_move(balance, &leading, &routes, &avoid))
     }
 
     /// A region with a copy on a busy datanode and none on an idle one, migrated to the
@@ -120,6 +126,7 @@ impl Catalog {
         balance: Balance,
         copies: &BTreeMap<u64, usize>,
         routes: &[(RegionId, Route)],
+        avoid: &impl Fn(RegionId, u64) -> bool,
     ) -> Option<Command> {
         for (from, most) in busiest_first(copies) {
             for (to, least) in idlest_first(copies) {
@@ -128,8 +135,11 @@ impl Catalog {
                 }
                 let region = routes
                     .iter()
-                    .filter(|(_, route)| {
-                        route.learner.is_none() && route.holds(from) && !route.holds(to)
+                    .filter(|(region, route)| {
+                        route.learner.is_none()
+                            && route.holds(from)
+                            && !route.holds(to)
+                            && !avoid(*region, to)
                     })
                     .min_by_key(|(region, route)| (route.datanode != from, *region));
                 if let Some((region, route)) = region {
@@ -151,6 +161,7 @@ fn leadership_move(
     balance: Balance,
     leading: &BTreeMap<u64, usize>,
     routes: &[(RegionId, Route)],
+    avoid: &impl Fn(RegionId, u64) -> bool,
 ) -> Option<Command> {
     for (from, most) in busiest_first(leading) {
         for (to, least) in idlest_first(leading) {
@@ -159,7 +170,9 @@ fn leadership_move(
             }
             let moving = routes
                 .iter()
-                .filter(|(_, route)| route.datanode == from && route.learner.is_none())
+                .filter(|(region, route)| {
+                    route.datanode == from && route.learner.is_none() && !avoid(*region, to)
+                })
                 .find_map(|(region, route)| {
                     let follower = route
                         .followers
@@ -300,12 +313,12 @@ mod tests {
         assert_eq!(count(&catalog, 1, false), 4);
         let balance = Balance::default();
         assert_eq!(
-            catalog.rebalance(balance, |id| id == 1),
+            catalog.rebalance(balance, |id| id == 1, |_, _| false),
             None,
             "datanode 2 is down"
         );
         let mut moves = 0;
-        while let Some(command) = catalog.rebalance(balance, |_| true) {
+        while let Some(command) = catalog.rebalance(balance, |_| true, |_, _| false) {
             let Command::MigrateRegion { region, epoch, to } = command else {
                 panic!("{command:?}");
             };
@@ -317,7 +330,11 @@ mod tests {
                 .as_slice()
                 .contains(&to));
             catalog.apply(&command).unwrap();
-            assert_eq!(catalog.rebalance(balance, |_| true), None, "one at a time");
+            assert_eq!(
+                catalog.rebalance(balance, |_| true, |_, _| false),
+                None,
+                "one at a time"
+            );
             catalog
                 .apply(&Command::HandOver { region, epoch, to })
                 .unwrap();
@@ -348,7 +365,7 @@ mod tests {
             assert_eq!(count(&catalog, 4, true), 0);
             let total = 12 * usize::from(replicas);
             let mut moves = 0;
-            while let Some(command) = catalog.rebalance(balance, |_| true) {
+            while let Some(command) = catalog.rebalance(balance, |_| true, |_, _| false) {
                 migrate_and_repair(&mut catalog, &command);
                 moves += 1;
                 assert!(moves <= 24, "{replicas} copies at {ratio}: it converges");
@@ -377,6 +394,48 @@ mod tests {
     }
 
     #[test]
+    fn a_move_that_failed_lately_is_left_out_for_another() {
+        let mut catalog = catalog(3);
+        replicated(&mut catalog, 6, 2);
+        catalog
+            .apply(&Command::RegisterDatanode {
+                id: 4,
+                addr: "10.0.0.4:4100".to_string(),
+                shards: 2,
+                incarnation: 0,
+            })
+            .unwrap();
+        let balance = Balance::default();
+        let first = catalog.rebalance(balance, |_| true, |_, _| false).unwrap();
+        let Command::MigrateRegion {
+            region: failed, to, ..
+        } = first
+        else {
+            panic!("{first:?}");
+        };
+        let next = catalog
+            .rebalance(
+                balance,
+                |_| true,
+                |region, datanode| (region, datanode) == (failed, to.datanode),
+            )
+            .unwrap();
+        let Command::MigrateRegion {
+            region, to: other, ..
+        } = next
+        else {
+            panic!("{next:?}");
+        };
+        assert_ne!(region, failed, "another region moves meanwhile");
+        assert_eq!(other.datanode, to.datanode);
+        // With every move to it failed, none is made.
+        assert_eq!(
+            catalog.rebalance(balance, |_| true, |_, datanode| datanode == to.datanode),
+            None
+        );
+    }
+
+    #[test]
     fn nothing_moves_to_a_draining_or_dead_datanode_nor_during_a_migration() {
         let mut catalog = catalog(3);
         replicated(&mut catalog, 6, 2);
@@ -389,19 +448,19 @@ mod tests {
             })
             .unwrap();
         let balance = Balance::default();
-        assert_eq!(catalog.rebalance(balance, |id| id != 4), None);
-        let command = catalog.rebalance(balance, |_| true).unwrap();
+        assert_eq!(catalog.rebalance(balance, |id| id != 4, |_, _| false), None);
+        let command = catalog.rebalance(balance, |_| true, |_, _| false).unwrap();
         let mut migrating = catalog.clone();
         migrating.apply(&command).unwrap();
-        assert_eq!(migrating.rebalance(balance, |_| true), None);
+        assert_eq!(migrating.rebalance(balance, |_| true, |_, _| false), None);
         assert_eq!(
-            catalog.rebalance(Balance::OFF, |_| true),
+            catalog.rebalance(Balance::OFF, |_| true, |_, _| false),
             None,
             "turned off"
         );
         catalog
             .apply(&Command::DrainDatanode { id: 4, drain: true })
             .unwrap();
-        assert_eq!(catalog.rebalance(balance, |_| true), None);
+        assert_eq!(catalog.rebalance(balance, |_| true, |_, _| false), None);
     }
 }

@@ -29,6 +29,7 @@ use metronome_catalog::replicas::Replica;
 use metronome_catalog::Command;
 use metronome_core::rt::time;
 
+use crate::moves::Moves;
 use crate::service::{ExecuteError, MetaService};
 
 /// How long the metasrv waits, on its own clock, after a datanode's last heartbeat
@@ -49,6 +50,8 @@ pub async fn run(service: Weak<MetaService>, balance: Balance) {
     let mut ticks = time::interval(DETECT_EVERY);
     // (term, since when this replica has known it leads in that term)
     let mut leading: Option<(u64, Instant)> = None;
+    // The rebalancer's moves in this term.
+    let mut moves = Moves::default();
     loop {
         ticks.tick().await;
         let Some(service) = service.upgrade() else {
@@ -62,6 +65,7 @@ pub async fn run(service: Weak<MetaService>, balance: Balance) {
             Some((at, since)) if at == term => since,
             _ => {
                 leading = Some((term, time::now()));
+                moves = Moves::default();
                 continue;
             }
         };
@@ -74,7 +78,7 @@ pub async fn run(service: Weak<MetaService>, balance: Balance) {
         if let Err(error) = crate::quarantine::replace_quarantined(&service).await {
             tracing::warn!(%error, "quarantined copies could not be replaced; trying again");
         }
-        if let Err(error) = crate::repair::repair(&service, since, balance).await {
+        if let Err(error) = crate::repair::repair(&service, since, balance, &mut moves).await {
             tracing::warn!(%error, "the region repair could not act; it tries again");
         }
     }

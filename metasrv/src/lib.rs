@@ -8,12 +8,13 @@
 //! the cluster work: the migration procedures. Its [`failover`] detector promotes a
 //! follower of a region whose leader's lease lapsed, [`quarantine`] replaces the copies
 //! datanodes found damaged, and [`repair`] gives a region short of copies a learner to
-//! catch up.
+//! catch up and rebalances, remembering its moves that failed ([`moves`]).
 //!
 //! It must not: hold data rows; decide anything outside the catalog's state machine; or
 //! perform I/O except through `metronome_core::rt`.
 
 pub mod failover;
+pub mod moves;
 pub mod quarantine;
 pub mod raft;
 pub mod repair;

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use metronome_catalog::lease::ALIVE_SINCE_HEARTBEAT_MAX;
 use metronome_catalog::rebalance::Balance;
+
+use crate::moves::Moves;
 use metronome_catalog::Command;
 use metronome_core::rt::time;
 
@@ -32,6 +34,7 @@ pub async fn repair(
     service: &MetaService,
     leading_since: Instant,
     balance: Balance,
+    moves: &mut Moves,
 ) -> Result<(), ExecuteError> {
     let heard = service.datanodes();
     let now = time::now();
@@ -95,12 +98,24 @@ pub async fn repair(
     }
     let leaders_alive = |datanode: u64| alive(datanode) && silent_for(datanode) < LEASE_WAIT;
     // Copies leave a draining datanode first.
-    let moving = catalog
-        .drain_move(leaders_alive)
-        .or_else(|| catalog.rebalance(balance, leaders_alive));
+    moves.observe(&catalog, now);
+    let (moving, rebalancing) = match catalog.drain_move(leaders_alive) {
+        Some(command) => (Some(command), false),
+        None => (
+            catalog.rebalance(balance, leaders_alive, |region, datanode| {
+                moves.failed_lately(region, datanode)
+            }),
+            true,
+        ),
+    };
     if let Some(command) = moving {
         match service.execute(command.clone()).await {
-            Ok(_) => tracing::info!(?command, "a copy or a leadership moves"),
+            Ok(_) => {
+                if rebalancing {
+                    moves.started(&command);
+                }
+                tracing::info!(?command, "a copy or a leadership moves")
+            }
             Err(ExecuteError::Refused(reason)) => {
                 tracing::info!(?command, %reason, "a move was overtaken")
             }

@@ -281,6 +281,7 @@ async fn quarantined_copies_are_replaced_and_never_chosen_again() {
         &service,
         metronome_core::rt::time::now(),
         metronome_catalog::rebalance::Balance::default(),
+        &mut metronome_metasrv::moves::Moves::default(),
     )
     .await
     .unwrap();
