@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metronome_catalog::client::MetaClient;
+use metronome_catalog::lease::HEARTBEAT_INTERVAL;
 use metronome_catalog::rebalance::Balance;
 use metronome_catalog::request::{MetaReply, MetaRequest, RaftStatus};
 use metronome_catalog::DatanodeInfo;
@@ -38,6 +39,8 @@ use metronome_metasrv::service::{MetaService, ReplicaConfig};
 use metronome_wire::region::{RegionClient, RegionServer};
 use metronome_wire::rpc::{self, RpcClient};
 use metronome_wire::RegionService;
+
+use crate::node::SimNode;
 
 /// A node's main future, rebuilt from its disk at every (re)start.
 pub type NodeMain = Box<dyn Fn(Disk) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
@@ -450,5 +453,91 @@ struct DropAbort(task::JoinHandle<()>);
 impl Drop for DropAbort {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A cluster for a story test: one metasrv replica (rebalancing to `balance`), datanodes
+/// `1..=datanodes` (their requests told to `observe`), a frontend giving new regions
+/// `replicas` copies and reading at the leaders, started once every datanode registered,
+/// and an idle node for the test's own tasks.
+pub struct SmallCluster {
+    pub metasrv: SimNode,
+    pub datanodes: Vec<SimNode>,
+    pub handles: DatanodeHandles,
+    pub frontend: Arc<Frontend>,
+    pub frontend_node: SimNode,
+    /// A node the test runs its tasks on (a client of its own, at 10.0.9.2).
+    pub client: SimNode,
+}
+
+impl SmallCluster {
+    pub async fn start(
+        datanodes: u64,
+        replicas: u8,
+        balance: Balance,
+        observe: Observer,
+    ) -> SmallCluster {
+        let metasrv = SimNode::start(
+            "metasrv-1",
+            metasrv_ip(1),
+            Default::default(),
+            metasrv_main_observed(1, 1, RaftTuning::default(), None, balance),
+        );
+        let handles = DatanodeHandles::default();
+        let nodes: Vec<SimNode> = (1..=datanodes)
+            .map(|id| {
+                SimNode::start(
+                    &format!("datanode-{id}"),
+                    datanode_ip(id),
+                    Default::default(),
+                    datanode_main(
+                        id,
+                        1,
+                        HEARTBEAT_INTERVAL,
+                        observe.clone(),
+                        handles.clone(),
+                        None,
+                    ),
+                )
+            })
+            .collect();
+        let client = SimNode::idle("client", IpAddr::from([10, 0, 9, 2]));
+        client
+            .handle()
+            .spawn(async move {
+                let metasrv = meta_client(1);
+                while metasrv
+                    .catalog()
+                    .await
+                    .map_or(true, |catalog| (catalog.datanodes.len() as u64) < datanodes)
+                {
+                    time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .expect("the datanodes register");
+        let slot = FrontendSlot::default();
+        let frontend_node = SimNode::start(
+            "frontend-1",
+            frontend_ip(1),
+            Default::default(),
+            frontend_main(1, replicas, ReadPreference::Leader, slot.clone(), |_| {
+                std::future::pending::<()>()
+            }),
+        );
+        let frontend = loop {
+            if let Some(frontend) = slot.lock().unwrap().clone() {
+                break frontend;
+            }
+            time::sleep(Duration::from_millis(100)).await;
+        };
+        SmallCluster {
+            metasrv,
+            datanodes: nodes,
+            handles,
+            frontend,
+            frontend_node,
+            client,
+        }
     }
 }

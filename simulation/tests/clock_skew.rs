@@ -24,22 +24,17 @@
 #![cfg(madsim)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use madsim::net::NetSim;
 use metronome_catalog::lease::{CLOCK_DRIFT_PPM_MAX, HEARTBEAT_INTERVAL, LEASE, LEASE_HELD};
-use metronome_core::config::ReadPreference;
+use metronome_catalog::rebalance::Balance;
 use metronome_core::data::{RegionId, ScanRequest};
 use metronome_core::rt::time;
 use metronome_frontend::remote_write::PromSeries;
 use metronome_metasrv::failover::LEASE_WAIT;
-use metronome_metasrv::raft::RaftTuning;
-use metronome_simulation::cluster::{
-    self, client_of, datanode_addr, datanode_ip, frontend_ip, metasrv_ip, FrontendSlot, Observed,
-};
-use metronome_simulation::node::SimNode;
+use metronome_simulation::cluster::{self, client_of, datanode_addr, Observed, SmallCluster};
 use metronome_wire::region::RegionClient;
 use metronome_wire::{RegionRequest, RegionService};
 
@@ -121,60 +116,9 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
         let observed = observed.clone();
         Arc::new(move |seen: &Observed| observed.lock().unwrap().push(seen.clone()))
     };
-    let metasrv = SimNode::start(
-        "metasrv-1",
-        metasrv_ip(1),
-        Default::default(),
-        cluster::metasrv_main(1, 1, RaftTuning::default()),
-    );
-    let handles = cluster::DatanodeHandles::default();
-    let datanodes: Vec<SimNode> = (1..=2)
-        .map(|id| {
-            SimNode::start(
-                &format!("datanode-{id}"),
-                datanode_ip(id),
-                Default::default(),
-                cluster::datanode_main(
-                    id,
-                    1,
-                    HEARTBEAT_INTERVAL,
-                    observer.clone(),
-                    handles.clone(),
-                    None,
-                ),
-            )
-        })
-        .collect();
-    let client = SimNode::idle("client", IpAddr::from([10, 0, 9, 2]));
-    let client = client.handle();
-    client
-        .spawn(async {
-            let metasrv = cluster::meta_client(1);
-            while metasrv
-                .catalog()
-                .await
-                .map_or(true, |catalog| catalog.datanodes.len() < 2)
-            {
-                time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .expect("the datanodes register");
-    let slot = FrontendSlot::default();
-    let _frontend = SimNode::start(
-        "frontend-1",
-        frontend_ip(1),
-        Default::default(),
-        cluster::frontend_main(1, 2, ReadPreference::Leader, slot.clone(), |_| {
-            std::future::pending::<()>()
-        }),
-    );
-    let frontend = loop {
-        if let Some(frontend) = slot.lock().unwrap().clone() {
-            break frontend;
-        }
-        time::sleep(Duration::from_millis(100)).await;
-    };
+    let cluster = SmallCluster::start(2, 2, Balance::default(), observer).await;
+    let (metasrv, datanodes, frontend) = (&cluster.metasrv, &cluster.datanodes, &cluster.frontend);
+    let client = cluster.client.handle();
     let mut sequence = 0;
     let mut write = {
         let frontend = frontend.clone();

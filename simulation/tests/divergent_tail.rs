@@ -25,7 +25,6 @@
 #![cfg(madsim)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,16 +32,11 @@ use madsim::net::NetSim;
 use metronome_catalog::lease::HEARTBEAT_INTERVAL;
 use metronome_catalog::rebalance::Balance;
 use metronome_catalog::Catalog;
-use metronome_core::config::ReadPreference;
 use metronome_core::data::{RegionId, ScanRequest};
 use metronome_core::rt::{task, time};
 use metronome_frontend::http::Frontend;
 use metronome_frontend::remote_write::PromSeries;
-use metronome_metasrv::raft::RaftTuning;
-use metronome_simulation::cluster::{
-    self, datanode_ip, frontend_ip, metasrv_ip, FrontendSlot, Observed,
-};
-use metronome_simulation::node::SimNode;
+use metronome_simulation::cluster::{self, Observed, SmallCluster};
 
 /// How long datanode 1 takes writes it cannot ship: more of them than the new leaders
 /// take before datanode 1 is back (`WRITES_FOR`), so that its old tail reaches above
@@ -64,60 +58,10 @@ async fn a_deposed_leader_s_unshipped_tail_reaches_no_copy() {
         let observed = observed.clone();
         Arc::new(move |seen: &Observed| observed.lock().unwrap().push(seen.clone()))
     };
-    let metasrv = SimNode::start(
-        "metasrv-1",
-        metasrv_ip(1),
-        Default::default(),
-        cluster::metasrv_main_observed(1, 1, RaftTuning::default(), None, Balance::OFF),
-    );
-    let handles = cluster::DatanodeHandles::default();
-    let datanodes: Vec<SimNode> = (1..=3)
-        .map(|id| {
-            SimNode::start(
-                &format!("datanode-{id}"),
-                datanode_ip(id),
-                Default::default(),
-                cluster::datanode_main(
-                    id,
-                    1,
-                    HEARTBEAT_INTERVAL,
-                    observer.clone(),
-                    handles.clone(),
-                    None,
-                ),
-            )
-        })
-        .collect();
-    let checker = SimNode::idle("checker", IpAddr::from([10, 0, 9, 2]));
-    checker
-        .handle()
-        .spawn(async {
-            let metasrv = cluster::meta_client(1);
-            while metasrv
-                .catalog()
-                .await
-                .map_or(true, |catalog| catalog.datanodes.len() < 3)
-            {
-                time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .expect("the datanodes register");
-    let slot = FrontendSlot::default();
-    let _frontend = SimNode::start(
-        "frontend-1",
-        frontend_ip(1),
-        Default::default(),
-        cluster::frontend_main(1, 3, ReadPreference::Leader, slot.clone(), |_| {
-            std::future::pending::<()>()
-        }),
-    );
-    let frontend = loop {
-        if let Some(frontend) = slot.lock().unwrap().clone() {
-            break frontend;
-        }
-        time::sleep(Duration::from_millis(100)).await;
-    };
+    let cluster = SmallCluster::start(3, 3, Balance::OFF, observer).await;
+    let (metasrv, datanodes) = (&cluster.metasrv, &cluster.datanodes);
+    let frontend = cluster.frontend.clone();
+    let handles = &cluster.handles;
     let mut writer = Writer::new(frontend.clone());
     while !writer.write().await {
         time::sleep(Duration::from_millis(200)).await;
@@ -214,9 +158,9 @@ async fn a_deposed_leader_s_unshipped_tail_reaches_no_copy() {
     // Every copy holds exactly its leader's rows.
     let mut compared = 0;
     for (region, route) in catalog.routes() {
-        let leader = copy_rows(&handles, route.datanode, region).await;
+        let leader = copy_rows(handles, route.datanode, region).await;
         for follower in route.followers.as_slice() {
-            let rows = copy_rows(&handles, follower.datanode, region).await;
+            let rows = copy_rows(handles, follower.datanode, region).await;
             let missing: Vec<_> = leader.difference(&rows).take(3).collect();
             let extra: Vec<_> = rows.difference(&leader).take(3).collect();
             assert!(
