@@ -47,7 +47,9 @@ mutations=(
     true"
 "switch-without-gate|datanode/src/catch_up.rs|cluster|    shared.leases.set_gate(region, true);|    // MUTATION: let writes in while the configuration changes (a hand-over, a new follower).
     shared.leases.set_gate(region, false);"
-"accept-a-stale-epoch|datanode/src/lease.rs|divergent_tail|                Some(held) if held == epoch => return Ok(()),|                // MUTATION: a follower takes a shipment of an older epoch than its own.
+"accept-a-stale-epoch|datanode/src/lease.rs|divergent_tail|            match held {
+                Some(held) if held == epoch => return Ok(()),|            // MUTATION: a follower takes a shipment of an older epoch than its own.
+            match held {
                 Some(held) if held >= epoch => return Ok(()),"
 "replay-below-the-install-floor|datanode/src/engine/recovery.rs|divergent_tail|    if commit < region.manifest.wal_commit_floor {|    // MUTATION: a replaced copy's records replay (Kafka's truncation by high watermark).
     if false && commit < region.manifest.wal_commit_floor {"

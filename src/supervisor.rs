@@ -18,7 +18,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use metronome_core::config::{Config, DatanodeSection, FrontendSection, MetasrvSection, Role};
+use metronome_core::config::{
+    Config, DatanodeSection, FrontendSection, MetasrvSection, Role, StoreKind,
+};
 use metronome_core::rt::disk::startup;
 use metronome_core::rt::net::{Address, FrameLimits, Listener};
 use metronome_core::rt::{task, time};
@@ -147,6 +149,16 @@ impl RoleFiles {
             ));
         }
         config.validate().map_err(invalid)?;
+        // One file serves every datanode: with S3 they would share a prefix (and write
+        // each other's objects), and the file would hold the credentials.
+        if config.storage.store != StoreKind::Local {
+            return Err(invalid(
+                "`storage.store = \"s3\"` is not for `metronome cluster`, whose datanodes \
+                 would share one prefix: start the roles yourself, each datanode with a \
+                 prefix of its own"
+                    .to_string(),
+            ));
+        }
         let base = || Config {
             log: config.log.clone(),
             ..Config::default()

@@ -75,23 +75,31 @@ fn a_cluster_role_without_its_addresses_names_what_is_missing() {
 }
 
 #[test]
-fn a_cluster_s_config_file_may_not_name_a_data_dir() {
+fn a_cluster_s_config_file_may_not_name_a_data_dir_nor_s3() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cluster.toml");
-    std::fs::write(&config, "data_dir = \"/somewhere\"\n").unwrap();
-    let output = metronome()
-        .args(["cluster", "--data-dir"])
-        .arg(dir.path().join("cluster"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("data_dir") && stderr.contains("cluster.toml"),
-        "{stderr}"
-    );
+    for (text, named) in [
+        ("data_dir = \"/somewhere\"\n", "data_dir"),
+        (
+            "[storage]\nstore = \"s3\"\n[storage.s3]\nbucket = \"b\"\nregion = \"r\"\n",
+            "prefix",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let output = metronome()
+            .args(["cluster", "--data-dir"])
+            .arg(dir.path().join("cluster"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(named) && stderr.contains("cluster.toml"),
+            "{text}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -137,6 +137,7 @@ impl Catalog {
                     .iter()
                     .filter(|(region, route)| {
                         route.learner.is_none()
+                            && copies.contains_key(&route.datanode)
                             && route.holds(from)
                             && !route.holds(to)
                             && !avoid(*region, to)

@@ -652,7 +652,7 @@ impl DatanodeHandle {
                 region,
                 request,
                 epoch: 0,
-                committed: None,
+                read: metronome_wire::ReadAt::Leader,
             })
             .await?
         {

@@ -17,7 +17,7 @@ use metronome_catalog::replicas::{Replica, ReplicationGrants};
 use metronome_core::data::RegionId;
 use metronome_core::rt::{rand, time};
 use metronome_wire::{
-    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+    BoxFuture, ErrorKind, ReadAt, RegionError, RegionReply, RegionRequest, RegionService,
 };
 
 /// How long a request waits for a heartbeat it asked for before it is refused.
@@ -505,12 +505,26 @@ impl RegionService for LeasedRegions {
             if let RegionRequest::Scan {
                 region,
                 epoch,
-                committed: Some(_),
+                read: ReadAt::OnlyFollower | ReadAt::Follower { .. },
                 ..
             } = &request
             {
-                self.leases.admit_follower_read(*region, *epoch).await?;
-                return self.regions.call(request).await;
+                let (region, epoch) = (*region, *epoch);
+                self.leases.admit_follower_read(region, epoch).await?;
+                let reply = self.regions.call(request).await?;
+                // Left out of the configuration while it read (a follower may wait for
+                // its commit point): its answer may hold what a later leader does not.
+                if self.leases.member_at(region) != Some(epoch) {
+                    return Err(RegionError::new(
+                        ErrorKind::WrongRoute,
+                        format!(
+                            "datanode {} stopped following region {region} at epoch {epoch} \
+                             while it read: read at the leader",
+                            self.leases.datanode
+                        ),
+                    ));
+                }
+                return Ok(reply);
             }
             // Its leader is changing its configuration: a write takes its sequence after,
             // a scan sees what the next leader acknowledged, if it moved, and a schema

@@ -5,7 +5,7 @@
 //! A new region RPC is one arm here, besides its variant in `wire::region_request` and
 //! its table in the schema.
 
-use metronome_wire::{BoxFuture, RegionError, RegionReply, RegionRequest, RegionService};
+use metronome_wire::{BoxFuture, ReadAt, RegionError, RegionReply, RegionRequest, RegionService};
 
 use crate::datanode::DatanodeHandle;
 use crate::engine::{EngineError, ShardEngine};
@@ -106,13 +106,13 @@ pub(crate) async fn handle(
         RegionRequest::Scan {
             region,
             request,
-            committed,
+            read,
             ..
-        } => RegionReply::Series(match committed {
-            None => engine.scan_series(region, &request).await?,
-            Some(committed) => {
+        } => RegionReply::Series(match read {
+            ReadAt::Leader => engine.scan_series(region, &request).await?,
+            _ => {
                 engine
-                    .scan_series_committed(region, &request, committed)
+                    .scan_series_at_follower(region, &request, read)
                     .await?
             }
         }),

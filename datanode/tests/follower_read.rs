@@ -1,6 +1,7 @@
-//! Follower reads in the engine: a follower's copy read as of its leader's commit point
-//! holds exactly the rows of the writes up to it, from its memtable and its SSTs alike,
-//! waits for writes it has not applied yet, and refuses once it waited too long.
+//! Follower reads in the engine: a region's only follower answers with all it applied;
+//! one of two answers exactly as of its leader's commit point, waiting for writes it has
+//! not applied yet and refusing while it applied more (never a filtered view, which
+//! could lose a committed point a later write replaced).
 #![cfg(not(madsim))]
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use metronome_core::rt::shard::{run_on_one_shard, IoDriverChoice};
 use metronome_core::rt::{task, time};
 use metronome_core::write_batch::WriteBatch;
 use metronome_datanode::engine::{EngineConfig, ShardEngine};
-use metronome_wire::write_batch;
+use metronome_wire::{write_batch, ReadAt};
 
 const R1: RegionId = RegionId {
     table: 1,
@@ -40,10 +41,10 @@ async fn open(disk: &Disk, root: &str) -> std::rc::Rc<ShardEngine> {
         .0
 }
 
-/// (ts, value) of every row read as of `committed`.
-async fn rows_as_of(engine: &ShardEngine, committed: u64) -> Vec<(i64, f64)> {
+/// (ts, value) of every row the follower answers when read `at`.
+async fn rows_at(engine: &ShardEngine, at: ReadAt) -> Vec<(i64, f64)> {
     engine
-        .scan_series_committed(R1, &ScanRequest::all(), committed)
+        .scan_series_at_follower(R1, &ScanRequest::all(), at)
         .await
         .unwrap()
         .into_iter()
@@ -58,7 +59,7 @@ async fn rows_as_of(engine: &ShardEngine, committed: u64) -> Vec<(i64, f64)> {
 }
 
 #[test]
-fn a_follower_reads_as_of_its_leader_s_commit_point() {
+fn a_follower_answers_with_what_it_applied_or_exactly_as_of_the_commit_point() {
     let disk = Disk::sim(SimDisk::new(3));
     run_on_one_shard(IoDriverChoice::Auto, move |_| async move {
         let leader = open(&disk, "leader").await;
@@ -82,24 +83,31 @@ fn a_follower_reads_as_of_its_leader_s_commit_point() {
         assert_eq!(leader.commit_point(R1).unwrap(), 8);
         // The follower takes writes 1..=3 and flushes them to an SST, then 4..=6.
         let later = shipped.split_off(6);
-        let first = shipped.split_off(3);
+        let middle = shipped.split_off(3);
         follower.apply_replicated(R1, shipped).await.unwrap();
         follower.flush_region(R1).await.unwrap();
-        follower.apply_replicated(R1, first).await.unwrap();
-        assert_eq!(follower.commit_point(R1).unwrap(), 6);
-
-        // As of 2: the SST's rows of writes 1 and 2, not of write 3.
-        assert_eq!(rows_as_of(&follower, 2).await, vec![(1, 1.0), (2, 2.0)]);
-        // As of 4: write 4 from the memtable too.
-        assert_eq!(
-            rows_as_of(&follower, 4).await,
-            vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
-        );
-        // As of 6: write 5 replaced ts 2 (in the memtable, over the SST's row).
+        follower.apply_replicated(R1, middle).await.unwrap();
+        assert_eq!(follower.applied(R1).unwrap(), 6);
         let as_of_six = vec![(1, 1.0), (2, 5.0), (3, 3.0), (4, 4.0), (6, 6.0)];
-        assert_eq!(rows_as_of(&follower, 6).await, as_of_six);
 
-        // As of 8: the follower waits for writes 7 and 8, which arrive meanwhile.
+        // The only follower: all it applied, from its SST and its memtable.
+        assert_eq!(rows_at(&follower, ReadAt::OnlyFollower).await, as_of_six);
+        // One of two, as of 6: the same.
+        let at = |committed| ReadAt::Follower { committed };
+        assert_eq!(rows_at(&follower, at(6)).await, as_of_six);
+        // As of 4: it applied writes past the point (write 5 replaced ts 2's committed
+        // value in its memtable): refused, to be asked again with a newer point.
+        let refused = follower
+            .scan_series_at_follower(R1, &ScanRequest::all(), at(4))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("past its leader's commit point 4"),
+            "{refused}"
+        );
+
+        // As of 8: it waits for writes 7 and 8, which arrive meanwhile.
         let applying = task::spawn_local({
             let follower = follower.clone();
             async move {
@@ -109,13 +117,17 @@ fn a_follower_reads_as_of_its_leader_s_commit_point() {
         });
         let mut all = as_of_six.clone();
         all.extend([(7, 7.0), (8, 8.0)]);
-        assert_eq!(rows_as_of(&follower, 8).await, all);
+        assert_eq!(rows_at(&follower, at(8)).await, all);
         applying.await.unwrap();
-        assert_eq!(rows_as_of(&leader, 8).await, all, "the leader's answer");
+        assert_eq!(
+            rows_at(&leader, ReadAt::OnlyFollower).await,
+            all,
+            "the leader's rows"
+        );
 
         // A commit point it never reaches: refused once it waited, naming both points.
         let refused = follower
-            .scan_series_committed(R1, &ScanRequest::all(), 9)
+            .scan_series_at_follower(R1, &ScanRequest::all(), at(9))
             .await
             .unwrap_err();
         let message = refused.to_string();

@@ -171,16 +171,21 @@ pub async fn drain_datanode(meta: &Meta, datanode: u64, drain: bool) -> Result<D
         let catalog = meta.refresh().await?;
         let copies = catalog.regions_on(datanode).len() as u64;
         // A datanode that is down takes no copy: the regions want no more copies than
-        // the live datanodes can hold (all registered ones, if the metasrv cannot say).
-        let live: Option<BTreeSet<u64>> = meta.liveness().await.ok().map(|liveness| {
-            liveness
-                .datanodes
-                .iter()
-                .filter(|(_, ms)| *ms <= ALIVE_SINCE_HEARTBEAT_MAX.as_millis() as u64)
-                .map(|(id, _)| *id)
-                .collect()
-        });
-        let usable = |id: u64| live.as_ref().is_none_or(|live| live.contains(&id));
+        // the others can hold. Down is what the metasrv leader heard fall silent; one it
+        // has not heard of (a leader just elected has heard of none) counts as up.
+        let silent: BTreeSet<u64> = meta
+            .liveness()
+            .await
+            .map(|liveness| {
+                liveness
+                    .datanodes
+                    .iter()
+                    .filter(|(_, ms)| *ms > ALIVE_SINCE_HEARTBEAT_MAX.as_millis() as u64)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let usable = |id: u64| !silent.contains(&id);
         let short = held
             .iter()
             .filter(|region| catalog.copies_missing(**region, usable) > 0)

@@ -2,8 +2,7 @@
 //!
 //! [`RegionRouter`] is the frontend's one [`RegionService`]: it maps each region to the
 //! datanode its catalog route names and passes the request, unchanged, to that
-//! datanode's client (a scan, the read preference permitting, to one of its followers,
-//! as of the leader's commit point). Routes come from the catalog the frontend already follows
+//! datanode's client (a scan, the read preference permitting, to one of its followers). Routes come from the catalog the frontend already follows
 //! ([`Meta`]); a region it has not seen yet makes it read the catalog again. A route is
 //! remembered after its table is dropped (region ids are never reused), so that the
 //! regions of a table just dropped can still be reached to be deleted. In standalone
@@ -24,7 +23,7 @@ use metronome_core::config::ReadPreference;
 use metronome_core::data::RegionId;
 use metronome_core::rt::rand;
 use metronome_wire::{
-    BoxFuture, ErrorKind, RegionError, RegionReply, RegionRequest, RegionService,
+    BoxFuture, ErrorKind, ReadAt, RegionError, RegionReply, RegionRequest, RegionService,
 };
 
 use crate::meta::Meta;
@@ -48,6 +47,13 @@ pub type Connect = Arc<dyn Fn(u64, &DatanodeInfo) -> Arc<dyn RegionService> + Se
 
 /// A datanode's client, and the address it was dialed at (`None`: given at the start).
 type Dialed = (Option<String>, Arc<dyn RegionService>);
+
+/// How many times a read at one of two followers asks its leader for a commit point,
+/// while the follower it asks has applied writes past the last one.
+const FOLLOWER_READ_TRIES: usize = 3;
+/// What a follower says when it applied writes past the commit point it was given
+/// (`metronome_datanode::engine::follower_read`).
+const PAST_THE_POINT: &str = "past its leader's commit point";
 
 /// How many configurations one schema change follows before it gives up (each round
 /// is a region's configuration that changed while the change was made).
@@ -95,10 +101,11 @@ impl RegionRouter {
         self
     }
 
-    /// A scan of `region` at one of its followers, as of its leader's commit point (read
-    /// index, `metronome_datanode::engine::follower_read`): the leader tells the point
-    /// under its lease at the route's epoch, then a follower chosen at random answers
-    /// once it applied every write up to it, with those writes' rows only.
+    /// A scan of `region` at one of its followers (`metronome_datanode::engine::
+    /// follower_read`): its only follower as it stands; one of two, chosen at random,
+    /// exactly as of the leader's commit point, which the leader tells under its lease
+    /// at the route's epoch (asked again, up to [`FOLLOWER_READ_TRIES`] times, while the
+    /// follower has applied writes past it).
     async fn read_at_follower(
         &self,
         region: RegionId,
@@ -111,35 +118,53 @@ impl RegionRouter {
                 ErrorKind::Unavailable,
                 format!(
                     "region {region} has no follower to read at (read_preference = \
-                     follower): it keeps one copy"
+                     follower): it has one copy, or its leader leads alone until a new copy \
+                     caught up"
                 ),
             ));
         }
-        let leader = self.client(route.datanode).await?;
-        let asked = RegionRequest::CommitPoint {
-            region,
-            epoch: route.epoch,
-        };
-        let committed = match leader.call(asked).await? {
-            RegionReply::CommitPoint(sequence) => sequence,
-            other => {
-                return Err(RegionError::new(
-                    ErrorKind::Internal,
-                    format!("region {region}'s leader answered a commit point with {other:?}"),
-                ))
+        let at = |request: &mut RegionRequest, read: ReadAt| {
+            if let RegionRequest::Scan {
+                epoch, read: at, ..
+            } = request
+            {
+                *epoch = route.epoch;
+                *at = read;
             }
         };
-        let follower = followers[rand::gen_range(0..followers.len())];
-        if let RegionRequest::Scan {
-            epoch,
-            committed: at,
-            ..
-        } = &mut request
-        {
-            *epoch = route.epoch;
-            *at = Some(committed);
+        if let [only] = followers {
+            at(&mut request, ReadAt::OnlyFollower);
+            return self.client(only.datanode).await?.call(request).await;
         }
-        self.client(follower.datanode).await?.call(request).await
+        let leader = self.client(route.datanode).await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let asked = RegionRequest::CommitPoint {
+                region,
+                epoch: route.epoch,
+            };
+            let committed = match leader.call(asked).await? {
+                RegionReply::CommitPoint(sequence) => sequence,
+                other => {
+                    return Err(RegionError::new(
+                        ErrorKind::Internal,
+                        format!("region {region}'s leader answered a commit point with {other:?}"),
+                    ))
+                }
+            };
+            let follower = followers[rand::gen_range(0..followers.len())];
+            let mut asking = request.clone();
+            at(&mut asking, ReadAt::Follower { committed });
+            match self.client(follower.datanode).await?.call(asking).await {
+                Err(error)
+                    if tries < FOLLOWER_READ_TRIES && error.message.contains(PAST_THE_POINT) =>
+                {
+                    continue
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// The route of `region`, fetching the catalog from the metasrv if this frontend has
@@ -397,7 +422,7 @@ impl RegionService for RegionRouter {
                 let at_follower = matches!(
                     request,
                     RegionRequest::Scan {
-                        committed: None,
+                        read: ReadAt::Leader,
                         ..
                     }
                 ) && (self.read_preference == ReadPreference::Follower

@@ -36,6 +36,14 @@ impl Moves {
         }
     }
 
+    /// The catalog refused `command` (a [`Command::MigrateRegion`]) at `now`: a failed
+    /// move too.
+    pub fn refused(&mut self, command: &Command, now: Instant) {
+        if let Command::MigrateRegion { region, to, .. } = command {
+            self.failed.insert((*region, to.datanode), now);
+        }
+    }
+
     /// Looks at how the moves started stand in `catalog`, at `now`: one no longer
     /// running whose region is not led at its target failed. Forgets failures older than
     /// [`FAILED_MOVE_BACKOFF`].
@@ -129,6 +137,19 @@ mod tests {
             !moves.failed_lately(region, to.datanode),
             "tried again later"
         );
+
+        // One the catalog refused is a failure too.
+        let elsewhere = Command::MigrateRegion {
+            region,
+            epoch: epoch + 7,
+            to: Replica {
+                datanode: 9,
+                shard: 0,
+            },
+        };
+        assert!(catalog.clone().apply(&elsewhere).is_err());
+        moves.refused(&elsewhere, now);
+        assert!(moves.failed_lately(region, 9));
 
         // One that completed is no failure.
         catalog.apply(&migrate).unwrap();

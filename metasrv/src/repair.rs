@@ -102,8 +102,12 @@ pub async fn repair(
     let (moving, rebalancing) = match catalog.drain_move(leaders_alive) {
         Some(command) => (Some(command), false),
         None => (
+            // Not where the region's copy is quarantined: the install would not replace it.
             catalog.rebalance(balance, leaders_alive, |region, datanode| {
                 moves.failed_lately(region, datanode)
+                    || heard
+                        .get(&datanode)
+                        .is_some_and(|status| status.quarantined.contains(&region))
             }),
             true,
         ),
@@ -117,6 +121,9 @@ pub async fn repair(
                 tracing::info!(?command, "a copy or a leadership moves")
             }
             Err(ExecuteError::Refused(reason)) => {
+                if rebalancing {
+                    moves.refused(&command, now);
+                }
                 tracing::info!(?command, %reason, "a move was overtaken")
             }
             Err(error) => return Err(error),

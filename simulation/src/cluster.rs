@@ -228,7 +228,7 @@ pub struct Observed {
     pub region: metronome_core::data::RegionId,
     pub epoch: u64,
     pub write: bool,
-    /// A scan at a follower, as of its leader's commit point.
+    /// A scan at a follower (`metronome_wire::ReadAt`).
     pub follower: bool,
     pub started: std::time::Instant,
     pub finished: std::time::Instant,
@@ -255,10 +255,8 @@ impl RegionService for Observing {
             let write = matches!(request, metronome_wire::RegionRequest::Write { .. });
             let follower = matches!(
                 request,
-                metronome_wire::RegionRequest::Scan {
-                    committed: Some(_),
-                    ..
-                }
+                metronome_wire::RegionRequest::Scan { read, .. }
+                    if read != metronome_wire::ReadAt::Leader
             );
             // The simulation's one clock: the checker compares instants across nodes,
             // whose own clocks drift.

@@ -175,7 +175,7 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
                         region: *region,
                         request: ScanRequest::all(),
                         epoch: *epoch,
-                        committed: None,
+                        read: metronome_wire::ReadAt::Leader,
                     };
                     let _ = time::timeout(Duration::from_secs(3), stale.call(scan)).await;
                 }

@@ -163,7 +163,7 @@ pub fn scan<'b>(
     region: RegionId,
     request: &ScanRequest,
     epoch: u64,
-    committed: Option<u64>,
+    read: crate::ReadAt,
 ) -> WIPOffset<fb::Scan<'b>> {
     let matchers: Vec<_> = request
         .matchers
@@ -197,7 +197,11 @@ pub fn scan<'b>(
             series_only: request.series_only,
             projection,
             epoch,
-            committed,
+            committed: match read {
+                crate::ReadAt::Follower { committed } => Some(committed),
+                crate::ReadAt::Leader | crate::ReadAt::OnlyFollower => None,
+            },
+            at_follower: read != crate::ReadAt::Leader,
         },
     )
 }
@@ -337,10 +341,19 @@ mod tests {
         };
         for request in [request, empty_projection, ScanRequest::all()] {
             let mut builder = FlatBufferBuilder::new();
-            let offset = scan(&mut builder, RegionId::new(4, 2), &request, 3, Some(8));
+            let offset = scan(
+                &mut builder,
+                RegionId::new(4, 2),
+                &request,
+                3,
+                crate::ReadAt::Follower { committed: 8 },
+            );
             builder.finish_minimal(offset);
             let table = flatbuffers::root::<fb::Scan>(builder.finished_data()).unwrap();
-            assert_eq!((table.epoch(), table.committed()), (3, Some(8)));
+            assert_eq!(
+                (table.epoch(), table.committed(), table.at_follower()),
+                (3, Some(8), true)
+            );
             assert_eq!(
                 read_scan(table).unwrap(),
                 (RegionId::new(4, 2), request.clone())

@@ -24,7 +24,7 @@ use std::pin::Pin;
 /// A failed region request: its kind and a message naming what and where (the one
 /// error of every layer, `metronome_core::error::Error`).
 pub use metronome_core::error::{Error as RegionError, ErrorKind};
-pub use region_request::{RegionReply, RegionRequest, ReplicatedRegion};
+pub use region_request::{ReadAt, RegionReply, RegionRequest, ReplicatedRegion};
 pub use region_service_ext::RegionServiceExt;
 
 /// A shard's figures for monitoring, as a datanode reports them.

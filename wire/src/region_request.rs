@@ -85,10 +85,9 @@ pub enum RegionRequest {
         request: ScanRequest,
         /// As a write's.
         epoch: u64,
-        /// A read at a follower, as of its leader's commit point (a frontend's read
-        /// preference): the follower answers once it holds every write up to this
-        /// sequence, with those writes' rows only. `None`: a read at the leader.
-        committed: Option<u64>,
+        /// Where the scan reads: the leader, or a follower (a frontend's read
+        /// preference).
+        read: ReadAt,
     },
     /// The leader's commit point for the region at `epoch`: the sequence up to which
     /// every write is on every copy of its configuration (a follower read's first step,
@@ -138,6 +137,22 @@ pub enum RegionRequest {
         chunks: u32,
         batch: bytes::Bytes,
     },
+}
+
+/// Which copy of a region a scan reads (`metronome_datanode::engine::follower_read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadAt {
+    /// The leader, under its lease.
+    #[default]
+    Leader,
+    /// The region's only follower at the route's epoch: every write it applied is on
+    /// every member (its leader shipped it only once durable), and every write its
+    /// leader acknowledged it applied first.
+    OnlyFollower,
+    /// One of two followers, exactly as of its leader's commit point: the follower
+    /// waits to have applied every write up to it, and refuses while it applied writes
+    /// past it (the other follower may lack them).
+    Follower { committed: u64 },
 }
 
 /// One region's writes in a [`RegionRequest::Replicate`], in sequence order, under the
@@ -271,9 +286,9 @@ impl RegionRequest {
                 region,
                 request,
                 epoch,
-                committed,
+                read,
             } => frame::request_body(|builder| {
-                let table = convert::scan(builder, *region, request, *epoch, *committed);
+                let table = convert::scan(builder, *region, request, *epoch, *read);
                 (fb::Request::Scan, table.as_union_value())
             }),
             RegionRequest::CommitPoint { region, epoch } => frame::request_body(|builder| {
@@ -439,7 +454,11 @@ impl RegionRequest {
                     region: id,
                     request: scan,
                     epoch: table.epoch(),
-                    committed: table.committed(),
+                    read: match (table.at_follower(), table.committed()) {
+                        (false, _) => ReadAt::Leader,
+                        (true, None) => ReadAt::OnlyFollower,
+                        (true, Some(committed)) => ReadAt::Follower { committed },
+                    },
                 }
             }
             fb::Request::GetCommitPoint => {
@@ -695,13 +714,21 @@ pub(crate) mod tests {
                 region,
                 request: scan.clone(),
                 epoch: 9,
-                committed: None,
+                read: ReadAt::Leader,
+            },
+            RegionRequest::Scan {
+                region,
+                request: scan.clone(),
+                epoch: 9,
+                read: ReadAt::OnlyFollower,
             },
             RegionRequest::Scan {
                 region,
                 request: scan,
                 epoch: 9,
-                committed: Some(u64::MAX),
+                read: ReadAt::Follower {
+                    committed: u64::MAX,
+                },
             },
             RegionRequest::CommitPoint { region, epoch: 11 },
             RegionRequest::Drop { region },

@@ -112,7 +112,7 @@ pub trait RegionServiceExt: RegionService {
                 region,
                 request,
                 epoch: 0,
-                committed: None,
+                read: crate::ReadAt::Leader,
             };
             match self.call(scan).await? {
                 RegionReply::Series(series) => Ok(series),

@@ -1,27 +1,27 @@
-//! Follower reads, as TiKV's and Raft's read index does them: a frontend that prefers a
-//! follower first asks the region's leader for its commit point
-//! ([`ShardEngine::commit_point`], under the leader's lease), then asks a follower for
-//! the region's rows as of that point ([`ShardEngine::scan_series_committed`]). The
-//! follower answers once it has applied every write up to the commit point, with the
-//! rows of those writes only: what the leader would have answered when it told its
-//! commit point, read off the leader's core.
+//! Follower reads (a frontend's read preference, `metronome_wire::ReadAt`). What a
+//! follower may answer rests on two facts of replication: a leader acknowledges a write
+//! only once every member of its configuration applied it (a follower applies a
+//! shipment before it answers it), so every follower holds every acknowledged write;
+//! and a member's copy at an epoch is a prefix of its leader's log at that epoch
+//! (`metronome_catalog::replicas`), so its rows are the leader's.
 //!
-//! Why that is the leader's answer: the commit point is at least the highest write the
-//! leader acknowledged, which every member made durable, and every write below it with
-//! it (a member takes writes in sequence order) — so an acknowledged write is always in
-//! a follower's answer, however the leader's tasks completed them (out of order: the
-//! simulation found a read missing a write acknowledged a moment before, when the point
-//! was the leader's applied prefix alone). And a member's copy at an epoch is a prefix of
-//! its leader's log at that epoch (`metronome_catalog::replicas`), so its rows of those
-//! writes are the leader's. The follower must be a member at the
-//! epoch the frontend's route names, under which the leader told the point
-//! (`crate::lease::LeasedRegions`); a copy left out of the configuration may hold a
-//! deposed leader's writes at those sequences.
+//! - A region's **only** follower answers with all it applied: each of those writes is
+//!   durable on both members (the leader ships a write only once its own WAL has it),
+//!   so committed; a newer configuration is a newer epoch, which the follower's
+//!   admission refuses (`crate::lease::LeasedRegions`).
+//! - One of **two** followers may have applied a write the other lacks, which a
+//!   failover to the other would lose. The frontend first asks the leader for its commit
+//!   point ([`ShardEngine::commit_point`], read index as TiKV does it, under the
+//!   leader's lease); the follower waits to have applied every write up to it
+//!   ([`FOLLOWER_READ_WAIT`] at most), and refuses while it applied more (the frontend
+//!   asks for a newer point). It answers with all it holds, never a filtered view: a
+//!   memtable keeps one version of a point, so leaving out a write past the point
+//!   could lose the committed version it replaced (a review's find).
 //!
-//! Known limit: a row that a later write, past the commit point, replaced at the same
-//! (series, timestamp) in the same memtable or compacted file reads as missing until that
-//! write commits (a memtable keeps one version per point), and a series-only scan lists
-//! the series as they are (its SST indexes hold no sequences).
+//! A copy left out of the configuration, or a learner's, serves no follower read: it
+//! may hold a deposed leader's writes at those sequences.
+
+use metronome_wire::ReadAt;
 
 use super::*;
 
@@ -49,19 +49,31 @@ impl ShardEngine {
         Ok(applied(region(&regions, id, Need::Serving)?))
     }
 
-    /// Region `id`'s series as of its leader's commit point `committed`: once this copy
-    /// applied every write up to it ([`FOLLOWER_READ_WAIT`] at most), the rows of those
-    /// writes only.
-    pub async fn scan_series_committed(
+    /// Region `id`'s series at this follower (`read`, never `ReadAt::Leader`): at once
+    /// if it is the region's only follower; else once it applied every write up to its
+    /// leader's commit point ([`FOLLOWER_READ_WAIT`] at most), and only while it applied
+    /// none past it.
+    pub async fn scan_series_at_follower(
         &self,
         id: RegionId,
         request: &ScanRequest,
-        committed: u64,
+        read: ReadAt,
     ) -> Result<Vec<SeriesRows>, EngineError> {
+        let committed = match read {
+            ReadAt::Leader => unreachable!("a leader's scan is no follower read"),
+            ReadAt::OnlyFollower => return self.scan_series(id, request).await,
+            ReadAt::Follower { committed } => committed,
+        };
         let since = metronome_core::rt::time::now();
         loop {
             let applied = self.applied(id)?;
-            if applied >= committed {
+            if applied > committed {
+                return Err(EngineError::Unavailable(format!(
+                    "region {id}: this copy applied writes up to {applied}, past its \
+                     leader's commit point {committed}: ask for a newer one"
+                )));
+            }
+            if applied == committed {
                 break;
             }
             if metronome_core::rt::time::elapsed(since) >= FOLLOWER_READ_WAIT {
@@ -73,7 +85,9 @@ impl ShardEngine {
             }
             metronome_core::rt::time::sleep_local(FOLLOWER_READ_POLL).await;
         }
-        self.scan_series_as_of(id, request, Some(committed)).await
+        // The scan takes its memtables and files in its first step, in this one (a shard
+        // runs one task at a time): it holds exactly the writes up to `committed`.
+        self.scan_series(id, request).await
     }
 }
 

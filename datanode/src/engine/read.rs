@@ -9,9 +9,6 @@ pub(super) struct Scan {
     pub(super) request: ScanRequest,
     pub(super) filter: SeriesFilter,
     pub(super) projection: Projection,
-    /// Only the rows of writes up to this sequence (a follower's read as of its
-    /// leader's commit point, `super::follower_read`); `None`: every row.
-    pub(super) sequence_max: Option<u64>,
 }
 
 /// A memtable's or an SST reader's view of the rows a scan keeps: (the series' tags) →
@@ -19,24 +16,6 @@ pub(super) struct Scan {
 type Keep<'a> = &'a dyn Fn(&[String]) -> bool;
 
 impl Scan {
-    /// Leaves out the rows of writes past [`Scan::sequence_max`].
-    fn as_of_rows(&self, rows: &mut Vec<(u64, Row)>) {
-        if let Some(max) = self.sequence_max {
-            rows.retain(|(sequence, _)| *sequence <= max);
-        }
-    }
-
-    /// Leaves out the rows of writes past [`Scan::sequence_max`], and the series left
-    /// with none.
-    fn as_of_series(&self, series: &mut Vec<SequencedSeries>) {
-        if let Some(max) = self.sequence_max {
-            for (_, rows) in series.iter_mut() {
-                rows.retain(|(_, sequence, _)| *sequence <= max);
-            }
-            series.retain(|(_, rows)| !rows.is_empty());
-        }
-    }
-
     /// Calls a memtable reader with the scan's range, matchers and equalities.
     fn in_memtable<T>(&self, read: impl FnOnce(i64, i64, Keep<'_>, &[(usize, &str)]) -> T) -> T {
         let keep = |tags: &[String]| self.filter.keeps(tags);
@@ -98,7 +77,6 @@ impl ScanShape for RowsShape {
         let mut rows = scan.in_memtable(|start, end, keep, equal| {
             memtable.scan_sequenced(start, end, keep, equal)
         });
-        scan.as_of_rows(&mut rows);
         for (_, row) in rows.iter_mut() {
             scan.projection.apply(&mut row.fields);
         }
@@ -106,11 +84,9 @@ impl ScanShape for RowsShape {
     }
 
     fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
-        let mut rows = scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+        scan.in_sst(input.parsed, |file, schema, start, end, keep| {
             sst::read_file(file, schema, start, end, keep)
-        })?;
-        scan.as_of_rows(&mut rows);
-        Ok(rows)
+        })
     }
 
     fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
@@ -139,7 +115,6 @@ impl ScanShape for SeriesShape {
         let mut series = scan.in_memtable(|start, end, keep, equal| {
             memtable.scan_series_sequenced(start, end, keep, equal)
         });
-        scan.as_of_series(&mut series);
         for (_, samples) in series.iter_mut() {
             for (_, _, fields) in samples {
                 scan.projection.apply(fields);
@@ -149,11 +124,9 @@ impl ScanShape for SeriesShape {
     }
 
     fn sst(&self, input: &SstInput<'_>, scan: &Scan) -> Result<Self::Source, String> {
-        let mut series = scan.in_sst(input.parsed, |file, schema, start, end, keep| {
+        scan.in_sst(input.parsed, |file, schema, start, end, keep| {
             sst::read_series(file, schema, start, end, keep)
-        })?;
-        scan.as_of_series(&mut series);
-        Ok(series)
+        })
     }
 
     fn merge(self, sources: Vec<Self::Source>, scan: &Scan) -> Self::Output {
@@ -259,10 +232,9 @@ impl ShardEngine {
         &self,
         id: RegionId,
         request: &ScanRequest,
-        sequence_max: Option<u64>,
         shape: S,
     ) -> Result<S::Output, EngineError> {
-        let (scan, mut sources, files) = self.scan_snapshot(id, request, sequence_max, &shape)?;
+        let (scan, mut sources, files) = self.scan_snapshot(id, request, &shape)?;
         for file in files {
             let (key, parsed) = self.read_sst(id, &file).await?;
             let input = SstInput {
@@ -280,7 +252,6 @@ impl ShardEngine {
         &self,
         id: RegionId,
         request: &ScanRequest,
-        sequence_max: Option<u64>,
         shape: &S,
     ) -> Result<Snapshot<S::Source>, EngineError> {
         let request = self.retained(id, request)?;
@@ -291,7 +262,6 @@ impl ShardEngine {
             request,
             filter,
             projection,
-            sequence_max,
         };
         let sources = std::iter::once(&region.memtable)
             .chain(region.frozen.iter().map(|m| &**m))
@@ -304,22 +274,10 @@ impl ShardEngine {
     /// Rows of a region matching the request, in (series, ts) order: the memtables and
     /// the SSTs merged, the latest write of each (series, ts) winning.
     pub async fn scan(&self, id: RegionId, request: &ScanRequest) -> Result<Vec<Row>, EngineError> {
-        self.scan_as_of(id, request, None).await
-    }
-
-    /// [`ShardEngine::scan`], only the rows of writes up to `sequence_max` if given (a
-    /// series-only scan lists the series as they are: its SST indexes hold no
-    /// sequences).
-    pub(super) async fn scan_as_of(
-        &self,
-        id: RegionId,
-        request: &ScanRequest,
-        sequence_max: Option<u64>,
-    ) -> Result<Vec<Row>, EngineError> {
         if request.series_only {
-            return self.run_scan(id, request, None, SeriesOnlyShape).await;
+            return self.run_scan(id, request, SeriesOnlyShape).await;
         }
-        self.run_scan(id, request, sequence_max, RowsShape).await
+        self.run_scan(id, request, RowsShape).await
     }
 
     /// Like [`ShardEngine::scan`], grouped by series, without building a `Row` per
@@ -331,22 +289,10 @@ impl ShardEngine {
         id: RegionId,
         request: &ScanRequest,
     ) -> Result<Vec<SeriesRows>, EngineError> {
-        self.scan_series_as_of(id, request, None).await
-    }
-
-    /// [`ShardEngine::scan_series`], only the rows of writes up to `sequence_max` if
-    /// given.
-    pub(super) async fn scan_series_as_of(
-        &self,
-        id: RegionId,
-        request: &ScanRequest,
-        sequence_max: Option<u64>,
-    ) -> Result<Vec<SeriesRows>, EngineError> {
         if request.series_only || request.limit.is_some() {
-            let rows = self.scan_as_of(id, request, sequence_max).await?;
-            return Ok(SeriesRows::group(rows));
+            return Ok(SeriesRows::group(self.scan(id, request).await?));
         }
-        self.run_scan(id, request, sequence_max, SeriesShape).await
+        self.run_scan(id, request, SeriesShape).await
     }
 
     /// An SST's object key and bytes.
@@ -387,7 +333,7 @@ impl ShardEngine {
         if request.series_only {
             // Series-only rows are few (one per series): gathered whole, then streamed.
             let schema = Projection::of(id, &self.schema(id)?, request)?.schema;
-            let rows = self.run_scan(id, request, None, SeriesOnlyShape).await?;
+            let rows = self.run_scan(id, request, SeriesOnlyShape).await?;
             let rows = rows.into_iter().map(|row| (0, row)).collect();
             return Ok(ScanStream::new(
                 vec![Run::Rows(Some(rows))],
@@ -396,7 +342,7 @@ impl ShardEngine {
                 usize::MAX,
             ));
         }
-        self.run_scan(id, request, None, shape).await
+        self.run_scan(id, request, shape).await
     }
 
     /// [`ShardEngine::scan_stream`], every batch of it.

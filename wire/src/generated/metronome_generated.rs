@@ -3433,6 +3433,7 @@ impl<'a> Scan<'a> {
   pub const VT_PROJECTION: ::flatbuffers::VOffsetT = 16;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 18;
   pub const VT_COMMITTED: ::flatbuffers::VOffsetT = 20;
+  pub const VT_AT_FOLLOWER: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3452,6 +3453,7 @@ impl<'a> Scan<'a> {
     if let Some(x) = args.projection { builder.add_projection(x); }
     if let Some(x) = args.matchers { builder.add_matchers(x); }
     if let Some(x) = args.region { builder.add_region(x); }
+    builder.add_at_follower(args.at_follower);
     builder.add_series_only(args.series_only);
     builder.finish()
   }
@@ -3517,15 +3519,24 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Scan::VT_EPOCH, Some(0)).unwrap()}
   }
-  /// A read at a follower (a frontend's read preference): the follower answers once it
-  /// holds every write up to this sequence, its leader's commit point, with those
-  /// writes' rows only. Absent: a read at the leader.
+  /// A read at one of a region's two followers: exactly as of this sequence, its
+  /// leader's commit point (the follower waits to have applied every write up to it, and
+  /// refuses while it applied more). Only with at_follower.
   #[inline]
   pub fn committed(&self) -> Option<u64> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Scan::VT_COMMITTED, None)}
+  }
+  /// A read at a follower (a frontend's read preference), a member of the route's
+  /// configuration at `epoch`; without `committed`, its only follower.
+  #[inline]
+  pub fn at_follower(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Scan::VT_AT_FOLLOWER, Some(false)).unwrap()}
   }
 }
 
@@ -3544,6 +3555,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FieldColumn>>>>("projection", Self::VT_PROJECTION, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .visit_field::<u64>("committed", Self::VT_COMMITTED, false)?
+     .visit_field::<bool>("at_follower", Self::VT_AT_FOLLOWER, false)?
      .finish();
     Ok(())
   }
@@ -3558,6 +3570,7 @@ pub struct ScanArgs<'a> {
     pub projection: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FieldColumn<'a>>>>>,
     pub epoch: u64,
     pub committed: Option<u64>,
+    pub at_follower: bool,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -3572,6 +3585,7 @@ impl<'a> Default for ScanArgs<'a> {
       projection: None,
       epoch: 0,
       committed: None,
+      at_follower: false,
     }
   }
 }
@@ -3618,6 +3632,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<u64>(Scan::VT_COMMITTED, committed);
   }
   #[inline]
+  pub fn add_at_follower(&mut self, at_follower: bool) {
+    self.fbb_.push_slot::<bool>(Scan::VT_AT_FOLLOWER, at_follower, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -3646,6 +3664,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("projection", &self.projection());
       ds.field("epoch", &self.epoch());
       ds.field("committed", &self.committed());
+      ds.field("at_follower", &self.at_follower());
       ds.finish()
   }
 }
