@@ -31,7 +31,7 @@ mutations=(
         let durable = Some(log_id);"
 "write-after-lease|catalog/src/lease.rs|cluster|        if now >= held.until {|        // MUTATION: a lapsed lease still admits requests.
         if false && now >= held.until {"
-"lease-without-drift-margin|datanode/src/lease.rs|cluster|        let renewal = held.renew(sent_at, grants, LEASE_HELD);|        // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
+"lease-without-drift-margin|datanode/src/lease.rs|clock_skew|        let renewal = held.renew(sent_at, grants, LEASE_HELD);|        // MUTATION: hold a lease for all of LEASE on a clock that may run slow.
         let renewal = held.renew(sent_at, grants, metronome_catalog::lease::LEASE);"
 "ack-after-leader-fsync-only|datanode/src/engine/replica.rs|cluster|    for follower in std::mem::take(&mut ticket.acked) {|    // MUTATION: acknowledge once the leader's WAL has the write, not waiting for followers.
     for follower in std::mem::take(&mut ticket.acked).into_iter().take(0) {"

@@ -460,6 +460,8 @@ impl Drop for DropAbort {
 /// and an idle node for the test's own tasks.
 pub struct SmallCluster {
     pub metasrv: SimNode,
+    /// Every heartbeat the metasrv answered with leases.
+    pub granted: Arc<Mutex<Vec<Granted>>>,
     pub datanodes: Vec<SimNode>,
     pub handles: DatanodeHandles,
     pub frontend: Arc<Frontend>,
@@ -475,11 +477,16 @@ impl SmallCluster {
         balance: Balance,
         observe: Observer,
     ) -> SmallCluster {
+        let granted: Arc<Mutex<Vec<Granted>>> = Arc::default();
+        let observer: GrantObserver = {
+            let granted = granted.clone();
+            Arc::new(move |one: Granted| granted.lock().unwrap().push(one))
+        };
         let metasrv = SimNode::start(
             "metasrv-1",
             metasrv_ip(1),
             Default::default(),
-            metasrv_main_observed(1, 1, RaftTuning::default(), None, balance),
+            metasrv_main_observed(1, 1, RaftTuning::default(), Some(observer), balance),
         );
         let handles = DatanodeHandles::default();
         let nodes: Vec<SimNode> = (1..=datanodes)
@@ -531,6 +538,7 @@ impl SmallCluster {
         };
         SmallCluster {
             metasrv,
+            granted,
             datanodes: nodes,
             handles,
             frontend,

@@ -41,8 +41,11 @@ use metronome_wire::{RegionRequest, RegionService};
 /// How long after the cut the probes and writes go on: past the old lease even at the
 /// slowest clock tried here.
 const WATCH_FOR: Duration = Duration::from_secs(40);
-/// How often the stale client asks and the frontend writes.
+/// How often the frontend writes.
 const EVERY: Duration = Duration::from_millis(250);
+/// How often the stale client asks: often enough to land in the 160 ms by which a
+/// lease held for all of `LEASE` on a clock 1 % slow outlives the metasrv's.
+const PROBE_EVERY: Duration = Duration::from_millis(40);
 /// 40 % slow: datanode 1's lease lasts `LEASE_HELD / 0.6` (26.4 s) in real time.
 const FAR_BEYOND_PPM: i64 = -400_000;
 
@@ -67,6 +70,16 @@ async fn within_the_bound_a_deposed_leader_serves_nothing() {
     assert!(
         seen.refused_after_failover > 0,
         "the stale client was refused after the failover"
+    );
+    // Nor any scan past the lease the metasrv last granted, counted from when the
+    // heartbeat arrived (the datanode counts from before it left, on its slow clock, and
+    // holds it for less, the drift bound).
+    assert!(
+        seen.past_the_lease.is_empty(),
+        "datanode 1 answered {} scans past {LEASE:?} after its last heartbeat arrived, \
+         first {:?}",
+        seen.past_the_lease.len(),
+        seen.past_the_lease.first()
     );
 }
 
@@ -104,6 +117,9 @@ struct Seen {
     stale_reads: Vec<Observed>,
     /// Scans datanode 1 refused after the failover.
     refused_after_failover: usize,
+    /// Scans datanode 1 answered that ended a lease or more after its last heartbeat
+    /// reached the metasrv.
+    past_the_lease: Vec<Observed>,
 }
 
 async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
@@ -153,14 +169,30 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
     assert!(!led.is_empty(), "datanode 1 leads regions: {catalog:?}");
 
     // Datanode 1's clock slows down; two heartbeats later, it is cut off from the
-    // metasrv (its last lease granted on the slow clock).
+    // metasrv as soon as the metasrv answered its next heartbeat (so that its lease, on
+    // the slow clock, runs from just before the cut).
     time::drift::set(datanodes[0].handle().id(), rate_ppm);
     time::sleep(2 * HEARTBEAT_INTERVAL).await;
+    let grants_to_1 = || {
+        cluster
+            .granted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|granted| granted.datanode == 1)
+            .map(|granted| granted.received)
+            .collect::<Vec<_>>()
+    };
+    let before = grants_to_1().len();
+    while grants_to_1().len() == before {
+        time::sleep(Duration::from_millis(1)).await;
+    }
     let net = NetSim::current();
     let (zombie, meta) = (datanodes[0].handle().id(), metasrv.handle().id());
     net.clog_link(zombie, meta);
     net.clog_link(meta, zombie);
     let cut = time::drift::true_now();
+    let last_grant = *grants_to_1().last().expect("a grant");
     tracing::info!(rate_ppm, ?led, "datanode 1 cut off from the metasrv");
 
     // The stale client asks datanode 1 for each region at its old epoch, while the
@@ -179,7 +211,7 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
                     };
                     let _ = time::timeout(Duration::from_secs(3), stale.call(scan)).await;
                 }
-                time::sleep(EVERY).await;
+                time::sleep(PROBE_EVERY).await;
             }
         })
     };
@@ -239,6 +271,11 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
                 && failover_at.is_some_and(|at| s.started > at)
         })
         .count();
+    let past_the_lease: Vec<Observed> = observed
+        .iter()
+        .filter(|s| !s.write && s.succeeded && s.datanode == 1 && s.finished >= last_grant + LEASE)
+        .cloned()
+        .collect();
     let regions: BTreeSet<RegionId> = stale_reads.iter().map(|s| s.region).collect();
     tracing::info!(
         lease_held_ms = LEASE_HELD.as_millis(),
@@ -253,5 +290,6 @@ async fn deposed_leader_with_a_clock_at(rate_ppm: i64) -> Seen {
         new_leader_writes,
         stale_reads,
         refused_after_failover,
+        past_the_lease,
     }
 }
