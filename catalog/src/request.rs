@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use metronome_core::data::RegionId;
 use metronome_wire::frame::{self, Body};
-use metronome_wire::region_request::{read_shard_stats, shard_stats};
+use metronome_wire::region_reply::{read_shard_stats, shard_stats};
 use metronome_wire::ShardStats;
 use metronome_wire::{convert, fb};
 

@@ -24,7 +24,8 @@ use std::pin::Pin;
 /// A failed region request: its kind and a message naming what and where (the one
 /// error of every layer, `metronome_core::error::Error`).
 pub use metronome_core::error::{Error as RegionError, ErrorKind};
-pub use region_request::{ReadAt, RegionReply, RegionRequest, ReplicatedRegion};
+pub use region_reply::RegionReply;
+pub use region_request::{ReadAt, RegionRequest, ReplicatedRegion};
 pub use region_service_ext::RegionServiceExt;
 
 /// A shard's figures for monitoring, as a datanode reports them.
@@ -83,6 +84,7 @@ pub trait RegionService: Send + Sync + 'static {
 pub mod convert;
 pub mod frame;
 pub mod region;
+pub mod region_reply;
 pub mod region_request;
 pub mod region_service_ext;
 pub mod rows;
